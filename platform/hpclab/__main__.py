@@ -1,0 +1,5 @@
+"""Allow ``python -m hpclab``."""
+
+from .cli import main
+
+raise SystemExit(main())

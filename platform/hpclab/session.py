@@ -1,0 +1,228 @@
+"""What this kernel/process may use: cores, memory, GPUs and time left in the job."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .cgroup import ABSURD_LIMIT, cgroup_memory_limit
+from .formatting import format_bytes, format_cpu_ids, format_timedelta
+from .slurm import parse_slurm_mem_mb, squeue_time_left
+
+#: End times further away than this are treated as "no limit".
+_FAR_FUTURE = 100 * 365 * 86400
+
+
+@dataclass(frozen=True)
+class Session:
+    """A snapshot of the resources this process may use (see ``hpclab.session()``)."""
+
+    cores: int
+    cores_source: str
+    cpu_ids: tuple[int, ...]
+    memory_limit: int | None
+    memory_source: str | None
+    gpus: tuple[str, ...]
+    walltime_left: _dt.timedelta | None
+    walltime_source: str | None
+    job_id: str | None
+    backend: str
+    hostname: str
+
+    # -- views ---------------------------------------------------------------
+    def _cores_note(self) -> str:
+        """E.g. "affinity 0-3" or "SLURM_CPUS_PER_TASK; affinity 0-3"."""
+        if not self.cpu_ids:
+            return self.cores_source
+        sep = " " if self.cores_source == "affinity" else "; affinity "
+        return self.cores_source + sep + format_cpu_ids(self.cpu_ids)
+
+    def _rows(self) -> list[tuple[str, str, str]]:
+        """(label, value, where it came from) for the terminal and HTML views."""
+        return [
+            ("host", self.hostname, f"backend {self.backend}"),
+            ("job", self.job_id or "none", "SLURM_JOB_ID" if self.job_id else ""),
+            ("cores", str(self.cores), self._cores_note()),
+            ("memory", format_bytes(self.memory_limit), self.memory_source or ""),
+            ("gpus", ",".join(self.gpus) or "none", "CUDA_VISIBLE_DEVICES" if self.gpus else ""),
+            ("walltime left", format_timedelta(self.walltime_left), self.walltime_source or ""),
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"Session(cores={self.cores} [{self._rows()[2][2]}], memory={format_bytes(self.memory_limit)}, "
+            f"gpus={','.join(self.gpus) or 'none'}, job={self.job_id or 'none'}, "
+            f"walltime_left={format_timedelta(self.walltime_left)}, host={self.hostname})"
+        )
+
+    def __str__(self) -> str:
+        rows = self._rows()
+        width = max(len(label) for label, _, _ in rows)
+        vwidth = max(len(value) for _, value, _ in rows)
+        lines = []
+        for label, value, note in rows:
+            line = f"{label:<{width}}  {value:<{vwidth}}"
+            if note:
+                line += f"  ({note})"
+            lines.append(line.rstrip())
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(label)}</th>"
+            f"<td style='text-align:left'>{html.escape(value)}</td>"
+            f"<td style='text-align:left;color:#777'>{html.escape(note)}</td></tr>"
+            for label, value, note in self._rows()
+        )
+        return f"<table class='hpclab-session'><caption>hpclab session</caption>{cells}</table>"
+
+    def as_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict (sequences as lists; walltime_left stays a timedelta)."""
+        return {
+            "job_id": self.job_id,
+            "backend": self.backend,
+            "hostname": self.hostname,
+            "cores": self.cores,
+            "cores_source": self.cores_source,
+            "cpu_ids": list(self.cpu_ids),
+            "memory_limit": self.memory_limit,
+            "memory_source": self.memory_source,
+            "gpus": list(self.gpus),
+            "walltime_left": self.walltime_left,
+            "walltime_source": self.walltime_source,
+        }
+
+
+# -- detection ---------------------------------------------------------------
+def _positive_int(text: str | None) -> int | None:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _affinity() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return []
+
+
+def _cores(env: Mapping[str, str], cpu_ids: list[int]) -> tuple[int, str]:
+    slurm = _positive_int(env.get("SLURM_CPUS_PER_TASK"))
+    if slurm is not None:
+        return slurm, "SLURM_CPUS_PER_TASK"
+    if cpu_ids:
+        return len(cpu_ids), "affinity"
+    return os.cpu_count() or 1, "cpu_count"
+
+
+def _rlimit(name: str) -> int | None:
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft, _hard = resource.getrlimit(getattr(resource, name))
+    if soft == resource.RLIM_INFINITY or soft < 0 or soft >= ABSURD_LIMIT:
+        return None
+    return soft
+
+
+def _memory(env: Mapping[str, str], cores: int) -> tuple[int | None, str | None]:
+    candidates: list[tuple[int, str]] = []
+    cg = cgroup_memory_limit()
+    if cg is not None:
+        candidates.append(cg)
+    per_node = parse_slurm_mem_mb(env.get("SLURM_MEM_PER_NODE", ""))
+    if per_node is not None:
+        candidates.append((per_node, "SLURM_MEM_PER_NODE"))
+    per_cpu = parse_slurm_mem_mb(env.get("SLURM_MEM_PER_CPU", ""))
+    if per_cpu is not None:
+        candidates.append((per_cpu * cores, "SLURM_MEM_PER_CPU"))
+    for name in ("RLIMIT_DATA", "RLIMIT_AS"):
+        limit = _rlimit(name)
+        if limit is not None:
+            candidates.append((limit, name))
+    mem_limit = _positive_int(env.get("MEM_LIMIT"))
+    if mem_limit is not None:
+        candidates.append((mem_limit, "MEM_LIMIT"))
+    if not candidates:
+        return None, None
+    return min(candidates, key=lambda c: c[0])  # first listed wins ties
+
+
+def _gpus(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if raw in ("", "NoDevFiles", "-1"):
+        return ()
+    gpus: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if item == "-1":  # CUDA ignores this entry and everything after it
+            break
+        if item:
+            gpus.append(item)
+    return tuple(gpus)
+
+
+def _seconds_until(epoch_text: str | None, now: float) -> _dt.timedelta | None:
+    try:
+        end = float(str(epoch_text).strip())
+    except ValueError:
+        return None
+    if end <= 0 or end - now > _FAR_FUTURE:
+        return None
+    return _dt.timedelta(seconds=max(0, int(end - now)))
+
+
+def _walltime(env: Mapping[str, str], job_id: str | None) -> tuple[_dt.timedelta | None, str | None]:
+    now = time.time()
+    candidates: list[tuple[_dt.timedelta, str]] = []
+    if "SLURM_JOB_END_TIME" in env:
+        left = _seconds_until(env["SLURM_JOB_END_TIME"], now)
+        if left is not None:
+            candidates.append((left, "SLURM_JOB_END_TIME"))
+    elif job_id:
+        left = squeue_time_left(job_id)
+        if left is not None:
+            candidates.append((left, "squeue"))
+    if "HPCLAB_JOB_END_TIME" in env:
+        left = _seconds_until(env["HPCLAB_JOB_END_TIME"], now)
+        if left is not None:
+            candidates.append((left, "HPCLAB_JOB_END_TIME"))
+    if not candidates:
+        return None, None
+    return min(candidates, key=lambda c: c[0])
+
+
+def session(env: Mapping[str, str] | None = None) -> Session:
+    """Describe what this process may use right now (cores, memory, GPUs, time left).
+
+    Reads the environment (SLURM and spawner variables), CPU affinity, cgroups and
+    rlimits; *env* defaults to ``os.environ``. Values are a snapshot taken at call time.
+    """
+    env = os.environ if env is None else env
+    job_id = env.get("SLURM_JOB_ID") or None
+    cpu_ids = _affinity()
+    cores, cores_source = _cores(env, cpu_ids)
+    memory_limit, memory_source = _memory(env, cores)
+    walltime_left, walltime_source = _walltime(env, job_id)
+    return Session(
+        cores=cores,
+        cores_source=cores_source,
+        cpu_ids=tuple(cpu_ids),
+        memory_limit=memory_limit,
+        memory_source=memory_source,
+        gpus=_gpus(env),
+        walltime_left=walltime_left,
+        walltime_source=walltime_source,
+        job_id=job_id,
+        backend="slurm" if job_id else "local",
+        hostname=socket.gethostname(),
+    )

@@ -1,0 +1,140 @@
+"""``hpclab-hub``: check a deploy YAML, print its schema, start the hub, manage local accounts."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .config import ConfigError, Deployment, load_deployment
+
+DEFAULT_CONFIG = "deploy/hub.yaml"
+
+
+def _load_or_report(path: str) -> Deployment | None:
+    try:
+        return load_deployment(path)
+    except ConfigError as error:
+        for issue in error.issues:
+            print(f"{path}: {issue}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a deploy YAML: one summary line when valid, one line per problem otherwise."""
+    deployment = _load_or_report(args.file)
+    if deployment is None:
+        return 1
+    backends = ", ".join(f"{name} ({b.type})" for name, b in deployment.backends.items())
+    print(
+        f"{args.file}: OK — {len(deployment.profiles)} profiles "
+        f"({', '.join(p.slug for p in deployment.profiles)}), backends: {backends}, "
+        f"hub on http://{deployment.hub.ip}:{deployment.hub.port}{deployment.hub.base_url}"
+    )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON schema, or the Markdown admin reference."""
+    from .config.reference import json_schema, markdown_reference
+
+    print(markdown_reference() if args.markdown else json.dumps(json_schema(), indent=2), end="" if args.markdown else "\n")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate, then replace this process with JupyterHub configured from the YAML."""
+    deployment = _load_or_report(args.config)
+    if deployment is None:
+        print("hpclab-hub: not starting: fix the errors above first.", file=sys.stderr)
+        return 1
+    jupyterhub = Path(sys.executable).with_name("jupyterhub")
+    if not jupyterhub.exists():
+        found = shutil.which("jupyterhub")
+        if not found:
+            print("hpclab-hub: jupyterhub is not installed (pip install 'hpclab[hub]').", file=sys.stderr)
+            return 1
+        jupyterhub = Path(found)
+    if not shutil.which("configurable-http-proxy"):
+        print("hpclab-hub: configurable-http-proxy is not on PATH (npm install -g configurable-http-proxy).", file=sys.stderr)
+        return 1
+    env = dict(os.environ)
+    env["HPCLAB_CONFIG"] = str(Path(args.config).resolve())
+    if args.port:
+        env["HPCLAB_PORT"] = str(args.port)
+    port = args.port or deployment.hub.port
+    print(f"hpclab-hub: starting JupyterHub on http://{deployment.hub.ip}:{port}{deployment.hub.base_url} "
+          f"(state in {deployment.hub.data_dir})", flush=True)
+    config_py = Path(__file__).with_name("jupyterhub_config.py")
+    deployment.hub.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chdir(deployment.hub.data_dir)
+    os.execve(str(jupyterhub), [str(jupyterhub), "-f", str(config_py)], env)
+    return 0  # not reached
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    """Create (or reset) an approved local account in the hub database."""
+    deployment = _load_or_report(args.config)
+    if deployment is None:
+        return 1
+    from jupyterhub import orm
+    from nativeauthenticator.orm import UserInfo  # noqa: F401  (registers the table)
+
+    from .accounts import generate_password, set_account
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {args.name} (empty: generate one): ")
+    else:
+        password = ""
+    generated = not password
+    password = password or generate_password()
+    if len(password) < deployment.auth.native.minimum_password_length:
+        print(f"hpclab-hub: password too short (minimum {deployment.auth.native.minimum_password_length}).", file=sys.stderr)
+        return 1
+    deployment.hub.data_dir.mkdir(parents=True, exist_ok=True)
+    db = orm.new_session_factory(deployment.hub.database_url)()
+    created = set_account(db, args.name, password)
+    print(f"{'created' if created else 'updated'} account {args.name}" + (f"; password: {password}" if generated else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpclab-hub", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate a deploy YAML")
+    check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    check.set_defaults(func=cmd_check)
+
+    schema = sub.add_parser("schema", help="print the deploy YAML's JSON schema")
+    schema.add_argument("--markdown", action="store_true", help="the admin reference in Markdown instead")
+    schema.set_defaults(func=cmd_schema)
+
+    run = sub.add_parser("run", help="start JupyterHub from a deploy YAML")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("--port", type=int, default=None, help="public port (overrides hub.port)")
+    run.set_defaults(func=cmd_run)
+
+    users = sub.add_parser("users", help="manage local accounts (auth.type: native)")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    add = users_sub.add_parser("add", help="create or reset an approved account")
+    add.add_argument("name")
+    add.add_argument("--config", default=DEFAULT_CONFIG)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.set_defaults(func=cmd_users_add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Rules that span several keys (unique slugs, known backends, one default), checked after typing."""
+
+from __future__ import annotations
+
+from .errors import ConfigIssue
+from .model import Deployment
+
+
+def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
+    """Issues (without line numbers) that a single field's type cannot express."""
+    issues: list[ConfigIssue] = []
+    first_index: dict[str, int] = {}
+    defaults = []
+    declared_kernels = set(deployment.kernels)
+    for i, profile in enumerate(deployment.profiles):
+        if profile.slug in first_index:
+            issues.append(
+                ConfigIssue(("profiles", i, "slug"), f"duplicate slug {profile.slug!r} (also profiles[{first_index[profile.slug]}])")
+            )
+        else:
+            first_index[profile.slug] = i
+        if profile.backend not in deployment.backends:
+            declared = ", ".join(deployment.backends) or "none"
+            issues.append(
+                ConfigIssue(("profiles", i, "backend"), f"unknown backend {profile.backend!r}; declared under backends: {declared}")
+            )
+        if profile.default:
+            defaults.append(i)
+        for k, kernel in enumerate(profile.kernels):
+            if declared_kernels and kernel not in declared_kernels:
+                issues.append(
+                    ConfigIssue(("profiles", i, "kernels", k), f"unknown kernel {kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}")
+                )
+    for i in defaults[1:]:
+        issues.append(ConfigIssue(("profiles", i, "default"), f"only one profile may be the default (profiles[{defaults[0]}] already is)"))
+    ports = {"hub.port": deployment.hub.port, "hub.hub_port": deployment.hub.hub_port, "hub.proxy_api_port": deployment.hub.proxy_api_port}
+    seen_ports: dict[int, str] = {}
+    for key, port in ports.items():
+        if port in seen_ports:
+            issues.append(ConfigIssue(tuple(key.split(".")), f"port {port} is already used by {seen_ports[port]}"))
+        seen_ports[port] = key
+    return issues

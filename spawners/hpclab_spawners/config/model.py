@@ -1,0 +1,156 @@
+"""The deploy YAML as a strict pydantic model: every key typed, unknown keys rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationInfo, field_validator
+
+from .units import DurationSeconds, MemoryBytes
+
+Name = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Slug = Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, values are frozen after loading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    path = Path(path).expanduser()
+    return path if path.is_absolute() or base is None else (Path(base) / path).resolve()
+
+
+class HubSettings(Strict):
+    """Where the hub listens and where it keeps its state."""
+
+    ip: StrictStr = Field("127.0.0.1", description="Address the public proxy binds to.")
+    port: Port = Field(8000, description="Public port users open in their browser.")
+    base_url: StrictStr = Field("/", pattern=r"^/", description="URL prefix of the whole hub, e.g. /jupyter/.")
+    hub_ip: StrictStr = Field("127.0.0.1", description="Address of the hub's internal API (servers call back to it).")
+    hub_port: Port = Field(8081, description="Port of the hub's internal API.")
+    proxy_api_port: Port = Field(8001, description="Port of configurable-http-proxy's REST API (loopback only).")
+    data_dir: Path = Field(Path(".hpclab"), description="Folder for hub state (database, cookie secret, logs); relative to the YAML file.")
+    db_url: StrictStr | None = Field(None, description="SQLAlchemy URL of the hub database; default sqlite in data_dir.")
+    cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret; default data_dir/jupyterhub_cookie_secret.")
+    admin_users: list[Name] = Field(["admin"], description="Hub administrators.")
+    keep_servers_on_restart: bool = Field(True, description="Leave users' servers running when the hub stops, and re-adopt them on start.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("data_dir", "cookie_secret_file")
+    @classmethod
+    def _absolute(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL to use: the configured one or SQLite inside ``data_dir``."""
+        return self.db_url or f"sqlite:///{self.data_dir / 'jupyterhub.sqlite'}"
+
+    @property
+    def cookie_secret_path(self) -> Path:
+        """Where the cookie secret lives (kept across restarts so logins survive them)."""
+        return self.cookie_secret_file or self.data_dir / "jupyterhub_cookie_secret"
+
+
+class NativeAuthSettings(Strict):
+    """Local accounts kept in the hub database (jupyterhub-nativeauthenticator)."""
+
+    allow_signup: bool = Field(True, description="Show a sign-up page; new accounts wait for an admin's approval.")
+    minimum_password_length: int = Field(8, ge=1)
+
+
+class AuthSettings(Strict):
+    """Who may log in, who is admin, which groups people belong to."""
+
+    type: Literal["native"] = Field("native", description="Authenticator; 'native' keeps accounts in the hub database.")
+    admin_password_env: StrictStr = Field(
+        "HPCLAB_ADMIN_PASSWORD",
+        description="Environment variable holding the first admin's password; generated and printed once when unset.",
+    )
+    groups: dict[Name, list[Name]] = Field(
+        default_factory=dict, description="Group -> members; profiles' `groups` refer to these names."
+    )
+    native: NativeAuthSettings = Field(default_factory=dict)
+
+
+class LocalBackend(Strict):
+    """Single-user servers as processes on the hub's own machine (teaching or GPU server)."""
+
+    type: Literal["local"]
+    cpus: Literal["auto"] | list[Annotated[int, Field(ge=0)]] = Field(
+        "auto", description="CPU ids shared out to servers; 'auto' = the hub's own CPU affinity."
+    )
+    gpus: Literal["auto"] | list[StrictStr | Annotated[int, Field(ge=0)]] = Field(
+        "auto", description="GPU ids handed out exclusively; 'auto' = ask nvidia-smi (none if absent)."
+    )
+    home_dir: StrictStr = Field(
+        "{data_dir}/home/{username}", description="Working directory of each user's server ({data_dir}, {username})."
+    )
+    singleuser_cmd: list[StrictStr] | None = Field(
+        None, description="Command that starts the server; default jupyterhub-singleuser next to the hub's Python."
+    )
+    environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for every server.")
+
+
+Backend = Annotated[LocalBackend, Field(discriminator="type")]
+
+
+class ProfileLocalOverrides(Strict):
+    """Settings of a profile that only the local backend reads."""
+
+    environment: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+class Profile(Strict):
+    """One choice on the spawn form (the shape of kubespawner's profile_list)."""
+
+    slug: Slug = Field(description="Stable identifier, used in URLs, state and quotas.")
+    display_name: StrictStr = Field(min_length=1)
+    description: StrictStr = ""
+    default: bool = Field(False, description="Pre-selected on the form (at most one profile).")
+    backend: Name = Field(description="Name of an entry under `backends`.")
+    cpus: int = Field(1, ge=1, description="Cores; pinned exclusively where enough are free.")
+    memory: MemoryBytes | None = Field(None, description="Memory limit (4G, 512M); none = unlimited.")
+    gpus: int = Field(0, ge=0, description="GPUs handed out exclusively from the backend's pool.")
+    time_limit: DurationSeconds | None = Field(None, description="Wall time (SLURM); on local servers, shown as time left.")
+    kernels: list[Name] = Field(default_factory=list, description="Kernels offered; empty = all installed.")
+    groups: list[Name] = Field(default_factory=list, description="Groups allowed to use it; empty = everyone.")
+    spawn_timeout: int = Field(120, ge=1, description="Seconds to wait for the server before giving up.")
+    environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for the server.")
+    local: ProfileLocalOverrides | None = None
+
+
+class KernelEntry(Strict):
+    """A curated kernel a profile can offer."""
+
+    display_name: StrictStr
+    description: StrictStr = ""
+
+
+class CullingSettings(Strict):
+    """Stop idle servers (jupyterhub-idle-culler) so scarce cores and GPUs return to the pool."""
+
+    enabled: bool = False
+    timeout: DurationSeconds = Field("01:00:00", description="Idle time after which a server is stopped.")
+    every: DurationSeconds = Field("00:05:00", description="How often to check.")
+
+
+class Deployment(Strict):
+    """A whole HPCLab deployment, as written in deploy/*.yaml."""
+
+    hub: HubSettings = Field(default_factory=dict)
+    auth: AuthSettings = Field(default_factory=dict)
+    backends: dict[Name, Backend] = Field(min_length=1)
+    profiles: list[Profile] = Field(min_length=1)
+    kernels: dict[Name, KernelEntry] = Field(default_factory=dict)
+    culling: CullingSettings = Field(default_factory=dict)
+
+    def profile(self, slug: str) -> Profile | None:
+        """The profile with this slug, or None."""
+        return next((p for p in self.profiles if p.slug == slug), None)

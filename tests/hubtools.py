@@ -1,0 +1,174 @@
+"""Start a real HPCLab hub (JupyterHub + configurable-http-proxy) for tests, and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+HUB_CLI = Path(sys.executable).with_name("hpclab-hub")
+ADMIN_PASSWORD = "admin-test-password-7"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hub_yaml(data_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A deploy YAML for tests: free ports, state in ``data_dir``, alice in gpu-users, bob not."""
+    config: dict[str, Any] = {
+        "hub": {
+            "port": free_port(),
+            "hub_port": free_port(),
+            "proxy_api_port": free_port(),
+            "data_dir": str(data_dir),
+            "admin_users": ["admin"],
+        },
+        "auth": {"groups": {"gpu-users": ["admin", "alice"]}},
+        "backends": {"local": {"type": "local", "cpus": "auto", "gpus": ["fake0"]}},
+        "profiles": [
+            {"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "3G", "default": True},
+            {"slug": "gpu-1", "display_name": "GPU one", "backend": "local", "cpus": 1, "gpus": 1, "groups": ["gpu-users"]},
+        ],
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@dataclass
+class Hub:
+    """One hub under test: its YAML, process, log, and URL."""
+
+    workdir: Path
+    config: dict[str, Any]
+    proc: subprocess.Popen | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / "hub.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        self.log_path = self.workdir / "hub.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.config['hub']['port']}"
+
+    def start(self, timeout: float = 60) -> None:
+        """Start ``hpclab-hub run`` and wait until the hub answers through the proxy."""
+        env = dict(os.environ, HPCLAB_ADMIN_PASSWORD=ADMIN_PASSWORD)
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [str(HUB_CLI), "run", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"hub did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM the hub (as an admin's Ctrl-C would) and wait for it and its proxy to exit."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill_servers(self) -> None:
+        """Stop every single-user server this hub's data folder started (test clean-up)."""
+        for proc in singleuser_processes(self.config["hub"]["data_dir"]):
+            proc.kill()
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def singleuser_processes(data_dir: str, user: str | None = None) -> list[psutil.Process]:
+    """Running jupyterhub-singleuser processes whose home lies in ``data_dir`` (optionally one user's)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        cwd = proc.info.get("cwd") or ""
+        if "jupyterhub-singleuser" in cmdline and cwd.startswith(str(data_dir)):
+            if user is None or Path(cwd).name == user:
+                found.append(proc)
+    return found
+
+
+class HubClient:
+    """A logged-in browser-like session on the hub (cookies + xsrf), for form posts and the REST API."""
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self.http = requests.Session()
+
+    def _xsrf(self, html: str) -> str:
+        match = re.search(r'name="_xsrf"\s+value="([^"]+)"', html)
+        return match.group(1) if match else self.http.cookies.get("_xsrf", "")
+
+    def login(self, username: str, password: str) -> requests.Response:
+        page = self.http.get(f"{self.hub.url}/hub/login")
+        return self.http.post(
+            f"{self.hub.url}/hub/login",
+            data={"username": username, "password": password, "_xsrf": self._xsrf(page.text)},
+        )
+
+    def spawn_form(self) -> str:
+        return self.http.get(f"{self.hub.url}/hub/spawn").text
+
+    def post_spawn(self, username: str, profile: str) -> requests.Response:
+        """Post the spawn form directly (what a hand-crafted request would send)."""
+        form = self.http.get(f"{self.hub.url}/hub/spawn/{username}")
+        return self.http.post(
+            f"{self.hub.url}/hub/spawn/{username}",
+            data={"profile": profile, "_xsrf": self._xsrf(form.text)},
+            allow_redirects=False,
+        )
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        headers["X-XSRFToken"] = self.http.cookies.get("_xsrf", "")
+        return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=headers, **kwargs)
+
+    def wait_ready(self, username: str, timeout: float = 90) -> dict[str, Any]:
+        """Wait until the user's default server is ready; return its server model."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.api("GET", f"/users/{username}").json().get("servers", {}).get("")
+            if server and server.get("ready"):
+                return server
+            if server is None and time.monotonic() > deadline - timeout + 5:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{username}'s server not ready after {timeout}s:\n{self.hub.log_tail()}")
