@@ -135,7 +135,11 @@ class HubClient:
 
     def _xsrf(self, html: str) -> str:
         match = re.search(r'name="_xsrf"\s+value="([^"]+)"', html)
-        return match.group(1) if match else self.http.cookies.get("_xsrf", "")
+        return match.group(1) if match else self.hub_xsrf()
+
+    def hub_xsrf(self) -> str:
+        """The hub's xsrf cookie (the single-user server sets its own under /user/...)."""
+        return self.http.cookies.get("_xsrf", "", path="/hub/")
 
     def login(self, username: str, password: str) -> requests.Response:
         page = self.http.get(f"{self.hub.url}/hub/login")
@@ -158,7 +162,7 @@ class HubClient:
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", {})
-        headers["X-XSRFToken"] = self.http.cookies.get("_xsrf", "")
+        headers["X-XSRFToken"] = self.hub_xsrf()
         return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=headers, **kwargs)
 
     def wait_ready(self, username: str, timeout: float = 90) -> dict[str, Any]:
@@ -172,3 +176,21 @@ class HubClient:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"{username}'s server not ready after {timeout}s:\n{self.hub.log_tail()}")
+
+
+def stop_server(client: HubClient, username: str, timeout: float = 60) -> None:
+    """Stop a user's default server through the REST API and wait until the hub reports it gone."""
+    client.api("DELETE", f"/users/{username}/server")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "" not in client.api("GET", f"/users/{username}").json().get("servers", {}):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"{username}'s server did not stop within {timeout}s")
+
+
+def server_process(data_dir: str, user: str) -> psutil.Process:
+    """The single running jupyterhub-singleuser process of ``user`` (fails if none or several)."""
+    procs = singleuser_processes(data_dir, user)
+    assert len(procs) == 1, f"expected one server process for {user}, found {[p.pid for p in procs]}"
+    return procs[0]

@@ -109,17 +109,21 @@ def _message(error: dict[str, Any], allowed: list[str]) -> str:
 
 
 def issues_from_validation(exc: Any, source: SourceMap, model: Any) -> list[ConfigIssue]:
-    """One ConfigIssue per pydantic error, with tagged-union and dict-key noise removed from paths."""
-    issues: list[ConfigIssue] = []
-    seen: set[tuple[KeyPath, str]] = set()
+    """One ConfigIssue per pydantic error, with tagged-union, union-member and dict-key noise removed from paths."""
+    found: list[tuple[KeyPath, str, str, set[KeyPath]]] = []
     for error in exc.errors(include_url=False):
         loc: list[Any] = []
+        unions: set[KeyPath] = set()  # paths where pydantic tried the members of a plain union
         raw = list(error["loc"])
         for i, part in enumerate(raw):
             if part == "[key]":
                 continue
             # a discriminated union adds the tag value ("local") as a path element: drop it
             if isinstance(part, str) and i > 0 and loc and _is_tag(source.data, loc, part):
+                continue
+            # a plain union ('auto' | list[int]) adds a member label ("literal['auto']", "str"): drop it
+            if isinstance(part, str) and loc and _is_union_label(source.data, model, loc, part):
+                unions.add(tuple(loc))
                 continue
             loc.append(part)
         path = tuple(loc)
@@ -128,11 +132,52 @@ def issues_from_validation(exc: Any, source: SourceMap, model: Any) -> list[Conf
         if "[key]" in raw:
             message = f"key {raw[raw.index('[key]') - 1]!r} is not valid: {message}"
             path = tuple(p for p in path if p != raw[raw.index("[key]") - 1]) or path
+        found.append((path, error["type"], message, unions))
+    issues: list[ConfigIssue] = []
+    seen: set[tuple[KeyPath, str]] = set()
+    for path, _kind, message, _unions in _pick_union_members(found):
         key = (path, message)
         if key not in seen:
             seen.add(key)
             issues.append(ConfigIssue(path, message, source.line_of(path)))
     return issues
+
+
+_TYPE_MISMATCH = {
+    "string_type", "int_type", "int_parsing", "int_from_float", "float_type", "bool_type", "bool_parsing",
+    "list_type", "dict_type", "model_type", "model_attributes_type", "literal_error",
+}
+
+
+def _pick_union_members(found: list[tuple[KeyPath, str, str, set[KeyPath]]]) -> list[tuple[KeyPath, str, str, set[KeyPath]]]:
+    """For a value that failed every member of a union, keep what the admin most likely meant, as one line."""
+    # a member whose shape fits went deeper (cpus: [0, -1] -> cpus[1]): the other members' complaints are noise
+    kept = [
+        f for f in found
+        if not (f[0] in f[3] and any(f[0] in g[3] and len(g[0]) > len(f[0]) and g[0][: len(f[0])] == f[0] for g in found))
+    ]
+    out: list[tuple[KeyPath, str, str, set[KeyPath]]] = []
+    for f in kept:
+        path, kind, message, unions = f
+        if path not in unions:
+            out.append(f)
+            continue
+        rivals = [g for g in kept if g[0] == path and path in g[3]]
+        fitting = [g for g in rivals if g[1] not in _TYPE_MISMATCH]  # right type, wrong value: say only that
+        chosen = fitting or rivals
+        if f is chosen[0]:
+            out.append((path, kind, "; or ".join(dict.fromkeys(g[2] for g in chosen)), unions))
+    return out
+
+
+def _is_union_label(data: Any, model: Any, loc: list[Any], part: str) -> bool:
+    node = data
+    for p in loc:
+        try:
+            node = node[p]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return not (isinstance(node, dict) and part in node) and part not in _allowed_keys(model, tuple(loc))
 
 
 def _is_tag(data: Any, loc: list[Any], part: str) -> bool:

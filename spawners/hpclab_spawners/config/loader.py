@@ -22,7 +22,7 @@ def parse_deployment(text: str, base_dir: Path, source: str = "<string>") -> Dep
     if src.data is None:
         raise ConfigError(source, [ConfigIssue((), "the file is empty: expected a mapping with hub, auth, backends and profiles")])
     if not isinstance(src.data, dict):
-        raise ConfigError(source, [ConfigIssue((), f"expected a mapping at the top level, got {type(src.data).__name__}", 1)])
+        raise ConfigError(source, [ConfigIssue((), f"expected a mapping at the top level, got {type(src.data).__name__}", src.line_of(()))])
     try:
         deployment = Deployment.model_validate(src.data, context={"base_dir": base_dir})
     except ValidationError as exc:

@@ -5,13 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationInfo, field_validator
 
 from .units import DurationSeconds, MemoryBytes
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Slug = Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
-Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _not_bool(value: object) -> object:
+    # pydantic's lax int takes true/false as 1/0, so `gpus: yes` would silently mean one GPU
+    if isinstance(value, bool):
+        raise ValueError(f"must be an integer, got {str(value).lower()} (a boolean)")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+NonNegativeInt = Annotated[int, Field(ge=0), BeforeValidator(_not_bool)]
+Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_not_bool)]
 
 
 class Strict(BaseModel):
@@ -62,7 +73,7 @@ class NativeAuthSettings(Strict):
     """Local accounts kept in the hub database (jupyterhub-nativeauthenticator)."""
 
     allow_signup: bool = Field(True, description="Show a sign-up page; new accounts wait for an admin's approval.")
-    minimum_password_length: int = Field(8, ge=1)
+    minimum_password_length: Int = Field(8, ge=1)
 
 
 class AuthSettings(Strict):
@@ -83,10 +94,10 @@ class LocalBackend(Strict):
     """Single-user servers as processes on the hub's own machine (teaching or GPU server)."""
 
     type: Literal["local"]
-    cpus: Literal["auto"] | list[Annotated[int, Field(ge=0)]] = Field(
+    cpus: Literal["auto"] | list[NonNegativeInt] = Field(
         "auto", description="CPU ids shared out to servers; 'auto' = the hub's own CPU affinity."
     )
-    gpus: Literal["auto"] | list[StrictStr | Annotated[int, Field(ge=0)]] = Field(
+    gpus: Literal["auto"] | list[StrictStr | NonNegativeInt] = Field(
         "auto", description="GPU ids handed out exclusively; 'auto' = ask nvidia-smi (none if absent)."
     )
     home_dir: StrictStr = Field(
@@ -115,13 +126,13 @@ class Profile(Strict):
     description: StrictStr = ""
     default: bool = Field(False, description="Pre-selected on the form (at most one profile).")
     backend: Name = Field(description="Name of an entry under `backends`.")
-    cpus: int = Field(1, ge=1, description="Cores; pinned exclusively where enough are free.")
+    cpus: Int = Field(1, ge=1, description="Cores; pinned exclusively where enough are free.")
     memory: MemoryBytes | None = Field(None, description="Memory limit (4G, 512M); none = unlimited.")
-    gpus: int = Field(0, ge=0, description="GPUs handed out exclusively from the backend's pool.")
+    gpus: Int = Field(0, ge=0, description="GPUs handed out exclusively from the backend's pool.")
     time_limit: DurationSeconds | None = Field(None, description="Wall time (SLURM); on local servers, shown as time left.")
     kernels: list[Name] = Field(default_factory=list, description="Kernels offered; empty = all installed.")
     groups: list[Name] = Field(default_factory=list, description="Groups allowed to use it; empty = everyone.")
-    spawn_timeout: int = Field(120, ge=1, description="Seconds to wait for the server before giving up.")
+    spawn_timeout: Int = Field(120, ge=1, description="Seconds to wait for the server before giving up.")
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for the server.")
     local: ProfileLocalOverrides | None = None
 

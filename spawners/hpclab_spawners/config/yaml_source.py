@@ -92,6 +92,8 @@ def load_with_lines(text: str) -> SourceMap:
         data = _walk(node, (), lines, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if mark is not None and exc.context_mark is not None and mark.index >= len(text):
+            mark = exc.context_mark  # found only at the end of the file: point at what was left open
         line = mark.line + 1 if mark else None
         problem = exc.problem or str(exc)
         raise YAMLProblem(f"invalid YAML: {problem}", line) from exc

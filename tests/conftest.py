@@ -1,0 +1,52 @@
+"""Shared fixtures: a real hub (JupyterHub + configurable-http-proxy) on free ports with test accounts."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hubtools import ADMIN_PASSWORD, HUB_CLI, Hub, HubClient, hub_yaml
+
+USER_PASSWORD = "user-test-password-9"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+def add_account(hub: Hub, name: str, password: str = USER_PASSWORD) -> None:
+    """Create an approved local account with ``hpclab-hub users add`` (what an admin runs)."""
+    subprocess.run(
+        [str(HUB_CLI), "users", "add", name, "--config", str(hub.config_path), "--password-stdin"],
+        input=password + "\n", text=True, check=True, capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """A running hub with accounts admin, alice (gpu-users) and bob (no groups); one fake GPU id in the pool."""
+    workdir = tmp_path_factory.mktemp("hub")
+    instance = Hub(workdir, hub_yaml(workdir / "state"))
+    for name in ("alice", "bob"):
+        add_account(instance, name)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        instance.kill_servers()
+
+
+def login(hub: Hub, name: str) -> HubClient:
+    """A logged-in client for ``name`` (admin uses the bootstrap password)."""
+    client = HubClient(hub)
+    response = client.login(name, ADMIN_PASSWORD if name == "admin" else USER_PASSWORD)
+    assert response.ok and "/hub/login" not in response.url, f"login as {name} failed: {response.status_code}"
+    return client
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Folder for screenshots and other things a person may want to look at after a run."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
