@@ -161,6 +161,9 @@ class BenchHub:
 class BareHub(BenchHub):
     """Plain JupyterHub with SimpleLocalProcessSpawner, driven by a service token."""
 
+    pin_cpus: tuple[int, ...] = ()  # diagnostic (--bare-cpus): pin the bare servers like our profiles do
+    wait_in_start: bool = False  # diagnostic (--bare-wait-in-start): start() returns once the server answers
+
     def start(self) -> None:
         port, hub_port, api_port = hubtools.free_port(), hubtools.free_port(), hubtools.free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -193,6 +196,61 @@ class BareHub(BenchHub):
             ]
             """
         )
+        if self.pin_cpus:
+            config += textwrap.dedent(
+                f"""\
+                # --bare-cpus: same core pinning as the local backend's profiles, nothing else.
+                import os
+                from jupyterhub.spawner import SimpleLocalProcessSpawner
+
+                class PinnedSimpleSpawner(SimpleLocalProcessSpawner):
+                    def make_preexec_fn(self, name):
+                        inner = super().make_preexec_fn(name)
+
+                        def preexec():
+                            os.sched_setaffinity(0, {set(self.pin_cpus)!r})
+                            inner()
+
+                        return preexec
+
+                c.JupyterHub.spawner_class = PinnedSimpleSpawner
+                c.PinnedSimpleSpawner.home_dir_template = c.SimpleLocalProcessSpawner.home_dir_template
+                """
+            )
+        if self.wait_in_start:
+            config += textwrap.dedent(
+                """\
+                # --bare-wait-in-start: start() itself polls the new server every 50 ms and returns once it
+                # answers, so the hub's own check (exponential backoff: sleeps of up to 0.2, 0.4, 0.8, 1.6,
+                # 3.2, 5 s with full jitter) succeeds on its first, immediate try.
+                import asyncio
+                from tornado.httpclient import AsyncHTTPClient
+
+                _Base = c.JupyterHub.spawner_class
+                if isinstance(_Base, str):
+                    from jupyterhub.spawner import SimpleLocalProcessSpawner as _Base
+
+                class PrewaitSpawner(_Base):
+                    async def start(self):
+                        ip, port = await super().start()
+                        url = f"http://{ip}:{port}{self.server.base_url}api"
+                        client = AsyncHTTPClient()
+                        loop = asyncio.get_running_loop()
+                        deadline = loop.time() + self.http_timeout
+                        while loop.time() < deadline and self.proc.poll() is None:
+                            try:
+                                answer = await client.fetch(url, raise_error=False, request_timeout=2)
+                                if answer.code < 500:
+                                    break
+                            except OSError:
+                                pass
+                            await asyncio.sleep(0.05)
+                        return ip, port
+
+                c.JupyterHub.spawner_class = PrewaitSpawner
+                c.PrewaitSpawner.home_dir_template = c.SimpleLocalProcessSpawner.home_dir_template
+                """
+            )
         config_path = self.workdir / "jupyterhub_config.py"
         config_path.write_text(config)
         env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
@@ -241,6 +299,69 @@ def servers_under(folder: Path) -> list[psutil.Process]:
     return found
 
 
+# --- CPU accounting: how busy the machine was, and how much of that was not us ---------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def tree_cpu(hubs: list["BenchHub"]) -> dict[int, float]:
+    """CPU seconds (user+system) of this process, each hub, and everything the hubs started."""
+    procs = [psutil.Process()]
+    for hub in hubs:
+        if hub.proc is not None:
+            try:
+                root = psutil.Process(hub.proc.pid)
+                procs += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+    out = {}
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def singleuser_cpu(hub: "BenchHub") -> float | None:
+    """CPU seconds the hub's running jupyterhub-singleuser has used so far."""
+    try:
+        for proc in psutil.Process(hub.proc.pid).children(recursive=True):
+            if "jupyterhub-singleuser" in " ".join(proc.cmdline()):
+                t = proc.cpu_times()
+                return round(t.user + t.system, 3)
+    except (psutil.NoSuchProcess, AttributeError):
+        pass
+    return None
+
+
+def wait_quiet(hubs: list["BenchHub"], threshold: float, max_wait: float) -> tuple[float, float]:
+    """Wait until other processes use less than ``threshold`` cores over one second (or ``max_wait`` passed).
+
+    Returns (seconds waited, other processes' cores in the last window). This machine is shared: other
+    people's test runs come and go, and a spawn measured under them says more about them than about us.
+    """
+    t0 = time.perf_counter()
+    while True:
+        ours_before, busy_before = tree_cpu(hubs), machine_busy_s()
+        time.sleep(1.0)
+        busy = machine_busy_s() - busy_before
+        ours_after = tree_cpu(hubs)
+        ours = sum(v - ours_before.get(pid, 0.0) for pid, v in ours_after.items())
+        foreign = max(busy - ours, 0.0)
+        waited = time.perf_counter() - t0
+        if foreign < threshold or waited >= max_wait:
+            return waited, foreign
+
+
 # --- one measurement ---------------------------------------------------------------------------
 
 
@@ -251,11 +372,18 @@ def server_model(hub: BenchHub) -> dict[str, Any] | None:
     return got.json().get("servers", {}).get("")
 
 
-def spawn_once(hub: BenchHub, poll: float, timeout: float) -> dict[str, Any]:
-    """Start the admin's server, wait until ready, stop it, wait until gone; return the timings."""
+def spawn_once(hub: BenchHub, poll: float, timeout: float, all_hubs: list[BenchHub]) -> dict[str, Any]:
+    """Start the admin's server, wait until ready, stop it, wait until gone; return the timings.
+
+    Besides the wall-clock time, it notes how much CPU the machine spent meanwhile that was not
+    ours (other users of this machine), the single-user process's own CPU time, and per-core load.
+    """
     if server_model(hub) is not None:
         raise BenchError(f"{hub.label}: {USER} still has a server before the start")
     hub.remember_processes()
+    loadavg = os.getloadavg()[0]
+    ours_before, busy_before = tree_cpu(all_hubs), machine_busy_s()
+    psutil.cpu_percent(percpu=True)
     wall = dt.datetime.now().astimezone()
     t0 = time.perf_counter()
     started = hub.api("POST", f"/users/{USER}/server", json=hub.spawn_body, timeout=timeout)
@@ -268,6 +396,11 @@ def spawn_once(hub: BenchHub, poll: float, timeout: float) -> dict[str, Any]:
         now = time.perf_counter()
         if server and server.get("ready"):
             ready = now - t0
+            per_core = psutil.cpu_percent(percpu=True)
+            busy = machine_busy_s() - busy_before
+            ours_after = tree_cpu(all_hubs)
+            ours_cpu = sum(v - ours_before.get(pid, 0.0) for pid, v in ours_after.items())
+            server_cpu = singleuser_cpu(hub)
             break
         if server is None or (not server.get("pending") and not server.get("ready")):
             if server is None and started.status_code == 201:
@@ -292,6 +425,11 @@ def spawn_once(hub: BenchHub, poll: float, timeout: float) -> dict[str, Any]:
         "post_status": started.status_code,
         "post_returned_s": round(post_returned, 4),
         "stop_s": round(gone, 4),
+        "server_cpu_s": server_cpu,
+        "machine_busy_cpu_s": round(busy, 2),
+        "foreign_cpu_s": round(max(busy - ours_cpu, 0.0), 2),
+        "core_busy_pct": per_core,
+        "loadavg_1m_before": round(loadavg, 2),
     }
 
 
@@ -391,28 +529,34 @@ def summary(times: list[float]) -> dict[str, float]:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    bare, ours = results["summary"]["bare"], results["summary"]["ours"]
-    rows = [("bare JupyterHub (simple)", bare), ("ours (hpclab-hub, cpu-small)", ours)]
+    m = results["machine"]
+    names = {"bare": "bare JupyterHub (simple)", "ours": "ours (hpclab-hub cpu-small)"}
+    if results["bare_cpus"] or results["bare_wait_in_start"]:
+        extras = ([f"pinned {results['bare_cpus']}"] if results["bare_cpus"] else []) + (
+            ["wait-in-start"] if results["bare_wait_in_start"] else []
+        )
+        names["bare"] = f"bare ({', '.join(extras)})"
+    nan = float("nan")
     print()
-    print(f"spawn-to-ready, {results['repeat']} repetitions per hub, {results['machine']['nproc']} cores, "
-          f"JupyterHub {results['machine']['jupyterhub']}, Python {results['machine']['python']}")
-    print(f"{'hub':<30} {'n':>3} {'median s':>9} {'min s':>7} {'max s':>7}")
-    for name, s in rows:
-        print(f"{name:<30} {s['n']:>3} {s['median']:>9.3f} {s['min']:>7.3f} {s['max']:>7.3f}")
+    print(f"spawn-to-ready: {results['repeat']} repetitions per hub (+{results['warmup']} warm-up), "
+          f"{m['nproc']} cores, JupyterHub {m['jupyterhub']}, JupyterLab {m['jupyterlab']}, Python {m['python']}")
+    print(f"{'':<30} {'ready (s)':^23}   {'medians, s from POST':^24}   {'medians, CPU s':^18}")
+    print(f"{'hub':<30} {'median':>7} {'min':>7} {'max':>7}   {'listening':>10} {'->ready':>13}   "
+          f"{'server':>8} {'others':>9}")
+    for key in ("bare", "ours"):
+        s, ph, cpu = results["summary"][key], results["phases_median"].get(key, {}), results["cpu"][key]
+        print(f"{names[key]:<30} {s['median']:>7.2f} {s['min']:>7.2f} {s['max']:>7.2f}   "
+              f"{ph.get('to_server_listening_s', nan):>10.2f} {ph.get('listening_to_ready_s', nan):>13.2f}   "
+              f"{cpu['server_cpu_s_median'] or nan:>8.2f} {cpu['foreign_cpu_s_median']:>9.2f}")
     c = results["comparison"]
-    print(f"ratio ours/bare (medians): {c['ratio']:.3f}   overhead: {c['overhead_s']:+.3f} s "
-          f"({c['overhead_pct']:+.1f} % of bare; goal <= 10 %)")
-    print(f"paired per-round ratio, median: {c['paired_ratio_median']:.3f}")
-    ph = results.get("phases_median", {})
-    if ph:
-        print("median phases (s from POST):  " + "   ".join(
-            f"{hub}: server first log {p.get('to_first_server_log_s', float('nan')):.2f}, "
-            f"listening {p.get('to_server_listening_s', float('nan')):.2f}, "
-            f"listening->ready {p.get('listening_to_ready_s', float('nan')):.2f}"
-            for hub, p in ph.items()
-        ))
-    print(f"hub start-up (to first /hub/api answer): bare {results['hub_startup_s']['bare']:.2f} s, "
-          f"ours {results['hub_startup_s']['ours']:.2f} s")
+    print(f"ours/bare (medians): {c['ratio']:.3f}; overhead {c['overhead_s']:+.2f} s = {c['overhead_pct']:+.1f} % of bare "
+          f"(goal <= {c['goal_pct']:.0f} %: {'met' if c['within_goal'] else 'not met'}); "
+          f"paired per-round ratio, median {c['paired_ratio_median']:.3f}"
+          + (f"; POST->listening ratio {c['listening_ratio']:.3f}" if c["listening_ratio"] else ""))
+    print(f"hub start-up to first /hub/api answer: bare {results['hub_startup_s']['bare']:.2f} s, "
+          f"ours {results['hub_startup_s']['ours']:.2f} s; load average {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}")
+    print("listening = the server logged 'is running at'; ->ready = until the hub marked it ready (its backoff);")
+    print("CPU others = CPU seconds used during the spawn by processes that are not these hubs or their servers.")
     print(f"results: {results['path']}")
 
 
@@ -429,7 +573,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured spawns per hub first (default 1)")
     parser.add_argument("--poll", type=float, default=0.1, help="seconds between readiness polls (default 0.1)")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of quiet between spawns (default 1)")
+    parser.add_argument("--quiet", type=float, default=0.3, metavar="CORES",
+                        help="before each spawn, wait until other processes use fewer cores than this (default 0.3)")
+    parser.add_argument("--settle", type=float, default=60, metavar="S",
+                        help="...but wait at most this long (default 60; 0: do not wait)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds before a start or stop is a failure")
+    parser.add_argument("--bare-cpus", default="", metavar="0[,1..]",
+                        help="diagnostic: pin the bare hub's servers to these cores (ours pins cpu-small to one core)")
+    parser.add_argument("--bare-wait-in-start", action="store_true",
+                        help="diagnostic: the bare spawner's start() waits for the server itself (no hub backoff lag)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (hub logs) afterwards")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/spawn_ready-<ts>.json)")
     args = parser.parse_args(argv)
@@ -444,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
         "bare": BareHub("bare", tmp / "bare", spawn_body={}),
         "ours": OurHub("ours", tmp / "ours", spawn_body={"profile": PROFILE}),
     }
+    if args.bare_cpus:
+        hubs["bare"].pin_cpus = tuple(int(x) for x in args.bare_cpus.split(","))
+    hubs["bare"].wait_in_start = args.bare_wait_in_start
     info = machine_info()
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "ours": []}
     warmups: dict[str, list[dict[str, Any]]] = {"bare": [], "ours": []}
@@ -456,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name} hub answers at {hub.url} after {hub.started_in:.2f} s", flush=True)
         for i in range(args.warmup):
             for name in ("bare", "ours") if i % 2 == 0 else ("ours", "bare"):
-                run = spawn_once(hubs[name], args.poll, args.timeout)
+                run = spawn_once(hubs[name], args.poll, args.timeout, list(hubs.values()))
                 warmups[name].append(run)
                 print(f"warm-up {name}: ready in {run['ready_s']:.2f} s", flush=True)
                 time.sleep(args.pause)
@@ -464,12 +619,15 @@ def main(argv: list[str] | None = None) -> int:
             order = ("bare", "ours") if i % 2 == 0 else ("ours", "bare")
             order_log.append(list(order))
             for name in order:
-                run = spawn_once(hubs[name], args.poll, args.timeout)
+                waited, foreign = wait_quiet(list(hubs.values()), args.quiet, args.settle) if args.settle > 0 else (0.0, None)
+                run = spawn_once(hubs[name], args.poll, args.timeout, list(hubs.values()))
                 run["round"] = i
+                run["settle_waited_s"] = round(waited, 1)
+                run["foreign_cores_before"] = None if foreign is None else round(foreign, 2)
                 runs[name].append(run)
                 print(f"round {i + 1}/{args.repeat} {name}: ready in {run['ready_s']:.2f} s "
-                      f"(POST {run['post_status']} after {run['post_returned_s']:.2f} s, stop {run['stop_s']:.2f} s)",
-                      flush=True)
+                      f"(server CPU {run['server_cpu_s']} s, other processes' CPU meanwhile {run['foreign_cpu_s']:.1f} s, "
+                      f"stop {run['stop_s']:.2f} s)", flush=True)
                 time.sleep(args.pause)
     except (KeyboardInterrupt, SystemExit, BenchError, requests.RequestException) as exc:
         failed = True
@@ -511,6 +669,15 @@ def main(argv: list[str] | None = None) -> int:
             if vals:
                 med[key] = round(statistics.median(vals), 3)
         phases_median[name] = med
+    cpu_summary = {}
+    for name in runs:
+        server = [r["server_cpu_s"] for r in runs[name] if r.get("server_cpu_s") is not None]
+        foreign = [r["foreign_cpu_s"] for r in runs[name]]
+        cpu_summary[name] = {
+            "server_cpu_s_median": round(statistics.median(server), 3) if server else None,
+            "foreign_cpu_s_median": round(statistics.median(foreign), 2),
+            "foreign_cpu_s_max": round(max(foreign), 2),
+        }
     info["loadavg_end"] = list(os.getloadavg())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or RESULTS_DIR / f"spawn_ready-{stamp}.json"
@@ -524,6 +691,10 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "poll_s": args.poll,
         "pause_s": args.pause,
+        "quiet_cores": args.quiet,
+        "settle_max_s": args.settle,
+        "bare_cpus": list(hubs["bare"].pin_cpus),
+        "bare_wait_in_start": args.bare_wait_in_start,
         "order": order_log,
         "machine": info,
         "hub_startup_s": {name: round(h.started_in, 3) for name, h in hubs.items()},
@@ -532,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_runs": warmups,
         "summary": {"bare": s_bare, "ours": s_ours},
         "phases_median": phases_median,
+        "cpu": cpu_summary,
         "comparison": {
             "ratio": round(s_ours["median"] / s_bare["median"], 4),
             "overhead_s": round(overhead, 4),
@@ -539,6 +711,12 @@ def main(argv: list[str] | None = None) -> int:
             "goal_pct": 10.0,
             "within_goal": overhead <= 0.10 * s_bare["median"],
             "paired_ratio_median": round(statistics.median(o / b for o, b in zip(ours_t, bare_t)), 4),
+            # POST -> the server's "is running at" line: the spawner's and the server's share, without
+            # the hub's backoff lag between the server listening and the hub noticing.
+            "listening_ratio": (
+                round(phases_median["ours"]["to_server_listening_s"] / phases_median["bare"]["to_server_listening_s"], 4)
+                if all("to_server_listening_s" in phases_median[h] for h in ("ours", "bare")) else None
+            ),
         },
         "path": str(out.relative_to(REPO) if out.is_relative_to(REPO) else out),
     }
