@@ -38,6 +38,7 @@ def hub_yaml(data_dir: Path, **overrides: Any) -> dict[str, Any]:
             "proxy_api_port": free_port(),
             "data_dir": str(data_dir),
             "admin_users": ["admin"],
+            "log_level": "DEBUG",  # the most verbose level, so a leaked secret would show up in the log
         },
         "auth": {"groups": {"gpu-users": ["admin", "alice"]}},
         "backends": {"local": {"type": "local", "cpus": "auto", "gpus": ["fake0"]}},

@@ -341,3 +341,11 @@ def test_cli_check_defaults_to_deploy_hub_yaml():
     result = run_cli("check")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("deploy/hub.yaml: OK")
+
+
+def test_admin_reference_in_docs_is_generated_from_the_current_model():
+    """docs/admin-reference.md must be regenerated (make docs) whenever the YAML model changes."""
+    from hpclab_spawners.config.reference import markdown_reference
+
+    committed = (REPO / "docs" / "admin-reference.md").read_text(encoding="utf-8")
+    assert committed == markdown_reference(), "run `make docs` and commit docs/admin-reference.md"

@@ -69,7 +69,9 @@ def test_cpu_profile_pins_cores_without_overlap_and_limits_memory(hub):
         env = alice_proc.environ()
         assert env["CUDA_VISIBLE_DEVICES"] == ""
         assert env["HPCLAB_PROFILE"] == "cpu-small"
-        assert "JUPYTERHUB_API_TOKEN" not in " ".join(alice_proc.cmdline())
+        token = env["JUPYTERHUB_API_TOKEN"]
+        assert token not in " ".join(alice_proc.cmdline()), "API token visible in ps"
+        assert token not in hub.log_path.read_text(errors="replace"), "API token written to the hub log"
     finally:
         stop_server(alice, "alice")
         stop_server(bob, "bob")
@@ -120,3 +122,10 @@ def test_hub_restart_keeps_running_server_and_its_gpu(hub):
     refused = admin.post_spawn("admin", "gpu-1")
     assert "No free GPU" in refused.text
     stop_server(alice, "alice")
+
+
+def test_admin_password_from_environment_is_never_logged(hub):
+    from hubtools import ADMIN_PASSWORD
+
+    login(hub, "admin")
+    assert ADMIN_PASSWORD not in hub.log_path.read_text(errors="replace")

@@ -51,7 +51,7 @@ class HubSettings(Strict):
     cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret; default data_dir/jupyterhub_cookie_secret.")
     admin_users: list[Name] = Field(["admin"], description="Hub administrators.")
     keep_servers_on_restart: bool = Field(True, description="Leave users' servers running when the hub stops, and re-adopt them on start.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Hub log level (tokens are never logged).")
 
     @field_validator("data_dir", "cookie_secret_file")
     @classmethod
@@ -87,13 +87,13 @@ class AuthSettings(Strict):
     groups: dict[Name, list[Name]] = Field(
         default_factory=dict, description="Group -> members; profiles' `groups` refer to these names."
     )
-    native: NativeAuthSettings = Field(default_factory=dict)
+    native: NativeAuthSettings = Field(default_factory=dict, description="Settings of auth.type native.")
 
 
 class LocalBackend(Strict):
     """Single-user servers as processes on the hub's own machine (teaching or GPU server)."""
 
-    type: Literal["local"]
+    type: Literal["local"] = Field(description="Backend kind: local (this machine).")
     cpus: Literal["auto"] | list[NonNegativeInt] = Field(
         "auto", description="CPU ids shared out to servers; 'auto' = the hub's own CPU affinity."
     )
@@ -134,7 +134,7 @@ class Profile(Strict):
     groups: list[Name] = Field(default_factory=list, description="Groups allowed to use it; empty = everyone.")
     spawn_timeout: Int = Field(120, ge=1, description="Seconds to wait for the server before giving up.")
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for the server.")
-    local: ProfileLocalOverrides | None = None
+    local: ProfileLocalOverrides | None = Field(None, description="Overrides read only by a local backend.")
 
 
 class KernelEntry(Strict):
@@ -155,12 +155,12 @@ class CullingSettings(Strict):
 class Deployment(Strict):
     """A whole HPCLab deployment, as written in deploy/*.yaml."""
 
-    hub: HubSettings = Field(default_factory=dict)
-    auth: AuthSettings = Field(default_factory=dict)
-    backends: dict[Name, Backend] = Field(min_length=1)
-    profiles: list[Profile] = Field(min_length=1)
-    kernels: dict[Name, KernelEntry] = Field(default_factory=dict)
-    culling: CullingSettings = Field(default_factory=dict)
+    hub: HubSettings = Field(default_factory=dict, description="Addresses, ports, state folder, database, admins.")
+    auth: AuthSettings = Field(default_factory=dict, description="Login and group membership.")
+    backends: dict[Name, Backend] = Field(min_length=1, description="Where servers run, by name; profiles pick one.")
+    profiles: list[Profile] = Field(min_length=1, description="The choices on the spawn form, in order.")
+    kernels: dict[Name, KernelEntry] = Field(default_factory=dict, description="Curated kernels profiles may offer.")
+    culling: CullingSettings = Field(default_factory=dict, description="Stopping idle servers.")
 
     def profile(self, slug: str) -> Profile | None:
         """The profile with this slug, or None."""
