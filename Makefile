@@ -12,7 +12,7 @@ export PATH := $(VENV)/bin:$(NODE_BIN):$(PATH)
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[hub,test]'
+	$(PY) -m pip install --quiet -e '.[all]'
 	touch $@
 
 venv: $(VENV)/.installed
