@@ -451,12 +451,13 @@ def log_events(path: Path, start: str) -> list[tuple[float, str, str]]:
 
 
 def phases(path: Path, run: dict[str, Any], next_start: str | None) -> dict[str, float]:
-    """Split one spawn into: POST → server process's first log line → server listening → hub says ready."""
+    """Split one spawn: POST → hub logs "Spawning" (Popen) → server's first log line → server listening → ready."""
     t0 = dt.datetime.fromisoformat(run["started_at"]).replace(tzinfo=None).timestamp()
     events = log_events(path, run["started_at"])
     if next_start:
         end = dt.datetime.fromisoformat(next_start).replace(tzinfo=None).timestamp()
         events = [e for e in events if e[0] < end]
+    spawning = next((t for t, src, msg in events if src.startswith("JupyterHub") and "Spawning " in msg), None)
     server_src = ("ServerApp", "JupyterHubSingleUser", "LabApp", "SingleUserLabApp")
     first_server = next((t for t, src, _ in events if src.startswith(server_src)), None)
     listening = next((t for t, src, msg in events if src.startswith("ServerApp") and "running at" in msg), None)
@@ -464,6 +465,8 @@ def phases(path: Path, run: dict[str, Any], next_start: str | None) -> dict[str,
         (float(m.group(1)) for _, _, msg in events if (m := re.search(r"took ([\d.]+) seconds to start", msg))), None
     )
     out: dict[str, float] = {}
+    if spawning is not None:
+        out["to_popen_s"] = round(spawning - t0, 3)  # the hub and spawner's work before the process starts
     if first_server is not None:
         out["to_first_server_log_s"] = round(first_server - t0, 3)
     if listening is not None:
@@ -660,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_t = [r["ready_s"] for r in runs["ours"]]
     s_bare, s_ours = summary(bare_t), summary(ours_t)
     overhead = s_ours["median"] - s_bare["median"]
-    phase_keys = ("to_first_server_log_s", "to_server_listening_s", "listening_to_ready_s", "hub_reported_start_s")
+    phase_keys = ("to_popen_s", "to_first_server_log_s", "to_server_listening_s", "listening_to_ready_s", "hub_reported_start_s")
     phases_median = {}
     for name in runs:
         med = {}

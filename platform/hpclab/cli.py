@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .josephson.cli import add_parser as _add_josephson_parser
 from .session import session
 
 
@@ -24,6 +25,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p_session = sub.add_parser("session", help="show the cores, memory, GPUs and time this process may use")
     p_session.add_argument("--json", action="store_true", help="print JSON (walltime_left in seconds)")
+    _add_josephson_parser(sub)
     return parser
 
 
@@ -38,5 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(s)
         return 0
+    if args.command == "josephson":
+        return args.run(args)
     parser.print_help()
     return 2

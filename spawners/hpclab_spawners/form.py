@@ -23,8 +23,12 @@ def _memory_text(size: int) -> str:
     return format_memory(size).replace("G", " GB").replace("M", " MB").replace("T", " TB").replace("K", " KB")
 
 
-def render_profile_form(profiles: list[Profile], selected: str | None = None) -> str:
-    """HTML for JupyterHub's spawn page: one radio choice per allowed profile, the default pre-selected."""
+def render_profile_form(profiles: list[Profile], selected: str | None = None, notes: dict[str, str] | None = None) -> str:
+    """HTML for JupyterHub's spawn page: one radio choice per allowed profile, the default pre-selected.
+
+    ``notes`` maps a slug to a live line shown under it (e.g. free GPUs in its SLURM partition).
+    """
+    notes = notes or {}
     if selected is None:
         selected = next((p.slug for p in profiles if p.default), profiles[0].slug if profiles else None)
     rows = [
@@ -37,6 +41,7 @@ def render_profile_form(profiles: list[Profile], selected: str | None = None) ->
             "memory_text": _memory_text(p.memory) if p.memory else "",
             "gpus": p.gpus,
             "time_limit_text": format_duration(p.time_limit) if p.time_limit else "",
+            "note": notes.get(p.slug, ""),
         }
         for p in profiles
     ]

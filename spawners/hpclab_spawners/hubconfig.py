@@ -64,10 +64,21 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates") / "hub")]
     c.JupyterHub.template_vars = {"hpclab_signup": deployment.auth.native.allow_signup}
 
-    from .local_spawner import LocalProfileSpawner
+    kinds = {deployment.backends[p.backend].type for p in deployment.profiles}
+    if "slurm" in kinds:
+        from .slurm.port_report import PortReportHandler
+        from .slurm.spawner import SlurmProfileSpawner
 
-    c.JupyterHub.spawner_class = LocalProfileSpawner
-    c.LocalProfileSpawner.deployment_file = str(config_file)
+        slurm_backends = [b for b in deployment.backends.values() if b.type == "slurm"]
+        c.JupyterHub.spawner_class = SlurmProfileSpawner
+        c.SlurmProfileSpawner.deployment_file = str(config_file)
+        c.SlurmProfileSpawner.poll_interval = min(b.poll_interval for b in slurm_backends)
+        c.JupyterHub.extra_handlers = [(r"/api/hpclab/port", PortReportHandler)]
+    else:
+        from .local_spawner import LocalProfileSpawner
+
+        c.JupyterHub.spawner_class = LocalProfileSpawner
+        c.LocalProfileSpawner.deployment_file = str(config_file)
 
     if deployment.culling.enabled:
         service, role = _culler_service(deployment)

@@ -10,13 +10,11 @@ from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Dict, Unicode, default
+from traitlets import Dict, default
 
-from .access import ProfileRefused, choose_profile, groups_of, visible_profiles
-from .config import cached_deployment
-from .config.model import Deployment, LocalBackend, Profile
+from .config.model import LocalBackend, Profile
 from .config.units import format_memory
-from .form import profile_from_form, render_profile_form
+from .profile_spawner import ProfileSpawnerMixin
 from .resources import Allocation, NoFreeGPU, ResourcePool, pool_for
 
 
@@ -33,68 +31,18 @@ def _limits_preexec(cpu_ids: tuple[int, ...], memory: int | None, home: str):
     return preexec
 
 
-class LocalProfileSpawner(LocalProcessSpawner):
+class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     """Starts jupyterhub-singleuser locally for the profile the user picked, enforcing its limits."""
 
-    deployment_file = Unicode(help="Path of the deploy YAML this hub was started from.").tag(config=True)
-
-    profile_slug = Unicode("", help="Slug of the profile the running server was started with (kept in state).")
+    backend_type = "local"
     allocation_state = Dict(help="Cores and GPUs held by the running server (kept in state).")
-
-    @property
-    def deployment(self) -> Deployment:
-        """The validated deploy YAML (read once per hub process)."""
-        return cached_deployment(self.deployment_file)
 
     @property
     def owner_key(self) -> str:
         """Who holds an allocation: user plus server name, so named servers are distinct."""
         return f"{self.user.name}/{self.name}"
 
-    def user_groups(self) -> frozenset[str]:
-        """Groups used for profile access: YAML groups plus the hub's (fed by OIDC/LDAP later)."""
-        return groups_of(self.user.name, self.deployment, (g.name for g in self.user.groups))
-
-    # --- the form -----------------------------------------------------------------------------
-
-    @default("options_form")
-    def _options_form_default(self):
-        return lambda spawner: render_profile_form(visible_profiles(spawner.deployment, spawner.user_groups()))
-
-    @default("options_from_form")
-    def _options_from_form_default(self):
-        return lambda formdata, spawner=None: profile_from_form(formdata)
-
-    @default("apply_user_options")
-    def _apply_user_options_default(self):
-        return LocalProfileSpawner._apply_profile
-
-    @staticmethod
-    def _apply_profile(spawner: "LocalProfileSpawner", user_options: dict) -> None:
-        """Resolve and authorise the requested profile (form and REST API alike) before anything starts."""
-        try:
-            profile = choose_profile(spawner.deployment, (user_options or {}).get("profile"), spawner.user_groups())
-        except ProfileRefused as refused:
-            spawner.log.warning("Refused profile for %s: %s", spawner._log_name, refused)
-            raise web.HTTPError(refused.status, str(refused)) from None
-        backend = spawner.deployment.backends[profile.backend]
-        if not isinstance(backend, LocalBackend):
-            raise web.HTTPError(400, f"Profile {profile.slug!r} uses backend {profile.backend!r}, which this hub cannot start.")
-        spawner.profile_slug = profile.slug
-        spawner.start_timeout = profile.spawn_timeout
-        spawner.http_timeout = profile.spawn_timeout
-        spawner.cpu_limit = float(profile.cpus)
-        spawner.mem_limit = profile.memory
-
     # --- profile and pool -----------------------------------------------------------------------
-
-    @property
-    def profile(self) -> Profile:
-        """The profile of the current or last start."""
-        profile = self.deployment.profile(self.profile_slug)
-        if profile is None:
-            raise web.HTTPError(400, f"Profile {self.profile_slug!r} is not in the deploy YAML any more.")
-        return profile
 
     def pool(self, profile: Profile) -> ResourcePool:
         """The core/GPU pool of the profile's backend."""
@@ -114,15 +62,12 @@ class LocalProfileSpawner(LocalProcessSpawner):
 
     def get_state(self) -> dict:
         state = super().get_state()
-        if self.profile_slug:
-            state["profile"] = self.profile_slug
         if self.allocation_state:
             state["allocation"] = dict(self.allocation_state)
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
-        self.profile_slug = state.get("profile", "")
         self.allocation_state = state.get("allocation", {})
         if self.pid and self.allocation_state and self.deployment.profile(self.profile_slug):
             self.pool(self.profile).claim(self.owner_key, Allocation.from_state(self.allocation_state))
@@ -159,12 +104,9 @@ class LocalProfileSpawner(LocalProcessSpawner):
         env = super().get_env()
         profile = self.profile
         allocation = Allocation.from_state(self.allocation_state)
-        env.update(self.backend.environment)
-        env.update(profile.environment)
+        env.update(self.profile_env())
         if profile.local:
             env.update(profile.local.environment)
-        env["HPCLAB_PROFILE"] = profile.slug
-        env["HPCLAB_BACKEND"] = profile.backend
         env["CUDA_VISIBLE_DEVICES"] = ",".join(allocation.gpu_ids)
         if profile.time_limit:
             env["HPCLAB_JOB_END_TIME"] = str(int(time.time()) + profile.time_limit)

@@ -2,7 +2,7 @@
 
 from .errors import ConfigError, ConfigIssue
 from .loader import cached_deployment, load_deployment, parse_deployment
-from .model import Deployment, LocalBackend, Profile
+from .model import Deployment, LocalBackend, Profile, SlurmBackend
 
 __all__ = [
     "ConfigError",
@@ -10,6 +10,7 @@ __all__ = [
     "Deployment",
     "LocalBackend",
     "Profile",
+    "SlurmBackend",
     "cached_deployment",
     "load_deployment",
     "parse_deployment",

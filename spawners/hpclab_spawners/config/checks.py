@@ -31,6 +31,9 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
                 issues.append(
                     ConfigIssue(("profiles", i, "kernels", k), f"unknown kernel {kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}")
                 )
+    kinds = {deployment.backends[p.backend].type for p in deployment.profiles if p.backend in deployment.backends}
+    if len(kinds) > 1:
+        issues.append(ConfigIssue(("profiles",), "profiles use both local and slurm backends; one hub serves one backend kind (run a second hub for the other)"))
     for i in defaults[1:]:
         issues.append(ConfigIssue(("profiles", i, "default"), f"only one profile may be the default (profiles[{defaults[0]}] already is)"))
     ports = {"hub.port": deployment.hub.port, "hub.hub_port": deployment.hub.hub_port, "hub.proxy_api_port": deployment.hub.proxy_api_port}

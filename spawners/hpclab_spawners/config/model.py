@@ -109,13 +109,53 @@ class LocalBackend(Strict):
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for every server.")
 
 
-Backend = Annotated[LocalBackend, Field(discriminator="type")]
+class SlurmBackend(Strict):
+    """Single-user servers as SLURM jobs, submitted with sbatch as the user's own Unix account."""
+
+    type: Literal["slurm"] = Field(description="Backend kind: slurm (a batch cluster).")
+    slurm_conf: StrictStr | None = Field(None, description="SLURM_CONF for the hub's SLURM commands and the jobs; default: SLURM's own.")
+    submit_prefix: list[StrictStr] = Field(
+        ["sudo", "-E", "-u", "{username}"], description="Runs sbatch/scancel as the user ({username}); the hub runs as root or has sudo rights."
+    )
+    partition: StrictStr | None = Field(None, description="Default partition; a profile's slurm.partition wins.")
+    account: StrictStr | None = Field(None, description="Default --account.")
+    qos: StrictStr | None = Field(None, description="Default --qos.")
+    setup: list[StrictStr] = Field(
+        default_factory=list, description="Shell lines run in the job before the server (module load, source a venv, ...)."
+    )
+    job_command: list[StrictStr] | None = Field(
+        None, description="Command that reports the port and starts the server in the job; default hpclab-singleuser next to the hub's Python."
+    )
+    output: StrictStr = Field("{home}/.hpclab-jupyter-%j.log", description="Job output file ({home}, {username}; %j = job id).")
+    hub_api_url: StrictStr | None = Field(None, description="Hub API URL as seen from compute nodes; default the hub's own.")
+    poll_interval: int = Field(5, ge=1, le=600, description="Seconds between the hub's batched squeue calls (and server polls).")
+    command_timeout: int = Field(30, ge=1, description="Seconds before a SLURM command counts as failed (the answer is then 'unknown').")
+    orphan_jobs: Literal["report", "cancel"] = Field(
+        "report", description="At hub start, jobs of this hub that no server owns are logged, or cancelled."
+    )
+    environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for every job.")
+
+
+Backend = Annotated[LocalBackend | SlurmBackend, Field(discriminator="type")]
 
 
 class ProfileLocalOverrides(Strict):
     """Settings of a profile that only the local backend reads."""
 
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+class ProfileSlurmOverrides(Strict):
+    """Settings of a profile that only a SLURM backend reads."""
+
+    partition: StrictStr | None = None
+    account: StrictStr | None = None
+    qos: StrictStr | None = None
+    reservation: StrictStr | None = None
+    constraint: StrictStr | None = Field(None, description="--constraint (node features).")
+    gpu_type: StrictStr | None = Field(None, description="Typed GRES, e.g. a100 gives --gres=gpu:a100:N.")
+    extra_sbatch: list[StrictStr] = Field(default_factory=list, description="Further #SBATCH options, e.g. --exclusive.")
+    setup: list[StrictStr] = Field(default_factory=list, description="Shell lines after the backend's setup lines.")
 
 
 class Profile(Strict):
@@ -135,6 +175,7 @@ class Profile(Strict):
     spawn_timeout: Int = Field(120, ge=1, description="Seconds to wait for the server before giving up.")
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for the server.")
     local: ProfileLocalOverrides | None = Field(None, description="Overrides read only by a local backend.")
+    slurm: ProfileSlurmOverrides | None = Field(None, description="Overrides read only by a SLURM backend.")
 
 
 class KernelEntry(Strict):

@@ -1,0 +1,135 @@
+"""``hpclab josephson sweep``: a reversal map from the command line, for batch jobs.
+
+Only argparse is imported here; numpy, numba and dask load when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+#: flag -> JunctionParams field; every model parameter has one
+_PARAM_FLAGS = {
+    "--G": "G", "--r": "r", "--alpha": "alpha", "--w": "w", "--A-s": "A_s", "--t-s": "t_s",
+    "--dt": "delta_t", "--t-end": "t_end",
+}
+_HELP = {
+    "G": "Josephson to magnetic anisotropy energy ratio", "r": "spin-orbit coupling", "alpha": "Gilbert damping",
+    "w": "phase-equation constant (w = 1 in the seed)", "A_s": "pulse amplitude (units of I_c)",
+    "t_s": "pulse centre", "delta_t": "pulse width Δt", "t_end": "end of the simulation",
+}
+
+
+def axis_or_value(text: str) -> float | list[float]:
+    """Parse "start:stop:count" (inclusive, like numpy.linspace), "v1,v2,..." or a single number."""
+    try:
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
+            if count < 1:
+                raise argparse.ArgumentTypeError(f"{text!r}: count must be >= 1")
+            if count == 1:
+                return [start]
+            step = (stop - start) / (count - 1)
+            return [start + k * step if k < count - 1 else stop for k in range(count)]
+        if "," in text:
+            return [float(v) for v in text.split(",") if v.strip()]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number, a list v1,v2,... or an axis start:stop:count"
+        ) from None
+
+
+class _ParamAction(argparse.Action):
+    """Store a model parameter and remember the order the flags came in (the axis order)."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        order = [n for n in getattr(namespace, "param_order", []) if n != self.dest]
+        namespace.param_order = [*order, self.dest]
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``josephson`` command (with its ``sweep`` subcommand) to an argparse subparsers object."""
+    p = sub.add_parser("josephson", help="φ0 Josephson junction: magnetisation reversal maps")
+    p.set_defaults(run=lambda args: (p.print_help(), 2)[1])
+    jsub = p.add_subparsers(dest="josephson_command", metavar="COMMAND")
+    s = jsub.add_parser(
+        "sweep", help="compute a reversal map over a parameter grid and save it as .npz",
+        description="Each model parameter takes a value, a list v1,v2,... or an axis start:stop:count "
+        "(inclusive, like numpy.linspace); axes are swept in the order given.",
+    )
+    for flag, name in _PARAM_FLAGS.items():
+        s.add_argument(flag, dest=name, type=axis_or_value, action=_ParamAction, metavar="V|A:B:N", help=_HELP[name])
+    s.add_argument("--delta-t", dest="delta_t", type=axis_or_value, action=_ParamAction, metavar="V|A:B:N",
+                   help="same as --dt")
+    s.add_argument("--solver", choices=("fast", "reference", "seed"), default="fast",
+                   help="fast: numba DOP853 (default); reference: solve_ivp DOP853, tight; seed: solve_ivp RK45")
+    s.add_argument("--rtol", type=float, help="relative tolerance (default depends on --solver)")
+    s.add_argument("--atol", type=float, help="absolute tolerance (default depends on --solver)")
+    s.add_argument("--jobs", type=int, default=1, help="parallel workers, -1 for all (default 1)")
+    s.add_argument("--backend", choices=("serial", "loky", "threading", "dask"),
+                   help="default: serial for --jobs 1, threads for the fast solver, else loky processes")
+    s.add_argument("--chunk-size", type=int, help="points per task (default: about 4 tasks per worker)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask scheduler (implies --backend dask)")
+    g = s.add_argument_group("SLURM (dask-jobqueue): start workers as SLURM jobs")
+    g.add_argument("--slurm-jobs", type=int, metavar="N", help="number of worker jobs (implies --backend dask)")
+    g.add_argument("--slurm-cores", type=int, default=1, help="cores per worker job (default 1)")
+    g.add_argument("--slurm-memory", default="2GiB", help="memory per worker job (default 2GiB)")
+    g.add_argument("--slurm-walltime", default="01:00:00", help="walltime per worker job (default 01:00:00)")
+    g.add_argument("--slurm-queue", help="partition")
+    g.add_argument("--slurm-account", help="account")
+    g.add_argument("--slurm-timeout", type=float, default=300, help="seconds to wait for the workers (default 300)")
+    s.add_argument("--out", required=True, help="output .npz (axes, mz_final, reversed, state, stats)")
+    s.add_argument("--plot", metavar="PNG", help="also save the reversal map as an image")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(run=run_sweep, param_order=[])
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Run ``hpclab josephson sweep`` with parsed ``args``; print a one-line summary; return 0."""
+    from .cluster import resolve_client, slurm_cluster, wait_for_workers
+    from .sweep import sweep
+
+    if args.scheduler and args.slurm_jobs:
+        print("hpclab josephson sweep: use either --scheduler or --slurm-jobs, not both", file=sys.stderr)
+        return 2
+    if not str(args.out).endswith(".npz"):
+        print(f"hpclab josephson sweep: --out must end in .npz, got {args.out!r}", file=sys.stderr)
+        return 2
+    # axes are swept in the order their flags were given
+    values = {name: getattr(args, name) for name in dict.fromkeys(args.param_order)}
+    options: dict[str, Any] = dict(solver=args.solver, rtol=args.rtol, atol=args.atol, n_jobs=args.jobs,
+                                   backend=args.backend, chunk_size=args.chunk_size, progress=not args.quiet)
+    cluster = client = None
+    try:
+        if args.slurm_jobs:
+            cluster = slurm_cluster(jobs=args.slurm_jobs, cores=args.slurm_cores, memory=args.slurm_memory,
+                                    walltime=args.slurm_walltime, queue=args.slurm_queue, account=args.slurm_account)
+            client, _ = resolve_client(cluster)
+            wait_for_workers(client, args.slurm_jobs, timeout=args.slurm_timeout)
+            options.update(backend="dask", cluster=client, n_jobs=-1 if args.jobs == 1 else args.jobs)
+        elif args.scheduler:
+            options.update(backend="dask", cluster=args.scheduler, n_jobs=-1 if args.jobs == 1 else args.jobs)
+        result = sweep(**options, **values)
+    except (ValueError, TypeError) as err:
+        print(f"hpclab josephson sweep: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    result.save(args.out)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        ax = result.plot()
+        ax.figure.savefig(args.plot, dpi=120, bbox_inches="tight")
+    print(f"{result.summary()} -> {args.out}")
+    return 0

@@ -1,0 +1,95 @@
+"""What every HPCLab spawner shares: the profile form, authorisation, and the chosen profile in state."""
+
+from __future__ import annotations
+
+
+from tornado import web
+from traitlets import HasTraits, Unicode, default
+
+from .access import ProfileRefused, choose_profile, groups_of, visible_profiles
+from .config import cached_deployment
+from .config.model import Deployment, Profile
+from .form import profile_from_form, render_profile_form
+
+
+class ProfileSpawnerMixin(HasTraits):
+    """Mixed into a concrete spawner: renders the form, resolves and authorises the profile, keeps its slug."""
+
+    backend_type: str = ""  # "local" or "slurm": the backend kind the concrete spawner can start
+
+    deployment_file = Unicode(help="Path of the deploy YAML this hub was started from.").tag(config=True)
+    profile_slug = Unicode("", help="Slug of the profile the running server was started with (kept in state).")
+
+    @property
+    def deployment(self) -> Deployment:
+        """The validated deploy YAML (read once per hub process)."""
+        return cached_deployment(self.deployment_file)
+
+    def user_groups(self) -> frozenset[str]:
+        """Groups used for profile access: YAML groups plus the hub's (fed by OIDC/LDAP later)."""
+        return groups_of(self.user.name, self.deployment, (g.name for g in self.user.groups))
+
+    def form_extras(self) -> dict[str, str]:
+        """Per-profile live notes for the form (e.g. free GPUs); backends override."""
+        return {}
+
+    async def render_form(self) -> str:
+        """The spawn form for this user."""
+        profiles = visible_profiles(self.deployment, self.user_groups())
+        return render_profile_form(profiles, notes=self.form_extras())
+
+    @default("options_form")
+    def _options_form_default(self):
+        return lambda spawner: spawner.render_form()
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return lambda formdata, spawner=None: profile_from_form(formdata)
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return ProfileSpawnerMixin._apply_profile
+
+    @staticmethod
+    def _apply_profile(spawner: "ProfileSpawnerMixin", user_options: dict) -> None:
+        """Resolve and authorise the requested profile (form and REST API alike) before anything starts."""
+        try:
+            profile = choose_profile(spawner.deployment, (user_options or {}).get("profile"), spawner.user_groups())
+        except ProfileRefused as refused:
+            spawner.log.warning("Refused profile for %s: %s", spawner._log_name, refused)
+            raise web.HTTPError(refused.status, str(refused)) from None
+        backend = spawner.deployment.backends[profile.backend]
+        if backend.type != spawner.backend_type:
+            raise web.HTTPError(400, f"Profile {profile.slug!r} uses a {backend.type} backend, which this hub cannot start.")
+        spawner.profile_slug = profile.slug
+        spawner.start_timeout = profile.spawn_timeout
+        spawner.http_timeout = profile.spawn_timeout
+        spawner.cpu_limit = float(profile.cpus)
+        spawner.mem_limit = profile.memory
+
+    @property
+    def profile(self) -> Profile:
+        """The profile of the current or last start."""
+        profile = self.deployment.profile(self.profile_slug)
+        if profile is None:
+            raise web.HTTPError(400, f"Profile {self.profile_slug!r} is not in the deploy YAML any more.")
+        return profile
+
+    def profile_env(self) -> dict[str, str]:
+        """Environment every server gets from its profile (backend env first, profile env wins)."""
+        profile = self.profile
+        env = dict(getattr(self.deployment.backends[profile.backend], "environment", {}))
+        env.update(profile.environment)
+        env["HPCLAB_PROFILE"] = profile.slug
+        env["HPCLAB_BACKEND"] = profile.backend
+        return env
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self.profile_slug:
+            state["profile"] = self.profile_slug
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.profile_slug = state.get("profile", "")

@@ -1,0 +1,188 @@
+"""The only place the hub runs SLURM commands (sbatch, scancel, squeue, sinfo), asynchronously and with timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+class SlurmError(Exception):
+    """A SLURM command failed; ``message`` is SLURM's own words."""
+
+    def __init__(self, message: str, command: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.command = command
+
+
+class SlurmUnavailable(SlurmError):
+    """SLURM did not answer (controller down, command timed out): state is unknown, not 'gone'."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job as squeue reports it."""
+
+    job_id: str
+    state: str  # PENDING, RUNNING, COMPLETED, CANCELLED, TIMEOUT, FAILED, NODE_FAIL, OUT_OF_MEMORY, ...
+    reason: str  # pending reason or "None"
+    node: str  # batch host ("" while pending)
+    user: str
+    name: str
+    comment: str
+
+    @property
+    def active(self) -> bool:
+        """Still queued or running (the server may yet be, or is, alive)."""
+        return self.state in {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+
+
+_SQUEUE_FORMAT = "%i|%T|%r|%B|%u|%j|%k"
+
+
+def parse_squeue(text: str) -> dict[str, JobInfo]:
+    """Jobs from ``squeue -h -o '%i|%T|%r|%B|%u|%j|%k'`` output, by job id."""
+    jobs = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|", 6)
+        if len(parts) != 7:
+            continue
+        job_id, state, reason, node, user, name, comment = parts
+        node = "" if node in ("n/a", "(null)") else node
+        comment = "" if comment == "(null)" else comment
+        jobs[job_id] = JobInfo(job_id, state, reason, node, user, name, comment)
+    return jobs
+
+
+def parse_start_times(text: str) -> dict[str, str]:
+    """Expected start times from ``squeue --start -h -o '%i|%S'`` (only known ones)."""
+    starts = {}
+    for line in text.splitlines():
+        job_id, _, start = line.strip().partition("|")
+        if start and start not in ("N/A", "(null)", "Unknown"):
+            starts[job_id] = start
+    return starts
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """What a partition has free now (summed over its nodes that are up)."""
+
+    name: str
+    nodes: int
+    cpus_total: int
+    cpus_free: int
+    gpus_total: int
+    gpus_free: int
+
+
+def _gres_count(gres: str) -> int:
+    """GPUs in a GRES string such as ``gpu:2``, ``gpu:a100:4(S:0-1)`` or ``gpu:1(IDX:0),foo:1``."""
+    total = 0
+    for part in gres.split(","):
+        fields = part.split("(")[0].split(":")
+        if fields[0] == "gpu" and len(fields) >= 2 and fields[-1].isdigit():
+            total += int(fields[-1])
+    return total
+
+
+def parse_sinfo_json(data: dict[str, Any]) -> dict[str, PartitionState]:
+    """Free cores and GPUs per partition from ``sinfo --json`` (Slurm 22.05+)."""
+    totals: dict[str, list[int]] = {}
+    for node in data.get("nodes", []):
+        state = str(node.get("state", "")).lower()
+        usable = not any(word in state for word in ("down", "drain", "fail", "maint"))
+        cpus = int(node.get("cpus", 0))
+        alloc = int(node.get("alloc_cpus", 0))
+        gpus = _gres_count(node.get("gres", "") or "")
+        gpus_used = _gres_count(node.get("gres_used", "") or "")
+        for partition in node.get("partitions", []):
+            row = totals.setdefault(partition, [0, 0, 0, 0, 0])
+            row[0] += 1
+            row[1] += cpus
+            row[2] += (cpus - alloc) if usable else 0
+            row[3] += gpus
+            row[4] += (gpus - gpus_used) if usable else 0
+    return {name: PartitionState(name, *row) for name, row in totals.items()}
+
+
+class SlurmClient:
+    """Runs SLURM commands with a private SLURM_CONF, a timeout, and SLURM's message on failure."""
+
+    def __init__(self, slurm_conf: str | None = None, timeout: float = 30, submit_prefix: list[str] | None = None):
+        self.slurm_conf = slurm_conf
+        self.timeout = timeout
+        self.submit_prefix = submit_prefix or []
+        self.calls: dict[str, int] = {}
+
+    def command_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for SLURM commands: ``extra`` only plus PATH and SLURM_CONF (never the hub's secrets)."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        if self.slurm_conf:
+            env["SLURM_CONF"] = self.slurm_conf
+        env.update(extra or {})
+        return env
+
+    async def run(self, argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+        """Run one command; return stdout, raise SlurmError (non-zero exit) or SlurmUnavailable (timeout)."""
+        name = next((a for a in argv if a in ("sbatch", "scancel", "squeue", "sinfo", "scontrol")), argv[0])
+        self.calls[name] = self.calls.get(name, 0) + 1
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env or self.command_env(),
+            cwd="/",
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), self.timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise SlurmUnavailable(f"{name} did not answer within {self.timeout:.0f} s", name) from None
+        if proc.returncode != 0:
+            message = err.decode(errors="replace").strip() or f"{name} exited with {proc.returncode}"
+            if "Unable to contact slurm controller" in message or "Socket timed out" in message:
+                raise SlurmUnavailable(message, name)
+            raise SlurmError(message, name)
+        return out.decode(errors="replace")
+
+    def as_user(self, username: str, argv: list[str]) -> list[str]:
+        """argv run as ``username`` through the configured prefix (sudo by default), PATH and SLURM_CONF kept."""
+        prefix = [part.format(username=username) for part in self.submit_prefix]
+        if not prefix:
+            return argv
+        keep = ["env", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}"]
+        if self.slurm_conf:
+            keep.append(f"SLURM_CONF={self.slurm_conf}")
+        return prefix + keep + argv
+
+    async def submit(self, username: str, script: str, env: dict[str, str]) -> str:
+        """sbatch the script (on stdin, never a file) as the user with ``env`` as the job's environment; the job id."""
+        out = await self.run(self.as_user(username, ["sbatch", "--parsable"]), stdin=script, env=self.command_env(env))
+        job_id = out.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise SlurmError(f"sbatch gave no job id: {out.strip()!r}", "sbatch")
+        return job_id
+
+    async def cancel(self, job_id: str) -> None:
+        """scancel the job (as root/the hub: works for any user's job)."""
+        await self.run(["scancel", job_id])
+
+    async def jobs(self) -> dict[str, JobInfo]:
+        """Every job SLURM still knows (all states), in one squeue call."""
+        return parse_squeue(await self.run(["squeue", "-h", "-t", "all", "-o", _SQUEUE_FORMAT]))
+
+    async def start_times(self, job_ids: list[str]) -> dict[str, str]:
+        """Expected start times of pending jobs, where the scheduler has computed one."""
+        if not job_ids:
+            return {}
+        return parse_start_times(await self.run(["squeue", "--start", "-h", "-j", ",".join(job_ids), "-o", "%i|%S"]))
+
+    async def partitions(self) -> dict[str, PartitionState]:
+        """Free cores and GPUs per partition (one sinfo call)."""
+        return parse_sinfo_json(json.loads(await self.run(["sinfo", "--json"])))

@@ -1,0 +1,270 @@
+"""SLURM backend: JupyterLab inside a SLURM job submitted as the user, with live queue feedback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import pwd
+import sys
+import time
+from pathlib import Path
+
+from jupyterhub import orm
+from jupyterhub.spawner import Spawner
+from tornado import web
+from traitlets import Unicode, default
+
+from ..config.model import SlurmBackend
+from ..profile_spawner import ProfileSpawnerMixin
+from .batch_script import build_batch_script, job_name
+from .client import SlurmClient, SlurmError
+from .ending import describe_end, describe_pending
+from .queue import JobQueue, queue_for
+
+_LIVE_JOBS: set[str] = set()  # job ids submitted by this hub process and not yet cleared
+_ORPHAN_CHECK_DONE: set[str] = set()
+
+
+class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
+    """Submits one job per server (sbatch as the user), waits for its port report, polls through one shared squeue."""
+
+    backend_type = "slurm"
+
+    job_id = Unicode("", help="SLURM job id of the running server (kept in state).")
+    end_reason = Unicode("", help="Why the last job ended, shown on the home page (kept in state).")
+
+    port_reported: asyncio.Future | None = None
+    progress_line = ""
+    _ready = False
+
+    @default("env_keep")
+    def _env_keep_default(self):
+        return ["PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "JUPYTERHUB_SINGLEUSER_APP"]
+
+    @default("cmd")
+    def _cmd_default(self):
+        return [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
+
+    @default("default_url")
+    def _default_url_default(self):
+        return "/lab"
+
+    # --- wiring -----------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> SlurmBackend:
+        return self.deployment.backends[self.profile.backend]
+
+    def _any_backend(self) -> SlurmBackend:
+        if self.profile_slug and self.deployment.profile(self.profile_slug):
+            return self.backend
+        return next(b for b in self.deployment.backends.values() if b.type == "slurm")
+
+    @property
+    def client(self) -> SlurmClient:
+        backend = self._any_backend()
+        return SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+
+    @property
+    def queue(self) -> JobQueue:
+        return queue_for(self.client, self._any_backend().poll_interval)
+
+    @property
+    def hub_id(self) -> str:
+        """Short id of this hub (from its database URL), written into each job's comment."""
+        return hashlib.sha1(self.deployment.hub.database_url.encode()).hexdigest()[:8]
+
+    def home(self) -> str:
+        try:
+            return pwd.getpwnam(self.user.name).pw_dir
+        except KeyError:
+            raise web.HTTPError(
+                400, f"There is no Unix account named {self.user.name!r}: SLURM jobs run as the user's own account."
+            ) from None
+
+    # --- form: live cluster state -----------------------------------------------------------
+
+    async def render_form(self) -> str:
+        self._notes = await self._live_notes()
+        return await super().render_form()
+
+    def form_extras(self) -> dict[str, str]:
+        return getattr(self, "_notes", {})
+
+    async def _live_notes(self) -> dict[str, str]:
+        """Per profile: its partition's free cores and GPUs now (cached by SLURM's own speed; soft-fails)."""
+        try:
+            partitions = await self.client.partitions()
+        except SlurmError as error:
+            return {p.slug: f"Cluster state unavailable: {error.message}" for p in self.deployment.profiles}
+        notes = {}
+        for p in self.deployment.profiles:
+            backend = self.deployment.backends[p.backend]
+            name = (p.slurm.partition if p.slurm and p.slurm.partition else None) or getattr(backend, "partition", None)
+            state = partitions.get(name) if name else None
+            if state:
+                gpus = f", {state.gpus_free} of {state.gpus_total} GPUs free" if state.gpus_total else ""
+                notes[p.slug] = f"Partition {name}: {state.nodes} node(s), {state.cpus_free} of {state.cpus_total} cores free{gpus} now"
+        return notes
+
+    # --- state ------------------------------------------------------------------------------
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        if self.job_id:
+            state["job_id"] = self.job_id
+        if self.end_reason:
+            state["end_reason"] = self.end_reason
+        return state
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.job_id = state.get("job_id", "")
+        self.end_reason = state.get("end_reason", "")
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        _LIVE_JOBS.discard(self.job_id)
+        self.job_id = ""
+
+    # --- start ------------------------------------------------------------------------------
+
+    def get_env(self) -> dict:
+        env = super().get_env()
+        env.update(self.profile_env())
+        if self.backend.hub_api_url:
+            env["JUPYTERHUB_API_URL"] = self.backend.hub_api_url
+        return env
+
+    def report_port(self, port: int) -> None:
+        """Called by the port-report API handler: the job's server will listen on ``port``."""
+        if self.port_reported is not None and not self.port_reported.done():
+            self.port_reported.set_result(port)
+
+    async def start(self):
+        self.end_reason = ""
+        self._ready = False
+        profile, backend = self.profile, self.backend
+        home = self.home()
+        command = list(backend.job_command or [str(Path(sys.executable).with_name("hpclab-singleuser"))])
+        command += list(self.cmd) + self.get_args()
+        script = build_batch_script(profile, backend, self.user.name, home, command, self.name, self.hub_id)
+        self.port_reported = asyncio.get_running_loop().create_future()
+        self.progress_line = "Submitting the job to SLURM…"
+        try:
+            self.job_id = await self.client.submit(self.user.name, script, self.get_env())
+        except SlurmError as error:
+            self.port_reported = None
+            raise web.HTTPError(400, f"SLURM refused the job: {error.message}") from None
+        _LIVE_JOBS.add(self.job_id)
+        self.log.info("Submitted SLURM job %s for %s (profile %s)", self.job_id, self._log_name, profile.slug)
+        try:
+            port, node = await self._wait_for_server()
+        except BaseException:
+            await self._cancel_job()
+            raise
+        finally:
+            self.port_reported = None
+        self._ready = True
+        self.progress_line = f"Job {self.job_id} running on {node}; JupyterLab is starting…"
+        return (node, port)
+
+    async def _wait_for_server(self) -> tuple[int, str]:
+        """Follow the job until its server reports a port; fail with SLURM's words if the job ends first."""
+        submitted = time.monotonic()
+        node = ""
+        while True:
+            status = await self.queue.status(self.job_id)
+            info = status.info
+            if status.known and info is None and time.monotonic() - submitted > 2 * self.queue.max_age:
+                raise web.HTTPError(500, f"SLURM job {self.job_id} disappeared from the queue before the server started.")
+            if info is not None:
+                if not info.active:
+                    raise web.HTTPError(500, f"{describe_end(info)} The server never started; see {self._output_path()}")
+                if info.state == "PENDING":
+                    start = self.queue.start_times.get(self.job_id)
+                    self.progress_line = describe_pending(info, start, time.monotonic() - submitted)
+                elif info.node:
+                    node = info.node
+                    self.progress_line = f"Job {self.job_id} running on {node}, waiting for JupyterLab to report its port…"
+            elif not status.known:
+                self.progress_line = f"SLURM is not answering ({self.queue.last_error}); still waiting for job {self.job_id}"
+            try:
+                port = await asyncio.wait_for(asyncio.shield(self.port_reported), timeout=1.0)
+            except asyncio.TimeoutError:
+                continue
+            while not node:
+                status = await self.queue.status(self.job_id, max_age=0)
+                node = status.info.node if status.info else ""
+                if not node:
+                    await asyncio.sleep(0.2)
+            return port, node
+
+    def _output_path(self) -> str:
+        return self.backend.output.format(home=self.home(), username=self.user.name).replace("%j", self.job_id)
+
+    async def progress(self):
+        last = None
+        while not self._ready:
+            if self.progress_line != last:
+                last = self.progress_line
+                yield {"message": last}
+            await asyncio.sleep(0.5)
+
+    # --- poll / stop --------------------------------------------------------------------------
+
+    async def poll(self):
+        if not self.job_id:
+            return 0
+        await self._check_orphans_once()
+        status = await self.queue.status(self.job_id)
+        if not status.known:
+            self.log.warning("SLURM not answering for %s (%s): assuming still running", self._log_name, self.queue.last_error)
+            return None
+        if status.info is None:
+            self.end_reason = f"SLURM job {self.job_id} is no longer in the queue."
+            return 0
+        if status.info.active:
+            return None
+        self.end_reason = describe_end(status.info)
+        self.log.info("%s: %s", self._log_name, self.end_reason)
+        return 0 if status.info.state == "COMPLETED" else 1
+
+    async def _cancel_job(self) -> None:
+        if not self.job_id:
+            return
+        try:
+            await self.client.run(self.client.as_user(self.user.name, ["scancel", self.job_id]))
+        except SlurmError as error:
+            self.log.warning("scancel %s failed: %s", self.job_id, error.message)
+
+    async def stop(self, now: bool = False) -> None:
+        if not self.job_id:
+            return
+        await self._cancel_job()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = await self.queue.status(self.job_id, max_age=0.5)
+            if status.known and (status.info is None or not status.info.active):
+                return
+            await asyncio.sleep(0.5)
+        self.log.warning("SLURM job %s still listed 30 s after scancel", self.job_id)
+
+    async def _check_orphans_once(self) -> None:
+        """After a hub start: jobs carrying this hub's tag that no server owns are reported or cancelled."""
+        if self.hub_id in _ORPHAN_CHECK_DONE:
+            return
+        _ORPHAN_CHECK_DONE.add(self.hub_id)
+        await self.queue.refresh(max_age=0)
+        owned = set(_LIVE_JOBS)
+        for row in self.db.query(orm.Spawner).all():
+            if row.state and row.state.get("job_id"):
+                owned.add(str(row.state["job_id"]))
+        tag = f"hpclab:{self.hub_id}:"
+        for job in self.queue.snapshot().values():
+            if job.active and job.comment.startswith(tag) and job.job_id not in owned:
+                if self._any_backend().orphan_jobs == "cancel":
+                    self.log.warning("Cancelling orphan SLURM job %s (%s) that no server owns", job.job_id, job.name)
+                    await self.client.run(["scancel", job.job_id])
+                else:
+                    self.log.warning("Orphan SLURM job %s (%s, user %s) is not owned by any server", job.job_id, job.name, job.user)
