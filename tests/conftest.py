@@ -50,3 +50,40 @@ def artifacts() -> Path:
     """Folder for screenshots and other things a person may want to look at after a run."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+SLURM_PREFIX = Path("/tmp/hpclab-slurm-test")
+DEV_CLUSTER = Path(__file__).resolve().parents[1] / "deploy" / "slurm" / "dev-cluster"
+
+
+def _make_python_reachable_for_job_users() -> None:
+    """Test set-up: jobs run as alice/bob and use the hub's venv, whose interpreter may sit under /root (pyenv)."""
+    import os
+    import stat
+    import sys
+
+    path = Path(os.path.realpath(sys.executable))
+    for parent in [*reversed(path.parents)]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)  # traverse only (no listing)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[str]:
+    """A real one-node SLURM (Debian's slurmctld/slurmd/munge) from deploy/slurm/dev-cluster; yields SLURM_CONF."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM dev cluster needs root (it starts slurmd and submits as test users)")
+    env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(SLURM_PREFIX), HPCLAB_SLURM_CTLD_PORT="6937", HPCLAB_SLURM_SLURMD_PORT="6938")
+    subprocess.run([str(DEV_CLUSTER), "wipe"], env=env, check=True, capture_output=True)
+    subprocess.run([str(DEV_CLUSTER), "up"], env=env, check=True)
+    for name in ("alice", "bob"):
+        if subprocess.run(["id", name], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-m", name], check=True)
+    _make_python_reachable_for_job_users()
+    try:
+        yield str(SLURM_PREFIX / "etc" / "slurm.conf")
+    finally:
+        subprocess.run([str(DEV_CLUSTER), "down"], env=env, capture_output=True)

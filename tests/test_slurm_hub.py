@@ -1,0 +1,171 @@
+"""The SLURM backend against the real dev cluster (deploy/slurm/dev-cluster): jobs run as the users themselves."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+import requests
+
+from conftest import add_account, login
+from hubtools import Hub, stop_server
+from slurmtools import jobs, slurm, slurm_hub_yaml, wait_for
+
+pytestmark = pytest.mark.hub
+
+
+@pytest.fixture(scope="module")
+def slurm_hub(slurm_cluster, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("slurm-hub")
+    hub = Hub(workdir, slurm_hub_yaml(workdir / "state", slurm_cluster))
+    for name in ("alice", "bob"):
+        add_account(hub, name)
+    hub.start()
+    hub.slurm_conf = slurm_cluster
+    try:
+        yield hub
+    finally:
+        hub.stop()
+        subprocess.run(["scancel", "--name=hpclab-alice", "--name=hpclab-bob"], env={"SLURM_CONF": slurm_cluster, "PATH": "/usr/bin:/bin"})
+
+
+def server_process_of(user: str) -> psutil.Process:
+    """The jupyterhub-singleuser process a job started for ``user`` (running as that Unix user)."""
+    def find():
+        for proc in psutil.process_iter(["username", "cmdline"]):
+            if proc.info["username"] == user and any("jupyterhub-singleuser" in part for part in proc.info["cmdline"] or []):
+                return proc
+        return None
+
+    return wait_for(find, 30, f"no server process running as {user}")
+
+
+def test_gpu_profile_runs_as_the_user_with_a_gpu_from_slurm(slurm_hub):
+    alice = login(slurm_hub, "alice")
+    assert alice.post_spawn("alice", "gpu-1").status_code == 302
+    try:
+        alice.wait_ready("alice", timeout=90)
+        running = [j for j in jobs(slurm_hub.slurm_conf) if j["user"] == "alice"]
+        assert len(running) == 1 and running[0]["state"] == "RUNNING" and running[0]["name"] == "hpclab-alice"
+        env = server_process_of("alice").environ()
+        assert env["SLURM_JOB_ID"] == running[0]["id"]
+        assert env["CUDA_VISIBLE_DEVICES"] in {"0", "1"}  # one of the dev cluster's two fake GPUs, given by SLURM
+        assert alice.http.get(f"{slurm_hub.url}/user/alice/lab").status_code == 200
+    finally:
+        stop_server(alice, "alice")
+    assert [j for j in jobs(slurm_hub.slurm_conf) if j["user"] == "alice"] == []
+
+
+def test_request_that_can_never_run_fails_at_once_with_slurms_message(slurm_hub):
+    alice = login(slurm_hub, "alice")
+    started = time.monotonic()
+    response = alice.post_spawn("alice", "gpu-9")
+    assert time.monotonic() - started < 10
+    assert response.status_code == 400
+    assert "Requested node configuration is not available" in response.text
+    assert jobs(slurm_hub.slurm_conf, "all") == [] or all(j["user"] != "alice" or j["state"] != "PENDING" for j in jobs(slurm_hub.slurm_conf, "all"))
+    assert alice.api("GET", "/users/alice").json()["servers"] == {}
+
+
+def test_user_outside_groups_cannot_post_gpu_profile_and_no_job_is_submitted(slurm_hub):
+    bob = login(slurm_hub, "bob")
+    assert "gpu-1" not in bob.spawn_form()
+    response = bob.post_spawn("bob", "gpu-1")
+    assert response.status_code == 403
+    assert [j for j in jobs(slurm_hub.slurm_conf, "all") if j["user"] == "bob"] == []
+
+
+def test_api_token_is_not_in_batch_script_job_files_ps_or_log(slurm_hub):
+    alice = login(slurm_hub, "alice")
+    assert alice.post_spawn("alice", "cpu").status_code == 302
+    try:
+        alice.wait_ready("alice", timeout=90)
+        proc = server_process_of("alice")
+        env = proc.environ()
+        token, job_id = env["JUPYTERHUB_API_TOKEN"], env["SLURM_JOB_ID"]
+        script = slurm(slurm_hub.slurm_conf, "scontrol", "write", "batch_script", job_id, "-")
+        assert "#SBATCH --job-name=hpclab-alice" in script
+        assert token not in script
+        ps = subprocess.run(["ps", "-efww"], capture_output=True, text=True).stdout
+        assert token not in ps
+        output = f"/home/alice/.hpclab-jupyter-{job_id}.log"
+        assert token not in open(output, errors="replace").read()
+        assert token not in slurm_hub.log_path.read_text(errors="replace")
+
+        # the port report accepts exactly {"port": N} with the server's own token, and nothing else
+        url = f"http://127.0.0.1:{slurm_hub.config['hub']['hub_port']}/hub/api/hpclab/port"
+        headers = {"Authorization": f"token {token}"}
+        for body in ({"port": 4242, "ip": "10.0.0.66"}, {"port": "4242"}, {"port": 0}, {"ip": "10.0.0.66"}):
+            assert requests.post(url, data=json.dumps(body), headers=headers, timeout=10).status_code == 400, body
+        # nobody is waiting for a port now: a well-formed report is refused too, and changes nothing
+        assert requests.post(url, data=json.dumps({"port": 4242}), headers=headers, timeout=10).status_code == 409
+        assert requests.post(url, data=json.dumps({"port": 4242}), timeout=10).status_code == 403
+        assert alice.http.get(f"{slurm_hub.url}/user/alice/lab").status_code == 200
+    finally:
+        stop_server(alice, "alice")
+
+
+def test_scancel_behind_the_hubs_back_is_noticed_and_explained(slurm_hub):
+    alice = login(slurm_hub, "alice")
+    assert alice.post_spawn("alice", "cpu").status_code == 302
+    alice.wait_ready("alice", timeout=90)
+    (job,) = [j for j in jobs(slurm_hub.slurm_conf) if j["user"] == "alice"]
+    slurm(slurm_hub.slurm_conf, "scancel", job["id"])
+    poll_interval = slurm_hub.config["backends"]["cluster"]["poll_interval"]
+    started = time.monotonic()
+    wait_for(lambda: "" not in alice.api("GET", "/users/alice").json()["servers"], 10 * poll_interval,
+             "the hub did not notice the cancelled job")
+    assert time.monotonic() - started <= 2 * poll_interval + 3  # two poll cycles (+ margin for the hub's own work)
+    home = alice.http.get(f"{slurm_hub.url}/hub/home").text
+    assert "hpclab-end-reason" in home and f"SLURM job {job['id']} was cancelled" in home
+
+
+def test_pending_job_shows_slurms_reason_then_starts_when_resources_free(slurm_hub):
+    blocker = slurm(slurm_hub.slurm_conf, "sbatch", "--parsable", "-p", "gpu", "--gres=gpu:2", "-c", "1",
+                    "-o", "/dev/null", "--chdir=/tmp", "--wrap", "sleep 600", user="bob").strip()
+    alice = login(slurm_hub, "alice")
+    try:
+        wait_for(lambda: any(j["id"] == blocker and j["state"] == "RUNNING" for j in jobs(slurm_hub.slurm_conf)), 20,
+                 "blocker job did not start")
+        assert alice.post_spawn("alice", "gpu-1").status_code == 302
+        messages: list[str] = []
+        with alice.http.get(f"{slurm_hub.url}/hub/api/users/alice/server/progress", stream=True, timeout=60,
+                            headers={"X-XSRFToken": alice.hub_xsrf()}) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line.startswith("data:"):
+                    messages.append(json.loads(line[5:]).get("message", ""))
+                if any("pending (Resources" in m for m in messages):
+                    break
+        assert any("pending (Resources" in m for m in messages), messages
+        slurm(slurm_hub.slurm_conf, "scancel", blocker)
+        alice.wait_ready("alice", timeout=90)
+    finally:
+        slurm(slurm_hub.slurm_conf, "scancel", blocker)
+        stop_server(alice, "alice")
+
+
+def test_hub_killed_with_two_servers_running_readopts_both_without_new_jobs(slurm_hub):
+    alice, bob = login(slurm_hub, "alice"), login(slurm_hub, "bob")
+    assert alice.post_spawn("alice", "cpu").status_code == 302
+    assert bob.post_spawn("bob", "cpu").status_code == 302
+    alice.wait_ready("alice", timeout=90)
+    bob.wait_ready("bob", timeout=90)
+    before = sorted(j["id"] for j in jobs(slurm_hub.slurm_conf, "all"))
+
+    slurm_hub.proc.send_signal(signal.SIGKILL)
+    slurm_hub.proc.wait()
+    slurm_hub.proc = None
+    slurm_hub.start()
+
+    admin = login(slurm_hub, "admin")
+    assert admin.wait_ready("alice", timeout=30)["state"]["job_id"] in before
+    assert admin.wait_ready("bob", timeout=30)["state"]["job_id"] in before
+    for client, name in ((alice, "alice"), (bob, "bob")):
+        assert client.http.get(f"{slurm_hub.url}/user/{name}/lab").status_code == 200
+    assert sorted(j["id"] for j in jobs(slurm_hub.slurm_conf, "all")) == before, "a job was submitted or lost"
+    stop_server(alice, "alice")
+    stop_server(bob, "bob")
