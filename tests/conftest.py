@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,57 @@ def artifacts() -> Path:
     """Folder for screenshots and other things a person may want to look at after a run."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def browser_login(page, hub: Hub, name: str) -> None:
+    """Log in through the hub's login page as ``name``."""
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", ADMIN_PASSWORD if name == "admin" else USER_PASSWORD)
+    page.click("#login_submit")
+
+
+def run_in_new_notebook(page, code: str) -> None:
+    """In JupyterLab: open a notebook from the launcher, wait for its kernel, run ``code`` in the first cell."""
+    page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+    editor.wait_for()
+    page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(timeout=90_000)  # kernel connected
+    editor.click()
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+
+
+def session_field(page, name: str) -> str:
+    """Text of one row of the table hpclab.session() displays."""
+    cell = page.locator("table.hpclab-session tr", has=page.locator("th", has_text=name)).locator("td").first
+    cell.wait_for(timeout=90_000)
+    return cell.inner_text().strip()
 
 
 SLURM_PREFIX = Path("/tmp/hpclab-slurm-test")

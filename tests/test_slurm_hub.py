@@ -169,3 +169,41 @@ def test_hub_killed_with_two_servers_running_readopts_both_without_new_jobs(slur
     assert sorted(j["id"] for j in jobs(slurm_hub.slurm_conf, "all")) == before, "a job was submitted or lost"
     stop_server(alice, "alice")
     stop_server(bob, "bob")
+
+
+@pytest.mark.browser
+def test_browser_gpu_job_waits_in_queue_then_notebook_shows_job_and_gpu(slurm_hub, browser, artifacts):
+    """alice picks the GPU profile while another job holds both GPUs: the progress page shows SLURM's reason."""
+    from conftest import browser_login, run_in_new_notebook, session_field
+
+    blocker = slurm(slurm_hub.slurm_conf, "sbatch", "--parsable", "-p", "gpu", "--gres=gpu:2", "-c", "1",
+                    "-o", "/dev/null", "--chdir=/tmp", "--wrap", "sleep 600", user="bob").strip()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    try:
+        wait_for(lambda: any(j["id"] == blocker and j["state"] == "RUNNING" for j in jobs(slurm_hub.slurm_conf)), 20,
+                 "blocker job did not start")
+        browser_login(page, slurm_hub, "alice")
+        page.wait_for_url("**/hub/spawn**")
+        assert "0 of 2 GPUs free" in page.locator("[data-profile=gpu-1]").inner_text()
+        page.check("input[name=profile][value=gpu-1]")
+        page.click("form#spawn_form [type=submit]")
+        page.wait_for_url("**/spawn-pending/**")
+        page.locator("#progress-message", has_text="pending (Resources").wait_for(timeout=60_000)
+        page.screenshot(path=str(artifacts / "slurm-pending.png"), full_page=True)
+
+        slurm(slurm_hub.slurm_conf, "scancel", blocker)
+        page.wait_for_url("**/user/alice/lab**", timeout=120_000)
+        run_in_new_notebook(page, "import hpclab; hpclab.session()")
+        job_id, gpus = session_field(page, "job"), session_field(page, "gpus")
+        page.screenshot(path=str(artifacts / "slurm-jupyterlab-session.png"), full_page=True)
+        (job,) = [j for j in jobs(slurm_hub.slurm_conf) if j["user"] == "alice"]
+        assert job_id == job["id"], "the notebook's session() names alice's SLURM job"
+        assert gpus in {"0", "1"}, "CUDA_VISIBLE_DEVICES from SLURM's GRES"
+    except Exception:
+        page.screenshot(path=str(artifacts / "slurm-browser-failure.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+        slurm(slurm_hub.slurm_conf, "scancel", blocker)
+        stop_server(login(slurm_hub, "alice"), "alice")

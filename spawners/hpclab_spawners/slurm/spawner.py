@@ -35,6 +35,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
 
     port_reported: asyncio.Future | None = None
     progress_line = ""
+    progress_percent = 0
     _ready = False
 
     @default("env_keep")
@@ -150,7 +151,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
         command += list(self.cmd) + self.get_args()
         script = build_batch_script(profile, backend, self.user.name, home, command, self.name, self.hub_id)
         self.port_reported = asyncio.get_running_loop().create_future()
-        self.progress_line = "Submitting the job to SLURM…"
+        self.progress_line, self.progress_percent = "Submitting the job to SLURM…", 5
         try:
             self.job_id = await self.client.submit(self.user.name, script, self.get_env())
         except SlurmError as error:
@@ -184,9 +185,11 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
                 if info.state == "PENDING":
                     start = self.queue.start_times.get(self.job_id)
                     self.progress_line = describe_pending(info, start, time.monotonic() - submitted)
+                    self.progress_percent = 20
                 elif info.node:
                     node = info.node
                     self.progress_line = f"Job {self.job_id} running on {node}, waiting for JupyterLab to report its port…"
+                    self.progress_percent = 60
             elif not status.known:
                 self.progress_line = f"SLURM is not answering ({self.queue.last_error}); still waiting for job {self.job_id}"
             try:
@@ -208,7 +211,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
         while not self._ready:
             if self.progress_line != last:
                 last = self.progress_line
-                yield {"message": last}
+                yield {"progress": self.progress_percent, "message": last}
             await asyncio.sleep(0.5)
 
     # --- poll / stop --------------------------------------------------------------------------

@@ -1,0 +1,166 @@
+"""Pure parts of the SLURM backend: batch script lines, SLURM output parsers, the shared queue's caching rules."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hpclab_spawners.config import parse_deployment
+from hpclab_spawners.slurm.batch_script import build_batch_script, sbatch_options
+from hpclab_spawners.slurm.client import JobInfo, SlurmUnavailable, parse_sinfo_json, parse_squeue, parse_start_times
+from hpclab_spawners.slurm.ending import describe_end, describe_pending
+from hpclab_spawners.slurm.queue import JobQueue
+
+YAML = """
+backends:
+  cluster:
+    type: slurm
+    partition: cpu
+    account: proj42
+    setup: ["module load python/3.11", "source /sw/hpclab/bin/activate"]
+profiles:
+  - slug: gpu-a100
+    display_name: GPU
+    backend: cluster
+    cpus: 8
+    memory: 32G
+    gpus: 2
+    time_limit: "1-12:00:00"
+    slurm:
+      partition: gpu
+      qos: gpu-normal
+      reservation: course
+      constraint: a100
+      gpu_type: a100
+      extra_sbatch: ["--exclusive"]
+      setup: ["export HF_HOME=/scratch/$USER/hf"]
+  - slug: small
+    display_name: Small
+    backend: cluster
+"""
+
+
+@pytest.fixture
+def deployment():
+    return parse_deployment(YAML, Path("/etc/hpclab"))
+
+
+def test_batch_script_lists_every_profile_setting_line_by_line(deployment):
+    profile, backend = deployment.profiles[0], deployment.backends["cluster"]
+    script = build_batch_script(profile, backend, "alice", "/home/alice", ["/sw/bin/hpclab-singleuser", "jupyterhub-singleuser"], hub_id="abc")
+    assert script.splitlines() == [
+        "#!/bin/bash -l",
+        "#SBATCH --job-name=hpclab-alice",
+        "#SBATCH --comment=hpclab:abc:gpu-a100",
+        "#SBATCH --chdir=/home/alice",
+        "#SBATCH --output=/home/alice/.hpclab-jupyter-%j.log",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj42",
+        "#SBATCH --qos=gpu-normal",
+        "#SBATCH --reservation=course",
+        "#SBATCH --mem=32768M",
+        "#SBATCH --gres=gpu:a100:2",
+        "#SBATCH --time=1-12:00:00",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --exclusive",
+        "",
+        "set -e",
+        "unset XDG_RUNTIME_DIR",
+        "# environment set-up (deploy YAML: backends.*.setup, profiles[].slurm.setup)",
+        "module load python/3.11",
+        "source /sw/hpclab/bin/activate",
+        "export HF_HOME=/scratch/$USER/hf",
+        "",
+        "exec /sw/bin/hpclab-singleuser jupyterhub-singleuser",
+    ]
+
+
+def test_minimal_profile_falls_back_to_backend_defaults_and_omits_unset_options(deployment):
+    options = sbatch_options(deployment.profiles[1], deployment.backends["cluster"], "bob", "/home/bob")
+    assert "--partition=cpu" in options and "--account=proj42" in options
+    assert not any(o.startswith(("--gres", "--mem", "--time", "--qos", "--reservation")) for o in options)
+
+
+def test_batch_script_never_contains_environment_values(deployment):
+    script = build_batch_script(deployment.profiles[0], deployment.backends["cluster"], "alice", "/home/alice", ["x"])
+    assert "JUPYTERHUB_API_TOKEN" not in script and "token" not in script.lower()
+
+
+def test_squeue_output_is_parsed_with_empty_nodes_and_comments():
+    jobs = parse_squeue("12|PENDING|Resources|n/a|alice|hpclab-alice|hpclab:abc:gpu\n13|RUNNING|None|node7|bob|hpclab-bob|(null)\n")
+    assert jobs["12"] == JobInfo("12", "PENDING", "Resources", "", "alice", "hpclab-alice", "hpclab:abc:gpu")
+    assert jobs["13"].node == "node7" and jobs["13"].comment == "" and jobs["13"].active
+
+
+def test_start_times_skip_unknown_estimates():
+    assert parse_start_times("12|2026-11-24T10:00:00\n13|N/A\n") == {"12": "2026-11-24T10:00:00"}
+
+
+def test_sinfo_json_gives_free_cores_and_gpus_per_partition():
+    data = {"nodes": [
+        {"state": "mixed", "cpus": 8, "alloc_cpus": 3, "gres": "gpu:a100:4(S:0-1)", "gres_used": "gpu:a100:1(IDX:0)", "partitions": ["gpu"]},
+        {"state": "drained", "cpus": 8, "alloc_cpus": 0, "gres": "gpu:4", "gres_used": "gpu:0", "partitions": ["gpu"]},
+        {"state": "idle", "cpus": 16, "alloc_cpus": 0, "gres": "", "gres_used": "", "partitions": ["cpu"]},
+    ]}
+    parts = parse_sinfo_json(data)
+    assert (parts["gpu"].nodes, parts["gpu"].cpus_free, parts["gpu"].gpus_total, parts["gpu"].gpus_free) == (2, 5, 8, 3)
+    assert (parts["cpu"].cpus_free, parts["cpu"].gpus_total) == (16, 0)
+
+
+def test_end_and_pending_descriptions_use_slurms_words():
+    assert describe_end(JobInfo("7", "TIMEOUT", "None", "n1", "a", "hpclab-a", "")) == "SLURM job 7 reached its time limit (TIMEOUT)."
+    text = describe_pending(JobInfo("8", "PENDING", "QOSMaxGRESPerUser", "", "a", "hpclab-a", ""), "2026-11-24T10:00:00", 42.7)
+    assert "QOSMaxGRESPerUser" in text and "GPU limit" in text and "2026-11-24 10:00:00" in text and "42 s" in text
+
+
+class FakeSqueueClient:
+    """A stand-in for SlurmClient.jobs() (a fake, named as such): scripted answers, counted calls."""
+
+    slurm_conf = None
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def jobs(self):
+        self.calls += 1
+        await asyncio.sleep(0.05)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def start_times(self, job_ids):
+        return {}
+
+
+def test_concurrent_spawners_share_one_squeue_call():
+    job = JobInfo("5", "RUNNING", "None", "n1", "a", "hpclab-a", "")
+    client = FakeSqueueClient([{"5": job}])
+    queue = JobQueue(client, max_age=10)
+
+    async def many():
+        return await asyncio.gather(*(queue.status("5") for _ in range(25)))
+
+    results = asyncio.run(many())
+    assert client.calls == 1
+    assert all(r.known and r.info == job for r in results)
+
+
+def test_failed_query_means_unknown_never_gone():
+    client = FakeSqueueClient([SlurmUnavailable("Unable to contact slurm controller")])
+    queue = JobQueue(client, max_age=0)
+    status = asyncio.run(queue.status("5"))
+    assert not status.known and not status.gone
+    assert "Unable to contact" in queue.last_error
+
+
+def test_job_missing_from_a_successful_query_is_gone():
+    client = FakeSqueueClient([{}])
+    status = asyncio.run(JobQueue(client, max_age=0).status("5"))
+    assert status.known and status.gone
