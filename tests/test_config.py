@@ -349,3 +349,9 @@ def test_admin_reference_in_docs_is_generated_from_the_current_model():
 
     committed = (REPO / "docs" / "admin-reference.md").read_text(encoding="utf-8")
     assert committed == markdown_reference(), "run `make docs` and commit docs/admin-reference.md"
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "deploy" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_example_is_valid(example):
+    result = run_cli("check", str(example))
+    assert result.returncode == 0, result.stderr

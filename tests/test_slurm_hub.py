@@ -207,3 +207,30 @@ def test_browser_gpu_job_waits_in_queue_then_notebook_shows_job_and_gpu(slurm_hu
         page.close()
         slurm(slurm_hub.slurm_conf, "scancel", blocker)
         stop_server(login(slurm_hub, "alice"), "alice")
+
+
+def test_check_live_accepts_the_slurm_example_and_names_misfits(slurm_cluster, tmp_path):
+    import os
+    import sys
+    from pathlib import Path
+
+    cli = Path(sys.executable).with_name("hpclab-hub")
+    env = dict(os.environ, SLURM_CONF=slurm_cluster)
+    ok = subprocess.run([str(cli), "check", "--live", "deploy/examples/slurm.yaml"], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "fits the running cluster" in ok.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "backends:\n  c: {type: slurm}\n"
+        "profiles:\n"
+        "  - {slug: a, display_name: A, backend: c, slurm: {partition: nope}}\n"
+        "  - {slug: b, display_name: B, backend: c, gpus: 3, time_limit: '3-00:00:00', slurm: {partition: gpu, gpu_type: a100}}\n"
+    )
+    result = subprocess.run([str(cli), "check", "--live", str(bad)], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert any("profiles[0].slurm.partition: partition 'nope' does not exist" in l and "(line 4)" in l for l in lines)
+    assert any("profiles[1].gpus: 3 GPUs, but no node in partition gpu has more than 2 (line 5)" in l for l in lines)
+    assert any("profiles[1].slurm.gpu_type" in l for l in lines)
+    assert any("profiles[1].time_limit: 3-00:00:00 exceeds partition gpu's MaxTime 2-00:00:00" in l for l in lines)

@@ -29,11 +29,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     deployment = _load_or_report(args.file)
     if deployment is None:
         return 1
+    if args.live:
+        from .config.yaml_source import load_with_lines
+        from .slurm.live_check import live_issues
+
+        issues = live_issues(deployment)
+        if issues:
+            lines = load_with_lines(Path(args.file).read_text(encoding="utf-8"))
+            for issue in issues:
+                print(f"{args.file}: {type(issue)(issue.path, issue.message, lines.line_of(issue.path))}", file=sys.stderr)
+            return 1
     backends = ", ".join(f"{name} ({b.type})" for name, b in deployment.backends.items())
     print(
         f"{args.file}: OK — {len(deployment.profiles)} profiles "
         f"({', '.join(p.slug for p in deployment.profiles)}), backends: {backends}, "
         f"hub on http://{deployment.hub.ip}:{deployment.hub.port}{deployment.hub.base_url}"
+        + (" — fits the running cluster" if args.live else "")
     )
     return 0
 
@@ -110,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a deploy YAML")
     check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument("--live", action="store_true", help="also check SLURM profiles against the running cluster")
     check.set_defaults(func=cmd_check)
 
     schema = sub.add_parser("schema", help="print the deploy YAML's JSON schema")

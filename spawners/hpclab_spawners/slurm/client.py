@@ -113,7 +113,7 @@ class SlurmClient:
     """Runs SLURM commands with a private SLURM_CONF, a timeout, and SLURM's message on failure."""
 
     def __init__(self, slurm_conf: str | None = None, timeout: float = 30, submit_prefix: list[str] | None = None):
-        self.slurm_conf = slurm_conf
+        self.slurm_conf = slurm_conf or os.environ.get("SLURM_CONF")
         self.timeout = timeout
         self.submit_prefix = submit_prefix or []
         self.calls: dict[str, int] = {}
@@ -186,3 +186,18 @@ class SlurmClient:
     async def partitions(self) -> dict[str, PartitionState]:
         """Free cores and GPUs per partition (one sinfo call)."""
         return parse_sinfo_json(json.loads(await self.run(["sinfo", "--json"])))
+
+
+def parse_partition_lines(text: str) -> dict[str, dict[str, str]]:
+    """``scontrol show partition -o`` (one partition per line of Key=Value pairs) as dicts by name."""
+    partitions = {}
+    for line in text.splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        if "PartitionName" in fields:
+            partitions[fields["PartitionName"]] = fields
+    return partitions
+
+
+async def partition_settings(client: SlurmClient) -> dict[str, dict[str, str]]:
+    """Each partition's settings (MaxTime, State, ...) from one scontrol call."""
+    return parse_partition_lines(await client.run(["scontrol", "show", "partition", "-o"]))

@@ -1,0 +1,76 @@
+"""``hpclab-hub check --live``: does the YAML fit the running cluster (partitions, GRES, limits)?"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from ..config.errors import ConfigIssue
+from ..config.model import Deployment, SlurmBackend
+from ..config.units import format_duration, format_memory, parse_duration
+from .client import SlurmClient, SlurmError, _gres_count, partition_settings
+
+
+def _node_capacity(sinfo: dict) -> dict[str, dict]:
+    """Per partition: the largest node's cores, memory (bytes), GPUs, and the GPU types present."""
+    caps: dict[str, dict] = {}
+    for node in sinfo.get("nodes", []):
+        gres = node.get("gres", "") or ""
+        types = {part.split(":")[1] for part in gres.split(",") if part.startswith("gpu:") and len(part.split("(")[0].split(":")) == 3}
+        for name in node.get("partitions", []):
+            cap = caps.setdefault(name, {"cpus": 0, "memory": 0, "gpus": 0, "gpu_types": set()})
+            cap["cpus"] = max(cap["cpus"], int(node.get("cpus", 0)))
+            cap["memory"] = max(cap["memory"], int(node.get("real_memory", 0)) * 2**20)
+            cap["gpus"] = max(cap["gpus"], _gres_count(gres))
+            cap["gpu_types"] |= types
+    return caps
+
+
+async def _cluster_view(backend: SlurmBackend) -> tuple[dict[str, dict[str, str]], dict[str, dict]]:
+    client = SlurmClient(backend.slurm_conf, backend.command_timeout)
+    settings = await partition_settings(client)
+    capacity = _node_capacity(json.loads(await client.run(["sinfo", "--json"])))
+    return settings, capacity
+
+
+def live_issues(deployment: Deployment) -> list[ConfigIssue]:
+    """Every SLURM profile checked against its cluster; issues carry key paths (lines are added by the caller)."""
+    issues: list[ConfigIssue] = []
+    views: dict[str, tuple] = {}
+    for name, backend in deployment.backends.items():
+        if backend.type != "slurm":
+            continue
+        try:
+            views[name] = asyncio.run(_cluster_view(backend))
+        except SlurmError as error:
+            issues.append(ConfigIssue(("backends", name), f"SLURM did not answer: {error.message}"))
+    for i, profile in enumerate(deployment.profiles):
+        if profile.backend not in views:
+            continue
+        settings, capacity = views[profile.backend]
+        backend = deployment.backends[profile.backend]
+        slurm = profile.slurm
+        partition = (slurm.partition if slurm and slurm.partition else None) or backend.partition
+        where = ("profiles", i, "slurm", "partition") if slurm and slurm.partition else ("profiles", i)
+        if partition is None:
+            partition = next((p for p, s in settings.items() if s.get("Default") == "YES"), None)
+        if partition not in settings:
+            known = ", ".join(sorted(settings)) or "none"
+            issues.append(ConfigIssue(where, f"partition {partition!r} does not exist on the cluster (partitions: {known})"))
+            continue
+        cap = capacity.get(partition, {"cpus": 0, "memory": 0, "gpus": 0, "gpu_types": set()})
+        if profile.cpus > cap["cpus"]:
+            issues.append(ConfigIssue(("profiles", i, "cpus"), f"{profile.cpus} cores, but the largest node in partition {partition} has {cap['cpus']}"))
+        if profile.memory and profile.memory > cap["memory"]:
+            issues.append(ConfigIssue(("profiles", i, "memory"), f"{format_memory(profile.memory)}, but the largest node in partition {partition} has {format_memory(cap['memory'])}"))
+        if profile.gpus > cap["gpus"]:
+            issues.append(ConfigIssue(("profiles", i, "gpus"), f"{profile.gpus} GPUs, but no node in partition {partition} has more than {cap['gpus']}"))
+        if slurm and slurm.gpu_type and slurm.gpu_type not in cap["gpu_types"]:
+            have = ", ".join(sorted(cap["gpu_types"])) or "untyped GPUs only"
+            issues.append(ConfigIssue(("profiles", i, "slurm", "gpu_type"), f"no GPUs of type {slurm.gpu_type!r} in partition {partition} ({have})"))
+        max_time = settings[partition].get("MaxTime", "UNLIMITED")
+        if profile.time_limit and max_time not in ("UNLIMITED", "NONE"):
+            limit = parse_duration(max_time)
+            if profile.time_limit > limit:
+                issues.append(ConfigIssue(("profiles", i, "time_limit"), f"{format_duration(profile.time_limit)} exceeds partition {partition}'s MaxTime {max_time}"))
+    return issues
