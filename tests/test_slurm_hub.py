@@ -234,3 +234,32 @@ def test_check_live_accepts_the_slurm_example_and_names_misfits(slurm_cluster, t
     assert any("profiles[1].gpus: 3 GPUs, but no node in partition gpu has more than 2 (line 5)" in l for l in lines)
     assert any("profiles[1].slurm.gpu_type" in l for l in lines)
     assert any("profiles[1].time_limit: 3-00:00:00 exceeds partition gpu's MaxTime 2-00:00:00" in l for l in lines)
+
+
+def test_controller_outage_keeps_running_servers(slurm_hub):
+    """slurmctld down: squeue fails, which means 'unknown', so the hub must not drop alice's server."""
+    import os
+    from pathlib import Path
+
+    from conftest import DEV_CLUSTER, SLURM_PREFIX
+
+    alice = login(slurm_hub, "alice")
+    assert alice.post_spawn("alice", "cpu").status_code == 302
+    alice.wait_ready("alice", timeout=90)
+    pidfile = SLURM_PREFIX / "run" / "slurmctld.pid"
+    ctld_pid = int(pidfile.read_text())
+    os.kill(ctld_pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{ctld_pid}").exists(), 20, "slurmctld did not stop")
+    try:
+        poll_interval = slurm_hub.config["backends"]["cluster"]["poll_interval"]
+        time.sleep(3 * poll_interval + slurm_hub.config["backends"]["cluster"]["command_timeout"])
+        assert "" in alice.api("GET", "/users/alice").json()["servers"], "server dropped while SLURM was unreachable"
+        assert alice.http.get(f"{slurm_hub.url}/user/alice/lab").status_code == 200
+        assert "SLURM not answering" in slurm_hub.log_tail(400)
+    finally:
+        env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(SLURM_PREFIX), HPCLAB_SLURM_CTLD_PORT="6937", HPCLAB_SLURM_SLURMD_PORT="6938")
+        subprocess.run([str(DEV_CLUSTER), "up"], env=env, check=True, capture_output=True)
+    # back up: the job was recovered by slurmctld and the hub still has the same server
+    time.sleep(2 * poll_interval)
+    assert "" in alice.api("GET", "/users/alice").json()["servers"]
+    stop_server(alice, "alice")
