@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 #: flag -> JunctionParams field; every model parameter has one
 _PARAM_FLAGS = {
@@ -21,20 +21,23 @@ _HELP = {
 }
 
 
-def axis_or_value(text: str) -> float | list[float]:
+class Linspace(NamedTuple):
+    """An axis given as start:stop:count, expanded with numpy.linspace (stop included)."""
+
+    start: float
+    stop: float
+    count: int
+
+
+def axis_or_value(text: str) -> float | list[float] | Linspace:
     """Parse "start:stop:count" (inclusive, like numpy.linspace), "v1,v2,..." or a single number."""
     try:
         if ":" in text:
-            parts = text.split(":")
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, count = float(parts[0]), float(parts[1]), int(parts[2])
-            if count < 1:
+            start, stop, count = text.split(":")
+            axis = Linspace(float(start), float(stop), int(count))
+            if axis.count < 1:
                 raise argparse.ArgumentTypeError(f"{text!r}: count must be >= 1")
-            if count == 1:
-                return [start]
-            step = (stop - start) / (count - 1)
-            return [start + k * step if k < count - 1 else stop for k in range(count)]
+            return axis
         if "," in text:
             return [float(v) for v in text.split(",") if v.strip()]
         return float(text)
@@ -56,7 +59,12 @@ class _ParamAction(argparse.Action):
 def add_parser(sub: Any) -> None:
     """Add the ``josephson`` command (with its ``sweep`` subcommand) to an argparse subparsers object."""
     p = sub.add_parser("josephson", help="φ0 Josephson junction: magnetisation reversal maps")
-    p.set_defaults(run=lambda args: (p.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(run=usage)
     jsub = p.add_subparsers(dest="josephson_command", metavar="COMMAND")
     s = jsub.add_parser(
         "sweep", help="compute a reversal map over a parameter grid and save it as .npz",
@@ -73,7 +81,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--atol", type=float, help="absolute tolerance (default depends on --solver)")
     s.add_argument("--jobs", type=int, default=1, help="parallel workers, -1 for all (default 1)")
     s.add_argument("--backend", choices=("serial", "loky", "threading", "dask"),
-                   help="default: serial for --jobs 1, threads for the fast solver, else loky processes")
+                   help="default: serial for --jobs 1, else threads for the fast solver and loky processes for the others")
     s.add_argument("--chunk-size", type=int, help="points per task (default: about 4 tasks per worker)")
     s.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask scheduler (implies --backend dask)")
     g = s.add_argument_group("SLURM (dask-jobqueue): start workers as SLURM jobs")
@@ -92,6 +100,8 @@ def add_parser(sub: Any) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """Run ``hpclab josephson sweep`` with parsed ``args``; print a one-line summary; return 0."""
+    import numpy as np
+
     from .cluster import resolve_client, slurm_cluster, wait_for_workers
     from .sweep import sweep
 
@@ -103,6 +113,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         return 2
     # axes are swept in the order their flags were given
     values = {name: getattr(args, name) for name in dict.fromkeys(args.param_order)}
+    values = {k: np.linspace(*v) if isinstance(v, Linspace) else v for k, v in values.items()}
     options: dict[str, Any] = dict(solver=args.solver, rtol=args.rtol, atol=args.atol, n_jobs=args.jobs,
                                    backend=args.backend, chunk_size=args.chunk_size, progress=not args.quiet)
     cluster = client = None

@@ -63,6 +63,6 @@ def wait_for_workers(client: Any, n: int, timeout: float = 300) -> None:
     """Block until ``n`` workers have joined (SLURM jobs may queue); raise TimeoutError after ``timeout`` s."""
     try:
         client.wait_for_workers(n, timeout=timeout)
-    except TimeoutError:  # pragma: no cover - depends on the queue
+    except TimeoutError:
         raise TimeoutError(f"only {len(client.scheduler_info()['workers'])} of {n} dask workers joined in {timeout} s; "
                            "check squeue for the worker jobs") from None

@@ -68,7 +68,7 @@ def make_grid(**values: Any) -> Grid:
     for name, arr in axes.items():
         bad = ~np.isfinite(arr)
         if bad.any():
-            raise ValueError(f"axis {name} must hold finite numbers, got {arr[bad][0]!r} at index {int(np.argmax(bad))}")
+            raise ValueError(f"axis {name} must hold finite numbers, got {float(arr[bad][0])!r} at index {int(np.argmax(bad))}")
         for v in (arr.min(), arr.max()):
             _check_alone(base, name, float(v))
     grid = Grid(axes, fixed)

@@ -9,7 +9,8 @@ from typing import Any
 
 def _check_number(cls_name: str, name: str, value: Any) -> float:
     """``value`` as a finite float, else a TypeError/ValueError naming the field."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    is_real = isinstance(value, (int, float)) or hasattr(value, "__float__")  # numpy scalars too
+    if isinstance(value, bool) or isinstance(value, str) or not is_real:
         raise TypeError(f"{cls_name}.{name} must be a real number, got {value!r} ({type(value).__name__})")
     number = float(value)
     if not math.isfinite(number):
