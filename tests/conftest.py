@@ -65,7 +65,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """Debian's chromium, headless, driven by Playwright (never a downloaded browser)."""
     from playwright.sync_api import sync_playwright
@@ -87,8 +87,12 @@ def browser_login(page, hub: Hub, name: str) -> None:
 
 
 def run_in_new_notebook(page, code: str) -> None:
-    """In JupyterLab: open a notebook from the launcher, wait for its kernel, run ``code`` in the first cell."""
-    page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+    """In JupyterLab: open a notebook from the launcher, wait for its kernel, run ``code`` in the first cell.
+
+    The workspace is reset first (``?reset``): a home folder reused across runs may restore old tabs.
+    """
+    page.goto(page.url.split("?")[0].split("/lab")[0] + "/lab?reset")
+    page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=120_000)
     editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
     editor.wait_for()
     page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(timeout=90_000)  # kernel connected

@@ -71,6 +71,16 @@ def test_request_that_can_never_run_fails_at_once_with_slurms_message(slurm_hub)
     assert alice.api("GET", "/users/alice").json()["servers"] == {}
 
 
+def test_job_failing_before_the_server_starts_ends_the_spawn_with_its_output(slurm_hub):
+    alice = login(slurm_hub, "alice")
+    assert alice.post_spawn("alice", "broken-env").status_code == 302
+    wait_for(lambda: "" not in alice.api("GET", "/users/alice").json()["servers"], 60, "failed spawn still listed")
+    log = slurm_hub.log_tail(300)
+    assert "failed (the server exited with an error) (FAILED" in log
+    assert "module python/9.9 not found" in log
+    assert [j for j in jobs(slurm_hub.slurm_conf) if j["user"] == "alice"] == []
+
+
 def test_user_outside_groups_cannot_post_gpu_profile_and_no_job_is_submitted(slurm_hub):
     bob = login(slurm_hub, "bob")
     assert "gpu-1" not in bob.spawn_form()
@@ -154,6 +164,14 @@ def test_hub_killed_with_two_servers_running_readopts_both_without_new_jobs(slur
     assert bob.post_spawn("bob", "cpu").status_code == 302
     alice.wait_ready("alice", timeout=90)
     bob.wait_ready("bob", timeout=90)
+    # a job carrying this hub's tag that no server owns (e.g. left by a crash between sbatch and saving state)
+    import hashlib
+
+    db_url = f"sqlite:///{slurm_hub.config['hub']['data_dir']}/jupyterhub.sqlite"
+    hub_id = hashlib.sha1(db_url.encode()).hexdigest()[:8]
+    orphan = slurm(slurm_hub.slurm_conf, "sbatch", "--parsable", "-p", "cpu", "-c", "1", "-J", "hpclab-alice",
+                   f"--comment=hpclab:{hub_id}:cpu", "-o", "/dev/null", "--chdir=/tmp", "--wrap", "sleep 600",
+                   user="alice").strip()
     before = sorted(j["id"] for j in jobs(slurm_hub.slurm_conf, "all"))
 
     slurm_hub.proc.send_signal(signal.SIGKILL)
@@ -167,6 +185,8 @@ def test_hub_killed_with_two_servers_running_readopts_both_without_new_jobs(slur
     for client, name in ((alice, "alice"), (bob, "bob")):
         assert client.http.get(f"{slurm_hub.url}/user/{name}/lab").status_code == 200
     assert sorted(j["id"] for j in jobs(slurm_hub.slurm_conf, "all")) == before, "a job was submitted or lost"
+    assert f"Orphan SLURM job {orphan}" in slurm_hub.log_tail(2000), "the orphan job was not reported"
+    slurm(slurm_hub.slurm_conf, "scancel", orphan)
     stop_server(alice, "alice")
     stop_server(bob, "bob")
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from concurrent.futures import ThreadPoolExecutor
+
 from hpclab_spawners.config import parse_deployment
 from hpclab_spawners.slurm.batch_script import build_batch_script, sbatch_options
 from hpclab_spawners.slurm.client import JobInfo, SlurmUnavailable, parse_sinfo_json, parse_squeue, parse_start_times
@@ -118,6 +120,12 @@ def test_end_and_pending_descriptions_use_slurms_words():
     assert "QOSMaxGRESPerUser" in text and "GPU limit" in text and "2026-11-24 10:00:00" in text and "42 s" in text
 
 
+def run_async(coroutine):
+    """Run a coroutine on a fresh loop in its own thread (another test tool may own this thread's loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 class FakeSqueueClient:
     """A stand-in for SlurmClient.jobs() (a fake, named as such): scripted answers, counted calls."""
 
@@ -147,7 +155,7 @@ def test_concurrent_spawners_share_one_squeue_call():
     async def many():
         return await asyncio.gather(*(queue.status("5") for _ in range(25)))
 
-    results = asyncio.run(many())
+    results = run_async(many())
     assert client.calls == 1
     assert all(r.known and r.info == job for r in results)
 
@@ -155,12 +163,12 @@ def test_concurrent_spawners_share_one_squeue_call():
 def test_failed_query_means_unknown_never_gone():
     client = FakeSqueueClient([SlurmUnavailable("Unable to contact slurm controller")])
     queue = JobQueue(client, max_age=0)
-    status = asyncio.run(queue.status("5"))
+    status = run_async(queue.status("5"))
     assert not status.known and not status.gone
     assert "Unable to contact" in queue.last_error
 
 
 def test_job_missing_from_a_successful_query_is_gone():
     client = FakeSqueueClient([{}])
-    status = asyncio.run(JobQueue(client, max_age=0).status("5"))
+    status = run_async(JobQueue(client, max_age=0).status("5"))
     assert status.known and status.gone

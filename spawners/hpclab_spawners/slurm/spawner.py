@@ -181,7 +181,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
                 raise web.HTTPError(500, f"SLURM job {self.job_id} disappeared from the queue before the server started.")
             if info is not None:
                 if not info.active:
-                    raise web.HTTPError(500, f"{describe_end(info)} The server never started; see {self._output_path()}")
+                    raise web.HTTPError(500, f"{describe_end(info)} The server never started. {self._output_tail()}")
                 if info.state == "PENDING":
                     start = self.queue.start_times.get(self.job_id)
                     self.progress_line = describe_pending(info, start, time.monotonic() - submitted)
@@ -205,6 +205,16 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
 
     def _output_path(self) -> str:
         return self.backend.output.format(home=self.home(), username=self.user.name).replace("%j", self.job_id)
+
+    def _output_tail(self, lines: int = 5) -> str:
+        """The last lines of the job's output file, to show why it failed (where the hub can read it)."""
+        path = self._output_path()
+        try:
+            with open(path, errors="replace") as handle:
+                tail = handle.read()[-4000:].strip().splitlines()[-lines:]
+        except OSError:
+            return f"See {path}."
+        return f"Last lines of {path}: " + " | ".join(tail) if tail else f"{path} is empty."
 
     async def progress(self):
         last = None
