@@ -10,6 +10,7 @@ from .access import ProfileRefused, choose_profile, groups_of, visible_profiles
 from .config import cached_deployment
 from .config.model import Deployment, Profile
 from .form import profile_from_form, render_profile_form
+from .quotas import ActiveServer, QuotaExceeded, check_quotas
 
 
 class ProfileSpawnerMixin(HasTraits):
@@ -61,11 +62,37 @@ class ProfileSpawnerMixin(HasTraits):
         backend = spawner.deployment.backends[profile.backend]
         if backend.type != spawner.backend_type:
             raise web.HTTPError(400, f"Profile {profile.slug!r} uses a {backend.type} backend, which this hub cannot start.")
-        spawner.profile_slug = profile.slug
+        spawner.enforce_quotas(profile)
+        spawner.profile_slug = profile.slug  # from here on this spawn counts against quotas (no await in between)
         spawner.start_timeout = profile.spawn_timeout
         spawner.http_timeout = profile.spawn_timeout
         spawner.cpu_limit = float(profile.cpus)
         spawner.mem_limit = profile.memory
+
+    def active_servers(self) -> list[ActiveServer]:
+        """Every other server of this hub that is running or starting, with its profile's resources."""
+        active = []
+        for user in self.user.settings.get("users", {}).values():
+            for spawner in user.spawners.values():
+                if spawner is self or not getattr(spawner, "profile_slug", ""):
+                    continue
+                if not (spawner.active or getattr(spawner, "_start_pending", False)):
+                    continue
+                profile = self.deployment.profile(spawner.profile_slug)
+                if profile is not None:
+                    groups = groups_of(user.name, self.deployment, (g.name for g in user.groups))
+                    active.append(ActiveServer(user.name, groups, profile.slug, profile.cpus, profile.gpus))
+        return active
+
+    def enforce_quotas(self, profile: Profile) -> None:
+        """Refuse (429) a spawn that would exceed a quota, saying what is in use."""
+        try:
+            check_quotas(
+                self.deployment.quotas, self.user.name, self.user_groups(), bool(self.user.admin), profile, self.active_servers()
+            )
+        except QuotaExceeded as exceeded:
+            self.log.info("Quota refused %s: %s", self._log_name, exceeded)
+            raise web.HTTPError(429, str(exceeded)) from None
 
     @property
     def profile(self) -> Profile:

@@ -178,6 +178,24 @@ class Profile(Strict):
     slurm: ProfileSlurmOverrides | None = Field(None, description="Overrides read only by a SLURM backend.")
 
 
+class QuotaLimits(Strict):
+    """Upper bounds on what is in use at once (servers running or starting); absent = no bound."""
+
+    servers: NonNegativeInt | None = Field(None, description="Servers at once.")
+    gpus: NonNegativeInt | None = Field(None, description="GPUs at once.")
+    cpus: NonNegativeInt | None = Field(None, description="Cores at once.")
+
+
+class QuotaSettings(Strict):
+    """Fair sharing: limits per group (all members together), per user, and per profile; checked at spawn."""
+
+    groups: dict[Name, QuotaLimits] = Field(default_factory=dict, description="Group -> limits for all its members together.")
+    users: dict[Name, QuotaLimits] = Field(default_factory=dict, description="User -> limits (replaces per_user for them).")
+    per_user: QuotaLimits | None = Field(None, description="Limits every user has on their own.")
+    profiles: dict[Slug, QuotaLimits] = Field(default_factory=dict, description="Profile -> limits for everyone using it.")
+    admins_exempt: bool = Field(False, description="Admins skip every quota.")
+
+
 class KernelEntry(Strict):
     """A curated kernel a profile can offer."""
 
@@ -202,6 +220,7 @@ class Deployment(Strict):
     profiles: list[Profile] = Field(min_length=1, description="The choices on the spawn form, in order.")
     kernels: dict[Name, KernelEntry] = Field(default_factory=dict, description="Curated kernels profiles may offer.")
     culling: CullingSettings = Field(default_factory=dict, description="Stopping idle servers.")
+    quotas: QuotaSettings = Field(default_factory=dict, description="Limits on servers, GPUs and cores in use.")
 
     def profile(self, slug: str) -> Profile | None:
         """The profile with this slug, or None."""
