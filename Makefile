@@ -7,7 +7,7 @@ CONFIG    ?= deploy/hub.yaml
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(VENV)/bin:$(NODE_BIN):$(PATH)
 
-.PHONY: hub test venv proxy browser docs check bench clean
+.PHONY: hub test venv proxy system-packages docs check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,9 +22,12 @@ $(CHP):
 
 proxy: $(CHP)
 
-browser:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+# what the tests drive for real: Debian's chromium (browser tests) and PostgreSQL server (production tests);
+# SLURM's packages are installed by deploy/slurm/dev-cluster itself
+system-packages:
+	@{ command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	  --no-install-recommends chromium postgresql sudo openssl; }
 
 hub: venv proxy
 	@echo "HPCLab hub: http://127.0.0.1:8000  — log in as 'admin'."
@@ -38,7 +41,7 @@ check: venv
 docs: venv
 	$(VENV)/bin/hpclab-hub schema --markdown > docs/admin-reference.md
 
-test: venv proxy browser
+test: venv proxy system-packages
 	$(PY) -m pytest
 
 bench: venv proxy

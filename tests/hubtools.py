@@ -69,7 +69,13 @@ class Hub:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.config['hub']['port']}"
+        scheme = "https" if self.config["hub"].get("ssl_cert") else "http"
+        return f"{scheme}://127.0.0.1:{self.config['hub']['port']}"
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests should trust: the hub's own (self-signed) certificate when it serves HTTPS."""
+        return self.config["hub"].get("ssl_cert") or True
 
     def start(self, timeout: float = 60) -> None:
         """Start ``hpclab-hub run`` and wait until the hub answers through the proxy."""
@@ -85,7 +91,7 @@ class Hub:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}/hub/api/", timeout=2, verify=self.verify).status_code == 200:
                     return
             except requests.RequestException:
                 pass
@@ -133,6 +139,8 @@ class HubClient:
     def __init__(self, hub: Hub):
         self.hub = hub
         self.http = requests.Session()
+        self.http.verify = hub.verify
+        self.http.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify
 
     def _xsrf(self, html: str) -> str:
         match = re.search(r'name="_xsrf"\s+value="([^"]+)"', html)

@@ -38,7 +38,16 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     hub.data_dir.mkdir(parents=True, exist_ok=True)
     port = int(os.environ.get("HPCLAB_PORT", hub.port))
 
-    c.JupyterHub.bind_url = f"http://{hub.ip}:{port}{hub.base_url}"
+    scheme = "https" if hub.ssl_cert else "http"
+    c.JupyterHub.bind_url = f"{scheme}://{hub.ip}:{port}{hub.base_url}"
+    if hub.ssl_cert:
+        c.JupyterHub.ssl_cert = str(hub.ssl_cert)
+        c.JupyterHub.ssl_key = str(hub.ssl_key)
+    if hub.http_redirect_port:
+        # configurable-http-proxy answers plain HTTP there with a redirect to the HTTPS port
+        c.ConfigurableHTTPProxy.command = [
+            "configurable-http-proxy", "--redirect-port", str(hub.http_redirect_port), "--redirect-to", str(port)
+        ]
     c.JupyterHub.hub_ip = hub.hub_ip
     c.JupyterHub.hub_port = hub.hub_port
     c.JupyterHub.db_url = hub.database_url

@@ -36,7 +36,15 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
         issues.append(ConfigIssue(("profiles",), "profiles use both local and slurm backends; one hub serves one backend kind (run a second hub for the other)"))
     for i in defaults[1:]:
         issues.append(ConfigIssue(("profiles", i, "default"), f"only one profile may be the default (profiles[{defaults[0]}] already is)"))
+    hub = deployment.hub
+    if (hub.ssl_cert is None) != (hub.ssl_key is None):
+        missing = "ssl_key" if hub.ssl_key is None else "ssl_cert"
+        issues.append(ConfigIssue(("hub", missing), "HTTPS needs both ssl_cert and ssl_key"))
+    if hub.http_redirect_port and hub.ssl_cert is None:
+        issues.append(ConfigIssue(("hub", "http_redirect_port"), "redirecting to HTTPS needs ssl_cert and ssl_key"))
     ports = {"hub.port": deployment.hub.port, "hub.hub_port": deployment.hub.hub_port, "hub.proxy_api_port": deployment.hub.proxy_api_port}
+    if hub.http_redirect_port:
+        ports["hub.http_redirect_port"] = hub.http_redirect_port
     seen_ports: dict[int, str] = {}
     for key, port in ports.items():
         if port in seen_ports:

@@ -51,9 +51,12 @@ class HubSettings(Strict):
     cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret; default data_dir/jupyterhub_cookie_secret.")
     admin_users: list[Name] = Field(["admin"], description="Hub administrators.")
     keep_servers_on_restart: bool = Field(True, description="Leave users' servers running when the hub stops, and re-adopt them on start.")
+    ssl_cert: Path | None = Field(None, description="TLS certificate (PEM) for HTTPS on hub.port; with ssl_key.")
+    ssl_key: Path | None = Field(None, description="TLS private key (PEM) for ssl_cert.")
+    http_redirect_port: Port | None = Field(None, description="Also listen for plain HTTP here and redirect to HTTPS.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Hub log level (tokens are never logged).")
 
-    @field_validator("data_dir", "cookie_secret_file")
+    @field_validator("data_dir", "cookie_secret_file", "ssl_cert", "ssl_key")
     @classmethod
     def _absolute(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else _resolve(value, info)
