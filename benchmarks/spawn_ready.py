@@ -76,7 +76,7 @@ class BenchHub:
     proc: subprocess.Popen | None = None
     log_path: Path = field(init=False)
     started_in: float = 0.0
-    known_pids: set[int] = field(default_factory=set)
+    known: dict[tuple[int, float], psutil.Process] = field(default_factory=dict)  # (pid, create time) -> process
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,8 @@ class BenchHub:
         if self.proc is None:
             return
         try:
-            self.known_pids.update(p.pid for p in psutil.Process(self.proc.pid).children(recursive=True))
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                self.known.setdefault((child.pid, child.create_time()), child)
         except psutil.NoSuchProcess:
             pass
 
@@ -131,12 +132,8 @@ class BenchHub:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        leftovers = []
-        for pid in self.known_pids:
-            try:
-                leftovers.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                pass
+        # psutil.Process objects, not PIDs: they refuse to signal a PID that another process reused.
+        leftovers = [proc for proc in self.known.values() if proc.is_running()]
         leftovers += servers_under(self.workdir)
         for proc in leftovers:
             try:
@@ -636,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
         print(f"spawn_ready: stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
+        # Clean-up is bounded (about 25 s per hub at worst); a second Ctrl-C must not cut it short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         for hub in hubs.values():
             hub.remember_processes()
         # Phases are read from the logs before anything is removed.
@@ -645,8 +645,8 @@ def main(argv: list[str] | None = None) -> int:
                 nxt = all_runs[k + 1]["started_at"] if k + 1 < len(all_runs) else None
                 try:
                     run["phases"] = phases(hub.log_path, run, nxt)
-                except OSError:
-                    pass
+                except Exception as exc:  # a log we cannot read must not stop the clean-up
+                    print(f"spawn_ready: phases of {hub.label}: {exc}", file=sys.stderr)
         for hub in hubs.values():
             try:
                 hub.stop()
@@ -656,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hub logs kept in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if failed or not runs["bare"] or not runs["ours"]:
         return 1
 

@@ -125,7 +125,9 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         try:
             allocation = pool.allocate(self.owner_key, profile.cpus, profile.gpus)
         except NoFreeGPU as exc:
+            self.record_failure("no_free_gpu")
             raise web.HTTPError(409, str(exc)) from None
+        self.start_metrics()
         self.allocation_state = allocation.as_state()
         self.log.info(
             "Starting %s with profile %s: cpus %s, memory %s, gpus %s",
@@ -136,11 +138,33 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             list(allocation.gpu_ids) or "none",
         )
         try:
-            return await super().start()
+            ip, port = await super().start()
+            await self._wait_listening(ip, port)
+            return ip, port
         except Exception:
             pool.release(self.owner_key)
             self.allocation_state = {}
             raise
+
+    async def _wait_listening(self, ip: str, port: int) -> None:
+        """Return as soon as the server accepts connections (polled every 0.1 s), or fail at once if it exits.
+
+        JupyterHub's own readiness check backs off randomly up to seconds between tries; answering it
+        only after the port is open saves that wait, and a crashed server is reported with its exit code.
+        """
+        import asyncio
+
+        deadline = asyncio.get_running_loop().time() + self.http_timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise web.HTTPError(500, f"JupyterLab exited during start-up with code {self.proc.returncode}; see the hub log")
+            try:
+                _, writer = await asyncio.open_connection(ip, port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
 
     async def progress(self):
         profile = self.profile

@@ -10,6 +10,7 @@ from .access import ProfileRefused, choose_profile, groups_of, visible_profiles
 from .config import cached_deployment
 from .config.model import Deployment, Profile
 from .form import profile_from_form, render_profile_form
+from . import metrics
 from .quotas import ActiveServer, QuotaExceeded, check_quotas
 
 
@@ -54,10 +55,13 @@ class ProfileSpawnerMixin(HasTraits):
     @staticmethod
     def _apply_profile(spawner: "ProfileSpawnerMixin", user_options: dict) -> None:
         """Resolve and authorise the requested profile (form and REST API alike) before anything starts."""
+        requested = (user_options or {}).get("profile") or ""
         try:
-            profile = choose_profile(spawner.deployment, (user_options or {}).get("profile"), spawner.user_groups())
+            profile = choose_profile(spawner.deployment, requested, spawner.user_groups())
         except ProfileRefused as refused:
             spawner.log.warning("Refused profile for %s: %s", spawner._log_name, refused)
+            reason = "forbidden" if refused.status == 403 else "unknown_profile"
+            metrics.SPAWN_FAILURES.labels(requested or "(default)", reason).inc()
             raise web.HTTPError(refused.status, str(refused)) from None
         backend = spawner.deployment.backends[profile.backend]
         if backend.type != spawner.backend_type:
@@ -69,12 +73,12 @@ class ProfileSpawnerMixin(HasTraits):
         spawner.cpu_limit = float(profile.cpus)
         spawner.mem_limit = profile.memory
 
-    def active_servers(self) -> list[ActiveServer]:
-        """Every other server of this hub that is running or starting, with its profile's resources."""
+    def active_servers(self, include_self: bool = False) -> list[ActiveServer]:
+        """Every other server of this hub (or every one) that is running or starting, with its profile's resources."""
         active = []
         for user in self.user.settings.get("users", {}).values():
             for spawner in user.spawners.values():
-                if spawner is self or not getattr(spawner, "profile_slug", ""):
+                if (spawner is self and not include_self) or not getattr(spawner, "profile_slug", ""):
                     continue
                 if not (spawner.active or getattr(spawner, "_start_pending", False)):
                     continue
@@ -84,6 +88,26 @@ class ProfileSpawnerMixin(HasTraits):
                     active.append(ActiveServer(user.name, groups, profile.slug, profile.cpus, profile.gpus))
         return active
 
+    def start_metrics(self) -> None:
+        """Begin timing this spawn; a background task records it once the server answers."""
+        import asyncio
+        import time
+
+        metrics.set_active_lister(lambda: ((s.user, s.groups, s.profile, s.gpus) for s in self.active_servers(include_self=True)))
+        started, profile, backend = time.monotonic(), self.profile_slug, self.profile.backend
+
+        async def observe() -> None:
+            while self._spawn_pending or getattr(self, "_start_pending", False):
+                await asyncio.sleep(0.1)
+            if self.ready:
+                metrics.SPAWN_DURATION.labels(profile, backend).observe(time.monotonic() - started)
+
+        self._metrics_task = asyncio.ensure_future(observe())
+
+    def record_failure(self, reason: str) -> None:
+        """Count a spawn that failed after it was accepted (no free GPU, SLURM refused, job failed, ...)."""
+        metrics.SPAWN_FAILURES.labels(self.profile_slug or "(default)", reason).inc()
+
     def enforce_quotas(self, profile: Profile) -> None:
         """Refuse (429) a spawn that would exceed a quota, saying what is in use."""
         try:
@@ -92,6 +116,7 @@ class ProfileSpawnerMixin(HasTraits):
             )
         except QuotaExceeded as exceeded:
             self.log.info("Quota refused %s: %s", self._log_name, exceeded)
+            metrics.SPAWN_FAILURES.labels(profile.slug, "quota").inc()
             raise web.HTTPError(429, str(exceeded)) from None
 
     @property

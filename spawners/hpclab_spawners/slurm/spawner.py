@@ -14,6 +14,7 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Unicode, default
 
+from .. import metrics
 from ..config.model import SlurmBackend
 from ..profile_spawner import ProfileSpawnerMixin
 from .batch_script import build_batch_script, job_name
@@ -156,12 +157,15 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
             self.job_id = await self.client.submit(self.user.name, script, self.get_env())
         except SlurmError as error:
             self.port_reported = None
+            self.record_failure("slurm_refused")
             raise web.HTTPError(400, f"SLURM refused the job: {error.message}") from None
         _LIVE_JOBS.add(self.job_id)
+        self.start_metrics()
         self.log.info("Submitted SLURM job %s for %s (profile %s)", self.job_id, self._log_name, profile.slug)
         try:
             port, node = await self._wait_for_server()
-        except BaseException:
+        except BaseException as error:
+            self.record_failure("job_failed" if isinstance(error, web.HTTPError) else "timeout")
             await self._cancel_job()
             raise
         finally:
@@ -187,6 +191,8 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
                     self.progress_line = describe_pending(info, start, time.monotonic() - submitted)
                     self.progress_percent = 20
                 elif info.node:
+                    if not node:
+                        metrics.QUEUE_WAIT.labels(self.profile_slug, self.profile.backend).observe(time.monotonic() - submitted)
                     node = info.node
                     self.progress_line = f"Job {self.job_id} running on {node}, waiting for JupyterLab to report its port…"
                     self.progress_percent = 60

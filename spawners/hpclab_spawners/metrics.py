@@ -1,0 +1,61 @@
+"""Prometheus metrics beside JupyterHub's own on /hub/metrics: spawn times, queue waits, failures, usage."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+_BUCKETS = (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600, float("inf"))
+
+SPAWN_DURATION = Histogram(
+    "hpclab_spawn_duration_seconds",
+    "Seconds from an accepted spawn request to a server answering, by profile and backend",
+    ["profile", "backend"],
+    buckets=_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "hpclab_queue_wait_seconds",
+    "Seconds a SLURM job waited in the queue before it ran, by profile",
+    ["profile", "backend"],
+    buckets=_BUCKETS,
+)
+SPAWN_FAILURES = Counter(
+    "hpclab_spawn_failures_total",
+    "Spawn requests that did not give a server, by profile and reason",
+    ["profile", "reason"],
+)
+
+# (user, groups, profile, gpus) of every running or starting server; set by the spawner module at import
+ActiveLister = Callable[[], Iterable[tuple[str, frozenset[str], str, int]]]
+_active_lister: list[ActiveLister] = []
+
+
+def set_active_lister(lister: ActiveLister) -> None:
+    """Where the usage gauges read running servers from (the hub's users, via a spawner)."""
+    _active_lister[:] = [lister]
+
+
+class UsageCollector:
+    """Servers and GPUs in use per group and profile, computed at scrape time (never stale)."""
+
+    def collect(self):
+        servers = GaugeMetricFamily("hpclab_servers_in_use", "Running or starting servers, by group and profile", labels=["group", "profile"])
+        gpus = GaugeMetricFamily("hpclab_gpus_in_use", "GPUs held by running or starting servers, by group and profile", labels=["group", "profile"])
+        server_count: Tally = Tally()
+        gpu_count: Tally = Tally()
+        for lister in _active_lister:
+            for _user, groups, profile, n_gpus in lister():
+                for group in sorted(groups) or ["(none)"]:
+                    server_count[(group, profile)] += 1
+                    gpu_count[(group, profile)] += n_gpus
+        for key, value in sorted(server_count.items()):
+            servers.add_metric(list(key), value)
+            gpus.add_metric(list(key), gpu_count[key])
+        yield servers
+        yield gpus
+
+
+REGISTRY.register(UsageCollector())
