@@ -90,6 +90,8 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
         c.LocalProfileSpawner.deployment_file = str(config_file)
 
     if deployment.culling.enabled:
+        # the hub refreshes servers' activity from the proxy often enough for the culler's timeout
+        c.JupyterHub.last_activity_interval = max(5, min(300, deployment.culling.timeout // 3))
         service, role = _culler_service(deployment)
         c.JupyterHub.services = [service]
         c.JupyterHub.load_roles = [role]

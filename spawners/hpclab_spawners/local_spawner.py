@@ -89,7 +89,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         return "/lab"
 
     def get_args(self) -> list[str]:
-        args = super().get_args()
+        args = super().get_args() + self.culling_args()
         if os.geteuid() == 0:
             args.append("--allow-root")  # servers run as the hub's own account on the embedded default
         return args

@@ -134,7 +134,17 @@ class ProfileSpawnerMixin(HasTraits):
         env.update(profile.environment)
         env["HPCLAB_PROFILE"] = profile.slug
         env["HPCLAB_BACKEND"] = profile.backend
+        culling = self.deployment.culling
+        if culling.enabled:
+            # report activity (and busy kernels) often enough for the culler's timeout
+            every = max(5, min(300, culling.timeout // 3))
+            env["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(every)
+            env["HPCLAB_BUSY_CHECK_SECONDS"] = str(every)
         return env
+
+    def culling_args(self) -> list[str]:
+        """Server arguments that make busy kernels count as activity (see hpclab.busy_activity)."""
+        return ["--ServerApp.jpserver_extensions=hpclab.busy_activity=True"] if self.deployment.culling.enabled else []
 
     def get_state(self) -> dict:
         state = super().get_state()

@@ -31,6 +31,15 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
                 issues.append(
                     ConfigIssue(("profiles", i, "kernels", k), f"unknown kernel {kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}")
                 )
+        if profile.default_kernel is not None:
+            if profile.kernels and profile.default_kernel not in profile.kernels:
+                issues.append(
+                    ConfigIssue(("profiles", i, "default_kernel"), f"{profile.default_kernel!r} is not among this profile's kernels: {', '.join(profile.kernels)}")
+                )
+            elif declared_kernels and profile.default_kernel not in declared_kernels:
+                issues.append(
+                    ConfigIssue(("profiles", i, "default_kernel"), f"unknown kernel {profile.default_kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}")
+                )
     kinds = {deployment.backends[p.backend].type for p in deployment.profiles if p.backend in deployment.backends}
     if len(kinds) > 1:
         issues.append(ConfigIssue(("profiles",), "profiles use both local and slurm backends; one hub serves one backend kind (run a second hub for the other)"))

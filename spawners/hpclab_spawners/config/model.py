@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationInfo, field_validator, model_validator
 
 from .units import DurationSeconds, MemoryBytes
 
@@ -174,11 +174,17 @@ class Profile(Strict):
     gpus: Int = Field(0, ge=0, description="GPUs handed out exclusively from the backend's pool.")
     time_limit: DurationSeconds | None = Field(None, description="Wall time (SLURM); on local servers, shown as time left.")
     kernels: list[Name] = Field(default_factory=list, description="Kernels offered; empty = all installed.")
+    default_kernel: Name | None = Field(None, description="Kernel a new notebook gets; one of `kernels` (none = the first of them).")
     groups: list[Name] = Field(default_factory=list, description="Groups allowed to use it; empty = everyone.")
     spawn_timeout: Int = Field(120, ge=1, description="Seconds to wait for the server before giving up.")
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for the server.")
     local: ProfileLocalOverrides | None = Field(None, description="Overrides read only by a local backend.")
     slurm: ProfileSlurmOverrides | None = Field(None, description="Overrides read only by a SLURM backend.")
+
+    @property
+    def initial_kernel(self) -> str | None:
+        """The kernel a new notebook gets: ``default_kernel``, else the first offered, else none (Jupyter's own)."""
+        return self.default_kernel or (self.kernels[0] if self.kernels else None)
 
 
 class QuotaLimits(Strict):
@@ -199,11 +205,47 @@ class QuotaSettings(Strict):
     admins_exempt: bool = Field(False, description="Admins skip every quota.")
 
 
-class KernelEntry(Strict):
-    """A curated kernel a profile can offer."""
+class KernelRuntime(Strict):
+    """Where a kernel's Python lives: a venv or conda prefix, or an Apptainer image (see docs/kernels.md)."""
 
-    display_name: StrictStr
-    description: StrictStr = ""
+    type: Literal["venv", "conda", "apptainer"] = Field(
+        description="venv/conda: run PREFIX/bin/python; apptainer: run python inside IMAGE with `apptainer exec`."
+    )
+    prefix: Path | None = Field(None, description="venv or conda prefix (type venv/conda); relative to the YAML file.")
+    image: Path | None = Field(None, description="Apptainer image, e.g. mri.sif (type apptainer); relative to the YAML file.")
+    python: StrictStr = Field("python", description="Python inside the image (type apptainer).")
+    apptainer: StrictStr = Field("apptainer", description="The apptainer (or singularity) command (type apptainer).")
+    options: list[StrictStr] = Field(
+        ["--nv"], description="Options of `apptainer exec` (type apptainer); --nv makes the host's NVIDIA GPUs usable."
+    )
+
+    @field_validator("prefix", "image")
+    @classmethod
+    def _absolute(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @model_validator(mode="after")
+    def _needs_its_path(self) -> "KernelRuntime":
+        if self.type in ("venv", "conda") and self.prefix is None:
+            raise ValueError(f"a {self.type} runtime needs `prefix`")
+        if self.type == "apptainer" and self.image is None:
+            raise ValueError("an apptainer runtime needs `image`")
+        return self
+
+
+class KernelEntry(Strict):
+    """A curated kernel a profile can offer; `hpclab-hub kernels install` installs those with a runtime."""
+
+    display_name: StrictStr = Field(description="Name in JupyterLab's launcher and kernel menu.")
+    description: StrictStr = Field("", description="One line on what the kernel is for (`hpclab-hub kernels list`).")
+    runtime: KernelRuntime | None = Field(None, description="Where the kernel's Python lives; none = declared only, not installed.")
+    environment: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="Site settings exported before the kernel starts (FREESURFER_HOME, data paths); $VARS are expanded.",
+    )
+    modules: list[StrictStr] = Field(
+        default_factory=list, description="Shell lines run before the kernel starts (module load ...); their environment is kept."
+    )
 
 
 class CullingSettings(Strict):
