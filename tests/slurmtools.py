@@ -51,6 +51,8 @@ def slurm_hub_yaml(data_dir: Path, slurm_conf: str) -> dict[str, Any]:
              "time_limit": "00:30:00", "groups": ["gpu-users"], "slurm": {"partition": "gpu"}},
             {"slug": "gpu-9", "display_name": "Nine GPUs", "backend": "cluster", "cpus": 1, "gpus": 9,
              "slurm": {"partition": "gpu"}},
+            {"slug": "short", "display_name": "Two minutes", "backend": "cluster", "cpus": 1, "time_limit": "00:02:00",
+             "slurm": {"partition": "cpu"}},
             {"slug": "broken-env", "display_name": "Broken set-up", "backend": "cluster", "cpus": 1,
              "slurm": {"partition": "cpu", "setup": ["echo 'module python/9.9 not found' >&2", "exit 3"]}},
         ],

@@ -283,3 +283,43 @@ def test_controller_outage_keeps_running_servers(slurm_hub):
     time.sleep(2 * poll_interval)
     assert "" in alice.api("GET", "/users/alice").json()["servers"]
     stop_server(alice, "alice")
+
+
+@pytest.mark.browser
+def test_walltime_shown_and_unsaved_notebook_edit_is_on_disk_when_job_times_out(slurm_hub, browser, artifacts):
+    """A 2-minute job: the home page shows the time left; an edit never saved by hand survives the limit."""
+    import uuid
+    from pathlib import Path
+
+    from conftest import browser_login
+
+    marker = f"walltime-{uuid.uuid4().hex[:8]}"
+    alice = login(slurm_hub, "alice")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    try:
+        browser_login(page, slurm_hub, "alice")
+        page.wait_for_url("**/hub/spawn**")
+        page.check("input[name=profile][value=short]")
+        page.click("form#spawn_form [type=submit]")
+        page.wait_for_url("**/user/alice/lab**", timeout=120_000)
+        home = alice.http.get(f"{slurm_hub.url}/hub/home").text
+        assert "hpclab-time-left" in home and "min" in home and "left (ends" in home
+
+        page.goto(page.url.split("/lab")[0] + "/lab?reset")
+        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=120_000)
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        editor.click()
+        page.keyboard.type(f"note = '{marker}'")  # typed, never saved by hand
+        notebook_name = page.locator(".jp-DirListing-item.jp-mod-selected .jp-DirListing-itemText").first.inner_text()
+        page.screenshot(path=str(artifacts / "walltime-edit.png"))
+        (job,) = [j for j in jobs(slurm_hub.slurm_conf) if j["user"] == "alice"]
+        final = lambda: slurm(slurm_hub.slurm_conf, "squeue", "-h", "-t", "all", "-j", job["id"], "-o", "%T").strip()  # noqa: E731
+        wait_for(lambda: final() not in ("PENDING", "RUNNING", "COMPLETING"), 240, "job did not end", interval=1)
+        assert final() == "TIMEOUT"
+        saved = Path("/home/alice") / notebook_name.strip()
+        assert marker in saved.read_text(), f"the edit was lost when the job hit its time limit ({saved})"
+    finally:
+        page.close()
+        if "" in alice.api("GET", "/users/alice").json()["servers"]:
+            stop_server(alice, "alice")

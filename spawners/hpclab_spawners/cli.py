@@ -1,4 +1,4 @@
-"""``hpclab-hub``: check a deploy YAML, print its schema, start the hub, manage local accounts."""
+"""``hpclab-hub``: check a deploy YAML, print its schema, start the hub, manage local accounts and kernels."""
 
 from __future__ import annotations
 
@@ -115,6 +115,54 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kernels_install(args: argparse.Namespace) -> int:
+    """Install the kernelspecs of the YAML's kernels (those with a runtime)."""
+    deployment = _load_or_report(args.config)
+    if deployment is None:
+        return 1
+    from .kernels import install_kernels, runtime_status
+
+    unknown = [name for name in args.names if name not in deployment.kernels]
+    if unknown:
+        print(f"hpclab-hub: not under kernels: in {args.config}: {', '.join(unknown)}", file=sys.stderr)
+        return 1
+    installed, skipped = install_kernels(deployment, prefix=args.prefix, user=args.user, names=args.names or None)
+    for item in installed:
+        present, why = runtime_status(item.name, deployment.kernels[item.name])
+        print(f"installed {item.name} -> {item.path}" + ("" if present else f"  (runtime not present here: {why})"))
+    for name in skipped:
+        print(f"skipped {name}: no runtime declared")
+    return 0
+
+
+def cmd_kernels_list(args: argparse.Namespace) -> int:
+    """Each YAML kernel: its runtime, whether that is present here, and where its kernelspec is installed."""
+    deployment = _load_or_report(args.config)
+    if deployment is None:
+        return 1
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from .kernels import runtime_status, runtime_text
+
+    manager = KernelSpecManager()
+    if args.prefix:
+        manager.kernel_dirs.insert(0, str(Path(args.prefix) / "share" / "jupyter" / "kernels"))
+    found = manager.find_kernel_specs()
+    rows = [("KERNEL", "RUNTIME", "PRESENT", "INSTALLED")]
+    reasons = []
+    for name, entry in deployment.kernels.items():
+        present, why = runtime_status(name, entry)
+        rows.append((name, runtime_text(entry), "yes" if present else "no", found.get(name, "no")))
+        if not present:
+            reasons.append(f"  {name}: {why}")
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    if reasons:
+        print("\nnot present:\n" + "\n".join(reasons))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpclab-hub", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--config", default=DEFAULT_CONFIG)
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add.set_defaults(func=cmd_users_add)
+
+    kernels = sub.add_parser("kernels", help="curated kernels: install kernelspecs, list runtimes")
+    kernels_sub = kernels.add_subparsers(dest="kernels_command", required=True)
+    install = kernels_sub.add_parser("install", help="install the kernelspecs the YAML declares (those with a runtime)")
+    install.add_argument("names", nargs="*", metavar="NAME", help="only these kernels (default: all)")
+    install.add_argument("--config", default=DEFAULT_CONFIG)
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--prefix", default=None, help="install into PREFIX/share/jupyter/kernels (default: this Python's prefix)")
+    where.add_argument("--user", action="store_true", help="install for the current user only")
+    install.set_defaults(func=cmd_kernels_install)
+    listing = kernels_sub.add_parser("list", help="show each kernel's runtime, whether it is present, where it is installed")
+    listing.add_argument("--config", default=DEFAULT_CONFIG)
+    listing.add_argument("--prefix", default=None, help="also look for kernelspecs under PREFIX/share/jupyter/kernels")
+    listing.set_defaults(func=cmd_kernels_list)
     return parser
 
 

@@ -89,7 +89,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         return "/lab"
 
     def get_args(self) -> list[str]:
-        args = super().get_args() + self.culling_args()
+        args = super().get_args() + self.server_args()
         if os.geteuid() == 0:
             args.append("--allow-root")  # servers run as the hub's own account on the embedded default
         return args
@@ -108,8 +108,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         if profile.local:
             env.update(profile.local.environment)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(allocation.gpu_ids)
-        if profile.time_limit:
-            env["HPCLAB_JOB_END_TIME"] = str(int(time.time()) + profile.time_limit)
+        if self.job_end_epoch:
+            env["HPCLAB_JOB_END_TIME"] = str(int(self.job_end_epoch))
         return env
 
     def make_preexec_fn(self, name: str):
@@ -129,6 +129,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             raise web.HTTPError(409, str(exc)) from None
         self.start_metrics()
         self.allocation_state = allocation.as_state()
+        self.start_wall_clock()
         self.log.info(
             "Starting %s with profile %s: cpus %s, memory %s, gpus %s",
             self._log_name,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 
 from tornado import web
-from traitlets import HasTraits, Unicode, default
+from traitlets import Float, HasTraits, Unicode, default
 
 from .access import ProfileRefused, choose_profile, groups_of, visible_profiles
 from .config import cached_deployment
@@ -21,6 +23,7 @@ class ProfileSpawnerMixin(HasTraits):
 
     deployment_file = Unicode(help="Path of the deploy YAML this hub was started from.").tag(config=True)
     profile_slug = Unicode("", help="Slug of the profile the running server was started with (kept in state).")
+    job_end_epoch = Float(0, help="When the server's wall time runs out (epoch seconds; 0 = no limit; kept in state).")
 
     @property
     def deployment(self) -> Deployment:
@@ -142,16 +145,45 @@ class ProfileSpawnerMixin(HasTraits):
             env["HPCLAB_BUSY_CHECK_SECONDS"] = str(every)
         return env
 
-    def culling_args(self) -> list[str]:
-        """Server arguments that make busy kernels count as activity (see hpclab.busy_activity)."""
-        return ["--ServerApp.jpserver_extensions=hpclab.busy_activity=True"] if self.deployment.culling.enabled else []
+    def server_args(self) -> list[str]:
+        """Server arguments every backend adds.
+
+        JupyterLab's site settings come from hpclab/lab_settings (autosave every 15 s, so a job's
+        wall-time limit loses at most 15 s of edits; no news pop-up); with culling on, busy kernels
+        count as activity (see hpclab.busy_activity).
+        """
+        import hpclab
+
+        args = [f"--LabApp.app_settings_dir={Path(hpclab.__file__).with_name('lab_settings')}"]
+        if self.deployment.culling.enabled:
+            args.append("--ServerApp.jpserver_extensions=hpclab.busy_activity=True")
+        return args
 
     def get_state(self) -> dict:
         state = super().get_state()
         if self.profile_slug:
             state["profile"] = self.profile_slug
+        if self.job_end_epoch:
+            state["job_end"] = self.job_end_epoch
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.profile_slug = state.get("profile", "")
+        self.job_end_epoch = float(state.get("job_end", 0))
+
+    def start_wall_clock(self) -> None:
+        """The server runs from now: its wall time ends after the profile's time limit."""
+        limit = self.profile.time_limit
+        self.job_end_epoch = time.time() + limit if limit else 0.0
+
+    @property
+    def time_left_text(self) -> str:
+        """'1 h 05 min left (ends 14:05 UTC)' for the home page, '' without a limit."""
+        if not self.job_end_epoch or not self.active:
+            return ""
+        left = max(0, int(self.job_end_epoch - time.time()))
+        hours, minutes = divmod(left // 60, 60)
+        ends = time.strftime("%H:%M UTC", time.gmtime(self.job_end_epoch))
+        span = f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {left % 60:02d} s"
+        return f"{span} left (ends {ends})"

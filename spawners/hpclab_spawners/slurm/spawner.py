@@ -145,11 +145,12 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
 
     async def start(self):
         self.end_reason = ""
+        self.job_end_epoch = 0.0
         self._ready = False
         profile, backend = self.profile, self.backend
         home = self.home()
         command = list(backend.job_command or [str(Path(sys.executable).with_name("hpclab-singleuser"))])
-        command += list(self.cmd) + self.get_args() + self.culling_args()
+        command += list(self.cmd) + self.get_args() + self.server_args()
         script = build_batch_script(profile, backend, self.user.name, home, command, self.name, self.hub_id)
         self.port_reported = asyncio.get_running_loop().create_future()
         self.progress_line, self.progress_percent = "Submitting the job to SLURM…", 5
@@ -192,7 +193,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
                     self.progress_percent = 20
                 elif info.node:
                     if not node:
-                        metrics.QUEUE_WAIT.labels(self.profile_slug, self.profile.backend).observe(time.monotonic() - submitted)
+                        self._mark_running(submitted)
                     node = info.node
                     self.progress_line = f"Job {self.job_id} running on {node}, waiting for JupyterLab to report its port…"
                     self.progress_percent = 60
@@ -207,7 +208,14 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
                 node = status.info.node if status.info else ""
                 if not node:
                     await asyncio.sleep(0.2)
+                else:
+                    self._mark_running(submitted)
             return port, node
+
+    def _mark_running(self, submitted: float) -> None:
+        """The job started: its wall clock runs from now, and its queue wait is recorded."""
+        self.start_wall_clock()  # SLURM's limit counts from when the job runs
+        metrics.QUEUE_WAIT.labels(self.profile_slug, self.profile.backend).observe(time.monotonic() - submitted)
 
     def _output_path(self) -> str:
         return self.backend.output.format(home=self.home(), username=self.user.name).replace("%j", self.job_id)
