@@ -32,6 +32,39 @@ def _culler_service(deployment: Deployment) -> tuple[dict[str, Any], dict[str, A
     return service, role
 
 
+def _configure_native(c: Any, deployment: Deployment) -> None:
+    """Local accounts in the hub database; groups from the YAML."""
+    from .accounts import HPCLabAuthenticator
+
+    native = deployment.auth.native
+    c.JupyterHub.authenticator_class = HPCLabAuthenticator
+    c.Authenticator.allow_all = True  # only accounts an admin approved can log in (NativeAuthenticator's gate)
+    c.HPCLabAuthenticator.admin_password_env = deployment.auth.admin_password_env
+    c.NativeAuthenticator.open_signup = False
+    c.NativeAuthenticator.enable_signup = native.allow_signup
+    c.NativeAuthenticator.minimum_password_length = native.minimum_password_length
+    c.NativeAuthenticator.check_common_password = True
+    c.JupyterHub.template_vars = {"hpclab_signup": native.allow_signup}
+    c.JupyterHub.load_groups = {group: {"users": list(members)} for group, members in deployment.auth.groups.items()}
+
+
+def _configure_ldap(c: Any, deployment: Deployment) -> None:
+    """LDAP bind login; the directory's groups are synced into the hub at every login (manage_groups)."""
+    from .ldap_auth import HPCLabLDAPAuthenticator
+
+    ldap = deployment.auth.ldap
+    c.JupyterHub.authenticator_class = HPCLabLDAPAuthenticator
+    c.Authenticator.manage_groups = True
+    c.LDAPAuthenticator.server_address = ldap.server
+    c.LDAPAuthenticator.server_port = ldap.port
+    c.LDAPAuthenticator.tls_strategy = {"starttls": "before_bind", "ldaps": "on_connect", "none": "insecure"}[ldap.tls]
+    c.LDAPAuthenticator.bind_dn_template = list(ldap.bind_dn_templates)
+    c.HPCLabLDAPAuthenticator.group_dns = dict(ldap.groups)
+    c.HPCLabLDAPAuthenticator.admin_group_names = list(ldap.admin_groups)
+    c.HPCLabLDAPAuthenticator.login_group_names = list(ldap.login_groups)
+    c.JupyterHub.template_vars = {"hpclab_signup": False}
+
+
 def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     """Set every JupyterHub, proxy, authenticator and spawner option the deploy YAML controls."""
     hub = deployment.hub
@@ -55,23 +88,16 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.JupyterHub.pid_file = str(hub.data_dir / "jupyterhub.pid")
     c.JupyterHub.cleanup_servers = not hub.keep_servers_on_restart
     c.JupyterHub.log_level = hub.log_level
-    c.JupyterHub.load_groups = {group: {"users": list(members)} for group, members in deployment.auth.groups.items()}
 
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.pid_file = str(hub.data_dir / "jupyterhub-proxy.pid")
 
-    from .accounts import HPCLabAuthenticator
-
-    c.JupyterHub.authenticator_class = HPCLabAuthenticator
     c.Authenticator.admin_users = set(hub.admin_users)
-    c.Authenticator.allow_all = True  # only accounts an admin approved can log in (NativeAuthenticator's gate)
-    c.HPCLabAuthenticator.admin_password_env = deployment.auth.admin_password_env
-    c.NativeAuthenticator.open_signup = False
-    c.NativeAuthenticator.enable_signup = deployment.auth.native.allow_signup
-    c.NativeAuthenticator.minimum_password_length = deployment.auth.native.minimum_password_length
-    c.NativeAuthenticator.check_common_password = True
     c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates") / "hub")]
-    c.JupyterHub.template_vars = {"hpclab_signup": deployment.auth.native.allow_signup}
+    if deployment.auth.type == "ldap":
+        _configure_ldap(c, deployment)
+    else:
+        _configure_native(c, deployment)
 
     kinds = {deployment.backends[p.backend].type for p in deployment.profiles}
     if "slurm" in kinds:

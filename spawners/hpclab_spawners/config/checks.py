@@ -46,6 +46,14 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
     for i in defaults[1:]:
         issues.append(ConfigIssue(("profiles", i, "default"), f"only one profile may be the default (profiles[{defaults[0]}] already is)"))
     hub = deployment.hub
+    auth = deployment.auth
+    if auth.type == "ldap" and auth.ldap is None:
+        issues.append(ConfigIssue(("auth", "type"), "auth.type ldap needs an auth.ldap section"))
+    if auth.ldap is not None:
+        for key in ("admin_groups", "login_groups"):
+            for k, name in enumerate(getattr(auth.ldap, key)):
+                if name not in auth.ldap.groups:
+                    issues.append(ConfigIssue(("auth", "ldap", key, k), f"{name!r} is not a key of auth.ldap.groups"))
     if (hub.ssl_cert is None) != (hub.ssl_key is None):
         missing = "ssl_key" if hub.ssl_key is None else "ssl_cert"
         issues.append(ConfigIssue(("hub", missing), "HTTPS needs both ssl_cert and ssl_key"))

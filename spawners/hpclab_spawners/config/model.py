@@ -79,10 +79,32 @@ class NativeAuthSettings(Strict):
     minimum_password_length: Int = Field(8, ge=1)
 
 
+class LDAPAuthSettings(Strict):
+    """Log in against an LDAP directory (jupyterhub-ldapauthenticator); LDAP groups become hub groups."""
+
+    server: StrictStr = Field(description="LDAP server host name.")
+    port: Port = Field(389, description="LDAP port (636 for LDAPS).")
+    tls: Literal["starttls", "ldaps", "none"] = Field(
+        "starttls", description="StartTLS before binding, LDAPS from the start, or none (a test directory only)."
+    )
+    bind_dn_templates: list[StrictStr] = Field(
+        min_length=1, description="DNs to bind as, with {username}, e.g. uid={username},ou=people,dc=example,dc=org."
+    )
+    groups: dict[Name, StrictStr] = Field(
+        default_factory=dict, description="Hub group -> LDAP group DN; membership feeds profile access."
+    )
+    admin_groups: list[Name] = Field(default_factory=list, description="Hub groups (keys of groups) whose members are admins.")
+    login_groups: list[Name] = Field(
+        default_factory=list, description="Only members of these hub groups may log in; empty = any LDAP account."
+    )
+
+
 class AuthSettings(Strict):
     """Who may log in, who is admin, which groups people belong to."""
 
-    type: Literal["native"] = Field("native", description="Authenticator; 'native' keeps accounts in the hub database.")
+    type: Literal["native", "ldap"] = Field(
+        "native", description="Authenticator: 'native' keeps accounts in the hub database; 'ldap' asks a directory."
+    )
     admin_password_env: StrictStr = Field(
         "HPCLAB_ADMIN_PASSWORD",
         description="Environment variable holding the first admin's password; generated and printed once when unset.",
@@ -91,6 +113,7 @@ class AuthSettings(Strict):
         default_factory=dict, description="Group -> members; profiles' `groups` refer to these names."
     )
     native: NativeAuthSettings = Field(default_factory=dict, description="Settings of auth.type native.")
+    ldap: LDAPAuthSettings | None = Field(None, description="Settings of auth.type ldap.")
 
 
 class LocalBackend(Strict):
