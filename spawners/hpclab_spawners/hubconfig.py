@@ -65,6 +65,46 @@ def _configure_ldap(c: Any, deployment: Deployment) -> None:
     c.JupyterHub.template_vars = {"hpclab_signup": False}
 
 
+def oidc_endpoints(issuer: str, timeout: float = 10) -> dict[str, str]:
+    """authorize/token/userinfo URLs from the provider's discovery document (fails clearly if unreachable)."""
+    import json
+    import urllib.request
+
+    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            document = json.load(response)
+    except (OSError, ValueError) as error:
+        raise RuntimeError(f"auth.oidc.issuer: cannot read {url}: {error}") from None
+    return {key: document[key] for key in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint")}
+
+
+def _configure_oidc(c: Any, deployment: Deployment, port: int) -> None:
+    """oauthenticator's GenericOAuthenticator; the groups claim feeds hub groups, admin and login rights."""
+    oidc = deployment.auth.oidc
+    hub = deployment.hub
+    endpoints = oidc_endpoints(oidc.issuer)
+    scheme = "https" if hub.ssl_cert else "http"
+    c.JupyterHub.authenticator_class = "generic-oauth"
+    c.GenericOAuthenticator.client_id = oidc.client_id
+    c.GenericOAuthenticator.client_secret = os.environ.get(oidc.client_secret_env, "")
+    c.GenericOAuthenticator.oauth_callback_url = oidc.callback_url or f"{scheme}://{hub.ip}:{port}{hub.base_url}hub/oauth_callback"
+    c.GenericOAuthenticator.authorize_url = endpoints["authorization_endpoint"]
+    c.GenericOAuthenticator.token_url = endpoints["token_endpoint"]
+    c.GenericOAuthenticator.userdata_url = endpoints["userinfo_endpoint"]
+    c.GenericOAuthenticator.scope = list(oidc.scopes)
+    c.GenericOAuthenticator.username_claim = oidc.username_claim
+    c.GenericOAuthenticator.login_service = oidc.login_service
+    c.GenericOAuthenticator.manage_groups = True
+    c.GenericOAuthenticator.auth_state_groups_key = f"oauth_user.{oidc.groups_claim}"
+    c.GenericOAuthenticator.admin_groups = set(oidc.admin_groups)
+    if oidc.allowed_groups:
+        c.GenericOAuthenticator.allowed_groups = set(oidc.allowed_groups)
+    else:
+        c.GenericOAuthenticator.allow_all = True
+    c.JupyterHub.template_vars = {"hpclab_signup": False}
+
+
 def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     """Set every JupyterHub, proxy, authenticator and spawner option the deploy YAML controls."""
     hub = deployment.hub
@@ -96,6 +136,8 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates") / "hub")]
     if deployment.auth.type == "ldap":
         _configure_ldap(c, deployment)
+    elif deployment.auth.type == "oidc":
+        _configure_oidc(c, deployment, port)
     else:
         _configure_native(c, deployment)
 

@@ -47,8 +47,9 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
         issues.append(ConfigIssue(("profiles", i, "default"), f"only one profile may be the default (profiles[{defaults[0]}] already is)"))
     hub = deployment.hub
     auth = deployment.auth
-    if auth.type == "ldap" and auth.ldap is None:
-        issues.append(ConfigIssue(("auth", "type"), "auth.type ldap needs an auth.ldap section"))
+    for kind in ("ldap", "oidc"):
+        if auth.type == kind and getattr(auth, kind) is None:
+            issues.append(ConfigIssue(("auth", "type"), f"auth.type {kind} needs an auth.{kind} section"))
     if auth.ldap is not None:
         for key in ("admin_groups", "login_groups"):
             for k, name in enumerate(getattr(auth.ldap, key)):

@@ -99,11 +99,28 @@ class LDAPAuthSettings(Strict):
     )
 
 
+class OIDCAuthSettings(Strict):
+    """Single sign-on with any OpenID Connect provider (INDIGO IAM, Keycloak, ...) through oauthenticator."""
+
+    issuer: StrictStr = Field(description="Issuer URL; endpoints come from its /.well-known/openid-configuration.")
+    client_id: StrictStr
+    client_secret_env: StrictStr = Field(
+        "HPCLAB_OIDC_CLIENT_SECRET", description="Environment variable holding the client secret (never put it in the YAML)."
+    )
+    callback_url: StrictStr | None = Field(None, description="Redirect URI registered at the provider; default <hub URL>/hub/oauth_callback.")
+    scopes: list[StrictStr] = Field(["openid", "profile", "email", "groups"], description="Scopes to ask for.")
+    username_claim: StrictStr = Field("preferred_username", description="Claim that becomes the hub user name.")
+    groups_claim: StrictStr = Field("groups", description="Claim listing the user's groups (synced into the hub at login).")
+    admin_groups: list[Name] = Field(default_factory=list, description="Members of these groups are admins.")
+    allowed_groups: list[Name] = Field(default_factory=list, description="Only members of these groups may log in; empty = anyone the provider accepts.")
+    login_service: StrictStr = Field("single sign-on", description="Name on the login button.")
+
+
 class AuthSettings(Strict):
     """Who may log in, who is admin, which groups people belong to."""
 
-    type: Literal["native", "ldap"] = Field(
-        "native", description="Authenticator: 'native' keeps accounts in the hub database; 'ldap' asks a directory."
+    type: Literal["native", "ldap", "oidc"] = Field(
+        "native", description="Authenticator: 'native' keeps accounts in the hub database; 'ldap' asks a directory; 'oidc' single sign-on."
     )
     admin_password_env: StrictStr = Field(
         "HPCLAB_ADMIN_PASSWORD",
@@ -114,6 +131,7 @@ class AuthSettings(Strict):
     )
     native: NativeAuthSettings = Field(default_factory=dict, description="Settings of auth.type native.")
     ldap: LDAPAuthSettings | None = Field(None, description="Settings of auth.type ldap.")
+    oidc: OIDCAuthSettings | None = Field(None, description="Settings of auth.type oidc.")
 
 
 class LocalBackend(Strict):
