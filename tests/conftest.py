@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,11 @@ def add_account(hub: Hub, name: str, password: str = USER_PASSWORD) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    """A running hub with accounts admin, alice (gpu-users) and bob (no groups); one fake GPU id in the pool."""
-    workdir = tmp_path_factory.mktemp("hub")
-    instance = Hub(workdir, hub_yaml(workdir / "state"))
-    for name in ("alice", "bob"):
+@contextmanager
+def started_hub(workdir: Path, config: dict, accounts: tuple[str, ...] = ("alice", "bob")) -> Iterator[Hub]:
+    """Start a hub from ``config`` with these local accounts; stop it and any servers it left afterwards."""
+    instance = Hub(workdir, config)
+    for name in accounts:
         add_account(instance, name)
     instance.start()
     try:
@@ -36,6 +36,14 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     finally:
         instance.stop()
         instance.kill_servers()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """A running hub with accounts admin, alice (gpu-users) and bob (no groups); one fake GPU id in the pool."""
+    workdir = tmp_path_factory.mktemp("hub")
+    with started_hub(workdir, hub_yaml(workdir / "state")) as instance:
+        yield instance
 
 
 def login(hub: Hub, name: str) -> HubClient:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from conftest import add_account, browser_login, login, run_in_new_notebook
-from hubtools import Hub, hub_yaml, stop_server
+from conftest import browser_login, login, run_in_new_notebook, started_hub
+from hubtools import hub_yaml, stop_server
 from slurmtools import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
@@ -18,15 +18,8 @@ def culling_hub(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("culling-hub")
     config = hub_yaml(workdir / "state")
     config["culling"] = {"enabled": True, "timeout": "00:20", "every": "00:05"}  # MM:SS: 20 s idle, checked every 5 s
-    hub = Hub(workdir, config)
-    for name in ("alice", "bob"):
-        add_account(hub, name)
-    hub.start()
-    try:
+    with started_hub(workdir, config) as hub:
         yield hub
-    finally:
-        hub.stop()
-        hub.kill_servers()
 
 
 def test_idle_server_is_culled_and_busy_kernel_is_not(culling_hub, browser):

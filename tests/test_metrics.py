@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from conftest import add_account, login
-from hubtools import Hub, hub_yaml, stop_server
+from conftest import login, started_hub
+from hubtools import hub_yaml, stop_server
 
 pytestmark = pytest.mark.hub
 
@@ -26,15 +26,8 @@ def sample(text: str, name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def metrics_hub(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("metrics-hub")
-    hub = Hub(workdir, hub_yaml(workdir / "state"))
-    for name in ("alice", "bob"):
-        add_account(hub, name)
-    hub.start()
-    try:
+    with started_hub(workdir, hub_yaml(workdir / "state")) as hub:
         yield hub
-    finally:
-        hub.stop()
-        hub.kill_servers()
 
 
 def test_metrics_count_spawns_failures_and_usage_per_group_and_profile(metrics_hub):

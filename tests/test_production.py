@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import add_account, login
-from hubtools import Hub, free_port, hub_yaml, server_process, stop_server
+from conftest import login, started_hub
+from hubtools import free_port, hub_yaml, server_process, stop_server
 
 pytestmark = pytest.mark.hub
 
@@ -68,14 +68,8 @@ def production_hub(postgres, tmp_path_factory):
     cert, key = self_signed_certificate(workdir)
     config = hub_yaml(workdir / "state")
     config["hub"].update(db_url=postgres, ssl_cert=str(cert), ssl_key=str(key), http_redirect_port=free_port())
-    hub = Hub(workdir, config)
-    add_account(hub, "alice")
-    hub.start()
-    try:
+    with started_hub(workdir, config, accounts=("alice",)) as hub:
         yield hub
-    finally:
-        hub.stop()
-        hub.kill_servers()
 
 
 def test_plain_http_is_redirected_to_https(production_hub):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import add_account, login
+from conftest import login, started_hub
 from hpclab_spawners.config import parse_deployment
 from hpclab_spawners.quotas import ActiveServer, QuotaExceeded, check_quotas
-from hubtools import Hub, hub_yaml, singleuser_processes, stop_server
+from hubtools import hub_yaml, singleuser_processes, stop_server
 
 YAML = """
 backends: {local: {type: local}}
@@ -75,14 +75,8 @@ def quota_hub(tmp_path_factory):
     config = hub_yaml(workdir / "state")
     config["backends"]["local"]["gpus"] = ["fake0", "fake1"]  # fake GPU ids: this machine has none
     config["quotas"] = {"groups": {"gpu-users": {"gpus": 1}}}
-    hub = Hub(workdir, config)
-    add_account(hub, "alice")
-    hub.start()
-    try:
+    with started_hub(workdir, config, accounts=("alice",)) as hub:
         yield hub
-    finally:
-        hub.stop()
-        hub.kill_servers()
 
 
 @pytest.mark.hub

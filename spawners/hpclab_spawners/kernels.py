@@ -113,3 +113,15 @@ def runtime_text(entry: KernelEntry) -> str:
     if runtime is None:
         return "-"
     return f"{runtime.type} {runtime.image if runtime.type == 'apptainer' else runtime.prefix}"
+
+
+def kernel_server_args(kernels: list[str], initial: str | None) -> list[str]:
+    """Jupyter Server arguments that offer only a profile's ``kernels`` and start new notebooks in ``initial``.
+
+    For a spawner's server arguments: ``kernel_server_args(profile.kernels, profile.initial_kernel)``.
+    An empty ``kernels`` offers every installed kernel (the profile's documented meaning).
+    """
+    args = [f"--KernelSpecManager.allowed_kernelspecs={name}" for name in kernels]
+    if initial:
+        args.append(f"--MultiKernelManager.default_kernel_name={initial}")
+    return args

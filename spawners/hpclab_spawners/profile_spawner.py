@@ -154,7 +154,10 @@ class ProfileSpawnerMixin(HasTraits):
         """
         import hpclab
 
+        from .kernels import kernel_server_args
+
         args = [f"--LabApp.app_settings_dir={Path(hpclab.__file__).with_name('lab_settings')}"]
+        args += kernel_server_args(self.profile.kernels, self.profile.initial_kernel)  # only the profile's kernels
         if self.deployment.culling.enabled:
             args.append("--ServerApp.jpserver_extensions=hpclab.busy_activity=True")
         return args

@@ -17,7 +17,7 @@ from traitlets import Unicode, default
 from .. import metrics
 from ..config.model import SlurmBackend
 from ..profile_spawner import ProfileSpawnerMixin
-from .batch_script import build_batch_script, job_name
+from .batch_script import build_batch_script
 from .client import SlurmClient, SlurmError
 from .ending import describe_end, describe_pending
 from .queue import JobQueue, queue_for
