@@ -1,21 +1,21 @@
 """Test data for the MRI pipeline: real volumes from installed packages, written out as DICOM series.
 
 nilearn ships the MNI ICBM152 2009 T1 template (197x233x189, 1 mm) with grey/white-matter
-probability maps; :func:`write_series` turns any (data, affine) into a DICOM series with pydicom
-(any slice axis, oblique affines, rescale slope/intercept, RLE compression, dropped or shifted
-slices) so conversions can be checked against the source to the last voxel.
+probability maps; :func:`write_series` (the library's ``hpclab.mri.demo.write_dicom_series``) turns
+any (data, affine) into a DICOM series with pydicom (any slice axis, oblique affines, rescale
+slope/intercept, RLE compression, dropped or shifted slices) so conversions can be checked against
+the source to the last voxel. Nothing here is downloaded.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
+
+from hpclab.mri.demo import write_dicom_series
 
 NILEARN_DATA = Path(__import__("nilearn.datasets", fromlist=["x"]).__file__).parent / "data"
 T1_FILE = NILEARN_DATA / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
@@ -63,123 +63,37 @@ def bias_field(shape: Sequence[int], strength: float = 0.4) -> np.ndarray:
     return (1.0 + strength * field).astype(np.float32)
 
 
-def write_series(
-    data: np.ndarray,
-    affine: np.ndarray,
-    out_dir: Path,
-    *,
-    slice_axis: int = 2,
-    series_number: int = 1,
-    description: str = "T1w_MPRAGE",
-    slope: float = 1.0,
-    intercept: float = 0.0,
-    compress: bool = False,
-    drop_slices: Iterable[int] = (),
-    shift_from_slice: int | None = None,
-    shift_mm: float = 0.0,
-    patient_id: str = "SUBJ-0042",
-    patient_name: str = "Doe^Jane",
-    study_uid: str | None = None,
-    prefix: str = "IM",
-    tr_ms: float = 2300.0,
-    te_ms: float = 2.98,
-    flip_deg: float = 9.0,
-) -> list[Path]:
-    """Write ``data`` (3-D, voxel -> RAS by ``affine``) as one DICOM file per slice along ``slice_axis``.
-
-    Stored values are ``round((data - intercept) / slope)`` as uint16. ``drop_slices`` leaves slices
-    out (a missing slice); ``shift_from_slice``/``shift_mm`` moves every slice from that index on
-    along the slice normal (inconsistent spacing). Returns the files written.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    a, b = [ax for ax in range(3) if ax != slice_axis]
-    vol = np.moveaxis(np.asarray(data), (a, b, slice_axis), (0, 1, 2))
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=float)
-    col_vec, row_vec, slice_vec = lps[:3, a], lps[:3, b], lps[:3, slice_axis]
-    col_spacing, row_spacing = float(np.linalg.norm(col_vec)), float(np.linalg.norm(row_vec))
-    thickness = float(np.linalg.norm(slice_vec))
-    row_cos, col_cos = col_vec / col_spacing, row_vec / row_spacing
-    normal = np.cross(row_cos, col_cos)
-    stored_all = np.rint((vol.astype(np.float64) - intercept) / slope)
-    if stored_all.min() < 0 or stored_all.max() > 65535:
-        raise ValueError("values do not fit uint16 with this slope/intercept")
-    stored_all = stored_all.astype(np.uint16)
-    study_uid = study_uid or generate_uid()
-    series_uid, frame_uid = generate_uid(), generate_uid()
-    when = dt.datetime(2022, 10, 24, 9, 30, 0)
-    dropped = set(drop_slices)
-    written: list[Path] = []
-    for k in range(vol.shape[2]):
-        if k in dropped:
-            continue
-        position = lps[:3, 3] + k * slice_vec
-        if shift_from_slice is not None and k >= shift_from_slice:
-            position = position + shift_mm * slice_vec / thickness
-        pixels = np.ascontiguousarray(stored_all[:, :, k].T)
-        ds = _slice_dataset(
-            pixels, study_uid, series_uid, frame_uid, when,
-            patient_id=patient_id, patient_name=patient_name, series_number=series_number,
-            description=description, instance=k + 1, position=position,
-            orientation=np.concatenate([row_cos, col_cos]), spacing=(row_spacing, col_spacing),
-            thickness=thickness, slice_location=float(position @ normal),
-            slope=slope, intercept=intercept, tr_ms=tr_ms, te_ms=te_ms, flip_deg=flip_deg,
-        )
-        if compress:
-            ds.compress(RLELossless, pixels)
-        path = out_dir / f"{prefix}{series_number:02d}_{k + 1:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        written.append(path)
-    return written
-
-
-def _slice_dataset(
-    pixels: np.ndarray, study_uid: str, series_uid: str, frame_uid: str, when: dt.datetime, *,
-    patient_id: str, patient_name: str, series_number: int, description: str, instance: int,
-    position: np.ndarray, orientation: np.ndarray, spacing: tuple[float, float], thickness: float,
-    slice_location: float, slope: float, intercept: float, tr_ms: float, te_ms: float, flip_deg: float,
-) -> Dataset:
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-    ds.PatientName, ds.PatientID = patient_name, patient_id
-    ds.PatientBirthDate, ds.PatientSex = "19800101", "F"
-    ds.StudyID = "1"
-    for prefix in ("Study", "Series", "Acquisition", "Content"):
-        setattr(ds, f"{prefix}Date", when.strftime("%Y%m%d"))
-        setattr(ds, f"{prefix}Time", when.strftime("%H%M%S.000000"))
-    ds.Modality = "MR"
-    ds.Manufacturer = "HPCLab"
-    ds.ManufacturerModelName = "Synthetic3T"
-    ds.InstitutionName = "HPCLab test site"
-    ds.MagneticFieldStrength = 3
-    ds.SeriesDescription = ds.ProtocolName = description
-    ds.SequenceName = "tfl3d1"
-    ds.ScanningSequence, ds.SequenceVariant, ds.MRAcquisitionType = "GR\\IR", "SP\\MP", "3D"
-    ds.RepetitionTime, ds.EchoTime, ds.InversionTime, ds.FlipAngle = tr_ms, te_ms, 900.0, flip_deg
-    ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = series_number, instance, 1
-    ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
-    ds.ImageOrientationPatient = [f"{v:.8f}" for v in orientation]
-    ds.PixelSpacing = [f"{v:.6f}" for v in spacing]
-    ds.SliceThickness = f"{thickness:.6f}"
-    ds.SpacingBetweenSlices = f"{thickness:.6f}"
-    ds.SliceLocation = f"{slice_location:.6f}"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = f"{slope:g}", f"{intercept:g}", "US"
-    ds.PixelData = pixels.astype("<u2").tobytes()
-    return ds
+#: One DICOM file per slice; see :func:`hpclab.mri.demo.write_dicom_series`.
+write_series = write_dicom_series
 
 
 def canonical(img: nib.spatialimages.SpatialImage) -> tuple[np.ndarray, np.ndarray]:
     """(data as float64, affine) in the closest-canonical voxel order, to compare two images of one grid."""
     can = nib.as_closest_canonical(img)
     return np.asarray(can.dataobj, dtype=np.float64), can.affine
+
+
+def synthetic_head(brain: nib.Nifti1Image, seed: int = 0) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """A skull-stripped brain wrapped in CSF, dark skull, bright scalp and noisy air; returns (head, brain mask).
+
+    Layers by distance from the brain surface: 0-3 mm CSF, 3-8 mm skull, 8-14 mm scalp; the grid is
+    padded by 20 mm on every side.
+    """
+    from scipy import ndimage as ndi
+
+    zooms = np.asarray(brain.header.get_zooms()[:3], dtype=float)
+    pad = [int(np.ceil(20.0 / z)) for z in zooms]
+    data = np.pad(np.asarray(brain.dataobj, dtype=np.float32), [(p, p) for p in pad])
+    mask = data > 0
+    outside = ndi.distance_transform_edt(~mask, sampling=zooms)
+    rng = np.random.default_rng(seed)
+    head = data.copy()
+    head[(outside > 0) & (outside <= 3)] = 60.0
+    head[(outside > 3) & (outside <= 8)] = 15.0
+    head[(outside > 8) & (outside <= 14)] = 190.0
+    air = outside > 14
+    head[air] = np.abs(rng.normal(0.0, 6.0, int(air.sum())))
+    head = head + rng.normal(0.0, 2.0, head.shape).astype(np.float32) * (~air)
+    affine = brain.affine.copy()
+    affine[:3, 3] -= affine[:3, :3] @ np.asarray(pad, dtype=float)
+    return nib.Nifti1Image(np.clip(head, 0, None).astype(np.float32), affine), mask

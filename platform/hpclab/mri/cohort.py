@@ -1,0 +1,301 @@
+"""Whole pipeline (convert -> process -> stats -> views) for every subject of a cohort folder.
+
+Locally with joblib (``n_jobs`` processes, tqdm progress; one subject's failure does not stop the
+others) or as a SLURM job array with a summary job after it. Either way each subject's outcome
+lands in ``OUT/<subject>/subject_summary.json`` and the cohort's in ``OUT/cohort_summary.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .conversion import Series, convert, read_series
+from .dicom_scan import is_dicom
+from .errors import MRIError
+from .processing import process
+from .slurm import JobResources, batch_script, submit
+
+if TYPE_CHECKING:  # pragma: no cover
+    import matplotlib.axes
+    import pandas as pd
+
+SUMMARY_NAME = "cohort_summary.csv"
+SUBJECT_SUMMARY = "subject_summary.json"
+SUBJECT_LIST = "cohort_subjects.txt"
+COLUMNS = ("subject", "status", "error", "n_series", "t1", "csf_ml", "gm_ml", "wm_ml", "seconds")
+_T1_NAME = re.compile(r"t1|mprage|spgr|bravo|tfl", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One subject: its id (folder or file name) and its input (a DICOM folder or a NIfTI file)."""
+
+    id: str
+    path: Path
+
+
+def find_subjects(root: str | Path) -> list[Subject]:
+    """Subjects under ``root``: each sub-folder holding DICOM files, and each NIfTI file directly in ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MRIError(f"cohort folder {root} does not exist or is not a folder")
+    subjects = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and _holds_dicom(entry):
+            subjects.append(Subject(entry.name, entry))
+        elif entry.is_file() and entry.name.endswith((".nii", ".nii.gz")):
+            from .conversion import nifti_stem
+
+            subjects.append(Subject(nifti_stem(entry), entry))
+    return subjects
+
+
+def _holds_dicom(folder: Path) -> bool:
+    return any(is_dicom(p) for p in folder.rglob("*") if p.is_file())
+
+
+def choose_t1(series: list[Series]) -> Series:
+    """The series to process: 3-D ones named like a T1 first, then the one with the most voxels."""
+    def size(s: Series) -> int:
+        dims = s.metadata.get("matrix", "").split(" x ")
+        if s.metadata.get("n_volumes", "1") != "1" or len(dims) != 3:
+            return 0
+        return int(dims[0]) * int(dims[1]) * int(dims[2])
+
+    three_d = [s for s in series if size(s) > 0]
+    if not three_d:
+        raise MRIError("no 3-D series to process (all are 4-D or 2-D): " + ", ".join(s.nifti.name for s in series))
+    named = [s for s in three_d if _T1_NAME.search(s.metadata.get("series_description", "") + " "
+                                                    + s.metadata.get("protocol", ""))]
+    return max(named or three_d, key=size)
+
+
+def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, views: bool = True,
+                threads: int | None = 1, overwrite: bool = False) -> dict[str, Any]:
+    """Convert (if DICOM), process and draw one subject into ``out/<id>``; returns its summary row.
+
+    Never raises for a bad subject: the row says ``failed`` and why. A subject whose summary says
+    ``ok`` from an earlier run is reported ``done before`` unless ``overwrite``; otherwise series
+    converted earlier are reused (never converted over) and the processing outputs are redone.
+    """
+    start = time.perf_counter()
+    subject_out = Path(out) / subject.id
+    summary_file = subject_out / SUBJECT_SUMMARY
+    if summary_file.exists() and not overwrite:
+        previous = json.loads(summary_file.read_text())
+        if previous.get("status") == "ok":
+            return {**previous, "status": "done before", "seconds": 0.0}
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row["subject"] = subject.id
+    try:
+        if subject.path.is_dir():
+            earlier = [] if overwrite else read_series(subject_out / "nifti")
+            series = earlier or convert(subject.path, subject_out / "nifti", deidentify=deidentify,
+                                        subject=subject.id, overwrite=overwrite)
+            chosen = choose_t1(series)
+            t1 = chosen.equalized or chosen.nifti
+            row["n_series"] = len(series)
+        else:
+            t1 = subject.path
+            row["n_series"] = 0
+        result = process(t1, subject_out / "process", threads=threads, overwrite=True)
+        row["t1"] = str(t1)
+        volumes = result.volumes_ml
+        row["csf_ml"], row["gm_ml"], row["wm_ml"] = (round(volumes.get(k, 0.0), 3)
+                                                     for k in ("CSF", "Gray-Matter", "White-Matter"))
+        if views:
+            from .conversion import nifti_stem
+            from .views import plot_montage, plot_ortho, save_figure
+
+            stem = nifti_stem(t1)
+            save_figure(plot_ortho(result.outputs["n4"], result.outputs["tissue"]),
+                        subject_out / "process" / f"{stem}_ortho.png")
+            save_figure(plot_montage(result.outputs["n4"], result.outputs["tissue"]),
+                        subject_out / "process" / f"{stem}_montage.png")
+        row["status"] = "ok"
+    except Exception as exc:  # one subject must not stop the cohort: record and go on
+        row["status"] = "failed"
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        row["traceback"] = traceback.format_exc(limit=5)
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    try:
+        subject_out.mkdir(parents=True, exist_ok=True)
+        summary_file.write_text(json.dumps(row, indent=2) + "\n")
+    except OSError as exc:
+        row["status"] = "failed"
+        row["error"] = (row["error"] or "") + f"; cannot write {summary_file}: {exc.strerror}"
+    return row
+
+
+@dataclass(frozen=True)
+class CohortResult:
+    """The summary table of a cohort run (one row per subject) and where it was written."""
+
+    table: "pd.DataFrame"
+    summary_file: Path
+    seconds: float
+
+    @property
+    def failed(self) -> "pd.DataFrame":
+        """Rows of subjects that failed."""
+        return self.table[self.table["status"] == "failed"]
+
+    def plot(self, ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
+        """Grouped bars of CSF/GM/WM volume (ml) per subject; returns the axes."""
+        from matplotlib.figure import Figure
+
+        from .views import _notebook_display
+
+        _notebook_display()
+        ok = self.table[self.table["status"].isin(["ok", "done before"])]
+        if ax is None:
+            ax = Figure(figsize=(max(4.0, 0.7 * len(ok) + 2), 3.5)).subplots()
+        ok.set_index("subject")[["csf_ml", "gm_ml", "wm_ml"]].plot.bar(ax=ax)
+        ax.set_ylabel("volume (ml)")
+        return ax
+
+
+def process_cohort(
+    root: str | Path,
+    out: str | Path,
+    n_jobs: int = 1,
+    *,
+    threads_per_job: int = 1,
+    deidentify: bool = False,
+    views: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> CohortResult:
+    """Run :func:`run_subject` for every subject of ``root`` with joblib (``n_jobs`` processes).
+
+    Each job uses ``threads_per_job`` threads in N4 and k-means. Shows a tqdm bar as subjects
+    finish, then writes ``out/cohort_summary.csv`` and returns it as a :class:`CohortResult`.
+    """
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    subjects = find_subjects(root)
+    if not subjects:
+        raise MRIError(f"no subjects in {root}: expected sub-folders with DICOM files or NIfTI files")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    jobs = (delayed(run_subject)(s, out, deidentify=deidentify, views=views, threads=threads_per_job,
+                                 overwrite=overwrite) for s in subjects)
+    rows = []
+    with tqdm(total=len(subjects), desc="subjects", unit="subj", disable=not progress, file=sys.stderr) as bar:
+        for row in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
+            rows.append(row)
+            bar.set_postfix_str(f"{row['subject']}: {row['status']}")
+            bar.update()
+    return _write_summary(rows, out, time.perf_counter() - start)
+
+
+def _write_summary(rows: list[dict[str, Any]], out: Path, seconds: float) -> CohortResult:
+    import pandas as pd
+
+    table = pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], columns=list(COLUMNS))
+    table = table.sort_values("subject").reset_index(drop=True)
+    path = out / SUMMARY_NAME
+    table.to_csv(path, index=False)
+    return CohortResult(table=table, summary_file=path, seconds=seconds)
+
+
+def summarize(out: str | Path) -> CohortResult:
+    """Collect ``out/*/subject_summary.json`` (e.g. after a SLURM array) into ``out/cohort_summary.csv``."""
+    out = Path(out)
+    listed = (out / SUBJECT_LIST).read_text().split() if (out / SUBJECT_LIST).exists() else None
+    names = listed if listed is not None else sorted(p.parent.name for p in out.glob(f"*/{SUBJECT_SUMMARY}"))
+    rows = []
+    for name in names:
+        path = out / name / SUBJECT_SUMMARY
+        if path.exists():
+            rows.append(json.loads(path.read_text()))
+        else:
+            rows.append({"subject": name, "status": "failed",
+                         "error": f"no {SUBJECT_SUMMARY}: the task did not finish"})
+    return _write_summary(rows, out, seconds=0.0)
+
+
+def run_task(root: str | Path, out: str | Path, index: int, **options: Any) -> dict[str, Any]:
+    """Run subject number ``index`` of ``out/cohort_subjects.txt`` (one SLURM array task)."""
+    out = Path(out)
+    names = (out / SUBJECT_LIST).read_text().split()
+    if not 0 <= index < len(names):
+        raise MRIError(f"task index {index} outside 0..{len(names) - 1} of {out / SUBJECT_LIST}")
+    by_id = {s.id: s for s in find_subjects(root)}
+    if names[index] not in by_id:
+        raise MRIError(f"subject {names[index]} of {out / SUBJECT_LIST} is no longer in {root}")
+    return run_subject(by_id[names[index]], out, **options)
+
+
+@dataclass(frozen=True)
+class SlurmCohort:
+    """A cohort submitted to SLURM: the array job, the summary job that runs after it, their scripts."""
+
+    array_job: str
+    summary_job: str
+    array_script: Path
+    summary_script: Path
+    subjects: tuple[str, ...]
+    summary_file: Path
+
+
+def cohort_scripts(
+    root: str | Path,
+    out: str | Path,
+    subjects: list[str],
+    *,
+    resources: JobResources = JobResources(),
+    max_parallel: int | None = None,
+    deidentify: bool = False,
+    views: bool = True,
+    python: str = sys.executable,
+) -> tuple[str, str]:
+    """(array script, summary script) for a cohort: one array task per subject, then the summary."""
+    root, out = Path(root).resolve(), Path(out).resolve()
+    array = f"0-{len(subjects) - 1}" + (f"%{max_parallel}" if max_parallel else "")
+    base = [python, "-m", "hpclab", "mri", "cohort", str(root), str(out)]
+    flags = (["--deidentify"] if deidentify else []) + ([] if views else ["--no-views"])
+    task = " ".join(_quote(w) for w in base + flags) + ' --task-index "$SLURM_ARRAY_TASK_ID"'
+    array_script = batch_script([task], job_name="hpclab-mri-cohort", log_dir=out / "slurm", resources=resources,
+                                array=array)
+    summary_script = batch_script([base + ["--summarize"]], job_name="hpclab-mri-cohort-summary",
+                                  log_dir=out / "slurm",
+                                  resources=JobResources(cpus=1, mem="1G", time="00:10:00",
+                                                         partition=resources.partition, account=resources.account))
+    return array_script, summary_script
+
+
+def submit_cohort(root: str | Path, out: str | Path, *, resources: JobResources = JobResources(),
+                  max_parallel: int | None = None, deidentify: bool = False, views: bool = True) -> SlurmCohort:
+    """Submit the cohort as a SLURM job array plus a summary job (``afterany``); returns the job ids."""
+    subjects = [s.id for s in find_subjects(root)]
+    if not subjects:
+        raise MRIError(f"no subjects in {root}: expected sub-folders with DICOM files or NIfTI files")
+    out = Path(out).resolve()
+    (out / "slurm").mkdir(parents=True, exist_ok=True)
+    (out / SUBJECT_LIST).write_text("\n".join(subjects) + "\n")
+    array_text, summary_text = cohort_scripts(root, out, subjects, resources=resources, max_parallel=max_parallel,
+                                              deidentify=deidentify, views=views)
+    array_path, summary_path = out / "slurm" / "cohort_array.sbatch", out / "slurm" / "cohort_summary.sbatch"
+    array_path.write_text(array_text)
+    summary_path.write_text(summary_text)
+    array_job = submit(array_path)
+    summary_job = submit(summary_path, dependency=f"afterany:{array_job}")
+    return SlurmCohort(array_job, summary_job, array_path, summary_path, tuple(subjects), out / SUMMARY_NAME)
+
+
+def _quote(word: str) -> str:
+    import shlex
+
+    return shlex.quote(word)

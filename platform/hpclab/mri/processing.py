@@ -1,0 +1,160 @@
+"""One T1 volume -> brain mask, N4-corrected image, CSF/GM/WM labels and their segstats table, on disk.
+
+Output names are fixed so other tools can find them: ``<stem>_brainmask.nii.gz``,
+``<stem>_n4.nii.gz``, ``<stem>_tissue.nii.gz`` (0 background, 1 CSF, 2 GM, 3 WM, on the input's
+grid) and ``<stem>_segstats.txt``, where ``<stem>`` is the input name without ``.nii``/``.nii.gz``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .conversion import nifti_stem
+from .errors import ProcessingError
+from .lut import TISSUE_LUT
+from .stats import SegStats, segstats
+from .tissue import bias_correct, brain_mask, is_skull_stripped, segment_tissue
+
+if TYPE_CHECKING:  # pragma: no cover
+    import matplotlib.figure
+
+OUTPUT_SUFFIXES = {
+    "brainmask": "_brainmask.nii.gz",
+    "n4": "_n4.nii.gz",
+    "tissue": "_tissue.nii.gz",
+    "segstats": "_segstats.txt",
+}
+
+
+def output_paths(nifti: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Where :func:`process` writes its outputs for ``nifti`` (role -> path)."""
+    stem = nifti_stem(nifti)
+    return {role: Path(out_dir) / f"{stem}{suffix}" for role, suffix in OUTPUT_SUFFIXES.items()}
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What :func:`process` made: output files, the statistics table, class means and step timings."""
+
+    input: Path
+    outputs: dict[str, Path]
+    stats: SegStats
+    class_means: tuple[float, float, float]
+    skull_stripped_here: bool
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def volumes_ml(self) -> dict[str, float]:
+        """CSF, GM and WM volumes in millilitres."""
+        return {row.StructName: row.Volume_mm3 / 1000.0 for row in self.stats.table.itertuples()}
+
+    def plot(self, fig: "matplotlib.figure.Figure | None" = None) -> "matplotlib.figure.Figure":
+        """Orthogonal slices of the corrected image with the tissue labels overlaid; returns the figure."""
+        from .views import plot_ortho
+
+        return plot_ortho(self.outputs["n4"], self.outputs["tissue"], fig=fig)
+
+
+def process(
+    nifti: str | Path,
+    out_dir: str | Path,
+    *,
+    skull_strip: bool | None = None,
+    correct_bias: bool = True,
+    shrink: int = 4,
+    threads: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> ProcessResult:
+    """Mask, bias-correct and segment the T1 volume ``nifti``; write the outputs to ``out_dir``.
+
+    ``skull_strip=None`` decides from the image (skull-stripped input has a large constant
+    background); ``threads`` caps N4's and k-means' threads (a cohort runs one per job).
+    Refuses to replace existing outputs unless ``overwrite``.
+    """
+    import nibabel as nib
+
+    src = Path(nifti)
+    dst = Path(out_dir)
+    if not src.exists():
+        raise FileNotFoundError(f"input volume {src} does not exist")
+    paths = output_paths(src, dst)
+    existing = [p for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise ProcessingError(
+            f"{dst} already holds {', '.join(p.name for p in existing)}; nothing was changed. "
+            "Use another folder or overwrite=True (CLI: --overwrite)."
+        )
+    try:
+        img = nib.load(src)
+    except Exception as exc:
+        raise ProcessingError(f"cannot read {src} as NIfTI: {exc}") from None
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ProcessingError(f"{src} has shape {data.shape}: process needs one 3-D anatomical (T1) volume")
+    if not np.isfinite(data).all():
+        raise ProcessingError(f"{src} holds NaN or infinite values")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProcessingError(f"cannot create output folder {dst}: {exc.strerror or exc}") from None
+
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    strip = (not is_skull_stripped(data)) if skull_strip is None else skull_strip
+    mask = brain_mask(data, zooms, skull_strip=strip)
+    seconds["brainmask"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if correct_bias:
+        corrected, _ = bias_correct(data, mask, zooms, shrink=shrink, threads=threads)
+    else:
+        corrected = data
+    seconds["n4"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    labels, means = segment_tissue(corrected, mask, seed=seed, threads=threads)
+    seconds["segment"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _save(mask.astype(np.uint8), img, paths["brainmask"])
+    _save(corrected, img, paths["n4"])
+    _save(labels, img, paths["tissue"])
+    stats = segstats(nib.Nifti1Image(labels, img.affine, _header(img, np.uint8)), corrected, TISSUE_LUT,
+                     voxel_size=zooms)
+    stats = SegStats(table=stats.table, voxel_volume=stats.voxel_volume, intensity_name=stats.intensity_name,
+                     intensity_units=stats.intensity_units,
+                     sources={"SegVolFile": str(paths["tissue"]), "InVolFile": str(paths["n4"])},
+                     excluded=stats.excluded, non_empty_only=stats.non_empty_only)
+    stats.write(paths["segstats"])
+    seconds["write"] = time.perf_counter() - t0
+    return ProcessResult(input=src, outputs=paths, stats=stats,
+                         class_means=(float(means[0]), float(means[1]), float(means[2])),
+                         skull_stripped_here=strip, seconds=seconds)
+
+
+def _header(img: Any, dtype: Any) -> Any:
+    """A NIfTI-1 header for ``img``'s grid holding ``dtype`` data without scaling."""
+    import nibabel as nib
+
+    header = img.header.copy() if isinstance(img, nib.Nifti1Image) else nib.Nifti1Header()
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(1.0, 0.0)
+    return header
+
+
+def _save(array: np.ndarray, like: Any, path: Path) -> None:
+    """Save ``array`` on ``like``'s grid (same affine and qform/sform codes) with its own dtype."""
+    import nibabel as nib
+
+    out = nib.Nifti1Image(array, like.affine, _header(like, array.dtype))
+    if isinstance(like, nib.Nifti1Image):
+        out.set_qform(like.get_qform(), int(like.header["qform_code"]))
+        out.set_sform(like.get_sform(), int(like.header["sform_code"]))
+    nib.save(out, path)
