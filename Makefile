@@ -7,7 +7,7 @@ CONFIG    ?= deploy/hub.yaml
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(VENV)/bin:$(NODE_BIN):$(PATH)
 
-.PHONY: hub test venv proxy system-packages docs check bench clean
+.PHONY: hub test venv proxy system-packages docs check bench clean dl-env
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,17 +22,19 @@ $(CHP):
 
 proxy: $(CHP)
 
-# what the tests drive for real: Debian's chromium (browser tests) and PostgreSQL server (production tests);
+# what the tests drive for real: Debian's chromium (browser tests), PostgreSQL server and slapd (production tests);
 # SLURM's packages are installed by deploy/slurm/dev-cluster itself
 system-packages:
-	@{ command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
+	@{ command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v ldapadd >/dev/null \
+	  && test -x /usr/sbin/slapd; } || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-	  --no-install-recommends chromium postgresql sudo openssl; }
+	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl; }
 
 hub: venv proxy
 	@echo "HPCLab hub: http://127.0.0.1:8000  — log in as 'admin'."
 	@echo "  Password: \$$HPCLAB_ADMIN_PASSWORD if set, else generated and printed once below on the first start."
 	@echo "  Forgot it? .venv/bin/hpclab-hub users add admin   (resets it)"
+	$(VENV)/bin/hpclab-hub kernels install --config $(CONFIG) --prefix $(VENV)
 	$(VENV)/bin/hpclab-hub run --config $(CONFIG)
 
 check: venv
@@ -41,7 +43,14 @@ check: venv
 docs: venv
 	$(VENV)/bin/hpclab-hub schema --markdown > docs/admin-reference.md
 
-test: venv proxy system-packages
+# PyTorch + torchvision + Horovod in their own venv (.venv-dl); Horovod's wheel is cached outside the repo
+dl-env:
+	bash images/dl/install-dl-env.sh
+
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json
+	npm install --silent --no-fund --no-audit --prefix tests/oidc
+
+test: venv proxy system-packages tests/oidc/node_modules/.package-lock.json dl-env
 	$(PY) -m pytest
 
 bench: venv proxy

@@ -10,7 +10,9 @@ from typing import Any
 
 from . import __version__
 from .josephson.cli import add_parser as _add_josephson_parser
+from .mri import cli as _mri_cli
 from .session import session
+from .training import cli as _train_cli
 
 
 def _json_default(obj: Any) -> Any:
@@ -26,6 +28,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p_session = sub.add_parser("session", help="show the cores, memory, GPUs and time this process may use")
     p_session.add_argument("--json", action="store_true", help="print JSON (walltime_left in seconds)")
     _add_josephson_parser(sub)
+    _mri_cli.add_parser(sub)
+    _train_cli.add_parser(sub)
     return parser
 
 
@@ -41,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(s)
         return 0
     if args.command == "josephson":
+        return args.run(args)
+    if args.command == "mri":
+        return _mri_cli.run(args)
+    if args.command == "train":
         return args.run(args)
     parser.print_help()
     return 2
