@@ -23,6 +23,7 @@ Prints a table and writes benchmarks/results/spawn_ready-<timestamp>.json.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import datetime as dt
 import json
@@ -65,7 +66,7 @@ class BenchError(RuntimeError):
 
 
 @dataclass
-class BenchHub:
+class BenchHub(abc.ABC):
     """A hub under measurement: its process, URL, token, and the body its spawn POST sends."""
 
     label: str
@@ -93,8 +94,9 @@ class BenchHub:
         kwargs.setdefault("timeout", 60)
         return self.http.request(method, f"{self.url}/hub/api{path}", **kwargs)
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Start this kind of hub and wait until it answers."""
 
     def _wait_answering(self, timeout: float = 90) -> None:
         t0 = time.perf_counter()

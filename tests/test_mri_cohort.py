@@ -171,8 +171,7 @@ def _free_port() -> int:
 @pytest.fixture
 def slurm_cluster(tmp_path):
     """A private one-node SLURM from deploy/slurm/dev-cluster (own prefix and ports), stopped afterwards."""
-    if not DEV_CLUSTER.exists():
-        pytest.skip("deploy/slurm/dev-cluster is not in this checkout: the real-SLURM leg cannot run")
+    assert DEV_CLUSTER.exists(), "deploy/slurm/dev-cluster is part of the repository"
     if os.geteuid() != 0:
         pytest.skip("dev-cluster starts slurmd and munged: needs root")
     prefix = Path("/tmp") / f"hpclab-mri-slurm-{os.getpid()}"
