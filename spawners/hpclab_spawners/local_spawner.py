@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
-from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Dict, default
+from traitlets import Dict
 
 from .config.model import LocalBackend, Profile
 from .config.units import format_memory
@@ -78,14 +76,6 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         self.allocation_state = {}
 
     # --- process ------------------------------------------------------------------------------
-
-    @default("cmd")
-    def _cmd_default(self):
-        return [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
-
-    @default("default_url")
-    def _default_url_default(self):
-        return "/lab"
 
     def get_args(self) -> list[str]:
         args = super().get_args() + self.server_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +43,14 @@ class ProfileSpawnerMixin(HasTraits):
         """The spawn form for this user."""
         profiles = visible_profiles(self.deployment, self.user_groups())
         return render_profile_form(profiles, notes=self.form_extras())
+
+    @default("cmd")
+    def _cmd_default(self):
+        return [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]  # the hub's own environment
+
+    @default("default_url")
+    def _default_url_default(self):
+        return "/lab"
 
     @default("options_form")
     def _options_form_default(self):

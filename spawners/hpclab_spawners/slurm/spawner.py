@@ -43,14 +43,6 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
     def _env_keep_default(self):
         return ["PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "JUPYTERHUB_SINGLEUSER_APP"]
 
-    @default("cmd")
-    def _cmd_default(self):
-        return [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
-
-    @default("default_url")
-    def _default_url_default(self):
-        return "/lab"
-
     # --- wiring -----------------------------------------------------------------------------
 
     @property
