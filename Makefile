@@ -7,7 +7,7 @@ CONFIG    ?= deploy/hub.yaml
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(VENV)/bin:$(NODE_BIN):$(PATH)
 
-.PHONY: hub test venv proxy system-packages docs check bench clean dl-env
+.PHONY: hub test venv proxy labextension system-packages docs check bench clean dl-env
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,17 @@ $(CHP):
 
 proxy: $(CHP)
 
+# JupyterLab plugin @hpclab/walltime (time left, warning, saves before the end), built into the hpclab package
+LABEXT_SRC := platform/walltime-labextension
+LABEXT     := platform/hpclab/labextensions/@hpclab/walltime/package.json
+LAB_CORE    = $(shell $(PY) -c 'import jupyterlab, pathlib; print(pathlib.Path(jupyterlab.__file__).parent / "staging" / "package.json")')
+
+$(LABEXT): $(VENV)/.installed $(LABEXT_SRC)/package.json $(LABEXT_SRC)/package-lock.json $(LABEXT_SRC)/src/index.js $(LABEXT_SRC)/style/index.css
+	npm install --silent --no-fund --no-audit --prefix $(LABEXT_SRC)
+	cd $(LABEXT_SRC) && $(VENV)/bin/jupyter-builder build --core-package-file $(LAB_CORE) .
+
+labextension: $(LABEXT)
+
 # what the tests drive for real: Debian's chromium (browser tests), PostgreSQL server and slapd (production tests);
 # SLURM's packages are installed by deploy/slurm/dev-cluster itself
 system-packages:
@@ -30,7 +41,7 @@ system-packages:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl; }
 
-hub: venv proxy
+hub: venv proxy labextension
 	@echo "HPCLab hub: http://127.0.0.1:8000  — log in as 'admin'."
 	@echo "  Password: \$$HPCLAB_ADMIN_PASSWORD if set, else generated and printed once below on the first start."
 	@echo "  Forgot it? .venv/bin/hpclab-hub users add admin   (resets it)"
@@ -50,11 +61,11 @@ dl-env:
 tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json
 	npm install --silent --no-fund --no-audit --prefix tests/oidc
 
-test: venv proxy system-packages tests/oidc/node_modules/.package-lock.json dl-env
+test: venv proxy labextension system-packages tests/oidc/node_modules/.package-lock.json dl-env
 	$(PY) -m pytest
 
 bench: venv proxy
 	$(PY) benchmarks/spawn_ready.py
 
 clean:
-	rm -rf $(VENV) .hpclab test-artifacts benchmarks/results
+	rm -rf $(VENV) .hpclab test-artifacts benchmarks/results platform/hpclab/labextensions $(LABEXT_SRC)/node_modules

@@ -82,6 +82,14 @@ def test_batch_script_lists_every_profile_setting_line_by_line(deployment):
     ]
 
 
+def test_jobs_with_a_time_limit_are_signalled_ahead_of_it_for_the_final_save(deployment):
+    timed, untimed = deployment.profiles
+    options = sbatch_options(timed, deployment.backends["cluster"], "alice", "/home/alice", signal_before=120)
+    assert options[options.index("--time=1-12:00:00") + 1] == "--signal=B:USR2@120"  # B: the batch shell, i.e. the exec'd server
+    assert not any(o.startswith("--signal") for o in sbatch_options(timed, deployment.backends["cluster"], "a", "/h"))
+    assert not any(o.startswith("--signal") for o in sbatch_options(untimed, deployment.backends["cluster"], "a", "/h", signal_before=120))
+
+
 def test_minimal_profile_falls_back_to_backend_defaults_and_omits_unset_options(deployment):
     options = sbatch_options(deployment.profiles[1], deployment.backends["cluster"], "bob", "/home/bob")
     assert "--partition=cpu" in options and "--account=proj42" in options

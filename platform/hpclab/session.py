@@ -181,7 +181,8 @@ def _seconds_until(epoch_text: str | None, now: float) -> _dt.timedelta | None:
     return _dt.timedelta(seconds=max(0, int(end - now)))
 
 
-def _walltime(env: Mapping[str, str], job_id: str | None) -> tuple[_dt.timedelta | None, str | None]:
+def walltime_left(env: Mapping[str, str], job_id: str | None) -> tuple[_dt.timedelta | None, str | None]:
+    """Time left in the job and where that came from (SLURM_JOB_END_TIME, squeue, HPCLAB_JOB_END_TIME)."""
     now = time.time()
     candidates: list[tuple[_dt.timedelta, str]] = []
     if "SLURM_JOB_END_TIME" in env:
@@ -212,7 +213,7 @@ def session(env: Mapping[str, str] | None = None) -> Session:
     cpu_ids = _affinity()
     cores, cores_source = _cores(env, cpu_ids)
     memory_limit, memory_source = _memory(env, cores)
-    walltime_left, walltime_source = _walltime(env, job_id)
+    time_left, walltime_source = walltime_left(env, job_id)
     return Session(
         cores=cores,
         cores_source=cores_source,
@@ -220,7 +221,7 @@ def session(env: Mapping[str, str] | None = None) -> Session:
         memory_limit=memory_limit,
         memory_source=memory_source,
         gpus=_gpus(env),
-        walltime_left=walltime_left,
+        walltime_left=time_left,
         walltime_source=walltime_source,
         job_id=job_id,
         backend="slurm" if job_id else "local",

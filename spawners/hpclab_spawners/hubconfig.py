@@ -3,33 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from .config import load_deployment
 from .config.model import Deployment
-
-
-def _culler_service(deployment: Deployment) -> tuple[dict[str, Any], dict[str, Any]]:
-    """jupyterhub-idle-culler as a hub-managed service, and the role that lets it stop idle servers."""
-    culling = deployment.culling
-    service = {
-        "name": "idle-culler",
-        "command": [
-            sys.executable,
-            "-m",
-            "jupyterhub_idle_culler",
-            f"--timeout={culling.timeout}",
-            f"--cull-every={culling.every}",
-        ],
-    }
-    role = {
-        "name": "idle-culler",
-        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
-        "services": ["idle-culler"],
-    }
-    return service, role
 
 
 def _configure_native(c: Any, deployment: Deployment) -> None:
@@ -158,9 +136,11 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
         c.LocalProfileSpawner.deployment_file = str(config_file)
 
     if deployment.culling.enabled:
-        # the hub refreshes servers' activity from the proxy often enough for the culler's timeout
-        c.JupyterHub.last_activity_interval = max(5, min(300, deployment.culling.timeout // 3))
-        service, role = _culler_service(deployment)
+        from .culling import activity_interval, culler_service, profile_timeouts
+
+        # the hub refreshes servers' activity from the proxy often enough for the shortest idle timeout
+        c.JupyterHub.last_activity_interval = activity_interval(min(profile_timeouts(deployment).values()))
+        service, role = culler_service(deployment)
         c.JupyterHub.services = [service]
         c.JupyterHub.load_roles = [role]
 

@@ -12,6 +12,7 @@ from traitlets import Float, HasTraits, Unicode, default
 from .access import ProfileRefused, choose_profile, groups_of, visible_profiles
 from .config import cached_deployment
 from .config.model import Deployment, Profile
+from .culling import activity_interval
 from .form import profile_from_form, render_profile_form
 from . import metrics
 from .quotas import ActiveServer, QuotaExceeded, check_quotas
@@ -80,6 +81,10 @@ class ProfileSpawnerMixin(HasTraits):
             raise web.HTTPError(400, f"Profile {profile.slug!r} uses a {backend.type} backend, which this hub cannot start.")
         spawner.enforce_quotas(profile)
         spawner.profile_slug = profile.slug  # from here on this spawn counts against quotas (no await in between)
+        # the profile actually chosen (the default when none was asked for), for the REST API and the culler
+        spawner.user_options = {**(user_options or {}), "profile": profile.slug}
+        if getattr(spawner, "orm_spawner", None) is not None:
+            spawner.orm_spawner.user_options = spawner.user_options
         spawner.start_timeout = profile.spawn_timeout
         spawner.http_timeout = profile.spawn_timeout
         spawner.cpu_limit = float(profile.cpus)
@@ -146,29 +151,36 @@ class ProfileSpawnerMixin(HasTraits):
         env.update(profile.environment)
         env["HPCLAB_PROFILE"] = profile.slug
         env["HPCLAB_BACKEND"] = profile.backend
-        culling = self.deployment.culling
-        if culling.enabled:
-            # report activity (and busy kernels) often enough for the culler's timeout
-            every = max(5, min(300, culling.timeout // 3))
+        if self.deployment.culling.enabled:
+            # report activity (and busy kernels) often enough for this profile's idle timeout
+            every = activity_interval(self.deployment.culling.timeout_for(profile))
             env["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(every)
             env["HPCLAB_BUSY_CHECK_SECONDS"] = str(every)
+        walltime = self.deployment.walltime
+        env["HPCLAB_WALLTIME_WARN_SECONDS"] = str(walltime.warn_before)
+        env["HPCLAB_WALLTIME_SAVE_SECONDS"] = str(walltime.save_before)
         return env
 
     def server_args(self) -> list[str]:
         """Server arguments every backend adds.
 
-        JupyterLab's site settings come from hpclab/lab_settings (autosave every 15 s, so a job's
-        wall-time limit loses at most 15 s of edits; no news pop-up); with culling on, busy kernels
-        count as activity (see hpclab.busy_activity).
+        JupyterLab's site settings come from hpclab/lab_settings (autosave every 15 s; no news pop-up);
+        hpclab.walltime and the @hpclab/walltime plugin show the time left, warn and save open documents
+        before the end; with culling on, busy kernels count as activity (see hpclab.busy_activity).
         """
         import hpclab
 
         from .kernels import kernel_server_args
 
-        args = [f"--LabApp.app_settings_dir={Path(hpclab.__file__).with_name('lab_settings')}"]
+        package = Path(hpclab.__file__).parent
+        args = [f"--LabApp.app_settings_dir={package / 'lab_settings'}"]
+        if (package / "labextensions").is_dir():  # built by `make labextension` (platform/walltime-labextension)
+            args.append(f"--LabApp.extra_labextensions_path={package / 'labextensions'}")
+        else:
+            self.log.warning("hpclab: JupyterLab's wall-time plugin is not built (make labextension)")
         args += kernel_server_args(self.profile.kernels, self.profile.initial_kernel)  # only the profile's kernels
-        if self.deployment.culling.enabled:
-            args.append("--ServerApp.jpserver_extensions=hpclab.busy_activity=True")
+        extensions = ["hpclab.walltime"] + (["hpclab.busy_activity"] if self.deployment.culling.enabled else [])
+        args += [f"--ServerApp.jpserver_extensions={name}=True" for name in extensions]
         return args
 
     def get_state(self) -> dict:

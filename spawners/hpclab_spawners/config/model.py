@@ -214,6 +214,9 @@ class Profile(Strict):
     memory: MemoryBytes | None = Field(None, description="Memory limit (4G, 512M); none = unlimited.")
     gpus: Int = Field(0, ge=0, description="GPUs handed out exclusively from the backend's pool.")
     time_limit: DurationSeconds | None = Field(None, description="Wall time (SLURM); on local servers, shown as time left.")
+    idle_timeout: DurationSeconds | None = Field(
+        None, description="Idle time after which this profile's servers are stopped (with culling on); none = `culling.timeout`."
+    )
     kernels: list[Name] = Field(default_factory=list, description="Kernels offered; empty = all installed.")
     default_kernel: Name | None = Field(None, description="Kernel a new notebook gets; one of `kernels` (none = the first of them).")
     groups: list[Name] = Field(default_factory=list, description="Groups allowed to use it; empty = everyone.")
@@ -294,7 +297,22 @@ class CullingSettings(Strict):
 
     enabled: bool = False
     timeout: DurationSeconds = Field("01:00:00", description="Idle time after which a server is stopped.")
-    every: DurationSeconds = Field("00:05:00", description="How often to check.")
+    every: DurationSeconds = Field("00:05:00", description="How often to check (keep it well below the shortest timeout).")
+
+    def timeout_for(self, profile: "Profile") -> int:
+        """Seconds of idleness after which a server of ``profile`` is stopped."""
+        return self.timeout if profile.idle_timeout is None else profile.idle_timeout
+
+
+class WalltimeSettings(Strict):
+    """What JupyterLab does before a server's wall time runs out (the @hpclab/walltime plugin)."""
+
+    warn_before: DurationSeconds = Field("00:10:00", description="Warn the user (and save open documents) this long before the end.")
+    save_before: DurationSeconds = Field(
+        "00:02:00",
+        description="SLURM signals the job this long before its limit (`--signal=B:USR2@N`, up to 60 s early); "
+        "from then on open documents are saved every 10 s. 0 = no signal.",
+    )
 
 
 class Deployment(Strict):
@@ -307,6 +325,7 @@ class Deployment(Strict):
     kernels: dict[Name, KernelEntry] = Field(default_factory=dict, description="Curated kernels profiles may offer.")
     culling: CullingSettings = Field(default_factory=dict, description="Stopping idle servers.")
     quotas: QuotaSettings = Field(default_factory=dict, description="Limits on servers, GPUs and cores in use.")
+    walltime: WalltimeSettings = Field(default_factory=dict, description="Warning and saving before a server's wall time ends.")
 
     def profile(self, slug: str) -> Profile | None:
         """The profile with this slug, or None."""

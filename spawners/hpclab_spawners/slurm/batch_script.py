@@ -16,9 +16,19 @@ def job_name(username: str, server_name: str = "") -> str:
 
 
 def sbatch_options(
-    profile: Profile, backend: SlurmBackend, username: str, home: str, server_name: str = "", hub_id: str = ""
+    profile: Profile,
+    backend: SlurmBackend,
+    username: str,
+    home: str,
+    server_name: str = "",
+    hub_id: str = "",
+    signal_before: int = 0,
 ) -> list[str]:
-    """The ``#SBATCH`` options, in a fixed order: identity, placement, resources, extras."""
+    """The ``#SBATCH`` options, in a fixed order: identity, placement, resources, extras.
+
+    With a time limit and ``signal_before`` seconds, SLURM sends SIGUSR2 to the server that long before
+    the limit (``--signal=B:USR2@N``): hpclab.walltime tells JupyterLab to save every open document.
+    """
     slurm = profile.slurm
     pick = lambda key: (getattr(slurm, key, None) if slurm else None) or getattr(backend, key, None)  # noqa: E731
     options = [
@@ -45,6 +55,8 @@ def sbatch_options(
         options.append(f"--gres=gpu:{gpu_type}{profile.gpus}")
     if profile.time_limit:
         options.append(f"--time={format_duration(profile.time_limit)}")
+        if signal_before:
+            options.append(f"--signal=B:USR2@{signal_before}")
     if slurm and slurm.constraint:
         options.append(f"--constraint={slurm.constraint}")
     options.extend(slurm.extra_sbatch if slurm else [])
@@ -59,10 +71,11 @@ def build_batch_script(
     command: list[str],
     server_name: str = "",
     hub_id: str = "",
+    signal_before: int = 0,
 ) -> str:
     """The whole script: #SBATCH lines, set-up lines, then exec of the server command. Holds no secret."""
     lines = ["#!/bin/bash -l"]
-    lines += [f"#SBATCH {option}" for option in sbatch_options(profile, backend, username, home, server_name, hub_id)]
+    lines += [f"#SBATCH {option}" for option in sbatch_options(profile, backend, username, home, server_name, hub_id, signal_before)]
     lines += ["", "set -e", "unset XDG_RUNTIME_DIR"]
     setup = list(backend.setup) + (list(profile.slurm.setup) if profile.slurm else [])
     if setup:

@@ -1,0 +1,115 @@
+// HPCLab wall-time guard for JupyterLab.
+//
+// A job that reaches its wall time is stopped by the scheduler, and edits that only live in the
+// browser are lost. This plugin asks the server (hpclab.walltime) every few seconds how long the job
+// has left, shows it in the top bar, warns before the end and saves every open document: once at the
+// warning, when SLURM's early signal arrives (sbatch --signal), and on every check in the final minutes.
+import { Widget } from '@lumino/widgets';
+
+const CHECK_EVERY_MS = 10000;
+
+/** "1 h 05 min", "12 min", "40 s": the time left as people read it. */
+export function formatLeft(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s >= 3600) {
+    const minutes = Math.floor((s % 3600) / 60);
+    return `${Math.floor(s / 3600)} h ${String(minutes).padStart(2, '0')} min`;
+  }
+  if (s >= 60) {
+    return `${Math.floor(s / 60)} min`;
+  }
+  return `${s} s`;
+}
+
+/** The top-bar label: "Job: 12 min left", coloured once the warning time is reached. */
+class TimeLeft extends Widget {
+  constructor() {
+    super();
+    this.id = 'hpclab-walltime';
+    this.addClass('hpclab-walltime');
+    this.hide();
+  }
+
+  showLeft(left, endsAt, level) {
+    this.node.textContent = `Job: ${formatLeft(left)} left`;
+    this.node.title = `This session's wall time ends at ${endsAt}; open documents are saved before then.`;
+    this.node.dataset.level = level;
+    this.show();
+  }
+}
+
+async function fetchStatus(app) {
+  const settings = app.serviceManager.serverSettings;
+  const headers = settings.token ? { Authorization: `token ${settings.token}` } : {};
+  const response = await fetch(`${settings.baseUrl}hpclab/walltime`, { credentials: 'same-origin', headers });
+  if (!response.ok) {
+    throw new Error(`hpclab/walltime answered ${response.status}`);
+  }
+  return response.json();
+}
+
+const plugin = {
+  id: '@hpclab/walltime:plugin',
+  description: "Shows the job's time left, warns before the end and saves open documents before the scheduler stops the job.",
+  autoStart: true,
+  activate: app => {
+    const label = new TimeLeft();
+    app.shell.add(label, 'top', { rank: 900 });
+    let warned = false;
+    let signalSeen = false;
+
+    const saveAll = async () => {
+      try {
+        await app.commands.execute('docmanager:save-all');
+      } catch (error) {
+        console.warn('hpclab walltime: saving open documents failed', error);
+      }
+    };
+    const notify = message =>
+      app.commands
+        .execute('apputils:notify', { message, type: 'warning', options: { autoClose: false } })
+        .catch(() => window.alert(message));
+
+    const check = async () => {
+      let status;
+      try {
+        status = await fetchStatus(app);
+      } catch (error) {
+        return; // the server is stopping or busy: try again on the next check
+      }
+      if (status.end === null) {
+        label.hide();
+        return;
+      }
+      const left = Math.max(0, status.end - status.now);
+      const endsAt = new Date(status.end * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      const final = status.signalled || left <= status.save_before;
+      label.showLeft(left, endsAt, final ? 'final' : left <= status.warn_before ? 'warning' : 'ok');
+      if (status.signalled && !signalSeen) {
+        signalSeen = true;
+        await saveAll();
+        notify(
+          `The scheduler stops this job in about ${formatLeft(left)} (at ${endsAt}). ` +
+            'Every open document has been saved and is saved again until the end.'
+        );
+      } else if (left <= status.warn_before && !warned) {
+        warned = true;
+        await saveAll();
+        notify(
+          `This session ends in ${formatLeft(left)} (at ${endsAt}). Open documents have been saved; ` +
+            'start a new session from the hub to go on after that.'
+        );
+      } else if (final) {
+        await saveAll(); // last minutes: keep what is typed on disk, whatever the autosave setting
+      }
+    };
+
+    // first check once the shell (and its notification toasts) is up
+    void app.restored.then(() => {
+      void check();
+      window.setInterval(check, CHECK_EVERY_MS);
+    });
+  }
+};
+
+export default plugin;

@@ -1,0 +1,113 @@
+"""Wall-time safety inside JupyterLab on a real hub and browser: time left, warning, saving on the early signal.
+
+SLURM delivers the early signal itself in tests/test_slurm_hub.py; here the local backend's server gets
+the same SIGUSR2 from the test, which is what ``--signal=B:USR2@N`` does to the batch shell.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import browser_login, login, started_hub
+from hubtools import hub_yaml, stop_server
+from slurmtools import wait_for
+
+pytestmark = [pytest.mark.hub]
+
+AUTOSAVE_OFF = Path(".jupyter/lab/user-settings/@jupyterlab/docmanager-extension/plugin.jupyterlab-settings")
+
+
+@pytest.fixture(scope="module")
+def walltime_hub(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("walltime-hub")
+    config = hub_yaml(workdir / "state")
+    config["profiles"][0]["time_limit"] = "30:00"  # MM:SS
+    config["walltime"] = {"warn_before": "31:00", "save_before": "00:30"}  # warned as soon as JupyterLab opens
+    with started_hub(workdir, config) as hub:
+        yield hub
+
+
+def user_home(hub, name: str) -> Path:
+    return Path(hub.config["hub"]["data_dir"]) / "home" / name
+
+
+def server_process(name: str) -> psutil.Process:
+    def find():
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if any("jupyterhub-singleuser" in part for part in proc.info["cmdline"] or []) and proc.environ().get("JUPYTERHUB_USER") == name:
+                    return proc
+            except psutil.Error:
+                continue
+        return None
+
+    return wait_for(find, 30, f"no server process for {name}")
+
+
+def test_walltime_endpoint_answers_the_end_and_lead_times_to_the_user_only(walltime_hub):
+    alice = login(walltime_hub, "alice")
+    assert alice.post_spawn("alice", "cpu-small").status_code == 302
+    try:
+        alice.wait_ready("alice")
+        assert alice.http.get(f"{walltime_hub.url}/user/alice/lab").status_code == 200  # logs in to the server (OAuth)
+        status = alice.http.get(f"{walltime_hub.url}/user/alice/hpclab/walltime").json()
+        assert status["source"] == "HPCLAB_JOB_END_TIME"
+        assert 1700 < status["end"] - status["now"] <= 1800
+        assert (status["warn_before"], status["save_before"], status["signalled"]) == (1860, 30, False)
+        server_process("alice").send_signal(signal.SIGUSR2)
+        wait_for(lambda: alice.http.get(f"{walltime_hub.url}/user/alice/hpclab/walltime").json()["signalled"], 10, "signal not seen")
+        bob = login(walltime_hub, "bob")
+        bob.http.get(f"{walltime_hub.url}/user/alice/lab")  # bob tries to log in to alice's server
+        assert bob.http.get(f"{walltime_hub.url}/user/alice/hpclab/walltime").status_code == 403
+        assert "SIGUSR2 received, the job ends soon" in walltime_hub.log_tail(400)
+    finally:
+        stop_server(alice, "alice")
+
+
+@pytest.mark.browser
+def test_jupyterlab_shows_time_left_warns_and_saves_unsaved_edits_on_the_early_signal(walltime_hub, browser, artifacts):
+    marker = f"walltime-{uuid.uuid4().hex[:8]}"
+    settings = user_home(walltime_hub, "bob") / AUTOSAVE_OFF
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"autosave": False}))  # only the wall-time plugin may save this edit
+    bob = login(walltime_hub, "bob")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    try:
+        browser_login(page, walltime_hub, "bob")
+        page.wait_for_url("**/hub/spawn**")
+        page.click("form#spawn_form [type=submit]")
+        page.wait_for_url("**/user/bob/lab**", timeout=120_000)
+        page.goto(page.url.split("/lab")[0] + "/lab?reset")
+        label = page.locator("#hpclab-walltime")
+        label.wait_for()
+        assert re.fullmatch(r"Job: (29|30) min left", label.inner_text().strip()), label.inner_text()
+        assert label.get_attribute("data-level") == "warning"
+        page.get_by_text("This session ends in").first.wait_for()
+
+        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=120_000)
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        editor.click()
+        page.keyboard.type(f"note = '{marker}'")  # typed, never saved by hand, autosave off
+        name = page.locator(".jp-DirListing-item.jp-mod-selected .jp-DirListing-itemText").first.inner_text().strip()
+        notebook = user_home(walltime_hub, "bob") / name
+        time.sleep(12)  # a whole check interval of the plugin: nothing saves the edit before the signal
+        assert marker not in notebook.read_text()
+
+        server_process("bob").send_signal(signal.SIGUSR2)
+        page.get_by_text("The scheduler stops this job").first.wait_for(timeout=30_000)
+        wait_for(lambda: marker in notebook.read_text(), 20, "the edit was not saved after the early signal")
+        assert label.get_attribute("data-level") == "final"
+        page.screenshot(path=str(artifacts / "walltime-warning.png"))
+    finally:
+        page.close()
+        settings.unlink()
+        stop_server(bob, "bob")
