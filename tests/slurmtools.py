@@ -56,4 +56,5 @@ def slurm_hub_yaml(data_dir: Path, slurm_conf: str) -> dict[str, Any]:
             {"slug": "broken-env", "display_name": "Broken set-up", "backend": "cluster", "cpus": 1,
              "slurm": {"partition": "cpu", "setup": ["echo 'module python/9.9 not found' >&2", "exit 3"]}},
         ],
+        walltime={"warn_before": "00:05:00", "save_before": "00:01:00"},  # the 2-minute job is warned at once
     )

@@ -286,14 +286,20 @@ def test_controller_outage_keeps_running_servers(slurm_hub):
 
 
 @pytest.mark.browser
-def test_walltime_shown_and_unsaved_notebook_edit_is_on_disk_when_job_times_out(slurm_hub, browser, artifacts):
-    """A 2-minute job: the home page shows the time left; an edit never saved by hand survives the limit."""
+def test_walltime_shown_warned_and_unsaved_edit_saved_on_slurms_early_signal(slurm_hub, browser, artifacts):
+    """A 2-minute job, autosave off: home page and JupyterLab show the time left, the user is warned, and
+    the edit never saved by hand is on disk after SLURM ended the job (saved on --signal=B:USR2@60)."""
+    import re
     import uuid
     from pathlib import Path
 
     from conftest import browser_login
 
     marker = f"walltime-{uuid.uuid4().hex[:8]}"
+    settings = Path("/home/alice/.jupyter/lab/user-settings/@jupyterlab/docmanager-extension/plugin.jupyterlab-settings")
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"autosave": False}))  # only the wall-time plugin may save the edit
+    subprocess.run(["chown", "-R", "alice:", "/home/alice/.jupyter"], check=True)
     alice = login(slurm_hub, "alice")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(60_000)
@@ -307,19 +313,27 @@ def test_walltime_shown_and_unsaved_notebook_edit_is_on_disk_when_job_times_out(
         assert "hpclab-time-left" in home and "min" in home and "left (ends" in home
 
         page.goto(page.url.split("/lab")[0] + "/lab?reset")
+        label = page.locator("#hpclab-walltime")
+        label.wait_for()
+        assert re.fullmatch(r"Job: (1 min|\d+ s) left", label.inner_text().strip()), label.inner_text()
+        page.get_by_text("This session ends in").first.wait_for()
         page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=120_000)
         editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
         editor.click()
-        page.keyboard.type(f"note = '{marker}'")  # typed, never saved by hand
+        page.keyboard.type(f"note = '{marker}'")  # typed, never saved by hand, autosave off
         notebook_name = page.locator(".jp-DirListing-item.jp-mod-selected .jp-DirListing-itemText").first.inner_text()
-        page.screenshot(path=str(artifacts / "walltime-edit.png"))
         (job,) = [j for j in jobs(slurm_hub.slurm_conf) if j["user"] == "alice"]
+        page.get_by_text("The scheduler stops this job").first.wait_for(timeout=150_000)  # SLURM's SIGUSR2 arrived
+        page.screenshot(path=str(artifacts / "walltime-slurm-signal.png"))
         final = lambda: slurm(slurm_hub.slurm_conf, "squeue", "-h", "-t", "all", "-j", job["id"], "-o", "%T").strip()  # noqa: E731
         wait_for(lambda: final() not in ("PENDING", "RUNNING", "COMPLETING"), 240, "job did not end", interval=1)
         assert final() == "TIMEOUT"
         saved = Path("/home/alice") / notebook_name.strip()
         assert marker in saved.read_text(), f"the edit was lost when the job hit its time limit ({saved})"
+        job_log = Path(f"/home/alice/.hpclab-jupyter-{job['id']}.log").read_text()
+        assert "hpclab walltime: SIGUSR2 received" in job_log
     finally:
         page.close()
+        settings.unlink(missing_ok=True)
         if "" in alice.api("GET", "/users/alice").json()["servers"]:
             stop_server(alice, "alice")
