@@ -15,7 +15,7 @@ import pytest
 
 import mri_data
 from hpclab.mri import find_subjects, process_cohort, summarize
-from hpclab.mri.cohort import cohort_scripts, submit_cohort
+from hpclab.mri.cohort import cohort_scripts, submit_cohort, tail_threads
 from hpclab.mri.external import (aseg_stats_command, bet_command, fast_command, first_command, freesurfer_script,
                                  fsl_script, mri_segstats_command, recon_all_command)
 from hpclab.mri.slurm import JobResources, batch_script, sbatch_command, wait
@@ -82,6 +82,14 @@ def test_parallel_cohort_records_failures_and_resumes(cohort_root, tmp_path, cap
     assert redo.loc["sub-02", "status"] == "ok" and redo.loc["sub-02", "gm_ml"] == table.loc["sub-02", "gm_ml"]
     assert {p: p.stat().st_mtime_ns for p in (out / "sub-02" / "nifti").iterdir()} == nifti_files
     assert tissue.stat().st_mtime_ns > tissue_mtime
+
+
+def test_last_subjects_get_the_threads_of_jobs_that_have_finished():
+    assert tail_threads(8, 1) == [1] * 8  # serial: one thread throughout
+    assert tail_threads(8, 2) == [1] * 7 + [2]  # the last subject runs alone once the other job is done
+    assert tail_threads(6, 4) == [1, 1, 1, 1, 2, 4]
+    assert tail_threads(6, 4, threads_per_job=2) == [2, 2, 2, 2, 4, 8]
+    assert tail_threads(1, 2) == [2]
 
 
 def test_array_and_summary_scripts_line_by_line(tmp_path):

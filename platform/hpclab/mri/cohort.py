@@ -164,6 +164,19 @@ class CohortResult:
         return ax
 
 
+def tail_threads(n_subjects: int, n_jobs: int, threads_per_job: int = 1) -> list[int]:
+    """Threads for each subject, in dispatch order: ``threads_per_job``, more for the last ones.
+
+    Subjects take unequal times, so the last ones run while other workers sit idle: when only
+    ``k < n_jobs`` subjects are left to start, each of them gets ``n_jobs * threads_per_job // k``
+    threads (with 2 jobs, the last subject gets both cores once the other job has finished).
+    """
+    n_jobs = max(1, n_jobs)
+    budget = n_jobs * threads_per_job
+    return [threads_per_job if (left := n_subjects - i) >= n_jobs else max(threads_per_job, budget // left)
+            for i in range(n_subjects)]
+
+
 def process_cohort(
     root: str | Path,
     out: str | Path,
@@ -177,10 +190,12 @@ def process_cohort(
 ) -> CohortResult:
     """Run :func:`run_subject` for every subject of ``root`` with joblib (``n_jobs`` processes).
 
-    Each job uses ``threads_per_job`` threads in N4 and k-means. Shows a tqdm bar as subjects
-    finish, then writes ``out/cohort_summary.csv`` and returns it as a :class:`CohortResult`.
+    Each job uses ``threads_per_job`` threads in N4 and k-means, except the last ``n_jobs - 1``
+    subjects: they run while the other jobs have nothing left to do, so they share those jobs'
+    threads (see :func:`tail_threads`). Shows a tqdm bar as subjects finish, then writes
+    ``out/cohort_summary.csv`` and returns it as a :class:`CohortResult`.
     """
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, effective_n_jobs
     from tqdm.auto import tqdm
 
     subjects = find_subjects(root)
@@ -189,8 +204,9 @@ def process_cohort(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    jobs = (delayed(run_subject)(s, out, deidentify=deidentify, views=views, threads=threads_per_job,
-                                 overwrite=overwrite) for s in subjects)
+    threads = tail_threads(len(subjects), effective_n_jobs(n_jobs), threads_per_job)
+    jobs = (delayed(run_subject)(s, out, deidentify=deidentify, views=views, threads=t, overwrite=overwrite)
+            for s, t in zip(subjects, threads))
     rows = []
     with tqdm(total=len(subjects), desc="subjects", unit="subj", disable=not progress, file=sys.stderr) as bar:
         for row in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
