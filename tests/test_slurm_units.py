@@ -88,6 +88,10 @@ def test_jobs_with_a_time_limit_are_signalled_ahead_of_it_for_the_final_save(dep
     assert options[options.index("--time=1-12:00:00") + 1] == "--signal=B:USR2@120"  # B: the batch shell, i.e. the exec'd server
     assert not any(o.startswith("--signal") for o in sbatch_options(timed, deployment.backends["cluster"], "a", "/h"))
     assert not any(o.startswith("--signal") for o in sbatch_options(untimed, deployment.backends["cluster"], "a", "/h", signal_before=120))
+    # an early signal must not kill the server before hpclab.walltime handles it: ignored (inherited by exec) until then
+    script = build_batch_script(timed, deployment.backends["cluster"], "alice", "/home/alice", ["x"], signal_before=120).splitlines()
+    assert script[-3:] == ["trap '' USR2", "", "exec x"]
+    assert "trap" not in build_batch_script(timed, deployment.backends["cluster"], "alice", "/home/alice", ["x"])
 
 
 def test_minimal_profile_falls_back_to_backend_defaults_and_omits_unset_options(deployment):

@@ -31,6 +31,9 @@ def walltime_hub(tmp_path_factory):
     config = hub_yaml(workdir / "state")
     config["profiles"][0]["time_limit"] = "30:00"  # MM:SS
     config["walltime"] = {"warn_before": "31:00", "save_before": "00:30"}  # warned as soon as JupyterLab opens
+    config["backends"]["local"]["poll_interval"] = 2
+    config["profiles"].append({"slug": "short", "display_name": "Twenty seconds", "backend": "local", "cpus": 1,
+                               "time_limit": "00:20"})
     with started_hub(workdir, config) as hub:
         yield hub
 
@@ -70,6 +73,23 @@ def test_walltime_endpoint_answers_the_end_and_lead_times_to_the_user_only(wallt
         assert "SIGUSR2 received, the job ends soon" in walltime_hub.log_tail(400)
     finally:
         stop_server(alice, "alice")
+
+
+def test_local_server_gets_the_early_signal_and_is_stopped_at_its_time_limit(walltime_hub):
+    alice = login(walltime_hub, "alice")
+    assert alice.post_spawn("alice", "short").status_code == 302
+    started = time.monotonic()
+    try:
+        alice.wait_ready("alice")
+        wait_for(lambda: "hpclab walltime: SIGUSR2 received" in walltime_hub.log_tail(300), 15, "no early signal")
+        assert "" in alice.api("GET", "/users/alice").json()["servers"]  # signalled, not stopped yet
+        wait_for(lambda: "" not in alice.api("GET", "/users/alice").json()["servers"], 60, "server outlived its time limit")
+        assert time.monotonic() - started >= 18  # not before its 20 seconds
+        home = alice.http.get(f"{walltime_hub.url}/hub/home").text
+        assert "hpclab-end-reason" in home and "reached its time limit (00:00:20)" in home
+    finally:
+        if "" in alice.api("GET", "/users/alice").json()["servers"]:
+            stop_server(alice, "alice")
 
 
 @pytest.mark.browser

@@ -134,6 +134,8 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
 
         c.JupyterHub.spawner_class = LocalProfileSpawner
         c.LocalProfileSpawner.deployment_file = str(config_file)
+        local_backends = [b for b in deployment.backends.values() if b.type == "local"]
+        c.LocalProfileSpawner.poll_interval = min(b.poll_interval for b in local_backends)
 
     if deployment.culling.enabled:
         from .culling import activity_interval, culler_service, profile_timeouts

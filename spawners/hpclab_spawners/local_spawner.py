@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
+import time
 
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Dict
 
 from .config.model import LocalBackend, Profile
-from .config.units import format_memory
+from .config.units import format_duration, format_memory
 from .profile_spawner import ProfileSpawnerMixin
 from .resources import Allocation, NoFreeGPU, ResourcePool, pool_for
 
@@ -28,11 +30,16 @@ def _limits_preexec(cpu_ids: tuple[int, ...], memory: int | None, home: str):
     return preexec
 
 
+#: What SLURM's --signal=B:USR2@N sends; hpclab.walltime listens for it.
+EARLY_SIGNAL = signal.SIGUSR2
+
+
 class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     """Starts jupyterhub-singleuser locally for the profile the user picked, enforcing its limits."""
 
     backend_type = "local"
     allocation_state = Dict(help="Cores and GPUs held by the running server (kept in state).")
+    _stopping_at_walltime = False
 
     @property
     def owner_key(self) -> str:
@@ -119,6 +126,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         self.start_metrics()
         self.allocation_state = allocation.as_state()
         self.start_wall_clock()
+        self.end_reason = ""
+        self._early_signal_sent = False
         self.log.info(
             "Starting %s with profile %s: cpus %s, memory %s, gpus %s",
             self._log_name,
@@ -135,6 +144,35 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             pool.release(self.owner_key)
             self.allocation_state = {}
             raise
+
+    async def poll(self):
+        """Exit status if the server is gone; stops it at its wall time, after SIGUSR2 ``save_before`` ahead.
+
+        The same early signal as SLURM's ``--signal=B:USR2@N``: JupyterLab saves every open document.
+        Checked every ``poll_interval`` seconds (backends.*.poll_interval), so both may come that late.
+        """
+        status = await super().poll()
+        if status is not None or not self.job_end_epoch or self._stopping_at_walltime:
+            return status  # (stop() polls too: no second stop from inside the first)
+        left = self.job_end_epoch - time.time()
+        if left <= 0:
+            limit = format_duration(self.profile.time_limit or 0)
+            self.end_reason = f"the server reached its time limit ({limit}) and was stopped."
+            self.log.info("Stopping %s: wall time %s is over", self._log_name, limit)
+            self._stopping_at_walltime = True
+            try:
+                await self.stop()
+            finally:
+                self._stopping_at_walltime = False
+            return 0
+        if left <= self.deployment.walltime.save_before and not getattr(self, "_early_signal_sent", False):
+            self._early_signal_sent = True
+            try:
+                os.kill(self.pid, EARLY_SIGNAL)
+                self.log.info("Sent SIGUSR2 to %s: %.0f s of wall time left", self._log_name, left)
+            except ProcessLookupError:
+                pass
+        return None
 
     async def _wait_listening(self, ip: str, port: int) -> None:
         """Return as soon as the server accepts connections (polled every 0.1 s), or fail at once if it exits.

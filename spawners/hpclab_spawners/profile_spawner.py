@@ -26,6 +26,7 @@ class ProfileSpawnerMixin(HasTraits):
     deployment_file = Unicode(help="Path of the deploy YAML this hub was started from.").tag(config=True)
     profile_slug = Unicode("", help="Slug of the profile the running server was started with (kept in state).")
     job_end_epoch = Float(0, help="When the server's wall time runs out (epoch seconds; 0 = no limit; kept in state).")
+    end_reason = Unicode("", help="Why the last server ended on its own, shown on the home page (kept in state).")
 
     @property
     def deployment(self) -> Deployment:
@@ -189,12 +190,15 @@ class ProfileSpawnerMixin(HasTraits):
             state["profile"] = self.profile_slug
         if self.job_end_epoch:
             state["job_end"] = self.job_end_epoch
+        if self.end_reason:
+            state["end_reason"] = self.end_reason
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.profile_slug = state.get("profile", "")
         self.job_end_epoch = float(state.get("job_end", 0))
+        self.end_reason = state.get("end_reason", "")
 
     def start_wall_clock(self) -> None:
         """The server runs from now: its wall time ends after the profile's time limit."""

@@ -151,6 +151,9 @@ class LocalBackend(Strict):
         None, description="Command that starts the server; default jupyterhub-singleuser next to the hub's Python."
     )
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for every server.")
+    poll_interval: int = Field(
+        10, ge=1, le=600, description="Seconds between checks of each server (exited? wall time over? early signal due?)."
+    )
 
 
 class SlurmBackend(Strict):

@@ -80,5 +80,8 @@ def build_batch_script(
     setup = list(backend.setup) + (list(profile.slurm.setup) if profile.slurm else [])
     if setup:
         lines += ["# environment set-up (deploy YAML: backends.*.setup, profiles[].slurm.setup)", *setup]
+    if signal_before and profile.time_limit:
+        # SLURM's early signal may come before the server can handle it: ignored until it installs its handler
+        lines += ["trap '' USR2"]
     lines += ["", "exec " + " ".join(shlex.quote(part) for part in command), ""]
     return "\n".join(lines)

@@ -32,7 +32,6 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
     backend_type = "slurm"
 
     job_id = Unicode("", help="SLURM job id of the running server (kept in state).")
-    end_reason = Unicode("", help="Why the last job ended, shown on the home page (kept in state).")
 
     port_reported: asyncio.Future | None = None
     progress_line = ""
@@ -107,14 +106,11 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
         state = super().get_state()
         if self.job_id:
             state["job_id"] = self.job_id
-        if self.end_reason:
-            state["end_reason"] = self.end_reason
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.job_id = state.get("job_id", "")
-        self.end_reason = state.get("end_reason", "")
 
     def clear_state(self) -> None:
         super().clear_state()
