@@ -351,6 +351,17 @@ def test_admin_reference_in_docs_is_generated_from_the_current_model():
     assert committed == markdown_reference(), "run `make docs` and commit docs/admin-reference.md"
 
 
+def test_admin_reference_lists_every_key_of_both_backend_kinds():
+    from hpclab_spawners.config.model import LocalBackend, SlurmBackend
+    from hpclab_spawners.config.reference import markdown_reference
+
+    reference = markdown_reference()
+    assert "## `backends.<name>` (type: local)" in reference and "## `backends.<name>` (type: slurm)" in reference
+    for model in (LocalBackend, SlurmBackend):
+        for field in model.model_fields:
+            assert f"| `backends.<name>.{field}` |" in reference, field
+
+
 @pytest.mark.parametrize("example", sorted((REPO / "deploy" / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_example_is_valid(example):
     result = run_cli("check", str(example))

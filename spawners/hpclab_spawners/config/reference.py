@@ -56,23 +56,25 @@ def _type_text(schema: dict[str, Any]) -> str:
     return f"{text} {', '.join(bounds)}".strip()
 
 
-def _nested_ref(schema: dict[str, Any]) -> tuple[str, str] | None:
-    """(definition name, path suffix) when a property holds sections of its own."""
+def _nested_refs(schema: dict[str, Any]) -> list[tuple[str, str]]:
+    """(definition name, path suffix) for each section a property holds (several for a tagged union)."""
     name = _ref_name(schema)
     if name:
-        return name, ""
+        return [(name, "")]
+    union = [option["$ref"].rsplit("/", 1)[-1] for option in schema.get("oneOf", []) if "$ref" in option]
+    if union:
+        return [(ref, "") for ref in union]
     for option in schema.get("anyOf", []):
-        found = _nested_ref(option)
+        found = _nested_refs(option)
         if found:
             return found
     if schema.get("type") == "array":
-        found = _nested_ref(schema.get("items", {}))
-        return (found[0], "[]") if found else None
+        return [(ref, "[]" + suffix) for ref, suffix in _nested_refs(schema.get("items", {}))]
     if schema.get("type") == "object":
         inner = next(iter(schema.get("patternProperties", {}).values()), schema.get("additionalProperties"))
-        found = _nested_ref(inner) if isinstance(inner, dict) else None
-        return (found[0], ".<name>") if found else None
-    return None
+        found = _nested_refs(inner) if isinstance(inner, dict) else []
+        return [(ref, ".<name>" + suffix) for ref, suffix in found]
+    return []
 
 
 def _default_text(name: str, schema: dict[str, Any], required: list[str]) -> str:
@@ -91,16 +93,19 @@ def markdown_reference() -> str:
     queue: list[tuple[dict[str, Any], str]] = [(schema, "")]
     while queue:
         section, prefix = queue.pop(0)
-        out.append(f"\n## `{prefix or '(top level)'}`\n")
+        path, _, kind = prefix.partition(" ")
+        out.append(f"\n## `{path or '(top level)'}`{(' ' + kind) if kind else ''}\n")
         if section.get("description"):
             out.append(section["description"].strip() + "\n")
         out.append("| key | type | default | meaning |\n| --- | --- | --- | --- |")
         required = section.get("required", [])
         for name, prop in section.get("properties", {}).items():
-            key = f"{prefix}.{name}" if prefix else name
+            key = f"{path}.{name}" if path else name
             meaning = prop.get("description", "")
             out.append(f"| `{key}` | {_type_text(prop)} | {_default_text(name, prop, required)} | {meaning} |")
-            nested = _nested_ref(prop)
-            if nested:
-                queue.append((definitions[nested[0]], key + nested[1]))
+            nested = _nested_refs(prop)
+            for ref, suffix in nested:
+                kind = definitions[ref].get("properties", {}).get("type", {}).get("const")
+                title = key + suffix + (f" (type: {kind})" if len(nested) > 1 and kind else "")
+                queue.append((definitions[ref], title))
     return "\n".join(out) + "\n"
