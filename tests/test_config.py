@@ -48,6 +48,7 @@ BROKEN: dict[str, list[tuple[str, int | None, str]]] = {
     "negative-cpus.yaml": [("profiles[0].cpus", 9, "must be ≥ 1")],
     "negative-gpus.yaml": [("profiles[1].gpus", 12, "must be ≥ 0")],
     "backend-cpu-id-negative.yaml": [("backends.local.cpus[2]", 5, "must be ≥ 0")],
+    "walltime-signal-too-early.yaml": [("walltime.save_before", 10, "must be ≤ 65535")],
     # unknown keys, with a hint for near misses
     "unknown-top-level-key.yaml": [
         ("profiles", 2, "required key is missing"),
