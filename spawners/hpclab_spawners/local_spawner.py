@@ -165,7 +165,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             finally:
                 self._stopping_at_walltime = False
             return 0
-        if left <= self.deployment.walltime.save_before and not getattr(self, "_early_signal_sent", False):
+        if left <= (self.deployment.walltime.save_before or 0) and not getattr(self, "_early_signal_sent", False):
             self._early_signal_sent = True
             try:
                 os.kill(self.pid, EARLY_SIGNAL)

@@ -159,7 +159,7 @@ class ProfileSpawnerMixin(HasTraits):
             env["HPCLAB_BUSY_CHECK_SECONDS"] = str(every)
         walltime = self.deployment.walltime
         env["HPCLAB_WALLTIME_WARN_SECONDS"] = str(walltime.warn_before)
-        env["HPCLAB_WALLTIME_SAVE_SECONDS"] = str(walltime.save_before)
+        env["HPCLAB_WALLTIME_SAVE_SECONDS"] = str(walltime.save_before or 0)
         return env
 
     def server_args(self) -> list[str]:

@@ -311,11 +311,10 @@ class WalltimeSettings(Strict):
     """What JupyterLab does before a server's wall time runs out (the @hpclab/walltime plugin)."""
 
     warn_before: DurationSeconds = Field("00:10:00", description="Warn the user (and save open documents) this long before the end.")
-    save_before: DurationSeconds = Field(
+    save_before: Annotated[DurationSeconds, Field(le=65535)] | None = Field(  # 65535 s: the most --signal takes
         "00:02:00",
-        le=65535,  # the most SLURM's --signal accepts
         description="SLURM signals the job this long before its limit (`--signal=B:USR2@N`, up to 60 s early); "
-        "from then on open documents are saved every 10 s. 0 = no signal.",
+        "from then on open documents are saved every 10 s. null = no signal.",
     )
 
 

@@ -140,7 +140,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
         command = list(backend.job_command or [str(Path(sys.executable).with_name("hpclab-singleuser"))])
         command += list(self.cmd) + self.get_args() + self.server_args()
         script = build_batch_script(
-            profile, backend, self.user.name, home, command, self.name, self.hub_id, self.deployment.walltime.save_before
+            profile, backend, self.user.name, home, command, self.name, self.hub_id, self.deployment.walltime.save_before or 0
         )
         self.port_reported = asyncio.get_running_loop().create_future()
         self.progress_line, self.progress_percent = "Submitting the job to SLURM…", 5
