@@ -33,15 +33,22 @@ def slurm_hub(slurm_cluster, tmp_path_factory):
         subprocess.run(["scancel", "--name=hpclab-alice", "--name=hpclab-bob"], env={"SLURM_CONF": slurm_cluster, "PATH": "/usr/bin:/bin"})
 
 
-def server_process_of(user: str) -> psutil.Process:
-    """The jupyterhub-singleuser process a job started for ``user`` (running as that Unix user)."""
+def server_process_of(hub: Hub, user: str) -> psutil.Process:
+    """The jupyterhub-singleuser process of ``user``'s running job, found by its SLURM_JOB_ID (not just the user)."""
+    (job,) = [j for j in jobs(hub.slurm_conf) if j["user"] == user and j["state"] == "RUNNING"]
+
     def find():
         for proc in psutil.process_iter(["username", "cmdline"]):
-            if proc.info["username"] == user and any("jupyterhub-singleuser" in part for part in proc.info["cmdline"] or []):
-                return proc
+            if proc.info["username"] != user or not any("jupyterhub-singleuser" in part for part in proc.info["cmdline"] or []):
+                continue
+            try:
+                if proc.environ().get("SLURM_JOB_ID") == job["id"]:
+                    return proc
+            except psutil.Error:
+                continue
         return None
 
-    return wait_for(find, 30, f"no server process running as {user}")
+    return wait_for(find, 30, f"no server process of job {job['id']} running as {user}")
 
 
 def test_gpu_profile_runs_as_the_user_with_a_gpu_from_slurm(slurm_hub):
@@ -51,7 +58,7 @@ def test_gpu_profile_runs_as_the_user_with_a_gpu_from_slurm(slurm_hub):
         alice.wait_ready("alice", timeout=90)
         running = [j for j in jobs(slurm_hub.slurm_conf) if j["user"] == "alice"]
         assert len(running) == 1 and running[0]["state"] == "RUNNING" and running[0]["name"] == "hpclab-alice"
-        env = server_process_of("alice").environ()
+        env = server_process_of(slurm_hub, "alice").environ()
         assert env["SLURM_JOB_ID"] == running[0]["id"]
         assert env["CUDA_VISIBLE_DEVICES"] in {"0", "1"}  # one of the dev cluster's two fake GPUs, given by SLURM
         assert alice.http.get(f"{slurm_hub.url}/user/alice/lab").status_code == 200
@@ -94,7 +101,7 @@ def test_api_token_is_not_in_batch_script_job_files_ps_or_log(slurm_hub):
     assert alice.post_spawn("alice", "cpu").status_code == 302
     try:
         alice.wait_ready("alice", timeout=90)
-        proc = server_process_of("alice")
+        proc = server_process_of(slurm_hub, "alice")
         env = proc.environ()
         token, job_id = env["JUPYTERHUB_API_TOKEN"], env["SLURM_JOB_ID"]
         script = slurm(slurm_hub.slurm_conf, "scontrol", "write", "batch_script", job_id, "-")
