@@ -39,7 +39,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
     backend_type = "local"
     allocation_state = Dict(help="Cores and GPUs held by the running server (kept in state).")
-    _stopping_at_walltime = False
+    _stopping_at_walltime = False  # stop() polls too: no second stop from inside the first
+    _early_signal_sent = False  # SIGUSR2 already sent for this start
 
     @property
     def owner_key(self) -> str:
@@ -153,7 +154,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         """
         status = await super().poll()
         if status is not None or not self.job_end_epoch or self._stopping_at_walltime:
-            return status  # (stop() polls too: no second stop from inside the first)
+            return status
         left = self.job_end_epoch - time.time()
         if left <= 0:
             limit = format_duration(self.profile.time_limit or 0)
@@ -165,7 +166,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             finally:
                 self._stopping_at_walltime = False
             return 0
-        if left <= (self.deployment.walltime.save_before or 0) and not getattr(self, "_early_signal_sent", False):
+        if left <= (self.deployment.walltime.save_before or 0) and not self._early_signal_sent:
             self._early_signal_sent = True
             try:
                 os.kill(self.pid, EARLY_SIGNAL)
