@@ -13,11 +13,10 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from conftest import browser_login, login, started_hub
-from hubtools import hub_yaml, stop_server
+from hubtools import hub_yaml, server_process, stop_server
 from slurmtools import wait_for
 
 pytestmark = [pytest.mark.hub]
@@ -42,19 +41,6 @@ def user_home(hub, name: str) -> Path:
     return Path(hub.config["hub"]["data_dir"]) / "home" / name
 
 
-def server_process(name: str) -> psutil.Process:
-    def find():
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                if any("jupyterhub-singleuser" in part for part in proc.info["cmdline"] or []) and proc.environ().get("JUPYTERHUB_USER") == name:
-                    return proc
-            except psutil.Error:
-                continue
-        return None
-
-    return wait_for(find, 30, f"no server process for {name}")
-
-
 def test_walltime_endpoint_answers_the_end_and_lead_times_to_the_user_only(walltime_hub):
     alice = login(walltime_hub, "alice")
     assert alice.post_spawn("alice", "cpu-small").status_code == 302
@@ -65,7 +51,7 @@ def test_walltime_endpoint_answers_the_end_and_lead_times_to_the_user_only(wallt
         assert status["source"] == "HPCLAB_JOB_END_TIME"
         assert 1700 < status["end"] - status["now"] <= 1800
         assert (status["warn_before"], status["save_before"], status["signalled"]) == (1860, 30, False)
-        server_process("alice").send_signal(signal.SIGUSR2)
+        server_process(walltime_hub.config["hub"]["data_dir"], "alice").send_signal(signal.SIGUSR2)
         wait_for(lambda: alice.http.get(f"{walltime_hub.url}/user/alice/hpclab/walltime").json()["signalled"], 10, "signal not seen")
         bob = login(walltime_hub, "bob")
         bob.http.get(f"{walltime_hub.url}/user/alice/lab")  # bob tries to log in to alice's server
@@ -122,7 +108,7 @@ def test_jupyterlab_shows_time_left_warns_and_saves_unsaved_edits_on_the_early_s
         time.sleep(12)  # a whole check interval of the plugin: nothing saves the edit before the signal
         assert marker not in notebook.read_text()
 
-        server_process("bob").send_signal(signal.SIGUSR2)
+        server_process(walltime_hub.config["hub"]["data_dir"], "bob").send_signal(signal.SIGUSR2)
         page.get_by_text("The scheduler stops this job").first.wait_for(timeout=30_000)
         wait_for(lambda: marker in notebook.read_text(), 20, "the edit was not saved after the early signal")
         assert label.get_attribute("data-level") == "final"

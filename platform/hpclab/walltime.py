@@ -17,12 +17,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
 from tornado.ioloop import IOLoop
 
 from .session import walltime_left
+from .walltime_signal import EARLY_SIGNAL
 
-#: The signal SLURM sends ahead of the limit (SIGUSR1 is Jupyter Server's own "print server info").
-EARLY_SIGNAL = signal.SIGUSR2
 #: How often the end time is asked again (an admin may change a job's limit with scontrol).
 REFRESH_SECONDS = 300.0
 
@@ -70,25 +72,17 @@ def _lead_time(name: str, default: float) -> float:
         return default
 
 
-def _handler_class() -> type:
-    from jupyter_server.base.handlers import APIHandler
-    from tornado import web
+class WalltimeHandler(APIHandler):
+    """The job's end and lead times, for the JupyterLab plugin (logged-in owner only)."""
 
-    class WalltimeHandler(APIHandler):
-        """The job's end and lead times, for the JupyterLab plugin (logged-in user only)."""
-
-        @web.authenticated
-        def get(self) -> None:
-            state: WalltimeState = self.settings["hpclab_walltime"]
-            self.finish(json.dumps(state.as_json(time.time())))
-
-    return WalltimeHandler
+    @web.authenticated
+    def get(self) -> None:
+        state: WalltimeState = self.settings["hpclab_walltime"]
+        self.finish(json.dumps(state.as_json(time.time())))
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     """Register the endpoint and the SIGUSR2 handler."""
-    from jupyter_server.utils import url_path_join
-
     state = WalltimeState(
         warn_before=_lead_time("HPCLAB_WALLTIME_WARN_SECONDS", 600),
         save_before=_lead_time("HPCLAB_WALLTIME_SAVE_SECONDS", 120),
@@ -97,7 +91,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     web_app = serverapp.web_app
     web_app.settings["hpclab_walltime"] = state
     route = url_path_join(web_app.settings["base_url"], "hpclab", "walltime")
-    web_app.add_handlers(".*$", [(route, _handler_class())])
+    web_app.add_handlers(".*$", [(route, WalltimeHandler)])
 
     loop = IOLoop.current()
 

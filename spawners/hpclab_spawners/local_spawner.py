@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
+import contextlib
 import time
 
+from hpclab.walltime_signal import EARLY_SIGNAL
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Dict
@@ -28,10 +29,6 @@ def _limits_preexec(cpu_ids: tuple[int, ...], memory: int | None, home: str):
         os.chdir(home)
 
     return preexec
-
-
-#: What SLURM's --signal=B:USR2@N sends; hpclab.walltime listens for it.
-EARLY_SIGNAL = signal.SIGUSR2
 
 
 class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
@@ -168,11 +165,9 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             return 0
         if left <= (self.deployment.walltime.save_before or 0) and not self._early_signal_sent:
             self._early_signal_sent = True
-            try:
+            with contextlib.suppress(ProcessLookupError):  # just exited: the next poll reports it
                 os.kill(self.pid, EARLY_SIGNAL)
-                self.log.info("Sent SIGUSR2 to %s: %.0f s of wall time left", self._log_name, left)
-            except ProcessLookupError:
-                pass
+                self.log.info("Sent %s to %s: %.0f s of wall time left", EARLY_SIGNAL.name, self._log_name, left)
         return None
 
     async def _wait_listening(self, ip: str, port: int) -> None:

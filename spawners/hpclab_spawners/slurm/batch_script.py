@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import shlex
 
+from hpclab.walltime_signal import EARLY_SIGNAL
+
 from ..config.model import Profile, SlurmBackend
 from ..config.units import format_duration
 
 JOB_NAME_PREFIX = "hpclab"
+_EARLY_SIGNAL_NAME = EARLY_SIGNAL.name.removeprefix("SIG")  # USR2: what hpclab.walltime listens for
 
 
 def job_name(username: str, server_name: str = "") -> str:
@@ -56,7 +59,7 @@ def sbatch_options(
     if profile.time_limit:
         options.append(f"--time={format_duration(profile.time_limit)}")
         if signal_before:
-            options.append(f"--signal=B:USR2@{signal_before}")
+            options.append(f"--signal=B:{_EARLY_SIGNAL_NAME}@{signal_before}")
     if slurm and slurm.constraint:
         options.append(f"--constraint={slurm.constraint}")
     options.extend(slurm.extra_sbatch if slurm else [])
@@ -82,6 +85,6 @@ def build_batch_script(
         lines += ["# environment set-up (deploy YAML: backends.*.setup, profiles[].slurm.setup)", *setup]
     if signal_before and profile.time_limit:
         # SLURM's early signal may come before the server can handle it: ignored until it installs its handler
-        lines += ["trap '' USR2"]
+        lines += [f"trap '' {_EARLY_SIGNAL_NAME}"]
     lines += ["", "exec " + " ".join(shlex.quote(part) for part in command), ""]
     return "\n".join(lines)
