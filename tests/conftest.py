@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hubtools import ADMIN_PASSWORD, HUB_CLI, Hub, HubClient, hub_yaml
+from hubtools import ADMIN_PASSWORD, HUB_CLI, Hub, HubClient, hub_yaml, make_reachable
 
 USER_PASSWORD = "user-test-password-9"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -122,15 +122,9 @@ DEV_CLUSTER = Path(__file__).resolve().parents[1] / "deploy" / "slurm" / "dev-cl
 
 def _make_python_reachable_for_job_users() -> None:
     """Test set-up: jobs run as alice/bob and use the hub's venv, whose interpreter may sit under /root (pyenv)."""
-    import os
-    import stat
     import sys
 
-    path = Path(os.path.realpath(sys.executable))
-    for parent in [*reversed(path.parents)]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)  # traverse only (no listing)
+    make_reachable(Path(sys.executable))
 
 
 @pytest.fixture(scope="session")

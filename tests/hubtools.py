@@ -29,8 +29,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def make_reachable(path: Path) -> None:
+    """Let other accounts traverse (not list) every folder above ``path``: servers run as the users' own accounts.
+
+    pytest's temporary folders are 0700 and the interpreter may live under /root (pyenv).
+    """
+    import stat
+
+    for parent in reversed(Path(os.path.realpath(path)).parents):
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def homes_dir(data_dir: str | Path) -> Path:
+    """Where test hubs keep their users' homes: beside the (private) data folder, one per user."""
+    return Path(data_dir).parent / "homes"
+
+
+def home_of(data_dir: str | Path, user: str) -> Path:
+    return homes_dir(data_dir) / user
+
+
 def hub_yaml(data_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """A deploy YAML for tests: free ports, state in ``data_dir``, alice in gpu-users, bob not."""
+    """A deploy YAML for tests: free ports, state in ``data_dir``, homes beside it, alice in gpu-users, bob not."""
     config: dict[str, Any] = {
         "hub": {
             "port": free_port(),
@@ -41,7 +63,7 @@ def hub_yaml(data_dir: Path, **overrides: Any) -> dict[str, Any]:
             "log_level": "DEBUG",  # the most verbose level, so a leaked secret would show up in the log
         },
         "auth": {"groups": {"gpu-users": ["admin", "alice"]}},
-        "backends": {"local": {"type": "local", "cpus": "auto", "gpus": ["fake0"]}},
+        "backends": {"local": {"type": "local", "cpus": "auto", "gpus": ["fake0"], "home_dir": str(homes_dir(data_dir) / "{username}")}},
         "profiles": [
             {"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "3G", "default": True},
             {"slug": "gpu-1", "display_name": "GPU one", "backend": "local", "cpus": 1, "gpus": 1, "groups": ["gpu-users"]},
@@ -79,6 +101,10 @@ class Hub:
 
     def start(self, timeout: float = 60) -> None:
         """Start ``hpclab-hub run`` and wait until the hub answers through the proxy."""
+        make_reachable(Path(sys.executable))
+        homes = homes_dir(self.config["hub"]["data_dir"])
+        homes.mkdir(parents=True, exist_ok=True)
+        make_reachable(homes / "x")
         env = dict(os.environ, HPCLAB_ADMIN_PASSWORD=ADMIN_PASSWORD)
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         log = open(self.log_path, "a")
@@ -122,12 +148,13 @@ class Hub:
 
 
 def singleuser_processes(data_dir: str, user: str | None = None) -> list[psutil.Process]:
-    """Running jupyterhub-singleuser processes whose home lies in ``data_dir`` (optionally one user's)."""
+    """Running jupyterhub-singleuser processes of the hub with this ``data_dir`` (homes beside it), optionally one user's."""
     found = []
+    homes = str(homes_dir(data_dir))
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         cmdline = " ".join(proc.info.get("cmdline") or [])
         cwd = proc.info.get("cwd") or ""
-        if "jupyterhub-singleuser" in cmdline and cwd.startswith(str(data_dir)):
+        if "jupyterhub-singleuser" in cmdline and cwd.startswith(homes + "/"):
             if user is None or Path(cwd).name == user:
                 found.append(proc)
     return found

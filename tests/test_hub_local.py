@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import resource
 import time
 
 import psutil
 import pytest
 
 from conftest import login
+from hpclab.cgroup import cgroup_memory_limit
 from hubtools import server_process, singleuser_processes, stop_server
 
 pytestmark = pytest.mark.hub
@@ -64,8 +64,9 @@ def test_cpu_profile_pins_cores_without_overlap_and_limits_memory(hub):
         assert len(alice_cpus) == 1 and len(bob_cpus) == 1
         if psutil.cpu_count() >= 2:
             assert alice_cpus != bob_cpus, "two 1-core servers share a core although two are free"
-        soft, hard = alice_proc.rlimit(resource.RLIMIT_DATA)
-        assert soft == hard == 3 * 2**30
+        assert alice_proc.username() == "jupyter-alice" and bob_proc.username() == "jupyter-bob"
+        # the kernel's limit on all of alice's processes together: her server's cgroup
+        assert cgroup_memory_limit(f"/proc/{alice_proc.pid}")[0] == 3 * 2**30
         env = alice_proc.environ()
         assert env["CUDA_VISIBLE_DEVICES"] == ""
         assert env["HPCLAB_PROFILE"] == "cpu-small"

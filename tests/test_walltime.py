@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import browser_login, login, started_hub
-from hubtools import hub_yaml, server_process, stop_server
+from hubtools import home_of, hub_yaml, server_process, stop_server
 from slurmtools import wait_for
 
 pytestmark = [pytest.mark.hub]
@@ -38,7 +38,7 @@ def walltime_hub(tmp_path_factory):
 
 
 def user_home(hub, name: str) -> Path:
-    return Path(hub.config["hub"]["data_dir"]) / "home" / name
+    return home_of(hub.config["hub"]["data_dir"], name)
 
 
 def test_walltime_endpoint_answers_the_end_and_lead_times_to_the_user_only(walltime_hub):

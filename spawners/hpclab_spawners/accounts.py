@@ -9,7 +9,9 @@ import sys
 import bcrypt
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.orm import UserInfo
-from traitlets import Unicode
+from traitlets import Float, Integer, Unicode
+
+from .login_security import LoginLockoutMixin, SignupRateLimit, UsernamePolicyMixin
 
 
 def set_account(db, username: str, password: str) -> bool:
@@ -33,35 +35,63 @@ def generate_password() -> str:
     return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
 
 
-class HPCLabAuthenticator(NativeAuthenticator):
-    """NativeAuthenticator whose first admin exists from the first start (password from env, else generated once)."""
+def set_admin_passwords(db, names: list[str], password: str) -> list[str]:
+    """Give each admin an approved account with ``password`` (unchanged where it already is); the names set."""
+    changed = []
+    for name in sorted(names):
+        info = UserInfo.find(db, name)
+        if info is None or not info.is_valid_password(password) or not info.is_authorized:
+            set_account(db, name, password)
+            changed.append(name)
+    return changed
+
+
+class HPCLabAuthenticator(UsernamePolicyMixin, LoginLockoutMixin, NativeAuthenticator):
+    """NativeAuthenticator whose first admin exists from the first start (password from env, else generated once),
+    with our user-name rule, login lockout, sign-up rate limit and approval page."""
 
     admin_password_env = Unicode(
         "HPCLAB_ADMIN_PASSWORD", help="Environment variable with the bootstrap admin's password."
     ).tag(config=True)
+    signup_per_address = Integer(5, help="Sign-ups one address may make within signup_window; 0 = no limit.").tag(config=True)
+    signup_window = Float(3600, help="Seconds over which sign-ups per address are counted.").tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self.signup_limit = SignupRateLimit(self.signup_per_address, self.signup_window)
         self.ensure_admin_accounts()
 
     def get_handlers(self, app):
-        """NativeAuthenticator's pages (sign-up, approval, password change) but JupyterHub's own login page.
+        """NativeAuthenticator's password pages, our sign-up guard and approval page, JupyterHub's own login page.
 
         nativeauthenticator 1.3.0's login handler uses ``self.statsd``, which JupyterHub 6 removed
-        (every login answers 500); JupyterHub's handler calls the same ``authenticate``.
+        (every login answers 500); JupyterHub's handler calls the same ``authenticate``. Its approval
+        page and GET approve/discard links are replaced (see native_pages.py).
         """
-        return [(route, handler) for route, handler in super().get_handlers(app) if route != r"/login"]
+        from .native_pages import ApproveAccount, AuthorizationPage, DiscardAccount, GuardedSignUpHandler
+
+        replaced = {r"/login", r"/signup", r"/authorize", r"/authorize/([^/]*)", r"/discard/([^/]*)"}
+        kept = [(route, handler) for route, handler in super().get_handlers(app) if route not in replaced]
+        return kept + [
+            (r"/signup", GuardedSignUpHandler),
+            (r"/authorize", AuthorizationPage),
+            (r"/authorize/([^/]+)", ApproveAccount),
+            (r"/discard/([^/]+)", DiscardAccount),
+        ]
 
     def ensure_admin_accounts(self) -> None:
-        """Give every admin in admin_users an account; never print or log a password from the environment."""
-        from_env = os.environ.get(self.admin_password_env)
+        """Give every admin in admin_users an account; never print or log a password from the environment.
+
+        ``hpclab-hub run`` sets the password from the environment itself and does not pass the variable on;
+        when JupyterHub is started directly, it is read here and removed from this process's environment.
+        """
+        from_env = os.environ.pop(self.admin_password_env, None)
+        if from_env:
+            for name in set_admin_passwords(self.db, list(self.admin_users), from_env):
+                self.log.info("Admin account %r set from $%s", name, self.admin_password_env)
+            return
         for name in sorted(self.admin_users):
-            if from_env:
-                info = UserInfo.find(self.db, name)
-                if info is None or not info.is_valid_password(from_env):
-                    set_account(self.db, name, from_env)
-                    self.log.info("Admin account %r set from $%s", name, self.admin_password_env)
-            elif UserInfo.find(self.db, name) is None:
+            if UserInfo.find(self.db, name) is None:
                 password = generate_password()
                 set_account(self.db, name, password)
                 banner = "=" * 64

@@ -74,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("hpclab-hub: configurable-http-proxy is not on PATH (npm install -g configurable-http-proxy).", file=sys.stderr)
         return 1
     env = dict(os.environ)
+    _take_admin_password(deployment, env)
     env["HPCLAB_CONFIG"] = str(Path(args.config).resolve())
     if args.port:
         env["HPCLAB_PORT"] = str(args.port)
@@ -87,6 +88,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _take_admin_password(deployment: Deployment, env: dict[str, str]) -> None:
+    """Set the admins' password from the environment now and leave it out of the hub's environment.
+
+    A variable passed on would stay readable in /proc/<hub>/environ for the hub's whole life.
+    """
+    password = env.pop(deployment.auth.admin_password_env, "")
+    if not password or deployment.auth.type != "native":
+        return
+    from jupyterhub import orm
+    from nativeauthenticator.orm import UserInfo  # noqa: F401  (registers the table)
+
+    from .accounts import set_admin_passwords
+    from .hubconfig import secure_state_files
+
+    secure_state_files(deployment)
+    db = orm.new_session_factory(deployment.hub.database_url)()
+    try:
+        set_admin_passwords(db, deployment.hub.admin_users, password)
+    finally:
+        db.close()
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     """Create (or reset) an approved local account in the hub database."""
     deployment = _load_or_report(args.config)
@@ -96,7 +119,14 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     from nativeauthenticator.orm import UserInfo  # noqa: F401  (registers the table)
 
     from .accounts import generate_password, set_account
+    from .hubconfig import secure_state_files
+    from .usernames import InvalidUsername, check_username, username_max_length
 
+    try:
+        args.name = check_username(args.name, username_max_length(deployment.account_prefixes))
+    except InvalidUsername as invalid:
+        print(f"hpclab-hub: {invalid}", file=sys.stderr)
+        return 1
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     elif sys.stdin.isatty():
@@ -108,7 +138,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     if len(password) < deployment.auth.native.minimum_password_length:
         print(f"hpclab-hub: password too short (minimum {deployment.auth.native.minimum_password_length}).", file=sys.stderr)
         return 1
-    deployment.hub.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_state_files(deployment)
     db = orm.new_session_factory(deployment.hub.database_url)()
     created = set_account(db, args.name, password)
     print(f"{'created' if created else 'updated'} account {args.name}" + (f"; password: {password}" if generated else ""))

@@ -10,12 +10,26 @@ from .config import load_deployment
 from .config.model import Deployment
 
 
+def _configure_login_guards(c: Any, deployment: Deployment) -> None:
+    """One user-name rule for every authenticator; lockout after repeated wrong passwords."""
+    from .usernames import username_max_length
+
+    c.UsernamePolicyMixin.username_max_length = username_max_length(deployment.account_prefixes)
+    lockout = deployment.auth.lockout
+    c.LoginLockoutMixin.lockout_attempts = lockout.attempts
+    c.LoginLockoutMixin.lockout_address_attempts = lockout.address_attempts
+    c.LoginLockoutMixin.lockout_window = float(lockout.window)
+    c.LoginLockoutMixin.lockout_seconds = float(lockout.lock)
+
+
 def _configure_native(c: Any, deployment: Deployment) -> None:
     """Local accounts in the hub database; groups from the YAML."""
     from .accounts import HPCLabAuthenticator
 
     native = deployment.auth.native
     c.JupyterHub.authenticator_class = HPCLabAuthenticator
+    c.HPCLabAuthenticator.signup_per_address = native.signup_limit.per_address
+    c.HPCLabAuthenticator.signup_window = float(native.signup_limit.window)
     c.Authenticator.allow_all = True  # only accounts an admin approved can log in (NativeAuthenticator's gate)
     c.HPCLabAuthenticator.admin_password_env = deployment.auth.admin_password_env
     c.NativeAuthenticator.open_signup = False
@@ -63,7 +77,9 @@ def _configure_oidc(c: Any, deployment: Deployment, port: int) -> None:
     hub = deployment.hub
     endpoints = oidc_endpoints(oidc.issuer)
     scheme = "https" if hub.ssl_cert else "http"
-    c.JupyterHub.authenticator_class = "generic-oauth"
+    from .oidc_auth import HPCLabOIDCAuthenticator
+
+    c.JupyterHub.authenticator_class = HPCLabOIDCAuthenticator
     c.GenericOAuthenticator.client_id = oidc.client_id
     c.GenericOAuthenticator.client_secret = os.environ.get(oidc.client_secret_env, "")
     c.GenericOAuthenticator.oauth_callback_url = oidc.callback_url or f"{scheme}://{hub.ip}:{port}{hub.base_url}hub/oauth_callback"
@@ -83,13 +99,34 @@ def _configure_oidc(c: Any, deployment: Deployment, port: int) -> None:
     c.JupyterHub.template_vars = {"hpclab_signup": False}
 
 
+def secure_state_files(deployment: Deployment) -> None:
+    """data_dir 0700, the SQLite database and the cookie secret 0600: only the hub's account reads them.
+
+    The database file is created empty (a valid SQLite file) before JupyterHub opens it, so it never
+    exists with wider permissions.
+    """
+    hub = deployment.hub
+    hub.data_dir.mkdir(parents=True, exist_ok=True)
+    hub.data_dir.chmod(0o700)
+    private = [hub.cookie_secret_path]
+    if hub.db_url is None:
+        database = hub.data_dir / "jupyterhub.sqlite"
+        os.close(os.open(database, os.O_CREAT | os.O_WRONLY, 0o600))
+        private.append(database)
+    for path in private:
+        if path.exists():
+            path.chmod(0o600)
+
+
 def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     """Set every JupyterHub, proxy, authenticator and spawner option the deploy YAML controls."""
     hub = deployment.hub
-    hub.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_state_files(deployment)
     port = int(os.environ.get("HPCLAB_PORT", hub.port))
 
     scheme = "https" if hub.ssl_cert else "http"
+    # session and XSRF cookies: never sent on cross-site requests; over HTTPS only when TLS is on
+    c.JupyterHub.tornado_settings = {"cookie_options": {"samesite": "Lax", **({"secure": True} if hub.ssl_cert else {})}}
     c.JupyterHub.bind_url = f"{scheme}://{hub.ip}:{port}{hub.base_url}"
     if hub.ssl_cert:
         c.JupyterHub.ssl_cert = str(hub.ssl_cert)
@@ -111,6 +148,7 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.ConfigurableHTTPProxy.pid_file = str(hub.data_dir / "jupyterhub-proxy.pid")
 
     c.Authenticator.admin_users = set(hub.admin_users)
+    _configure_login_guards(c, deployment)
     c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates") / "hub")]
     if deployment.auth.type == "ldap":
         _configure_ldap(c, deployment)

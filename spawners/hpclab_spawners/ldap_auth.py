@@ -5,9 +5,12 @@ from __future__ import annotations
 from ldapauthenticator import LDAPAuthenticator
 from traitlets import Dict, List
 
+from .login_security import LoginLockoutMixin, UsernamePolicyMixin
 
-class HPCLabLDAPAuthenticator(LDAPAuthenticator):
-    """jupyterhub-ldapauthenticator plus: LDAP groups -> hub groups (manage_groups), admin groups, login groups."""
+
+class HPCLabLDAPAuthenticator(UsernamePolicyMixin, LoginLockoutMixin, LDAPAuthenticator):
+    """jupyterhub-ldapauthenticator plus: LDAP groups -> hub groups (manage_groups), admin groups, login groups;
+    our user-name rule and login lockout (repeated wrong passwords never reach the directory)."""
 
     group_dns = Dict(help="Hub group name -> LDAP group DN.").tag(config=True)
     admin_group_names = List(help="Hub groups whose members are admins.").tag(config=True)

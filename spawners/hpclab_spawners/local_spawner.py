@@ -1,48 +1,81 @@
-"""Local backend: JupyterLab as a process on the hub's machine, with the profile's cores, memory and GPUs."""
+"""Local backend: JupyterLab as a process on the hub's machine, under the user's own Unix account.
+
+Each server runs as its person's account (created on first start, or an existing one) with a clean
+environment, inside its own cgroup: the kernel enforces the profile's memory over all the server's
+processes, its cores as a cpuset, a process limit and the GPU assignment, and stopping the server
+kills everything in the group. See docs/admin-guide.md, "Security model".
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import resource
-import contextlib
+import sys
 import time
+from pathlib import Path
 
 from hpclab.walltime_signal import EARLY_SIGNAL
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Dict
+from traitlets import Dict, default
 
+from .cgroups import CgroupUnavailable, ServerCgroup, ServerLimits, device_numbers, group_name
 from .config.model import LocalBackend, Profile
 from .config.units import format_duration, format_memory
 from .profile_spawner import ProfileSpawnerMixin
 from .resources import Allocation, NoFreeGPU, ResourcePool, pool_for
+from .unix_accounts import AccountUnavailable, UnixAccount, ensure_home, resolve_account
+
+#: What the server's PATH holds besides the hub's own bin folder (the hub's PATH is not passed on).
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-def _limits_preexec(cpu_ids: tuple[int, ...], memory: int | None, home: str):
-    """The function run in the child before exec: pin cores, cap memory, enter the home folder."""
+def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: tuple[int, ...], memory: int | None):
+    """The function run in the child before exec: join the cgroup, drop to the account, enter its home.
+
+    Without a cgroup (``limits: best-effort``) cores are pinned with affinity and memory is an
+    RLIMIT_DATA per process, which a user can work around; the cgroup is what the kernel enforces.
+    """
+    switch = os.geteuid() == 0 and account.uid != os.geteuid()
 
     def preexec() -> None:
-        os.sched_setaffinity(0, cpu_ids)
-        if memory:
-            resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
-        os.makedirs(home, 0o700, exist_ok=True)
-        os.chdir(home)
+        if cgroup is not None:
+            cgroup.attach()
+        else:
+            os.sched_setaffinity(0, cpu_ids)
+            if memory:
+                resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+        os.umask(0o022)  # the hub runs with 077; a user's files get the usual default
+        if switch:
+            os.setgroups(list(account.groups))
+            os.setgid(account.gid)
+            os.setuid(account.uid)
+        os.chdir(account.home)
 
     return preexec
 
 
 class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
-    """Starts jupyterhub-singleuser locally for the profile the user picked, enforcing its limits."""
+    """Starts jupyterhub-singleuser locally for the profile the user picked, as the user's own account."""
 
     backend_type = "local"
     allocation_state = Dict(help="Cores and GPUs held by the running server (kept in state).")
+    account_state = Dict(help="Unix account and home the server runs as (kept in state).")
+    cgroup_state = Dict(help="The server's cgroup directories (kept in state, so a restarted hub finds them).")
     _stopping_at_walltime = False  # stop() polls too: no second stop from inside the first
     _early_signal_sent = False  # SIGUSR2 already sent for this start
+    _oom_kills_seen = 0  # OOM kills already reported for this start
 
     @property
     def owner_key(self) -> str:
         """Who holds an allocation: user plus server name, so named servers are distinct."""
         return f"{self.user.name}/{self.name}"
+
+    @default("env_keep")
+    def _env_keep_default(self) -> list[str]:
+        return ["LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]  # nothing else of the hub's environment
 
     # --- profile and pool -----------------------------------------------------------------------
 
@@ -56,9 +89,24 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         return self.deployment.backends[self.profile.backend]
 
     @property
+    def account(self) -> UnixAccount | None:
+        """The account of the running (or last) server."""
+        return UnixAccount(**{**self.account_state, "groups": tuple(self.account_state["groups"])}) if self.account_state else None
+
+    @property
     def home_dir(self) -> str:
-        """Working folder of this user's server (created on start)."""
-        return self.backend.home_dir.format(data_dir=self.deployment.hub.data_dir, username=self.user.name)
+        """Working folder of this user's server: the account's home unless backends.*.home_dir says otherwise."""
+        account = self.account
+        return account.home if account else ""
+
+    @property
+    def cgroup(self) -> ServerCgroup | None:
+        return ServerCgroup.from_state(self.cgroup_state)
+
+    def uses_cgroups(self) -> bool:
+        """Whether limits are the kernel's (cgroups) or best effort (affinity and rlimits)."""
+        mode = self.backend.limits
+        return mode == "cgroups" or (mode == "auto" and os.geteuid() == 0)
 
     # --- state across hub restarts ----------------------------------------------------------
 
@@ -66,30 +114,36 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         state = super().get_state()
         if self.allocation_state:
             state["allocation"] = dict(self.allocation_state)
+        if self.account_state:
+            state["account"] = dict(self.account_state)
+        if self.cgroup_state:
+            state["cgroup"] = dict(self.cgroup_state)
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.allocation_state = state.get("allocation", {})
+        self.account_state = state.get("account", {})
+        self.cgroup_state = state.get("cgroup", {})
         if self.pid and self.allocation_state and self.deployment.profile(self.profile_slug):
             self.pool(self.profile).claim(self.owner_key, Allocation.from_state(self.allocation_state))
 
     def clear_state(self) -> None:
+        self._end_cgroup()
         super().clear_state()
         if self.profile_slug and self.deployment.profile(self.profile_slug):
             self.pool(self.profile).release(self.owner_key)
         self.allocation_state = {}
+        self.account_state = {}
 
     # --- process ------------------------------------------------------------------------------
 
     def get_args(self) -> list[str]:
-        args = super().get_args() + self.server_args()
-        if os.geteuid() == 0:
-            args.append("--allow-root")  # servers run as the hub's own account on the embedded default
-        return args
+        return super().get_args() + self.server_args()
 
     def user_env(self, env: dict) -> dict:
-        env["USER"] = self.user.name
+        account = self.account
+        env["USER"] = env["LOGNAME"] = account.name if account else self.user.name
         env["HOME"] = self.home_dir
         env["SHELL"] = "/bin/bash"
         return env
@@ -98,6 +152,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         env = super().get_env()
         profile = self.profile
         allocation = Allocation.from_state(self.allocation_state)
+        env["PATH"] = f"{Path(sys.executable).parent}:{SYSTEM_PATH}"  # the hub's venv: jupyterhub-singleuser, hpclab-kernel
         env.update(self.profile_env())
         if profile.local:
             env.update(profile.local.environment)
@@ -108,47 +163,136 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
     def make_preexec_fn(self, name: str):
         allocation = Allocation.from_state(self.allocation_state)
-        return _limits_preexec(allocation.cpu_ids, self.profile.memory, self.home_dir)
+        return _server_preexec(self.account, self.cgroup, allocation.cpu_ids, self.profile.memory)
 
     def move_certs(self, paths):
         return paths
 
+    def _resolve_account(self) -> UnixAccount:
+        """The user's Unix account (created on first start in mode create) with its home folder ready."""
+        accounts = self.backend.accounts
+        try:
+            account = resolve_account(self.user.name, accounts.mode, accounts.prefix, accounts.home_base, self.backend.home_dir)
+            ensure_home(account)
+        except AccountUnavailable as refused:
+            self.record_failure("account")
+            self.log.warning("No account for %s: %s", self._log_name, refused)
+            raise web.HTTPError(refused.status, str(refused)) from None
+        except OSError as error:
+            self.record_failure("account")
+            raise web.HTTPError(500, f"Could not prepare the home folder of {self.user.name}: {error}") from None
+        return account
+
+    def _server_limits(self, allocation: Allocation) -> ServerLimits:
+        """The allocation as cgroup limits: cores, memory, processes, and every pool GPU not assigned denied."""
+        backend = self.backend
+        denied = []
+        for gpu in self.pool(self.profile).gpu_ids:
+            if gpu in allocation.gpu_ids:
+                continue
+            numbers = device_numbers(backend.gpu_device(gpu))
+            if numbers is not None:
+                denied.append(numbers)
+        return ServerLimits(allocation.cpu_ids, self.profile.memory, backend.pids_limit, tuple(denied))
+
+    def _make_cgroup(self, account: UnixAccount, allocation: Allocation) -> ServerCgroup | None:
+        if not self.uses_cgroups():
+            return None
+        name = group_name(str(self.deployment.hub.data_dir), account.name, self.name)
+        try:
+            group = ServerCgroup.create(name, self._server_limits(allocation))
+        except CgroupUnavailable as error:
+            self.record_failure("cgroup")
+            raise web.HTTPError(
+                500,
+                f"This server cannot enforce the profile's limits: {error}. "
+                "An admin can set backends.<name>.limits: best-effort to run without kernel-enforced limits.",
+            ) from None
+        leftovers = group.kill_all()  # processes of an earlier server of this user the hub lost track of
+        if leftovers:
+            raise web.HTTPError(500, f"Processes {sorted(leftovers)} of an earlier server would not stop")
+        return group
+
+    def _end_cgroup(self) -> None:
+        """Kill whatever is left in the server's cgroup (setsid'd or double-forked processes too) and remove it."""
+        group = self.cgroup
+        if group is None:
+            return
+        left = group.kill_all()
+        if left:
+            self.log.warning("Processes %s of %s survived SIGKILL; cgroup kept", sorted(left), self._log_name)
+            return
+        group.remove()
+        self.cgroup_state = {}
+
     async def start(self):
         profile = self.profile
+        account = self._resolve_account()
+        self.account_state = {**account.__dict__, "groups": list(account.groups)}
         pool = self.pool(profile)
         try:
             allocation = pool.allocate(self.owner_key, profile.cpus, profile.gpus)
         except NoFreeGPU as exc:
             self.record_failure("no_free_gpu")
             raise web.HTTPError(409, str(exc)) from None
-        self.start_metrics()
         self.allocation_state = allocation.as_state()
-        self.start_wall_clock()
-        self.end_reason = ""
-        self._early_signal_sent = False
-        self.log.info(
-            "Starting %s with profile %s: cpus %s, memory %s, gpus %s",
-            self._log_name,
-            profile.slug,
-            list(allocation.cpu_ids),
-            format_memory(profile.memory) if profile.memory else "unlimited",
-            list(allocation.gpu_ids) or "none",
-        )
         try:
-            ip, port = await super().start()
-            await self._wait_listening(ip, port)
-            return ip, port
+            group = self._make_cgroup(account, allocation)
         except Exception:
             pool.release(self.owner_key)
             self.allocation_state = {}
             raise
+        self.cgroup_state = group.as_state() if group else {}
+        self.start_metrics()
+        self.start_wall_clock()
+        self.end_reason = ""
+        self._early_signal_sent = False
+        self._oom_kills_seen = 0
+        self.log.info(
+            "Starting %s with profile %s as %s: cpus %s, memory %s, gpus %s, limits %s",
+            self._log_name,
+            profile.slug,
+            account.name,
+            list(allocation.cpu_ids),
+            format_memory(profile.memory) if profile.memory else "unlimited",
+            list(allocation.gpu_ids) or "none",
+            f"cgroup v{group.version}" if group else "best effort (no cgroup)",
+        )
+        try:
+            try:
+                ip, port = await super().start()
+            except PermissionError as error:
+                raise web.HTTPError(
+                    500,
+                    f"The Unix account {account.name} cannot run {self.cmd[0]} ({error.strerror}): the hub's Python and "
+                    "its folders must be readable and searchable by other users (e.g. not under /root).",
+                ) from None
+            await self._wait_listening(ip, port)
+            return ip, port
+        except Exception:
+            self._end_cgroup()
+            pool.release(self.owner_key)
+            self.allocation_state = {}
+            raise
+
+    async def stop(self, now: bool = False) -> None:
+        """Stop the server, then everything else its cgroup still holds."""
+        await super().stop(now=now)
+        self._end_cgroup()
 
     async def poll(self):
         """Exit status if the server is gone; stops it at its wall time, after SIGUSR2 ``save_before`` ahead.
 
         The same early signal as SLURM's ``--signal=B:USR2@N``: JupyterLab saves every open document.
         Checked every ``poll_interval`` seconds (backends.*.poll_interval), so both may come that late.
+        Also reports processes the kernel killed for going over the memory limit.
         """
+        group = self.cgroup
+        if self.proc is None and self.pid and group is not None and group.exists() and not group.contains(self.pid):
+            self.log.info("%s: pid %s is no longer in its cgroup: the server is gone", self._log_name, self.pid)
+            self.clear_state()
+            return 0
+        self._report_oom(group)
         status = await super().poll()
         if status is not None or not self.job_end_epoch or self._stopping_at_walltime:
             return status
@@ -170,14 +314,25 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                 self.log.info("Sent %s to %s: %.0f s of wall time left", EARLY_SIGNAL.name, self._log_name, left)
         return None
 
+    def _report_oom(self, group: ServerCgroup | None) -> None:
+        """Log each kernel OOM kill in this server's cgroup (the server's output goes to the same log)."""
+        if group is None:
+            return
+        kills = group.oom_kills()
+        if kills > self._oom_kills_seen:
+            limit = format_memory(self.profile.memory) if self.profile_slug and self.profile.memory else "its limit"
+            self.log.warning(
+                "Out of memory: the kernel killed %d process(es) of %s, which went over its memory limit (%s)",
+                kills - self._oom_kills_seen, self._log_name, limit,
+            )
+            self._oom_kills_seen = kills
+
     async def _wait_listening(self, ip: str, port: int) -> None:
         """Return as soon as the server accepts connections (polled every 0.1 s), or fail at once if it exits.
 
         JupyterHub's own readiness check backs off randomly up to seconds between tries; answering it
         only after the port is open saves that wait, and a crashed server is reported with its exit code.
         """
-        import asyncio
-
         deadline = asyncio.get_running_loop().time() + self.http_timeout
         while asyncio.get_running_loop().time() < deadline:
             if self.proc is not None and self.proc.poll() is not None:

@@ -167,7 +167,8 @@ class ProfileSpawnerMixin(HasTraits):
 
         JupyterLab's site settings come from hpclab/lab_settings (autosave every 15 s; no news pop-up);
         hpclab.walltime and the @hpclab/walltime plugin show the time left, warn and save open documents
-        before the end; with culling on, busy kernels count as activity (see hpclab.busy_activity).
+        before the end; kernels, not the server, are stopped first when memory runs out (hpclab.oom_guard);
+        with culling on, busy kernels count as activity (see hpclab.busy_activity).
         """
         import hpclab
 
@@ -180,7 +181,7 @@ class ProfileSpawnerMixin(HasTraits):
         else:
             self.log.warning("hpclab: JupyterLab's wall-time plugin is not built (make labextension)")
         args += kernel_server_args(self.profile.kernels, self.profile.initial_kernel)  # only the profile's kernels
-        extensions = ["hpclab.walltime"] + (["hpclab.busy_activity"] if self.deployment.culling.enabled else [])
+        extensions = ["hpclab.walltime", "hpclab.oom_guard"] + (["hpclab.busy_activity"] if self.deployment.culling.enabled else [])
         args += [f"--ServerApp.jpserver_extensions={name}=True" for name in extensions]
         return args
 

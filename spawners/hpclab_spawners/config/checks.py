@@ -47,6 +47,7 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
         issues.append(ConfigIssue(("profiles", i, "default"), f"only one profile may be the default (profiles[{defaults[0]}] already is)"))
     hub = deployment.hub
     auth = deployment.auth
+    issues += _local_backend_issues(deployment)
     for kind in ("ldap", "oidc"):
         if auth.type == kind and getattr(auth, kind) is None:
             issues.append(ConfigIssue(("auth", "type"), f"auth.type {kind} needs an auth.{kind} section"))
@@ -68,4 +69,23 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
         if port in seen_ports:
             issues.append(ConfigIssue(tuple(key.split(".")), f"port {port} is already used by {seen_ports[port]}"))
         seen_ports[port] = key
+    return issues
+
+
+def _local_backend_issues(deployment: Deployment) -> list[ConfigIssue]:
+    """home_dir templates use only {username} and {account} and never point into the hub's private data_dir."""
+    import string
+
+    issues = []
+    data_dir = str(deployment.hub.data_dir)
+    for name, backend in deployment.backends.items():
+        if backend.type != "local" or backend.home_dir is None:
+            continue
+        path = ("backends", name, "home_dir")
+        fields = {field for _, field, _, _ in string.Formatter().parse(backend.home_dir) if field is not None}
+        unknown = sorted(fields - {"username", "account"})
+        if unknown:
+            issues.append(ConfigIssue(path, f"unknown placeholder {{{unknown[0]}}}; use {{username}} or {{account}}"))
+        elif backend.home_dir == data_dir or backend.home_dir.startswith(data_dir.rstrip("/") + "/"):
+            issues.append(ConfigIssue(path, f"homes cannot be inside hub.data_dir ({data_dir}), which only the hub's account may enter"))
     return issues

@@ -72,11 +72,30 @@ class HubSettings(Strict):
         return self.cookie_secret_file or self.data_dir / "jupyterhub_cookie_secret"
 
 
+class SignupLimit(Strict):
+    """How many sign-ups one address may make (bots filling the approval page)."""
+
+    per_address: NonNegativeInt = Field(5, description="Sign-ups from one address within `window`; 0 = no limit.")
+    window: DurationSeconds = Field("01:00:00", description="Period over which sign-ups are counted.")
+
+
 class NativeAuthSettings(Strict):
     """Local accounts kept in the hub database (jupyterhub-nativeauthenticator)."""
 
     allow_signup: bool = Field(True, description="Show a sign-up page; new accounts wait for an admin's approval.")
     minimum_password_length: Int = Field(8, ge=1)
+    signup_limit: SignupLimit = Field(default_factory=dict, description="Sign-up rate limit per address.")
+
+
+class LoginLockout(Strict):
+    """Refuse logins for a while after repeated failures (native and LDAP passwords); kept in the hub's memory."""
+
+    attempts: NonNegativeInt = Field(5, description="Failed logins for one user name within `window` before it is locked; 0 = off.")
+    address_attempts: NonNegativeInt = Field(
+        50, description="Failed logins from one address (any names) before the address is locked; 0 = off."
+    )
+    window: DurationSeconds = Field("00:15:00", description="Period over which failures are counted.")
+    lock: DurationSeconds = Field("00:15:00", description="How long a lock lasts (the right password is refused too).")
 
 
 class LDAPAuthSettings(Strict):
@@ -130,8 +149,28 @@ class AuthSettings(Strict):
         default_factory=dict, description="Group -> members; profiles' `groups` refer to these names."
     )
     native: NativeAuthSettings = Field(default_factory=dict, description="Settings of auth.type native.")
+    lockout: LoginLockout = Field(default_factory=dict, description="Login lockout after repeated wrong passwords.")
     ldap: LDAPAuthSettings | None = Field(None, description="Settings of auth.type ldap.")
     oidc: OIDCAuthSettings | None = Field(None, description="Settings of auth.type oidc.")
+
+
+class LocalAccounts(Strict):
+    """Which Unix account runs each person's server on a local backend (the hub switches to it as root)."""
+
+    mode: Literal["create", "existing"] = Field(
+        "create",
+        description="create: the hub makes a system account <prefix><name> on first start (no password, no login shell); "
+        "existing: the account of the same name must exist (LDAP/PAM sites).",
+    )
+    prefix: StrictStr = Field(
+        "jupyter-", pattern=r"^([a-z_][a-z0-9_-]*)?$", max_length=16, description="Prefix of created account names (mode create)."
+    )
+    home_base: Path = Field(Path("/home"), description="Created accounts' homes are home_base/<account> (mode create).")
+
+    @field_validator("home_base")
+    @classmethod
+    def _absolute(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
 
 
 class LocalBackend(Strict):
@@ -144,9 +183,21 @@ class LocalBackend(Strict):
     gpus: Literal["auto"] | list[StrictStr | NonNegativeInt] = Field(
         "auto", description="GPU ids handed out exclusively; 'auto' = ask nvidia-smi (none if absent)."
     )
-    home_dir: StrictStr = Field(
-        "{data_dir}/home/{username}", description="Working directory of each user's server ({data_dir}, {username})."
+    gpu_devices: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="GPU id -> its device node, for ids whose node is not /dev/nvidia<id>; a server may open only its own GPUs' nodes.",
     )
+    accounts: LocalAccounts = Field(default_factory=dict, description="The Unix account each person's server runs as.")
+    home_dir: StrictStr | None = Field(
+        None, description="Working folder of each server ({username}, {account}); default: the account's home. Never inside hub.data_dir."
+    )
+    limits: Literal["auto", "cgroups", "best-effort"] = Field(
+        "auto",
+        description="cgroups: the kernel enforces memory (all processes together), cores, processes and GPUs per server, and "
+        "stopping a server kills all it started; best-effort: CPU affinity and a per-process RLIMIT_DATA only; "
+        "auto: cgroups when the hub runs as root.",
+    )
+    pids_limit: Int | None = Field(4096, ge=16, description="Most processes and threads one server may have at once (cgroups); null = no limit.")
     singleuser_cmd: list[StrictStr] | None = Field(
         None, description="Command that starts the server; default jupyterhub-singleuser next to the hub's Python."
     )
@@ -154,6 +205,10 @@ class LocalBackend(Strict):
     poll_interval: int = Field(
         10, ge=1, le=600, description="Seconds between checks of each server (exited? wall time over? early signal due?)."
     )
+
+    def gpu_device(self, gpu: str) -> str:
+        """The device node of GPU ``gpu``: from gpu_devices, else /dev/nvidia<id>."""
+        return self.gpu_devices.get(str(gpu), f"/dev/nvidia{gpu}")
 
 
 class SlurmBackend(Strict):
@@ -329,6 +384,11 @@ class Deployment(Strict):
     culling: CullingSettings = Field(default_factory=dict, description="Stopping idle servers.")
     quotas: QuotaSettings = Field(default_factory=dict, description="Limits on servers, GPUs and cores in use.")
     walltime: WalltimeSettings = Field(default_factory=dict, description="Warning and saving before a server's wall time ends.")
+
+    @property
+    def account_prefixes(self) -> list[str]:
+        """Prefixes of the Unix accounts local backends create (a hub name must fit behind each)."""
+        return [b.accounts.prefix for b in self.backends.values() if b.type == "local" and b.accounts.mode == "create"]
 
     def profile(self, slug: str) -> Profile | None:
         """The profile with this slug, or None."""

@@ -1,0 +1,316 @@
+"""Kernel-enforced limits for one local server: its own cgroup (v1 controllers where mounted, else cgroup2).
+
+Every process of the server (kernels, terminals, anything started with ``setsid`` or a double fork)
+lives in the server's cgroup, so the memory limit counts all of them together (shared mappings and
+swap included), the cores are a cpuset the user cannot widen, the number of processes is bounded,
+GPUs outside the assignment cannot be opened (v1 ``devices``), and stopping the server kills
+everything in the group. The hub creates the group, the child joins it before ``exec`` (as root,
+before dropping to the user's account), and the paths are kept in the spawner's state so a restarted
+hub finds the group again.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: v1 controllers HPCLab uses; memory, cpuset and pids are required, devices and freezer used when present.
+V1_REQUIRED = ("memory", "cpuset", "pids")
+V1_OPTIONAL = ("devices", "freezer")
+V2_CONTROLLERS = ("memory", "cpuset", "pids")
+PARENT = "hpclab"
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+class CgroupUnavailable(Exception):
+    """This machine's cgroups cannot hold a server (not mounted, not writable, a controller missing)."""
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the kernel enforces for one server."""
+
+    cpu_ids: tuple[int, ...]
+    memory: int | None = None
+    pids: int | None = None
+    denied_devices: tuple[tuple[int, int], ...] = ()  # (major, minor) of GPUs assigned to someone else or no one
+
+
+@dataclass(frozen=True)
+class _Mount:
+    version: int
+    root: str
+    mountpoint: str
+    controllers: frozenset[str]
+
+
+def _mounts(mountinfo: str) -> list[_Mount]:
+    found = []
+    for line in mountinfo.splitlines():
+        pre, sep, post = line.partition(" - ")
+        if not sep:
+            continue
+        pre_fields, post_fields = pre.split(), post.split()
+        if len(pre_fields) < 5 or len(post_fields) < 3:
+            continue
+        root, mountpoint = (_OCTAL.sub(lambda m: chr(int(m[1], 8)), f) for f in pre_fields[3:5])
+        if post_fields[0] == "cgroup2":
+            found.append(_Mount(2, root, mountpoint, frozenset()))
+        elif post_fields[0] == "cgroup":
+            found.append(_Mount(1, root, mountpoint, frozenset(post_fields[2].split(","))))
+    return found
+
+
+def _own_paths(proc_cgroup: str) -> dict[str, str]:
+    """controller (or 'unified') -> this process's cgroup path."""
+    paths = {}
+    for line in proc_cgroup.splitlines():
+        hier, controllers, path = line.split(":", 2)
+        if hier == "0" and controllers == "":
+            paths["unified"] = path
+        for controller in controllers.split(","):
+            if controller:
+                paths[controller] = path
+    return paths
+
+
+def _inside(mount: _Mount, path: str) -> Path:
+    root = mount.root.rstrip("/")
+    rel = path[len(root):] if path == root or path.startswith(root + "/") else ""
+    return Path(mount.mountpoint) / rel.strip("/")
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(value)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def group_name(hub_key: str, account: str, server_name: str = "") -> str:
+    """Directory name of one server's cgroup: unique per hub (data folder), account and named server."""
+    key = hashlib.sha256(hub_key.encode()).hexdigest()[:8]
+    suffix = "-" + hashlib.sha256(server_name.encode()).hexdigest()[:8] if server_name else ""
+    return f"{key}-{account}{suffix}"
+
+
+@dataclass
+class ServerCgroup:
+    """One server's cgroup: a directory per v1 controller, or one cgroup2 directory ('unified')."""
+
+    version: int
+    paths: dict[str, str] = field(default_factory=dict)
+
+    # --- where the controllers are ---------------------------------------------------------------
+
+    @staticmethod
+    def layout(proc: str = "/proc/self") -> tuple[int, dict[str, Path]]:
+        """(version, controller -> the hub's own cgroup directory) to create server groups under."""
+        mounts = _mounts(_read(Path(proc) / "mountinfo"))
+        own = _own_paths(_read(Path(proc) / "cgroup"))
+        v1 = {c: m for m in mounts if m.version == 1 for c in m.controllers if c in V1_REQUIRED + V1_OPTIONAL}
+        if all(c in v1 for c in V1_REQUIRED):
+            return 1, {c: _inside(m, own.get(c, "/")) for c, m in v1.items()}
+        unified = next((m for m in mounts if m.version == 2), None)
+        if unified is not None:
+            base = _inside(unified, own.get("unified", "/"))
+            available = set(_read(base / "cgroup.controllers").split())
+            missing = [c for c in V2_CONTROLLERS if c not in available]
+            if not missing:
+                return 2, {"unified": base}
+            raise CgroupUnavailable(f"cgroup2 at {base} lacks the controllers {', '.join(missing)}")
+        missing = [c for c in V1_REQUIRED if c not in v1]
+        raise CgroupUnavailable(f"no cgroup2 mount and no cgroup v1 hierarchy for {', '.join(missing)}")
+
+    @classmethod
+    def create(cls, name: str, limits: ServerLimits, proc: str = "/proc/self") -> "ServerCgroup":
+        """Make the server's group (replacing a stale empty one of the same name) and write its limits."""
+        version, bases = cls.layout(proc)
+        group = cls(version)
+        try:
+            if version == 1:
+                group._create_v1(bases, name, limits)
+            else:
+                group._create_v2(bases["unified"], name, limits)
+        except OSError as error:
+            group.remove()
+            raise CgroupUnavailable(f"cannot set up the server's cgroup: {error}") from None
+        return group
+
+    def _create_v1(self, bases: dict[str, Path], name: str, limits: ServerLimits) -> None:
+        for controller, base in bases.items():
+            parent = base / PARENT
+            parent.mkdir(exist_ok=True)
+            if controller == "cpuset":
+                for key in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset starts empty: inherit the hub's
+                    if not _read(parent / key).strip():
+                        _write(parent / key, _read(base / key).strip())
+            path = parent / name
+            path.mkdir(exist_ok=True)
+            self.paths[controller] = str(path)
+        memory = Path(self.paths["memory"])
+        if limits.memory:
+            _write(memory / "memory.limit_in_bytes", str(limits.memory))
+            if (memory / "memory.memsw.limit_in_bytes").exists():  # RAM + swap: no escape into swap
+                _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory))
+        cpuset = Path(self.paths["cpuset"])
+        _write(cpuset / "cpuset.cpus", ",".join(map(str, limits.cpu_ids)))
+        _write(cpuset / "cpuset.mems", _read(cpuset.parent / "cpuset.mems").strip())
+        if limits.pids:
+            _write(Path(self.paths["pids"]) / "pids.max", str(limits.pids))
+        if limits.denied_devices:
+            if "devices" not in self.paths:
+                raise CgroupUnavailable("GPUs need the cgroup v1 devices controller, which is not mounted")
+            for major, minor in limits.denied_devices:
+                _write(Path(self.paths["devices"]) / "devices.deny", f"c {major}:{minor} rwm")
+
+    def _create_v2(self, base: Path, name: str, limits: ServerLimits) -> None:
+        enable = " ".join(f"+{c}" for c in V2_CONTROLLERS)
+        wanted = set(V2_CONTROLLERS)
+        if not wanted <= set(_read(base / "cgroup.subtree_control").split()):
+            procs = _read(base / "cgroup.procs").split()
+            if procs and base != Path("/sys/fs/cgroup"):
+                # no internal processes: the hub moves itself into a leaf before delegating controllers
+                leaf = base / "hub"
+                leaf.mkdir(exist_ok=True)
+                for pid in procs:
+                    try:
+                        _write(leaf / "cgroup.procs", pid)
+                    except OSError as error:
+                        if error.errno != errno.ESRCH:
+                            raise
+            _write(base / "cgroup.subtree_control", enable)
+        parent = base / PARENT
+        parent.mkdir(exist_ok=True)
+        if not wanted <= set(_read(parent / "cgroup.subtree_control").split()):
+            _write(parent / "cgroup.subtree_control", enable)
+        path = parent / name
+        path.mkdir(exist_ok=True)
+        self.paths["unified"] = str(path)
+        if limits.memory:
+            _write(path / "memory.max", str(limits.memory))
+            if (path / "memory.swap.max").exists():
+                _write(path / "memory.swap.max", "0")
+        _write(path / "cpuset.cpus", ",".join(map(str, limits.cpu_ids)))
+        if limits.pids:
+            _write(path / "pids.max", str(limits.pids))
+
+    # --- membership --------------------------------------------------------------------------
+
+    def attach(self, pid: int = 0) -> None:
+        """Move ``pid`` (default: the calling process) into the group; run in the child before exec."""
+        text = str(pid or os.getpid())
+        for path in self.paths.values():
+            _write(Path(path) / "cgroup.procs", text)
+
+    def pids(self) -> set[int]:
+        """Every process in the group now."""
+        found: set[int] = set()
+        for path in self.paths.values():
+            found.update(int(p) for p in _read(Path(path) / "cgroup.procs").split())
+        return found
+
+    def contains(self, pid: int) -> bool:
+        return pid in self.pids()
+
+    def exists(self) -> bool:
+        return bool(self.paths) and all(Path(p).is_dir() for p in self.paths.values())
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def kill_all(self, timeout: float = 10) -> set[int]:
+        """SIGKILL every process in the group (frozen first where v1's freezer is there: no fork escapes).
+
+        Returns the processes still there after ``timeout`` (normally none).
+        """
+        deadline = time.monotonic() + timeout
+        kill_file = Path(self.paths.get("unified", "")) / "cgroup.kill"
+        if self.version == 2 and kill_file.exists():
+            try:
+                _write(kill_file, "1")
+            except OSError:
+                pass
+        freezer = Path(self.paths["freezer"]) / "freezer.state" if "freezer" in self.paths else None
+        while True:
+            left = self.pids()
+            if not left or time.monotonic() > deadline:
+                break
+            if freezer is not None:
+                _set_freezer(freezer, "FROZEN", deadline)
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if freezer is not None:
+                _set_freezer(freezer, "THAWED", deadline)  # killed processes die once thawed
+            time.sleep(0.05)
+        return self.pids()
+
+    def remove(self) -> None:
+        """Remove the (empty) group directories; kept if processes remain."""
+        for path in list(self.paths.values()):
+            for _ in range(20):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as error:
+                    if error.errno != errno.EBUSY:
+                        break
+                    time.sleep(0.05)
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel has killed in this group for going over its memory limit."""
+        if self.version == 1:
+            text = _read(Path(self.paths.get("memory", "")) / "memory.oom_control")
+        else:
+            text = _read(Path(self.paths.get("unified", "")) / "memory.events")
+        match = re.search(r"^oom_kill (\d+)$", text, re.MULTILINE)
+        return int(match[1]) if match else 0
+
+    # --- state -------------------------------------------------------------------------------
+
+    def as_state(self) -> dict:
+        return {"version": self.version, "paths": dict(self.paths)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ServerCgroup | None":
+        if not state or not state.get("paths"):
+            return None
+        return cls(int(state["version"]), dict(state["paths"]))
+
+
+def _set_freezer(state_file: Path, state: str, deadline: float) -> None:
+    try:
+        _write(state_file, state)
+    except OSError:
+        return
+    while _read(state_file).strip() not in (state, "") and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def device_numbers(path: str) -> tuple[int, int] | None:
+    """(major, minor) of a character device node, or None if it is missing or not a device."""
+    import stat
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISCHR(info.st_mode):
+        return None
+    return os.major(info.st_rdev), os.minor(info.st_rdev)

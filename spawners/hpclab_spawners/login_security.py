@@ -1,0 +1,135 @@
+"""Login and sign-up guards shared by every authenticator: one user-name rule, lockout, sign-up rate.
+
+Mixed in front of NativeAuthenticator, LDAPAuthenticator and GenericOAuthenticator so that sign-up,
+login, the REST API and `hpclab-hub users add` all accept the same names (see usernames.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+
+from tornado import web
+from traitlets import Float, Integer
+from traitlets.config import Configurable
+
+from .usernames import UNIX_NAME_MAX, InvalidUsername, check_username, normalize_username
+
+
+class SlidingWindow:
+    """Counts events per key within the last ``window`` seconds (in memory: a restart forgets them)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, deque[float]] = defaultdict(deque)
+
+    def count(self, key: str, window: float, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        events = self._events.get(key)
+        if not events:
+            return 0
+        while events and events[0] <= now - window:
+            events.popleft()
+        if not events:
+            del self._events[key]
+            return 0
+        return len(events)
+
+    def add(self, key: str, now: float | None = None) -> None:
+        self._events[key].append(time.monotonic() if now is None else now)
+
+    def oldest(self, key: str) -> float | None:
+        events = self._events.get(key)
+        return events[0] if events else None
+
+    def clear(self, key: str) -> None:
+        self._events.pop(key, None)
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, int(round(seconds / 60)))
+    return f"{minutes} minute" + ("s" if minutes != 1 else "")
+
+
+class UsernamePolicyMixin(Configurable):
+    """Hub names are NFKC-normalised, lower case, and match usernames.USERNAME_PATTERN within a length."""
+
+    username_max_length = Integer(UNIX_NAME_MAX, help="Longest user name (so that prefix + name fits a Unix account).").tag(config=True)
+
+    def normalize_username(self, username: str) -> str:
+        return normalize_username(super().normalize_username(normalize_username(username)))
+
+    def validate_username(self, username: str) -> bool:
+        try:
+            check_username(username, self.username_max_length)
+        except InvalidUsername as invalid:
+            self.log.warning("Refused user name %r: %s", username, invalid)
+            return False
+        return True
+
+
+class LoginLockoutMixin(Configurable):
+    """After ``lockout_attempts`` failed logins within ``lockout_window`` seconds for one name (or
+    ``lockout_address_attempts`` from one address), attempts are refused for ``lockout_seconds``, right password or not."""
+
+    lockout_attempts = Integer(5, help="Failed logins for one name before it is locked; 0 = never lock.").tag(config=True)
+    lockout_address_attempts = Integer(
+        50, help="Failed logins from one address (any names) before it is locked; high, since a class may share one NAT address."
+    ).tag(config=True)
+    lockout_window = Float(900, help="Seconds over which failures are counted.").tag(config=True)
+    lockout_seconds = Float(900, help="How long a lock lasts.").tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._failures = SlidingWindow()
+        self._locked_until: dict[str, float] = {}
+
+    def _lock_left(self, key: str) -> float:
+        """Seconds until ``key`` may try again (0 = not locked)."""
+        return max(0.0, self._locked_until.get(key, 0.0) - time.monotonic())
+
+    def _record_failure(self, key: str) -> None:
+        self._failures.add(key)
+        limit = self.lockout_address_attempts if key.startswith("addr:") else self.lockout_attempts
+        if limit and self._failures.count(key, self.lockout_window) >= limit:
+            self._locked_until[key] = time.monotonic() + self.lockout_seconds
+            self._failures.clear(key)
+
+    async def authenticate(self, handler, data):
+        name = normalize_username(str((data or {}).get("username", "")))
+        address = handler.request.remote_ip if handler is not None else ""
+        keys = [f"user:{name}"] + ([f"addr:{address}"] if address else [])
+        left = max(self._lock_left(key) for key in keys)
+        if left:
+            self.log.warning("Login refused for %r from %s: locked after repeated failures", name, address)
+            raise web.HTTPError(429, f"Too many failed logins. Try again in {_minutes(left)}.")
+        result = await super().authenticate(handler, data)
+        if result:
+            self._failures.clear(f"user:{name}")
+        else:
+            for key in keys:
+                self._record_failure(key)
+        return result
+
+
+class SignupRateLimit:
+    """At most ``per_address`` sign-ups from one address within ``window`` seconds."""
+
+    def __init__(self, per_address: int, window: float) -> None:
+        self.per_address = per_address
+        self.window = window
+        self._signups = SlidingWindow()
+
+    def wait_for(self, address: str) -> float:
+        """Seconds until ``address`` may sign up again (0 = now)."""
+        if not self.per_address or self._signups.count(address, self.window) < self.per_address:
+            return 0
+        oldest = self._signups.oldest(address) or time.monotonic()
+        return max(0.0, oldest + self.window - time.monotonic())
+
+    def record(self, address: str) -> None:
+        self._signups.add(address)
+
+
+def minutes_text(seconds: float) -> str:
+    """'3 minutes' for messages."""
+    return _minutes(seconds)

@@ -1,0 +1,11 @@
+"""Single sign-on through oauthenticator's GenericOAuthenticator, with our user-name rule."""
+
+from __future__ import annotations
+
+from oauthenticator.generic import GenericOAuthenticator
+
+from .login_security import UsernamePolicyMixin
+
+
+class HPCLabOIDCAuthenticator(UsernamePolicyMixin, GenericOAuthenticator):
+    """A provider's user name becomes a hub name only if it passes usernames.check_username (else login is refused)."""

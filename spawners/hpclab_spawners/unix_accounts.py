@@ -1,0 +1,113 @@
+"""The Unix account a hub user's local server runs as: created on first start, or an existing one.
+
+``create`` follows The Littlest JupyterHub's convention: a system account ``<prefix><name>`` with no
+password and no login shell, its own group, and a home folder made 0700. ``existing`` uses the account
+of the same name (LDAP/PAM sites). Without root the hub cannot switch accounts, so it serves only the
+account it runs as.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class AccountUnavailable(Exception):
+    """No account can be used for this user; ``status`` is the HTTP answer and the message says why."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class UnixAccount:
+    """Who a server runs as: name, ids, supplementary groups, home folder."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+    @classmethod
+    def from_passwd(cls, entry: pwd.struct_passwd, home: str | None = None) -> "UnixAccount":
+        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, home or entry.pw_dir)
+
+
+def _lookup(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def hub_account() -> pwd.struct_passwd:
+    """The account the hub process runs as."""
+    return pwd.getpwuid(os.geteuid())
+
+
+def account_name(username: str, mode: str, prefix: str) -> str:
+    """The Unix name for hub user ``username``: ``<prefix><name>`` (create) or the name itself (existing)."""
+    return f"{prefix}{username}" if mode == "create" else username
+
+
+def create_system_account(name: str, home: str) -> None:
+    """useradd a system account with its own group, no password, no login shell (home is made separately)."""
+    result = subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin", name],
+        capture_output=True, text=True, timeout=60,
+    )
+    if result.returncode != 0 and _lookup(name) is None:  # another start may have created it meanwhile
+        raise AccountUnavailable(f"Could not create the Unix account {name!r}: {result.stderr.strip()}", status=500)
+
+
+def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home_template: str | None) -> UnixAccount:
+    """The account ``username``'s server runs as, created first in ``create`` mode (root only).
+
+    Never the hub's own account when the hub is root, and never root; without root, only the hub's
+    account for the hub user of the same name.
+    """
+    name = account_name(username, mode, prefix)
+    me = hub_account()
+    if os.geteuid() != 0:
+        if name != me.pw_name:
+            raise AccountUnavailable(
+                f"This hub runs without root (as {me.pw_name!r}), so it cannot start servers under other Unix accounts: "
+                f"only the hub user whose account is {me.pw_name!r} can start one here. Ask the admin to run the hub as root "
+                "(one account per person) or to use the SLURM backend.",
+                status=403,
+            )
+        return UnixAccount.from_passwd(me, _home(me, username, home_template))
+    entry = _lookup(name)
+    if entry is None and mode == "create":
+        create_system_account(name, str(home_base / name))
+        entry = _lookup(name)
+    if entry is None:
+        raise AccountUnavailable(
+            f"There is no Unix account {name!r} on this server for hub user {username!r}. "
+            "Ask the admin to create it (backends.<name>.accounts.mode: existing uses accounts of the same name)."
+        )
+    if entry.pw_uid == 0 or entry.pw_uid == os.geteuid():
+        raise AccountUnavailable(f"Servers never run as root or as the hub's own account ({name!r}).", status=403)
+    return UnixAccount.from_passwd(entry, _home(entry, username, home_template))
+
+
+def _home(entry: pwd.struct_passwd, username: str, template: str | None) -> str:
+    if not template:
+        return entry.pw_dir
+    return template.format(username=username, account=entry.pw_name)
+
+
+def ensure_home(account: UnixAccount) -> None:
+    """Create the home folder 0700, owned by the account (an existing home is left as it is)."""
+    home = Path(account.home)
+    if not home.exists():
+        home.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        home.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            os.chown(home, account.uid, account.gid)
