@@ -51,6 +51,21 @@ def home_of(data_dir: str | Path, user: str) -> Path:
     return homes_dir(data_dir) / user
 
 
+def write_in_home(data_dir: str | Path, user: str, relative: str | Path, text: str) -> Path:
+    """Write a file into ``user``'s home before their server starts, owned by their account (made if missing)."""
+    from hpclab_spawners.unix_accounts import ensure_home, resolve_account
+
+    account = resolve_account(user, "create", "jupyter-", Path("/home"), str(home_of(data_dir, "{username}")))
+    ensure_home(account)
+    path = Path(account.home) / relative
+    for folder in reversed([p for p in path.parents if p.is_relative_to(account.home) and p != Path(account.home)]):
+        folder.mkdir(exist_ok=True)
+        os.chown(folder, account.uid, account.gid)
+    path.write_text(text)
+    os.chown(path, account.uid, account.gid)
+    return path
+
+
 def hub_yaml(data_dir: Path, **overrides: Any) -> dict[str, Any]:
     """A deploy YAML for tests: free ports, state in ``data_dir``, homes beside it, alice in gpu-users, bob not."""
     config: dict[str, Any] = {

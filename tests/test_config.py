@@ -48,6 +48,7 @@ BROKEN: dict[str, list[tuple[str, int | None, str]]] = {
     "negative-cpus.yaml": [("profiles[0].cpus", 9, "must be ≥ 1")],
     "negative-gpus.yaml": [("profiles[1].gpus", 12, "must be ≥ 0")],
     "backend-cpu-id-negative.yaml": [("backends.local.cpus[2]", 5, "must be ≥ 0")],
+    "account-prefix-invalid.yaml": [("backends.local.accounts.prefix", 6, "does not match the allowed form")],
     "walltime-signal-too-early.yaml": [("walltime.save_before", 10, "must be ≤ 65535")],
     # unknown keys, with a hint for near misses
     "unknown-top-level-key.yaml": [
@@ -66,6 +67,7 @@ BROKEN: dict[str, list[tuple[str, int | None, str]]] = {
     "duplicate-slug.yaml": [("profiles[1].slug", 9, "duplicate slug 'small' (also profiles[0])")],
     "two-defaults.yaml": [("profiles[1].default", 13, "only one profile may be the default (profiles[0] already is)")],
     "port-clash.yaml": [("hub.hub_port", 4, "port 8000 is already used by hub.port")],
+    "home-dir-in-data-dir.yaml": [("backends.local.home_dir", 7, "homes cannot be inside hub.data_dir (/var/lib/hpclab)")],
     # not a deployment at all
     "invalid-yaml-syntax.yaml": [("<file>", 9, "invalid YAML: expected ',' or ']'")],
     "duplicate-key.yaml": [("hub.port", 5, "duplicate key (first at line 3)")],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import browser_login, login, started_hub
-from hubtools import home_of, hub_yaml, server_process, stop_server
+from hubtools import home_of, hub_yaml, server_process, stop_server, write_in_home
 from slurmtools import wait_for
 
 pytestmark = [pytest.mark.hub]
@@ -81,9 +81,8 @@ def test_local_server_gets_the_early_signal_and_is_stopped_at_its_time_limit(wal
 @pytest.mark.browser
 def test_jupyterlab_shows_time_left_warns_and_saves_unsaved_edits_on_the_early_signal(walltime_hub, browser, artifacts):
     marker = f"walltime-{uuid.uuid4().hex[:8]}"
-    settings = user_home(walltime_hub, "bob") / AUTOSAVE_OFF
-    settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text(json.dumps({"autosave": False}))  # only the wall-time plugin may save this edit
+    # only the wall-time plugin may save this edit
+    settings = write_in_home(walltime_hub.config["hub"]["data_dir"], "bob", AUTOSAVE_OFF, json.dumps({"autosave": False}))
     bob = login(walltime_hub, "bob")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(60_000)

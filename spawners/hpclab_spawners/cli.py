@@ -81,11 +81,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     port = args.port or deployment.hub.port
     print(f"hpclab-hub: starting JupyterHub on http://{deployment.hub.ip}:{port}{deployment.hub.base_url} "
           f"(state in {deployment.hub.data_dir})", flush=True)
+    _warn_if_servers_cannot_run_python(deployment)
     config_py = Path(__file__).with_name("jupyterhub_config.py")
     deployment.hub.data_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(deployment.hub.data_dir)
     os.execve(str(jupyterhub), [str(jupyterhub), "-f", str(config_py)], env)
     return 0  # not reached
+
+
+def _warn_if_servers_cannot_run_python(deployment: Deployment) -> None:
+    """Local servers run as the users' accounts: say so at start if they cannot reach the hub's Python."""
+    from .unix_accounts import unreachable_folder
+
+    if os.geteuid() != 0 or not any(b.type == "local" for b in deployment.backends.values()):
+        return
+    folder = unreachable_folder(sys.executable)
+    if folder is not None:
+        print(
+            f"hpclab-hub: warning: servers run as the users' own accounts, which cannot search {folder} and so cannot "
+            f"start {sys.executable}. Install HPCLab outside it, or allow searching: chmod o+x {folder}",
+            file=sys.stderr, flush=True,
+        )
 
 
 def _take_admin_password(deployment: Deployment, env: dict[str, str]) -> None:

@@ -208,6 +208,11 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                 f"This server cannot enforce the profile's limits: {error}. "
                 "An admin can set backends.<name>.limits: best-effort to run without kernel-enforced limits.",
             ) from None
+        if group.version == 2 and self.pool(self.profile).gpu_ids:
+            self.log.warning(
+                "%s: cgroup2 has no device controller without eBPF: GPUs are assigned with CUDA_VISIBLE_DEVICES only",
+                self._log_name,
+            )
         leftovers = group.kill_all()  # processes of an earlier server of this user the hub lost track of
         if leftovers:
             raise web.HTTPError(500, f"Processes {sorted(leftovers)} of an earlier server would not stop")

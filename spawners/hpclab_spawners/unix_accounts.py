@@ -111,3 +111,13 @@ def ensure_home(account: UnixAccount) -> None:
         home.mkdir(mode=0o700)
         if os.geteuid() == 0:
             os.chown(home, account.uid, account.gid)
+
+
+def unreachable_folder(path: str | os.PathLike) -> Path | None:
+    """The first folder above ``path`` that other accounts cannot search (so cannot run it), or None."""
+    import stat
+
+    for parent in reversed(Path(os.path.realpath(path)).parents):
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            return parent
+    return None
