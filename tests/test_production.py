@@ -102,3 +102,12 @@ def test_restart_on_postgresql_keeps_users_groups_and_running_server(production_
         assert [row[0] for row in cursor.fetchall()] == ["admin", "alice"]
     assert not list(Path(data_dir).glob("*.sqlite")), "hub state must live in PostgreSQL, not SQLite"
     stop_server(alice, "alice")
+
+
+def test_hub_cookies_are_secure_and_samesite_over_https(production_hub):
+    client = login(production_hub, "alice")
+    hub_cookies = [cookie for cookie in client.http.cookies if cookie.path.startswith("/hub")]
+    assert hub_cookies
+    for cookie in hub_cookies:
+        assert cookie.secure, f"{cookie.name} is sent over plain HTTP too"
+        assert cookie.get_nonstandard_attr("SameSite") == "Lax", cookie.name
