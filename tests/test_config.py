@@ -67,6 +67,10 @@ BROKEN: dict[str, list[tuple[str, int | None, str]]] = {
     "duplicate-slug.yaml": [("profiles[1].slug", 9, "duplicate slug 'small' (also profiles[0])")],
     "two-defaults.yaml": [("profiles[1].default", 13, "only one profile may be the default (profiles[0] already is)")],
     "port-clash.yaml": [("hub.hub_port", 4, "port 8000 is already used by hub.port")],
+    "admin-name-invalid.yaml": [
+        ("hub.admin_users[0]", 3, "user names are lower case; write 'admin'"),
+        ("auth.groups.gpu-users[1]", 6, "may hold only letters a-z"),
+    ],
     "home-dir-in-data-dir.yaml": [("backends.local.home_dir", 7, "homes cannot be inside hub.data_dir (/var/lib/hpclab)")],
     # not a deployment at all
     "invalid-yaml-syntax.yaml": [("<file>", 9, "invalid YAML: expected ',' or ']'")],

@@ -310,8 +310,9 @@ def test_names_are_normalised_on_every_path(secure_hub):
                               str(secure_hub.config_path), "--password-stdin"], input="long-enough-pw\n",
                              capture_output=True, text=True)
     assert refused.returncode == 1 and "may hold only letters" in refused.stderr
-    created = login(secure_hub, "admin").api("POST", "/users/bad%09name")
-    assert created.status_code == 400
+    admin = login(secure_hub, "admin")
+    assert admin.api("POST", "/users/bad%09name").status_code == 400
+    assert admin.api("POST", "/users/Alice").status_code == 400  # not in normal form: would be a second alice
 
 
 def test_approval_is_a_post_with_xsrf_and_the_page_quotes_names(secure_hub):
@@ -338,8 +339,21 @@ def test_repeated_wrong_passwords_lock_the_account(secure_hub):
     assert HubClient(secure_hub).login("bob", USER_PASSWORD).ok  # other accounts are not affected
 
 
+def _signup_claiming(hub, username: str, claimed_address: str) -> requests.Response:
+    """A sign-up whose request claims another client address (X-Real-Ip, which JupyterHub would trust)."""
+    client = HubClient(hub)
+    client.http.headers["X-Real-Ip"] = claimed_address
+    page = client.http.get(f"{hub.url}/hub/signup")
+    password = "a-Long-signup-pw-42"
+    return client.http.post(f"{hub.url}/hub/signup", data={
+        "username": username, "signup_password": password, "signup_password_confirmation": password,
+        "_xsrf": client._xsrf(page.text),
+    })
+
+
 def test_signups_are_rate_limited_per_address(secure_hub):
-    answers = [_signup(secure_hub, f"bot{i}").status_code for i in range(6)]
+    # a bot that claims a new address each time (X-Real-Ip) is still one address to the hub
+    answers = [_signup_claiming(secure_hub, f"bot{i}", f"10.0.0.{i}").status_code for i in range(6)]
     assert 429 in answers, answers
     assert sum(1 for name in _pending(secure_hub) if name.startswith("bot")) <= 5
 
@@ -355,16 +369,19 @@ def test_hub_cookies_are_samesite_lax(secure_hub):
 # --- accounts without root, or missing -----------------------------------------------------------
 
 
-def test_a_hub_without_root_serves_only_its_own_account_and_existing_mode_needs_the_account():
+def test_a_hub_without_root_serves_only_its_own_account_and_existing_mode_needs_a_users_account():
     from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account
 
     with pytest.raises(AccountUnavailable) as missing:
         resolve_account("nobody-here", "existing", "", Path("/home"), None)
     assert missing.value.status == 400 and "no Unix account 'nobody-here'" in str(missing.value)
+    with pytest.raises(AccountUnavailable) as daemon:  # a sign-up named after a daemon's account
+        resolve_account("daemon", "existing", "", Path("/home"), None)
+    assert daemon.value.status == 403 and "system account" in str(daemon.value)
     code = (
         "from pathlib import Path\n"
         "from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account\n"
-        "print(resolve_account('nobody', 'existing', '', Path('/home'), '/tmp').name)\n"
+        "print(resolve_account('nobody', 'create', 'jupyter-', Path('/home'), '/tmp').name)\n"
         "try:\n    resolve_account('alice', 'create', 'jupyter-', Path('/home'), None)\n"
         "except AccountUnavailable as refused:\n    print(refused.status, refused)\n"
     )

@@ -27,6 +27,7 @@ V2_CONTROLLERS = ("memory", "cpuset", "pids")
 PARENT = "hpclab"
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
+_LAYOUTS: dict[str, tuple[int, dict[str, Path]]] = {}
 
 
 class CgroupUnavailable(Exception):
@@ -112,12 +113,23 @@ class ServerCgroup:
 
     version: int
     paths: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what could not be enforced on this host (for the hub log)
 
     # --- where the controllers are ---------------------------------------------------------------
 
     @staticmethod
     def layout(proc: str = "/proc/self") -> tuple[int, dict[str, Path]]:
-        """(version, controller -> the hub's own cgroup directory) to create server groups under."""
+        """(version, controller -> the hub's own cgroup directory) to create server groups under.
+
+        Worked out once per process: on cgroup2 the hub moves itself into a ``hub`` leaf at the first
+        start, and later starts must keep using the group it was started in.
+        """
+        if proc not in _LAYOUTS:
+            _LAYOUTS[proc] = ServerCgroup._find_layout(proc)
+        return _LAYOUTS[proc]
+
+    @staticmethod
+    def _find_layout(proc: str) -> tuple[int, dict[str, Path]]:
         mounts = _mounts(_read(Path(proc) / "mountinfo"))
         own = _own_paths(_read(Path(proc) / "cgroup"))
         v1 = {c: m for m in mounts if m.version == 1 for c in m.controllers if c in V1_REQUIRED + V1_OPTIONAL}
@@ -165,6 +177,8 @@ class ServerCgroup:
             _write(memory / "memory.limit_in_bytes", str(limits.memory))
             if (memory / "memory.memsw.limit_in_bytes").exists():  # RAM + swap: no escape into swap
                 _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory))
+            else:
+                self.notes.append("swap is not limited (the kernel has no swap accounting: swapaccount=1)")
         cpuset = Path(self.paths["cpuset"])
         _write(cpuset / "cpuset.cpus", ",".join(map(str, limits.cpu_ids)))
         _write(cpuset / "cpuset.mems", _read(cpuset.parent / "cpuset.mems").strip())
@@ -203,6 +217,10 @@ class ServerCgroup:
             _write(path / "memory.max", str(limits.memory))
             if (path / "memory.swap.max").exists():
                 _write(path / "memory.swap.max", "0")
+            else:
+                self.notes.append("swap is not limited (no memory.swap.max)")
+        if limits.denied_devices:
+            self.notes.append("other GPUs' device nodes are not fenced (cgroup2 needs an eBPF device program)")
         _write(path / "cpuset.cpus", ",".join(map(str, limits.cpu_ids)))
         if limits.pids:
             _write(path / "pids.max", str(limits.pids))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import glob
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,15 @@ from .config.units import format_duration, format_memory
 from .profile_spawner import ProfileSpawnerMixin
 from .resources import Allocation, NoFreeGPU, ResourcePool, pool_for
 from .unix_accounts import AccountUnavailable, UnixAccount, ensure_home, resolve_account
+
+def _process_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None if it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
 
 #: What the server's PATH holds besides the hub's own bin folder (the hub's PATH is not passed on).
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -52,6 +63,8 @@ def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: 
             os.setgroups(list(account.groups))
             os.setgid(account.gid)
             os.setuid(account.uid)
+            if os.getuid() == 0 or os.geteuid() == 0:  # never exec a user's server with root left over
+                raise PermissionError("the server would still run as root")
         os.chdir(account.home)
 
     return preexec
@@ -64,7 +77,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     allocation_state = Dict(help="Cores and GPUs held by the running server (kept in state).")
     account_state = Dict(help="Unix account and home the server runs as (kept in state).")
     cgroup_state = Dict(help="The server's cgroup directories (kept in state, so a restarted hub finds them).")
-    _stopping_at_walltime = False  # stop() polls too: no second stop from inside the first
+    _stopping_from_poll = False  # stop() polls too: no second stop from inside the first
     _early_signal_sent = False  # SIGUSR2 already sent for this start
     _oom_kills_seen = 0  # OOM kills already reported for this start
 
@@ -72,6 +85,10 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def owner_key(self) -> str:
         """Who holds an allocation: user plus server name, so named servers are distinct."""
         return f"{self.user.name}/{self.name}"
+
+    @default("popen_kwargs")
+    def _popen_kwargs_default(self) -> dict:
+        return {"stdin": subprocess.DEVNULL}  # never the hub's terminal
 
     @default("env_keep")
     def _env_keep_default(self) -> list[str]:
@@ -91,7 +108,10 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     @property
     def account(self) -> UnixAccount | None:
         """The account of the running (or last) server."""
-        return UnixAccount(**{**self.account_state, "groups": tuple(self.account_state["groups"])}) if self.account_state else None
+        if not self.account_state:
+            return None
+        fields = {key: self.account_state[key] for key in ("name", "uid", "gid", "home")}
+        return UnixAccount(**fields, groups=tuple(self.account_state["groups"]))
 
     @property
     def home_dir(self) -> str:
@@ -157,6 +177,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         if profile.local:
             env.update(profile.local.environment)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(allocation.gpu_ids)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as nvidia-smi does
         if self.job_end_epoch:
             env["HPCLAB_JOB_END_TIME"] = str(int(self.job_end_epoch))
         return env
@@ -186,14 +207,15 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def _server_limits(self, allocation: Allocation) -> ServerLimits:
         """The allocation as cgroup limits: cores, memory, processes, and every pool GPU not assigned denied."""
         backend = self.backend
-        denied = []
-        for gpu in self.pool(self.profile).gpu_ids:
-            if gpu in allocation.gpu_ids:
-                continue
-            numbers = device_numbers(backend.gpu_device(gpu))
-            if numbers is not None:
-                denied.append(numbers)
-        return ServerLimits(allocation.cpu_ids, self.profile.memory, backend.pids_limit, tuple(denied))
+        assigned = {backend.gpu_device(gpu) for gpu in allocation.gpu_ids}
+        nodes = {backend.gpu_device(gpu) for gpu in self.pool(self.profile).gpu_ids}
+        nodes.update(path for path in glob.glob("/dev/nvidia*") if path[len("/dev/nvidia"):].isdigit())  # GPUs outside the pool too
+        for gpu in allocation.gpu_ids:
+            if device_numbers(backend.gpu_device(gpu)) is None:
+                self.log.warning("GPU %s of %s has no device node at %s (backends.*.gpu_devices)", gpu, self._log_name, backend.gpu_device(gpu))
+        denied = sorted({numbers for path in nodes - assigned if (numbers := device_numbers(path)) is not None})
+        allowed = {device_numbers(path) for path in assigned}
+        return ServerLimits(allocation.cpu_ids, self.profile.memory, backend.pids_limit, tuple(d for d in denied if d not in allowed))
 
     def _make_cgroup(self, account: UnixAccount, allocation: Allocation) -> ServerCgroup | None:
         if not self.uses_cgroups():
@@ -208,11 +230,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                 f"This server cannot enforce the profile's limits: {error}. "
                 "An admin can set backends.<name>.limits: best-effort to run without kernel-enforced limits.",
             ) from None
-        if group.version == 2 and self.pool(self.profile).gpu_ids:
-            self.log.warning(
-                "%s: cgroup2 has no device controller without eBPF: GPUs are assigned with CUDA_VISIBLE_DEVICES only",
-                self._log_name,
-            )
+        for note in group.notes:
+            self.log.warning("%s: %s", self._log_name, note)
         leftovers = group.kill_all()  # processes of an earlier server of this user the hub lost track of
         if leftovers:
             raise web.HTTPError(500, f"Processes {sorted(leftovers)} of an earlier server would not stop")
@@ -232,7 +251,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
     async def start(self):
         profile = self.profile
-        account = self._resolve_account()
+        account = await asyncio.to_thread(self._resolve_account)  # useradd may take a while: not in the event loop
         self.account_state = {**account.__dict__, "groups": list(account.groups)}
         pool = self.pool(profile)
         try:
@@ -242,7 +261,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             raise web.HTTPError(409, str(exc)) from None
         self.allocation_state = allocation.as_state()
         try:
-            group = self._make_cgroup(account, allocation)
+            group = await asyncio.to_thread(self._make_cgroup, account, allocation)
         except Exception:
             pool.release(self.owner_key)
             self.allocation_state = {}
@@ -272,10 +291,11 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                     f"The Unix account {account.name} cannot run {self.cmd[0]} ({error.strerror}): the hub's Python and "
                     "its folders must be readable and searchable by other users (e.g. not under /root).",
                 ) from None
+            self.account_state = {**self.account_state, "pid_started": _process_start(self.pid)}
             await self._wait_listening(ip, port)
             return ip, port
         except Exception:
-            self._end_cgroup()
+            await asyncio.to_thread(self._end_cgroup)
             pool.release(self.owner_key)
             self.allocation_state = {}
             raise
@@ -283,7 +303,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     async def stop(self, now: bool = False) -> None:
         """Stop the server, then everything else its cgroup still holds."""
         await super().stop(now=now)
-        self._end_cgroup()
+        await asyncio.to_thread(self._end_cgroup)  # freezing and killing may wait: not in the event loop
 
     async def poll(self):
         """Exit status if the server is gone; stops it at its wall time, after SIGUSR2 ``save_before`` ahead.
@@ -293,24 +313,36 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         Also reports processes the kernel killed for going over the memory limit.
         """
         group = self.cgroup
-        if self.proc is None and self.pid and group is not None and group.exists() and not group.contains(self.pid):
-            self.log.info("%s: pid %s is no longer in its cgroup: the server is gone", self._log_name, self.pid)
-            self.clear_state()
-            return 0
+        if self.proc is None and self.pid and not self._stopping_from_poll:  # re-adopted after a restart: still ours?
+            gone = self._readopted_pid_is_foreign(group)
+            if gone:
+                self.log.info("%s: pid %s is not its server any more (%s): the server is gone", self._log_name, self.pid, gone)
+                self.pid = 0  # never signal a process that is not ours
+                self.clear_state()
+                return 0
+            if not self.account_state and os.geteuid() == 0:
+                self.log.warning("Stopping %s: it was started before servers ran as their own accounts", self._log_name)
+                self._stopping_from_poll = True
+                try:
+                    await super().stop()
+                finally:
+                    self._stopping_from_poll = False
+                self.clear_state()
+                return 0
         self._report_oom(group)
         status = await super().poll()
-        if status is not None or not self.job_end_epoch or self._stopping_at_walltime:
+        if status is not None or not self.job_end_epoch or self._stopping_from_poll:
             return status
         left = self.job_end_epoch - time.time()
         if left <= 0:
             limit = format_duration(self.profile.time_limit or 0)
             self.end_reason = f"the server reached its time limit ({limit}) and was stopped."
             self.log.info("Stopping %s: wall time %s is over", self._log_name, limit)
-            self._stopping_at_walltime = True
+            self._stopping_from_poll = True
             try:
                 await self.stop()
             finally:
-                self._stopping_at_walltime = False
+                self._stopping_from_poll = False
             return 0
         if left <= (self.deployment.walltime.save_before or 0) and not self._early_signal_sent:
             self._early_signal_sent = True
@@ -318,6 +350,19 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                 os.kill(self.pid, EARLY_SIGNAL)
                 self.log.info("Sent %s to %s: %.0f s of wall time left", EARLY_SIGNAL.name, self._log_name, left)
         return None
+
+    def _readopted_pid_is_foreign(self, group: ServerCgroup | None) -> str:
+        """Why the stored pid is no longer this server ('' if it still is): after a reboot pids are reused."""
+        if group is not None:
+            if not group.exists():
+                return "its cgroup is gone (a reboot?)"
+            if not group.contains(self.pid):
+                return "it is not in the server's cgroup"
+            return ""
+        started = self.account_state.get("pid_started") if self.account_state else None
+        if started is not None and _process_start(self.pid) != started:
+            return "another process has that pid now"
+        return ""
 
     def _report_oom(self, group: ServerCgroup | None) -> None:
         """Log each kernel OOM kill in this server's cgroup (the server's output goes to the same log)."""

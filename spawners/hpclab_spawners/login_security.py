@@ -16,6 +16,26 @@ from traitlets.config import Configurable
 from .usernames import UNIX_NAME_MAX, InvalidUsername, check_username, normalize_username
 
 
+#: Above this many remembered names/addresses, old entries are dropped (bounded memory under a flood).
+MAX_KEYS = 10_000
+
+
+def client_address(handler) -> str:
+    """The address the request came from, as configurable-http-proxy saw it.
+
+    JupyterHub trusts X-Real-Ip, which a client may set itself; the proxy appends the peer's address
+    to X-Forwarded-For, so the last entry there is the one nobody outside can forge.
+    """
+    forwarded = handler.request.headers.get("X-Forwarded-For", "")
+    last = forwarded.split(",")[-1].strip()
+    if last:
+        return last
+    connection = getattr(handler.request, "connection", None)
+    context = getattr(connection, "context", None)
+    address = getattr(context, "address", None)
+    return address[0] if isinstance(address, tuple) and address else handler.request.remote_ip
+
+
 class SlidingWindow:
     """Counts events per key within the last ``window`` seconds (in memory: a restart forgets them)."""
 
@@ -34,8 +54,12 @@ class SlidingWindow:
             return 0
         return len(events)
 
-    def add(self, key: str, now: float | None = None) -> None:
-        self._events[key].append(time.monotonic() if now is None else now)
+    def add(self, key: str, now: float | None = None, keep: float = 86400) -> None:
+        now = time.monotonic() if now is None else now
+        self._events[key].append(now)
+        if len(self._events) > MAX_KEYS:  # many distinct names or addresses: forget what is older than ``keep``
+            for stale in [k for k, events in self._events.items() if events[-1] <= now - keep]:
+                del self._events[stale]
 
     def oldest(self, key: str) -> float | None:
         events = self._events.get(key)
@@ -59,19 +83,24 @@ class UsernamePolicyMixin(Configurable):
         return normalize_username(super().normalize_username(normalize_username(username)))
 
     def validate_username(self, username: str) -> bool:
+        """Valid only in normal form: 'Alice' or fullwidth letters sent straight to the REST API are refused."""
         try:
-            check_username(username, self.username_max_length)
+            normal = check_username(username, self.username_max_length)
         except InvalidUsername as invalid:
             self.log.warning("Refused user name %r: %s", username, invalid)
+            return False
+        if normal != username:
+            self.log.warning("Refused user name %r: not in normal form (%r)", username, normal)
             return False
         return True
 
 
 class LoginLockoutMixin(Configurable):
-    """After ``lockout_attempts`` failed logins within ``lockout_window`` seconds for one name (or
-    ``lockout_address_attempts`` from one address), attempts are refused for ``lockout_seconds``, right password or not."""
+    """After ``lockout_attempts`` failed logins within ``lockout_window`` seconds for one name from one address
+    (or ``lockout_address_attempts`` from one address, any names), that pair (or address) is refused for
+    ``lockout_seconds``, right password or not."""
 
-    lockout_attempts = Integer(5, help="Failed logins for one name before it is locked; 0 = never lock.").tag(config=True)
+    lockout_attempts = Integer(5, help="Failed logins for one name from one address before they are locked; 0 = never lock.").tag(config=True)
     lockout_address_attempts = Integer(
         50, help="Failed logins from one address (any names) before it is locked; high, since a class may share one NAT address."
     ).tag(config=True)
@@ -85,7 +114,10 @@ class LoginLockoutMixin(Configurable):
 
     def _lock_left(self, key: str) -> float:
         """Seconds until ``key`` may try again (0 = not locked)."""
-        return max(0.0, self._locked_until.get(key, 0.0) - time.monotonic())
+        now = time.monotonic()
+        if len(self._locked_until) > MAX_KEYS:
+            self._locked_until = {k: until for k, until in self._locked_until.items() if until > now}
+        return max(0.0, self._locked_until.get(key, 0.0) - now)
 
     def _record_failure(self, key: str) -> None:
         self._failures.add(key)
@@ -96,15 +128,16 @@ class LoginLockoutMixin(Configurable):
 
     async def authenticate(self, handler, data):
         name = normalize_username(str((data or {}).get("username", "")))
-        address = handler.request.remote_ip if handler is not None else ""
-        keys = [f"user:{name}"] + ([f"addr:{address}"] if address else [])
+        address = client_address(handler) if handler is not None else ""
+        # a name is locked per address: a stranger elsewhere cannot lock alice (or admin) out of her own login
+        keys = [f"user:{name}@{address}"] + ([f"addr:{address}"] if address else [])
         left = max(self._lock_left(key) for key in keys)
         if left:
             self.log.warning("Login refused for %r from %s: locked after repeated failures", name, address)
             raise web.HTTPError(429, f"Too many failed logins. Try again in {_minutes(left)}.")
         result = await super().authenticate(handler, data)
         if result:
-            self._failures.clear(f"user:{name}")
+            self._failures.clear(keys[0])
         else:
             for key in keys:
                 self._record_failure(key)

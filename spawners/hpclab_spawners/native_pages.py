@@ -13,7 +13,7 @@ from nativeauthenticator.handlers import LocalBase, SignUpHandler
 from nativeauthenticator.orm import UserInfo
 from tornado import web
 
-from .login_security import minutes_text
+from .login_security import client_address, minutes_text
 from .usernames import InvalidUsername, check_username
 
 
@@ -36,7 +36,7 @@ class GuardedSignUpHandler(SignUpHandler):
     async def post(self):
         if not self.authenticator.enable_signup:
             raise web.HTTPError(404)
-        address = self.request.remote_ip
+        address = client_address(self)
         limit = self.authenticator.signup_limit
         wait = limit.wait_for(address)
         if wait:
@@ -72,6 +72,16 @@ class _AccountAction(LocalBase):
     def _back(self) -> None:
         self.redirect(self.hub.base_url + "authorize")
 
+    async def _stop_servers(self, name: str) -> None:
+        """Stop every server of ``name`` (an account losing its approval keeps nothing running)."""
+        user = self.users.get(name)
+        if user is None:
+            return
+        for server_name, spawner in list(user.spawners.items()):
+            if spawner.active:
+                self.log.info("Stopping %s's server %r: the account is no longer approved", name, server_name)
+                await self.stop_single_user(user, server_name)
+
 
 class ApproveAccount(_AccountAction):
     """POST /hub/authorize/NAME with ``approve`` = 1 or 0 (a GET does nothing: 405)."""
@@ -81,6 +91,8 @@ class ApproveAccount(_AccountAction):
         account = self._account(name)
         account.is_authorized = self.get_body_argument("approve", "1") == "1"
         self.db.commit()
+        if not account.is_authorized:
+            await self._stop_servers(name)
         self.log.info("%s %s the account %r", self.current_user.name, "approved" if account.is_authorized else "unapproved", name)
         self._back()
 
@@ -93,6 +105,7 @@ class DiscardAccount(_AccountAction):
         account = self._account(name)
         if account.is_authorized:
             raise web.HTTPError(400, "Approved accounts are not discarded here; unapprove first.")
+        await self._stop_servers(name)
         self.db.delete(account)
         self.db.commit()
         if self.users.get(name) is not None:

@@ -1,6 +1,6 @@
 """The Unix account a hub user's local server runs as: created on first start, or an existing one.
 
-``create`` follows The Littlest JupyterHub's convention: a system account ``<prefix><name>`` with no
+``create`` follows The Littlest JupyterHub's convention: an account ``<prefix><name>`` with no
 password and no login shell, its own group, and a home folder made 0700. ``existing`` uses the account
 of the same name (LDAP/PAM sites). Without root the hub cannot switch accounts, so it serves only the
 account it runs as.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +57,26 @@ def account_name(username: str, mode: str, prefix: str) -> str:
     return f"{prefix}{username}" if mode == "create" else username
 
 
-def create_system_account(name: str, home: str) -> None:
-    """useradd a system account with its own group, no password, no login shell (home is made separately)."""
+def login_uid_min(login_defs: str = "/etc/login.defs") -> int:
+    """UID_MIN of login.defs (1000 when unset): accounts below it belong to the system (daemons)."""
+    try:
+        for line in Path(login_defs).read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "UID_MIN":
+                return int(fields[1])
+    except (OSError, ValueError):
+        pass
+    return 1000
+
+
+def create_account(name: str, home: str) -> None:
+    """useradd a regular account with its own group, no password, no login shell (home is made separately).
+
+    A regular uid (not ``--system``) as TLJH does: the system range is small and shared with daemons.
+    """
     result = subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin", name],
+        ["useradd", "--user-group", "--no-create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin",
+         "--comment", "HPCLab user", name],
         capture_output=True, text=True, timeout=60,
     )
     if result.returncode != 0 and _lookup(name) is None:  # another start may have created it meanwhile
@@ -75,7 +92,7 @@ def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home
     name = account_name(username, mode, prefix)
     me = hub_account()
     if os.geteuid() != 0:
-        if name != me.pw_name:
+        if me.pw_name not in (username, name):
             raise AccountUnavailable(
                 f"This hub runs without root (as {me.pw_name!r}), so it cannot start servers under other Unix accounts: "
                 f"only the hub user whose account is {me.pw_name!r} can start one here. Ask the admin to run the hub as root "
@@ -85,7 +102,7 @@ def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home
         return UnixAccount.from_passwd(me, _home(me, username, home_template))
     entry = _lookup(name)
     if entry is None and mode == "create":
-        create_system_account(name, str(home_base / name))
+        create_account(name, str(home_base / name))
         entry = _lookup(name)
     if entry is None:
         raise AccountUnavailable(
@@ -94,6 +111,12 @@ def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home
         )
     if entry.pw_uid == 0 or entry.pw_uid == os.geteuid():
         raise AccountUnavailable(f"Servers never run as root or as the hub's own account ({name!r}).", status=403)
+    if entry.pw_uid < login_uid_min():
+        raise AccountUnavailable(
+            f"The Unix account {name!r} is a system account (uid {entry.pw_uid}, below UID_MIN of /etc/login.defs): "
+            "servers never run as daemons' accounts.",
+            status=403,
+        )
     return UnixAccount.from_passwd(entry, _home(entry, username, home_template))
 
 
@@ -104,19 +127,29 @@ def _home(entry: pwd.struct_passwd, username: str, template: str | None) -> str:
 
 
 def ensure_home(account: UnixAccount) -> None:
-    """Create the home folder 0700, owned by the account (an existing home is left as it is)."""
+    """Create the home folder 0700, owned by the account; an existing one must be the account's own folder.
+
+    A home someone else made (or a symlink) in a shared, writable parent such as /scratch would let
+    them plant start-up files that run as this account.
+    """
     home = Path(account.home)
-    if not home.exists():
-        home.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        home.mkdir(mode=0o700)
-        if os.geteuid() == 0:
-            os.chown(home, account.uid, account.gid)
+    if os.path.lexists(home):
+        info = home.lstat()
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            raise AccountUnavailable(f"The home folder {home} is not a plain folder (a symlink or a file).", status=500)
+        if info.st_uid != account.uid:
+            raise AccountUnavailable(f"The home folder {home} does not belong to {account.name}.", status=500)
+        if info.st_mode & 0o022:
+            raise AccountUnavailable(f"The home folder {home} is writable by others; make it 0700 or 0755.", status=500)
+        return
+    home.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    home.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(home, account.uid, account.gid)
 
 
 def unreachable_folder(path: str | os.PathLike) -> Path | None:
     """The first folder above ``path`` that other accounts cannot search (so cannot run it), or None."""
-    import stat
-
     for parent in reversed(Path(os.path.realpath(path)).parents):
         if not parent.stat().st_mode & stat.S_IXOTH:
             return parent

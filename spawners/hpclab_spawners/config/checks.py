@@ -48,6 +48,7 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
     hub = deployment.hub
     auth = deployment.auth
     issues += _local_backend_issues(deployment)
+    issues += _user_name_issues(deployment)
     for kind in ("ldap", "oidc"):
         if auth.type == kind and getattr(auth, kind) is None:
             issues.append(ConfigIssue(("auth", "type"), f"auth.type {kind} needs an auth.{kind} section"))
@@ -88,4 +89,23 @@ def _local_backend_issues(deployment: Deployment) -> list[ConfigIssue]:
             issues.append(ConfigIssue(path, f"unknown placeholder {{{unknown[0]}}}; use {{username}} or {{account}}"))
         elif backend.home_dir == data_dir or backend.home_dir.startswith(data_dir.rstrip("/") + "/"):
             issues.append(ConfigIssue(path, f"homes cannot be inside hub.data_dir ({data_dir}), which only the hub's account may enter"))
+    return issues
+
+
+def _user_name_issues(deployment: Deployment) -> list[ConfigIssue]:
+    """Names the YAML gives to people (admins, group members) must be valid hub names, in normal form."""
+    from ..usernames import InvalidUsername, check_username, username_max_length
+
+    longest = username_max_length(deployment.account_prefixes)
+    named = [(("hub", "admin_users", i), name) for i, name in enumerate(deployment.hub.admin_users)]
+    named += [(("auth", "groups", group, i), name) for group, members in deployment.auth.groups.items() for i, name in enumerate(members)]
+    issues = []
+    for path, name in named:
+        try:
+            normal = check_username(name, longest)
+        except InvalidUsername as invalid:
+            issues.append(ConfigIssue(path, f"{name!r}: {invalid}"))
+            continue
+        if normal != name:
+            issues.append(ConfigIssue(path, f"{name!r}: user names are lower case; write {normal!r}"))
     return issues

@@ -90,7 +90,9 @@ class NativeAuthSettings(Strict):
 class LoginLockout(Strict):
     """Refuse logins for a while after repeated failures (native and LDAP passwords); kept in the hub's memory."""
 
-    attempts: NonNegativeInt = Field(5, description="Failed logins for one user name within `window` before it is locked; 0 = off.")
+    attempts: NonNegativeInt = Field(
+        5, description="Failed logins for one user name from one address within `window` before that pair is locked; 0 = off."
+    )
     address_attempts: NonNegativeInt = Field(
         50, description="Failed logins from one address (any names) before the address is locked; 0 = off."
     )
@@ -159,11 +161,14 @@ class LocalAccounts(Strict):
 
     mode: Literal["create", "existing"] = Field(
         "create",
-        description="create: the hub makes a system account <prefix><name> on first start (no password, no login shell); "
-        "existing: the account of the same name must exist (LDAP/PAM sites).",
+        description="create: the hub makes an account <prefix><name> on first start (no password, no login shell); "
+        "existing: the account of the same name must exist (LDAP/PAM sites). Accounts below UID_MIN are never used.",
     )
     prefix: StrictStr = Field(
-        "jupyter-", pattern=r"^([a-z_][a-z0-9_-]*)?$", max_length=16, description="Prefix of created account names (mode create)."
+        "jupyter-",
+        pattern=r"^[a-z_][a-z0-9_-]*$",
+        max_length=16,
+        description="Prefix of created account names (mode create); never empty, so a sign-up cannot name a daemon's account.",
     )
     home_base: Path = Field(Path("/home"), description="Created accounts' homes are home_base/<account> (mode create).")
 
