@@ -46,6 +46,25 @@ def set_admin_passwords(db, names: list[str], password: str) -> list[str]:
     return changed
 
 
+def _password_from_pipe(fd_text: str) -> str:
+    """Read (and close) the pipe `hpclab-hub run` wrote the admin password into; '' if there is none."""
+    if not fd_text.isdigit():
+        return ""
+    fd = int(fd_text)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except OSError:
+        return ""
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return b"".join(chunks).decode()
+
+
 class HPCLabAuthenticator(UsernamePolicyMixin, LoginLockoutMixin, NativeAuthenticator):
     """NativeAuthenticator whose first admin exists from the first start (password from env, else generated once),
     with our user-name rule, login lockout, sign-up rate limit and approval page."""
@@ -82,10 +101,12 @@ class HPCLabAuthenticator(UsernamePolicyMixin, LoginLockoutMixin, NativeAuthenti
     def ensure_admin_accounts(self) -> None:
         """Give every admin in admin_users an account; never print or log a password from the environment.
 
-        ``hpclab-hub run`` sets the password from the environment itself and does not pass the variable on;
-        when JupyterHub is started directly, it is read here and removed from this process's environment.
+        ``hpclab-hub run`` passes the password through a pipe (``<VARIABLE>_FD``), not the environment;
+        when JupyterHub is started directly, the variable is read here and removed from os.environ.
         """
-        from_env = os.environ.pop(self.admin_password_env, None)
+        from_env = _password_from_pipe(os.environ.pop(f"{self.admin_password_env}_FD", "")) or os.environ.pop(
+            self.admin_password_env, None
+        )
         if from_env:
             for name in set_admin_passwords(self.db, list(self.admin_users), from_env):
                 self.log.info("Admin account %r set from $%s", name, self.admin_password_env)

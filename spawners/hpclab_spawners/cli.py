@@ -105,25 +105,20 @@ def _warn_if_servers_cannot_run_python(deployment: Deployment) -> None:
 
 
 def _take_admin_password(deployment: Deployment, env: dict[str, str]) -> None:
-    """Set the admins' password from the environment now and leave it out of the hub's environment.
+    """Hand the admins' password to the hub through an inherited pipe instead of its environment.
 
-    A variable passed on would stay readable in /proc/<hub>/environ for the hub's whole life.
+    A variable passed on would stay readable in /proc/<hub>/environ for the hub's whole life; the
+    authenticator reads the pipe once at start (``<VARIABLE>_FD`` names it) and closes it.
     """
-    password = env.pop(deployment.auth.admin_password_env, "")
+    variable = deployment.auth.admin_password_env
+    password = env.pop(variable, "")
     if not password or deployment.auth.type != "native":
         return
-    from jupyterhub import orm
-    from nativeauthenticator.orm import UserInfo  # noqa: F401  (registers the table)
-
-    from .accounts import set_admin_passwords
-    from .hubconfig import secure_state_files
-
-    secure_state_files(deployment)
-    db = orm.new_session_factory(deployment.hub.database_url)()
-    try:
-        set_admin_passwords(db, deployment.hub.admin_users, password)
-    finally:
-        db.close()
+    read_end, write_end = os.pipe()
+    os.write(write_end, password.encode())  # far below a pipe's buffer: no reader needed yet
+    os.close(write_end)
+    os.set_inheritable(read_end, True)
+    env[f"{variable}_FD"] = str(read_end)
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
