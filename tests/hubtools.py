@@ -121,7 +121,9 @@ class Hub:
         homes.mkdir(parents=True, exist_ok=True)
         make_reachable(homes / "x")
         env = dict(os.environ, HPCLAB_ADMIN_PASSWORD=ADMIN_PASSWORD)
-        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        # a shell's PATH without the proxy: hpclab-hub run finds the one `make proxy` put next to the venv
+        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "node_modules" not in p)
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [str(HUB_CLI), "run", "--config", str(self.config_path)],

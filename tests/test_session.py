@@ -387,3 +387,15 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.split(" ", 1) == ["0.1.0", "[]\n"]
     assert hpclab.__version__ == "0.1.0"
+
+
+def test_the_cli_imports_a_science_package_only_for_its_own_subcommand():
+    """`hpclab session` starts without numpy, the MRI or training packages (issue 15)."""
+    code = ("import sys, hpclab.cli; from hpclab.cli import main; main(['session', '--json']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['hpclab', 'josephson'], ['hpclab', 'mri'], "
+            "['hpclab', 'training']) or m == 'numpy'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    listing = subprocess.run([sys.executable, "-m", "hpclab", "--help"], capture_output=True, text=True, check=True).stdout
+    for name in ("session", "josephson", "mri", "train"):
+        assert name in listing

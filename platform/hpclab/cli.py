@@ -1,18 +1,28 @@
-"""The ``hpclab`` command line."""
+"""The ``hpclab`` command line.
+
+Subcommands live in their own modules, listed in SUBCOMMANDS and imported only when that subcommand
+runs: ``hpclab session`` never loads the science packages. Every subcommand's ``add_parser`` sets
+``run`` on the arguments, and ``main`` calls it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .josephson.cli import add_parser as _add_josephson_parser
-from .mri import cli as _mri_cli
-from .session import session
-from .training import cli as _train_cli
+
+#: subcommand -> (module with ``add_parser(subparsers)``, one-line help for ``hpclab --help``)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "session": ("hpclab.cli", "show the cores, memory, GPUs and time this process may use"),
+    "josephson": ("hpclab.josephson.cli", "φ0 Josephson junction: magnetisation reversal maps"),
+    "mri": ("hpclab.mri.cli", "MRI pipeline: DICOM -> NIfTI, processing, segstats, cohorts"),
+    "train": ("hpclab.training.cli", "data-parallel training (Horovod or torch.distributed)"),
+}
 
 
 def _json_default(obj: Any) -> Any:
@@ -21,34 +31,50 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _run_session(args: argparse.Namespace) -> int:
+    from .session import session
+
+    s = session()
+    print(json.dumps(s.as_dict(), default=_json_default, indent=2) if args.json else s)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """``hpclab session [--json]``."""
+    p_session = sub.add_parser("session", help=SUBCOMMANDS["session"][1])
+    p_session.add_argument("--json", action="store_true", help="print JSON (walltime_left in seconds)")
+    p_session.set_defaults(run=_run_session)
+
+
+def _build_parser(command: str | None) -> argparse.ArgumentParser:
+    """The parser with every subcommand listed, and only ``command``'s own parser imported and built."""
     parser = argparse.ArgumentParser(prog="hpclab", description="HPCLab command line tools.")
     parser.add_argument("--version", action="version", version=f"hpclab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p_session = sub.add_parser("session", help="show the cores, memory, GPUs and time this process may use")
-    p_session.add_argument("--json", action="store_true", help="print JSON (walltime_left in seconds)")
-    _add_josephson_parser(sub)
-    _mri_cli.add_parser(sub)
-    _train_cli.add_parser(sub)
+    for name, (module, text) in SUBCOMMANDS.items():
+        if name == command:
+            importlib.import_module(module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=text, add_help=False)  # listed in --help; not imported
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), if it is one of ours."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hpclab`` command line with *argv* (default: sys.argv[1:]); return the exit status."""
-    parser = _build_parser()
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser(_command_in(argv))
     args = parser.parse_args(argv)
-    if args.command == "session":
-        s = session()
-        if args.json:
-            print(json.dumps(s.as_dict(), default=_json_default, indent=2))
-        else:
-            print(s)
-        return 0
-    if args.command == "josephson":
-        return args.run(args)
-    if args.command == "mri":
-        return _mri_cli.run(args)
-    if args.command == "train":
-        return args.run(args)
-    parser.print_help()
-    return 2
+    if getattr(args, "run", None) is None:
+        parser.print_help()
+        return 2
+    return args.run(args)

@@ -70,10 +70,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("hpclab-hub: jupyterhub is not installed (pip install 'hpclab[hub]').", file=sys.stderr)
             return 1
         jupyterhub = Path(found)
-    if not shutil.which("configurable-http-proxy"):
-        print("hpclab-hub: configurable-http-proxy is not on PATH (npm install -g configurable-http-proxy).", file=sys.stderr)
-        return 1
     env = dict(os.environ)
+    proxy_dir = _proxy_folder(env.get("PATH", ""))
+    if proxy_dir is None:
+        print(
+            "hpclab-hub: configurable-http-proxy was found neither on PATH nor next to this Python "
+            f"({Path(sys.executable).parent.parent / 'node'}). Install it with `make proxy` in the repository, or "
+            "`npm install -g configurable-http-proxy`.",
+            file=sys.stderr,
+        )
+        return 1
+    env["PATH"] = f"{proxy_dir}{os.pathsep}{env.get('PATH', '')}"
     _take_admin_password(deployment, env)
     env["HPCLAB_CONFIG"] = str(Path(args.config).resolve())
     if args.port:
@@ -87,6 +94,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.chdir(deployment.hub.data_dir)
     os.execve(str(jupyterhub), [str(jupyterhub), "-f", str(config_py)], env)
     return 0  # not reached
+
+
+def _proxy_folder(path: str) -> str | None:
+    """Where configurable-http-proxy is: on PATH, or where `make proxy` installs it (<venv>/node/node_modules/.bin)."""
+    found = shutil.which("configurable-http-proxy", path=path)
+    if found:
+        return str(Path(found).parent)
+    beside = Path(sys.executable).parent.parent / "node" / "node_modules" / ".bin"
+    return str(beside) if (beside / "configurable-http-proxy").exists() else None
 
 
 def _warn_if_servers_cannot_run_python(deployment: Deployment) -> None:

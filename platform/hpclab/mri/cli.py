@@ -59,7 +59,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     k.add_argument("--no-views", action="store_true")
     k.add_argument("--overwrite", action="store_true")
     k.add_argument("--no-progress", action="store_true")
-    p_mri.set_defaults(_mri_parser=p_mri)
+    p_mri.set_defaults(_mri_parser=p_mri, run=run)
 
 
 def run(args: argparse.Namespace) -> int:

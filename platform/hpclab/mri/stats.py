@@ -62,7 +62,7 @@ class SegStats:
         """Horizontal bar chart of Volume_mm3 per structure; returns the axes."""
         from .views import plot_volumes
 
-        return plot_volumes(self, ax=ax)
+        return plot_volumes(self.table, ax=ax)
 
 
 def segstats(

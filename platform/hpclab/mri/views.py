@@ -18,8 +18,7 @@ from .lut import TISSUE_LUT, LutEntry, load_lut
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.axes
     import matplotlib.figure
-
-    from .stats import SegStats
+    import pandas
 
 
 def _notebook_display() -> None:
@@ -175,14 +174,17 @@ def plot_montage(
     return fig
 
 
-def plot_volumes(stats: "SegStats", ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
-    """Horizontal bars of Volume_mm3 (shown in ml) per structure of a segstats table; returns the axes."""
+def plot_volumes(table: "pandas.DataFrame", ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
+    """Horizontal bars of Volume_mm3 (shown in ml) per StructName of a segstats table; returns the axes.
+
+    Takes the table (``SegStats.table``), so views know nothing of the stats module; a SegStats works too.
+    """
     from matplotlib.figure import Figure
 
+    table = getattr(table, "table", table)
     _notebook_display()
     if ax is None:
-        ax = Figure(figsize=(6, 0.35 * len(stats.table) + 1.2)).subplots()
-    table = stats.table
+        ax = Figure(figsize=(6, 0.35 * len(table) + 1.2)).subplots()
     ax.barh(table["StructName"], table["Volume_mm3"] / 1000.0, color="0.45")
     ax.set_xlabel("volume (ml)")
     ax.invert_yaxis()
