@@ -258,6 +258,43 @@ print('PIDS', setsid.pid, double.stdout.strip())
     assert not any(_alive(p) for p in pids), "a detached process outlived its server"
 
 
+def test_a_restarted_hub_never_signals_a_pid_that_is_no_longer_its_server(secure_hub):
+    """After a reboot the stored pid may belong to another process: with the server's cgroup gone, it is left alone."""
+    import sqlite3
+
+    from hpclab_spawners.cgroups import ServerCgroup
+
+    dave = login(secure_hub, "dave")
+    assert dave.post_spawn("dave", "cpu-small").status_code == 302
+    dave.wait_ready("dave")
+    secure_hub.stop()
+    database = sqlite3.connect(data_dir(secure_hub) / "jupyterhub.sqlite")
+    row_id, state_text = database.execute(
+        "SELECT spawners.id, spawners.state FROM spawners JOIN users ON users.id = spawners.user_id WHERE users.name = 'dave'"
+    ).fetchone()
+    state = json.loads(state_text)
+    group = ServerCgroup.from_state(state["cgroup"])  # what a reboot does: the server and its cgroup are gone
+    group.kill_all()
+    group.remove()
+    bystander = subprocess.Popen(["sleep", "300"])  # ... and its pid now belongs to someone else
+    try:
+        state["pid"] = bystander.pid
+        database.execute("UPDATE spawners SET state = ? WHERE id = ?", (json.dumps(state), row_id))
+        database.commit()
+        database.close()
+        secure_hub.start()
+        admin = login(secure_hub, "admin")
+        deadline = time.monotonic() + 30
+        while admin.api("GET", "/users/dave").json()["servers"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert admin.api("GET", "/users/dave").json()["servers"] == {}
+        assert bystander.poll() is None, "the hub signalled a process that was not its server"
+        assert "is not its server any more (its cgroup is gone" in secure_hub.log_path.read_text()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
