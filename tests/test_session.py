@@ -63,14 +63,25 @@ def test_cores_follow_affinity_restricted_to_one_cpu():
     assert data["cpu_ids"] == [cpu]
 
 
-def test_slurm_cpus_per_task_overrides_affinity():
+def test_slurm_cpus_per_task_is_capped_by_a_narrower_affinity():
     cpu = min(os.sched_getaffinity(0))
     data = _session_json(
         _env(SLURM_CPUS_PER_TASK="3"), preexec_fn=lambda: os.sched_setaffinity(0, {cpu})
     )
-    assert data["cores"] == 3
-    assert data["cores_source"] == "SLURM_CPUS_PER_TASK"
+    assert data["cores"] == 1  # three threads on one pinned CPU would only compete
+    assert data["cores_source"] == "affinity (1 < SLURM_CPUS_PER_TASK=3)"
     assert data["cpu_ids"] == [cpu]
+
+
+def test_slurm_cpus_per_task_wins_over_a_wider_affinity_and_session_and_launcher_agree():
+    from hpclab.kernel_launcher import allocation_threads
+    from hpclab.session import allocated_cores
+
+    assert allocated_cores({"SLURM_CPUS_PER_TASK": "2"}, [0, 1, 2, 3]) == (2, "SLURM_CPUS_PER_TASK")
+    assert allocated_cores({"SLURM_CPUS_PER_TASK": "8"}, [0, 1]) == (2, "affinity (2 < SLURM_CPUS_PER_TASK=8)")
+    assert allocated_cores({}, [3, 5]) == (2, "affinity")
+    env = {"SLURM_CPUS_PER_TASK": "1"}
+    assert allocation_threads(env) == allocated_cores(env)
 
 
 def test_invalid_slurm_cpus_per_task_falls_back_to_affinity():

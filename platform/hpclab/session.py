@@ -7,7 +7,7 @@ import html
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ class Session:
         """E.g. "affinity 0-3" or "SLURM_CPUS_PER_TASK; affinity 0-3"."""
         if not self.cpu_ids:
             return self.cores_source
-        sep = " " if self.cores_source == "affinity" else "; affinity "
+        sep = " " if self.cores_source.startswith("affinity") else "; affinity "
         return self.cores_source + sep + format_cpu_ids(self.cpu_ids)
 
     def _rows(self) -> list[tuple[str, str, str]]:
@@ -115,9 +115,18 @@ def _affinity() -> list[int]:
         return []
 
 
-def _cores(env: Mapping[str, str], cpu_ids: list[int]) -> tuple[int, str]:
+def allocated_cores(env: Mapping[str, str] | None = None, cpu_ids: Sequence[int] | None = None) -> tuple[int, str]:
+    """(cores, where from): SLURM_CPUS_PER_TASK, never more than the CPU affinity; else the affinity; else cpu_count.
+
+    The one rule behind ``hpclab.session().cores`` and the kernel launcher's thread counts: a job
+    step pinned to fewer CPUs than it asked for must not start more threads than it can run.
+    """
+    env = os.environ if env is None else env
+    cpu_ids = list(_affinity() if cpu_ids is None else cpu_ids)
     slurm = _positive_int(env.get("SLURM_CPUS_PER_TASK"))
     if slurm is not None:
+        if cpu_ids and len(cpu_ids) < slurm:
+            return len(cpu_ids), f"affinity ({len(cpu_ids)} < SLURM_CPUS_PER_TASK={slurm})"
         return slurm, "SLURM_CPUS_PER_TASK"
     if cpu_ids:
         return len(cpu_ids), "affinity"
@@ -136,6 +145,7 @@ def _rlimit(name: str) -> int | None:
 
 
 def _memory(env: Mapping[str, str], cores: int) -> tuple[int | None, str | None]:
+    """The tightest memory limit; ``cores`` is the job's CPU count (SLURM_MEM_PER_CPU is per allocated CPU)."""
     candidates: list[tuple[int, str]] = []
     cg = cgroup_memory_limit()
     if cg is not None:
@@ -211,8 +221,8 @@ def session(env: Mapping[str, str] | None = None) -> Session:
     env = os.environ if env is None else env
     job_id = env.get("SLURM_JOB_ID") or None
     cpu_ids = _affinity()
-    cores, cores_source = _cores(env, cpu_ids)
-    memory_limit, memory_source = _memory(env, cores)
+    cores, cores_source = allocated_cores(env, cpu_ids)
+    memory_limit, memory_source = _memory(env, _positive_int(env.get("SLURM_CPUS_PER_TASK")) or cores)
     time_left, walltime_source = walltime_left(env, job_id)
     return Session(
         cores=cores,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..session import _affinity, _positive_int
+from ..session import allocated_cores
 
 #: Every variable that caps a threading runtime a kernel may load (PyTorch reads OMP/MKL).
 THREAD_VARIABLES = (
@@ -81,21 +81,9 @@ class KernelSettings:
 
 # -- environment ---------------------------------------------------------------------------------
 def allocation_threads(env: Mapping[str, str] | None = None) -> tuple[int, str]:
-    """(threads, where from): SLURM_CPUS_PER_TASK, else the CPU affinity; never more than the affinity.
-
-    Same rule as ``hpclab.session().cores``, without the memory and walltime probes (a kernel
-    start must not wait for squeue).
-    """
-    env = os.environ if env is None else env
-    cpu_ids = _affinity()
-    slurm = _positive_int(env.get("SLURM_CPUS_PER_TASK"))
-    if slurm is not None:
-        if cpu_ids and len(cpu_ids) < slurm:
-            return len(cpu_ids), f"affinity ({len(cpu_ids)} < SLURM_CPUS_PER_TASK={slurm})"
-        return slurm, "SLURM_CPUS_PER_TASK"
-    if cpu_ids:
-        return len(cpu_ids), "affinity"
-    return os.cpu_count() or 1, "cpu_count"
+    """(threads, where from): ``hpclab.session.allocated_cores``, without session()'s memory and walltime
+    probes (a kernel start must not wait for squeue)."""
+    return allocated_cores(env)
 
 
 def _run_modules(lines: list[str], env: dict[str, str]) -> dict[str, str]:
