@@ -1,4 +1,5 @@
-"""Read the memory limit of this process's cgroup (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``)."""
+"""Read cgroups: the mounted hierarchies, a process's cgroups, and its memory limit (v2 ``memory.max`` or v1
+``memory.limit_in_bytes``). The hub's server groups (hpclab_spawners.cgroups) use the same parsing."""
 
 from __future__ import annotations
 
@@ -14,10 +15,21 @@ _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 @dataclass(frozen=True)
-class _Mount:
+class CgroupMount:
+    """One mounted cgroup hierarchy: its version, the part of the tree it shows, where, and (v1) its controllers."""
+
+    version: int  # 1 or 2
     root: str  # path inside the cgroup hierarchy that is mounted
     mountpoint: str  # where it is mounted
-    version: int  # 1 or 2
+    controllers: frozenset[str] = frozenset()  # v1 only; a cgroup2 mount lists them in cgroup.controllers
+
+    def directory_of(self, cgroup_path: str) -> Path:
+        """The folder of ``cgroup_path`` (as /proc/PID/cgroup names it) below this mount; the mount itself when
+        the path lies outside the mounted part (e.g. in a container)."""
+        root = self.root.rstrip("/")
+        inside = cgroup_path == root or cgroup_path.startswith(root + "/")
+        rel = cgroup_path[len(root):].strip("/") if inside else ""
+        return Path(self.mountpoint) / rel if rel else Path(self.mountpoint)
 
 
 def _read(path: Path) -> str | None:
@@ -27,10 +39,8 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _memory_mounts(mountinfo: str | None) -> list[_Mount]:
-    """cgroup2 mounts and cgroup v1 mounts carrying the memory controller."""
-    if mountinfo is None:  # no /proc: assume the usual layout
-        return [_Mount("/", "/sys/fs/cgroup", 2), _Mount("/", "/sys/fs/cgroup/memory", 1)]
+def cgroup_mounts(mountinfo: str) -> list[CgroupMount]:
+    """Every cgroup2 mount and cgroup v1 hierarchy listed in a /proc/PID/mountinfo text."""
     mounts = []
     for line in mountinfo.splitlines():
         pre, sep, post = line.partition(" - ")
@@ -39,28 +49,35 @@ def _memory_mounts(mountinfo: str | None) -> list[_Mount]:
         pre_fields, post_fields = pre.split(), post.split()
         if len(pre_fields) < 5 or len(post_fields) < 3:
             continue
-        fstype, super_opts = post_fields[0], post_fields[2].split(",")
         root, mountpoint = (_OCTAL_ESCAPE.sub(lambda m: chr(int(m[1], 8)), f) for f in pre_fields[3:5])
-        if fstype == "cgroup2":
-            mounts.append(_Mount(root, mountpoint, 2))
-        elif fstype == "cgroup" and "memory" in super_opts:
-            mounts.append(_Mount(root, mountpoint, 1))
+        if post_fields[0] == "cgroup2":
+            mounts.append(CgroupMount(2, root, mountpoint))
+        elif post_fields[0] == "cgroup":
+            mounts.append(CgroupMount(1, root, mountpoint, frozenset(post_fields[2].split(","))))
     return mounts
 
 
-def _cgroup_paths(proc_cgroup: str | None) -> dict[int, str]:
-    """Map cgroup version -> this process's path in the (memory) hierarchy."""
-    paths: dict[int, str] = {}
-    for line in (proc_cgroup or "").splitlines():
+def process_cgroups(proc_cgroup: str) -> dict[str, str]:
+    """A /proc/PID/cgroup text as controller (or 'unified' for cgroup2) -> the process's cgroup path."""
+    paths = {}
+    for line in proc_cgroup.splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
         hier_id, controllers, path = parts
         if hier_id == "0" and controllers == "":
-            paths[2] = path
-        elif "memory" in controllers.split(","):
-            paths[1] = path
+            paths["unified"] = path
+        for controller in controllers.split(","):
+            if controller:
+                paths[controller] = path
     return paths
+
+
+def _memory_mounts(mountinfo: str | None) -> list[CgroupMount]:
+    """cgroup2 mounts and cgroup v1 mounts carrying the memory controller."""
+    if mountinfo is None:  # no /proc: assume the usual layout
+        return [CgroupMount(2, "/", "/sys/fs/cgroup"), CgroupMount(1, "/", "/sys/fs/cgroup/memory", frozenset({"memory"}))]
+    return [m for m in cgroup_mounts(mountinfo) if m.version == 2 or "memory" in m.controllers]
 
 
 def _parse_limit(text: str | None) -> int | None:
@@ -76,16 +93,11 @@ def _parse_limit(text: str | None) -> int | None:
     return limit if 0 < limit < ABSURD_LIMIT else None
 
 
-def _limit_in_mount(mount: _Mount, cg_path: str) -> int | None:
+def _limit_in_mount(mount: CgroupMount, cg_path: str) -> int | None:
     """Smallest limit on this cgroup and its ancestors visible below the mount."""
-    root = mount.root.rstrip("/")
-    if cg_path == root or cg_path.startswith(root + "/"):
-        rel = cg_path[len(root):].strip("/")
-    else:  # our cgroup is outside the mounted part (e.g. container): use the mount itself
-        rel = ""
     filename = "memory.max" if mount.version == 2 else "memory.limit_in_bytes"
     base = Path(mount.mountpoint)
-    directory = base / rel if rel else base
+    directory = mount.directory_of(cg_path)
     best: int | None = None
     while True:
         limit = _parse_limit(_read(directory / filename))
@@ -104,7 +116,8 @@ def cgroup_memory_limit(proc_dir: str | os.PathLike[str] = "/proc/self") -> tupl
     container runtimes often put the limit on a parent (job) cgroup.
     """
     proc = Path(proc_dir)
-    paths = _cgroup_paths(_read(proc / "cgroup"))
+    own = process_cgroups(_read(proc / "cgroup") or "")
+    paths = {version: own[key] for version, key in ((2, "unified"), (1, "memory")) if key in own}
     best: tuple[int, str] | None = None
     for mount in _memory_mounts(_read(proc / "mountinfo")):
         if mount.version not in paths:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -58,10 +59,8 @@ def _password_from_pipe(fd_text: str) -> str:
     except OSError:
         return ""
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     return b"".join(chunks).decode()
 
 

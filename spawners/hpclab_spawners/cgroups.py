@@ -11,6 +11,7 @@ hub finds the group again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -20,13 +21,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpclab.cgroup import cgroup_mounts, process_cgroups
+
 #: v1 controllers HPCLab uses; memory, cpuset and pids are required, devices and freezer used when present.
 V1_REQUIRED = ("memory", "cpuset", "pids")
 V1_OPTIONAL = ("devices", "freezer")
 V2_CONTROLLERS = ("memory", "cpuset", "pids")
 PARENT = "hpclab"
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
 _LAYOUTS: dict[str, tuple[int, dict[str, Path]]] = {}
 
 
@@ -42,50 +44,6 @@ class ServerLimits:
     memory: int | None = None
     pids: int | None = None
     denied_devices: tuple[tuple[int, int], ...] = ()  # (major, minor) of GPUs assigned to someone else or no one
-
-
-@dataclass(frozen=True)
-class _Mount:
-    version: int
-    root: str
-    mountpoint: str
-    controllers: frozenset[str]
-
-
-def _mounts(mountinfo: str) -> list[_Mount]:
-    found = []
-    for line in mountinfo.splitlines():
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        pre_fields, post_fields = pre.split(), post.split()
-        if len(pre_fields) < 5 or len(post_fields) < 3:
-            continue
-        root, mountpoint = (_OCTAL.sub(lambda m: chr(int(m[1], 8)), f) for f in pre_fields[3:5])
-        if post_fields[0] == "cgroup2":
-            found.append(_Mount(2, root, mountpoint, frozenset()))
-        elif post_fields[0] == "cgroup":
-            found.append(_Mount(1, root, mountpoint, frozenset(post_fields[2].split(","))))
-    return found
-
-
-def _own_paths(proc_cgroup: str) -> dict[str, str]:
-    """controller (or 'unified') -> this process's cgroup path."""
-    paths = {}
-    for line in proc_cgroup.splitlines():
-        hier, controllers, path = line.split(":", 2)
-        if hier == "0" and controllers == "":
-            paths["unified"] = path
-        for controller in controllers.split(","):
-            if controller:
-                paths[controller] = path
-    return paths
-
-
-def _inside(mount: _Mount, path: str) -> Path:
-    root = mount.root.rstrip("/")
-    rel = path[len(root):] if path == root or path.startswith(root + "/") else ""
-    return Path(mount.mountpoint) / rel.strip("/")
 
 
 def _write(path: Path, value: str) -> None:
@@ -130,14 +88,14 @@ class ServerCgroup:
 
     @staticmethod
     def _find_layout(proc: str) -> tuple[int, dict[str, Path]]:
-        mounts = _mounts(_read(Path(proc) / "mountinfo"))
-        own = _own_paths(_read(Path(proc) / "cgroup"))
+        mounts = cgroup_mounts(_read(Path(proc) / "mountinfo"))
+        own = process_cgroups(_read(Path(proc) / "cgroup"))
         v1 = {c: m for m in mounts if m.version == 1 for c in m.controllers if c in V1_REQUIRED + V1_OPTIONAL}
         if all(c in v1 for c in V1_REQUIRED):
-            return 1, {c: _inside(m, own.get(c, "/")) for c, m in v1.items()}
+            return 1, {c: m.directory_of(own.get(c, "/")) for c, m in v1.items()}
         unified = next((m for m in mounts if m.version == 2), None)
         if unified is not None:
-            base = _inside(unified, own.get("unified", "/"))
+            base = unified.directory_of(own.get("unified", "/"))
             available = set(_read(base / "cgroup.controllers").split())
             missing = [c for c in V2_CONTROLLERS if c not in available]
             if not missing:
@@ -256,10 +214,8 @@ class ServerCgroup:
         deadline = time.monotonic() + timeout
         kill_file = Path(self.paths.get("unified", "")) / "cgroup.kill"
         if self.version == 2 and kill_file.exists():
-            try:
+            with contextlib.suppress(OSError):  # older kernels: the loop below kills one by one
                 _write(kill_file, "1")
-            except OSError:
-                pass
         freezer = Path(self.paths["freezer"]) / "freezer.state" if "freezer" in self.paths else None
         while True:
             left = self.pids()
@@ -268,10 +224,8 @@ class ServerCgroup:
             if freezer is not None:
                 _set_freezer(freezer, "FROZEN", deadline)
             for pid in left:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             if freezer is not None:
                 _set_freezer(freezer, "THAWED", deadline)  # killed processes die once thawed
             time.sleep(0.05)

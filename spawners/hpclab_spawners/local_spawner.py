@@ -207,15 +207,16 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def _server_limits(self, allocation: Allocation) -> ServerLimits:
         """The allocation as cgroup limits: cores, memory, processes, and every pool GPU not assigned denied."""
         backend = self.backend
-        assigned = {backend.gpu_device(gpu) for gpu in allocation.gpu_ids}
+        allowed = set()
+        for gpu in allocation.gpu_ids:
+            numbers = device_numbers(backend.gpu_device(gpu))
+            if numbers is None:
+                self.log.warning("GPU %s of %s has no device node at %s (backends.*.gpu_devices)", gpu, self._log_name, backend.gpu_device(gpu))
+            allowed.add(numbers)
         nodes = {backend.gpu_device(gpu) for gpu in self.pool(self.profile).gpu_ids}
         nodes.update(path for path in glob.glob("/dev/nvidia*") if path[len("/dev/nvidia"):].isdigit())  # GPUs outside the pool too
-        for gpu in allocation.gpu_ids:
-            if device_numbers(backend.gpu_device(gpu)) is None:
-                self.log.warning("GPU %s of %s has no device node at %s (backends.*.gpu_devices)", gpu, self._log_name, backend.gpu_device(gpu))
-        denied = sorted({numbers for path in nodes - assigned if (numbers := device_numbers(path)) is not None})
-        allowed = {device_numbers(path) for path in assigned}
-        return ServerLimits(allocation.cpu_ids, self.profile.memory, backend.pids_limit, tuple(d for d in denied if d not in allowed))
+        denied = {device_numbers(path) for path in nodes} - allowed - {None}
+        return ServerLimits(allocation.cpu_ids, self.profile.memory, backend.pids_limit, tuple(sorted(denied)))
 
     def _make_cgroup(self, account: UnixAccount, allocation: Allocation) -> ServerCgroup | None:
         if not self.uses_cgroups():

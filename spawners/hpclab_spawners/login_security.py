@@ -69,7 +69,8 @@ class SlidingWindow:
         self._events.pop(key, None)
 
 
-def _minutes(seconds: float) -> str:
+def minutes_text(seconds: float) -> str:
+    """'3 minutes' for messages."""
     minutes = max(1, int(round(seconds / 60)))
     return f"{minutes} minute" + ("s" if minutes != 1 else "")
 
@@ -134,7 +135,7 @@ class LoginLockoutMixin(Configurable):
         left = max(self._lock_left(key) for key in keys)
         if left:
             self.log.warning("Login refused for %r from %s: locked after repeated failures", name, address)
-            raise web.HTTPError(429, f"Too many failed logins. Try again in {_minutes(left)}.")
+            raise web.HTTPError(429, f"Too many failed logins. Try again in {minutes_text(left)}.")
         result = await super().authenticate(handler, data)
         if result:
             self._failures.clear(keys[0])
@@ -162,7 +163,3 @@ class SignupRateLimit:
     def record(self, address: str) -> None:
         self._signups.add(address)
 
-
-def minutes_text(seconds: float) -> str:
-    """'3 minutes' for messages."""
-    return _minutes(seconds)

@@ -8,6 +8,7 @@ account it runs as.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import stat
@@ -59,13 +60,11 @@ def account_name(username: str, mode: str, prefix: str) -> str:
 
 def login_uid_min(login_defs: str = "/etc/login.defs") -> int:
     """UID_MIN of login.defs (1000 when unset): accounts below it belong to the system (daemons)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         for line in Path(login_defs).read_text().splitlines():
             fields = line.split()
             if len(fields) >= 2 and fields[0] == "UID_MIN":
                 return int(fields[1])
-    except (OSError, ValueError):
-        pass
     return 1000
 
 
