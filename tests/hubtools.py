@@ -204,11 +204,12 @@ class HubClient:
     def spawn_form(self) -> str:
         return self.http.get(f"{self.hub.url}/hub/spawn").text
 
-    def post_spawn(self, username: str, profile: str) -> requests.Response:
-        """Post the spawn form directly (what a hand-crafted request would send)."""
-        form = self.http.get(f"{self.hub.url}/hub/spawn/{username}")
+    def post_spawn(self, username: str, profile: str, server_name: str = "") -> requests.Response:
+        """Post the spawn form directly (what a hand-crafted request would send), for a named server if given."""
+        url = f"{self.hub.url}/hub/spawn/{username}" + (f"/{server_name}" if server_name else "")
+        form = self.http.get(url)
         return self.http.post(
-            f"{self.hub.url}/hub/spawn/{username}",
+            url,
             data={"profile": profile, "_xsrf": self._xsrf(form.text)},
             allow_redirects=False,
         )
@@ -218,11 +219,11 @@ class HubClient:
         headers["X-XSRFToken"] = self.hub_xsrf()
         return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=headers, **kwargs)
 
-    def wait_ready(self, username: str, timeout: float = 90) -> dict[str, Any]:
-        """Wait until the user's default server is ready; return its server model."""
+    def wait_ready(self, username: str, timeout: float = 90, server_name: str = "") -> dict[str, Any]:
+        """Wait until the user's default (or named) server is ready; return its server model."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            server = self.api("GET", f"/users/{username}").json().get("servers", {}).get("")
+            server = self.api("GET", f"/users/{username}").json().get("servers", {}).get(server_name)
             if server and server.get("ready"):
                 return server
             if server is None and time.monotonic() > deadline - timeout + 5:
@@ -231,12 +232,12 @@ class HubClient:
         raise TimeoutError(f"{username}'s server not ready after {timeout}s:\n{self.hub.log_tail()}")
 
 
-def stop_server(client: HubClient, username: str, timeout: float = 60) -> None:
-    """Stop a user's default server through the REST API and wait until the hub reports it gone."""
-    client.api("DELETE", f"/users/{username}/server")
+def stop_server(client: HubClient, username: str, timeout: float = 60, server_name: str = "") -> None:
+    """Stop a user's default (or named) server through the REST API and wait until the hub reports it gone."""
+    client.api("DELETE", f"/users/{username}/server" + (f"s/{server_name}" if server_name else ""))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if "" not in client.api("GET", f"/users/{username}").json().get("servers", {}):
+        if server_name not in client.api("GET", f"/users/{username}").json().get("servers", {}):
             return
         time.sleep(0.3)
     raise TimeoutError(f"{username}'s server did not stop within {timeout}s")

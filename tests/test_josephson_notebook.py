@@ -1,4 +1,4 @@
-"""The φ0 Josephson notebook runs top to bottom in the venv's python3 kernel (as CI and users run it)."""
+"""The φ0 Josephson notebook runs top to bottom in its curated `josephson` kernel, as users run it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from notebooktools import add_kernel_check, assert_ran_in_curated_kernel, curated_kernels  # noqa: F401 (fixture)
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "josephson-sweep.ipynb"
 
@@ -31,11 +33,13 @@ def test_notebook_is_committed_without_outputs_and_has_a_parameters_cell():
 
 
 @pytest.mark.timeout(120)
-def test_notebook_executes_with_injected_parameters(tmp_path):
+def test_notebook_executes_with_injected_parameters(curated_kernels, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     nb.cells.insert(at + 1, nbformat.v4.new_code_cell("N = 8  # injected by the test, as papermill would"))
-    NotebookClient(nb, kernel_name="python3", timeout=60, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    add_kernel_check(nb)
+    (client := NotebookClient(nb, timeout=60, resources={"metadata": {"path": str(tmp_path)}})).execute()
+    assert_ran_in_curated_kernel(client, nb, "josephson")
     text = _text(nb)
     assert "G =  15.0: m_z(t_end) = +" in text and "reversed: False" in text
     assert "G =  22.0: m_z(t_end) = -" in text and "reversed: True" in text

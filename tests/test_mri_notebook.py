@@ -1,4 +1,4 @@
-"""notebooks/mri-pipeline.ipynb runs end to end (nbclient, the venv's python3 kernel) and shows its results."""
+"""notebooks/mri-pipeline.ipynb runs end to end (nbclient, in its curated `mri` kernel) and shows its results."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from notebooktools import add_kernel_check, assert_ran_in_curated_kernel, curated_kernels  # noqa: F401 (fixture)
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "mri-pipeline.ipynb"
 
@@ -18,11 +20,13 @@ def test_notebook_is_stored_without_outputs():
     assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
 
 
-def test_notebook_runs_the_five_steps(tmp_path):
+def test_notebook_runs_the_five_steps(curated_kernels, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     params.source += f"\nworkdir = {str(tmp_path)!r}\ndownsample = 3\n"
-    NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    add_kernel_check(nb)
+    (client := NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(tmp_path)}})).execute()
+    assert_ran_in_curated_kernel(client, nb, "mri")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")

@@ -72,3 +72,17 @@ def test_index_lists_every_notebook_with_its_kernel_and_run_time():
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert re.fullmatch(r"`(\w+)`", cells[2]) and cells[2].strip("`") in KERNELS, f"{name}: kernel column {cells[2]!r}"
         assert re.search(r"\d+ s|\d+ min", cells[3]), f"{name}: run time column {cells[3]!r}"
+        assert _kernelspec(REPO / "notebooks" / name).get("name") == cells[2].strip("`"), f"{name}: metadata names another kernel"
+
+
+def _kernelspec(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))["metadata"].get("kernelspec", {})
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_metadata_names_its_curated_kernel(path):
+    """JupyterLab opens the notebook in the kernel its metadata names: one of kernels/, with that kernel's label."""
+    spec = _kernelspec(path)
+    assert spec.get("name") in KERNELS, f"{path.name}: metadata.kernelspec {spec} is not a curated kernel ({sorted(KERNELS)})"
+    shipped = json.loads((REPO / "kernels" / spec["name"] / "kernel.json").read_text(encoding="utf-8"))
+    assert (spec["display_name"], spec["language"]) == (shipped["display_name"], shipped["language"])

@@ -1,8 +1,7 @@
-"""notebooks/resnet-horovod.ipynb runs top to bottom in a kernel of the deep-learning venv (.venv-dl)."""
+"""notebooks/resnet-horovod.ipynb runs top to bottom in its curated `dl` kernel (the deep-learning venv, .venv-dl)."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from dltools import DL_PYTHON, require_dl_venv
+from dltools import require_dl_venv
+from notebooktools import add_kernel_check, assert_ran_in_curated_kernel, curated_kernels  # noqa: F401 (fixture)
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "resnet-horovod.ipynb"
 
@@ -36,27 +36,25 @@ def test_notebook_is_committed_without_outputs_and_has_a_parameters_cell():
     assert len(tagged) == 1 and "NPROC = 2" in tagged[0].source and "USE_SLURM = False" in tagged[0].source
 
 
-@pytest.fixture
-def dl_kernel(tmp_path, monkeypatch) -> str:
-    """A kernelspec for .venv-dl's python in a temporary JUPYTER_PATH."""
-    require_dl_venv()
-    spec = tmp_path / "jupyter" / "kernels" / "hpclab-dl-test"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [str(DL_PYTHON), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "HPCLab deep learning (test)", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    return "hpclab-dl-test"
+def test_first_cell_says_the_notebook_needs_the_dl_kernel_of_gpu_profiles():
+    first = nbformat.read(NOTEBOOK, as_version=4).cells[0]
+    assert first.cell_type == "markdown"
+    assert "needs the `dl` kernel" in first.source and "only on GPU profiles" in first.source
+    assert "GPU profile picked from the hub's form" in first.source
 
 
 @pytest.mark.timeout(900)
-def test_notebook_trains_digits_on_two_processes_and_plots(dl_kernel, tmp_path):
+def test_notebook_trains_digits_on_two_processes_and_plots(curated_kernels, tmp_path):
+    require_dl_venv()  # the shipped YAML's dl runtime is <repo>/.venv-dl
     nb = nbformat.read(NOTEBOOK, as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     nb.cells.insert(at + 1, nbformat.v4.new_code_cell('OUT = "runs/ci"  # injected by the test, as papermill would'))
+    add_kernel_check(nb)
     workdir = tmp_path / "work"
     workdir.mkdir()
-    NotebookClient(nb, kernel_name=dl_kernel, timeout=600, resources={"metadata": {"path": str(workdir)}}).execute()
+    (client := NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(workdir)}})).execute()
+    python = assert_ran_in_curated_kernel(client, nb, "dl")
+    assert Path(python).parent == NOTEBOOK.parents[1] / ".venv-dl" / "bin", python  # the dl runtime in deploy/hub.yaml
     text = _text(nb)
     assert "backend horovod, 2 processes" in text
     assert "horovodrun -np 2 -H localhost:2 --gloo" in text

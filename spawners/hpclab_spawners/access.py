@@ -45,3 +45,18 @@ def choose_profile(deployment: Deployment, slug: str | None, groups: frozenset[s
         needed = ", ".join(profile.groups)
         raise ProfileRefused(f"Profile {slug!r} is restricted to the groups: {needed}.")
     return profile
+
+
+def last_profile(user) -> str:
+    """The profile this user chose most recently for any of their servers, '' if none.
+
+    Read from each server's stored state (its profile and when it was chosen), so the form remembers
+    the last choice across servers and hub restarts without a store of its own.
+    """
+    latest, latest_time = "", 0.0
+    for orm_spawner in getattr(user, "orm_user", user).orm_spawners.values():
+        state = orm_spawner.state or {}
+        when = float(state.get("chosen_at") or 0)
+        if state.get("profile") and when > latest_time:
+            latest, latest_time = str(state["profile"]), when
+    return latest

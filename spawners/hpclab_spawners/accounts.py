@@ -13,6 +13,7 @@ from nativeauthenticator.orm import UserInfo
 from traitlets import Float, Integer, Unicode
 
 from .login_security import LoginLockoutMixin, SignupRateLimit, UsernamePolicyMixin
+from .site_pages import SitePagesMixin
 
 
 def set_account(db, username: str, password: str) -> bool:
@@ -64,7 +65,7 @@ def _password_from_pipe(fd_text: str) -> str:
     return b"".join(chunks).decode()
 
 
-class HPCLabAuthenticator(UsernamePolicyMixin, LoginLockoutMixin, NativeAuthenticator):
+class HPCLabAuthenticator(SitePagesMixin, UsernamePolicyMixin, LoginLockoutMixin, NativeAuthenticator):
     """NativeAuthenticator whose first admin exists from the first start (password from env, else generated once),
     with our user-name rule, login lockout, sign-up rate limit and approval page."""
 

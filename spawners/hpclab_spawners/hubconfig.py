@@ -118,6 +118,28 @@ def secure_state_files(deployment: Deployment) -> None:
             path.chmod(0o600)
 
 
+def _configure_site(c: Any, deployment: Deployment, config_file: Path) -> None:
+    """One spawner for every backend mix; named servers; the site's name, logo and pages."""
+    from .site_pages import OpenExampleHandler
+    from .site_spawner import HPCLabSpawner
+
+    hub = deployment.hub
+    c.JupyterHub.spawner_class = HPCLabSpawner
+    c.HPCLabSpawner.deployment_file = str(config_file)
+    c.HPCLabSpawner.poll_interval = min(b.poll_interval for b in deployment.backends.values())
+    c.JupyterHub.allow_named_servers = hub.named_servers
+    c.JupyterHub.named_server_limit_per_user = hub.named_server_limit
+    handlers: list = [(r"/hpclab/open", OpenExampleHandler)]
+    if any(b.type == "slurm" for b in deployment.backends.values()):
+        from .slurm.port_report import PortReportHandler
+
+        handlers.append((r"/api/hpclab/port", PortReportHandler))
+    c.JupyterHub.extra_handlers = handlers
+    if hub.logo is not None:
+        c.JupyterHub.logo_file = str(hub.logo)
+    c.JupyterHub.template_vars = {**dict(c.JupyterHub.template_vars), "hpclab_site_name": hub.site_name}
+
+
 def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     """Set every JupyterHub, proxy, authenticator and spawner option the deploy YAML controls."""
     hub = deployment.hub
@@ -157,23 +179,7 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     else:
         _configure_native(c, deployment)
 
-    kinds = {deployment.backends[p.backend].type for p in deployment.profiles}
-    if "slurm" in kinds:
-        from .slurm.port_report import PortReportHandler
-        from .slurm.spawner import SlurmProfileSpawner
-
-        slurm_backends = [b for b in deployment.backends.values() if b.type == "slurm"]
-        c.JupyterHub.spawner_class = SlurmProfileSpawner
-        c.SlurmProfileSpawner.deployment_file = str(config_file)
-        c.SlurmProfileSpawner.poll_interval = min(b.poll_interval for b in slurm_backends)
-        c.JupyterHub.extra_handlers = [(r"/api/hpclab/port", PortReportHandler)]
-    else:
-        from .local_spawner import LocalProfileSpawner
-
-        c.JupyterHub.spawner_class = LocalProfileSpawner
-        c.LocalProfileSpawner.deployment_file = str(config_file)
-        local_backends = [b for b in deployment.backends.values() if b.type == "local"]
-        c.LocalProfileSpawner.poll_interval = min(b.poll_interval for b in local_backends)
+    _configure_site(c, deployment, config_file)
 
     if deployment.culling.enabled:
         from .culling import activity_interval, culler_service, profile_timeouts

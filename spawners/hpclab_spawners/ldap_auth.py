@@ -6,9 +6,10 @@ from ldapauthenticator import LDAPAuthenticator
 from traitlets import Dict, List
 
 from .login_security import LoginLockoutMixin, UsernamePolicyMixin
+from .site_pages import SitePagesMixin
 
 
-class HPCLabLDAPAuthenticator(UsernamePolicyMixin, LoginLockoutMixin, LDAPAuthenticator):
+class HPCLabLDAPAuthenticator(SitePagesMixin, UsernamePolicyMixin, LoginLockoutMixin, LDAPAuthenticator):
     """jupyterhub-ldapauthenticator plus: LDAP groups -> hub groups (manage_groups), admin groups, login groups;
     our user-name rule and login lockout (repeated wrong passwords never reach the directory)."""
 

@@ -21,12 +21,11 @@ from pathlib import Path
 from hpclab.walltime_signal import EARLY_SIGNAL
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Dict, default
+from traitlets import Dict, HasTraits
 
 from .cgroups import CgroupUnavailable, ServerCgroup, ServerLimits, device_numbers, group_name
-from .config.model import LocalBackend, Profile
+from .config.model import Profile
 from .config.units import format_duration, format_memory
-from .profile_spawner import ProfileSpawnerMixin
 from .resources import Allocation, NoFreeGPU, ResourcePool, pool_for
 from .unix_accounts import AccountUnavailable, UnixAccount, ensure_home, resolve_account
 
@@ -70,10 +69,13 @@ def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: 
     return preexec
 
 
-class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
-    """Starts jupyterhub-singleuser locally for the profile the user picked, as the user's own account."""
+class LocalServerMixin(HasTraits):
+    """The local-backend half of HPCLabSpawner: jupyterhub-singleuser on this machine, as the user's own account.
 
-    backend_type = "local"
+    Its ``local_*`` methods are what HPCLabSpawner's start/stop/poll/progress/get_env call for a
+    server whose profile names a local backend; state methods chain with the SLURM half.
+    """
+
     allocation_state = Dict(help="Cores and GPUs held by the running server (kept in state).")
     account_state = Dict(help="Unix account and home the server runs as (kept in state).")
     cgroup_state = Dict(help="The server's cgroup directories (kept in state, so a restarted hub finds them).")
@@ -86,24 +88,16 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         """Who holds an allocation: user plus server name, so named servers are distinct."""
         return f"{self.user.name}/{self.name}"
 
-    @default("popen_kwargs")
-    def _popen_kwargs_default(self) -> dict:
-        return {"stdin": subprocess.DEVNULL}  # never the hub's terminal
-
-    @default("env_keep")
-    def _env_keep_default(self) -> list[str]:
-        return ["LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]  # nothing else of the hub's environment
-
     # --- profile and pool -----------------------------------------------------------------------
+
+    def _on_known_local_profile(self) -> bool:
+        """Whether the current server's profile is still in the YAML and names a local backend."""
+        return bool(self.profile_slug and self.deployment.profile(self.profile_slug)) and self.backend_kind == "local"
 
     def pool(self, profile: Profile) -> ResourcePool:
         """The core/GPU pool of the profile's backend."""
         backend = self.deployment.backends[profile.backend]
         return pool_for(profile.backend, backend.cpus, backend.gpus)
-
-    @property
-    def backend(self) -> LocalBackend:
-        return self.deployment.backends[self.profile.backend]
 
     @property
     def account(self) -> UnixAccount | None:
@@ -145,21 +139,18 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         self.allocation_state = state.get("allocation", {})
         self.account_state = state.get("account", {})
         self.cgroup_state = state.get("cgroup", {})
-        if self.pid and self.allocation_state and self.deployment.profile(self.profile_slug):
+        if self.pid and self.allocation_state and self._on_known_local_profile():
             self.pool(self.profile).claim(self.owner_key, Allocation.from_state(self.allocation_state))
 
     def clear_state(self) -> None:
         self._end_cgroup()
         super().clear_state()
-        if self.profile_slug and self.deployment.profile(self.profile_slug):
+        if self._on_known_local_profile():
             self.pool(self.profile).release(self.owner_key)
         self.allocation_state = {}
         self.account_state = {}
 
     # --- process ------------------------------------------------------------------------------
-
-    def get_args(self) -> list[str]:
-        return super().get_args() + self.server_args()
 
     def user_env(self, env: dict) -> dict:
         account = self.account
@@ -168,8 +159,9 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         env["SHELL"] = "/bin/bash"
         return env
 
-    def get_env(self) -> dict:
-        env = super().get_env()
+    def local_env(self) -> dict:
+        """The server's whole environment: the hub's few kept variables, the profile's, the allocation's."""
+        env = LocalProcessSpawner.get_env(self)
         profile = self.profile
         allocation = Allocation.from_state(self.allocation_state)
         env["PATH"] = f"{Path(sys.executable).parent}:{SYSTEM_PATH}"  # the hub's venv: jupyterhub-singleuser, hpclab-kernel
@@ -250,7 +242,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         group.remove()
         self.cgroup_state = {}
 
-    async def start(self):
+    async def local_start(self):
+        """Account, cores/GPUs, cgroup, then the server process; everything is given back if any step fails."""
         profile = self.profile
         account = await asyncio.to_thread(self._resolve_account)  # useradd may take a while: not in the event loop
         self.account_state = {**account.__dict__, "groups": list(account.groups)}
@@ -285,7 +278,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         )
         try:
             try:
-                ip, port = await super().start()
+                ip, port = await LocalProcessSpawner.start(self)
             except PermissionError as error:
                 raise web.HTTPError(
                     500,
@@ -301,12 +294,12 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             self.allocation_state = {}
             raise
 
-    async def stop(self, now: bool = False) -> None:
+    async def local_stop(self, now: bool = False) -> None:
         """Stop the server, then everything else its cgroup still holds."""
-        await super().stop(now=now)
+        await LocalProcessSpawner.stop(self, now=now)
         await asyncio.to_thread(self._end_cgroup)  # freezing and killing may wait: not in the event loop
 
-    async def poll(self):
+    async def local_poll(self):
         """Exit status if the server is gone; stops it at its wall time, after SIGUSR2 ``save_before`` ahead.
 
         The same early signal as SLURM's ``--signal=B:USR2@N``: JupyterLab saves every open document.
@@ -325,13 +318,13 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                 self.log.warning("Stopping %s: it was started before servers ran as their own accounts", self._log_name)
                 self._stopping_from_poll = True
                 try:
-                    await super().stop()
+                    await LocalProcessSpawner.stop(self)
                 finally:
                     self._stopping_from_poll = False
                 self.clear_state()
                 return 0
         self._report_oom(group)
-        status = await super().poll()
+        status = await LocalProcessSpawner.poll(self)
         if status is not None or not self.job_end_epoch or self._stopping_from_poll:
             return status
         left = self.job_end_epoch - time.time()
@@ -396,7 +389,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             writer.close()
             return
 
-    async def progress(self):
+    async def local_progress(self):
         profile = self.profile
         allocation = Allocation.from_state(self.allocation_state)
         cpus = ",".join(map(str, allocation.cpu_ids)) or "…"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from oauthenticator.generic import GenericOAuthenticator
 
 from .login_security import UsernamePolicyMixin
+from .site_pages import SitePagesMixin
 
 
-class HPCLabOIDCAuthenticator(UsernamePolicyMixin, GenericOAuthenticator):
+class HPCLabOIDCAuthenticator(SitePagesMixin, UsernamePolicyMixin, GenericOAuthenticator):
     """A provider's user name becomes a hub name only if it passes usernames.check_username (else login is refused)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from tornado import web
 from traitlets import Float, HasTraits, Unicode, default
 
-from .access import ProfileRefused, choose_profile, groups_of, visible_profiles
+from .access import ProfileRefused, choose_profile, groups_of, last_profile, visible_profiles
 from .config import cached_deployment
 from .config.model import Deployment, Profile
 from .culling import activity_interval
@@ -21,12 +21,11 @@ from .quotas import ActiveServer, QuotaExceeded, check_quotas
 class ProfileSpawnerMixin(HasTraits):
     """Mixed into a concrete spawner: renders the form, resolves and authorises the profile, keeps its slug."""
 
-    backend_type: str = ""  # "local" or "slurm": the backend kind the concrete spawner can start
-
     deployment_file = Unicode(help="Path of the deploy YAML this hub was started from.").tag(config=True)
     profile_slug = Unicode("", help="Slug of the profile the running server was started with (kept in state).")
     job_end_epoch = Float(0, help="When the server's wall time runs out (epoch seconds; 0 = no limit; kept in state).")
     end_reason = Unicode("", help="Why the last server ended on its own, shown on the home page (kept in state).")
+    chosen_at = Float(0, help="When the user last chose this server's profile (epoch seconds; kept in state): the form remembers it.")
 
     @property
     def deployment(self) -> Deployment:
@@ -37,14 +36,40 @@ class ProfileSpawnerMixin(HasTraits):
         """Groups used for profile access: YAML groups plus the hub's (fed by OIDC/LDAP later)."""
         return groups_of(self.user.name, self.deployment, (g.name for g in self.user.groups))
 
-    def form_extras(self) -> dict[str, str]:
-        """Per-profile live notes for the form (e.g. free GPUs); backends override."""
-        return {}
+    @property
+    def backend_kind(self) -> str:
+        """'local' or 'slurm': the kind of backend of the current (or last) server's profile.
+
+        A server whose profile left the YAML is recognised by what its state holds (a job id or a pid).
+        """
+        profile = self.deployment.profile(self.profile_slug) if self.profile_slug else None
+        if profile is not None:
+            return self.deployment.backends[profile.backend].type
+        return "slurm" if getattr(self, "job_id", "") else "local"
+
+    @property
+    def backend(self):
+        """The backend entry of the current (or last) server's profile (a LocalBackend or a SlurmBackend)."""
+        return self.deployment.backends[self.profile.backend]
+
+    def requested_profile(self) -> str:
+        """The profile a link asked to preselect (``/hub/spawn?profile=SLUG``), else the user's last choice."""
+        handler = getattr(self, "handler", None)
+        if handler is not None:
+            asked = handler.get_argument("profile", "") or handler.get_argument("hpclab-profile", "")
+            if asked:
+                return asked
+        return last_profile(self.user)
 
     async def render_form(self) -> str:
-        """The spawn form for this user."""
+        """The spawn form for this user: allowed profiles, live availability, the preselected one checked."""
+        from .form import site_branding
+
         profiles = visible_profiles(self.deployment, self.user_groups())
-        return render_profile_form(profiles, notes=self.form_extras())
+        availability = getattr(self, "_availability", {})
+        return render_profile_form(
+            profiles, selected=self.requested_profile(), availability=availability, branding=site_branding(self.deployment)
+        )
 
     @default("cmd")
     def _cmd_default(self):
@@ -77,11 +102,13 @@ class ProfileSpawnerMixin(HasTraits):
             reason = "forbidden" if refused.status == 403 else "unknown_profile"
             metrics.SPAWN_FAILURES.labels(requested or "(default)", reason).inc()
             raise web.HTTPError(refused.status, str(refused)) from None
-        backend = spawner.deployment.backends[profile.backend]
-        if backend.type != spawner.backend_type:
-            raise web.HTTPError(400, f"Profile {profile.slug!r} uses a {backend.type} backend, which this hub cannot start.")
+        blocked = spawner.blocked_reason(profile)
+        if blocked:
+            metrics.SPAWN_FAILURES.labels(profile.slug, "unavailable").inc()
+            raise web.HTTPError(400, f"Profile {profile.slug!r} cannot start here: {blocked}")
         spawner.enforce_quotas(profile)
         spawner.profile_slug = profile.slug  # from here on this spawn counts against quotas (no await in between)
+        spawner.chosen_at = time.time()
         # the profile actually chosen (the default when none was asked for), for the REST API and the culler
         spawner.user_options = {**(user_options or {}), "profile": profile.slug}
         if getattr(spawner, "orm_spawner", None) is not None:
@@ -90,6 +117,14 @@ class ProfileSpawnerMixin(HasTraits):
         spawner.http_timeout = profile.spawn_timeout
         spawner.cpu_limit = float(profile.cpus)
         spawner.mem_limit = profile.memory
+
+    def blocked_reason(self, profile: Profile) -> str:
+        """Why ``profile`` can never start on its backend ('' if it can); checked before anything is held."""
+        from .availability import local_blocked
+
+        if self.deployment.backends[profile.backend].type == "local":
+            return local_blocked(profile, self.pool(profile))
+        return ""  # a SLURM job waits in the queue with SLURM's reason, which the progress page shows
 
     def active_servers(self, include_self: bool = False) -> list[ActiveServer]:
         """Every other server of this hub (or every one) that is running or starting, with its profile's resources."""
@@ -157,6 +192,10 @@ class ProfileSpawnerMixin(HasTraits):
             every = activity_interval(self.deployment.culling.timeout_for(profile))
             env["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(every)
             env["HPCLAB_BUSY_CHECK_SECONDS"] = str(every)
+        examples = self.deployment.examples
+        if examples.enabled:  # copied into <root>/examples by the hpclab.examples server extension, as the user
+            env["HPCLAB_EXAMPLES_DIR"] = str(examples.source_dir)
+            env["HPCLAB_EXAMPLES_TARGET"] = examples.folder
         walltime = self.deployment.walltime
         env["HPCLAB_WALLTIME_WARN_SECONDS"] = str(walltime.warn_before)
         env["HPCLAB_WALLTIME_SAVE_SECONDS"] = str(walltime.save_before or 0)
@@ -181,7 +220,7 @@ class ProfileSpawnerMixin(HasTraits):
         else:
             self.log.warning("hpclab: JupyterLab's wall-time plugin is not built (make labextension)")
         args += kernel_server_args(self.profile.kernels, self.profile.initial_kernel)  # only the profile's kernels
-        extensions = ["hpclab.walltime", "hpclab.oom_guard"] + (["hpclab.busy_activity"] if self.deployment.culling.enabled else [])
+        extensions = ["hpclab.walltime", "hpclab.oom_guard", "hpclab.examples"] + (["hpclab.busy_activity"] if self.deployment.culling.enabled else [])
         args += [f"--ServerApp.jpserver_extensions={name}=True" for name in extensions]
         return args
 
@@ -193,6 +232,8 @@ class ProfileSpawnerMixin(HasTraits):
             state["job_end"] = self.job_end_epoch
         if self.end_reason:
             state["end_reason"] = self.end_reason
+        if self.chosen_at:
+            state["chosen_at"] = self.chosen_at
         return state
 
     def load_state(self, state: dict) -> None:
@@ -200,11 +241,35 @@ class ProfileSpawnerMixin(HasTraits):
         self.profile_slug = state.get("profile", "")
         self.job_end_epoch = float(state.get("job_end", 0))
         self.end_reason = state.get("end_reason", "")
+        self.chosen_at = float(state.get("chosen_at", 0))
 
     def start_wall_clock(self) -> None:
         """The server runs from now: its wall time ends after the profile's time limit."""
         limit = self.profile.time_limit
         self.job_end_epoch = time.time() + limit if limit else 0.0
+
+    def server_summary(self) -> dict[str, str]:
+        """What the home page lists for this server: profile, backend, state and time left."""
+        profile = self.deployment.profile(self.profile_slug) if self.profile_slug else None
+        if self.ready:
+            state = "running"
+            job = getattr(self, "job_id", "")
+            if job:
+                state += f" (SLURM job {job})"
+        elif self.pending:
+            state = "starting" if self.pending == "spawn" else self.pending
+        else:
+            state = "stopped" + (f": {self.end_reason}" if self.end_reason else "")
+        backend = ""
+        if profile is not None:
+            kind = self.deployment.backends[profile.backend].type
+            backend = f"{profile.backend} ({'SLURM cluster' if kind == 'slurm' else 'this server'})"
+        return {
+            "profile": profile.display_name if profile else "",
+            "backend": backend,
+            "state": state,
+            "time_left": self.time_left_text or ("no limit" if self.ready else ""),
+        }
 
     @property
     def time_left_text(self) -> str:

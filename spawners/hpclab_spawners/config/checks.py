@@ -40,13 +40,15 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
                 issues.append(
                     ConfigIssue(("profiles", i, "default_kernel"), f"unknown kernel {profile.default_kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}")
                 )
-    kinds = {deployment.backends[p.backend].type for p in deployment.profiles if p.backend in deployment.backends}
-    if len(kinds) > 1:
-        issues.append(ConfigIssue(("profiles",), "profiles use both local and slurm backends; one hub serves one backend kind (run a second hub for the other)"))
     for i in defaults[1:]:
         issues.append(ConfigIssue(("profiles", i, "default"), f"only one profile may be the default (profiles[{defaults[0]}] already is)"))
     hub = deployment.hub
     auth = deployment.auth
+    if hub.logo is not None and not hub.logo.is_file():
+        issues.append(ConfigIssue(("hub", "logo"), f"no such file: {hub.logo}"))
+    examples = deployment.examples
+    if examples.enabled and not examples.source_dir.is_dir():
+        issues.append(ConfigIssue(("examples", "source"), f"no such folder: {examples.source_dir}"))
     issues += _local_backend_issues(deployment)
     issues += _user_name_issues(deployment)
     for kind in ("ldap", "oidc"):

@@ -55,8 +55,14 @@ class HubSettings(Strict):
     ssl_key: Path | None = Field(None, description="TLS private key (PEM) for ssl_cert.")
     http_redirect_port: Port | None = Field(None, description="Also listen for plain HTTP here and redirect to HTTPS.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Hub log level (tokens are never logged).")
+    site_name: StrictStr = Field("HPCLab", min_length=1, max_length=80, description="Name shown in page titles and on the spawn form.")
+    logo: Path | None = Field(None, description="Logo image (PNG/SVG) shown top left of every hub page; relative to the YAML file.")
+    named_servers: bool = Field(True, description="Users may run several servers at once, each with a name and its own profile.")
+    named_server_limit: NonNegativeInt = Field(
+        3, description="Most named servers per user besides the default one (0 = no limit); quotas still count every server."
+    )
 
-    @field_validator("data_dir", "cookie_secret_file", "ssl_cert", "ssl_key")
+    @field_validator("data_dir", "cookie_secret_file", "ssl_cert", "ssl_key", "logo")
     @classmethod
     def _absolute(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else _resolve(value, info)
@@ -378,6 +384,28 @@ class WalltimeSettings(Strict):
     )
 
 
+class ExamplesSettings(Strict):
+    """The example notebooks every new server finds in its root folder (refreshed at each start, edits kept)."""
+
+    enabled: bool = Field(True, description="Copy the examples into each server's root folder at start.")
+    source: Path | None = Field(
+        None, description="Folder holding the deployment's examples; default: the notebooks/ folder HPCLab ships. Relative to the YAML file."
+    )
+    folder: StrictStr = Field(
+        "examples", pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the folder in each server's root (one level, no slashes)."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _absolute(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @property
+    def source_dir(self) -> Path:
+        """The folder examples are copied from: ``source``, else the notebooks/ folder next to the hub package."""
+        return self.source or Path(__file__).resolve().parents[3] / "notebooks"
+
+
 class Deployment(Strict):
     """A whole HPCLab deployment, as written in deploy/*.yaml."""
 
@@ -389,6 +417,7 @@ class Deployment(Strict):
     culling: CullingSettings = Field(default_factory=dict, description="Stopping idle servers.")
     quotas: QuotaSettings = Field(default_factory=dict, description="Limits on servers, GPUs and cores in use.")
     walltime: WalltimeSettings = Field(default_factory=dict, description="Warning and saving before a server's wall time ends.")
+    examples: ExamplesSettings = Field(default_factory=dict, description="Example notebooks in every session.")
 
     @property
     def account_prefixes(self) -> list[str]:

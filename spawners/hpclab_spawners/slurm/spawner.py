@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import pwd
 import sys
 import time
@@ -12,11 +13,10 @@ from pathlib import Path
 from jupyterhub import orm
 from jupyterhub.spawner import Spawner
 from tornado import web
-from traitlets import Unicode, default
+from traitlets import HasTraits, Unicode
 
 from .. import metrics
 from ..config.model import SlurmBackend
-from ..profile_spawner import ProfileSpawnerMixin
 from .batch_script import build_batch_script
 from .client import SlurmClient, SlurmError
 from .ending import describe_end, describe_pending
@@ -26,10 +26,12 @@ _LIVE_JOBS: set[str] = set()  # job ids submitted by this hub process and not ye
 _ORPHAN_CHECK_DONE: set[str] = set()
 
 
-class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
-    """Submits one job per server (sbatch as the user), waits for its port report, polls through one shared squeue."""
+class SlurmServerMixin(HasTraits):
+    """The SLURM half of HPCLabSpawner: one job per server (sbatch as the user), its port report, one shared squeue.
 
-    backend_type = "slurm"
+    Its ``slurm_*`` methods are what HPCLabSpawner's start/stop/poll/progress/get_env call for a
+    server whose profile names a SLURM backend; state methods chain with the local half.
+    """
 
     job_id = Unicode("", help="SLURM job id of the running server (kept in state).")
 
@@ -38,18 +40,13 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
     progress_percent = 0
     _ready = False
 
-    @default("env_keep")
-    def _env_keep_default(self):
-        return ["PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "JUPYTERHUB_SINGLEUSER_APP"]
+    #: what the job inherits from the hub's environment besides Spawner.env_keep
+    SLURM_ENV_KEEP = ("PATH", "VIRTUAL_ENV")
 
     # --- wiring -----------------------------------------------------------------------------
 
-    @property
-    def backend(self) -> SlurmBackend:
-        return self.deployment.backends[self.profile.backend]
-
     def _any_backend(self) -> SlurmBackend:
-        if self.profile_slug and self.deployment.profile(self.profile_slug):
+        if self.backend_kind == "slurm":
             return self.backend
         return next(b for b in self.deployment.backends.values() if b.type == "slurm")
 
@@ -75,31 +72,6 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
                 400, f"There is no Unix account named {self.user.name!r}: SLURM jobs run as the user's own account."
             ) from None
 
-    # --- form: live cluster state -----------------------------------------------------------
-
-    async def render_form(self) -> str:
-        self._notes = await self._live_notes()
-        return await super().render_form()
-
-    def form_extras(self) -> dict[str, str]:
-        return getattr(self, "_notes", {})
-
-    async def _live_notes(self) -> dict[str, str]:
-        """Per profile: its partition's free cores and GPUs now (cached by SLURM's own speed; soft-fails)."""
-        try:
-            partitions = await self.client.partitions()
-        except SlurmError as error:
-            return {p.slug: f"Cluster state unavailable: {error.message}" for p in self.deployment.profiles}
-        notes = {}
-        for p in self.deployment.profiles:
-            backend = self.deployment.backends[p.backend]
-            name = (p.slurm.partition if p.slurm and p.slurm.partition else None) or getattr(backend, "partition", None)
-            state = partitions.get(name) if name else None
-            if state:
-                gpus = f", {state.gpus_free} of {state.gpus_total} GPUs free" if state.gpus_total else ""
-                notes[p.slug] = f"Partition {name}: {state.nodes} node(s), {state.cpus_free} of {state.cpus_total} cores free{gpus} now"
-        return notes
-
     # --- state ------------------------------------------------------------------------------
 
     def get_state(self) -> dict:
@@ -119,8 +91,10 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
 
     # --- start ------------------------------------------------------------------------------
 
-    def get_env(self) -> dict:
-        env = super().get_env()
+    def slurm_env(self) -> dict:
+        """The job's environment: the hub's kept variables (PATH, the venv), the profile's, the hub API URL."""
+        env = Spawner.get_env(self)
+        env.update({key: os.environ[key] for key in self.SLURM_ENV_KEEP if key in os.environ})
         env.update(self.profile_env())
         if self.backend.hub_api_url:
             env["JUPYTERHUB_API_URL"] = self.backend.hub_api_url
@@ -131,14 +105,15 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
         if self.port_reported is not None and not self.port_reported.done():
             self.port_reported.set_result(port)
 
-    async def start(self):
+    async def slurm_start(self):
+        """Submit the job, follow it in the shared queue, and return (node, port) once its server reports."""
         self.end_reason = ""
         self.job_end_epoch = 0.0
         self._ready = False
         profile, backend = self.profile, self.backend
         home = self.home()
         command = list(backend.job_command or [str(Path(sys.executable).with_name("hpclab-singleuser"))])
-        command += list(self.cmd) + self.get_args() + self.server_args()
+        command += list(self.cmd) + self.get_args()
         script = build_batch_script(
             profile, backend, self.user.name, home, command, self.name, self.hub_id, self.deployment.walltime.save_before or 0
         )
@@ -220,7 +195,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
             return f"See {path}."
         return f"Last lines of {path}: " + " | ".join(tail) if tail else f"{path} is empty."
 
-    async def progress(self):
+    async def slurm_progress(self):
         last = None
         while not self._ready:
             if self.progress_line != last:
@@ -230,7 +205,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
 
     # --- poll / stop --------------------------------------------------------------------------
 
-    async def poll(self):
+    async def slurm_poll(self):
         if not self.job_id:
             return 0
         await self._check_orphans_once()
@@ -255,7 +230,7 @@ class SlurmProfileSpawner(ProfileSpawnerMixin, Spawner):
         except SlurmError as error:
             self.log.warning("scancel %s failed: %s", self.job_id, error.message)
 
-    async def stop(self, now: bool = False) -> None:
+    async def slurm_stop(self, now: bool = False) -> None:
         if not self.job_id:
             return
         await self._cancel_job()

@@ -1,0 +1,99 @@
+"""What each profile can get right now on its backend: a live line for the form, or why it cannot start here.
+
+Local backends answer from the hub's own pool (free cores and GPUs); SLURM backends from one
+``sinfo --json`` and one ``scontrol show partition`` per form (partition up? GPUs in it?). A
+profile that can never start here (a GPU profile on a server without GPUs, a partition that is
+down or missing) is shown disabled with the reason, and refused if a forged form asks for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .config.model import Profile
+from .resources import ResourcePool
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .site_spawner import HPCLabSpawner
+
+
+@dataclass(frozen=True)
+class Availability:
+    """One profile's live state: ``note`` (what is free now) and ``blocked`` (why it cannot start; '' if it can)."""
+
+    note: str = ""
+    blocked: str = ""
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def local_blocked(profile: Profile, pool: ResourcePool) -> str:
+    """Why ``profile`` can never start on this local backend ('' if it can): it asks for more GPUs than exist."""
+    if profile.gpus > len(pool.gpu_ids):
+        have = "no GPU" if not pool.gpu_ids else f"only {_plural(len(pool.gpu_ids), 'GPU')}"
+        return f"This server has {have}; the profile needs {_plural(profile.gpus, 'GPU')}."
+    return ""
+
+
+def local_availability(profile: Profile, pool: ResourcePool) -> Availability:
+    """Free cores and GPUs of a local backend's pool, or why the profile cannot start there."""
+    blocked = local_blocked(profile, pool)
+    if blocked:
+        return Availability(blocked=blocked)
+    load = pool.cpu_load()
+    idle = sum(1 for count in load.values() if count == 0)
+    note = f"This server: {idle} of {_plural(len(pool.cpu_ids), 'core')} idle"
+    if pool.gpu_ids:
+        note += f", {len(pool.free_gpus())} of {_plural(len(pool.gpu_ids), 'GPU')} free"
+    if profile.gpus > len(pool.free_gpus()):
+        note += " (all GPUs are in use now; try again later)"
+    return Availability(note=note + ".")
+
+
+def slurm_availability(profile: Profile, partition: str | None, states: dict, settings: dict) -> Availability:
+    """A SLURM profile's partition now: free cores/GPUs, or why it cannot start (missing, down, no GPUs)."""
+    if not partition:
+        return Availability(note="Runs in the cluster's default partition.")
+    state = states.get(partition)
+    setting = settings.get(partition)
+    if setting is None and state is None:
+        return Availability(blocked=f"The cluster has no partition {partition!r}.")
+    up = (setting or {}).get("State", "UP")
+    if up != "UP":
+        return Availability(blocked=f"Partition {partition} is {up.lower()} (the cluster's admins closed it).")
+    if state is None or state.nodes == 0:
+        return Availability(blocked=f"Partition {partition} has no nodes.")
+    if profile.gpus and state.gpus_total == 0:
+        return Availability(blocked=f"Partition {partition} has no GPUs; the profile needs {_plural(profile.gpus, 'GPU')}.")
+    gpus = f", {state.gpus_free} of {state.gpus_total} GPUs free" if state.gpus_total else ""
+    return Availability(note=f"Partition {partition}: {_plural(state.nodes, 'node')}, {state.cpus_free} of {state.cpus_total} cores free{gpus} now.")
+
+
+async def form_availability(spawner: "HPCLabSpawner") -> dict[str, Availability]:
+    """Availability of every profile on the form, each from its own backend (SLURM asked once per backend)."""
+    from .slurm.client import SlurmClient, SlurmError, partition_settings
+
+    deployment = spawner.deployment
+    result: dict[str, Availability] = {}
+    cluster_answers: dict[str, tuple[dict, dict] | str] = {}
+    for profile in deployment.profiles:
+        backend = deployment.backends[profile.backend]
+        if backend.type == "local":
+            result[profile.slug] = local_availability(profile, spawner.pool(profile))
+            continue
+        if profile.backend not in cluster_answers:
+            client = SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+            try:
+                cluster_answers[profile.backend] = (await client.partitions(), await partition_settings(client))
+            except SlurmError as error:
+                cluster_answers[profile.backend] = error.message
+        answer = cluster_answers[profile.backend]
+        if isinstance(answer, str):
+            result[profile.slug] = Availability(note=f"Cluster state unavailable: {answer}")
+            continue
+        partition = (profile.slurm.partition if profile.slurm and profile.slurm.partition else None) or backend.partition
+        result[profile.slug] = slurm_availability(profile, partition, *answer)
+    return result

@@ -1,0 +1,63 @@
+"""The one spawner of an HPCLab hub: each server goes to the backend its profile names (local or SLURM).
+
+A site is one hub in front of any mix of backends (a SLURM cluster, a teaching server, a GPU
+server). The profile chosen on the form decides, per server, which half does the work:
+``LocalServerMixin`` (a process under the user's account on this machine) or ``SlurmServerMixin``
+(a job on the cluster). The chosen profile is kept in the server's state, so a restarted hub
+dispatches each re-adopted server to the same half, with its job id or allocation.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from jupyterhub.spawner import LocalProcessSpawner
+from traitlets import default
+
+from .availability import form_availability
+from .local_spawner import LocalServerMixin
+from .profile_spawner import ProfileSpawnerMixin
+from .slurm.spawner import SlurmServerMixin
+
+
+class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, LocalProcessSpawner):
+    """Starts, follows and stops a server on the backend of its profile; one class for every site shape."""
+
+    @default("popen_kwargs")
+    def _popen_kwargs_default(self) -> dict:
+        return {"stdin": subprocess.DEVNULL}  # a local server never reads the hub's terminal
+
+    @default("env_keep")
+    def _env_keep_default(self) -> list[str]:
+        return ["LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]  # nothing else of the hub's environment
+
+    @property
+    def on_slurm(self) -> bool:
+        """Whether the current (or last) server is a SLURM job."""
+        return self.backend_kind == "slurm"
+
+    def get_args(self) -> list[str]:
+        return super().get_args() + self.server_args()
+
+    def get_env(self) -> dict:
+        return self.slurm_env() if self.on_slurm else self.local_env()
+
+    async def start(self):
+        return await (self.slurm_start() if self.on_slurm else self.local_start())
+
+    async def stop(self, now: bool = False) -> None:
+        await (self.slurm_stop(now=now) if self.on_slurm else self.local_stop(now=now))
+
+    async def poll(self):
+        if not self.profile_slug and not self.pid:
+            return 0  # never started (or state cleared): nothing runs
+        return await (self.slurm_poll() if self.on_slurm else self.local_poll())
+
+    async def progress(self):
+        events = self.slurm_progress() if self.on_slurm else self.local_progress()
+        async for event in events:
+            yield event
+
+    async def render_form(self) -> str:
+        self._availability = await form_availability(self)
+        return await super().render_form()
