@@ -36,7 +36,9 @@ def _site_yaml(workdir: Path, examples: Path) -> dict:
         quotas={"per_user": {"servers": 2}},
         examples={"source": str(examples)},
     )
-    config["hub"].update(site_name="Test <Site> Hub", named_server_limit=2)
+    logo = workdir / "site-logo.png"
+    shutil.copy(REPO / "kernels" / "josephson" / "logo-64x64.png", logo)
+    config["hub"].update(site_name="Test <Site> Hub", named_server_limit=2, logo=str(logo))
     return config
 
 
@@ -111,6 +113,12 @@ def test_each_profile_says_its_resources_once_and_the_site_name_is_escaped(site)
     assert 'data-profile="gpu-1"' not in html  # bob is not in gpu-users: not even shown
     assert "Test &lt;Site&gt; Hub" in html and "<Site>" not in html
     assert "<title>Test &lt;Site&gt; Hub</title>" in html.replace("\n", "")
+
+
+def test_the_sites_logo_is_served_on_every_page(site):
+    logo = login(site, "bob").http.get(f"{site.url}/hub/logo")
+    assert logo.status_code == 200
+    assert logo.content == Path(site.config["hub"]["logo"]).read_bytes()
 
 
 def test_a_link_preselects_a_profile_without_starting_anything(site):
@@ -214,3 +222,40 @@ def test_examples_arrive_and_a_users_edit_survives_a_restart_and_an_update(site,
         assert "version 2" in "".join(upgraded["cells"][0]["source"])
     finally:
         stop_server(alice, "alice")
+
+
+# -- availability, from the backends' own answers (pure functions over real parsed shapes) ----------
+def _profile(**fields):
+    from hpclab_spawners.config.model import Profile
+
+    return Profile(**{"slug": "p", "display_name": "P", "backend": "b", **fields})
+
+
+def test_slurm_availability_disables_missing_down_and_gpu_less_partitions():
+    from hpclab_spawners.availability import slurm_availability
+    from hpclab_spawners.slurm.client import PartitionState, parse_partition_lines
+
+    settings = parse_partition_lines("PartitionName=cpu State=UP MaxTime=UNLIMITED\nPartitionName=old State=DOWN MaxTime=1:00:00\n"
+                                     "PartitionName=gpu State=UP\n")
+    states = {"cpu": PartitionState("cpu", 2, 8, 5, 0, 0), "old": PartitionState("old", 1, 4, 4, 0, 0),
+              "gpu": PartitionState("gpu", 1, 4, 4, 2, 1)}
+    assert slurm_availability(_profile(), "cpu", states, settings).note == "Partition cpu: 2 nodes, 5 of 8 cores free now."
+    assert slurm_availability(_profile(), "old", states, settings).blocked == "Partition old is down (the cluster's admins closed it)."
+    assert slurm_availability(_profile(), "nope", states, settings).blocked == "The cluster has no partition 'nope'."
+    assert "has no GPUs" in slurm_availability(_profile(gpus=1), "cpu", states, settings).blocked
+    gpu = slurm_availability(_profile(gpus=1), "gpu", states, settings)
+    assert not gpu.blocked and gpu.note.endswith("1 of 2 GPUs free now.")
+
+
+def test_local_availability_counts_idle_cores_and_free_gpus():
+    from hpclab_spawners.availability import local_availability, local_blocked
+    from hpclab_spawners.resources import ResourcePool
+
+    pool = ResourcePool((0, 1, 2, 3), ("0", "1"))
+    pool.allocate("alice/", 2, 1)
+    assert local_availability(_profile(), pool).note == "This server: 2 of 4 cores idle, 1 of 2 GPUs free."
+    assert local_blocked(_profile(gpus=3), pool) == "This server has only 2 GPUs; the profile needs 3 GPUs."
+    pool.allocate("bob/", 1, 1)
+    busy = local_availability(_profile(gpus=1), pool)
+    assert not busy.blocked and "all GPUs are in use now" in busy.note  # a wait, not a refusal
+    assert local_blocked(_profile(gpus=1), ResourcePool((0,), ())) == "This server has no GPU; the profile needs 1 GPU."

@@ -12,6 +12,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import add_account, browser_login, login
@@ -125,3 +126,43 @@ def test_a_cluster_job_and_a_local_server_side_by_side_and_the_example_runs_in_i
         page.close()
         stop_server(client, "alice", server_name="local")
         stop_server(client, "alice")
+
+
+def test_a_restarted_hub_readopts_each_server_with_its_own_backend(site_hub):
+    """Both halves keep their server's state (job id; pid, account, cgroup) through a hub restart."""
+    client = login(site_hub, "alice")
+    assert client.post_spawn("alice", "cluster-cpu").status_code == 302
+    assert client.post_spawn("alice", "server-cpu", server_name="local").status_code == 302
+    try:
+        client.wait_ready("alice", timeout=120)
+        client.wait_ready("alice", server_name="local")
+        (job,) = [j for j in jobs(site_hub.slurm_conf) if j["user"] == "alice" and j["state"] == "RUNNING"]
+        (local,) = [p for p in psutil.process_iter(["username", "cmdline"]) if p.info["username"] == "alice"
+                    and any("jupyterhub-singleuser" in part for part in p.info["cmdline"] or [])
+                    and "SLURM_JOB_ID" not in p.environ()]
+        site_hub.stop()
+        site_hub.start()
+        client = login(site_hub, "alice")
+        servers = client.api("GET", "/users/alice").json()["servers"]
+        assert servers[""]["ready"] and servers["local"]["ready"], servers
+        assert [j["id"] for j in jobs(site_hub.slurm_conf) if j["user"] == "alice"] == [job["id"]]
+        assert local.is_running()
+        # each answers through the proxy after the restart
+        for prefix in ("/user/alice/", "/user/alice/local/"):
+            token = client.api("POST", "/users/alice/tokens", json={"note": "restart test"}).json()["token"]
+            status = client.http.get(f"{site_hub.url}{prefix}api/status", headers={"Authorization": f"token {token}"})
+            assert status.status_code == 200, (prefix, status.status_code)
+    finally:
+        stop_server(client, "alice", server_name="local")
+        stop_server(client, "alice")
+    assert not [j for j in jobs(site_hub.slurm_conf) if j["user"] == "alice"]
+    assert not local.is_running()
+
+
+def test_check_live_validates_the_site_example_against_the_running_cluster(slurm_cluster):
+    import os
+
+    proc = subprocess.run([str(HUB_CLI), "check", "--live", str(REPO / "deploy/examples/site.yaml")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "SLURM_CONF": slurm_cluster})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fits the running cluster" in proc.stdout
