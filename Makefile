@@ -9,10 +9,13 @@ export PATH := $(VENV)/bin:$(NODE_BIN):$(PATH)
 
 .PHONY: hub test venv proxy labextension system-packages docs check bench clean dl-env
 
-$(VENV)/.installed: pyproject.toml
+# the hub's venv (hub, mri and josephson kernels, test tools) from its lock file, then hpclab itself:
+# a hub built today and one built in a year run the same versions (images/requirements/compile.sh all)
+$(VENV)/.installed: pyproject.toml images/requirements/all.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all]'
+	$(PY) -m pip install --quiet --require-hashes -r images/requirements/all.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed

@@ -393,8 +393,38 @@ def test_cli_sends_a_sweep_to_slurm_workers(serial_small, slurm_cluster, tmp_pat
     monkeypatch.chdir(tmp_path)  # dask-jobqueue's worker logs land here
     out = tmp_path / "map.npz"
     argv = ["josephson", "sweep", "--G", "10:100:6", "--alpha", "0.02:0.2:5", "--r", "0.1", "--chunk-size", "5",
-            "--slurm-jobs", "2", "--slurm-memory", "1GiB", "--slurm-walltime", "00:10:00", "--slurm-queue", "cpu",
+            "--slurm-jobs", "2", "--mem", "1GiB", "--time", "00:10:00", "--partition", "cpu",
             "--slurm-timeout", "120", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     assert "[fast rtol=1e-07, dask n_jobs=2]" in capsys.readouterr().out
     _assert_identical(serial_small, load_sweep(out))
+
+
+def test_cli_slurm_flags_share_one_set_of_names_and_old_names_still_work_with_a_note(capsys):
+    """--partition --time --mem --cpus --account everywhere; josephson's old --slurm-* names are deprecated aliases."""
+    import argparse
+
+    from hpclab.josephson.cli import add_parser as josephson_parser
+    from hpclab.mri.cli import add_parser as mri_parser
+    from hpclab.training.cli import add_parser as train_parser
+
+    parser = argparse.ArgumentParser(prog="hpclab")
+    sub = parser.add_subparsers()
+    for add in (josephson_parser, mri_parser, train_parser):
+        add(sub)
+    new = parser.parse_args(["josephson", "sweep", "--out", "m.npz", "--partition", "cpu", "--time", "00:10:00",
+                             "--mem", "1G", "--cpus", "2", "--account", "proj"])
+    old = parser.parse_args(["josephson", "sweep", "--out", "m.npz", "--slurm-queue", "cpu", "--slurm-walltime", "00:10:00",
+                             "--slurm-memory", "1G", "--slurm-cores", "2", "--slurm-account", "proj"])
+    picked = lambda ns: (ns.partition, ns.time, ns.mem, ns.cpus, ns.account)  # noqa: E731
+    assert picked(new) == picked(old) == ("cpu", "00:10:00", "1G", 2, "proj")
+    err = capsys.readouterr().err
+    assert "--slurm-queue is deprecated and will be removed in the next release; use --partition" in err
+    assert "--slurm-walltime is deprecated" in err and "use --time" in err
+    cohort = parser.parse_args(["mri", "cohort", "in", "out", "--slurm", "--partition", "cpu", "--time", "01:00:00",
+                                "--mem", "2G", "--cpus", "2", "--account", "proj"])
+    assert (cohort.partition, cohort.time, cohort.mem, cohort.cpus, cohort.account) == ("cpu", "01:00:00", "2G", 2, "proj")
+    train = parser.parse_args(["train", "resnet", "--slurm", "--gpus-per-node", "4", "--partition", "gpu", "--time", "02:00:00",
+                               "--mem", "64G", "--account", "proj"])
+    assert (train.gpus, train.partition, train.time, train.mem, train.account) == (4, "gpu", "02:00:00", "64G", "proj")
+    assert "--gpus-per-node is deprecated" in capsys.readouterr().err

@@ -305,7 +305,7 @@ def test_kernel_whose_runtime_is_missing_shows_a_readable_error_instead_of_dying
 
 
 def test_committed_kernelspec_installed_by_hand_explains_how_to_install_it(tmp_path, prefix):
-    KernelSpecManager().install_kernel_spec(str(REPO / "kernels" / "mri"), "raw-mri", prefix=str(tmp_path))
+    KernelSpecManager().install_kernel_spec(str(REPO / "spawners/hpclab_spawners/kernel_templates" / "mri"), "raw-mri", prefix=str(tmp_path))
     path = os.environ["JUPYTER_PATH"]
     os.environ["JUPYTER_PATH"] = str(tmp_path / "share" / "jupyter")
     try:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -21,7 +18,6 @@ from hpclab.mri.external import (aseg_stats_command, bet_command, fast_command, 
 from hpclab.mri.slurm import JobResources, batch_script, sbatch_command, wait
 
 REPO = Path(__file__).resolve().parents[1]
-DEV_CLUSTER = REPO / "deploy" / "slurm" / "dev-cluster"
 
 
 def make_cohort(root: Path, n_dicom: int = 2, with_nifti: bool = True, with_bad: bool = True) -> None:
@@ -99,12 +95,12 @@ def test_array_and_summary_scripts_line_by_line(tmp_path):
     assert array.splitlines() == [
         "#!/bin/bash",
         "#SBATCH --job-name=hpclab-mri-cohort",
+        "#SBATCH --output=/scratch/out/slurm/%x-%A_%a.out",
         "#SBATCH --array=0-2%2",
         "#SBATCH --cpus-per-task=2",
+        "#SBATCH --partition=cpu",
         "#SBATCH --mem=6G",
         "#SBATCH --time=01:00:00",
-        "#SBATCH --output=/scratch/out/slurm/%x-%A_%a.out",
-        "#SBATCH --partition=cpu",
         "set -euo pipefail",
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         '/opt/venv/bin/python -m hpclab mri cohort /data/cohort /scratch/out --deidentify '
@@ -113,11 +109,11 @@ def test_array_and_summary_scripts_line_by_line(tmp_path):
     assert summary.splitlines() == [
         "#!/bin/bash",
         "#SBATCH --job-name=hpclab-mri-cohort-summary",
+        "#SBATCH --output=/scratch/out/slurm/%x-%j.out",
         "#SBATCH --cpus-per-task=1",
+        "#SBATCH --partition=cpu",
         "#SBATCH --mem=1G",
         "#SBATCH --time=00:10:00",
-        "#SBATCH --output=/scratch/out/slurm/%x-%j.out",
-        "#SBATCH --partition=cpu",
         "set -euo pipefail",
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         "/opt/venv/bin/python -m hpclab mri cohort /data/cohort /scratch/out --summarize",
@@ -149,10 +145,10 @@ def test_freesurfer_and_fsl_job_scripts():
     assert fs.splitlines() == [
         "#!/bin/bash",
         "#SBATCH --job-name=recon-all-bert",
+        "#SBATCH --output=/logs/%x-%j.out",
         "#SBATCH --cpus-per-task=4",
         "#SBATCH --mem=8G",
         "#SBATCH --time=24:00:00",
-        "#SBATCH --output=/logs/%x-%j.out",
         "set -euo pipefail",
         "module load freesurfer",
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
@@ -170,38 +166,14 @@ def test_freesurfer_and_fsl_job_scripts():
     assert batch_script([["echo", "hi"]], job_name="j", log_dir="/l").splitlines()[-1] == "echo hi"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def slurm_cluster(tmp_path):
-    """A private one-node SLURM from deploy/slurm/dev-cluster (own prefix and ports), stopped afterwards."""
-    assert DEV_CLUSTER.exists(), "deploy/slurm/dev-cluster is part of the repository"
-    if os.geteuid() != 0:
-        pytest.skip("dev-cluster starts slurmd and munged: needs root")
-    prefix = Path("/tmp") / f"hpclab-mri-slurm-{os.getpid()}"
-    env = {**os.environ, "HPCLAB_SLURM_PREFIX": str(prefix), "HPCLAB_SLURM_CPUS": "4", "HPCLAB_SLURM_GPUS": "0",
-           "HPCLAB_SLURM_CTLD_PORT": str(_free_port()), "HPCLAB_SLURM_SLURMD_PORT": str(_free_port())}
-    up = subprocess.run(["bash", str(DEV_CLUSTER), "up"], env=env, capture_output=True, text=True, timeout=300)
-    if up.returncode != 0:
-        subprocess.run(["bash", str(DEV_CLUSTER), "wipe"], env=env, capture_output=True, timeout=120)
-        pytest.fail(f"dev-cluster up failed: {up.stdout}\n{up.stderr}")
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(prefix / "etc" / "slurm.conf")
-    try:
-        yield prefix
-    finally:
-        if old is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = old
-        subprocess.run(["bash", str(DEV_CLUSTER), "wipe"], env=env, capture_output=True, timeout=120)
+def slurm_conf(slurm_cluster, monkeypatch) -> str:
+    """The shared dev cluster (conftest's slurm_cluster) as this process's SLURM_CONF: sbatch and squeue use it."""
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster)
+    return slurm_cluster
 
 
-def test_cohort_as_a_real_slurm_job_array(slurm_cluster, tmp_path):
+def test_cohort_as_a_real_slurm_job_array(slurm_conf, tmp_path):
     root, out = tmp_path / "cohort", tmp_path / "out"
     make_cohort(root, n_dicom=2, with_nifti=False, with_bad=True)
     sub = submit_cohort(root, out, resources=JobResources(cpus=1, mem="1G", time="00:20:00"), views=False)

@@ -22,6 +22,7 @@ from conftest import login, started_hub
 from hubtools import HUB_CLI, home_of, hub_yaml, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
+KERNEL_TEMPLATES = REPO / "spawners" / "hpclab_spawners" / "kernel_templates"
 
 
 def _site_yaml(workdir: Path, examples: Path) -> dict:
@@ -37,7 +38,7 @@ def _site_yaml(workdir: Path, examples: Path) -> dict:
         examples={"source": str(examples)},
     )
     logo = workdir / "site-logo.png"
-    shutil.copy(REPO / "kernels" / "josephson" / "logo-64x64.png", logo)
+    shutil.copy(KERNEL_TEMPLATES / "josephson" / "logo-64x64.png", logo)
     config["hub"].update(site_name="Test <Site> Hub", named_server_limit=2, logo=str(logo))
     return config
 

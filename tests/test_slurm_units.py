@@ -65,7 +65,7 @@ def test_batch_script_lists_every_profile_setting_line_by_line(deployment):
         "#SBATCH --account=proj42",
         "#SBATCH --qos=gpu-normal",
         "#SBATCH --reservation=course",
-        "#SBATCH --mem=32768M",
+        "#SBATCH --mem=32G",
         "#SBATCH --gres=gpu:a100:2",
         "#SBATCH --time=1-12:00:00",
         "#SBATCH --constraint=a100",

@@ -22,16 +22,16 @@ def test_sbatch_script_for_two_nodes_with_four_gpus_each():
     assert lines == [
         "#!/bin/bash",
         "#SBATCH --job-name=hpclab-train",
-        "#SBATCH --output=/scratch/alice/eurosat/slurm-%j.out",
         "#SBATCH --chdir=/scratch/alice/eurosat",
+        "#SBATCH --output=/scratch/alice/eurosat/slurm-%j.out",
         "#SBATCH --nodes=2",
         "#SBATCH --ntasks-per-node=4",
         "#SBATCH --cpus-per-task=8",
-        "#SBATCH --gres=gpu:4",
-        "#SBATCH --mem=256G",
-        "#SBATCH --time=12:00:00",
         "#SBATCH --partition=booster",
         "#SBATCH --account=hpclab",
+        "#SBATCH --mem=256G",
+        "#SBATCH --gres=gpu:4",
+        "#SBATCH --time=12:00:00",
         "#SBATCH --exclusive",
         "set -euo pipefail",
         "module load CUDA/12",
@@ -55,8 +55,8 @@ def test_sbatch_script_with_horovodrun_inside_the_job_from_a_hub_profile():
                           job_name="eurosat", env={"NCCL_DEBUG": "WARN"}).splitlines()
     assert lines[1] == "#SBATCH --job-name=eurosat"
     assert lines[4:12] == ["#SBATCH --nodes=3", "#SBATCH --ntasks-per-node=4", "#SBATCH --cpus-per-task=8",
-                           "#SBATCH --gres=gpu:h100:4", "#SBATCH --mem=131072M", "#SBATCH --time=02:00:00",
-                           "#SBATCH --partition=gpu", "#SBATCH --qos=normal"]
+                           "#SBATCH --partition=gpu", "#SBATCH --qos=normal", "#SBATCH --mem=128G",
+                           "#SBATCH --gres=gpu:h100:4", "#SBATCH --time=02:00:00"]
     assert lines[12:15] == ["set -euo pipefail", "ulimit -n 4096", "export NCCL_DEBUG=WARN"]
     assert lines[-2] == ('HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/:$SLURM_NTASKS_PER_NODE/"'
                          " | paste -sd, -)")

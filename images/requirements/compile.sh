@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the lock files images/requirements/<kernel>.txt from pyproject.toml's extras.
-# One lock per kernel; every image (Dockerfile and Apptainer definition) installs exactly its lock.
-#   images/requirements/compile.sh            # all three
+# One lock per kernel; every image (Dockerfile and Apptainer definition) installs exactly its lock;
+# all.txt (the `all` extra: hub, mri, josephson, test) is what `make venv` installs into .venv.
+#   images/requirements/compile.sh            # all four
 #   images/requirements/compile.sh mri        # one
 # uv comes with the test extra (.venv/bin/uv); set UV to use another. Needs PyPI.
 # --upgrade takes the newest releases the extras allow; without it uv keeps the current pins.
@@ -10,7 +11,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 UV=${UV:-$ROOT/.venv/bin/uv}
 KERNELS=("$@")
-[ ${#KERNELS[@]} -gt 0 ] || KERNELS=(mri josephson dl)
+[ ${#KERNELS[@]} -gt 0 ] || KERNELS=(mri josephson dl all)
 for kernel in "${KERNELS[@]}"; do
     inputs=(pyproject.toml)
     [ -f "images/requirements/$kernel.in" ] && inputs+=("images/requirements/$kernel.in")

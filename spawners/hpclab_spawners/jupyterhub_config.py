@@ -1,7 +1,11 @@
-# JupyterHub reads this file; everything an admin changes lives in the YAML it loads.
-# The configuration `hpclab-hub run` starts JupyterHub with; HPCLAB_CONFIG names the deploy YAML.
+# The one JupyterHub configuration of HPCLab: everything an admin changes lives in the deploy YAML.
+# `hpclab-hub run --config FILE` starts JupyterHub with this file and HPCLAB_CONFIG=FILE; to run
+# `jupyterhub -f` by hand, set HPCLAB_CONFIG to the YAML yourself.
 import os
 
 from hpclab_spawners.hubconfig import configure
 
-configure(c, os.environ.get("HPCLAB_CONFIG") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "hub.yaml"))  # noqa: F821
+if not os.environ.get("HPCLAB_CONFIG"):
+    raise SystemExit("HPCLAB_CONFIG is not set: start the hub with `hpclab-hub run --config deploy/hub.yaml`, "
+                     "or set HPCLAB_CONFIG to the deploy YAML before `jupyterhub -f` this file")
+configure(c, os.environ["HPCLAB_CONFIG"])  # noqa: F821

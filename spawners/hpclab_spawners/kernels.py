@@ -3,8 +3,8 @@
 Each kernel under ``kernels:`` that has a ``runtime`` becomes a Jupyter kernelspec whose argv runs
 the one launcher, ``hpclab-kernel NAME --resource-dir {resource_dir} -f {connection_file}``
 (hpclab.kernel_launcher). Its ``metadata.hpclab`` carries the runtime, environment and modules
-lines the launcher reads, so the YAML stays the single source. The folder ``kernels/<name>/`` of
-the repository supplies the logo and the language defaults.
+lines the launcher reads, so the YAML stays the single source. The packaged folder
+``kernel_templates/<name>/`` supplies the logo and the language defaults (a wheel install has them too).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 from .config.model import Deployment, KernelEntry
 
-#: kernels/<name>/ in the repository: kernel.json defaults and logos.
-TEMPLATES = Path(__file__).resolve().parents[2] / "kernels"
+#: kernel_templates/<name>/ inside this package: kernel.json defaults and logos.
+TEMPLATES = Path(__file__).with_name("kernel_templates")
 
 
 def launcher_path() -> str:

@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import Any, NamedTuple
 
+from ..slurm.flags import add_slurm_flags
+
 #: flag -> JunctionParams field; every model parameter has one
 _PARAM_FLAGS = {
     "--G": "G", "--r": "r", "--alpha": "alpha", "--w": "w", "--A-s": "A_s", "--t-s": "t_s",
@@ -86,11 +88,13 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask scheduler (implies --backend dask)")
     g = s.add_argument_group("SLURM (dask-jobqueue): start workers as SLURM jobs")
     g.add_argument("--slurm-jobs", type=int, metavar="N", help="number of worker jobs (implies --backend dask)")
-    g.add_argument("--slurm-cores", type=int, default=1, help="cores per worker job (default 1)")
-    g.add_argument("--slurm-memory", default="2GiB", help="memory per worker job (default 2GiB)")
-    g.add_argument("--slurm-walltime", default="01:00:00", help="walltime per worker job (default 01:00:00)")
-    g.add_argument("--slurm-queue", help="partition")
-    g.add_argument("--slurm-account", help="account")
+    add_slurm_flags(
+        g, ("partition", "time", "mem", "cpus", "account"),
+        defaults={"time": "01:00:00", "mem": "2GiB", "cpus": 1},
+        help_for={"time": "wall time per worker job", "mem": "memory per worker job", "cpus": "cores per worker job"},
+        aliases={"--slurm-queue": "partition", "--slurm-walltime": "time", "--slurm-memory": "mem",
+                 "--slurm-cores": "cpus", "--slurm-account": "account"},
+    )
     g.add_argument("--slurm-timeout", type=float, default=300, help="seconds to wait for the workers (default 300)")
     s.add_argument("--out", required=True, help="output .npz (axes, mz_final, reversed, state, stats)")
     s.add_argument("--plot", metavar="PNG", help="also save the reversal map as an image")
@@ -119,8 +123,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     cluster = client = None
     try:
         if args.slurm_jobs:
-            cluster = slurm_cluster(jobs=args.slurm_jobs, cores=args.slurm_cores, memory=args.slurm_memory,
-                                    walltime=args.slurm_walltime, queue=args.slurm_queue, account=args.slurm_account)
+            cluster = slurm_cluster(jobs=args.slurm_jobs, cores=args.cpus, memory=args.mem, walltime=args.time,
+                                    queue=args.partition, account=args.account)
             client, _ = resolve_client(cluster)
             wait_for_workers(client, args.slurm_jobs, timeout=args.slurm_timeout)
             options.update(backend="dask", cluster=client, n_jobs=-1 if args.jobs == 1 else args.jobs)

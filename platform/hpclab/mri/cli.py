@@ -7,6 +7,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..slurm.flags import add_slurm_flags
+
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Register the ``mri`` command and its sub-commands on the top-level ``hpclab`` parser."""
@@ -51,10 +53,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     mode.add_argument("--summarize", action="store_true", help="collect subject summaries into the CSV")
     k.add_argument("--threads-per-job", type=int, default=1)
     k.add_argument("--max-parallel", type=int, help="SLURM: at most this many array tasks at once")
-    k.add_argument("--partition", help="SLURM partition")
-    k.add_argument("--cpus", type=int, default=1, help="SLURM: CPUs per array task")
-    k.add_argument("--mem", default="4G", help="SLURM: memory per array task")
-    k.add_argument("--time", default="02:00:00", help="SLURM: time limit per array task")
+    add_slurm_flags(k, ("partition", "time", "mem", "cpus", "account"), defaults={"time": "02:00:00", "mem": "4G", "cpus": 1},
+                    help_for={"time": "SLURM: time limit per array task", "mem": "SLURM: memory per array task",
+                              "cpus": "SLURM: CPUs per array task"})
     k.add_argument("--deidentify", action="store_true")
     k.add_argument("--no-views", action="store_true")
     k.add_argument("--overwrite", action="store_true")
@@ -148,7 +149,7 @@ def _cohort(args: argparse.Namespace) -> int:
         print(f"summary: {result.summary_file}")
         return 0
     if args.slurm:
-        resources = JobResources(cpus=args.cpus, mem=args.mem, time=args.time, partition=args.partition)
+        resources = JobResources(cpus=args.cpus, mem=args.mem, time=args.time, partition=args.partition, account=args.account)
         sub = cohort.submit_cohort(args.root, args.out, resources=resources, max_parallel=args.max_parallel,
                                    **options)
         print(f"submitted array job {sub.array_job} ({len(sub.subjects)} subjects) and summary job "

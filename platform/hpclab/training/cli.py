@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..slurm.flags import add_slurm_flags
 from .config import add_arguments, from_args
 
 
@@ -26,13 +27,11 @@ def add_parser(sub: Any) -> None:
     slurm = p.add_argument_group("submit to SLURM and follow the log")
     slurm.add_argument("--slurm", action="store_true", help="submit a batch job (srun one task per GPU/core)")
     slurm.add_argument("--nodes", type=int, default=1)
-    slurm.add_argument("--gpus-per-node", type=int, default=0)
     slurm.add_argument("--tasks-per-node", type=int, default=None, help="default: GPUs per node, or 1")
     slurm.add_argument("--cpus-per-task", type=int, default=None)
-    slurm.add_argument("--mem", default=None, help="memory per node (sbatch syntax, e.g. 64G)")
-    slurm.add_argument("--time", default="01:00:00", help="wall time")
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--account", default=None)
+    add_slurm_flags(slurm, ("partition", "time", "mem", "gpus", "account"), defaults={"time": "01:00:00", "gpus": 0},
+                    help_for={"mem": "memory per node (sbatch syntax, e.g. 64G)", "gpus": "GPUs per node (one task each)"},
+                    aliases={"--gpus-per-node": "gpus"})
     slurm.add_argument("--slurm-launcher", choices=("srun", "horovodrun"), default="srun",
                        help="srun (ranks from SLURM; backend ddp) or horovodrun inside the job (backend horovod)")
     slurm.add_argument("--no-follow", dest="follow", action="store_false", help="submit and return")
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.slurm:
         from .slurm import SlurmResources, follow_slurm, submit_slurm
 
-        resources = SlurmResources(nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+        resources = SlurmResources(nodes=args.nodes, gpus_per_node=args.gpus,
                                    tasks_per_node=args.tasks_per_node, cpus_per_task=args.cpus_per_task,
                                    mem=args.mem, time=args.time, partition=args.partition, account=args.account)
         backend = None if cfg.backend in ("auto", "none") else cfg.backend

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -13,35 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..slurm import FINISHED_STATES, JobSpec, format_time, is_finished, sbatch_memory, submit
+from ..slurm import job_state as _job_state
 from .config import TrainConfig
 
 SLURM_LAUNCHERS = ("srun", "horovodrun")
-_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
 def _slurm_memory(value: Any) -> str | None:
-    """A memory amount in sbatch's syntax (``16G`` stays; bytes become ``16384M``)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int):
-        return f"{max(1, value // 2**20)}M"
-    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
-    m = re.fullmatch(r"(\d+)([KMGT]?)", text)
-    if not m:
-        raise ValueError(f"not a memory amount: {value!r}")
-    return f"{m[1]}{m[2] or 'M'}"
-
-
-def _slurm_time(value: Any) -> str:
-    """A wall time in sbatch's syntax: seconds (int) become ``[D-]HH:MM:SS``; strings pass through."""
-    if isinstance(value, (int, float)):
-        seconds = int(value)
-        days, rest = divmod(seconds, 86400)
-        text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-        return f"{days}-{text}" if days else text
-    if hasattr(value, "total_seconds"):
-        return _slurm_time(int(value.total_seconds()))
-    return str(value)
+    """A memory amount in sbatch's syntax (``16G`` stays; bytes become whole MiB)."""
+    return None if value is None or value == "" else sbatch_memory(value)
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -99,7 +78,7 @@ class SlurmResources:
             "setup": list(_get(slurm, "setup", []) or []),
         }
         if _get(profile, "time_limit"):
-            values["time"] = _slurm_time(_get(profile, "time_limit"))
+            values["time"] = format_time(_get(profile, "time_limit"))
         values.update(overrides)
         return cls(**values)
 
@@ -127,23 +106,13 @@ def sbatch_script(cfg: TrainConfig, resources: SlurmResources, *, python: str | 
     cfg = cfg.replace(out_dir=out_dir, backend=backend,
                       progress="log" if cfg.progress in ("auto", "bar") else cfg.progress)
     r = resources
-    lines = ["#!/bin/bash",
-             f"#SBATCH --job-name={job_name}",
-             f"#SBATCH --output={output or os.path.join(out_dir, 'slurm-%j.out')}",
-             f"#SBATCH --chdir={os.path.abspath(workdir or out_dir)}",
-             f"#SBATCH --nodes={r.nodes}",
-             f"#SBATCH --ntasks-per-node={r.ntasks_per_node}"]
-    if r.cpus_per_task:
-        lines.append(f"#SBATCH --cpus-per-task={r.cpus_per_task}")
-    if r.gpus_per_node:
-        lines.append(f"#SBATCH --gres=gpu:{r.gpu_type + ':' if r.gpu_type else ''}{r.gpus_per_node}")
-    if r.mem:
-        lines.append(f"#SBATCH --mem={r.mem}")
-    lines.append(f"#SBATCH --time={r.time}")
-    for key in ("partition", "account", "qos", "constraint"):
-        if getattr(r, key):
-            lines.append(f"#SBATCH --{key}={getattr(r, key)}")
-    lines += [f"#SBATCH {option}" for option in r.extra_sbatch]
+    spec = JobSpec(
+        job_name=job_name, chdir=os.path.abspath(workdir or out_dir), output=output or os.path.join(out_dir, "slurm-%j.out"),
+        nodes=r.nodes, ntasks_per_node=r.ntasks_per_node, cpus_per_task=r.cpus_per_task or None, partition=r.partition,
+        account=r.account, qos=r.qos, mem=r.mem, gpus=r.gpus_per_node, gpu_type=r.gpu_type, time=r.time,
+        constraint=r.constraint, extra=tuple(r.extra_sbatch),
+    )
+    lines = spec.header()
     lines += ["set -euo pipefail", *r.setup]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in (env or {}).items()]
     lines += ['export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
@@ -196,27 +165,17 @@ def submit_slurm(cfg: TrainConfig, resources: SlurmResources, *, python: str | N
                          **script_options)
     script = out_dir / "job.sbatch"
     script.write_text(text)
-    proc = subprocess.run([sbatch, "--parsable", str(script)], capture_output=True, text=True,
-                          env=_slurm_env(env), check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"sbatch failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
-    job_id = proc.stdout.strip().split(";")[0]
-    output = next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("#SBATCH --output="))
+    job_id = submit(script, env=_slurm_env(env), sbatch=sbatch)
+    output = script_options.get("output") or os.path.join(out_dir, "slurm-%j.out")
     return SlurmJob(job_id, script, Path(output.replace("%j", job_id)), out_dir)
 
 
 def job_state(job_id: str, env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
     """(state, exit code) of a job from ``scontrol show job -o`` (None, None when SLURM no longer knows it)."""
-    proc = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
-                          env=_slurm_env(env), check=False)
-    if proc.returncode != 0:
-        return None, None
-    fields = dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", proc.stdout))
-    return fields.get("JobState"), fields.get("ExitCode")
+    return _job_state(job_id, env=_slurm_env(env))
 
 
-TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-                   "BOOT_FAIL", "DEADLINE"}
+TERMINAL_STATES = FINISHED_STATES
 
 
 def follow_slurm(job: SlurmJob, *, echo: Callable[[str], None] | None = print, poll_seconds: float = 1.0,
@@ -245,7 +204,7 @@ def follow_slurm(job: SlurmJob, *, echo: Callable[[str], None] | None = print, p
     while True:
         read_new()
         state, code = job_state(job.job_id, env)
-        if state is None or state.split()[0] in TERMINAL_STATES:
+        if state is None or is_finished(state):
             break
         if timeout is not None and time.monotonic() - started > timeout:
             raise TimeoutError(f"job {job.job_id} still {state} after {timeout} s")

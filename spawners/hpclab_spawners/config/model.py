@@ -267,7 +267,7 @@ class ProfileSlurmOverrides(Strict):
     reservation: StrictStr | None = None
     constraint: StrictStr | None = Field(None, description="--constraint (node features).")
     gpu_type: StrictStr | None = Field(None, description="Typed GRES, e.g. a100 gives --gres=gpu:a100:N.")
-    extra_sbatch: list[StrictStr] = Field(default_factory=list, description="Further #SBATCH options, e.g. --exclusive.")
+    extra_sbatch: list[StrictStr] = Field(default_factory=list, description="Further sbatch options, e.g. --exclusive.")
     setup: list[StrictStr] = Field(default_factory=list, description="Shell lines after the backend's setup lines.")
 
 

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from hpclab.slurm import ACTIVE_STATES
+
 
 class SlurmError(Exception):
     """A SLURM command failed; ``message`` is SLURM's own words."""
@@ -37,7 +39,7 @@ class JobInfo:
     @property
     def active(self) -> bool:
         """Still queued or running (the server may yet be, or is, alive)."""
-        return self.state in {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+        return self.state in ACTIVE_STATES
 
 
 _SQUEUE_FORMAT = "%i|%T|%r|%B|%u|%j|%k"

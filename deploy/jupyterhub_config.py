@@ -1,7 +1,0 @@
-# JupyterHub reads this file; everything an admin changes lives in the YAML it loads.
-# HPCLAB_CONFIG names the YAML (hpclab-hub run sets it); default: hub.yaml next to this file.
-import os
-
-from hpclab_spawners.hubconfig import configure
-
-configure(c, os.environ.get("HPCLAB_CONFIG") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "hub.yaml"))  # noqa: F821
