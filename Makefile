@@ -61,10 +61,10 @@ docs: venv
 dl-env:
 	bash images/dl/install-dl-env.sh
 
-tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json
-	npm install --silent --no-fund --no-audit --prefix tests/oidc
+tests/hub/oidc/node_modules/.package-lock.json: tests/hub/oidc/package.json
+	npm install --silent --no-fund --no-audit --prefix tests/hub/oidc
 
-test: venv proxy labextension system-packages tests/oidc/node_modules/.package-lock.json dl-env
+test: venv proxy labextension system-packages tests/hub/oidc/node_modules/.package-lock.json dl-env
 	$(PY) -m pytest
 
 bench: venv proxy

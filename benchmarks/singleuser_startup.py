@@ -40,7 +40,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from hubtools import free_port  # noqa: E402
+from support.hubtools import free_port  # noqa: E402
 
 PY = sys.executable
 BIN = Path(sys.executable).parent

@@ -16,8 +16,8 @@ What it does:
    inside jobs (SLURM_JOB_ID set) are counted apart.
 3. Creates Unix users bench01..benchNN (useradd -m if missing) and hub accounts for them.
 4. Phase A (serial): round by round, in alternating order, one spawn of profile ``cpu`` on the SLURM
-   hub (tests/slurmtools.py's slurm_hub_yaml) and one of ``cpu-small`` on a local-backend hub
-   (tests/hubtools.py's hub_yaml), both as bench01 with its own API token: POST
+   hub (tests/support/slurmtools.py's slurm_hub_yaml) and one of ``cpu-small`` on a local-backend hub
+   (tests/support/hubtools.py's hub_yaml), both as bench01 with its own API token: POST
    /hub/api/users/bench01/server, poll GET /hub/api/users/bench01 until servers[""].ready, then
    DELETE and poll until gone. SLURM overhead = median(slurm) - median(local), goal <= 2 s.
 5. Phase B (burst): all users POST at the same moment (threads behind a barrier) on the SLURM hub;
@@ -55,9 +55,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import hubtools  # noqa: E402  (tests/hubtools.py: Hub, HubClient, hub_yaml)
-from conftest import USER_PASSWORD, _make_python_reachable_for_job_users, add_account  # noqa: E402
-from slurmtools import slurm_hub_yaml  # noqa: E402
+from support import hubtools  # noqa: E402  (tests/support/hubtools.py: Hub, HubClient, hub_yaml)
+from support.hubtools import USER_PASSWORD, add_account, make_reachable  # noqa: E402
+from support.slurmtools import slurm_hub_yaml  # noqa: E402
 from spawn_ready import machine_busy_s, machine_info, summary  # noqa: E402
 
 DEV_CLUSTER = REPO / "deploy" / "slurm" / "dev-cluster"
@@ -616,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.up()
         log.install()
         created = ensure_unix_users(users)
-        _make_python_reachable_for_job_users()
+        make_reachable(Path(sys.executable))  # jobs run as the bench user and use this venv
         for name in users:
             add_account(hubs["slurm"].hub, name)
         add_account(hubs["local"].hub, users[0])

@@ -6,7 +6,7 @@ temporary folder, both starting the same ``jupyterhub-singleuser`` (default URL 
 
 * bare: ``jupyterhub -f <generated config>`` with ``spawner_class = "simple"``; a service token
   with the admin:users/admin:servers scopes drives it over the REST API;
-* ours: ``hpclab-hub run --config <temp yaml>`` (tests/hubtools.py's hub_yaml(), profile
+* ours: ``hpclab-hub run --config <temp yaml>`` (tests/support/hubtools.py's hub_yaml(), profile
   cpu-small); an API token of the admin, created after logging in like a browser, drives it.
 
 Each repetition, for each hub in turn (the order alternates every round to spread machine
@@ -48,7 +48,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import hubtools  # noqa: E402  (tests/hubtools.py: hub_yaml, Hub, HubClient, free_port)
+from support import hubtools  # noqa: E402  (tests/support/hubtools.py: hub_yaml, Hub, HubClient, free_port)
 
 VENV_BIN = Path(sys.executable).parent
 SINGLEUSER = Path(sys.executable).with_name("jupyterhub-singleuser")
@@ -263,7 +263,7 @@ class BareHub(BenchHub):
 
 
 class OurHub(BenchHub):
-    """``hpclab-hub run`` from tests/hubtools.py's deploy YAML, driven by the admin's API token."""
+    """``hpclab-hub run`` from tests/support/hubtools.py's deploy YAML, driven by the admin's API token."""
 
     def start(self) -> None:
         data_dir = self.workdir / "data"

@@ -5,7 +5,7 @@
 #     IMPORTS  Python statement that must run afterwards, e.g. "import nibabel, dcm2niix"
 #     VENV     default /opt/venv (created when missing)
 #   UV=/path/to/uv   install with `uv pip` instead of the venv's pip (same flags, same result)
-# Used by every image (images/<kernel>/Dockerfile and <kernel>.def) and by tests/test_images.py,
+# Used by every image (images/<kernel>/Dockerfile and <kernel>.def) and by tests/platform/test_images.py,
 # so an image and the test install a lock the same way: exactly its pins (--no-deps
 # --require-hashes; `pip check` fails on anything the lock lacks), nothing resolved at build time.
 set -euo pipefail

@@ -1,0 +1,377 @@
+"""The deploy YAML: every mistake an admin can make is reported once, at its key path and line.
+
+The broken files live in tests/hub/configs/ (one defect each, readable by admins); the table below says
+exactly which issues each one must produce: ``key.path[2].x: message (line N)``, nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hpclab_spawners.config import ConfigError, load_deployment, parse_deployment
+from hpclab_spawners.config.yaml_source import format_path
+
+from support.paths import REPO_ROOT
+
+REPO = REPO_ROOT
+CONFIGS = Path(__file__).resolve().parent / "configs"
+HUB_CLI = Path(sys.executable).with_name("hpclab-hub")
+DEFAULT_YAML = REPO / "deploy" / "hub.yaml"
+
+MINIMAL = """\
+backends:
+  local:
+    type: local
+profiles:
+  - slug: small
+    display_name: Small
+    backend: local
+"""
+
+# file -> every issue it must produce, in order: (key path, line or None, a piece of the message)
+BROKEN: dict[str, list[tuple[str, int | None, str]]] = {
+    # wrong types
+    "port-as-word.yaml": [("hub.port", 3, "must be an integer, got 'eighty'")],
+    "cpus-as-word.yaml": [("profiles[0].cpus", 9, "must be an integer, got 'two'")],
+    "memory-not-a-size.yaml": [("profiles[0].memory", 9, "must be a size such as 4G or 512M, got 'lots'")],
+    "gpus-boolean.yaml": [("profiles[0].gpus", 9, "must be an integer, got true (a boolean)")],
+    "bad-time-limit.yaml": [("profiles[0].time_limit", 9, "must be a duration such as 01:30:00")],
+    "profile-group-not-string.yaml": [("profiles[0].groups[0]", 9, "must be a string, got int 1")],
+    "auth-group-member-not-string.yaml": [("auth.groups.gpu-users[1]", 4, "must be a string, got int 1")],
+    "backend-cpus-word.yaml": [("backends.local.cpus", 5, "must be one of 'auto', got 'all'; or must be a list")],
+    # out of range
+    "negative-cpus.yaml": [("profiles[0].cpus", 9, "must be ≥ 1")],
+    "negative-gpus.yaml": [("profiles[1].gpus", 12, "must be ≥ 0")],
+    "backend-cpu-id-negative.yaml": [("backends.local.cpus[2]", 5, "must be ≥ 0")],
+    "account-prefix-invalid.yaml": [("backends.local.accounts.prefix", 6, "does not match the allowed form")],
+    "walltime-signal-too-early.yaml": [("walltime.save_before", 10, "must be ≤ 65535")],
+    # unknown keys, with a hint for near misses
+    "unknown-top-level-key.yaml": [
+        ("profiles", 2, "required key is missing"),
+        ("proflies", 5, "unknown key; did you mean 'profiles'?"),
+    ],
+    "unknown-hub-key.yaml": [("hub.prot", 4, "unknown key; did you mean 'port'?")],
+    "unknown-profile-key.yaml": [("profiles[1].gpu", 12, "unknown key; did you mean 'gpus'?")],
+    # missing or dangling references
+    "profile-missing-backend.yaml": [("profiles[0].backend", 6, "required key is missing")],
+    "profile-undeclared-backend.yaml": [("profiles[1].backend", 11, "unknown backend 'slurm'; declared under backends: local")],
+    "profile-unknown-kernel.yaml": [("profiles[0].kernels[1]", 12, "unknown kernel 'julia'; declared under kernels: python")],
+    "backend-missing-type.yaml": [("backends.local", 3, "needs a 'type' key")],
+    "unknown-backend-type.yaml": [("backends.k8s", 5, "unknown type 'kubernetes'; expected one of 'local'")],
+    # rules across keys
+    "duplicate-slug.yaml": [("profiles[1].slug", 9, "duplicate slug 'small' (also profiles[0])")],
+    "two-defaults.yaml": [("profiles[1].default", 13, "only one profile may be the default (profiles[0] already is)")],
+    "port-clash.yaml": [("hub.hub_port", 4, "port 8000 is already used by hub.port")],
+    "admin-name-invalid.yaml": [
+        ("hub.admin_users[0]", 3, "user names are lower case; write 'admin'"),
+        ("auth.groups.gpu-users[1]", 6, "may hold only letters a-z"),
+    ],
+    "home-dir-in-data-dir.yaml": [("backends.local.home_dir", 7, "homes cannot be inside hub.data_dir (/var/lib/hpclab)")],
+    # not a deployment at all
+    "invalid-yaml-syntax.yaml": [("<file>", 9, "invalid YAML: expected ',' or ']'")],
+    "duplicate-key.yaml": [("hub.port", 5, "duplicate key (first at line 3)")],
+    "empty.yaml": [("<file>", None, "the file is empty")],
+    "only-comment.yaml": [("<file>", None, "the file is empty")],
+    "top-level-list.yaml": [("<file>", 2, "expected a mapping at the top level, got list")],
+    # several defects: all of them, in file order
+    "many-errors.yaml": [
+        ("hub.port", 3, "must be an integer, got 'eighty'"),
+        ("hub.prot", 4, "did you mean 'port'?"),
+        ("profiles[0].cpus", 12, "must be ≥ 1"),
+        ("profiles[0].memory", 13, "must be a size such as 4G or 512M, got 'lots'"),
+        ("profiles[1].gpus", 17, "must be ≥ 0"),
+        ("profiles[1].groups[0]", 18, "must be a string, got int 1"),
+    ],
+}
+
+
+def issues_of(path: Path) -> list:
+    with pytest.raises(ConfigError) as caught:
+        load_deployment(path)
+    return caught.value.issues
+
+
+def run_cli(*args: str, timeout: float = 60, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(HUB_CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+# --- the corpus of broken files ---------------------------------------------------------------
+
+
+def test_every_file_in_the_corpus_has_an_expectation():
+    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(BROKEN)
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(BROKEN.items()), ids=sorted(BROKEN))
+def test_broken_file_reports_exactly_its_issues_with_path_and_line(name, expected):
+    issues = issues_of(CONFIGS / name)
+    assert [(format_path(i.path) or "<file>", i.line) for i in issues] == [(p, line) for p, line, _ in expected], [
+        str(i) for i in issues
+    ]
+    for issue, (path, line, fragment) in zip(issues, expected, strict=True):
+        text = str(issue)
+        assert text.startswith(f"{path}: "), text
+        assert fragment in text, text
+        if line is None:
+            assert "(line " not in text, text
+        else:
+            assert text.endswith(f" (line {line})"), text
+
+
+def test_several_errors_in_one_file_are_all_reported_together():
+    issues = issues_of(CONFIGS / "many-errors.yaml")
+    assert len(issues) == 6
+    assert len({i.line for i in issues}) == 6
+
+
+def test_config_error_message_names_the_file_on_every_line():
+    path = (CONFIGS / "many-errors.yaml").resolve()
+    with pytest.raises(ConfigError) as caught:
+        load_deployment(path)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == len(caught.value.issues)
+    assert all(line.startswith(f"{path}: ") for line in lines)
+
+
+def test_unknown_key_without_a_near_match_lists_the_allowed_keys():
+    text = MINIMAL.replace("    backend: local\n", "    backend: local\n    colour: blue\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_deployment(text, Path("/tmp"))
+    (issue,) = caught.value.issues
+    assert str(issue).startswith("profiles[0].colour: unknown key; allowed: slug, display_name, ")
+    assert issue.line == 8
+
+
+def test_missing_file_is_one_issue_saying_it_cannot_be_read(tmp_path):
+    (issue,) = issues_of(tmp_path / "nowhere.yaml")
+    assert str(issue).startswith("<file>: cannot read the file")
+
+
+def test_union_member_labels_never_leak_into_key_paths():
+    text = MINIMAL.replace("    type: local\n", "    type: local\n    gpus: [0, -1, 1.5]\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_deployment(text, Path("/tmp"))
+    assert [str(i) for i in caught.value.issues] == [
+        "backends.local.gpus[1]: must be ≥ 0 (line 4)",
+        "backends.local.gpus[2]: must be a string, got float 1.5; or must be an integer, got 1.5 (line 4)",
+    ]
+
+
+# --- valid files ----------------------------------------------------------------------------
+
+
+def test_shipped_default_is_valid_with_one_default_profile():
+    deployment = load_deployment(DEFAULT_YAML)
+    assert deployment.profiles
+    assert sum(p.default for p in deployment.profiles) == 1
+    assert all(p.backend in deployment.backends for p in deployment.profiles)
+
+
+def test_minimal_deployment_fills_in_defaults(tmp_path):
+    deployment = parse_deployment(MINIMAL, tmp_path)
+    assert deployment.hub.port == 8000
+    assert deployment.profiles[0].cpus == 1 and deployment.profiles[0].gpus == 0
+    assert deployment.profiles[0].memory is None
+
+
+def test_units_in_a_profile_are_parsed_to_bytes_and_seconds(tmp_path):
+    text = MINIMAL + "    memory: 1.5GiB\n    time_limit: '1-12'\n"
+    profile = parse_deployment(text, tmp_path).profiles[0]
+    assert profile.memory == 3 * 2**29
+    assert profile.time_limit == 36 * 3600
+
+
+def test_deployment_dumped_as_json_loads_back_unchanged():
+    deployment = load_deployment(DEFAULT_YAML)
+    dumped = deployment.model_dump(mode="json")
+    assert dumped["profiles"][0]["memory"] == "2G"
+    assert dumped["culling"]["timeout"] == "01:00:00"
+    assert type(deployment).model_validate(dumped) == deployment
+
+
+# --- relative paths ---------------------------------------------------------------------------
+
+
+def _write(folder: Path, hub_section: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "hub.yaml"
+    path.write_text(hub_section + MINIMAL, encoding="utf-8")
+    return path
+
+
+def test_relative_data_dir_is_taken_from_the_yaml_folder_not_the_cwd(tmp_path, monkeypatch):
+    config = _write(tmp_path / "site" / "deploy", "hub:\n  data_dir: state\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_deployment(config).hub.data_dir == tmp_path / "site" / "deploy" / "state"
+
+
+def test_relative_data_dir_with_a_relative_config_path(tmp_path, monkeypatch):
+    _write(tmp_path / "deploy", "hub:\n  data_dir: ../.hpclab\n")
+    monkeypatch.chdir(tmp_path)
+    deployment = load_deployment("deploy/hub.yaml")
+    assert deployment.hub.data_dir == tmp_path / ".hpclab"
+    assert deployment.hub.data_dir.is_absolute()
+
+
+def test_default_data_dir_sits_next_to_the_yaml(tmp_path, monkeypatch):
+    config = _write(tmp_path / "conf", "")
+    monkeypatch.chdir(tmp_path)
+    deployment = load_deployment(config)
+    assert deployment.hub.data_dir == tmp_path / "conf" / ".hpclab"
+    assert deployment.hub.database_url == f"sqlite:///{tmp_path / 'conf' / '.hpclab' / 'jupyterhub.sqlite'}"
+
+
+def test_absolute_data_dir_is_kept(tmp_path):
+    config = _write(tmp_path / "conf", f"hub:\n  data_dir: {tmp_path / 'abs'}\n")
+    assert load_deployment(config).hub.data_dir == tmp_path / "abs"
+
+
+def test_relative_cookie_secret_file_is_taken_from_the_yaml_folder(tmp_path, monkeypatch):
+    config = _write(tmp_path / "conf", "hub:\n  cookie_secret_file: secrets/cookie\n")
+    monkeypatch.chdir(REPO)
+    assert load_deployment(config).hub.cookie_secret_path == tmp_path / "conf" / "secrets" / "cookie"
+
+
+def test_shipped_default_keeps_state_in_the_repository_root(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert load_deployment(DEFAULT_YAML).hub.data_dir == REPO / ".hpclab"
+
+
+# --- hpclab-hub check / schema / run ------------------------------------------------------------
+
+
+def test_cli_check_of_the_default_prints_one_ok_line_naming_the_profiles():
+    result = run_cli("check", "deploy/hub.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    profiles = load_deployment(DEFAULT_YAML).profiles
+    assert lines[0].startswith("deploy/hub.yaml: OK")
+    assert f"{len(profiles)} profiles" in lines[0]
+    assert all(p.slug in lines[0] for p in profiles)
+
+
+@pytest.mark.parametrize("name", ["many-errors.yaml", "unknown-top-level-key.yaml", "invalid-yaml-syntax.yaml"])
+def test_cli_check_of_a_broken_file_exits_1_with_one_line_per_error(name):
+    target = f"tests/hub/configs/{name}"
+    result = run_cli("check", target)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    expected = BROKEN[name]
+    assert len(lines) == len(expected), result.stderr
+    for line, (path, number, fragment) in zip(lines, expected, strict=True):
+        assert line.startswith(f"{target}: {path}: "), line
+        assert fragment in line, line
+        assert line.endswith(f" (line {number})"), line
+
+
+def test_cli_check_reports_every_corpus_file_as_broken():
+    for name in sorted(BROKEN):
+        result = run_cli("check", f"tests/hub/configs/{name}")
+        assert result.returncode == 1, name
+        assert len(result.stderr.splitlines()) == len(BROKEN[name]), (name, result.stderr)
+
+
+def test_cli_schema_is_json_covering_every_section():
+    result = run_cli("schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert {"hub", "auth", "backends", "profiles", "kernels", "culling"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"backends", "profiles"}
+
+
+def test_cli_schema_forbids_unknown_keys_in_profiles_and_every_section():
+    schema = json.loads(run_cli("schema").stdout)
+    profile = schema["$defs"]["Profile"]
+    assert profile["additionalProperties"] is False
+    assert {"slug", "display_name", "backend"} <= set(profile["required"])
+    for name, definition in schema["$defs"].items():
+        if "properties" in definition:
+            assert definition.get("additionalProperties") is False, name
+
+
+def _jupyterhubs_for(config: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any("jupyterhub" in part for part in proc.info["cmdline"] or []) and proc.environ().get("HPCLAB_CONFIG") == str(config):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.mark.parametrize(
+    ("defect", "expected"),
+    [
+        ("    cpus: -1\n", "profiles[0].cpus: must be ≥ 1 (line 10)"),  # fails typing
+        ("  - slug: small\n    display_name: Again\n    backend: local\n", "profiles[1].slug: duplicate slug"),  # fails a cross-check
+    ],
+    ids=["type-error", "cross-check"],
+)
+def test_cli_run_refuses_an_invalid_file_before_starting_anything(tmp_path, defect, expected):
+    config = tmp_path / "site" / "hub.yaml"
+    config.parent.mkdir()
+    config.write_text("hub:\n  data_dir: state\n" + MINIMAL + defect, encoding="utf-8")
+    data_dir = config.parent / "state"
+    started = time.monotonic()
+    result = run_cli("run", "--config", str(config), timeout=30, cwd=tmp_path)
+    assert time.monotonic() - started < 15
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "not starting" in result.stderr
+    assert "starting JupyterHub" not in result.stdout
+    assert not data_dir.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    assert sorted(p.name for p in config.parent.iterdir()) == ["hub.yaml"]
+    assert _jupyterhubs_for(config.resolve()) == []
+
+
+def test_cli_run_refuses_a_missing_file(tmp_path):
+    result = run_cli("run", "--config", str(tmp_path / "absent.yaml"), timeout=30, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot read the file" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_check_defaults_to_deploy_hub_yaml():
+    result = run_cli("check")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("deploy/hub.yaml: OK")
+
+
+def test_admin_reference_in_docs_is_generated_from_the_current_model():
+    """docs/admin-reference.md must be regenerated (make docs) whenever the YAML model changes."""
+    from hpclab_spawners.config.reference import markdown_reference
+
+    committed = (REPO / "docs" / "admin-reference.md").read_text(encoding="utf-8")
+    assert committed == markdown_reference(), "run `make docs` and commit docs/admin-reference.md"
+
+
+def test_admin_reference_lists_every_key_of_both_backend_kinds():
+    from hpclab_spawners.config.model import LocalBackend, SlurmBackend
+    from hpclab_spawners.config.reference import markdown_reference
+
+    reference = markdown_reference()
+    assert "## `backends.<name>` (type: local)" in reference and "## `backends.<name>` (type: slurm)" in reference
+    for model in (LocalBackend, SlurmBackend):
+        for field in model.model_fields:
+            assert f"| `backends.<name>.{field}` |" in reference, field
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "deploy" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_example_is_valid(example):
+    result = run_cli("check", str(example))
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,436 @@
+"""Security model of the local backend, played as attacks against a real hub started as root (issue 12).
+
+Each test is one row of the threat table in docs/admin-guide.md ("Security model"): alice, an approved
+user, works from her own kernel (code sent through the hub's proxy, as JupyterLab would); a stranger
+uses the sign-up and login pages. Every attack must be refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from support.hubtools import (
+    ADMIN_PASSWORD, USER_PASSWORD, HubClient, add_account, home_of, hub_yaml, login, server_process,
+    started_hub, stop_server,
+)
+from support.kerneltools import run_in_kernel
+
+
+pytestmark = [pytest.mark.hub, pytest.mark.skipif(os.geteuid() != 0, reason="isolation switches accounts: the hub must run as root")]
+
+MEMORY_LIMIT = 512 * 2**20
+GPU_MAJOR = 195  # NVIDIA's character major; no driver here, so an allowed open fails with ENXIO, a denied one with EPERM
+
+
+@pytest.fixture(scope="module")
+def fake_gpus(tmp_path_factory) -> dict[str, str]:
+    """Fake GPU device nodes (this machine has no GPU): two character devices with NVIDIA's major number."""
+    folder = tmp_path_factory.mktemp("dev")
+    folder.chmod(0o755)
+    nodes = {}
+    for minor in (0, 1):
+        node = folder / f"nvidia{minor}"
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(GPU_MAJOR, minor))
+        node.chmod(0o666)
+        nodes[f"g{minor}"] = str(node)
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def secure_hub(tmp_path_factory, fake_gpus):
+    workdir = tmp_path_factory.mktemp("isolation")
+    config = hub_yaml(workdir / "state")
+    config["backends"]["local"].update({"gpus": list(fake_gpus), "gpu_devices": fake_gpus, "poll_interval": 2})
+    config["profiles"] = [
+        {"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "512M", "default": True},
+        {"slug": "gpu-1", "display_name": "GPU one", "backend": "local", "cpus": 1, "memory": "2G", "gpus": 1, "groups": ["gpu-users"]},
+    ]
+    config["culling"] = {"enabled": True, "timeout": "01:00:00", "every": "00:10:00"}
+    with started_hub(workdir, config, accounts=("alice", "bob", "dave")) as hub:
+        yield hub
+
+
+@pytest.fixture(scope="module")
+def running(secure_hub):
+    """alice and bob each have a cpu-small server."""
+    alice, bob = login(secure_hub, "alice"), login(secure_hub, "bob")
+    for client, name in ((alice, "alice"), (bob, "bob")):
+        assert client.post_spawn(name, "cpu-small").status_code == 302
+    alice.wait_ready("alice")
+    bob.wait_ready("bob")
+    yield alice, bob
+    stop_server(alice, "alice")
+    stop_server(bob, "bob")
+
+
+def data_dir(hub) -> Path:
+    return Path(hub.config["hub"]["data_dir"])
+
+
+def hub_pids(hub) -> dict[str, int]:
+    """The hub, its proxy and the idle culler (root's processes holding tokens and passwords)."""
+    hub_process = psutil.Process(hub.proc.pid)
+    pids = {"hub": hub_process.pid, "proxy": int((data_dir(hub) / "jupyterhub-proxy.pid").read_text())}
+    for child in hub_process.children():
+        if "jupyterhub_idle_culler" in " ".join(child.cmdline()):
+            pids["idle-culler"] = child.pid
+    return pids
+
+
+# --- who runs as whom ---------------------------------------------------------------------------
+
+
+def test_servers_run_as_their_own_accounts_with_private_homes(secure_hub, running):
+    for name in ("alice", "bob"):
+        proc = server_process(str(data_dir(secure_hub)), name)
+        assert proc.username() == f"jupyter-{name}"
+        assert proc.uids().real != 0 and proc.uids().effective != 0
+        home = home_of(data_dir(secure_hub), name)
+        info = home.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == proc.uids().real
+        env = proc.environ()
+        assert env["HOME"] == str(home) and env["USER"] == f"jupyter-{name}"
+        assert ADMIN_PASSWORD not in json.dumps(env) and "HPCLAB_CONFIG" not in env  # nothing of the hub's own environment
+
+
+def test_alice_cannot_read_or_write_bobs_home(secure_hub, running):
+    alice, _ = running
+    bob_home = home_of(data_dir(secure_hub), "bob")
+    out, error = run_in_kernel(alice, "alice", f"""
+import os
+for attempt in (lambda: os.listdir({str(bob_home)!r}), lambda: open({str(bob_home / 'planted.txt')!r}, 'w')):
+    try:
+        attempt(); print('ALLOWED')
+    except PermissionError:
+        print('REFUSED')
+""")
+    assert error == "" and out.split() == ["REFUSED", "REFUSED"]
+    assert not (bob_home / "planted.txt").exists()
+
+
+def test_alice_cannot_read_the_hub_database_cookie_secret_or_state_folder(secure_hub, running):
+    alice, _ = running
+    state = data_dir(secure_hub)
+    targets = [state, state / "jupyterhub.sqlite", state / "jupyterhub_cookie_secret"]
+    out, error = run_in_kernel(alice, "alice", f"""
+import os
+for path in {[str(t) for t in targets]!r}:
+    try:
+        os.listdir(path) if os.path.isdir(path) else open(path, 'rb').read(16); print('ALLOWED', path)
+    except PermissionError:
+        print('REFUSED')
+""")
+    assert error == "" and out.split() == ["REFUSED"] * 3, out
+    # and as files: only the hub's account may enter the folder or read the secrets
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for name in ("jupyterhub.sqlite", "jupyterhub_cookie_secret"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+
+
+def test_alice_cannot_read_the_environment_of_the_hub_proxy_or_culler(secure_hub, running):
+    alice, _ = running
+    pids = hub_pids(secure_hub)
+    assert set(pids) == {"hub", "proxy", "idle-culler"}
+    out, error = run_in_kernel(alice, "alice", f"""
+for pid in {sorted(pids.values())!r}:
+    try:
+        open(f'/proc/{{pid}}/environ', 'rb').read(); print('ALLOWED', pid)
+    except PermissionError:
+        print('REFUSED')
+""")
+    assert error == "" and out.split() == ["REFUSED"] * 3, out
+
+
+def test_admin_password_is_not_in_the_hubs_environment_at_all(secure_hub):
+    login(secure_hub, "admin")  # the account was set from the variable
+    environ = psutil.Process(secure_hub.proc.pid).environ()  # read as root
+    assert "HPCLAB_ADMIN_PASSWORD" not in environ and ADMIN_PASSWORD not in json.dumps(environ)
+
+
+# --- limits the kernel enforces ----------------------------------------------------------------
+
+
+def test_alice_cannot_widen_her_cores(secure_hub, running):
+    alice, _ = running
+    out, error = run_in_kernel(alice, "alice", """
+import os, hpclab
+before = sorted(os.sched_getaffinity(0))
+try:
+    os.sched_setaffinity(0, range(os.cpu_count()))
+except OSError as failed:
+    print('setaffinity failed:', failed.errno)
+print('CPUS', before, sorted(os.sched_getaffinity(0)), hpclab.session().cores)
+""")
+    assert error == ""
+    before, after, cores = re.search(r"CPUS (\[[\d, ]*\]) (\[[\d, ]*\]) (\d+)", out).groups()
+    assert json.loads(after) == json.loads(before) and len(json.loads(before)) == 1 and cores == "1", out
+
+
+def test_three_processes_over_the_memory_limit_are_stopped_by_the_kernel_and_bob_is_untouched(secure_hub, running):
+    """Three children of 250 MB each (shared anonymous mappings, which RLIMIT_DATA never counted) on a 512 MB profile."""
+    alice, bob = running
+    bob_server = server_process(str(data_dir(secure_hub)), "bob")
+    out, error = run_in_kernel(alice, "alice", """
+import subprocess, sys, time, hpclab
+child = '''
+import mmap, time
+size = 250 * 2**20
+m = mmap.mmap(-1, size, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+for i in range(0, size, 4096):
+    m[i] = 1
+print('filled', flush=True)
+time.sleep(120)
+'''
+procs = [subprocess.Popen([sys.executable, '-c', child]) for _ in range(3)]
+time.sleep(10)
+print('STATUS', [p.poll() for p in procs])
+for p in procs:
+    p.kill()
+session = hpclab.session()
+print('LIMIT', session.memory_limit, session.memory_source)
+""", timeout=180)
+    assert error == "", error
+    status = json.loads(re.search(r"STATUS (\[.*\])", out).group(1).replace("None", "null"))
+    assert -9 in status, f"no child was stopped on the limit: {status}"
+    assert re.search(rf"LIMIT {MEMORY_LIMIT} cgroup", out), out
+    deadline = time.monotonic() + 15  # the hub polls every 2 s and reports the kill in the server's log
+    while "Out of memory: the kernel killed" not in secure_hub.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    log = secure_hub.log_path.read_text()
+    assert re.search(r"Out of memory: the kernel killed \d+ process\(es\) of alice.*512", log)
+    assert bob_server.is_running() and server_process(str(data_dir(secure_hub)), "alice").is_running()
+    assert bob.http.get(f"{secure_hub.url}/user/bob/api/status").status_code in (200, 403)
+
+
+def test_gpu_devices_outside_the_assignment_cannot_be_opened(secure_hub, fake_gpus):
+    """Fake GPU nodes (major 195, no driver on this machine): ENXIO = the cgroup let the open through, EPERM = refused."""
+    admin = login(secure_hub, "admin")  # in gpu-users; alice's and bob's CPU servers keep running meanwhile
+    try:
+        assert admin.post_spawn("admin", "gpu-1").status_code == 302
+        admin.wait_ready("admin")
+        assigned = server_process(str(data_dir(secure_hub)), "admin").environ()["CUDA_VISIBLE_DEVICES"]
+        other = next(g for g in fake_gpus if g != assigned)
+        out, error = run_in_kernel(admin, "admin", f"""
+import errno, os
+for node in ({fake_gpus[assigned]!r}, {fake_gpus[other]!r}):
+    try:
+        os.close(os.open(node, os.O_RDWR)); print('OPENED')
+    except OSError as failed:
+        print(errno.errorcode[failed.errno])
+""")
+        assert error == "" and out.split() == ["ENXIO", "EPERM"], out
+    finally:
+        stop_server(admin, "admin")
+
+
+# --- stopping means everything -------------------------------------------------------------------
+
+
+def test_detached_processes_die_with_the_server_even_across_a_hub_restart(secure_hub):
+    dave = login(secure_hub, "dave")
+    assert dave.post_spawn("dave", "cpu-small").status_code == 302
+    dave.wait_ready("dave")
+    out, error = run_in_kernel(dave, "dave", """
+import os, subprocess, sys
+setsid = subprocess.Popen(['setsid', 'sleep', '600'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+double = subprocess.run([sys.executable, '-c', 'import os, subprocess; p = subprocess.Popen(["sleep", "600"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid)'], capture_output=True, text=True)
+print('PIDS', setsid.pid, double.stdout.strip())
+""")
+    assert error == ""
+    pids = [int(p) for p in re.search(r"PIDS (\d+) (\d+)", out).groups()]
+    assert all(psutil.pid_exists(p) for p in pids)
+    secure_hub.stop()  # the hub restarts in between: it finds the server and its cgroup again
+    secure_hub.start()
+    admin = login(secure_hub, "admin")
+    admin.wait_ready("dave", timeout=30)
+    stop_server(admin, "dave")
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids), "a detached process outlived its server"
+
+
+def test_a_restarted_hub_never_signals_a_pid_that_is_no_longer_its_server(secure_hub):
+    """After a reboot the stored pid may belong to another process: with the server's cgroup gone, it is left alone."""
+    import sqlite3
+
+    from hpclab_spawners.cgroups import ServerCgroup
+
+    dave = login(secure_hub, "dave")
+    assert dave.post_spawn("dave", "cpu-small").status_code == 302
+    dave.wait_ready("dave")
+    secure_hub.stop()
+    database = sqlite3.connect(data_dir(secure_hub) / "jupyterhub.sqlite")
+    row_id, state_text = database.execute(
+        "SELECT spawners.id, spawners.state FROM spawners JOIN users ON users.id = spawners.user_id WHERE users.name = 'dave'"
+    ).fetchone()
+    state = json.loads(state_text)
+    group = ServerCgroup.from_state(state["cgroup"])  # what a reboot does: the server and its cgroup are gone
+    group.kill_all()
+    group.remove()
+    bystander = subprocess.Popen(["sleep", "300"])  # ... and its pid now belongs to someone else
+    try:
+        state["pid"] = bystander.pid
+        database.execute("UPDATE spawners SET state = ? WHERE id = ?", (json.dumps(state), row_id))
+        database.commit()
+        database.close()
+        secure_hub.start()
+        admin = login(secure_hub, "admin")
+        deadline = time.monotonic() + 30
+        while admin.api("GET", "/users/dave").json()["servers"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert admin.api("GET", "/users/dave").json()["servers"] == {}
+        assert bystander.poll() is None, "the hub signalled a process that was not its server"
+        assert "is not its server any more (its cgroup is gone" in secure_hub.log_path.read_text()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# --- sign-up and login ----------------------------------------------------------------------------
+
+
+def _signup(hub, username: str, password: str = "a-Long-signup-pw-42") -> requests.Response:
+    client = HubClient(hub)
+    page = client.http.get(f"{hub.url}/hub/signup")
+    return client.http.post(f"{hub.url}/hub/signup", data={
+        "username": username, "signup_password": password, "signup_password_confirmation": password,
+        "_xsrf": client._xsrf(page.text),
+    })
+
+
+def _pending(hub) -> dict[str, bool]:
+    from hpclab_spawners.config import load_deployment
+    from jupyterhub import orm
+    from nativeauthenticator.orm import UserInfo
+
+    db = orm.new_session_factory(load_deployment(hub.config_path).hub.database_url)()
+    try:
+        return {info.username: info.is_authorized for info in db.query(UserInfo).all()}
+    finally:
+        db.close()
+
+
+def test_signup_name_with_tabs_and_html_is_refused_with_a_reason(secure_hub):
+    name = "x\tonmouseover=alert(1)\tstyle=x"
+    response = _signup(secure_hub, name)
+    assert response.status_code == 400
+    assert "may hold only letters a-z, digits" in response.text, re.findall(r"alert.{0,300}", response.text, re.S)
+    assert not any("onmouseover" in existing for existing in _pending(secure_hub))
+    too_long = _signup(secure_hub, "a" * 30)
+    assert too_long.status_code == 400 and "at most 24 characters" in too_long.text
+
+
+def test_names_are_normalised_on_every_path(secure_hub):
+    from hpclab_spawners.usernames import check_username
+
+    assert check_username("ＣＡＲＯＬ") == "carol"  # fullwidth letters (NFKC) and upper case
+    for bad in (".hidden", "a b", "a/b", "a\tb", "é<script>", "a..b"):
+        with pytest.raises(ValueError):
+            check_username(bad)
+    refused = subprocess.run([sys.executable, "-m", "hpclab_spawners.cli", "users", "add", "x\ty", "--config",
+                              str(secure_hub.config_path), "--password-stdin"], input="long-enough-pw\n",
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and "may hold only letters" in refused.stderr
+    admin = login(secure_hub, "admin")
+    assert admin.api("POST", "/users/bad%09name").status_code == 400
+    assert admin.api("POST", "/users/Alice").status_code == 400  # not in normal form: would be a second alice
+
+
+def test_approval_is_a_post_with_xsrf_and_the_page_quotes_names(secure_hub):
+    assert _signup(secure_hub, "erin").status_code == 200
+    assert _pending(secure_hub)["erin"] is False
+    admin = login(secure_hub, "admin")
+    assert admin.http.get(f"{secure_hub.url}/hub/authorize/erin").status_code == 405  # a link on another site
+    assert _pending(secure_hub)["erin"] is False
+    forged = requests.post(f"{secure_hub.url}/hub/authorize/erin", data={"approve": "1"}, cookies=admin.http.cookies)
+    assert forged.status_code == 403 and _pending(secure_hub)["erin"] is False  # no XSRF token: refused
+    page = admin.http.get(f"{secure_hub.url}/hub/authorize").text
+    assert 'data-username="erin"' in page
+    token = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+    approved = admin.http.post(f"{secure_hub.url}/hub/authorize/erin", data={"approve": "1", "_xsrf": token})
+    assert approved.ok and _pending(secure_hub)["erin"] is True
+
+
+def test_repeated_wrong_passwords_lock_the_account(secure_hub):
+    client = HubClient(secure_hub)
+    for _ in range(5):
+        assert "/hub/login" in client.login("dave", "wrong-password").url
+    locked = client.login("dave", USER_PASSWORD)
+    assert locked.status_code == 429 and "Too many failed logins" in locked.text
+    assert HubClient(secure_hub).login("bob", USER_PASSWORD).ok  # other accounts are not affected
+
+
+def _signup_claiming(hub, username: str, claimed_address: str) -> requests.Response:
+    """A sign-up whose request claims another client address (X-Real-Ip, which JupyterHub would trust)."""
+    client = HubClient(hub)
+    client.http.headers["X-Real-Ip"] = claimed_address
+    page = client.http.get(f"{hub.url}/hub/signup")
+    password = "a-Long-signup-pw-42"
+    return client.http.post(f"{hub.url}/hub/signup", data={
+        "username": username, "signup_password": password, "signup_password_confirmation": password,
+        "_xsrf": client._xsrf(page.text),
+    })
+
+
+def test_signups_are_rate_limited_per_address(secure_hub):
+    # a bot that claims a new address each time (X-Real-Ip) is still one address to the hub
+    answers = [_signup_claiming(secure_hub, f"bot{i}", f"10.0.0.{i}").status_code for i in range(6)]
+    assert 429 in answers, answers
+    assert sum(1 for name in _pending(secure_hub) if name.startswith("bot")) <= 5
+
+
+def test_hub_cookies_are_samesite_lax(secure_hub):
+    client = HubClient(secure_hub)
+    client.login("bob", USER_PASSWORD)
+    for cookie in client.http.cookies:
+        if cookie.path.startswith("/hub"):
+            assert cookie.get_nonstandard_attr("SameSite") == "Lax", cookie.name
+
+
+# --- accounts without root, or missing -----------------------------------------------------------
+
+
+def test_a_hub_without_root_serves_only_its_own_account_and_existing_mode_needs_a_users_account():
+    from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account
+
+    with pytest.raises(AccountUnavailable) as missing:
+        resolve_account("nobody-here", "existing", "", Path("/home"), None)
+    assert missing.value.status == 400 and "no Unix account 'nobody-here'" in str(missing.value)
+    with pytest.raises(AccountUnavailable) as daemon:  # a sign-up named after a daemon's account
+        resolve_account("daemon", "existing", "", Path("/home"), None)
+    assert daemon.value.status == 403 and "system account" in str(daemon.value)
+    code = (
+        "from pathlib import Path\n"
+        "from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account\n"
+        "print(resolve_account('nobody', 'create', 'jupyter-', Path('/home'), '/tmp').name)\n"
+        "try:\n    resolve_account('alice', 'create', 'jupyter-', Path('/home'), None)\n"
+        "except AccountUnavailable as refused:\n    print(refused.status, refused)\n"
+    )
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
+                            preexec_fn=lambda: (os.setgid(nobody.pw_gid), os.setuid(nobody.pw_uid)))
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    assert lines[0] == "nobody"
+    assert lines[1].startswith("403") and "runs without root (as 'nobody')" in lines[1]

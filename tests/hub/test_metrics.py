@@ -1,0 +1,73 @@
+"""Prometheus metrics on /hub/metrics after real spawns on a real hub."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from support.hubtools import hub_yaml, login, started_hub, stop_server
+from support.paths import REPO_ROOT
+
+
+pytestmark = pytest.mark.hub
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (labels in any order); 0 when absent."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def metrics_hub(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("metrics-hub")
+    with started_hub(workdir, hub_yaml(workdir / "state")) as hub:
+        yield hub
+
+
+def test_metrics_count_spawns_failures_and_usage_per_group_and_profile(metrics_hub):
+    alice, bob, admin = login(metrics_hub, "alice"), login(metrics_hub, "bob"), login(metrics_hub, "admin")
+    assert alice.post_spawn("alice", "gpu-1").status_code == 302  # takes the only (fake) GPU id
+    alice.wait_ready("alice")
+    assert bob.post_spawn("bob", "gpu-1").status_code == 403  # not in gpu-users
+    assert bob.post_spawn("bob", "cpu-small").status_code == 302
+    bob.wait_ready("bob")
+    assert "No free GPU" in admin.post_spawn("admin", "gpu-1").text
+    try:
+        text = admin.http.get(f"{metrics_hub.url}/hub/metrics").text
+        assert sample(text, "hpclab_spawn_duration_seconds_count", profile="gpu-1", backend="local") == 1
+        assert sample(text, "hpclab_spawn_duration_seconds_count", profile="cpu-small", backend="local") == 1
+        assert 1 < sample(text, "hpclab_spawn_duration_seconds_sum", profile="cpu-small", backend="local") < 120
+        assert sample(text, "hpclab_spawn_failures_total", profile="gpu-1", reason="forbidden") == 1
+        assert sample(text, "hpclab_spawn_failures_total", profile="gpu-1", reason="no_free_gpu") == 1
+        assert sample(text, "hpclab_servers_in_use", group="gpu-users", profile="gpu-1") == 1
+        assert sample(text, "hpclab_gpus_in_use", group="gpu-users", profile="gpu-1") == 1
+        assert sample(text, "hpclab_servers_in_use", group="(none)", profile="cpu-small") == 1
+        assert sample(text, "hpclab_gpus_in_use", group="(none)", profile="cpu-small") == 0
+    finally:
+        stop_server(alice, "alice")
+        stop_server(bob, "bob")
+    text = admin.http.get(f"{metrics_hub.url}/hub/metrics").text
+    assert sample(text, "hpclab_servers_in_use", group="gpu-users", profile="gpu-1") == 0
+
+
+def test_grafana_dashboard_only_queries_metrics_the_hub_exports():
+    import json
+    from pathlib import Path
+
+    from hpclab_spawners import metrics
+
+    exported = {"hpclab_servers_in_use", "hpclab_gpus_in_use"}
+    for metric in (metrics.SPAWN_DURATION, metrics.QUEUE_WAIT, metrics.SPAWN_FAILURES):
+        exported.update(s.name for family in metric.collect() for s in family.samples)
+        exported.update(f"{metric._name}{suffix}" for suffix in ("_bucket", "_count", "_sum", "_total"))
+    dashboard = json.loads((REPO_ROOT / "deploy" / "monitoring" / "hpclab-dashboard.json").read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\bhpclab_\w+", target["expr"])}
+    assert queried and queried <= exported, queried - exported

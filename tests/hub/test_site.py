@@ -1,0 +1,263 @@
+"""One hub for the whole site: mixed backends in one YAML, named servers, a form that tells the truth,
+links that preselect or open an example, and examples in every session (refreshed, edits kept).
+
+The hub here is real (JupyterHub + configurable-http-proxy, servers as the users' own accounts);
+its local backend has no GPU, as on this machine. The cluster half of a mixed site is exercised on
+the real dev SLURM in tests/e2e/test_site_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import yaml
+
+from support.hubtools import HUB_CLI, home_of, hub_yaml, login, started_hub, stop_server
+from support.paths import REPO_ROOT
+
+
+REPO = REPO_ROOT
+KERNEL_TEMPLATES = REPO / "spawners" / "hpclab_spawners" / "kernel_templates"
+
+
+def _site_yaml(workdir: Path, examples: Path) -> dict:
+    config = hub_yaml(
+        workdir / "state",
+        backends={"local": {"type": "local", "cpus": "auto", "gpus": [], "home_dir": str(workdir / "homes" / "{username}")}},
+        profiles=[
+            {"slug": "cpu-small", "display_name": "CPU (small)", "backend": "local", "cpus": 1, "memory": "2G", "default": True},
+            {"slug": "cpu-large", "display_name": "CPU (large)", "backend": "local", "cpus": 1, "memory": "3G"},
+            {"slug": "gpu-1", "display_name": "GPU", "backend": "local", "cpus": 1, "gpus": 1, "groups": ["gpu-users"]},
+        ],
+        quotas={"per_user": {"servers": 2}},
+        examples={"source": str(examples)},
+    )
+    logo = workdir / "site-logo.png"
+    shutil.copy(KERNEL_TEMPLATES / "josephson" / "logo-64x64.png", logo)
+    config["hub"].update(site_name="Test <Site> Hub", named_server_limit=2, logo=str(logo))
+    return config
+
+
+@pytest.fixture(scope="module")
+def examples_source(tmp_path_factory) -> Path:
+    """The deployment's copy of the examples (a copy of notebooks/, so a test can publish a new version)."""
+    source = tmp_path_factory.mktemp("examples-source") / "notebooks"
+    shutil.copytree(REPO / "notebooks", source)
+    for path in [source, *source.parents]:
+        path.chmod(path.stat().st_mode | 0o005)  # servers run as the users' own accounts
+        if path == Path("/"):
+            break
+    return source
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, examples_source):
+    workdir = tmp_path_factory.mktemp("site")
+    with started_hub(workdir, _site_yaml(workdir, examples_source)) as hub:
+        yield hub
+
+
+def _form_choice(html: str, slug: str) -> str:
+    match = re.search(rf'<label class="hpclab-profile[^"]*"[^>]*data-profile="{slug}".*?</label>', html, re.S)
+    assert match, f"profile {slug} not on the form"
+    return match.group(0)
+
+
+def _checked(html: str) -> list[str]:
+    return re.findall(r'value="([a-z0-9-]+)"\s+checked', html)
+
+
+# -- the YAML: any mix of backends ------------------------------------------------------------------
+def test_the_seeds_site_yaml_mixes_a_cluster_and_a_gpu_server_and_checks_ok():
+    proc = subprocess.run([str(HUB_CLI), "check", str(REPO / "deploy/examples/site.yaml")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cluster (slurm), gpu-server (local)" in proc.stdout
+    config = yaml.safe_load((REPO / "deploy/examples/site.yaml").read_text())
+    kinds = {name: backend["type"] for name, backend in config["backends"].items()}
+    by_backend = {kinds[p["backend"]] for p in config["profiles"] if p.get("gpus")} | {kinds[p["backend"]] for p in config["profiles"] if not p.get("gpus")}
+    assert by_backend == {"slurm", "local"}
+    assert {(kinds[p["backend"]], bool(p.get("gpus"))) for p in config["profiles"]} == {
+        ("slurm", False), ("slurm", True), ("local", False), ("local", True)}
+
+
+def test_every_shipped_single_backend_yaml_still_checks_ok():
+    for path in [REPO / "deploy/hub.yaml", REPO / "deploy/examples/slurm.yaml", REPO / "deploy/examples/gpu-server.yaml"]:
+        proc = subprocess.run([str(HUB_CLI), "check", str(path)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, f"{path}: {proc.stdout}{proc.stderr}"
+
+
+# -- the form tells the truth ----------------------------------------------------------------------
+def test_gpu_profile_on_a_gpu_less_server_is_disabled_with_the_reason(site):
+    alice = login(site, "alice")  # in gpu-users: allowed, but there is no GPU here
+    html = alice.spawn_form()
+    gpu = _form_choice(html, "gpu-1")
+    assert re.search(r'id="profile-gpu-1"[^>]*disabled', gpu)
+    assert "Not available here: This server has no GPU; the profile needs 1 GPU." in gpu
+    cpu = _form_choice(html, "cpu-small")
+    assert "disabled" not in cpu and re.search(r"This server: \d+ of \d+ cores? idle", cpu)
+    # a forged form asking for it anyway: a clear 400, nothing starts, nothing is held
+    response = alice.post_spawn("alice", "gpu-1")
+    assert response.status_code == 400, response.status_code
+    assert "cannot start here: This server has no GPU" in response.text
+    assert alice.api("GET", "/users/alice").json()["servers"] == {}
+
+
+def test_each_profile_says_its_resources_once_and_the_site_name_is_escaped(site):
+    html = login(site, "bob").spawn_form()
+    small = _form_choice(html, "cpu-small")
+    assert small.count("1 core") == 1 and small.count("2 GB") == 1
+    assert 'data-profile="gpu-1"' not in html  # bob is not in gpu-users: not even shown
+    assert "Test &lt;Site&gt; Hub" in html and "<Site>" not in html
+    assert "<title>Test &lt;Site&gt; Hub</title>" in html.replace("\n", "")
+
+
+def test_the_sites_logo_is_served_on_every_page(site):
+    logo = login(site, "bob").http.get(f"{site.url}/hub/logo")
+    assert logo.status_code == 200
+    assert logo.content == Path(site.config["hub"]["logo"]).read_bytes()
+
+
+def test_a_link_preselects_a_profile_without_starting_anything(site):
+    bob = login(site, "bob")
+    page = bob.http.get(f"{site.url}/hub/spawn?profile=cpu-large")
+    assert page.status_code == 200 and _checked(page.text) == ["cpu-large"]
+    assert bob.api("GET", "/users/bob").json()["servers"] == {}
+    # a profile bob may not use, preselected by a link, is not offered (and the default is checked)
+    page = bob.http.get(f"{site.url}/hub/spawn?profile=gpu-1")
+    assert _checked(page.text) == ["cpu-small"] and 'data-profile="gpu-1"' not in page.text
+
+
+def test_open_link_refuses_paths_outside_the_server(site):
+    bob = login(site, "bob")
+    for path in ["../../etc/passwd", "", "/..", "examples/..\\..\\x"]:
+        response = bob.http.get(f"{site.url}/hub/hpclab/open", params={"profile": "cpu-small", "path": path}, allow_redirects=False)
+        assert response.status_code == 400, (path, response.status_code)
+
+
+# -- named servers, quotas over all of them, the home page -----------------------------------------
+def test_two_servers_side_by_side_listed_on_the_home_page_and_counted_by_quotas(site):
+    alice = login(site, "alice")
+    assert alice.post_spawn("alice", "cpu-small").status_code == 302
+    assert alice.post_spawn("alice", "cpu-large", server_name="second").status_code == 302
+    try:
+        alice.wait_ready("alice")
+        alice.wait_ready("alice", server_name="second")
+        servers = alice.api("GET", "/users/alice").json()["servers"]
+        assert servers[""]["user_options"]["profile"] == "cpu-small"
+        assert servers["second"]["user_options"]["profile"] == "cpu-large"
+        home = alice.http.get(f"{site.url}/hub/home").text
+        table = re.search(r'<table class="table table-sm" id="hpclab-servers">.*?</table>', home, re.S).group(0)
+        rows = {m.group(1): m.group(0) for m in re.finditer(r'data-server-name="([^"]*)">.*?</tr>', table, re.S)}
+        assert set(rows) == {"", "second"}
+        for name, profile in (("", "CPU (small)"), ("second", "CPU (large)")):
+            assert profile in rows[name] and "local (this server)" in rows[name] and "running" in rows[name]
+        # per_user servers: 2 — a third server (named) is refused with what is in use
+        third = alice.post_spawn("alice", "cpu-small", server_name="third")
+        assert third.status_code == 429 and "2 of 2 servers in use" in third.text
+        # the form remembers the last profile chosen (cpu-large, for "second")
+        assert _checked(alice.http.get(f"{site.url}/hub/spawn/alice/third").text) == ["cpu-large"]
+        # an "open this example" link for a profile already running goes straight to that server's notebook
+        response = alice.http.get(f"{site.url}/hub/hpclab/open", params={"profile": "cpu-large", "path": "examples/josephson-sweep.ipynb"},
+                                  allow_redirects=False)
+        assert response.status_code == 302
+        assert response.headers["Location"].endswith("/user/alice/second/lab/tree/examples/josephson-sweep.ipynb")
+    finally:
+        stop_server(alice, "alice", server_name="second")
+        stop_server(alice, "alice")
+        alice.api("DELETE", "/users/alice/servers/third")
+
+
+def test_open_link_starts_a_server_of_that_profile_and_then_opens_the_notebook(site):
+    bob = login(site, "bob")
+    response = bob.http.get(f"{site.url}/hub/hpclab/open", params={"profile": "cpu-large", "path": "examples/josephson-sweep.ipynb"},
+                            allow_redirects=False)
+    assert response.status_code == 302
+    target = urlparse(response.headers["Location"])
+    assert target.path == "/hub/spawn/bob"
+    query = parse_qs(target.query)
+    assert query["opt-profile"] == ["cpu-large"] and query["next"] == ["/user/bob/lab/tree/examples/josephson-sweep.ipynb"]
+    try:
+        landed = bob.http.get(f"{site.url}{target.path}?{target.query}", allow_redirects=False)
+        assert landed.status_code == 302  # spawned at once (opt-profile), on to the pending page
+        server = bob.wait_ready("bob")
+        assert server["user_options"]["profile"] == "cpu-large"
+    finally:
+        stop_server(bob, "bob")
+
+
+# -- examples in every session ------------------------------------------------------------------------
+def test_examples_arrive_and_a_users_edit_survives_a_restart_and_an_update(site, examples_source):
+    alice = login(site, "alice")
+    examples = home_of(site.config["hub"]["data_dir"], "alice") / "examples"
+    assert alice.post_spawn("alice", "cpu-small").status_code == 302
+    alice.wait_ready("alice")
+    notebook = examples / "josephson-sweep.ipynb"
+    delivered = json.loads(notebook.read_text())
+    assert delivered["metadata"]["kernelspec"]["name"] == "josephson"  # opens in the curated kernel
+    assert {p.name for p in examples.glob("*.ipynb")} >= {"josephson-sweep.ipynb", "mri-pipeline.ipynb", "resnet-horovod.ipynb"}
+    # alice edits the notebook (as her own account: the file is hers)
+    owner = notebook.stat().st_uid
+    delivered["cells"][0]["source"] = "# alice's own notes\n"
+    notebook.write_text(json.dumps(delivered))
+    stop_server(alice, "alice")
+    # the deployment publishes a new version of both notebooks meanwhile
+    for name in ("josephson-sweep.ipynb", "mri-pipeline.ipynb"):
+        published = json.loads((examples_source / name).read_text())
+        published["cells"][0]["source"] = "# version 2 of the example\n"
+        (examples_source / name).write_text(json.dumps(published, indent=1))
+    assert alice.post_spawn("alice", "cpu-small").status_code == 302
+    try:
+        alice.wait_ready("alice")
+        mine = json.loads(notebook.read_text())
+        assert mine["cells"][0]["source"] in ("# alice's own notes\n", ["# alice's own notes\n"])
+        assert notebook.stat().st_uid == owner
+        beside = json.loads((examples / "josephson-sweep.updated.ipynb").read_text())
+        assert "version 2" in "".join(beside["cells"][0]["source"])
+        # the notebook she never touched is simply upgraded
+        upgraded = json.loads((examples / "mri-pipeline.ipynb").read_text())
+        assert "version 2" in "".join(upgraded["cells"][0]["source"])
+    finally:
+        stop_server(alice, "alice")
+
+
+# -- availability, from the backends' own answers (pure functions over real parsed shapes) ----------
+def _profile(**fields):
+    from hpclab_spawners.config.model import Profile
+
+    return Profile(**{"slug": "p", "display_name": "P", "backend": "b", **fields})
+
+
+def test_slurm_availability_disables_missing_down_and_gpu_less_partitions():
+    from hpclab_spawners.availability import slurm_availability
+    from hpclab_spawners.slurm.client import PartitionState, parse_partition_lines
+
+    settings = parse_partition_lines("PartitionName=cpu State=UP MaxTime=UNLIMITED\nPartitionName=old State=DOWN MaxTime=1:00:00\n"
+                                     "PartitionName=gpu State=UP\n")
+    states = {"cpu": PartitionState("cpu", 2, 8, 5, 0, 0), "old": PartitionState("old", 1, 4, 4, 0, 0),
+              "gpu": PartitionState("gpu", 1, 4, 4, 2, 1)}
+    assert slurm_availability(_profile(), "cpu", states, settings).note == "Partition cpu: 2 nodes, 5 of 8 cores free now."
+    assert slurm_availability(_profile(), "old", states, settings).blocked == "Partition old is down (the cluster's admins closed it)."
+    assert slurm_availability(_profile(), "nope", states, settings).blocked == "The cluster has no partition 'nope'."
+    assert "has no GPUs" in slurm_availability(_profile(gpus=1), "cpu", states, settings).blocked
+    gpu = slurm_availability(_profile(gpus=1), "gpu", states, settings)
+    assert not gpu.blocked and gpu.note.endswith("1 of 2 GPUs free now.")
+
+
+def test_local_availability_counts_idle_cores_and_free_gpus():
+    from hpclab_spawners.availability import local_availability, local_blocked
+    from hpclab_spawners.resources import ResourcePool
+
+    pool = ResourcePool((0, 1, 2, 3), ("0", "1"))
+    pool.allocate("alice/", 2, 1)
+    assert local_availability(_profile(), pool).note == "This server: 2 of 4 cores idle, 1 of 2 GPUs free."
+    assert local_blocked(_profile(gpus=3), pool) == "This server has only 2 GPUs; the profile needs 3 GPUs."
+    pool.allocate("bob/", 1, 1)
+    busy = local_availability(_profile(gpus=1), pool)
+    assert not busy.blocked and "all GPUs are in use now" in busy.note  # a wait, not a refusal
+    assert local_blocked(_profile(gpus=1), ResourcePool((0,), ())) == "This server has no GPU; the profile needs 1 GPU."

@@ -1,0 +1,41 @@
+"""notebooks/mri-pipeline.ipynb runs end to end (nbclient, in its curated `mri` kernel) and shows its results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from support.notebooktools import add_kernel_check, assert_ran_in_curated_kernel, curated_kernels  # noqa: F401 (fixture)
+from support.paths import REPO_ROOT
+
+
+NOTEBOOK = REPO_ROOT / "notebooks" / "mri-pipeline.ipynb"
+
+
+def test_notebook_is_stored_without_outputs():
+    nb = json.loads(NOTEBOOK.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
+
+
+def test_notebook_runs_the_five_steps(curated_kernels, tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params.source += f"\nworkdir = {str(tmp_path)!r}\ndownsample = 3\n"
+    add_kernel_check(nb)
+    (client := NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(tmp_path)}})).execute()
+    assert_ran_in_curated_kernel(client, nb, "mri")
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "subject_id" in text and "sub-demo" in text and "DEMO-001" not in text
+    shown = [o for o in outputs if o.output_type in ("execute_result", "display_data")]
+    html = "\n".join(o.data.get("text/html", "") for o in shown)
+    assert "Gray-Matter" in html and "normMean" in html  # the DataFrame
+    pngs = [o for o in shown if "image/png" in o.data]
+    assert len(pngs) >= 3  # ortho, montage, volumes shown inline
+    assert (tmp_path / "processed" / "1_T1w_MPRAGE_tissue.nii.gz").exists()

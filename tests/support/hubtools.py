@@ -1,0 +1,288 @@
+"""Start a real HPCLab hub (JupyterHub + configurable-http-proxy) for tests, and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+import yaml
+
+from support.paths import REPO_ROOT
+
+
+REPO = REPO_ROOT
+HUB_CLI = Path(sys.executable).with_name("hpclab-hub")
+ADMIN_PASSWORD = "admin-test-password-7"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_reachable(path: Path) -> None:
+    """Let other accounts traverse (not list) every folder above ``path``: servers run as the users' own accounts.
+
+    pytest's temporary folders are 0700 and the interpreter may live under /root (pyenv).
+    """
+    import stat
+
+    for parent in reversed(Path(os.path.realpath(path)).parents):
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def homes_dir(data_dir: str | Path) -> Path:
+    """Where test hubs keep their users' homes: beside the (private) data folder, one per user."""
+    return Path(data_dir).parent / "homes"
+
+
+def home_of(data_dir: str | Path, user: str) -> Path:
+    return homes_dir(data_dir) / user
+
+
+def write_in_home(data_dir: str | Path, user: str, relative: str | Path, text: str) -> Path:
+    """Write a file into ``user``'s home before their server starts, owned by their account (made if missing)."""
+    from hpclab_spawners.unix_accounts import ensure_home, resolve_account
+
+    account = resolve_account(user, "create", "jupyter-", Path("/home"), str(home_of(data_dir, "{username}")))
+    ensure_home(account)
+    path = Path(account.home) / relative
+    for folder in reversed([p for p in path.parents if p.is_relative_to(account.home) and p != Path(account.home)]):
+        folder.mkdir(exist_ok=True)
+        os.chown(folder, account.uid, account.gid)
+    path.write_text(text)
+    os.chown(path, account.uid, account.gid)
+    return path
+
+
+def hub_yaml(data_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A deploy YAML for tests: free ports, state in ``data_dir``, homes beside it, alice in gpu-users, bob not."""
+    config: dict[str, Any] = {
+        "hub": {
+            "port": free_port(),
+            "hub_port": free_port(),
+            "proxy_api_port": free_port(),
+            "data_dir": str(data_dir),
+            "admin_users": ["admin"],
+            "log_level": "DEBUG",  # the most verbose level, so a leaked secret would show up in the log
+        },
+        "auth": {"groups": {"gpu-users": ["admin", "alice"]}},
+        "backends": {"local": {"type": "local", "cpus": "auto", "gpus": ["fake0"], "home_dir": str(homes_dir(data_dir) / "{username}")}},
+        "profiles": [
+            {"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "3G", "default": True},
+            {"slug": "gpu-1", "display_name": "GPU one", "backend": "local", "cpus": 1, "gpus": 1, "groups": ["gpu-users"]},
+        ],
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@dataclass
+class Hub:
+    """One hub under test: its YAML, process, log, and URL."""
+
+    workdir: Path
+    config: dict[str, Any]
+    proc: subprocess.Popen | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / "hub.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        self.log_path = self.workdir / "hub.log"
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config["hub"].get("ssl_cert") else "http"
+        return f"{scheme}://127.0.0.1:{self.config['hub']['port']}"
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests should trust: the hub's own (self-signed) certificate when it serves HTTPS."""
+        return self.config["hub"].get("ssl_cert") or True
+
+    def start(self, timeout: float = 60) -> None:
+        """Start ``hpclab-hub run`` and wait until the hub answers through the proxy."""
+        make_reachable(Path(sys.executable))
+        homes = homes_dir(self.config["hub"]["data_dir"])
+        homes.mkdir(parents=True, exist_ok=True)
+        make_reachable(homes / "x")
+        env = dict(os.environ, HPCLAB_ADMIN_PASSWORD=ADMIN_PASSWORD)
+        # a shell's PATH without the proxy: hpclab-hub run finds the one `make proxy` put next to the venv
+        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "node_modules" not in p)
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [str(HUB_CLI), "run", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/hub/api/", timeout=2, verify=self.verify).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"hub did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM the hub (as an admin's Ctrl-C would) and wait for it and its proxy to exit."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill_servers(self) -> None:
+        """Stop every single-user server this hub's data folder started (test clean-up)."""
+        for proc in singleuser_processes(self.config["hub"]["data_dir"]):
+            proc.kill()
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def singleuser_processes(data_dir: str, user: str | None = None) -> list[psutil.Process]:
+    """Running jupyterhub-singleuser processes of the hub with this ``data_dir`` (homes beside it), optionally one user's."""
+    found = []
+    homes = str(homes_dir(data_dir))
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        cwd = proc.info.get("cwd") or ""
+        if "jupyterhub-singleuser" in cmdline and cwd.startswith(homes + "/"):
+            if user is None or Path(cwd).name == user:
+                found.append(proc)
+    return found
+
+
+class HubClient:
+    """A logged-in browser-like session on the hub (cookies + xsrf), for form posts and the REST API."""
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self.http = requests.Session()
+        self.http.verify = hub.verify
+        self.http.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify
+
+    def _xsrf(self, html: str) -> str:
+        match = re.search(r'name="_xsrf"\s+value="([^"]+)"', html)
+        return match.group(1) if match else self.hub_xsrf()
+
+    def hub_xsrf(self) -> str:
+        """The hub's xsrf cookie (the single-user server sets its own under /user/...)."""
+        return self.http.cookies.get("_xsrf", "", path="/hub/")
+
+    def login(self, username: str, password: str) -> requests.Response:
+        page = self.http.get(f"{self.hub.url}/hub/login")
+        return self.http.post(
+            f"{self.hub.url}/hub/login",
+            data={"username": username, "password": password, "_xsrf": self._xsrf(page.text)},
+        )
+
+    def spawn_form(self) -> str:
+        return self.http.get(f"{self.hub.url}/hub/spawn").text
+
+    def post_spawn(self, username: str, profile: str, server_name: str = "") -> requests.Response:
+        """Post the spawn form directly (what a hand-crafted request would send), for a named server if given."""
+        url = f"{self.hub.url}/hub/spawn/{username}" + (f"/{server_name}" if server_name else "")
+        form = self.http.get(url)
+        return self.http.post(
+            url,
+            data={"profile": profile, "_xsrf": self._xsrf(form.text)},
+            allow_redirects=False,
+        )
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        headers["X-XSRFToken"] = self.hub_xsrf()
+        return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=headers, **kwargs)
+
+    def wait_ready(self, username: str, timeout: float = 90, server_name: str = "") -> dict[str, Any]:
+        """Wait until the user's default (or named) server is ready; return its server model."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.api("GET", f"/users/{username}").json().get("servers", {}).get(server_name)
+            if server and server.get("ready"):
+                return server
+            if server is None and time.monotonic() > deadline - timeout + 5:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{username}'s server not ready after {timeout}s:\n{self.hub.log_tail()}")
+
+
+def stop_server(client: HubClient, username: str, timeout: float = 60, server_name: str = "") -> None:
+    """Stop a user's default (or named) server through the REST API and wait until the hub reports it gone."""
+    client.api("DELETE", f"/users/{username}/server" + (f"s/{server_name}" if server_name else ""))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server_name not in client.api("GET", f"/users/{username}").json().get("servers", {}):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"{username}'s server did not stop within {timeout}s")
+
+
+def server_process(data_dir: str, user: str) -> psutil.Process:
+    """The single running jupyterhub-singleuser process of ``user`` (fails if none or several)."""
+    procs = singleuser_processes(data_dir, user)
+    assert len(procs) == 1, f"expected one server process for {user}, found {[p.pid for p in procs]}"
+    return procs[0]
+
+
+USER_PASSWORD = "user-test-password-9"
+
+
+def add_account(hub: Hub, name: str, password: str = USER_PASSWORD) -> None:
+    """Create an approved local account with ``hpclab-hub users add`` (what an admin runs)."""
+    subprocess.run(
+        [str(HUB_CLI), "users", "add", name, "--config", str(hub.config_path), "--password-stdin"],
+        input=password + "\n", text=True, check=True, capture_output=True,
+    )
+
+
+@contextmanager
+def started_hub(workdir: Path, config: dict, accounts: tuple[str, ...] = ("alice", "bob")) -> Iterator[Hub]:
+    """Start a hub from ``config`` with these local accounts; stop it and any servers it left afterwards."""
+    instance = Hub(workdir, config)
+    for name in accounts:
+        add_account(instance, name)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        instance.kill_servers()
+
+
+def login(hub: Hub, name: str) -> HubClient:
+    """A logged-in client for ``name`` (admin uses the bootstrap password)."""
+    client = HubClient(hub)
+    response = client.login(name, ADMIN_PASSWORD if name == "admin" else USER_PASSWORD)
+    assert response.ok and "/hub/login" not in response.url, f"login as {name} failed: {response.status_code}"
+    return client

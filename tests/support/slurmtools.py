@@ -1,0 +1,65 @@
+"""Helpers for tests against the real dev cluster: run SLURM commands with its SLURM_CONF."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from support.hubtools import hub_yaml
+from support.paths import REPO_ROOT
+
+
+SLURM_PREFIX = Path("/tmp/hpclab-slurm-test")
+DEV_CLUSTER = REPO_ROOT / "deploy" / "slurm" / "dev-cluster"
+
+
+def slurm(conf: str, *argv: str, user: str | None = None) -> str:
+    """Run a SLURM command (optionally as ``user`` via sudo) and return stdout."""
+    env = dict(os.environ, SLURM_CONF=conf)
+    prefix = ["sudo", "-E", "-u", user] if user else []
+    return subprocess.run([*prefix, *argv], env=env, check=True, capture_output=True, text=True).stdout
+
+
+def jobs(conf: str, states: str = "PENDING,RUNNING") -> list[dict[str, str]]:
+    """This cluster's jobs as dicts (id, user, state, reason, name)."""
+    out = slurm(conf, "squeue", "-h", "-t", states, "-o", "%i|%u|%T|%r|%j")
+    rows = []
+    for line in out.splitlines():
+        job_id, user, state, reason, name = line.split("|")
+        rows.append({"id": job_id, "user": user, "state": state, "reason": reason, "name": name})
+    return rows
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.3) -> Any:
+    """Poll until ``predicate()`` is truthy; return its value or fail with ``message``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(message)
+
+
+def slurm_hub_yaml(data_dir: Path, slurm_conf: str) -> dict[str, Any]:
+    """A deploy YAML for the dev cluster: cpu and gpu profiles, one asking for more GPUs than exist."""
+    return hub_yaml(
+        data_dir,
+        backends={"cluster": {"type": "slurm", "slurm_conf": slurm_conf, "poll_interval": 2, "command_timeout": 20}},
+        profiles=[
+            {"slug": "cpu", "display_name": "CPU job", "backend": "cluster", "cpus": 1, "memory": "1G",
+             "time_limit": "00:30:00", "default": True, "slurm": {"partition": "cpu"}},
+            {"slug": "gpu-1", "display_name": "GPU job", "backend": "cluster", "cpus": 1, "gpus": 1,
+             "time_limit": "00:30:00", "groups": ["gpu-users"], "slurm": {"partition": "gpu"}},
+            {"slug": "gpu-9", "display_name": "Nine GPUs", "backend": "cluster", "cpus": 1, "gpus": 9,
+             "slurm": {"partition": "gpu"}},
+            {"slug": "short", "display_name": "Two minutes", "backend": "cluster", "cpus": 1, "time_limit": "00:02:00",
+             "slurm": {"partition": "cpu"}},
+            {"slug": "broken-env", "display_name": "Broken set-up", "backend": "cluster", "cpus": 1,
+             "slurm": {"partition": "cpu", "setup": ["echo 'module python/9.9 not found' >&2", "exit 3"]}},
+        ],
+        walltime={"warn_before": "00:05:00", "save_before": "00:01:00"},  # the 2-minute job is warned at once
+    )
