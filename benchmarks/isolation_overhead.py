@@ -8,16 +8,14 @@ cgroups, as the hub does). Run from the repository root:
 
     .venv/bin/python benchmarks/isolation_overhead.py --repeat 6
 
-Prints both medians and their ratio and writes benchmarks/results/isolation_overhead-<timestamp>.json.
+Prints both medians and their ratio and writes benchmarks/results/isolation_overhead-<timestamp>.json
+(or --out).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,18 +24,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from harness import add_out_option, free_port, machine_info, print_table, summary, write_results
 from hpclab_spawners.cgroups import ServerCgroup, ServerLimits
 from hpclab_spawners.local_spawner import _server_preexec
 from hpclab_spawners.unix_accounts import ensure_home, resolve_account
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MEMORY = 3 * 2**30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+NAMES = {"root": "root, affinity (reference)", "isolated": "own account + cgroup (isolated)"}
 
 
 def start_and_wait(isolated: bool, account, core: int, root_home: Path, timeout: float = 120) -> float:
@@ -83,12 +76,13 @@ def start_and_wait(isolated: bool, account, core: int, root_home: Path, timeout:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=6, help="measured starts per variant (default 6)")
-    parser.add_argument("--out", type=Path, default=None)
+    add_out_option(parser, "isolation_overhead")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("isolation_overhead: needs root (accounts and cgroups)", file=sys.stderr)
         return 1
     core = sorted(os.sched_getaffinity(0))[-1]
+    info = machine_info("jupyterlab", "jupyter_server")
     with tempfile.TemporaryDirectory(prefix="hpclab-isolation-bench-") as tmp:
         Path(tmp).chmod(0o755)
         account = resolve_account("bench", "create", "jupyter-", Path("/home"), f"{tmp}/{{account}}")
@@ -105,14 +99,12 @@ def main() -> int:
                 print(f"round {i + 1}/{args.repeat} {'isolated' if isolated else 'root    '}: {seconds:.2f} s", flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
     ratio = medians["isolated"] / medians["root"]
-    print(f"\nJupyterLab start to first /api answer, {args.repeat} starts each, core {core}")
-    print(f"  root, affinity (reference)         median {medians['root']:.2f} s")
-    print(f"  own account + cgroup (isolated)    median {medians['isolated']:.2f} s")
-    print(f"  isolated/root: {ratio:.3f} ({(ratio - 1) * 100:+.1f} %)")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = args.out or RESULTS_DIR / f"isolation_overhead-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"benchmark": "isolation_overhead", "repeat": args.repeat, "core": core,
-                               "times_s": times, "medians_s": medians, "ratio": ratio}, indent=2))
+    print(f"\nJupyterLab start to first /api answer, s, {args.repeat} starts each, core {core}")
+    print_table({NAMES[k]: times[k] for k in ("root", "isolated")}, reference=NAMES["root"])
+    print(f"isolated/root: {ratio:.3f} ({(ratio - 1) * 100:+.1f} %)")
+    out = write_results("isolation_overhead", {
+        "machine": {**info, "loadavg_end": list(os.getloadavg())}, "repeat": args.repeat, "core": core, "times_s": times,
+        "medians_s": medians, "summary": {k: summary(v) for k, v in times.items()}, "ratio": ratio}, args.out)
     print(f"results: {out}")
     return 0
 

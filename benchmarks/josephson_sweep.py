@@ -21,31 +21,25 @@ Run from the repository root (an otherwise idle machine; numbers are wall second
     .venv/bin/python benchmarks/josephson_sweep.py --repeat 5
 
 Prints a table, the speed ratio against the 100x goal, and writes
-benchmarks/results/josephson_sweep-<timestamp>.json.
+benchmarks/results/josephson_sweep-<timestamp>.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from harness import add_out_option, machine_info, write_results
 from hpclab.josephson import JunctionParams, SweepResult, sweep
 from hpclab.josephson.fast import _A, _B, _E3, _E5, _NS
 from hpclab.josephson.reference import _current_fun, segments
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "benchmarks" / "results"
 FIXED = dict(r=0.1, A_s=1.5, t_s=25.0, delta_t=5.0, w=1.0, t_end=60.0)
 
 
@@ -151,7 +145,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=32, help="grid points per axis (default 32)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of the fast timings (default 3)")
     parser.add_argument("--parallel-n", type=int, default=128, help="grid per axis for the fast-path efficiency")
+    add_out_option(parser, "josephson_sweep")
     args = parser.parse_args()
+    info = machine_info("numpy", "scipy", "numba", "joblib")
     cores = os.cpu_count() or 1
     G = np.linspace(10, 100, args.n)
     alpha = np.linspace(0.02, 0.2, args.n)
@@ -213,17 +209,11 @@ def main() -> int:
         print(f"  {name:<28} {row['serial_seconds']:.3f} s -> {row['parallel_seconds']:.3f} s on {row['jobs']} "
               f"jobs: {row['efficiency']:.0%}")
 
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    out = RESULTS_DIR / f"josephson_sweep-{stamp}.json"
-    out.write_text(json.dumps({
-        "machine": {"nproc": cores, "cpu": platform.processor() or platform.machine(), "python": sys.version.split()[0],
-                    "load_avg": os.getloadavg(), "commit": commit},
-        "grid": {"n": args.n, **FIXED}, "methods": rows, "speed_ratio_lean": ratio_lean,
-        "speed_ratio_as_written": ratio_written, "parallel": par,
-    }, indent=2))
-    print(f"\nwrote {out.relative_to(REPO)}")
+    out = write_results("josephson_sweep", {
+        "machine": {**info, "loadavg_end": list(os.getloadavg())}, "grid": {"n": args.n, **FIXED}, "methods": rows,
+        "speed_ratio_lean": ratio_lean, "speed_ratio_as_written": ratio_written, "parallel": par,
+    }, args.out)
+    print(f"\nwrote {out}")
     return 0
 
 

@@ -20,16 +20,14 @@ Run from the repository root on an otherwise idle machine:
     .venv/bin/python benchmarks/mri_cohort.py                 # 8 subjects, 2 jobs
     .venv/bin/python benchmarks/mri_cohort.py --downsample 2  # quicker
 
-Prints a summary and writes benchmarks/results/mri_cohort-<timestamp>.json.
+Prints a summary and writes benchmarks/results/mri_cohort-<timestamp>.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -41,8 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "benchmarks" / "results"
+from harness import CpuWatch, add_out_option, machine_info, wait_quiet, write_results
 
 
 def make_cohort(root: Path, n: int, downsample: int) -> list[Path]:
@@ -64,52 +61,17 @@ def make_cohort(root: Path, n: int, downsample: int) -> list[Path]:
     return folders
 
 
-def machine_busy_s() -> float:
-    """CPU seconds all processes have used since boot (/proc/stat, first line)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_s() -> float:
-    """CPU seconds of this process and its live children, including the children they waited for."""
-    import psutil
-
-    total = 0.0
-    me = psutil.Process()
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def others_cores(seconds: float = 1.0) -> float:
-    """Cores used by other processes over ``seconds``."""
-    busy, own = machine_busy_s(), own_cpu_s()
-    time.sleep(seconds)
-    return max(0.0, (machine_busy_s() - busy) - (own_cpu_s() - own)) / seconds
-
-
 def settle(quiet: float, limit: float) -> float:
     """Wait until others use < ``quiet`` cores (at most ``limit`` s); return their last measured use."""
-    deadline = time.monotonic() + limit
-    while True:
-        use = others_cores()
-        if use < quiet or time.monotonic() > deadline:
-            return use
+    return wait_quiet(quiet, limit)[1]
 
 
 def measured(fn, *args, **kwargs) -> tuple[float, dict, object]:
     """(wall seconds, CPU accounting, result) of ``fn(*args, **kwargs)``."""
-    busy0, own0, t0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
+    watch = CpuWatch()
     result = fn(*args, **kwargs)
-    wall = time.perf_counter() - t0
-    own = own_cpu_s() - own0
-    others = max(0.0, machine_busy_s() - busy0 - own)
-    return wall, {"own_cpu_s": own, "others_cpu_s": others, "others_cores": others / wall}, result
+    acct = watch.read()
+    return acct.pop("wall_s"), acct, result
 
 
 def time_cohort(root: Path, out: Path, n_jobs: int, threads: int) -> tuple[float, dict, object]:
@@ -148,24 +110,6 @@ def time_conversion(folders: list[Path], work: Path, repeat: int) -> dict:
             "overhead_pct": 100.0 * (med_ours - med_bare) / med_bare}
 
 
-def machine() -> dict:
-    import dcm2niix
-    import nibabel
-    import SimpleITK
-    import sklearn
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = None
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "numpy": np.__version__,
-            "dcm2niix": dcm2niix.__version__, "SimpleITK": SimpleITK.Version_VersionString(),
-            "scikit_learn": sklearn.__version__, "nibabel": nibabel.__version__, "git_commit": commit,
-            "loadavg_start": os.getloadavg()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--subjects", type=int, default=8)
@@ -177,11 +121,13 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=0.3, help="others' cores below which a phase starts")
     parser.add_argument("--settle", type=float, default=60.0, help="longest wait for a quiet machine (s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    add_out_option(parser, "mri_cohort")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mri-cohort-bench-"))
-    report: dict = {"benchmark": "mri_cohort", "started": dt.datetime.now().isoformat(timespec="seconds"),
-                    "machine": machine(), "args": vars(args)}
+    report: dict = {"started": dt.datetime.now().isoformat(timespec="seconds"),
+                    "machine": machine_info("numpy", "dcm2niix", "SimpleITK", "scikit-learn", "nibabel"),
+                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     try:
         t0 = time.perf_counter()
         folders = make_cohort(work / "cohort", args.subjects, args.downsample)
@@ -227,10 +173,7 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"mri_cohort-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {path}")
+    print(f"results: {write_results('mri_cohort', report, args.out)}")
     return 0
 
 

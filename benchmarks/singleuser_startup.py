@@ -15,16 +15,14 @@ Run from the repository root:
 
     .venv/bin/python benchmarks/singleuser_startup.py --repeat 3
 
-Prints a table and writes benchmarks/results/singleuser_startup-<timestamp>.json.
+Prints tables (medians, and ratios against the unchanged variant) and writes
+benchmarks/results/singleuser_startup-<timestamp>.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import signal
 import shutil
 import statistics
@@ -37,14 +35,10 @@ from pathlib import Path
 import psutil
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from support.hubtools import free_port  # noqa: E402
+from harness import add_out_option, free_port, machine_info, print_table, write_results
 
 PY = sys.executable
 BIN = Path(sys.executable).parent
-RESULTS_DIR = REPO / "benchmarks" / "results"
 
 EXITING = {
     "python -c pass": [PY, "-c", "pass"],
@@ -117,8 +111,10 @@ def med(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds, every variant once each (default 3)")
+    add_out_option(parser, "singleuser_startup")
     args = parser.parse_args(argv)
+    info = machine_info("jupyterhub", "jupyterlab", "jupyter_server", "jsonschema")
 
     tmp = Path(tempfile.mkdtemp(prefix="singleuser_startup-"))
     base_env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
@@ -148,22 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print()
-    print(f"{os.cpu_count()} cores, Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}; "
-          f"medians of {args.repeat}")
-    print(f"{'process that exits':<55} {'wall s':>7}")
-    for name, values in exiting.items():
-        print(f"{name:<55} {med(values):>7.2f}")
-    print(f"{'JupyterLab stand-alone':<55} {'to /api':>7} {'CPU s':>7}")
-    for name, values in servers.items():
-        print(f"{name:<55} {med([v['first_answer_s'] for v in values]):>7.2f} {med([v['cpu_s'] for v in values]):>7.2f}")
-
-    out = RESULTS_DIR / f"singleuser_startup-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "singleuser_startup",
-        "timestamp": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(), "loadavg_end": list(os.getloadavg())},
+    print(f"\n{info['nproc']} cores, Python {info['python']}, load average {os.getloadavg()[0]:.2f}")
+    print("Processes that exit, wall s (ratio: against importing jupyterhub.singleuser):")
+    print_table(exiting, reference="import jupyterhub.singleuser")
+    print("JupyterLab stand-alone, s from exec to the first answer on /api (ratio: against all extensions):")
+    print_table({k: [r["first_answer_s"] for r in v] for k, v in servers.items()}, reference="lab, all extensions",
+                extra={k: {"CPU s": med([r["cpu_s"] for r in v])} for k, v in servers.items()})
+    out = write_results("singleuser_startup", {
+        "machine": {**info, "loadavg_end": list(os.getloadavg())},
         "repeat": args.repeat,
         "exiting_wall_s": {k: [round(x, 4) for x in v] for k, v in exiting.items()},
         "servers": {k: [{kk: round(vv, 4) for kk, vv in r.items()} for r in v] for k, v in servers.items()},
@@ -172,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             "server_first_answer_s": {k: med([r["first_answer_s"] for r in v]) for k, v in servers.items()},
             "server_cpu_s": {k: med([r["cpu_s"] for r in v]) for k, v in servers.items()},
         },
-    }, indent=2) + "\n")
-    print(f"results: {out.relative_to(REPO)}")
+    }, args.out)
+    print(f"results: {out}")
     return 0
 
 

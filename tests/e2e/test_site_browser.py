@@ -16,10 +16,10 @@ import psutil
 import pytest
 
 from support.browsertools import browser_login
-from support.hubtools import HUB_CLI, Hub, add_account, hub_yaml, login, make_reachable, stop_server
+from support.hubtools import HUB_CLI, Hub, hub_yaml, login, make_reachable, stop_server
 from support.kerneltools import run_in_kernel
 from support.paths import REPO_ROOT
-from support.slurmtools import jobs
+from support.slurmtools import jobs, started_slurm_hub
 
 
 pytestmark = pytest.mark.hub
@@ -62,15 +62,8 @@ def site_hub(slurm_cluster, tmp_path_factory):
                                capture_output=True, text=True, timeout=120)
     assert installed.returncode == 0, installed.stderr
     make_reachable(workdir / "kernels" / "share" / "jupyter" / "kernels" / "josephson" / "kernel.json")
-    add_account(hub, "alice")
-    hub.start()
-    hub.slurm_conf = slurm_cluster
-    try:
+    with started_slurm_hub(hub, slurm_cluster, accounts=("alice",)):
         yield hub
-    finally:
-        hub.stop()
-        hub.kill_servers()
-        subprocess.run(["scancel", "--user=alice"], env={"SLURM_CONF": slurm_cluster, "PATH": "/usr/bin:/bin"})
 
 
 @pytest.mark.timeout(600)

@@ -126,7 +126,7 @@ def test_hub_restart_keeps_running_server_and_its_gpu(hub):
 
 
 def test_admin_password_from_environment_is_never_logged(hub):
-    from hubtools import ADMIN_PASSWORD
+    from support.hubtools import ADMIN_PASSWORD
 
     login(hub, "admin")
     assert ADMIN_PASSWORD not in hub.log_path.read_text(errors="replace")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from support.hubtools import hub_yaml
+from support.hubtools import Hub, add_account, hub_yaml
 from support.paths import REPO_ROOT
 
 
@@ -63,3 +65,19 @@ def slurm_hub_yaml(data_dir: Path, slurm_conf: str) -> dict[str, Any]:
         ],
         walltime={"warn_before": "00:05:00", "save_before": "00:01:00"},  # the 2-minute job is warned at once
     )
+
+
+@contextmanager
+def started_slurm_hub(hub: Hub, slurm_conf: str, accounts: tuple[str, ...] = ("alice", "bob")) -> Iterator[Hub]:
+    """Start ``hub`` (it submits to the dev cluster) with these accounts; afterwards stop it, its servers and their jobs."""
+    for name in accounts:
+        add_account(hub, name)
+    hub.start()
+    hub.slurm_conf = slurm_conf
+    try:
+        yield hub
+    finally:
+        hub.stop()
+        hub.kill_servers()
+        for name in accounts:
+            subprocess.run(["scancel", f"--user={name}"], env={"SLURM_CONF": slurm_conf, "PATH": "/usr/bin:/bin"})

@@ -7,6 +7,7 @@
 import { Widget } from '@lumino/widgets';
 
 const CHECK_EVERY_MS = 10000;
+const EXTEND_MINUTES = 30; // what one click of "Extend" asks for (less when the profile allows less)
 
 /** "1 h 05 min", "12 min", "40 s": the time left as people read it. */
 export function formatLeft(seconds) {
@@ -30,12 +31,43 @@ class TimeLeft extends Widget {
     this.hide();
   }
 
-  showLeft(left, endsAt, level) {
+  showLeft(left, endsAt, level, extendable, onExtend) {
     this.node.textContent = `Job: ${formatLeft(left)} left`;
     this.node.title = `This session's wall time ends at ${endsAt}; open documents are saved before then.`;
     this.node.dataset.level = level;
+    const minutes = Math.min(EXTEND_MINUTES, extendable || 0);
+    if (minutes > 0) {
+      const button = document.createElement('button');
+      button.className = 'hpclab-walltime-extend';
+      button.textContent = `Extend by ${formatLeft(minutes * 60)}`;
+      button.title = `Ask the hub for ${minutes} more minutes (up to ${formatLeft(extendable * 60)} more are allowed)`;
+      button.addEventListener('click', () => onExtend(minutes, button));
+      this.node.appendChild(button);
+    }
     this.show();
   }
+}
+
+/** The server's _xsrf cookie (Jupyter Server checks it on POST requests made with the session cookie). */
+function xsrfToken() {
+  const match = document.cookie.match('\\b_xsrf=([^;]*)\\b');
+  return match ? decodeURIComponent(match[1]) : '';
+}
+
+async function requestExtension(app, minutes) {
+  const settings = app.serviceManager.serverSettings;
+  const headers = { 'Content-Type': 'application/json', 'X-XSRFToken': xsrfToken() };
+  if (settings.token) {
+    headers.Authorization = `token ${settings.token}`;
+  }
+  const response = await fetch(`${settings.baseUrl}hpclab/walltime/extend`, {
+    method: 'POST', credentials: 'same-origin', headers, body: JSON.stringify({ minutes })
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new Error(answer.message || `the hub answered ${response.status}`);
+  }
+  return answer;
 }
 
 async function fetchStatus(app) {
@@ -70,6 +102,19 @@ const plugin = {
         .execute('apputils:notify', { message, type: 'warning', options: { autoClose: false } })
         .catch(() => window.alert(message));
 
+    const extend = async (minutes, button) => {
+      button.disabled = true;
+      try {
+        const answer = await requestExtension(app, minutes);
+        const endsAt = new Date(answer.end * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+        warned = answer.end - answer.now <= answer.warn_before; // warn again before the new end
+        notify(`This session now ends at ${endsAt} (wall time ${answer.time_limit}).`);
+      } catch (error) {
+        notify(`The wall time was not extended: ${error.message}`);
+      }
+      await check();
+    };
+
     const check = async () => {
       let status;
       try {
@@ -84,7 +129,8 @@ const plugin = {
       const left = Math.max(0, status.end - status.now);
       const endsAt = new Date(status.end * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
       const final = status.signalled || left <= status.save_before;
-      label.showLeft(left, endsAt, final ? 'final' : left <= status.warn_before ? 'warning' : 'ok');
+      label.showLeft(left, endsAt, final ? 'final' : left <= status.warn_before ? 'warning' : 'ok',
+        status.extendable_minutes, extend);
       if (status.signalled && !signalSeen) {
         signalSeen = true;
         await saveAll();

@@ -203,3 +203,68 @@ def parse_partition_lines(text: str) -> dict[str, dict[str, str]]:
 async def partition_settings(client: SlurmClient) -> dict[str, dict[str, str]]:
     """Each partition's settings (MaxTime, State, ...) from one scontrol call."""
     return parse_partition_lines(await client.run(["scontrol", "show", "partition", "-o"]))
+
+
+def parse_reservations(text: str, user: str) -> list[str]:
+    """Names of the active reservations ``user`` may use, from ``scontrol show reservation -o``.
+
+    A reservation with a Users list is open to those users (``-name`` excludes one); one without a
+    Users list is left out here (it is for accounts, which this hub cannot check without accounting).
+    """
+    names = []
+    for line in text.splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        if fields.get("State") != "ACTIVE" or "ReservationName" not in fields:
+            continue
+        users = [u for u in fields.get("Users", "").split(",") if u and u != "(null)"]
+        if user in users and f"-{user}" not in users:
+            names.append(fields["ReservationName"])
+    return names
+
+
+def parse_gpu_types(data: dict[str, Any]) -> dict[str, list[str]]:
+    """Typed GPU GRES per partition (``gpu:a100:4`` → a100) from ``sinfo --json``."""
+    types: dict[str, set[str]] = {}
+    for node in data.get("nodes", []):
+        kinds = set()
+        for part in (node.get("gres", "") or "").split(","):
+            fields = part.split("(")[0].split(":")
+            if fields[0] == "gpu" and len(fields) == 3:
+                kinds.add(fields[1])
+        for partition in node.get("partitions", []):
+            types.setdefault(partition, set()).update(kinds)
+    return {name: sorted(kinds) for name, kinds in types.items()}
+
+
+async def cluster_options(client: SlurmClient, user: str, wanted: set[str]) -> "ClusterOptions":
+    """Ask the cluster only what a profile's choices defer to it: the user's accounts, reservations, GPU types."""
+    from ..choices import ClusterOptions
+
+    options = ClusterOptions()
+    if "account" in wanted:
+        try:
+            out = await client.run(["sacctmgr", "-nP", "show", "assoc", f"user={user}", "format=account"])
+            options.accounts = sorted({line.strip() for line in out.splitlines() if line.strip()})
+        except SlurmError as error:
+            options.errors["account"] = f"the cluster's accounting did not answer ({error.message})"
+    if "reservation" in wanted:
+        try:
+            options.reservations = parse_reservations(await client.run(["scontrol", "show", "reservation", "-o"]), user)
+        except SlurmError as error:
+            if "No reservations in the system" in error.message:
+                options.reservations = []
+            else:
+                options.errors["reservation"] = f"scontrol did not list the reservations ({error.message})"
+    if "gpu_type" in wanted:
+        try:
+            options.gpu_types = parse_gpu_types(json.loads(await client.run(["sinfo", "--json"])))
+        except (SlurmError, ValueError) as error:
+            options.errors["gpu_type"] = f"sinfo did not list the GPU types ({getattr(error, 'message', error)})"
+    return options
+
+
+async def extend_job(client: SlurmClient, job_id: str, seconds: int) -> None:
+    """Set the job's time limit to ``seconds`` in all (``scontrol update``: needs SLURM operator rights)."""
+    from hpclab.slurm import format_time
+
+    await client.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={format_time(seconds)}"])

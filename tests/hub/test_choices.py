@@ -1,0 +1,167 @@
+"""Choices within bounds on a local backend: validated the same for form and REST API, applied to the
+server (cores, wall time), extended within the profile's maximum, relaunched with the same choices."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from hpclab_spawners.choices import ChoiceRefused, stored_form, validate_choices, with_choices
+from hpclab_spawners.config.errors import ConfigError
+from hpclab_spawners.config.loader import load_deployment
+from hpclab_spawners.config.model import Profile
+
+from support.hubtools import hub_yaml, login, started_hub, stop_server
+from support.kerneltools import run_in_kernel, user_token
+
+pytestmark = pytest.mark.hub
+
+FLEX = {
+    "slug": "flex", "display_name": "Flexible CPU", "backend": "local", "cpus": 1, "memory": "1G", "time_limit": "00:10:00",
+    "choices": {"cpus": {"min": 1, "max": 2}, "memory": ["1G", "2G"], "time_limit": {"min": "00:05:00", "max": "00:30:00"}},
+}
+
+
+def _profile(**overrides) -> Profile:
+    return Profile.model_validate({**FLEX, **overrides})
+
+
+# -- the rules, on their own ----------------------------------------------------------------------------
+def test_choices_within_bounds_are_applied_and_stored_readably():
+    profile = _profile()
+    chosen = validate_choices(profile, {"profile": "flex", "cpus": "2", "memory": "2G", "time_limit": "00:20:00"})
+    assert chosen == {"cpus": 2, "memory": 2 * 2**30, "time_limit": 1200}
+    effective = with_choices(profile, chosen)
+    assert (effective.cpus, effective.memory, effective.time_limit) == (2, 2 * 2**30, 1200)
+    assert stored_form(chosen) == {"cpus": 2, "memory": "2G", "time_limit": "00:20:00"}
+    assert validate_choices(profile, {"profile": "flex"}) == {}  # nothing asked: the profile's own values
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"cpus": 99999}, "cpus: 99999 is above the maximum 2"),
+    ({"cpus": 0}, "cpus: 0 is below the minimum 1"),
+    ({"cpus": "two"}, "cpus: 'two' is not valid"),
+    ({"cpus": True}, "cpus: 'True' is not valid"),
+    ({"memory": "3G"}, "memory: 3G is not one of the allowed values (1G, 2G)"),
+    ({"time_limit": "01:00:00"}, "time_limit: 01:00:00 is above the maximum 00:30:00"),
+    ({"time_limit": "soon"}, "time_limit: 'soon' is not valid"),
+    ({"gpus": 1}, "gpus: profile 'flex' does not let you choose this"),
+    ({"partition": "gpu"}, "partition: profile 'flex' does not let you choose this"),
+])
+def test_choices_out_of_bounds_are_refused_naming_the_key_and_the_bound(options, message):
+    with pytest.raises(ChoiceRefused) as refused:
+        validate_choices(_profile(), {"profile": "flex", **options})
+    assert str(refused.value).startswith(message), str(refused.value)
+
+
+def test_the_yaml_refuses_a_default_outside_its_choices_and_slurm_choices_on_a_local_backend(tmp_path):
+    config = hub_yaml(tmp_path / "state", profiles=[
+        {**FLEX, "cpus": 4},
+        {**FLEX, "slug": "named", "choices": {"partition": ["cpu", "short"]}},
+    ])
+    path = tmp_path / "hub.yaml"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as error:
+        load_deployment(path)
+    text = str(error.value)
+    assert "profiles[0].choices.cpus: the profile's own value must be allowed: cpus: 4 is above the maximum 2" in text
+    assert "profiles[1].choices.partition: partition is a SLURM choice; profile 'named' runs on a local backend" in text
+
+
+# -- on a real hub ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def flex_hub(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("choices")
+    config = hub_yaml(workdir / "state", profiles=[
+        {**FLEX, "default": True},
+        {"slug": "gpu-1", "display_name": "GPU one", "backend": "local", "cpus": 1, "gpus": 1, "groups": ["gpu-users"],
+         "choices": {"cpus": [1, 2]}},
+    ])
+    with started_hub(workdir, config) as hub:
+        yield hub
+
+
+def test_form_shows_the_choices_with_their_bounds_and_defaults(flex_hub):
+    html = login(flex_hub, "alice").spawn_form()
+    assert re.search(r'<input type="number" name="flex--cpus" id="flex--cpus" value="1" min="1" max="2"', html)
+    assert re.search(r'<select name="flex--memory" id="flex--memory">\s*<option value="1G" selected>1G</option>\s*'
+                     r'<option value="2G">2G</option>', html)
+    assert 'name="flex--time_limit" id="flex--time_limit" value="00:10:00"' in html and "00:05:00 to 00:30:00" in html
+
+
+def test_forged_choices_are_refused_and_nothing_starts(flex_hub):
+    alice, bob = login(flex_hub, "alice"), login(flex_hub, "bob")
+    form = alice.http.get(f"{flex_hub.url}/hub/spawn/alice")
+    xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', form.text).group(1)
+    posted = alice.http.post(f"{flex_hub.url}/hub/spawn/alice", data={"profile": "flex", "flex--cpus": "99999", "_xsrf": xsrf},
+                             allow_redirects=False)
+    assert posted.status_code == 400 and "cpus: 99999 is above the maximum 2" in posted.text
+    api = alice.api("POST", "/users/alice/server", json={"profile": "flex", "time_limit": "05:00:00"})
+    assert api.status_code == 400 and "time_limit: 05:00:00 is above the maximum 00:30:00" in api.json()["message"]
+    # bob may not use gpu-1 at all: its choices do not open it to him
+    forbidden = bob.api("POST", "/users/bob/server", json={"profile": "gpu-1", "cpus": 1})
+    assert forbidden.status_code == 403
+    for client, name in ((alice, "alice"), (bob, "bob")):
+        assert client.api("GET", f"/users/{name}").json()["servers"] == {}
+
+
+def test_choices_reach_the_server_and_its_wall_time_extends_within_the_maximum(flex_hub):
+    alice = login(flex_hub, "alice")
+    started = alice.api("POST", "/users/alice/server", json={"profile": "flex", "cpus": 2, "time_limit": "00:20:00"})
+    assert started.status_code in (201, 202), started.text
+    try:
+        server = alice.wait_ready("alice")
+        assert server["user_options"] == {"profile": "flex", "cpus": 2, "time_limit": "00:20:00"}
+        out, errors = run_in_kernel(alice, "alice", "import hpclab; s = hpclab.session(); "
+                                    "print(s.cores, int(s.walltime_left.total_seconds()), s.walltime_source)")
+        assert not errors, errors
+        cores, left, source = out.split()
+        assert int(cores) == min(2, len(__import__("os").sched_getaffinity(0))) and 1100 < int(left) <= 1200, out
+
+        wall = alice.api("GET", "/hpclab/servers/alice").json()
+        assert wall["time_limit"] == "00:20:00" and wall["max_time_limit"] == "00:30:00" and wall["extendable_minutes"] == 10
+        too_far = alice.api("POST", "/hpclab/servers/alice/extend", json={"minutes": 15})
+        assert too_far.status_code == 400
+        assert "past this profile's maximum 00:30:00 (00:10:00 may still be added)" in too_far.json()["message"]
+        # the widget's way: through the server, which asks the hub with its own token
+        token = user_token(alice, "alice")
+        xsrf = {"Authorization": f"token {token}"}
+        extended = alice.http.post(f"{flex_hub.url}/user/alice/hpclab/walltime/extend", json={"minutes": 10}, headers=xsrf)
+        assert extended.status_code == 200, extended.text
+        answer = extended.json()
+        assert answer["time_limit"] == "00:30:00" and answer["extendable_minutes"] == 0
+        assert abs(answer["end"] - (wall["end"] + 600)) < 2
+        out, errors = run_in_kernel(alice, "alice", "import hpclab; s = hpclab.session(); "
+                                    "print(int(s.walltime_left.total_seconds()), s.walltime_source)")
+        left, source = out.split()
+        assert source == "hub" and 1700 < int(left) <= 1800, out  # a kernel sees the new end
+        assert alice.api("GET", "/hpclab/servers/alice").json()["end"] == answer["end"]
+        # someone else's server is not theirs to extend
+        bob = login(flex_hub, "bob")
+        assert bob.api("POST", "/hpclab/servers/alice/extend", json={"minutes": 1}).status_code == 403
+    finally:
+        stop_server(alice, "alice")
+
+
+def test_the_home_page_starts_a_stopped_server_again_with_the_same_choices(flex_hub):
+    alice = login(flex_hub, "alice")
+    assert alice.api("POST", "/users/alice/server", json={"profile": "flex", "memory": "2G", "time_limit": "00:15:00"}).status_code in (201, 202)
+    alice.wait_ready("alice")
+    stop_server(alice, "alice")
+    home = alice.http.get(f"{flex_hub.url}/hub/home").text
+    link = re.search(r'<a class="btn btn-sm btn-outline-primary hpclab-relaunch" href="([^"]+)"', home)
+    assert link, home
+    url = link.group(1).replace("&amp;", "&")
+    assert parse_qs(urlparse(url).query) == {"opt-profile": ["flex"], "opt-memory": ["2G"], "opt-time_limit": ["00:15:00"]}
+    try:
+        assert alice.http.get(f"{flex_hub.url}{url}", allow_redirects=False).status_code == 302
+        server = alice.wait_ready("alice")
+        assert server["user_options"] == {"profile": "flex", "memory": "2G", "time_limit": "00:15:00"}
+        left = alice.api("GET", "/hpclab/servers/alice").json()
+        assert left["time_limit"] == "00:15:00" and left["end"] - time.time() > 800
+    finally:
+        stop_server(alice, "alice")

@@ -1,0 +1,119 @@
+"""A scheduler-aware form on the real dev SLURM: choices land in the job, bounds are enforced before
+sbatch, the wall time is extended with scontrol, and a start stuck in the queue is cancelled from the
+progress page in a real browser (Debian's chromium), leaving no job behind."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from support.browsertools import browser_login
+from support.hubtools import Hub, login, stop_server
+from support.slurmtools import jobs, slurm, started_slurm_hub, wait_for
+
+pytestmark = pytest.mark.hub
+
+
+def _squeue(conf: str, user: str, fields: str) -> list[list[str]]:
+    """This user's pending or running jobs as rows of the squeue format fields ``fields`` (|-separated)."""
+    out = slurm(conf, "squeue", "-h", "-u", user, "-t", "PENDING,RUNNING", "-o", fields)
+    return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def flex_hub(slurm_cluster, tmp_path_factory):
+    from support.hubtools import hub_yaml
+
+    workdir = tmp_path_factory.mktemp("slurm-choices")
+    config = hub_yaml(
+        workdir / "state",
+        backends={"cluster": {"type": "slurm", "slurm_conf": slurm_cluster, "poll_interval": 2, "command_timeout": 20}},
+        profiles=[{
+            "slug": "cpu-flex", "display_name": "CPU, your choice", "backend": "cluster", "default": True,
+            "cpus": 1, "memory": "512M", "time_limit": "00:10:00", "spawn_timeout": 300, "slurm": {"partition": "cpu"},
+            "choices": {"cpus": {"min": 1, "max": 8}, "time_limit": {"min": "00:05:00", "max": "01:00:00"},
+                        "partition": ["cpu", "short"], "reservation": "active"},
+        }],
+    )
+    with started_slurm_hub(Hub(workdir, config), slurm_cluster) as hub:
+        yield hub
+
+
+def test_cpus_and_time_chosen_through_the_api_are_the_jobs_and_an_extension_shows_in_squeue(flex_hub):
+    alice = login(flex_hub, "alice")
+    conf = flex_hub.slurm_conf
+    refused = alice.api("POST", "/users/alice/server", json={"profile": "cpu-flex", "cpus": 99999})
+    assert refused.status_code == 400 and refused.json()["message"].startswith("Profile 'cpu-flex': cpus: 99999 is above the maximum 8")
+    assert _squeue(conf, "alice", "%i") == []  # nothing was submitted
+    started = alice.api("POST", "/users/alice/server", json={"profile": "cpu-flex", "cpus": 2, "time_limit": "00:20:00"})
+    assert started.status_code in (201, 202), started.text
+    try:
+        alice.wait_ready("alice", timeout=120)
+        (row,) = _squeue(conf, "alice", "%C|%l|%P")
+        assert row == ["2", "20:00", "cpu"]
+        extended = alice.api("POST", "/hpclab/servers/alice/extend", json={"minutes": 30})
+        assert extended.status_code == 200, extended.text
+        assert extended.json()["time_limit"] == "00:50:00"
+        (row,) = _squeue(conf, "alice", "%C|%l|%P")
+        assert row == ["2", "50:00", "cpu"]
+        too_far = alice.api("POST", "/hpclab/servers/alice/extend", json={"minutes": 30})
+        assert too_far.status_code == 400 and "past this profile's maximum 01:00:00" in too_far.json()["message"]
+        assert _squeue(conf, "alice", "%l") == [["50:00"]]
+    finally:
+        stop_server(alice, "alice")
+
+
+def test_a_reservation_and_a_second_partition_chosen_in_the_form_land_in_the_job(flex_hub):
+    bob = login(flex_hub, "bob")
+    form = bob.http.get(f"{flex_hub.url}/hub/spawn/bob").text
+    assert re.search(r'<select name="cpu-flex--reservation"[^>]*>\s*<option value="">none</option>\s*<option value="course">', form)
+    assert re.search(r'<select name="cpu-flex--partition"[^>]*>\s*<option value="cpu" selected>cpu</option>\s*<option value="short">', form)
+    xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', form).group(1)
+    # a reservation the cluster does not have (or not for bob) is refused before sbatch
+    forged = bob.http.post(f"{flex_hub.url}/hub/spawn/bob", allow_redirects=False,
+                           data={"profile": "cpu-flex", "cpu-flex--reservation": "maintenance", "_xsrf": xsrf})
+    assert forged.status_code == 400 and "reservation: 'maintenance' is not one you may use (allowed: course)" in forged.text
+    posted = bob.http.post(f"{flex_hub.url}/hub/spawn/bob", allow_redirects=False,
+                           data={"profile": "cpu-flex", "cpu-flex--partition": "short", "cpu-flex--reservation": "course",
+                                 "cpu-flex--cpus": "1", "cpu-flex--time_limit": "00:10:00", "_xsrf": xsrf})
+    assert posted.status_code == 302, posted.text[:500]
+    try:
+        bob.wait_ready("bob", timeout=120)
+        (row,) = _squeue(flex_hub.slurm_conf, "bob", "%P|%v|%C|%l")
+        assert row == ["short", "course", "1", "10:00"]
+    finally:
+        stop_server(bob, "bob")
+
+
+def test_a_start_pending_behind_a_full_node_is_cancelled_from_the_progress_page(flex_hub, browser, artifacts):
+    conf = flex_hub.slurm_conf
+    idle = int(slurm(conf, "sinfo", "-h", "-p", "cpu", "-o", "%C").strip().split("/")[1])
+    for cores in range(idle, 0, -1):  # the reserved core counts as idle in sinfo: fill what others can use
+        blocker = slurm(conf, "sbatch", "--parsable", "-p", "cpu", "-c", str(cores), "--mem=64M", "-o", "/dev/null",
+                        "--wrap", "sleep 600", user="bob").strip()
+        try:
+            wait_for(lambda: [j["state"] for j in jobs(conf) if j["id"] == blocker] == ["RUNNING"], 10, "blocker pending")
+            break
+        except AssertionError:
+            slurm(conf, "scancel", blocker)
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        browser_login(page, flex_hub, "alice")
+        page.goto(f"{flex_hub.url}/hub/spawn")
+        page.fill("#cpu-flex--cpus", "2")
+        page.click("form#spawn_form [type=submit]")
+        page.wait_for_url("**/hub/spawn-pending/alice**")
+        page.get_by_text("pending (Resources").first.wait_for(timeout=90_000)  # SLURM's reason, on the progress page
+        (pending,) = [j for j in jobs(conf) if j["user"] == "alice"]
+        assert pending["state"] == "PENDING"
+        page.screenshot(path=str(artifacts / "slurm-pending-cancel.png"))
+        page.click("#hpclab-cancel")
+        page.wait_for_url("**/hub/home", timeout=60_000)
+        wait_for(lambda: not [j for j in jobs(conf) if j["user"] == "alice"], 30, "alice's job is still queued after Cancel")
+        assert not login(flex_hub, "alice").api("GET", "/users/alice").json()["servers"].get("", {}).get("ready")
+    finally:
+        page.close()
+        slurm(conf, "scancel", "-u", "bob")
+        slurm(conf, "scancel", "-u", "alice")
