@@ -54,11 +54,11 @@ def slurm_cluster() -> Iterator[str]:
     if os.geteuid() != 0:
         pytest.skip("the SLURM dev cluster needs root (it starts slurmd and submits as test users)")
     env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(SLURM_PREFIX), HPCLAB_SLURM_CTLD_PORT="6937", HPCLAB_SLURM_SLURMD_PORT="6938")
-    subprocess.run([str(DEV_CLUSTER), "wipe"], env=env, check=True, capture_output=True)
-    subprocess.run([str(DEV_CLUSTER), "up"], env=env, check=True)
-    for name in ("alice", "bob"):
+    for name in ("alice", "bob"):  # before the cluster: its reservation `course` is for them
         if subprocess.run(["id", name], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "-m", name], check=True)
+    subprocess.run([str(DEV_CLUSTER), "wipe"], env=env, check=True, capture_output=True)
+    subprocess.run([str(DEV_CLUSTER), "up"], env=env, check=True)
     make_reachable(Path(sys.executable))  # jobs run as alice/bob and use the hub's venv, maybe under /root (pyenv)
     try:
         yield str(SLURM_PREFIX / "etc" / "slurm.conf")

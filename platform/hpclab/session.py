@@ -191,19 +191,34 @@ def _seconds_until(epoch_text: str | None, now: float) -> _dt.timedelta | None:
     return _dt.timedelta(seconds=max(0, int(end - now)))
 
 
+def _read_end_file(path: str | None) -> str | None:
+    """The end (epoch seconds, as text) the server's hpclab.walltime keeps for its kernels; None if absent."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
 def walltime_left(env: Mapping[str, str], job_id: str | None) -> tuple[_dt.timedelta | None, str | None]:
     """Time left in the job and where that came from (SLURM_JOB_END_TIME, squeue, HPCLAB_JOB_END_TIME)."""
     now = time.time()
     candidates: list[tuple[_dt.timedelta, str]] = []
-    if "SLURM_JOB_END_TIME" in env:
+    live = squeue_time_left(job_id) if job_id else None  # follows an extension; SLURM_JOB_END_TIME does not
+    if live is not None:
+        candidates.append((live, "squeue"))
+    elif "SLURM_JOB_END_TIME" in env:
         left = _seconds_until(env["SLURM_JOB_END_TIME"], now)
         if left is not None:
             candidates.append((left, "SLURM_JOB_END_TIME"))
-    elif job_id:
-        left = squeue_time_left(job_id)
+    end_file = _read_end_file(env.get("HPCLAB_JOB_END_FILE"))
+    if end_file is not None:  # the server's latest word from the hub (extensions included)
+        left = _seconds_until(end_file, now)
         if left is not None:
-            candidates.append((left, "squeue"))
-    if "HPCLAB_JOB_END_TIME" in env:
+            candidates.append((left, "hub"))
+    elif "HPCLAB_JOB_END_TIME" in env:
         left = _seconds_until(env["HPCLAB_JOB_END_TIME"], now)
         if left is not None:
             candidates.append((left, "HPCLAB_JOB_END_TIME"))

@@ -11,6 +11,7 @@ it, shows the time left and saves every open document.
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 import os
 import signal
 import time
@@ -20,12 +21,13 @@ from typing import Any
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from .session import walltime_left
 from .walltime_signal import EARLY_SIGNAL
 
 #: How often the end time is asked again (an admin may change a job's limit with scontrol).
+HUB_CHECK_SECONDS = 30  # how often a server asks the hub for its end (an extension elsewhere shows within this)
 REFRESH_SECONDS = 300.0
 
 
@@ -43,14 +45,25 @@ class WalltimeState:
     source: str | None = None
     read_at: float = 0.0
     signalled_at: float | None = None
+    extendable_minutes: int = 0
+    end_file: str | None = None
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def refresh(self, now: float) -> None:
-        """Read the end time again (SLURM_JOB_END_TIME, squeue or HPCLAB_JOB_END_TIME)."""
+        """Read the end time again (squeue, SLURM_JOB_END_TIME, the hub's latest word, or HPCLAB_JOB_END_TIME)."""
         left, source = walltime_left(self.env, self.env.get("SLURM_JOB_ID") or None)
         self.end = None if left is None else now + left.total_seconds()
         self.source = source
         self.read_at = now
+
+    def hub_says(self, end: float | None, extendable_minutes: int) -> None:
+        """The hub's answer (after an extension, or a periodic check): kept for kernels in ``end_file`` too."""
+        self.extendable_minutes = int(extendable_minutes or 0)
+        if end is None or self.env.get("SLURM_JOB_ID"):
+            return  # on SLURM, squeue is the live word
+        if self.end_file:
+            write_end_file(self.end_file, end)
+        self.end, self.source, self.read_at = float(end), "hub", time.time()
 
     def as_json(self, now: float) -> dict[str, Any]:
         if now - self.read_at >= REFRESH_SECONDS:
@@ -62,6 +75,7 @@ class WalltimeState:
             "warn_before": self.warn_before,
             "save_before": self.save_before,
             "signalled": self.signalled_at is not None,
+            "extendable_minutes": self.extendable_minutes,
         }
 
 
@@ -81,17 +95,90 @@ class WalltimeHandler(APIHandler):
         self.finish(json.dumps(state.as_json(time.time())))
 
 
+def write_end_file(path: str, end: float) -> None:
+    """Write the job's end (epoch seconds) where hpclab.session() in a kernel reads it; atomic."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(f"{int(end)}\n")
+    os.replace(tmp, path)
+
+
+def _hub_url(suffix: str = "") -> str | None:
+    """This server's wall-time URL on the hub's API (None outside a hub)."""
+    api, user = os.environ.get("JUPYTERHUB_API_URL"), os.environ.get("JUPYTERHUB_USER")
+    if not api or not user or not os.environ.get("JUPYTERHUB_API_TOKEN"):
+        return None
+    server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+    return f"{api.rstrip('/')}/hpclab/servers/{quote(user)}" + (f"/{quote(server)}" if server else "") + suffix
+
+
+async def ask_hub(method: str = "GET", suffix: str = "", body: dict | None = None) -> dict:
+    """Call this server's wall-time API on the hub with the server's own token; the JSON answer."""
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+    url = _hub_url(suffix)
+    if url is None:
+        raise web.HTTPError(400, "this server does not run under a hub")
+    headers = {"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}", "Content-Type": "application/json"}
+    try:
+        response = await AsyncHTTPClient().fetch(url, method=method, headers=headers, request_timeout=30,
+                                                 body=None if body is None else json.dumps(body))
+    except HTTPClientError as error:
+        message = error.response.body.decode(errors="replace") if error.response is not None else str(error)
+        try:
+            message = json.loads(message).get("message", message)
+        except ValueError:
+            pass
+        raise web.HTTPError(error.code if error.code < 600 else 502, message) from None
+    return json.loads(response.body)
+
+
+class ExtendHandler(APIHandler):
+    """POST {"minutes": N}: ask the hub for more wall time (the widget's "Extend" button)."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        state: WalltimeState = self.settings["hpclab_walltime"]
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, 'body must be {"minutes": N}') from None
+        answer = await ask_hub("POST", "/extend", {"minutes": body.get("minutes")})
+        state.hub_says(answer.get("end"), answer.get("extendable_minutes", 0))
+        if os.environ.get("SLURM_JOB_ID"):
+            state.refresh(time.time())  # squeue now shows the new limit
+        self.finish(json.dumps({**state.as_json(time.time()), "time_limit": answer.get("time_limit")}))
+
+
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    """Register the endpoint and the SIGUSR2 handler."""
+    """Register the endpoints, the SIGUSR2 handler and the periodic check with the hub."""
     state = WalltimeState(
         warn_before=_lead_time("HPCLAB_WALLTIME_WARN_SECONDS", 600),
         save_before=_lead_time("HPCLAB_WALLTIME_SAVE_SECONDS", 120),
     )
     state.refresh(time.time())
+    if state.end is not None and not os.environ.get("SLURM_JOB_ID"):
+        # kernels started from here inherit the variable and read the (possibly extended) end from the file
+        os.makedirs(serverapp.runtime_dir, exist_ok=True)
+        state.end_file = os.path.join(serverapp.runtime_dir, f"hpclab-job-end-{os.getpid()}")
+        write_end_file(state.end_file, state.end)
+        os.environ["HPCLAB_JOB_END_FILE"] = state.env["HPCLAB_JOB_END_FILE"] = state.end_file
     web_app = serverapp.web_app
     web_app.settings["hpclab_walltime"] = state
     route = url_path_join(web_app.settings["base_url"], "hpclab", "walltime")
-    web_app.add_handlers(".*$", [(route, WalltimeHandler)])
+    web_app.add_handlers(".*$", [(route, WalltimeHandler), (route + "/extend", ExtendHandler)])
+
+    async def check_with_hub() -> None:
+        try:
+            answer = await ask_hub()
+        except Exception as error:  # the hub restarting is not the server's problem
+            serverapp.log.debug("hpclab walltime: hub not answering (%s)", error)
+            return
+        state.hub_says(answer.get("end"), answer.get("extendable_minutes", 0))
+
+    if state.end is not None and _hub_url() is not None:
+        IOLoop.current().add_callback(check_with_hub)
+        PeriodicCallback(check_with_hub, HUB_CHECK_SECONDS * 1000).start()
 
     loop = IOLoop.current()
 

@@ -40,11 +40,55 @@ def resources_text(profile: Profile) -> str:
     return ", ".join(parts)
 
 
+_LABELS = {"cpus": "Cores", "memory": "Memory", "gpus": "GPUs", "time_limit": "Wall time", "partition": "Partition",
+           "account": "Account", "qos": "QoS", "reservation": "Reservation", "gpu_type": "GPU type"}
+
+
+def choice_fields(profile: Profile, cluster=None) -> list[dict]:
+    """The form fields of a profile's choices: name, label, default, bounds, and options for lists."""
+    from .choices import NUMERIC_KEYS, _text
+
+    choices = profile.choices
+    if choices is None:
+        return []
+    fields = []
+    for key in choices.offered():
+        bound = getattr(choices, key)
+        field = {"key": key, "name": f"{profile.slug}--{key}", "label": _LABELS[key], "options": [], "hint": ""}
+        if key in NUMERIC_KEYS:
+            default = getattr(profile, key)
+            field["default"] = _text(key, default)
+            if isinstance(bound, list):
+                field["options"] = [_text(key, v) for v in bound]
+            elif key in ("cpus", "gpus"):
+                field.update(kind="number", min=bound.min, max=bound.max)
+                field["hint"] = f"{bound.min}–{bound.max}"
+            else:
+                field.update(kind="text", min=_text(key, bound.min), max=_text(key, bound.max))
+                field["hint"] = f"{_text(key, bound.min)} to {_text(key, bound.max)}" + (" (HH:MM:SS)" if key == "time_limit" else "")
+        else:
+            slurm = profile.slurm
+            field["default"] = (getattr(slurm, key, None) if slurm else None) or ""
+            if isinstance(bound, list):
+                field["options"] = list(bound)
+            elif cluster is not None:
+                listed = {"associations": cluster.accounts, "active": cluster.reservations}.get(bound)
+                if bound == "partition":
+                    listed = cluster.gpu_types.get(field["default"] or (slurm.partition if slurm else "") or "", [])
+                field["options"] = list(listed or [])
+                field["hint"] = cluster.errors.get(key, "" if listed else "none available to you now")
+            if key in ("reservation", "account", "qos", "gpu_type"):
+                field["options"] = [""] + [o for o in field["options"] if o]  # "" = none (the profile's default)
+        fields.append(field)
+    return fields
+
+
 def render_profile_form(
     profiles: list[Profile],
     selected: str | None = None,
     availability: dict | None = None,
     branding: dict[str, str] | None = None,
+    cluster_options: dict | None = None,
 ) -> str:
     """HTML for JupyterHub's spawn page: one radio choice per allowed profile.
 
@@ -63,6 +107,7 @@ def render_profile_form(
             "resources": resources_text(p),
             "note": live.note if live else "",
             "blocked": live.blocked if live else "",
+            "choices": choice_fields(p, (cluster_options or {}).get(p.slug)),
         })
     startable = [row["slug"] for row in rows if not row["blocked"]]
     if selected not in startable:
@@ -73,6 +118,23 @@ def render_profile_form(
 
 
 def profile_from_form(formdata: dict[str, list[str]]) -> dict[str, str]:
-    """user_options from the posted form: just the chosen slug (validated later, for form and API alike)."""
-    values = formdata.get("profile") or [""]
-    return {"profile": values[0].strip()} if values[0].strip() else {}
+    """user_options from the posted form or a link's query: the slug and that profile's choices.
+
+    A choice is read from the chosen profile's own field (``<slug>--cpus``) or, for links, a plain
+    ``cpus``; everything is validated later, for the form and the REST API alike.
+    """
+    from .choices import CHOICE_KEYS
+
+    def first(key: str) -> str:
+        values = formdata.get(key) or [""]
+        return str(values[0]).strip()
+
+    slug = first("profile")
+    if not slug:
+        return {}
+    options = {"profile": slug}
+    for key in CHOICE_KEYS:
+        value = first(f"{slug}--{key}") or first(key)
+        if value:
+            options[key] = value
+    return options

@@ -129,7 +129,9 @@ def _configure_site(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.HPCLabSpawner.poll_interval = min(b.poll_interval for b in deployment.backends.values())
     c.JupyterHub.allow_named_servers = hub.named_servers
     c.JupyterHub.named_server_limit_per_user = hub.named_server_limit
-    handlers: list = [(r"/hpclab/open", OpenExampleHandler)]
+    from .walltime_api import walltime_routes
+
+    handlers: list = [(r"/hpclab/open", OpenExampleHandler), *walltime_routes()]
     if any(b.type == "slurm" for b in deployment.backends.values()):
         from .slurm.port_report import PortReportHandler
 

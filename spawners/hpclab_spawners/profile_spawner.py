@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 from tornado import web
-from traitlets import Float, HasTraits, Unicode, default
+from traitlets import Dict, Float, HasTraits, Integer, Unicode, default
 
 from .access import ProfileRefused, choose_profile, groups_of, last_profile, visible_profiles
 from .config import cached_deployment
 from .config.model import Deployment, Profile
+from .config.units import format_duration
 from .culling import activity_interval
 from .form import profile_from_form, render_profile_form
 from . import metrics
@@ -26,6 +27,8 @@ class ProfileSpawnerMixin(HasTraits):
     job_end_epoch = Float(0, help="When the server's wall time runs out (epoch seconds; 0 = no limit; kept in state).")
     end_reason = Unicode("", help="Why the last server ended on its own, shown on the home page (kept in state).")
     chosen_at = Float(0, help="When the user last chose this server's profile (epoch seconds; kept in state): the form remembers it.")
+    user_choices = Dict(help="The user's validated choices (cores, memory, time, partition, ...) for this server (kept in state).")
+    extended_seconds = Integer(0, help="Wall time added to this server since it started (kept in state).")
 
     @property
     def deployment(self) -> Deployment:
@@ -67,9 +70,26 @@ class ProfileSpawnerMixin(HasTraits):
 
         profiles = visible_profiles(self.deployment, self.user_groups())
         availability = getattr(self, "_availability", {})
+        cluster = {p.slug: await self.cluster_options_for(p) for p in profiles}
         return render_profile_form(
-            profiles, selected=self.requested_profile(), availability=availability, branding=site_branding(self.deployment)
+            profiles, selected=self.requested_profile(), availability=availability, branding=site_branding(self.deployment),
+            cluster_options=cluster,
         )
+
+    async def cluster_options_for(self, profile: Profile):
+        """What the cluster lets this user pick where the profile's choices defer to it; None when none do."""
+        choices = profile.choices
+        wanted = set()
+        if choices is not None:
+            wanted = {key for key, word in (("account", "associations"), ("reservation", "active"), ("gpu_type", "partition"))
+                      if getattr(choices, key) == word}
+        if not wanted or self.deployment.backends[profile.backend].type != "slurm":
+            return None
+        from .slurm.client import SlurmClient, cluster_options
+
+        backend = self.deployment.backends[profile.backend]
+        client = SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+        return await cluster_options(client, self.user.name, wanted)
 
     @default("cmd")
     def _cmd_default(self):
@@ -92,8 +112,10 @@ class ProfileSpawnerMixin(HasTraits):
         return ProfileSpawnerMixin._apply_profile
 
     @staticmethod
-    def _apply_profile(spawner: "ProfileSpawnerMixin", user_options: dict) -> None:
-        """Resolve and authorise the requested profile (form and REST API alike) before anything starts."""
+    async def _apply_profile(spawner: "ProfileSpawnerMixin", user_options: dict) -> None:
+        """Resolve and authorise the requested profile and the user's choices (form and REST API alike) before anything starts."""
+        from .choices import ChoiceRefused, requested_choices, stored_form, validate_choices, with_choices
+
         requested = (user_options or {}).get("profile") or ""
         try:
             profile = choose_profile(spawner.deployment, requested, spawner.user_groups())
@@ -102,15 +124,25 @@ class ProfileSpawnerMixin(HasTraits):
             reason = "forbidden" if refused.status == 403 else "unknown_profile"
             metrics.SPAWN_FAILURES.labels(requested or "(default)", reason).inc()
             raise web.HTTPError(refused.status, str(refused)) from None
+        try:
+            chosen = validate_choices(profile, user_options or {}, await spawner.cluster_options_for(profile))
+        except ChoiceRefused as refused:
+            spawner.log.warning("Refused choice for %s: %s", spawner._log_name, refused)
+            metrics.SPAWN_FAILURES.labels(profile.slug, "choice").inc()
+            raise web.HTTPError(400, f"Profile {profile.slug!r}: {refused}") from None
+        base, profile = profile, with_choices(profile, chosen)
         blocked = spawner.blocked_reason(profile)
         if blocked:
             metrics.SPAWN_FAILURES.labels(profile.slug, "unavailable").inc()
             raise web.HTTPError(400, f"Profile {profile.slug!r} cannot start here: {blocked}")
         spawner.enforce_quotas(profile)
         spawner.profile_slug = profile.slug  # from here on this spawn counts against quotas (no await in between)
+        spawner.user_choices = chosen
+        spawner.extended_seconds = 0
         spawner.chosen_at = time.time()
-        # the profile actually chosen (the default when none was asked for), for the REST API and the culler
-        spawner.user_options = {**(user_options or {}), "profile": profile.slug}
+        # the profile and choices actually applied (defaults filled in), for the REST API, relaunch and the culler
+        others = {k: v for k, v in (user_options or {}).items() if k not in requested_choices(user_options or {})}
+        spawner.user_options = {**others, "profile": base.slug, **stored_form(chosen)}
         if getattr(spawner, "orm_spawner", None) is not None:
             spawner.orm_spawner.user_options = spawner.user_options
         spawner.start_timeout = profile.spawn_timeout
@@ -135,7 +167,7 @@ class ProfileSpawnerMixin(HasTraits):
                     continue
                 if not (spawner.active or getattr(spawner, "_start_pending", False)):
                     continue
-                profile = self.deployment.profile(spawner.profile_slug)
+                profile = spawner.effective_profile() if self.deployment.profile(spawner.profile_slug) else None
                 if profile is not None:
                     groups = groups_of(user.name, self.deployment, (g.name for g in user.groups))
                     active.append(ActiveServer(user.name, groups, profile.slug, profile.cpus, profile.gpus))
@@ -174,11 +206,68 @@ class ProfileSpawnerMixin(HasTraits):
 
     @property
     def profile(self) -> Profile:
-        """The profile of the current or last start."""
+        """The profile of the current or last start, as the user's choices shaped it."""
+        return self.effective_profile()
+
+    def effective_profile(self) -> Profile:
+        """The YAML profile with this server's choices applied (cores, memory, time, partition, ...)."""
+        from .choices import with_choices
+
         profile = self.deployment.profile(self.profile_slug)
         if profile is None:
             raise web.HTTPError(400, f"Profile {self.profile_slug!r} is not in the deploy YAML any more.")
-        return profile
+        return with_choices(profile, dict(self.user_choices))
+
+    async def extend_walltime(self, minutes: int) -> float:
+        """Add ``minutes`` to the running server's wall time, within its profile's maximum; the new end (epoch).
+
+        On SLURM the job's limit is raised (``scontrol update``, the hub's operator rights); on a
+        local backend the hub moves its own deadline (and the early save signal with it).
+        """
+        from .choices import longest_time
+
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 7 * 24 * 60:
+            raise web.HTTPError(400, "minutes: a whole number of minutes between 1 and 10080")
+        if not self.ready:
+            raise web.HTTPError(409, "The server is not running.")
+        profile = self.profile
+        if not self.job_end_epoch or not profile.time_limit:
+            raise web.HTTPError(400, "minutes: this server has no wall time to extend")
+        current = profile.time_limit + self.extended_seconds
+        wanted = current + minutes * 60
+        longest = longest_time(profile) or profile.time_limit
+        if wanted > longest:
+            raise web.HTTPError(
+                400, f"minutes: {minutes} more would make the wall time {format_duration(wanted)}, past this profile's "
+                f"maximum {format_duration(longest)} ({format_duration(max(0, longest - current))} may still be added)"
+            )
+        await self.apply_extension(wanted)
+        self.extended_seconds += minutes * 60
+        self.job_end_epoch += minutes * 60
+        self._early_signal_sent = False
+        if getattr(self, "orm_spawner", None) is not None:
+            self.orm_spawner.state = self.get_state()
+            self.db.commit()
+        self.log.info("Extended %s by %d min: wall time %s, ends %s", self._log_name, minutes, format_duration(wanted),
+                      time.strftime("%H:%M:%S UTC", time.gmtime(self.job_end_epoch)))
+        return self.job_end_epoch
+
+    async def apply_extension(self, seconds: int) -> None:
+        """Make the backend honour a wall time of ``seconds`` in all (the local backend's deadline is the hub's own)."""
+
+    def relaunch_url(self) -> str:
+        """A link that starts this server again with the same profile and choices ('' if it never started)."""
+        from urllib.parse import urlencode
+
+        options = dict(getattr(self.orm_spawner, "user_options", None) or {}) if getattr(self, "orm_spawner", None) else {}
+        if not options.get("profile") or self.deployment.profile(str(options["profile"])) is None:
+            return ""
+        from .choices import CHOICE_KEYS
+
+        query = {f"opt-{key}": options[key] for key in ("profile", *CHOICE_KEYS) if key in options}
+        base = self.hub.base_url if getattr(self, "hub", None) else "/hub/"
+        path = f"{base}spawn/{self.user.name}" + (f"/{self.name}" if self.name else "")
+        return f"{path}?{urlencode(query)}"
 
     def profile_env(self) -> dict[str, str]:
         """Environment every server gets from its profile (backend env first, profile env wins)."""
@@ -234,6 +323,10 @@ class ProfileSpawnerMixin(HasTraits):
             state["end_reason"] = self.end_reason
         if self.chosen_at:
             state["chosen_at"] = self.chosen_at
+        if self.user_choices:
+            state["choices"] = dict(self.user_choices)
+        if self.extended_seconds:
+            state["extended"] = self.extended_seconds
         return state
 
     def load_state(self, state: dict) -> None:
@@ -242,6 +335,8 @@ class ProfileSpawnerMixin(HasTraits):
         self.job_end_epoch = float(state.get("job_end", 0))
         self.end_reason = state.get("end_reason", "")
         self.chosen_at = float(state.get("chosen_at", 0))
+        self.user_choices = dict(state.get("choices", {}))
+        self.extended_seconds = int(state.get("extended", 0))
 
     def start_wall_clock(self) -> None:
         """The server runs from now: its wall time ends after the profile's time limit."""
@@ -264,7 +359,17 @@ class ProfileSpawnerMixin(HasTraits):
         if profile is not None:
             kind = self.deployment.backends[profile.backend].type
             backend = f"{profile.backend} ({'SLURM cluster' if kind == 'slurm' else 'this server'})"
+        choices = ""
+        if profile is not None and self.user_choices:
+            from .form import resources_text
+
+            choices = resources_text(self.effective_profile())
+            slurm = self.effective_profile().slurm
+            choices += "".join(f", {key} {getattr(slurm, key)}" for key in ("partition", "account", "qos", "reservation")
+                               if key in self.user_choices and slurm is not None)
         return {
+            "choices": choices,
+            "relaunch": "" if self.active else self.relaunch_url(),
             "profile": profile.display_name if profile else "",
             "backend": backend,
             "state": state,

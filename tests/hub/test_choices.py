@@ -96,7 +96,7 @@ def test_form_shows_the_choices_with_their_bounds_and_defaults(flex_hub):
 def test_forged_choices_are_refused_and_nothing_starts(flex_hub):
     alice, bob = login(flex_hub, "alice"), login(flex_hub, "bob")
     form = alice.http.get(f"{flex_hub.url}/hub/spawn/alice")
-    xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', form.text).group(1)
+    xsrf = alice._xsrf(form.text)
     posted = alice.http.post(f"{flex_hub.url}/hub/spawn/alice", data={"profile": "flex", "flex--cpus": "99999", "_xsrf": xsrf},
                              allow_redirects=False)
     assert posted.status_code == 400 and "cpus: 99999 is above the maximum 2" in posted.text

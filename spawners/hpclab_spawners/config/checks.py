@@ -49,6 +49,7 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
     examples = deployment.examples
     if examples.enabled and not examples.source_dir.is_dir():
         issues.append(ConfigIssue(("examples", "source"), f"no such folder: {examples.source_dir}"))
+    issues += _choice_issues(deployment)
     issues += _local_backend_issues(deployment)
     issues += _user_name_issues(deployment)
     for kind in ("ldap", "oidc"):
@@ -72,6 +73,34 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
         if port in seen_ports:
             issues.append(ConfigIssue(tuple(key.split(".")), f"port {port} is already used by {seen_ports[port]}"))
         seen_ports[port] = key
+    return issues
+
+
+def _choice_issues(deployment: Deployment) -> list[ConfigIssue]:
+    """A profile's own values are the defaults of its choices, so they must lie within them; names are SLURM's."""
+    from ..choices import NUMERIC_KEYS, SLURM_KEYS, ChoiceRefused, _check_bound
+    from ..choices import ClusterOptions
+
+    issues = []
+    for i, profile in enumerate(deployment.profiles):
+        choices = profile.choices
+        if choices is None or profile.backend not in deployment.backends:
+            continue
+        kind = deployment.backends[profile.backend].type
+        for key in choices.offered():
+            path = ("profiles", i, "choices", key)
+            if key in SLURM_KEYS and kind != "slurm":
+                issues.append(ConfigIssue(path, f"{key} is a SLURM choice; profile {profile.slug!r} runs on a {kind} backend"))
+                continue
+            default = getattr(profile, key) if key in NUMERIC_KEYS else None
+            if key in NUMERIC_KEYS and default is None:
+                issues.append(ConfigIssue(path, f"set the profile's own {key} (the default of this choice)"))
+                continue
+            if key in NUMERIC_KEYS:
+                try:
+                    _check_bound(key, default, getattr(choices, key), ClusterOptions(), None)
+                except ChoiceRefused as refused:
+                    issues.append(ConfigIssue(path, f"the profile's own value must be allowed: {refused}"))
     return issues
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationInfo, field_validator, model_validator
 
+from .choices import ProfileChoices
 from .units import DurationSeconds, MemoryBytes
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
@@ -291,6 +292,9 @@ class Profile(Strict):
     groups: list[Name] = Field(default_factory=list, description="Groups allowed to use it; empty = everyone.")
     spawn_timeout: Int = Field(120, ge=1, description="Seconds to wait for the server before giving up.")
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for the server.")
+    choices: ProfileChoices | None = Field(
+        None, description="What the user may choose on the form or in user_options, each within bounds; the values above are the defaults."
+    )
     local: ProfileLocalOverrides | None = Field(None, description="Overrides read only by a local backend.")
     slurm: ProfileSlurmOverrides | None = Field(None, description="Overrides read only by a SLURM backend.")
 

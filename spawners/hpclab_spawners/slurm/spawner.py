@@ -222,6 +222,17 @@ class SlurmServerMixin(HasTraits):
         self.log.info("%s: %s", self._log_name, self.end_reason)
         return 0 if status.info.state == "COMPLETED" else 1
 
+    async def apply_extension(self, seconds: int) -> None:
+        """Raise the job's time limit to ``seconds`` (scontrol update as the hub: SLURM operator rights)."""
+        if not self.on_slurm:
+            return
+        from .client import extend_job
+
+        try:
+            await extend_job(SlurmClient(self.backend.slurm_conf, self.backend.command_timeout), self.job_id, seconds)
+        except SlurmError as error:
+            raise web.HTTPError(500, f"SLURM did not extend job {self.job_id}: {error.message}") from None
+
     async def _cancel_job(self) -> None:
         if not self.job_id:
             return
