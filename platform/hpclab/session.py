@@ -214,8 +214,8 @@ def walltime_left(env: Mapping[str, str], job_id: str | None) -> tuple[_dt.timed
         if left is not None:
             candidates.append((left, "SLURM_JOB_END_TIME"))
     end_file = _read_end_file(env.get("HPCLAB_JOB_END_FILE"))
-    if end_file is not None:  # the server's latest word from the hub (extensions included)
-        left = _seconds_until(end_file, now)
+    if end_file is not None and end_file != env.get("HPCLAB_JOB_END_TIME", "").strip():
+        left = _seconds_until(end_file, now)  # the server's latest word from the hub: the end moved (extended)
         if left is not None:
             candidates.append((left, "hub"))
     elif "HPCLAB_JOB_END_TIME" in env:

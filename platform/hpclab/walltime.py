@@ -61,6 +61,8 @@ class WalltimeState:
         self.extendable_minutes = int(extendable_minutes or 0)
         if end is None or self.env.get("SLURM_JOB_ID"):
             return  # on SLURM, squeue is the live word
+        if self.end is not None and abs(float(end) - self.end) < 2:
+            return  # nothing moved: keep saying where the end came from
         if self.end_file:
             write_end_file(self.end_file, end)
         self.end, self.source, self.read_at = float(end), "hub", time.time()
@@ -161,7 +163,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         # kernels started from here inherit the variable and read the (possibly extended) end from the file
         os.makedirs(serverapp.runtime_dir, exist_ok=True)
         state.end_file = os.path.join(serverapp.runtime_dir, f"hpclab-job-end-{os.getpid()}")
-        write_end_file(state.end_file, state.end)
+        write_end_file(state.end_file, float(os.environ.get("HPCLAB_JOB_END_TIME") or state.end))
         os.environ["HPCLAB_JOB_END_FILE"] = state.env["HPCLAB_JOB_END_FILE"] = state.end_file
     web_app = serverapp.web_app
     web_app.settings["hpclab_walltime"] = state

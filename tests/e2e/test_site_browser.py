@@ -151,7 +151,7 @@ def test_a_restarted_hub_readopts_each_server_with_its_own_backend(site_hub):
         stop_server(client, "alice", server_name="local")
         stop_server(client, "alice")
     assert not [j for j in jobs(site_hub.slurm_conf) if j["user"] == "alice"]
-    assert not local.is_running()
+    assert not local.is_running() or local.status() == psutil.STATUS_ZOMBIE  # dead; reparented to PID 1 after the restart
 
 
 def test_check_live_validates_the_site_example_against_the_running_cluster(slurm_cluster):

@@ -119,3 +119,20 @@ def test_a_start_pending_behind_a_full_node_is_cancelled_from_the_progress_page(
         page.close()
         slurm(conf, "scancel", "-u", "bob")
         slurm(conf, "scancel", "-u", "alice")
+
+
+def test_the_clusters_answers_are_read_per_user_and_per_partition():
+    """Parsers of scontrol's reservations and sinfo's typed GRES, on output shaped as SLURM 22.05 prints it."""
+    from hpclab_spawners.slurm.client import parse_gpu_types, parse_reservations
+
+    text = ("ReservationName=course StartTime=2026-12-01T08:00:00 EndTime=2026-12-02T08:00:00 Nodes=n1 CoreCnt=1 "
+            "Users=alice,bob State=ACTIVE\n"
+            "ReservationName=later StartTime=2027-01-01T08:00:00 Users=alice State=INACTIVE\n"
+            "ReservationName=staff StartTime=2026-12-01T08:00:00 Users=-alice,carol State=ACTIVE\n")
+    assert parse_reservations(text, "alice") == ["course"]
+    assert parse_reservations(text, "carol") == ["staff"]
+    assert parse_reservations(text, "dave") == []
+    sinfo = {"nodes": [{"gres": "gpu:a100:4(S:0-1)", "partitions": ["gpu", "all"]},
+                       {"gres": "gpu:v100:2,shard:8", "partitions": ["gpu"]},
+                       {"gres": "gpu:2", "partitions": ["old"]}, {"gres": "", "partitions": ["cpu", "all"]}]}
+    assert parse_gpu_types(sinfo) == {"gpu": ["a100", "v100"], "all": ["a100"], "old": [], "cpu": []}
