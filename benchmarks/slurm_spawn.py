@@ -210,8 +210,9 @@ def print_report(results: dict[str, Any]) -> None:
     print_table({NAMES[h]: a["raw"][h] for h in ("local", "slurm")}, reference=NAMES["local"],
                 extra={NAMES[h]: {"fails": a["failures"][h]} for h in ("local", "slurm")})
     if "overhead_s" in a:
+        paired = math.nan if a["paired_overhead_median_s"] is None else a["paired_overhead_median_s"]
         print(f"SLURM overhead (median - median): {a['overhead_s']:+.2f} s (goal <= {OVERHEAD_GOAL_S:.0f} s: "
-              f"{'met' if a['within_goal'] else 'NOT met'}); paired per round, median {a['paired_overhead_median_s']:+.2f} s")
+              f"{'met' if a['within_goal'] else 'NOT met'}); paired per round, median {paired:+.2f} s")
     print(f"hub squeue calls per SLURM spawn (POST to ready), median: {a['slurm_squeue_per_spawn_median']}")
     print(f"\nPhase B, burst of {b['users']} users at once on the SLURM hub; failures {b['failures']} (goal 0):")
     print_table({f"burst, {b['users']} users (cpu)": [r["ready_s"] for r in b["runs"] if "ready_s" in r],
