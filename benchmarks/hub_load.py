@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 import requests
+import yaml
 
 from harness import (USER_PASSWORD, Api, BenchError, add_account, add_out_option, bare_hub, exit_on_signals, hpclab_hub,
                      ignore_signals, machine_info, stop_hubs, summary, write_results)
@@ -147,6 +148,7 @@ def slurm_setup(users: list[str], cpus: int, tmp: Path) -> tuple[Path, Any]:
     """A private dev SLURM with enough CPUs for every user, and the counting wrappers; (wrapper bin, module)."""
     import slurm_spawn as cluster
 
+    os.environ["HPCLAB_SLURM_MEMORY_MB"] = str(1024 * len(users) + 4096)  # each server's job asks 1G: room for all
     cluster.dev_cluster("wipe", cpus)
     if (done := cluster.dev_cluster("up", cpus)).returncode != 0:
         raise BenchError(f"dev-cluster up failed:\n{done.stdout}{done.stderr}")
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hub_load-"))
     tmp.chmod(0o711)
     hubs = {"hpclab": hpclab_hub("hpclab", tmp / "hpclab", CONFIGS[args.backend])}
+    deploy = hubs["hpclab"].config  # every start may take as long as the benchmark allows (2 cores, N JupyterLabs at once)
+    for profile in deploy["profiles"]:
+        profile["spawn_timeout"] = int(args.timeout)
     if args.compare_bare:
         hubs["bare"] = bare_hub("bare", tmp / "bare")
     cluster, wrappers, created, failures, records = None, None, [], [], []
@@ -185,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.backend == "slurm":
             wrappers, cluster = slurm_setup(users, args.cpus or args.users + 2, tmp)
-            hubs["hpclab"].config["backends"]["cluster"]["slurm_conf"] = cluster.SLURM_CONF
-            hubs["hpclab"].config_path.write_text(__import__("yaml").safe_dump(hubs["hpclab"].config, sort_keys=False))
+            deploy["backends"]["cluster"]["slurm_conf"] = cluster.SLURM_CONF
             for name in users:  # SLURM jobs run as the users' own accounts
                 if subprocess.run(["id", name], capture_output=True).returncode != 0:
                     subprocess.run(["useradd", "-m", name], check=True, capture_output=True)
                     created.append(name)
+        hubs["hpclab"].config_path.write_text(yaml.safe_dump(deploy, sort_keys=False))
         if args.backend == "local":  # the hub makes jupyter-<name> on first start: remove those it made for us
             created += [f"jupyter-{n}" for n in users if subprocess.run(["id", f"jupyter-{n}"], capture_output=True).returncode]
         for name in users:
@@ -220,19 +225,29 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 records.append(user_session(api, PROFILES[args.backend], args.timeout))
             except (BenchError, requests.RequestException, asyncio.TimeoutError, OSError) as exc:
-                failures.append(f"{api.user}: {type(exc).__name__}: {exc}")
+                failures.append(f"{api.user}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
         with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(visit, apis))
         results["all_ready_s"] = round(time.perf_counter() - t0, 2)
+        stop_failures: list[str] = []
+
+        def leave(api: Api) -> float | None:
+            try:
+                return api.stop(poll=0.5, timeout=120)
+            except (BenchError, requests.RequestException) as exc:
+                stop_failures.append(f"{api.user}: {str(exc).splitlines()[0]}")
+                return None
+
         with ThreadPoolExecutor(args.concurrency) as pool:
-            stops = list(pool.map(lambda api: api.stop(poll=0.5, timeout=120), apis))
+            stops = [s for s in pool.map(leave, apis) if s is not None]
+        results["stop_failures"] = stop_failures
         calls_to = time.time()
         results["load"] = load.finish()
         spawn = [r["spawn_s"] for r in records]
         results.update(spawn_failures=len(failures), failures=failures[:20], spawn_p50_s=round(percentile(spawn, 50), 2),
                        spawn_p95_s=round(percentile(spawn, 95), 2), lab_and_cell=summary([r["lab_and_cell_s"] for r in records]) if records else {},
-                       stop=summary(stops), **results["load"])
+                       stop=summary(stops) if stops else {}, **results["load"])
         if cluster is not None:
             calls = cluster.read_calls(tmp / "calls" / "calls.log")
             interval = hubs["hpclab"].config["backends"]["cluster"]["poll_interval"]
@@ -266,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         if key in results:
             print(f"{key:<22} {results[key]!s:>21}")
     print(f"results: {path}")
-    return 1 if failures else 0
+    for problem in failures + results.get("stop_failures", []):
+        print(f"failed: {problem}")
+    return 1 if failures or results.get("stop_failures") else 0
 
 
 if __name__ == "__main__":
