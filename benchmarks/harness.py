@@ -7,6 +7,7 @@ Imported by the scripts next to it (``from harness import ...``); nothing here r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -96,11 +97,9 @@ def own_cpu_s() -> float:
     """CPU seconds of this process and all it started (hubs, proxies, servers), the exited ones included."""
     me, total = psutil.Process(), 0.0
     for proc in [me, *me.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # exited meanwhile: its time is no longer ours to read
             t = proc.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 
@@ -249,23 +248,19 @@ class Hub:
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.label} hub exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
+            with contextlib.suppress(requests.RequestException):  # not listening yet: try again
                 if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
                     self.started_in = time.perf_counter() - t0
                     self.remember_processes()
                     return
-            except requests.RequestException:
-                pass
             time.sleep(0.1)
         raise BenchError(f"{self.label} hub did not answer within {timeout:.0f} s:\n{self.log_tail()}")
 
     def remember_processes(self) -> None:
         """Note what the hub started (proxy, servers) so clean-up reaches it after the hub exits."""
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess, AttributeError):  # no hub (yet, or any more)
             for child in psutil.Process(self.proc.pid).children(recursive=True):
                 self.known.setdefault((child.pid, child.create_time()), child)
-        except (psutil.NoSuchProcess, AttributeError):
-            pass
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM the hub, then end what it left behind (proxy, single-user servers under its folder)."""
@@ -280,15 +275,11 @@ class Hub:
         # psutil.Process objects, not pids: they refuse to signal a pid that another process reused
         left = [p for p in self.known.values() if p.is_running()] + servers_under(self.workdir)
         for proc in left:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.terminate()
-            except psutil.NoSuchProcess:
-                pass
         for proc in psutil.wait_procs(left, timeout=5)[1]:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         self.proc = None
 
     def log_tail(self, n: int = 40) -> str:
@@ -359,6 +350,16 @@ def hpclab_hub(label: str, workdir: Path, config: str, settings: dict[str, Any] 
     env = dict(_env(), HPCLAB_ADMIN_PASSWORD=ADMIN_PASSWORD)
     return Hub(label, workdir, [str(VENV_BIN / "hpclab-hub"), "run", "--config", str(path)], env,
                f"http://127.0.0.1:{hub['port']}", config_path=path, config=deploy)
+
+
+def ensure_unix_users(names: list[str]) -> list[str]:
+    """Make the Unix accounts (with homes) that do not exist yet; the names made, for removal afterwards."""
+    created = []
+    for name in names:
+        if subprocess.run(["id", name], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-m", name], check=True, capture_output=True)
+            created.append(name)
+    return created
 
 
 def add_account(hub: Hub, name: str, password: str = USER_PASSWORD) -> None:

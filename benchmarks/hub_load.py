@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -30,8 +31,8 @@ import psutil
 import requests
 import yaml
 
-from harness import (USER_PASSWORD, Api, BenchError, add_account, add_out_option, bare_hub, exit_on_signals, hpclab_hub,
-                     ignore_signals, machine_info, stop_hubs, summary, write_results)
+from harness import (ADMIN_PASSWORD, USER_PASSWORD, Api, BenchError, add_account, add_out_option, bare_hub, ensure_unix_users,
+                     exit_on_signals, hpclab_hub, ignore_signals, machine_info, stop_hubs, summary, write_results)
 
 PROFILES = {"local": "cpu-small", "slurm": "cpu"}
 CONFIGS = {"local": "hpclab-local.yaml", "slurm": "hpclab-slurm.yaml"}
@@ -104,6 +105,7 @@ class Sampler(threading.Thread):
         self.targets, self.interval, self.stop_event = targets, interval, threading.Event()
         self.hub = psutil.Process(hub_pid)
         self.latency: dict[str, list[float]] = {name: [] for name in targets}
+        self.errors: dict[str, int] = {name: 0 for name in targets}  # requests that failed or answered non-200
         self.rss_mb: list[float] = []
         self.proxy_rss_mb: list[float] = []
         self.cpu0 = self._cpu()
@@ -118,16 +120,17 @@ class Sampler(threading.Thread):
             for name, (url, headers) in self.targets.items():  # the hubs in the same moment, alternating first
                 t0 = time.perf_counter()
                 try:
-                    if session.get(url, headers=headers, timeout=30).status_code == 200:
-                        self.latency[name].append((time.perf_counter() - t0) * 1000)
+                    ok = session.get(url, headers=headers, timeout=30).status_code == 200
                 except requests.RequestException:
-                    pass
+                    ok = False
+                if ok:
+                    self.latency[name].append((time.perf_counter() - t0) * 1000)
+                else:
+                    self.errors[name] += 1
             self.targets = dict(reversed(list(self.targets.items())))
-            try:
+            with contextlib.suppress(psutil.Error):  # a child exiting between listing and reading: next sample
                 self.rss_mb.append(self.hub.memory_info().rss / 2**20)
                 self.proxy_rss_mb.append(sum(p.memory_info().rss for p in self.hub.children() if p.name() == "node") / 2**20)
-            except psutil.Error:  # a child exiting between listing and reading
-                pass
             self.stop_event.wait(self.interval)
 
     def finish(self) -> dict[str, Any]:
@@ -135,7 +138,7 @@ class Sampler(threading.Thread):
         self.join(10)
         ours = self.latency.get("hpclab", [])
         result = {"api_p50_ms": round(percentile(ours, 50), 1), "api_p99_ms": round(percentile(ours, 99), 1),
-                  "api_samples": len(ours), "hub_cpu_s": round(self._cpu() - self.cpu0, 2),
+                  "api_samples": len(ours), "api_errors": self.errors.get("hpclab", 0), "hub_cpu_s": round(self._cpu() - self.cpu0, 2),
                   "hub_rss_mb": round(max(self.rss_mb, default=0), 1), "proxy_rss_mb": round(max(self.proxy_rss_mb, default=0), 1)}
         if "bare" in self.latency and self.latency["bare"]:
             bare = self.latency["bare"]
@@ -145,12 +148,11 @@ class Sampler(threading.Thread):
 
 
 def slurm_setup(users: list[str], cpus: int, tmp: Path) -> tuple[Path, Any]:
-    """A private dev SLURM with enough CPUs for every user, and the counting wrappers; (wrapper bin, module)."""
+    """A private dev SLURM with cores and memory for every user's job (1G each), and the counting wrappers."""
     import slurm_spawn as cluster
 
-    os.environ["HPCLAB_SLURM_MEMORY_MB"] = str(1024 * len(users) + 4096)  # each server's job asks 1G: room for all
     cluster.dev_cluster("wipe", cpus)
-    if (done := cluster.dev_cluster("up", cpus)).returncode != 0:
+    if (done := cluster.dev_cluster("up", cpus, memory_mb=1024 * len(users) + 4096)).returncode != 0:
         raise BenchError(f"dev-cluster up failed:\n{done.stdout}{done.stderr}")
     return cluster.install_wrappers(tmp / "calls"), cluster
 
@@ -191,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "slurm":
             wrappers, cluster = slurm_setup(users, args.cpus or args.users + 2, tmp)
             deploy["backends"]["cluster"]["slurm_conf"] = cluster.SLURM_CONF
-            for name in users:  # SLURM jobs run as the users' own accounts
-                if subprocess.run(["id", name], capture_output=True).returncode != 0:
-                    subprocess.run(["useradd", "-m", name], check=True, capture_output=True)
-                    created.append(name)
+            created += ensure_unix_users(users)  # SLURM jobs run as the users' own accounts
         hubs["hpclab"].config_path.write_text(yaml.safe_dump(deploy, sort_keys=False))
         if args.backend == "local":  # the hub makes jupyter-<name> on first start: remove those it made for us
             created += [f"jupyter-{n}" for n in users if subprocess.run(["id", f"jupyter-{n}"], capture_output=True).returncode]
@@ -206,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in users:
                 requests.post(f"{hubs['bare'].url}/hub/api/users/{name}", timeout=30,
                               headers={"Authorization": f"token {hubs['bare'].service_token}"})
-        admin = Api.login(hubs["hpclab"], "admin", __import__("harness").ADMIN_PASSWORD, "hub_load")
+        admin = Api.login(hubs["hpclab"], "admin", ADMIN_PASSWORD, "hub_load")
         targets = {"hpclab": (f"{hubs['hpclab'].url}/hub/api/users", dict(admin.http.headers))}
         if "bare" in hubs:
             targets["bare"] = (f"{hubs['bare'].url}/hub/api/users", {"Authorization": f"token {hubs['bare'].service_token}"})

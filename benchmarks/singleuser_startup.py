@@ -22,6 +22,7 @@ benchmarks/results/singleuser_startup-<timestamp>.json (or --out).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import shutil
@@ -85,13 +86,11 @@ def timed_server(extra: list[str], env: dict[str, str], home: Path, timeout: flo
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"{cmd} exited with {proc.returncode}")
-            try:
+            with contextlib.suppress(requests.RequestException):  # not listening yet: try again
                 if requests.get(f"http://127.0.0.1:{port}/api", timeout=2).status_code < 500:
                     answered = time.perf_counter() - t0
                     cpu = ps.cpu_times()
                     return {"first_answer_s": answered, "cpu_s": cpu.user + cpu.system}
-            except requests.RequestException:
-                pass
             if time.perf_counter() - t0 > timeout:
                 raise TimeoutError(f"no answer from {cmd} in {timeout}s")
             time.sleep(0.02)

@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from harness import (CONFIGS, REPO, USER_PASSWORD, Api, BenchError, add_account, add_spawn_options, exit_on_signals, hpclab_hub,
+from harness import (CONFIGS, REPO, USER_PASSWORD, Api, BenchError, add_account, add_spawn_options, ensure_unix_users, exit_on_signals, hpclab_hub,
                      ignore_signals, machine_info, print_table, stop_hubs, summary, wait_quiet, write_results)
 
 DEV_CLUSTER = REPO / "deploy" / "slurm" / "dev-cluster"
@@ -41,10 +41,12 @@ NAMES = {"local": "local (cpu-small), reference", "slurm": "SLURM (cpu)"}
 OVERHEAD_GOAL_S = 2.0
 
 
-def dev_cluster(action: str, cpus: int) -> subprocess.CompletedProcess:
-    """deploy/slurm/dev-cluster ACTION (up, down, wipe) with this benchmark's prefix, ports and CPUs."""
+def dev_cluster(action: str, cpus: int, memory_mb: int | None = None) -> subprocess.CompletedProcess:
+    """deploy/slurm/dev-cluster ACTION (up, down, wipe) with this benchmark's prefix, ports, CPUs (and memory)."""
     env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(PREFIX), HPCLAB_SLURM_CTLD_PORT=str(CTLD_PORT),
                HPCLAB_SLURM_SLURMD_PORT=str(SLURMD_PORT), HPCLAB_SLURM_CPUS=str(cpus))
+    if memory_mb:
+        env["HPCLAB_SLURM_MEMORY_MB"] = str(memory_mb)
     return subprocess.run([str(DEV_CLUSTER), action], env=env, capture_output=True, text=True)
 
 
@@ -270,10 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         if (done := dev_cluster("up", args.cpus)).returncode != 0:
             raise BenchError(f"dev-cluster up failed:\n{done.stdout}{done.stderr}")
         wrappers = install_wrappers(log.parent)
+        created = ensure_unix_users(users)
         for name in users:
-            if subprocess.run(["id", name], capture_output=True).returncode != 0:
-                subprocess.run(["useradd", "-m", name], check=True, capture_output=True)
-                created.append(name)
             add_account(hubs["slurm"], name)
         add_account(hubs["local"], users[0])
         for name, hub in hubs.items():

@@ -10,6 +10,7 @@ it, shows the time left and saves every open document.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from urllib.parse import quote
 import os
@@ -127,10 +128,8 @@ async def ask_hub(method: str = "GET", suffix: str = "", body: dict | None = Non
                                                  body=None if body is None else json.dumps(body))
     except HTTPClientError as error:
         message = error.response.body.decode(errors="replace") if error.response is not None else str(error)
-        try:
+        with contextlib.suppress(ValueError):  # a JSON error body from the hub: its message, else the raw text
             message = json.loads(message).get("message", message)
-        except ValueError:
-            pass
         raise web.HTTPError(error.code if error.code < 600 else 502, message) from None
     return json.loads(response.body)
 

@@ -40,7 +40,7 @@ class ClusterOptions:
     errors: dict[str, str] = field(default_factory=dict)  # key -> why the cluster could not answer
 
 
-def _text(key: str, value: int) -> str:
+def choice_text(key: str, value: int) -> str:
     if key == "memory":
         return format_memory(value)
     if key == "time_limit":
@@ -68,16 +68,16 @@ def parse_choice(key: str, raw: Any) -> Any:
     return raw.strip()
 
 
-def _check_bound(key: str, value: Any, bound: Any, cluster: ClusterOptions, partition: str | None) -> None:
+def check_bound(key: str, value: Any, bound: Any, cluster: ClusterOptions, partition: str | None) -> None:
     if key in NUMERIC_KEYS:
         if isinstance(bound, list):
             if value not in bound:
-                allowed = ", ".join(_text(key, v) for v in bound)
-                raise ChoiceRefused(key, f"{_text(key, value)} is not one of the allowed values ({allowed})")
+                allowed = ", ".join(choice_text(key, v) for v in bound)
+                raise ChoiceRefused(key, f"{choice_text(key, value)} is not one of the allowed values ({allowed})")
         elif value < bound.min:
-            raise ChoiceRefused(key, f"{_text(key, value)} is below the minimum {_text(key, bound.min)}")
+            raise ChoiceRefused(key, f"{choice_text(key, value)} is below the minimum {choice_text(key, bound.min)}")
         elif value > bound.max:
-            raise ChoiceRefused(key, f"{_text(key, value)} is above the maximum {_text(key, bound.max)}")
+            raise ChoiceRefused(key, f"{choice_text(key, value)} is above the maximum {choice_text(key, bound.max)}")
         return
     if bound == "associations":
         allowed = cluster.accounts
@@ -111,7 +111,7 @@ def validate_choices(profile: Profile, user_options: dict, cluster: ClusterOptio
         chosen[key] = parse_choice(key, raw)
     partition = chosen.get("partition") or (profile.slurm.partition if profile.slurm else None)
     for key, value in chosen.items():
-        _check_bound(key, value, getattr(offered, key), cluster or ClusterOptions(), partition)
+        check_bound(key, value, getattr(offered, key), cluster or ClusterOptions(), partition)
     return chosen
 
 
@@ -128,7 +128,7 @@ def with_choices(profile: Profile, chosen: dict[str, Any]) -> Profile:
 
 def stored_form(chosen: dict[str, Any]) -> dict[str, Any]:
     """Choices as user_options keep them (JSON, readable): memory '8G', time '01:00:00', the rest as is."""
-    return {key: _text(key, value) if key in ("memory", "time_limit") else value for key, value in chosen.items()}
+    return {key: choice_text(key, value) if key in ("memory", "time_limit") else value for key, value in chosen.items()}
 
 
 def longest_time(profile: Profile) -> int | None:

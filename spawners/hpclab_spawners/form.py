@@ -46,7 +46,8 @@ _LABELS = {"cpus": "Cores", "memory": "Memory", "gpus": "GPUs", "time_limit": "W
 
 def choice_fields(profile: Profile, cluster=None) -> list[dict]:
     """The form fields of a profile's choices: name, label, default, bounds, and options for lists."""
-    from .choices import NUMERIC_KEYS, _text
+    from .choices import NUMERIC_KEYS
+    from .choices import choice_text as _text
 
     choices = profile.choices
     if choices is None:

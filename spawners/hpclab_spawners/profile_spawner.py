@@ -70,26 +70,39 @@ class ProfileSpawnerMixin(HasTraits):
 
         profiles = visible_profiles(self.deployment, self.user_groups())
         availability = getattr(self, "_availability", {})
-        cluster = {p.slug: await self.cluster_options_for(p) for p in profiles}
+        cluster = await self._cluster_options_by_profile(profiles)
         return render_profile_form(
             profiles, selected=self.requested_profile(), availability=availability, branding=site_branding(self.deployment),
             cluster_options=cluster,
         )
 
-    async def cluster_options_for(self, profile: Profile):
-        """What the cluster lets this user pick where the profile's choices defer to it; None when none do."""
+    def _deferred_choices(self, profile: Profile) -> set[str]:
+        """The choices of ``profile`` whose allowed values the cluster gives (SLURM profiles only)."""
         choices = profile.choices
-        wanted = set()
-        if choices is not None:
-            wanted = {key for key, word in (("account", "associations"), ("reservation", "active"), ("gpu_type", "partition"))
-                      if getattr(choices, key) == word}
-        if not wanted or self.deployment.backends[profile.backend].type != "slurm":
-            return None
+        if choices is None or self.deployment.backends[profile.backend].type != "slurm":
+            return set()
+        return {key for key, word in (("account", "associations"), ("reservation", "active"), ("gpu_type", "partition"))
+                if getattr(choices, key) == word}
+
+    async def _ask_cluster(self, backend_name: str, wanted: set[str]):
         from .slurm.client import SlurmClient, cluster_options
 
-        backend = self.deployment.backends[profile.backend]
+        backend = self.deployment.backends[backend_name]
         client = SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
         return await cluster_options(client, self.user.name, wanted)
+
+    async def cluster_options_for(self, profile: Profile):
+        """What the cluster lets this user pick where the profile's choices defer to it; None when none do."""
+        wanted = self._deferred_choices(profile)
+        return await self._ask_cluster(profile.backend, wanted) if wanted else None
+
+    async def _cluster_options_by_profile(self, profiles: list[Profile]) -> dict:
+        """The form's cluster answers: one set of SLURM calls per backend, shared by its profiles."""
+        wanted: dict[str, set[str]] = {}
+        for profile in profiles:
+            wanted.setdefault(profile.backend, set()).update(self._deferred_choices(profile))
+        answers = {name: await self._ask_cluster(name, keys) for name, keys in wanted.items() if keys}
+        return {p.slug: answers.get(p.backend) if self._deferred_choices(p) else None for p in profiles}
 
     @default("cmd")
     def _cmd_default(self):
@@ -210,13 +223,29 @@ class ProfileSpawnerMixin(HasTraits):
         return self.effective_profile()
 
     def effective_profile(self) -> Profile:
-        """The YAML profile with this server's choices applied (cores, memory, time, partition, ...)."""
+        """The YAML profile with this server's choices applied (cores, memory, time, partition, ...).
+
+        Built once per (YAML profile, choices): polls and the home page read it often.
+        """
         from .choices import with_choices
 
         profile = self.deployment.profile(self.profile_slug)
         if profile is None:
             raise web.HTTPError(400, f"Profile {self.profile_slug!r} is not in the deploy YAML any more.")
-        return with_choices(profile, dict(self.user_choices))
+        key = (id(profile), tuple(sorted(self.user_choices.items())))
+        cached = getattr(self, "_effective", None)
+        if cached is None or cached[0] != key:
+            self._effective = cached = (key, with_choices(profile, dict(self.user_choices)))
+        return cached[1]
+
+    def walltime_limits(self) -> tuple[int | None, int | None]:
+        """(current wall time with extensions, the most this profile allows) in seconds; None without a limit."""
+        from .choices import longest_time
+
+        profile = self.profile
+        if not profile.time_limit:
+            return None, None
+        return profile.time_limit + self.extended_seconds, longest_time(profile) or profile.time_limit
 
     async def extend_walltime(self, minutes: int) -> float:
         """Add ``minutes`` to the running server's wall time, within its profile's maximum; the new end (epoch).
@@ -224,18 +253,14 @@ class ProfileSpawnerMixin(HasTraits):
         On SLURM the job's limit is raised (``scontrol update``, the hub's operator rights); on a
         local backend the hub moves its own deadline (and the early save signal with it).
         """
-        from .choices import longest_time
-
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 7 * 24 * 60:
             raise web.HTTPError(400, "minutes: a whole number of minutes between 1 and 10080")
         if not self.ready:
             raise web.HTTPError(409, "The server is not running.")
-        profile = self.profile
-        if not self.job_end_epoch or not profile.time_limit:
+        current, longest = self.walltime_limits()
+        if not self.job_end_epoch or current is None:
             raise web.HTTPError(400, "minutes: this server has no wall time to extend")
-        current = profile.time_limit + self.extended_seconds
         wanted = current + minutes * 60
-        longest = longest_time(profile) or profile.time_limit
         if wanted > longest:
             raise web.HTTPError(
                 400, f"minutes: {minutes} more would make the wall time {format_duration(wanted)}, past this profile's "
@@ -251,9 +276,6 @@ class ProfileSpawnerMixin(HasTraits):
         self.log.info("Extended %s by %d min: wall time %s, ends %s", self._log_name, minutes, format_duration(wanted),
                       time.strftime("%H:%M:%S UTC", time.gmtime(self.job_end_epoch)))
         return self.job_end_epoch
-
-    async def apply_extension(self, seconds: int) -> None:
-        """Make the backend honour a wall time of ``seconds`` in all (the local backend's deadline is the hub's own)."""
 
     def relaunch_url(self) -> str:
         """A link that starts this server again with the same profile and choices ('' if it never started)."""

@@ -53,6 +53,11 @@ class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, Loc
             return 0  # never started (or state cleared): nothing runs
         return await (self.slurm_poll() if self.on_slurm else self.local_poll())
 
+    async def apply_extension(self, seconds: int) -> None:
+        """A new wall time of ``seconds``: SLURM raises the job's limit; locally the hub's own deadline is all there is."""
+        if self.on_slurm:
+            await self.slurm_extend(seconds)
+
     async def progress(self):
         events = self.slurm_progress() if self.on_slurm else self.local_progress()
         async for event in events:

@@ -37,11 +37,7 @@ class ServerWalltimeHandler(APIHandler):
         return self.current_user is not None and self.has_scope(f"{scope}!server={spawner.user.name}/{spawner.name}")
 
     def _model(self, spawner) -> dict:
-        from .choices import longest_time
-
-        profile = spawner.profile if getattr(spawner, "profile_slug", "") else None
-        limit = (profile.time_limit or 0) + spawner.extended_seconds if profile and profile.time_limit else None
-        longest = longest_time(profile) if profile else None
+        limit, longest = spawner.walltime_limits() if getattr(spawner, "profile_slug", "") else (None, None)
         end = spawner.job_end_epoch or None
         return {
             "server": spawner.name,

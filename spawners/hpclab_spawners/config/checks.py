@@ -78,8 +78,7 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
 
 def _choice_issues(deployment: Deployment) -> list[ConfigIssue]:
     """A profile's own values are the defaults of its choices, so they must lie within them; names are SLURM's."""
-    from ..choices import NUMERIC_KEYS, SLURM_KEYS, ChoiceRefused, _check_bound
-    from ..choices import ClusterOptions
+    from ..choices import NUMERIC_KEYS, SLURM_KEYS, ChoiceRefused, ClusterOptions, check_bound
 
     issues = []
     for i, profile in enumerate(deployment.profiles):
@@ -98,7 +97,7 @@ def _choice_issues(deployment: Deployment) -> list[ConfigIssue]:
                 continue
             if key in NUMERIC_KEYS:
                 try:
-                    _check_bound(key, default, getattr(choices, key), ClusterOptions(), None)
+                    check_bound(key, default, getattr(choices, key), ClusterOptions(), None)
                 except ChoiceRefused as refused:
                     issues.append(ConfigIssue(path, f"the profile's own value must be allowed: {refused}"))
     return issues

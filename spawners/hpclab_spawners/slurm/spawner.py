@@ -222,10 +222,8 @@ class SlurmServerMixin(HasTraits):
         self.log.info("%s: %s", self._log_name, self.end_reason)
         return 0 if status.info.state == "COMPLETED" else 1
 
-    async def apply_extension(self, seconds: int) -> None:
+    async def slurm_extend(self, seconds: int) -> None:
         """Raise the job's time limit to ``seconds`` (scontrol update as the hub: SLURM operator rights)."""
-        if not self.on_slurm:
-            return
         from .client import extend_job
 
         try:
