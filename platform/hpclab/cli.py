@@ -2,7 +2,9 @@
 
 Subcommands live in their own modules, listed in SUBCOMMANDS and imported only when that subcommand
 runs: ``hpclab session`` never loads the science packages. Every subcommand's ``add_parser`` sets
-``run`` on the arguments, and ``main`` calls it.
+``run`` on the arguments, and ``main`` calls it with SIGTERM/SIGINT turned into exceptions (so
+clean-up runs and worker pools stop); an error no subcommand caught is printed as one line naming
+the file or value (``--debug`` anywhere on the line shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def _build_parser(command: str | None) -> argparse.ArgumentParser:
     """The parser with every subcommand listed, and only ``command``'s own parser imported and built."""
     parser = argparse.ArgumentParser(prog="hpclab", description="HPCLab command line tools.")
     parser.add_argument("--version", action="version", version=f"hpclab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (accepted anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, text) in SUBCOMMANDS.items():
         if name == command:
@@ -67,14 +70,42 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: the file and the reason for OS errors, the message otherwise."""
+    if isinstance(exc, MemoryError):
+        return "out of memory: ask for less (fewer points, smaller windows) or a job with more memory"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hpclab`` command line with *argv* (default: sys.argv[1:]); return the exit status."""
+    import os
     import sys
 
+    from .interrupts import Interrupted, signals_raise, stop_worker_pools
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get("HPCLAB_DEBUG"))
+    argv = [word for word in argv if word != "--debug"]
     parser = _build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2
-    return args.run(args)
+    try:
+        with signals_raise():
+            return args.run(args)
+    except Interrupted as stop:
+        print(f"hpclab {args.command}: stopped by {stop}", file=sys.stderr)
+        return stop.exit_status
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"hpclab {args.command}: error: {one_line(exc)} (--debug shows where)", file=sys.stderr)
+        return 1
+    finally:
+        stop_worker_pools()

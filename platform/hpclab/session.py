@@ -252,3 +252,24 @@ def session(env: Mapping[str, str] | None = None) -> Session:
         backend="slurm" if job_id else "local",
         hostname=socket.gethostname(),
     )
+
+
+def available_memory(env: Mapping[str, str] | None = None) -> int | None:
+    """Bytes this process can still allocate: the tightest limit (job, cgroup, rlimit) or the host's MemAvailable.
+
+    Cheaper than :func:`session` (no squeue call); used to refuse work that cannot fit before it starts.
+    """
+    env = os.environ if env is None else env
+    cores, _ = allocated_cores(env, _affinity())
+    limit, _ = _memory(env, _positive_int(env.get("SLURM_CPUS_PER_TASK")) or cores)
+    host: int | None = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    host = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    known = [v for v in (limit, host) if v is not None]
+    return min(known) if known else None

@@ -6,7 +6,10 @@ Only argparse is imported here; numpy, numba and dask load when a command runs.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..slurm.flags import add_slurm_flags
@@ -14,12 +17,16 @@ from ..slurm.flags import add_slurm_flags
 #: flag -> JunctionParams field; every model parameter has one
 _PARAM_FLAGS = {
     "--G": "G", "--r": "r", "--alpha": "alpha", "--w": "w", "--A-s": "A_s", "--t-s": "t_s",
-    "--dt": "delta_t", "--t-end": "t_end",
+    "--pulse-width": "delta_t", "--t-end": "t_end",
 }
+#: old spellings of --pulse-width; --dt reads like a time step, which it never was
+_PULSE_WIDTH_ALIASES = ("--dt", "--delta-t")
+#: an argument that starts with "-" but is a number, a list or an axis ("-1.5:1.5:3"), not an option
+_NEGATIVE_VALUE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?([:,].*)?$")
 _HELP = {
     "G": "Josephson to magnetic anisotropy energy ratio", "r": "spin-orbit coupling", "alpha": "Gilbert damping",
     "w": "phase-equation constant (w = 1 in the seed)", "A_s": "pulse amplitude (units of I_c)",
-    "t_s": "pulse centre", "delta_t": "pulse width Δt", "t_end": "end of the simulation",
+    "t_s": "pulse centre", "delta_t": "width Δt of the current pulse (a duration, not a time step)", "t_end": "end of the simulation",
 }
 
 
@@ -58,6 +65,15 @@ class _ParamAction(argparse.Action):
         namespace.param_order = [*order, self.dest]
 
 
+class _PulseWidthAlias(_ParamAction):
+    """--dt / --delta-t: store like --pulse-width and say that it is the pulse width."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        print(f"hpclab josephson sweep: warning: {option_string} is the width of the current pulse, not a time "
+              "step; it is deprecated, use --pulse-width", file=sys.stderr)
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_parser(sub: Any) -> None:
     """Add the ``josephson`` command (with its ``sweep`` subcommand) to an argparse subparsers object."""
     p = sub.add_parser("josephson", help="φ0 Josephson junction: magnetisation reversal maps")
@@ -73,10 +89,11 @@ def add_parser(sub: Any) -> None:
         description="Each model parameter takes a value, a list v1,v2,... or an axis start:stop:count "
         "(inclusive, like numpy.linspace); axes are swept in the order given.",
     )
+    s._negative_number_matcher = _NEGATIVE_VALUE  # "--A-s -1.5:1.5:3" is a value, not an option
     for flag, name in _PARAM_FLAGS.items():
         s.add_argument(flag, dest=name, type=axis_or_value, action=_ParamAction, metavar="V|A:B:N", help=_HELP[name])
-    s.add_argument("--delta-t", dest="delta_t", type=axis_or_value, action=_ParamAction, metavar="V|A:B:N",
-                   help="same as --dt")
+    s.add_argument(*_PULSE_WIDTH_ALIASES, dest="delta_t", type=axis_or_value, action=_PulseWidthAlias,
+                   metavar="V|A:B:N", help="deprecated spelling of --pulse-width")
     s.add_argument("--solver", choices=("fast", "reference", "seed"), default="fast",
                    help="fast: numba DOP853 (default); reference: solve_ivp DOP853, tight; seed: solve_ivp RK45")
     s.add_argument("--rtol", type=float, help="relative tolerance (default depends on --solver)")
@@ -97,29 +114,94 @@ def add_parser(sub: Any) -> None:
     )
     g.add_argument("--slurm-timeout", type=float, default=300, help="seconds to wait for the workers (default 300)")
     s.add_argument("--out", required=True, help="output .npz (axes, mz_final, reversed, state, stats)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep from OUT's .partial.npz (same grid, solver, tolerances)")
     s.add_argument("--plot", metavar="PNG", help="also save the reversal map as an image")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=run_sweep, param_order=[])
 
 
+def partial_path(out: str | Path) -> Path:
+    """Where a sweep writing ``out`` keeps its finished points until it completes: ``map.npz`` -> ``map.partial.npz``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".partial.npz")
+
+
+def _grid_points(values: dict[str, Any]) -> int:
+    """Points of the grid the flags ask for, counted without building it."""
+    counts = [v.count if isinstance(v, Linspace) else len(v) for v in values.values() if not isinstance(v, float)]
+    return math.prod(counts)
+
+
 def run_sweep(args: argparse.Namespace) -> int:
-    """Run ``hpclab josephson sweep`` with parsed ``args``; print a one-line summary; return 0."""
+    """Run ``hpclab josephson sweep`` with parsed ``args``; print a one-line summary; return the exit status.
+
+    Checks OUT (and --plot) and the memory the grid needs before computing; finished points go to
+    OUT's .partial.npz as they come, so SIGTERM or Ctrl-C keeps them for ``--resume``.
+    """
+    from ..interrupts import Interrupted
+    from ..safe_output import OutputError, check_output_file
+
+    def fail(message: str) -> int:
+        print(f"hpclab josephson sweep: {message}", file=sys.stderr)
+        return 2
+
+    if args.scheduler and args.slurm_jobs:
+        return fail("use either --scheduler or --slurm-jobs, not both")
+    try:
+        check_output_file(args.out, suffix=".npz")
+        if args.plot:
+            check_output_file(args.plot, suffix=".png")
+    except OutputError as err:
+        return fail(str(err))
+    partial = partial_path(args.out)
+    if partial.exists() and not args.resume:
+        return fail(f"{partial} holds an interrupted sweep: add --resume to finish it, or remove the file")
+    # axes are swept in the order their flags were given
+    values = {name: getattr(args, name) for name in dict.fromkeys(args.param_order)}
     import numpy as np
 
+    from .sweep import check_memory
+
+    try:
+        check_memory(_grid_points(values))
+    except ValueError as err:
+        return fail(str(err))
+    values = {k: np.linspace(*v) if isinstance(v, Linspace) else v for k, v in values.items()}
+    try:
+        result = _sweep(args, values, partial)
+    except (ValueError, TypeError) as err:
+        return fail(str(err))
+    except Interrupted as stop:
+        from .checkpoint import Checkpoint
+
+        kept = Checkpoint(partial, "", 0).done_count if partial.exists() else 0
+        print(f"hpclab josephson sweep: stopped by {stop}; {kept} finished points kept in {partial}; "
+              "run the same command with --resume to finish", file=sys.stderr)
+        return stop.exit_status
+    result.save(args.out)
+    partial.unlink(missing_ok=True)
+    if args.plot:
+        import matplotlib
+
+        from ..safe_output import atomic_output
+
+        matplotlib.use("Agg")
+        ax = result.plot()
+        with atomic_output(args.plot) as tmp:
+            ax.figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    print(f"{result.summary()} -> {args.out}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace, values: dict[str, Any], partial: Path) -> Any:
+    """The sweep itself, on the backend the flags choose (a SLURM dask cluster is started and closed here)."""
     from .cluster import resolve_client, slurm_cluster, wait_for_workers
     from .sweep import sweep
 
-    if args.scheduler and args.slurm_jobs:
-        print("hpclab josephson sweep: use either --scheduler or --slurm-jobs, not both", file=sys.stderr)
-        return 2
-    if not str(args.out).endswith(".npz"):
-        print(f"hpclab josephson sweep: --out must end in .npz, got {args.out!r}", file=sys.stderr)
-        return 2
-    # axes are swept in the order their flags were given
-    values = {name: getattr(args, name) for name in dict.fromkeys(args.param_order)}
-    values = {k: np.linspace(*v) if isinstance(v, Linspace) else v for k, v in values.items()}
     options: dict[str, Any] = dict(solver=args.solver, rtol=args.rtol, atol=args.atol, n_jobs=args.jobs,
-                                   backend=args.backend, chunk_size=args.chunk_size, progress=not args.quiet)
+                                   backend=args.backend, chunk_size=args.chunk_size, progress=not args.quiet,
+                                   checkpoint=partial, keep_checkpoint=True)
     cluster = client = None
     try:
         if args.slurm_jobs:
@@ -130,21 +212,9 @@ def run_sweep(args: argparse.Namespace) -> int:
             options.update(backend="dask", cluster=client, n_jobs=-1 if args.jobs == 1 else args.jobs)
         elif args.scheduler:
             options.update(backend="dask", cluster=args.scheduler, n_jobs=-1 if args.jobs == 1 else args.jobs)
-        result = sweep(**options, **values)
-    except (ValueError, TypeError) as err:
-        print(f"hpclab josephson sweep: {err}", file=sys.stderr)
-        return 2
+        return sweep(**options, **values)
     finally:
         if client is not None:
             client.close()
         if cluster is not None:
             cluster.close()
-    result.save(args.out)
-    if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        ax = result.plot()
-        ax.figure.savefig(args.plot, dpi=120, bbox_inches="tight")
-    print(f"{result.summary()} -> {args.out}")
-    return 0

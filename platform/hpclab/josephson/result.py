@@ -108,7 +108,12 @@ class SweepResult:
         return ax
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write an .npz: one array per axis name, mz_final, reversed, state, stats_*, and JSON ``meta``."""
+        """Write an .npz: one array per axis name, mz_final, reversed, state, stats_*, and JSON ``meta``.
+
+        The file is written beside ``path`` and renamed onto it: an interrupted save leaves the old file.
+        """
+        from ..safe_output import atomic_output
+
         path = Path(path)
         if path.suffix != ".npz":
             raise ValueError(f"save() writes .npz files; got {path.name!r}")
@@ -123,7 +128,7 @@ class SweepResult:
         arrays = {name: values for name, values in self.axes.items()}
         arrays.update({f"stats_{k}": v for k, v in self.stats.items()})
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
+        with atomic_output(path) as tmp, tmp.open("wb") as fh:
             np.savez_compressed(fh, mz_final=self.mz_final, reversed=self.reversed, state=self.state,
                                 meta=np.array(json.dumps(meta)), **arrays)
         return path

@@ -328,7 +328,7 @@ def test_cli_sweep_writes_an_npz_other_tools_can_read(tmp_path):
     out, png = tmp_path / "map.npz", tmp_path / "map.png"
     script = Path(sys.executable).with_name("hpclab")
     cmd = [str(script), "josephson", "sweep", "--G", "10:100:4", "--alpha", "0.02:0.2:3", "--r", "0.1",
-           "--A-s", "1.5", "--t-s", "25", "--dt", "5", "--w", "1", "--t-end", "60", "--jobs", "2",
+           "--A-s", "1.5", "--t-s", "25", "--pulse-width", "5", "--w", "1", "--t-end", "60", "--jobs", "2",
            "--out", str(out), "--plot", str(png), "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
     line = proc.stdout.strip()
