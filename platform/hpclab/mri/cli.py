@@ -58,6 +58,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                               "cpus": "SLURM: CPUs per array task"})
     k.add_argument("--deidentify", action="store_true")
     k.add_argument("--no-views", action="store_true")
+    k.add_argument("--use-equalized", action="store_true",
+                   help="process dcm2niix's _Eq_ file (missing slices filled by interpolation) where a series has gaps")
     k.add_argument("--overwrite", action="store_true")
     k.add_argument("--no-progress", action="store_true")
     p_mri.set_defaults(_mri_parser=p_mri, run=run)
@@ -109,11 +111,13 @@ def _process(args: argparse.Namespace) -> int:
         from .views import plot_montage, plot_ortho, save_figure
 
         stem = nifti_stem(args.nifti)
-        for name, fig in (("ortho", plot_ortho(result.outputs["n4"], result.outputs["tissue"])),
+        ortho = plot_ortho(result.outputs["n4"], result.outputs["tissue"], mask=result.outputs["brainmask"])
+        for name, fig in (("ortho", ortho),
                           ("montage", plot_montage(result.outputs["n4"], result.outputs["tissue"]))):
             print(f"{name}: {save_figure(fig, Path(args.out_dir) / f'{stem}_{name}.png')}")
     for name, ml in result.volumes_ml.items():
         print(f"{name}: {ml:.1f} ml")
+    print(f"quality: {result.qc.status}" + (f" ({result.qc.reasons})" if result.qc.reasons else ""))
     return 0
 
 
@@ -126,7 +130,10 @@ def _stats(args: argparse.Namespace) -> int:
         if args.out.exists():
             print(f"hpclab mri stats: error: {args.out} exists; remove it or choose another --out", file=sys.stderr)
             return 1
-        args.out.write_text(text)
+        from ..safe_output import atomic_output
+
+        with atomic_output(args.out) as tmp:
+            tmp.write_text(text)
         print(f"wrote {args.out} ({len(stats.table)} structures)")
     else:
         sys.stdout.write(text)
@@ -137,7 +144,7 @@ def _cohort(args: argparse.Namespace) -> int:
     from . import cohort
     from .slurm import JobResources
 
-    options = {"deidentify": args.deidentify, "views": not args.no_views}
+    options = {"deidentify": args.deidentify, "views": not args.no_views, "use_equalized": args.use_equalized}
     if args.task_index is not None:
         row = cohort.run_task(args.root, args.out, args.task_index, overwrite=args.overwrite,
                               threads=args.threads_per_job, **options)

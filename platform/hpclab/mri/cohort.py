@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..safe_output import OutputError, atomic_output, check_output_dir
 from .conversion import Series, convert, read_series
 from .dicom_scan import is_dicom
 from .errors import MRIError
@@ -29,7 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
 SUMMARY_NAME = "cohort_summary.csv"
 SUBJECT_SUMMARY = "subject_summary.json"
 SUBJECT_LIST = "cohort_subjects.txt"
-COLUMNS = ("subject", "status", "error", "n_series", "t1", "csf_ml", "gm_ml", "wm_ml", "seconds")
+COLUMNS = ("subject", "status", "error", "qc", "n_series", "t1", "brain_ml", "csf_ml", "gm_ml", "wm_ml", "seconds")
+#: statuses a subject row can have; "warning" rows have results that need a look (the qc column says why)
+STATUSES = ("ok", "warning", "failed", "done before")
 _T1_NAME = re.compile(r"t1|mprage|spgr|bravo|tfl", re.IGNORECASE)
 
 
@@ -80,19 +83,22 @@ def choose_t1(series: list[Series]) -> Series:
 
 
 def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, views: bool = True,
-                threads: int | None = 1, overwrite: bool = False) -> dict[str, Any]:
+                threads: int | None = 1, overwrite: bool = False, use_equalized: bool = False) -> dict[str, Any]:
     """Convert (if DICOM), process and draw one subject into ``out/<id>``; returns its summary row.
 
-    Never raises for a bad subject: the row says ``failed`` and why. A subject whose summary says
-    ``ok`` from an earlier run is reported ``done before`` unless ``overwrite``; otherwise series
-    converted earlier are reused (never converted over) and the processing outputs are redone.
+    Never raises for a bad subject: the row says ``failed`` and why. The quality checks decide
+    between ``ok``, ``warning`` and ``failed`` (the ``qc`` column gives the reasons). A series with
+    missing slices is processed as acquired and flagged; dcm2niix's interpolated ``_Eq_`` file is
+    used only with ``use_equalized``. A subject whose summary says ``ok`` from an earlier run is
+    reported ``done before`` unless ``overwrite``; otherwise series converted earlier are reused
+    (never converted over) and the processing outputs are redone.
     """
     start = time.perf_counter()
     subject_out = Path(out) / subject.id
     summary_file = subject_out / SUBJECT_SUMMARY
     if summary_file.exists() and not overwrite:
         previous = json.loads(summary_file.read_text())
-        if previous.get("status") == "ok":
+        if previous.get("status") in ("ok", "warning"):
             return {**previous, "status": "done before", "seconds": 0.0}
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row["subject"] = subject.id
@@ -102,13 +108,17 @@ def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, 
             series = earlier or convert(subject.path, subject_out / "nifti", deidentify=deidentify,
                                         subject=subject.id, overwrite=overwrite)
             chosen = choose_t1(series)
-            t1 = chosen.equalized or chosen.nifti
+            gaps = chosen.equalized is not None
+            t1 = chosen.equalized if gaps and use_equalized else chosen.nifti
             row["n_series"] = len(series)
         else:
-            t1 = subject.path
+            t1, gaps = subject.path, "_Eq_" in Path(subject.path).name
             row["n_series"] = 0
-        result = process(t1, subject_out / "process", threads=threads, overwrite=True)
+        result = process(t1, subject_out / "process", threads=threads, overwrite=True, interpolated_slices=gaps)
         row["t1"] = str(t1)
+        row["brain_ml"] = round(result.qc["brain_volume_ml"].value, 1)
+        row["qc"] = result.qc.reasons or None
+        row["qc_checks"] = result.qc.as_dict()
         volumes = result.volumes_ml
         row["csf_ml"], row["gm_ml"], row["wm_ml"] = (round(volumes.get(k, 0.0), 3)
                                                      for k in ("CSF", "Gray-Matter", "White-Matter"))
@@ -117,11 +127,11 @@ def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, 
             from .views import plot_montage, plot_ortho, save_figure
 
             stem = nifti_stem(t1)
-            save_figure(plot_ortho(result.outputs["n4"], result.outputs["tissue"]),
+            save_figure(plot_ortho(result.outputs["n4"], result.outputs["tissue"], mask=result.outputs["brainmask"]),
                         subject_out / "process" / f"{stem}_ortho.png")
             save_figure(plot_montage(result.outputs["n4"], result.outputs["tissue"]),
                         subject_out / "process" / f"{stem}_montage.png")
-        row["status"] = "ok"
+        row["status"] = result.qc.status
     except Exception as exc:  # one subject must not stop the cohort: record and go on
         row["status"] = "failed"
         row["error"] = f"{type(exc).__name__}: {exc}"
@@ -129,7 +139,8 @@ def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, 
     row["seconds"] = round(time.perf_counter() - start, 3)
     try:
         subject_out.mkdir(parents=True, exist_ok=True)
-        summary_file.write_text(json.dumps(row, indent=2) + "\n")
+        with atomic_output(summary_file) as tmp:
+            tmp.write_text(json.dumps(row, indent=2) + "\n")
     except OSError as exc:
         row["status"] = "failed"
         row["error"] = (row["error"] or "") + f"; cannot write {summary_file}: {exc.strerror}"
@@ -156,7 +167,7 @@ class CohortResult:
         from .views import _notebook_display
 
         _notebook_display()
-        ok = self.table[self.table["status"].isin(["ok", "done before"])]
+        ok = self.table[self.table["status"].isin(["ok", "warning", "done before"])]
         if ax is None:
             ax = Figure(figsize=(max(4.0, 0.7 * len(ok) + 2), 3.5)).subplots()
         ok.set_index("subject")[["csf_ml", "gm_ml", "wm_ml"]].plot.bar(ax=ax)
@@ -187,6 +198,7 @@ def process_cohort(
     views: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    use_equalized: bool = False,
 ) -> CohortResult:
     """Run :func:`run_subject` for every subject of ``root`` with joblib (``n_jobs`` processes).
 
@@ -201,11 +213,14 @@ def process_cohort(
     subjects = find_subjects(root)
     if not subjects:
         raise MRIError(f"no subjects in {root}: expected sub-folders with DICOM files or NIfTI files")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out = check_output_dir(out)
+    except OutputError as exc:
+        raise MRIError(str(exc)) from None
     start = time.perf_counter()
     threads = tail_threads(len(subjects), effective_n_jobs(n_jobs), threads_per_job)
-    jobs = (delayed(run_subject)(s, out, deidentify=deidentify, views=views, threads=t, overwrite=overwrite)
+    jobs = (delayed(run_subject)(s, out, deidentify=deidentify, views=views, threads=t, overwrite=overwrite,
+                                 use_equalized=use_equalized)
             for s, t in zip(subjects, threads))
     rows = []
     with tqdm(total=len(subjects), desc="subjects", unit="subj", disable=not progress, file=sys.stderr) as bar:
@@ -222,7 +237,8 @@ def _write_summary(rows: list[dict[str, Any]], out: Path, seconds: float) -> Coh
     table = pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], columns=list(COLUMNS))
     table = table.sort_values("subject").reset_index(drop=True)
     path = out / SUMMARY_NAME
-    table.to_csv(path, index=False)
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False)
     return CohortResult(table=table, summary_file=path, seconds=seconds)
 
 
@@ -275,13 +291,15 @@ def cohort_scripts(
     max_parallel: int | None = None,
     deidentify: bool = False,
     views: bool = True,
+    use_equalized: bool = False,
     python: str = sys.executable,
 ) -> tuple[str, str]:
     """(array script, summary script) for a cohort: one array task per subject, then the summary."""
     root, out = Path(root).resolve(), Path(out).resolve()
     array = f"0-{len(subjects) - 1}" + (f"%{max_parallel}" if max_parallel else "")
     base = [python, "-m", "hpclab", "mri", "cohort", str(root), str(out)]
-    flags = (["--deidentify"] if deidentify else []) + ([] if views else ["--no-views"])
+    flags = ((["--deidentify"] if deidentify else []) + ([] if views else ["--no-views"])
+             + (["--use-equalized"] if use_equalized else []))
     task = " ".join(_quote(w) for w in base + flags) + ' --task-index "$SLURM_ARRAY_TASK_ID"'
     array_script = batch_script([task], job_name="hpclab-mri-cohort", log_dir=out / "slurm", resources=resources,
                                 array=array)
@@ -293,7 +311,8 @@ def cohort_scripts(
 
 
 def submit_cohort(root: str | Path, out: str | Path, *, resources: JobResources = JobResources(),
-                  max_parallel: int | None = None, deidentify: bool = False, views: bool = True) -> SlurmCohort:
+                  max_parallel: int | None = None, deidentify: bool = False, views: bool = True,
+                  use_equalized: bool = False) -> SlurmCohort:
     """Submit the cohort as a SLURM job array plus a summary job (``afterany``); returns the job ids."""
     subjects = [s.id for s in find_subjects(root)]
     if not subjects:
@@ -302,7 +321,7 @@ def submit_cohort(root: str | Path, out: str | Path, *, resources: JobResources 
     (out / "slurm").mkdir(parents=True, exist_ok=True)
     (out / SUBJECT_LIST).write_text("\n".join(subjects) + "\n")
     array_text, summary_text = cohort_scripts(root, out, subjects, resources=resources, max_parallel=max_parallel,
-                                              deidentify=deidentify, views=views)
+                                              deidentify=deidentify, views=views, use_equalized=use_equalized)
     array_path, summary_path = out / "slurm" / "cohort_array.sbatch", out / "slurm" / "cohort_summary.sbatch"
     array_path.write_text(array_text)
     summary_path.write_text(summary_text)

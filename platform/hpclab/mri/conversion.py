@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .dicom_scan import MAX_DEPTH, FolderScan, describe_files, list_files, scan_folder, slice_spacing_report
+from ..safe_output import atomic_output
+from .dicom_scan import (MAX_DEPTH, FolderScan, describe_files, list_files, pixel_data_problem, scan_folder,
+                         slice_spacing_report)
 from .errors import ConversionError, ConversionWarning
 from .metadata import build_metadata, deidentify_sidecar, format_metadata
 
@@ -186,9 +188,20 @@ def convert(
         niftis = sorted(p for p in staging.iterdir() if p.name.endswith((".nii", ".nii.gz")) and "_Eq_" not in p.name)
         if not niftis:
             reason = DCM2NIIX_EXIT.get(proc.returncode, f"exit status {proc.returncode}")
+            damaged = _damaged_files(scan.dicom, src)
+            said = "; ".join(_notes(log)) or _tail(log, 1).strip()
             raise ConversionError(
-                f"dcm2niix converted nothing from {src} ({reason}); {len(scan.dicom)} DICOM file(s) found, "
-                f"first: {describe_files(scan.dicom[:3], src)}. dcm2niix said:\n{_tail(log)}"
+                f"dcm2niix converted nothing from {src} ({reason}); {len(scan.dicom)} DICOM file(s) found"
+                + (f"; {damaged}" if damaged else f", first: {describe_files(scan.dicom[:3], src)}")
+                + f". dcm2niix said: {said}"
+            )
+        used = sum(n for n, _ in converted.values())
+        if converted and used < len(scan.dicom):
+            damaged = _damaged_files(scan.dicom, src)
+            warnings.warn(
+                f"dcm2niix used {used} of the {len(scan.dicom)} DICOM files in {src}"
+                + (f"; {damaged}" if damaged else " (the others were duplicates or not images)"),
+                ConversionWarning, stacklevel=2,
             )
         if proc.returncode != 0:
             warnings.warn(
@@ -271,8 +284,9 @@ def _plan_series(
         report = slice_spacing_report(dicom_files, src, series_uid=sidecar.get("SeriesInstanceUID"),
                                       series_number=sidecar.get("SeriesNumber"))
         detail = "; ".join(report) if report else "dcm2niix reports uneven slice spacing"
-        eq_note = (f"; dcm2niix also wrote {eq[0].name} with equal slice spacing (gaps filled): use it"
-                   if eq else "")
+        eq_note = (f"; dcm2niix also wrote {eq[0].name} with equal slice spacing, its missing slices "
+                   "interpolated from their neighbours (not measured): fine to look at, not to measure "
+                   "(cohort uses it only with --use-equalized)" if eq else "")
         problems.append(f"series {sidecar.get('SeriesNumber', stem)} ({stem}): {detail}. "
                         f"{stem}{ext} has the slices as acquired, so its geometry is wrong past the gap{eq_note}")
     for p in problems:
@@ -313,12 +327,28 @@ def _commit(plan: _Plan, dst: Path) -> Series:
         plan.staged["sidecar"].write_text(json.dumps(plan.sidecar, indent=2) + "\n")
     for role, staged in plan.staged.items():
         staged.replace(plan.final[role])
-    plan.final["metadata"].write_text(plan.metadata_text)
+    with atomic_output(plan.final["metadata"]) as tmp:
+        tmp.write_text(plan.metadata_text)
     return Series(
         nifti=plan.final["nifti"], metadata_file=plan.final["metadata"], metadata=plan.metadata,
         sidecar=plan.final.get("sidecar"), bval=plan.final.get("bval"), bvec=plan.final.get("bvec"),
         equalized=plan.final.get("equalized"), warnings=tuple(plan.warnings),
     )
+
+
+def _notes(log: str) -> list[str]:
+    """dcm2niix's warning and error lines, without their prefix."""
+    return [line.strip().split(":", 1)[1].strip() for line in log.splitlines()
+            if line.strip().startswith(("Warning:", "Error:"))]
+
+
+def _damaged_files(files: Sequence[Path], root: Path, limit: int = 5) -> str:
+    """"a.dcm is truncated: ...; b.dcm is ..." for the files whose image data cannot be used ("" if none)."""
+    problems = [(f, why) for f in files if (why := pixel_data_problem(f)) is not None]
+    text = "; ".join(f"{f.relative_to(root)} is {why}" if why.startswith(("truncated", "unreadable"))
+                     else f"{f.relative_to(root)}: {why}" for f, why in problems[:limit])
+    more = len(problems) - limit
+    return text + (f"; and {more} more" if more > 0 else "")
 
 
 def _tail(log: str, lines: int = 15) -> str:

@@ -23,7 +23,12 @@ class FolderScan:
 
 
 def is_dicom(path: Path) -> bool:
-    """True for a DICOM Part 10 file (``DICM`` after the 128-byte preamble) or a bare DICOM dataset."""
+    """True for a DICOM Part 10 file (``DICM`` after the 128-byte preamble) or a bare DICOM dataset.
+
+    Only regular files are opened: a FIFO or device in the folder would block the read forever.
+    """
+    if not path.is_file():
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -125,3 +130,31 @@ def slice_spacing_report(
         else:
             problems.append(f"uneven slice spacing {where}: {step:.2f} mm apart, elsewhere {typical:.2f} mm")
     return problems
+
+
+def pixel_data_problem(path: Path) -> str | None:
+    """Why ``path``'s image cannot be used (truncated, unreadable, no pixel data), or None when it looks whole.
+
+    Compares the stored pixel data with what Rows x Columns x frames x samples x bits asks for, the
+    check dcm2niix makes before it drops a file from a series without naming it.
+    """
+    import pydicom
+
+    try:
+        size = path.stat().st_size
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:  # pydicom raises many types on damaged files
+        return f"unreadable as DICOM ({type(exc).__name__}: {exc})"
+    if "PixelData" not in ds:
+        return f"no image: {size} bytes and no pixel data (truncated, or not an image)"
+    try:
+        pixels = ds.PixelData
+    except Exception as exc:
+        return f"pixel data cut off ({type(exc).__name__}: {exc})"
+    if ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian).is_compressed:
+        return None
+    expected = (int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * int(ds.get("NumberOfFrames", 1) or 1)
+                * int(ds.get("SamplesPerPixel", 1)) * int(ds.get("BitsAllocated", 16)) // 8)
+    if len(pixels) < expected:
+        return f"truncated: {size} bytes, {len(pixels)} of {expected} bytes of pixel data"
+    return None

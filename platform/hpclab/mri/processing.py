@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..safe_output import OutputError, atomic_output, check_output_dir
 from .conversion import nifti_stem
 from .errors import ProcessingError
 from .lut import TISSUE_LUT
+from .qc import QCReport, quality_checks
 from .stats import SegStats, segstats
-from .tissue import bias_correct, brain_mask, is_skull_stripped, segment_tissue
 
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
@@ -47,6 +48,7 @@ class ProcessResult:
     class_means: tuple[float, float, float]
     skull_stripped_here: bool
     seconds: dict[str, float] = field(default_factory=dict)
+    qc: QCReport = field(default_factory=lambda: QCReport(()))
 
     @property
     def volumes_ml(self) -> dict[str, float]:
@@ -70,12 +72,14 @@ def process(
     threads: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    interpolated_slices: bool = False,
 ) -> ProcessResult:
     """Mask, bias-correct and segment the T1 volume ``nifti``; write the outputs to ``out_dir``.
 
     ``skull_strip=None`` decides from the image (skull-stripped input has a large constant
     background); ``threads`` caps N4's and k-means' threads (a cohort runs one per job).
-    Refuses to replace existing outputs unless ``overwrite``.
+    Refuses to replace existing outputs unless ``overwrite``. Quality checks (:mod:`.qc`) land in
+    ``result.qc`` and in the segstats header; ``interpolated_slices`` flags input with filled-in slices.
     """
     import nibabel as nib
 
@@ -103,9 +107,11 @@ def process(
         raise ProcessingError(f"{src} holds NaN or infinite values")
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     try:
-        dst.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ProcessingError(f"cannot create output folder {dst}: {exc.strerror or exc}") from None
+        check_output_dir(dst)  # before the computing, not after it
+    except OutputError as exc:
+        raise ProcessingError(str(exc)) from None
+
+    from .tissue import bias_correct, brain_mask, is_skull_stripped, segment_tissue  # scipy: after the checks
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -126,17 +132,21 @@ def process(
     _save(mask.astype(np.uint8), img, paths["brainmask"])
     _save(corrected, img, paths["n4"])
     _save(labels, img, paths["tissue"])
+    qc = quality_checks(corrected, mask, labels, zooms, interpolated_slices=interpolated_slices)
     stats = segstats(nib.Nifti1Image(labels, img.affine, _header(img, np.uint8)), corrected, TISSUE_LUT,
                      voxel_size=zooms)
+    brain_mm3 = float(np.count_nonzero(mask)) * float(np.prod(zooms))
+    notes = (f"Measure BrainMask, BrainMaskVol, Brain mask volume, {brain_mm3:.6f}, mm^3",
+             *(f"QC {c.name} {c.status} {c.value:.6g} {c.message}" for c in qc.checks), f"QC status {qc.status}")
     stats = SegStats(table=stats.table, voxel_volume=stats.voxel_volume, intensity_name=stats.intensity_name,
                      intensity_units=stats.intensity_units,
                      sources={"SegVolFile": str(paths["tissue"]), "InVolFile": str(paths["n4"])},
-                     excluded=stats.excluded, non_empty_only=stats.non_empty_only)
+                     excluded=stats.excluded, non_empty_only=stats.non_empty_only, notes=notes)
     stats.write(paths["segstats"])
     seconds["write"] = time.perf_counter() - t0
     return ProcessResult(input=src, outputs=paths, stats=stats,
                          class_means=(float(means[0]), float(means[1]), float(means[2])),
-                         skull_stripped_here=strip, seconds=seconds)
+                         skull_stripped_here=strip, seconds=seconds, qc=qc)
 
 
 def _header(img: Any, dtype: Any) -> Any:
@@ -150,11 +160,12 @@ def _header(img: Any, dtype: Any) -> Any:
 
 
 def _save(array: np.ndarray, like: Any, path: Path) -> None:
-    """Save ``array`` on ``like``'s grid (same affine and qform/sform codes) with its own dtype."""
+    """Save ``array`` on ``like``'s grid (same affine and qform/sform codes) with its own dtype, atomically."""
     import nibabel as nib
 
     out = nib.Nifti1Image(array, like.affine, _header(like, array.dtype))
     if isinstance(like, nib.Nifti1Image):
         out.set_qform(like.get_qform(), int(like.header["qform_code"]))
         out.set_sform(like.get_sform(), int(like.header["sform_code"]))
-    nib.save(out, path)
+    with atomic_output(path) as tmp:
+        nib.save(out, tmp)

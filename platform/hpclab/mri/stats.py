@@ -39,15 +39,20 @@ class SegStats:
     sources: Mapping[str, str] = field(default_factory=dict)
     excluded: tuple[int, ...] = (0,)
     non_empty_only: bool = True
+    #: extra header lines (without "# "), e.g. FreeSurfer-style "Measure ..." and "QC ..." lines
+    notes: tuple[str, ...] = ()
 
     def to_text(self) -> str:
         """The table in ``mri_segstats --sum`` format (``# ColHeaders`` header, ``%10.4f`` columns)."""
         return format_segstats(self)
 
     def write(self, path: str | Path) -> Path:
-        """Write :meth:`to_text` to ``path`` and return it."""
+        """Write :meth:`to_text` to ``path`` (atomically: an interrupted write keeps the old file) and return it."""
+        from ..safe_output import atomic_output
+
         path = Path(path)
-        path.write_text(self.to_text())
+        with atomic_output(path) as tmp:
+            tmp.write_text(self.to_text())
         return path
 
     def volume(self, name_or_id: str | int) -> float:
@@ -238,6 +243,7 @@ def format_segstats(stats: SegStats, *, cmdline: str | None = None) -> str:
     if stats.non_empty_only:
         lines.append("# Only reporting non-empty segmentations")
     lines.append(f"# VoxelVolume_mm3 {stats.voxel_volume:g} ")
+    lines += [f"# {note}" for note in stats.notes]
     lines += [
         "# TableCol  1 ColHeader Index ", "# TableCol  1 FieldName Index ", "# TableCol  1 Units     NA ",
         "# TableCol  2 ColHeader SegId ", "# TableCol  2 FieldName Segmentation Id", "# TableCol  2 Units     NA",

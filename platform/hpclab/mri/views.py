@@ -89,12 +89,15 @@ def plot_ortho(
     lut: str | Path | Mapping[int, Any] | None = None,
     coords: tuple[int, int, int] | None = None,
     alpha: float = 0.4,
+    mask: Any | None = None,
     fig: "matplotlib.figure.Figure | None" = None,
 ) -> "matplotlib.figure.Figure":
     """Sagittal, coronal and axial slices of ``image`` (path or nibabel image), ``labels`` overlaid.
 
     Slices cross at ``coords`` (voxel indices in RAS order), by default the centre of the labels
-    (or of the image). Colours come from ``lut`` (default: the tissue table).
+    (or of the image). Colours come from ``lut`` (default: the tissue table). ``mask`` (a brain
+    mask) is drawn as a yellow outline, so a mask that took in scalp or lost cortex shows at a
+    glance. Each slice is marked with the patient's sides (L/R, A/P, S/I) from the image's affine.
     """
     from matplotlib.figure import Figure
 
@@ -106,6 +109,12 @@ def plot_ortho(
         if seg.shape != data.shape:
             raise ValueError(f"labels shape {seg.shape} differs from image shape {data.shape}")
         seg = np.rint(seg).astype(np.int32)
+    outline = None
+    if mask is not None:
+        outline, _ = _canonical(mask)
+        if outline.shape != data.shape:
+            raise ValueError(f"mask shape {outline.shape} differs from image shape {data.shape}")
+        outline = outline > 0
     if coords is None:
         where = np.argwhere(seg > 0) if seg is not None and seg.any() else None
         coords = tuple(int(c) for c in (where.mean(0) if where is not None else np.array(data.shape) / 2))
@@ -121,12 +130,31 @@ def plot_ortho(
             overlay = np.ma.masked_equal(_slice(seg, axis, coords[axis]), 0)
             ax.imshow(overlay, cmap=cmap, norm=norm, alpha=alpha, origin="lower",
                       aspect=_aspect(zooms, axis), interpolation="nearest")
+        if outline is not None:
+            cut = _slice(outline, axis, coords[axis]).astype(np.float32)
+            if cut.any():
+                ax.contour(cut, levels=[0.5], colors="yellow", linewidths=1.0, origin="lower")
+        _side_markers(ax, axis)
         ax.set_title(f"{title} {coords[axis]}")
         ax.set_axis_off()
     if seg is not None:
         _legend(fig, table, np.unique(seg[seg > 0]))
     fig.tight_layout()
     return fig
+
+
+#: (screen-left, screen-right, bottom, top) letters of a slice normal to each RAS axis, as _slice shows it
+_SIDES = {0: ("P", "A", "I", "S"), 1: ("L", "R", "I", "S"), 2: ("L", "R", "P", "A")}
+
+
+def _side_markers(ax: Any, axis: int) -> None:
+    """Letters at the edges of a slice saying which side of the patient each edge is (RAS canonical data)."""
+    left, right, bottom, top = _SIDES[axis]
+    style = dict(transform=ax.transAxes, color="white", fontsize=10, fontweight="bold")
+    ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+    ax.text(0.5, 0.98, top, ha="center", va="top", **style)
 
 
 def plot_montage(
@@ -168,6 +196,7 @@ def plot_montage(
         if cmap_norm is not None:
             ax.imshow(np.ma.masked_equal(_slice(seg, axis, index), 0), cmap=cmap_norm[0], norm=cmap_norm[1],
                       alpha=alpha, origin="lower", aspect=_aspect(zooms, axis), interpolation="nearest")
+        _side_markers(ax, axis)
         ax.set_title(f"{'xyz'[axis]}={index}", fontsize=8)
         ax.set_axis_off()
     fig.tight_layout()
@@ -192,9 +221,12 @@ def plot_volumes(table: "pandas.DataFrame", ax: "matplotlib.axes.Axes | None" = 
 
 
 def save_figure(fig: "matplotlib.figure.Figure", path: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` as PNG to ``path`` and return the path."""
+    """Write ``fig`` as PNG to ``path`` (atomically) and return the path."""
+    from ..safe_output import atomic_output
+
     path = Path(path)
-    fig.savefig(path, dpi=dpi, format="png")
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return path
 
 

@@ -1,0 +1,138 @@
+"""`hpclab mri` never loses work and says what went wrong in one line: truncated DICOM files, unwritable
+folders, SIGTERM mid-processing, interrupted conversions, dcm2niix's interpolated _Eq_ files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import hpclab.mri.conversion as conversion
+from hpclab.mri import process_cohort
+from hpclab.mri.processing import output_paths
+from hpclab.safe_output import TEMP_PREFIX
+
+from support import mri_data
+
+HPCLAB = str(Path(sys.executable).with_name("hpclab"))
+
+
+def _mri(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([HPCLAB, "mri", *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def _dti_pair(folder: Path, truncate_to: int) -> None:
+    """nibabel's two real Siemens DTI mosaic files, the second cut to ``truncate_to`` bytes."""
+    folder.mkdir(parents=True)
+    (folder / "0.dcm").write_bytes(mri_data.SIEMENS_DTI[0].read_bytes())
+    (folder / "1.dcm").write_bytes(mri_data.SIEMENS_DTI[1].read_bytes()[:truncate_to])
+
+
+def test_a_truncated_file_that_stops_the_series_is_named(tmp_path):
+    _dti_pair(tmp_path / "dicom", 120_000)
+    proc = _mri("convert", tmp_path / "dicom", tmp_path / "out")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "1.dcm is truncated: 120000 bytes, 24682 of 131072 bytes of pixel data" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_truncated_file_dropped_from_a_series_is_named(tmp_path):
+    _dti_pair(tmp_path / "dicom", 500)
+    proc = _mri("convert", tmp_path / "dicom", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert "dcm2niix used 1 of the 2 DICOM files" in proc.stderr and "1.dcm: no image: 500 bytes" in proc.stderr
+
+
+def test_a_fifo_in_the_folder_does_not_hang_the_conversion(tmp_path):
+    _dti_pair(tmp_path / "dicom", 10**9)
+    os.mkfifo(tmp_path / "dicom" / "pipe.dcm")
+    proc = _mri("convert", tmp_path / "dicom", tmp_path / "out")
+    assert proc.returncode == 0 and "pipe.dcm" in proc.stderr and "not DICOM" in proc.stderr
+
+
+def test_an_interrupted_conversion_leaves_no_hidden_folder_and_keeps_earlier_files(tmp_path, monkeypatch):
+    _dti_pair(tmp_path / "dicom", 10**9)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.nii.gz").write_bytes(b"an earlier result")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # what SIGTERM becomes under `hpclab`: after dcm2niix wrote into staging
+
+    monkeypatch.setattr(conversion, "_plan_series", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        conversion.convert(tmp_path / "dicom", out)
+    assert [p.name for p in out.iterdir()] == ["earlier.nii.gz"]
+    assert (out / "earlier.nii.gz").read_bytes() == b"an earlier result"
+
+
+@pytest.fixture(scope="module")
+def t1_file(tmp_path_factory) -> Path:
+    """The 1 mm template T1 in a folder everyone may read (the unwritable-folder test runs as nobody)."""
+    folder = tmp_path_factory.mktemp("t1")
+    for parent in (folder, *folder.parents):
+        if parent.stat().st_mode & 0o005 != 0o005:
+            parent.chmod(parent.stat().st_mode | 0o005)
+    path = folder / "t1.nii.gz"
+    nib.save(mri_data.template_t1(), path)
+    path.chmod(0o644)
+    return path
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to the nobody account needs root")
+def test_process_into_an_unwritable_folder_fails_before_computing(t1_file, tmp_path):
+    for parent in (tmp_path, *tmp_path.parents):
+        if parent.stat().st_mode & 0o005 != 0o005:
+            parent.chmod(parent.stat().st_mode | 0o005)
+    folder = tmp_path / "results"
+    folder.mkdir(mode=0o755)
+    start = time.monotonic()
+    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", HPCLAB, "mri",
+                           "process", str(t1_file), str(folder)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"hpclab mri process: error: cannot write in {folder}: Permission denied"
+    assert time.monotonic() - start < 8, "the volume was processed before the folder was checked"
+
+
+def test_sigterm_mid_processing_keeps_the_previous_outputs(t1_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = output_paths(t1_file, out)
+    for role, path in previous.items():
+        path.write_bytes(f"previous {role}".encode())
+    proc = subprocess.Popen([HPCLAB, "mri", "process", str(t1_file), str(out), "--overwrite"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # loading done, N4 or the segmentation under way (about 15 s in all on the template)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "hpclab mri: stopped by SIGTERM"
+    for role, path in previous.items():
+        assert path.read_bytes() == f"previous {role}".encode(), f"{path.name} was touched"
+    assert not list(out.glob(f"{TEMP_PREFIX}*"))
+
+
+@pytest.fixture(scope="module")
+def gap_subject(tmp_path_factory) -> Path:
+    """A cohort with one DICOM subject missing an acquired slice (dcm2niix writes an _Eq_ file for it)."""
+    root = tmp_path_factory.mktemp("gaps")
+    small = mri_data.downsample(mri_data.template_t1(), 3)
+    mri_data.write_series(np.asarray(small.dataobj, dtype=np.float32), small.affine, root / "sub-gap" / "scan",
+                          drop_slices=[30])
+    return root
+
+
+def test_cohort_flags_missing_slices_and_uses_the_interpolated_file_only_when_asked(gap_subject, tmp_path):
+    plain = process_cohort(gap_subject, tmp_path / "plain", views=False, progress=False).table.iloc[0]
+    assert plain["status"] == "warning" and "_Eq_" not in Path(plain["t1"]).name
+    assert "missing slices" in plain["qc"] and "interpolation" in plain["qc"]
+    asked = process_cohort(gap_subject, tmp_path / "asked", views=False, progress=False,
+                           use_equalized=True).table.iloc[0]
+    assert asked["status"] == "warning" and "_Eq_" in Path(asked["t1"]).name
