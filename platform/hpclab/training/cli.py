@@ -40,7 +40,18 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train as the flags say: here, on --nproc local processes or as a SLURM job; return the exit status.
+
+    The output folder is checked before anything starts (a typo must not cost a queue wait).
+    """
+    from ..safe_output import OutputError, check_output_dir
+
     cfg = from_args(args)
+    try:
+        check_output_dir(cfg.out_dir)
+    except OutputError as exc:
+        print(f"hpclab train: --out-dir: {exc}", file=sys.stderr)
+        return 2
     if args.slurm:
         from .slurm import SlurmResources, follow_slurm, submit_slurm
 

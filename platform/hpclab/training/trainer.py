@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..safe_output import atomic_output
 from .config import TrainConfig
 from .data import build_data
 from .distributed import Backend, make_backend
@@ -77,20 +78,19 @@ class _Events:
 
 
 def _write_metrics(out: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    with open(out / "metrics.csv.tmp", "w", newline="") as fh:
+    with atomic_output(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
         writer.writeheader()
         for row in history:
             writer.writerow({k: row.get(k) for k in METRIC_FIELDS})
-    os.replace(out / "metrics.csv.tmp", out / "metrics.csv")
-    (out / "metrics.json.tmp").write_text(json.dumps({**summary, "history": history}, indent=2) + "\n")
-    os.replace(out / "metrics.json.tmp", out / "metrics.json")
+    with atomic_output(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps({**summary, "history": history}, indent=2) + "\n")
 
 
 def _save_checkpoint(path: Path, **state: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """torch.save beside ``path`` and rename: a kill mid-save keeps the previous epoch's checkpoint."""
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _evaluate(model, loader, device, amp_dtype, memory_format, backend: Backend, criterion) -> tuple[float, float]:

@@ -78,6 +78,17 @@ def test_importing_hpclab_and_its_cli_does_not_import_torch():
     assert out.strip() == "[]"
 
 
+def test_a_bad_output_folder_is_refused_before_training_or_submitting(tmp_path, capsys):
+    from hpclab.cli import main
+
+    (tmp_path / "file").write_text("x")
+    for extra in ([], ["--slurm", "--no-follow"], ["--nproc", "2"]):
+        assert main(["train", "resnet", "--out-dir", str(tmp_path / "file" / "run"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == f"hpclab train: --out-dir: cannot create folder {tmp_path / 'file' / 'run'}: Not a directory"
+    assert "torch" not in sys.modules
+
+
 # -- the deep-learning venv ------------------------------------------------------------------------------
 
 
