@@ -174,6 +174,20 @@ def test_dl_lock_pins_the_torch_of_the_dl_env_script_and_of_venv_dl():
     assert proc.stdout.split() == [torch, torchvision], proc.stderr
 
 
+def test_brain_extraction_lock_has_no_torch_agrees_with_all_txt_and_venv_has_the_cpu_torch():
+    """mri-bet.txt: deepbet and its small deps, hashed; torch pinned by install-bet.sh, a CPU build."""
+    pins = _lock("mri-bet")
+    assert "deepbet" in pins and "torch" not in pins and not any(n.startswith("nvidia") for n in pins)
+    shared = set(pins) & set(_lock("all"))
+    assert {n: pins[n] for n in shared} == {n: _lock("all")[n] for n in shared}
+    torch_pin = re.search(r"^TORCH_VERSION=(\S+)$", (IMAGES / "mri" / "install-bet.sh").read_text(), re.M).group(1)
+    proc = subprocess.run([str(BIN / "python"), "-c", "import torch, deepbet; print(torch.__version__, torch.version.cuda)"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == [f"{torch_pin}+cpu", "None"], proc.stderr
+    for recipe in (IMAGES / "mri" / "Dockerfile", IMAGES / "mri" / "mri.def"):
+        assert "install-bet.sh" in recipe.read_text() and "download.pytorch.org/whl/cpu" in recipe.read_text()
+
+
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("kernel", sorted(LOCK_IMPORTS))
 def test_lock_installs_into_a_fresh_venv_and_imports_its_kernel(kernel, tmp_path):

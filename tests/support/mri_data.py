@@ -22,6 +22,7 @@ T1_FILE = NILEARN_DATA / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 GM_FILE = NILEARN_DATA / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
 WM_FILE = NILEARN_DATA / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "science" / "mri" / "data"
 SIEMENS_DTI = [NIBABEL_DATA / "0.dcm", NIBABEL_DATA / "1.dcm"]
 
 
@@ -73,27 +74,12 @@ def canonical(img: nib.spatialimages.SpatialImage) -> tuple[np.ndarray, np.ndarr
     return np.asarray(can.dataobj, dtype=np.float64), can.affine
 
 
-def synthetic_head(brain: nib.Nifti1Image, seed: int = 0) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """A skull-stripped brain wrapped in CSF, dark skull, bright scalp and noisy air; returns (head, brain mask).
-
-    Layers by distance from the brain surface: 0-3 mm CSF, 3-8 mm skull, 8-14 mm scalp; the grid is
-    padded by 20 mm on every side.
-    """
-    from scipy import ndimage as ndi
-
-    zooms = np.asarray(brain.header.get_zooms()[:3], dtype=float)
-    pad = [int(np.ceil(20.0 / z)) for z in zooms]
-    data = np.pad(np.asarray(brain.dataobj, dtype=np.float32), [(p, p) for p in pad])
-    mask = data > 0
-    outside = ndi.distance_transform_edt(~mask, sampling=zooms)
-    rng = np.random.default_rng(seed)
-    head = data.copy()
-    head[(outside > 0) & (outside <= 3)] = 60.0
-    head[(outside > 3) & (outside <= 8)] = 15.0
-    head[(outside > 8) & (outside <= 14)] = 190.0
-    air = outside > 14
-    head[air] = np.abs(rng.normal(0.0, 6.0, int(air.sum())))
-    head = head + rng.normal(0.0, 2.0, head.shape).astype(np.float32) * (~air)
-    affine = brain.affine.copy()
-    affine[:3, 3] -= affine[:3, :3] @ np.asarray(pad, dtype=float)
-    return nib.Nifti1Image(np.clip(head, 0, None).astype(np.float32), affine), mask
+#: Real whole-head T1s from public repositories, downsampled to 2.5 mm (tests/science/mri/data/SOURCES.md)
+REAL_HEADS = {
+    "uih": DATA_DIR / "uih_t1_132750_2p5mm.nii.gz",     # UIH uMR 770 3T, 3-D GRE (BSD-2-Clause)
+    "xa30": DATA_DIR / "xa30_t1_5_2p5mm.nii.gz",        # Siemens Prisma XA30 MPRAGE (BSD-2-Clause)
+    "chris": DATA_DIR / "chris_t1_2p5mm.nii.gz",        # an adult head, 0.88 mm originally (CC BY-NC 4.0)
+}
+#: FSL's whole-head MNI152 2 mm template and its published brain mask
+MNI152_HEAD = DATA_DIR / "MNI152_T1_2mm_uint8.nii.gz"
+MNI152_BRAIN_MASK = DATA_DIR / "MNI152_T1_2mm_brain_mask.nii.gz"

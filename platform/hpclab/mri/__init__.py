@@ -23,7 +23,9 @@ _EXPORTS = {
     "metadata": ["read_metadata"],
     "processing": ["ProcessResult", "output_paths", "process"],
     "stats": ["SegStats", "read_segstats", "segstats"],
-    "tissue": ["bias_correct", "brain_mask", "dice", "segment_tissue"],
+    "brain_extraction": ["brain_mask", "is_skull_stripped"],
+    "qc": ["QCReport", "quality_checks"],
+    "tissue": ["bias_correct", "dice", "segment_tissue"],
     "views": ["plot_montage", "plot_ortho", "plot_volumes", "save_figure"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -76,8 +76,9 @@ def process(
 ) -> ProcessResult:
     """Mask, bias-correct and segment the T1 volume ``nifti``; write the outputs to ``out_dir``.
 
-    ``skull_strip=None`` decides from the image (skull-stripped input has a large constant
-    background); ``threads`` caps N4's and k-means' threads (a cohort runs one per job).
+    ``skull_strip=None`` decides from the image (:func:`.brain_extraction.is_skull_stripped`): whole
+    heads are masked by deepbet, stripped input keeps its foreground. ``threads`` caps deepbet's,
+    N4's and k-means' threads (a cohort runs one per job).
     Refuses to replace existing outputs unless ``overwrite``. Quality checks (:mod:`.qc`) land in
     ``result.qc`` and in the segstats header; ``interpolated_slices`` flags input with filled-in slices.
     """
@@ -111,12 +112,13 @@ def process(
     except OutputError as exc:
         raise ProcessingError(str(exc)) from None
 
-    from .tissue import bias_correct, brain_mask, is_skull_stripped, segment_tissue  # scipy: after the checks
+    from .brain_extraction import brain_mask, is_skull_stripped  # scipy and torch: after the checks
+    from .tissue import bias_correct, segment_tissue
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    strip = (not is_skull_stripped(data)) if skull_strip is None else skull_strip
-    mask = brain_mask(data, zooms, skull_strip=strip)
+    strip = (not is_skull_stripped(data, zooms)) if skull_strip is None else skull_strip
+    mask = brain_mask(img, skull_strip=strip, threads=threads)
     seconds["brainmask"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if correct_bias:

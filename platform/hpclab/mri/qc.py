@@ -96,7 +96,7 @@ def quality_checks(data: np.ndarray, mask: np.ndarray, labels: np.ndarray, zooms
     """Check a processed T1: mask volume, border contact, tissue fractions (labels 1 CSF, 2 GM, 3 WM), WM SNR."""
     voxel_ml = float(np.prod([float(z) for z in zooms[:3]])) / 1000.0
     mask = np.asarray(mask, dtype=bool)
-    checks = [_range_check("brain_volume_ml", np.count_nonzero(mask) * voxel_ml, ADULT_BRAIN_ML,
+    checks = [_range_check("brain_volume_ml", float(np.count_nonzero(mask) * voxel_ml), ADULT_BRAIN_ML,
                            PLAUSIBLE_BRAIN_ML, "brain mask volume", "mL")]
     border = border_fraction(mask)
     checks.append(Check("mask_on_border", border, "warning" if border > BORDER_FRACTION else "ok",

@@ -1,4 +1,6 @@
-"""Brain mask, N4 bias-field correction and three-class tissue segmentation (k-means), both with SimpleITK.
+"""N4 bias-field correction and three-class tissue segmentation (k-means), both with SimpleITK.
+
+The brain mask they work inside comes from :mod:`.brain_extraction`.
 
 No FreeSurfer or FSL needed. Measured on the MNI ICBM152 2009 T1 template against its own GM/WM
 probability maps thresholded at 0.5 (see docs/mri.md): k-means on N4-corrected intensities gives
@@ -10,75 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .errors import ProcessingError
 
 #: Tissue labels written by ``process``.
 BACKGROUND, CSF, GM, WM = 0, 1, 2, 3
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of ``values`` (maximises the between-class variance of a histogram)."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if values.size == 0:
-        raise ValueError("otsu_threshold of an empty array")
-    hist, edges = np.histogram(values, bins=bins)
-    centers = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centers)
-    mean0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
-    mean1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(centers[int(np.argmax(between[:-1]))])
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndi.label(mask)
-    if n <= 1:
-        return mask.astype(bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
-
-
-def is_skull_stripped(data: np.ndarray, fraction: float = 0.25) -> bool:
-    """True when at least ``fraction`` of the voxels sit exactly at the minimum (masked/skull-stripped input)."""
-    return bool(np.count_nonzero(data == data.min()) >= fraction * data.size)
-
-
-def brain_mask(data: np.ndarray, zooms: Sequence[float], *, skull_strip: bool | None = None,
-               erode_mm: float = 3.0, close_mm: float = 10.0) -> np.ndarray:
-    """Boolean brain mask of a T1 volume.
-
-    Skull-stripped input (``skull_strip=False``; auto-detected by :func:`is_skull_stripped`): the
-    non-background voxels with holes filled. Whole heads: Otsu head mask; the tissue above a second
-    Otsu threshold is eroded by ``erode_mm`` to cut the brain from the scalp, the largest piece is
-    grown back and closed by ``close_mm`` to take in sulci. A heuristic, not BET: check the mask view.
-    """
-    data = np.asarray(data, dtype=np.float32)
-    if skull_strip is None:
-        skull_strip = not is_skull_stripped(data)
-    if not skull_strip:
-        head = data > data.min()
-        if not head.any():
-            raise ProcessingError("the volume is constant: no brain to mask")
-        return ndi.binary_fill_holes(_largest_component(head))
-    zooms = tuple(float(z) for z in zooms[:3])
-    smooth = ndi.gaussian_filter(data, 1.0)
-    head = smooth > otsu_threshold(smooth)
-    head = ndi.binary_fill_holes(_largest_component(head))
-    if not head.any():
-        raise ProcessingError("no head found: the image has no foreground above Otsu's threshold")
-    tissue = head & (smooth > otsu_threshold(smooth[head]))
-    core = ndi.distance_transform_edt(tissue, sampling=zooms) > erode_mm  # erosion (exact ball, in mm)
-    if not core.any():
-        raise ProcessingError(f"the brain vanished after a {erode_mm} mm erosion: voxels too large or image too small")
-    core = _largest_component(core)
-    grown = ndi.distance_transform_edt(~core, sampling=zooms) <= erode_mm + close_mm  # dilation
-    closed = ndi.distance_transform_edt(grown, sampling=zooms) > close_mm  # erosion back: a closing
-    return ndi.binary_fill_holes(closed & head)
 
 
 def bias_correct(
