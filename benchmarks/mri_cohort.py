@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """MRI cohort: serial against ``n_jobs`` parallel, and convert()'s overhead over bare dcm2niix.
 
-Generates a cohort of subjects from nilearn's MNI ICBM152 T1 template (each with its own smooth
-bias field and intensity scale, written as an axial DICOM series with pydicom), then:
+Generates a cohort of subjects, each with its own smooth bias field and intensity scale, written as
+an axial DICOM series with pydicom: by default from the real whole heads committed for the tests
+(``--source heads``: UIH, Siemens XA30, an adult head and FSL's whole-head MNI152, 2-2.5 mm), so
+brain extraction runs deepbet as on real data; ``--source template`` takes nilearn's skull-stripped
+MNI ICBM152 T1 (the fast path). Then:
 
 * runs ``hpclab.mri.process_cohort`` (convert -> process -> segstats -> views per subject) with
   ``n_jobs=1`` and with ``n_jobs=--jobs``, one thread per job, each into a fresh folder
@@ -42,16 +45,23 @@ import numpy as np
 from harness import CpuWatch, add_out_option, machine_info, wait_quiet, write_results
 
 
-def make_cohort(root: Path, n: int, downsample: int) -> list[Path]:
-    """``n`` subject folders of DICOM, each the template with its own bias field and scale."""
+HEADS = sorted((Path(__file__).resolve().parents[1] / "tests" / "science" / "mri" / "data").glob("*_t1_*.nii.gz"))
+HEADS += [HEADS[0].with_name("MNI152_T1_2mm_uint8.nii.gz")] if HEADS else []
+
+
+def make_cohort(root: Path, n: int, downsample: int, source: str = "heads") -> list[Path]:
+    """``n`` subject folders of DICOM, each a source volume with its own bias field and scale."""
+    import nibabel as nib
+
     from hpclab.mri.demo import mni_template, write_dicom_series
 
-    img = mni_template(downsample)
-    data = np.asarray(img.dataobj, dtype=np.float32)
+    images = [nib.load(p) for p in HEADS] if source == "heads" else [mni_template(downsample)]
     rng = np.random.default_rng(2022)
-    grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in data.shape], indexing="ij")
     folders = []
     for k in range(n):
+        img = images[k % len(images)]
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in data.shape], indexing="ij")
         coeff = rng.uniform(-0.25, 0.25, 3)
         field = 1.0 + sum(c * g for c, g in zip(coeff, grids))
         scaled = np.clip(np.rint(data * field * rng.uniform(0.8, 1.6)), 0, 4000)
@@ -114,7 +124,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--downsample", type=int, default=1, help="1 = full 1 mm template")
+    parser.add_argument("--source", choices=("heads", "template"), default="heads",
+                        help="real whole heads (deepbet) or the skull-stripped template (fast path)")
+    parser.add_argument("--downsample", type=int, default=1, help="--source template: 1 = full 1 mm template")
     parser.add_argument("--repeat", type=int, default=3, help="conversion timing rounds")
     parser.add_argument("--threaded-serial", action="store_true",
                         help="also time n_jobs=1 with --jobs threads inside the one job")
@@ -126,11 +138,11 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="mri-cohort-bench-"))
     report: dict = {"started": dt.datetime.now().isoformat(timespec="seconds"),
-                    "machine": machine_info("numpy", "dcm2niix", "SimpleITK", "scikit-learn", "nibabel"),
+                    "machine": machine_info("numpy", "dcm2niix", "SimpleITK", "nibabel", "torch", "deepbet"),
                     "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     try:
         t0 = time.perf_counter()
-        folders = make_cohort(work / "cohort", args.subjects, args.downsample)
+        folders = make_cohort(work / "cohort", args.subjects, args.downsample, args.source)
         report["generate_s"] = time.perf_counter() - t0
         print(f"{len(folders)} subjects written in {report['generate_s']:.1f} s under {work / 'cohort'}")
 
@@ -155,7 +167,8 @@ def main() -> int:
                             "goal_speedup": 1.8, "phases": phases,
                             "per_subject_serial_s": serial.table["seconds"].tolist(),
                             "per_subject_parallel_s": parallel.table["seconds"].tolist(),
-                            "gm_ml": serial.table["gm_ml"].tolist(), "wm_ml": serial.table["wm_ml"].tolist()}
+                            "gm_ml": serial.table["gm_ml"].tolist(), "wm_ml": serial.table["wm_ml"].tolist(),
+                            "brain_ml": serial.table["brain_ml"].tolist(), "status": serial.table["status"].tolist()}
         if args.threaded_serial:
             before = settle(args.quiet, args.settle)
             threaded_s, acct, _ = time_cohort(work / "cohort", work / "threaded", 1, args.jobs)

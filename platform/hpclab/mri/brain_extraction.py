@@ -59,19 +59,16 @@ def is_skull_stripped(data: np.ndarray, zooms: Sequence[float]) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _deepbet(threads: int | None) -> Any:
-    """deepbet's model pair, loaded once per process (on the CPU; ``threads`` caps torch's threads)."""
+def _deepbet() -> Any:
+    """deepbet's model pair, loaded once per process, on the CPU."""
     try:
-        import torch
         from deepbet import BrainExtraction
     except ImportError as exc:
         raise ProcessingError(
             f"brain extraction of whole heads needs deepbet and torch ({exc.name} is missing): "
-            "make venv installs them (images/requirements/mri-bet.txt), or pass skull_strip=False "
+            "make venv installs them (images/mri/install-bet.sh), or pass skull_strip=False "
             "(--no-skull-strip) for input that is already skull-stripped"
         ) from None
-    if threads:
-        torch.set_num_threads(int(threads))
     return BrainExtraction(no_gpu=True)
 
 
@@ -79,7 +76,11 @@ def deepbet_mask(img: Any, *, threads: int | None = None, threshold: float = 0.5
     """deepbet's brain mask of the nibabel image ``img``, as a bool array on ``img``'s own grid."""
     import nibabel as nib
 
-    model = _deepbet(threads)
+    model = _deepbet()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))  # per call: a cohort's last subject may get more threads
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim == 4:
         data = data[..., 0]
