@@ -22,7 +22,8 @@ def _check_number(cls_name: str, name: str, value: Any) -> float:
 class JunctionParams:
     """A current-biased φ0 junction: LLG magnet (G, r, alpha), RSJ phase (w), rectangular pulse.
 
-    Defaults are the seed's set-up (r = 0.1, A_s = 1.5, t_s = 25, Δt = 5, w = 1, t_end = 60).
+    w = 1 and t_end = 60 are the seed's; it does not show its r, A_s, t_s and Δt, so r = 0.1,
+    A_s = 1.5, t_s = 25, Δt = 5 are ours (a pulse well inside [0, t_end], amplitude above I_c).
     """
 
     G: float = 10.0

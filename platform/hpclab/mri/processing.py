@@ -99,11 +99,18 @@ def process(
         img = nib.load(src)
     except Exception as exc:
         raise ProcessingError(f"cannot read {src} as NIfTI: {exc}") from None
-    data = np.asarray(img.dataobj, dtype=np.float32)
+    shape = tuple(img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:  # before reading the data: a 4-D series can be many GB
+        raise ProcessingError(f"{src} has shape {shape}: process needs one 3-D anatomical (T1) volume")
+    check_memory(src, shape)
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:  # a file cut short: nibabel raises OSError, EOFError, zlib.error ...
+        raise ProcessingError(f"cannot read the voxels of {src}: {type(exc).__name__}: {exc}") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
-        raise ProcessingError(f"{src} has shape {data.shape}: process needs one 3-D anatomical (T1) volume")
     if not np.isfinite(data).all():
         raise ProcessingError(f"{src} holds NaN or infinite values")
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
@@ -149,6 +156,24 @@ def process(
     return ProcessResult(input=src, outputs=paths, stats=stats,
                          class_means=(float(means[0]), float(means[1]), float(means[2])),
                          skull_stripped_here=strip, seconds=seconds, qc=qc)
+
+
+#: float32 copies of the volume alive at once while processing (data, smoothed, corrected, field,
+#: labels, masks, deepbet's canonical copy), and deepbet's fixed working set (256³ tensors)
+_WORKING_COPIES = 10
+_DEEPBET_BYTES = 600 * 2**20
+
+
+def check_memory(src: Path, shape: tuple[int, ...]) -> None:
+    """Refuse a volume whose processing cannot fit in the memory this process may use."""
+    from ..formatting import format_bytes
+    from ..session import available_memory
+
+    need = int(np.prod(shape)) * 4 * _WORKING_COPIES + _DEEPBET_BYTES
+    have = available_memory()
+    if have is not None and need > have:
+        raise ProcessingError(f"{src} ({' x '.join(map(str, shape))} voxels) needs about {format_bytes(need)} of "
+                              f"memory to process; {format_bytes(have)} is available: ask for a job with more memory")
 
 
 def _header(img: Any, dtype: Any) -> Any:

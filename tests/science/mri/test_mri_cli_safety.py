@@ -101,6 +101,21 @@ def test_process_into_an_unwritable_folder_fails_before_computing(t1_file, tmp_p
     assert time.monotonic() - start < 8, "the volume was processed before the folder was checked"
 
 
+def test_a_volume_too_large_for_the_memory_is_refused_before_reading_it(t1_file, tmp_path):
+    proc = _mri("process", t1_file, tmp_path / "out", env={**os.environ, "MEM_LIMIT": str(200 * 2**20)})
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"{t1_file} (197 x 233 x 189 voxels) needs about" in proc.stderr and "200.0 MiB is available" in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_truncated_nifti_is_one_line_naming_the_file(t1_file, tmp_path):
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(t1_file.read_bytes()[:200_000])
+    proc = _mri("process", cut, tmp_path / "out")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"cannot read the voxels of {cut}" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_sigterm_mid_processing_keeps_the_previous_outputs(t1_file, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
