@@ -1,0 +1,72 @@
+"""Dask clusters shared by the science modules: a SLURMCluster from a few settings, client resolution.
+
+Josephson sweeps and windowed volume processing (hpclab.volumes) run on the same engine: local
+workers or SLURM jobs through dask-jobqueue, one code path for both.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def slurm_cluster(
+    *,
+    jobs: int = 1,
+    cores: int = 1,
+    memory: str = "2GiB",
+    walltime: str = "01:00:00",
+    queue: str | None = None,
+    account: str | None = None,
+    python: str | None = None,
+    job_extra_directives: list[str] | None = None,
+    **kwargs: Any,
+):
+    """A dask-jobqueue SLURMCluster scaled to ``jobs`` SLURM jobs, each one worker with ``cores`` threads.
+
+    Workers run this interpreter (``python``, default sys.executable) so they import the same hpclab;
+    the numba solver releases the GIL, so one worker per job with ``cores`` threads uses every core.
+    Other keywords go to SLURMCluster (e.g. ``local_directory``, ``log_directory``, ``interface``).
+    """
+    from dask_jobqueue import SLURMCluster
+
+    if jobs < 1 or cores < 1:
+        raise ValueError(f"jobs and cores must be >= 1, got jobs={jobs}, cores={cores}")
+    cluster = SLURMCluster(
+        cores=cores, processes=1, memory=memory, walltime=walltime, queue=queue, account=account,
+        python=python or sys.executable, job_extra_directives=list(job_extra_directives or []), **kwargs,
+    )
+    cluster.scale(jobs=jobs)
+    return cluster
+
+
+def resolve_client(cluster: Any):
+    """(client, owned): a distributed Client for a Client, a cluster object, a scheduler address or None.
+
+    None means the current default client (``distributed.get_client()``); ``owned`` says whether the
+    caller must close the client it got.
+    """
+    from distributed import Client, get_client
+
+    if cluster is None:
+        try:
+            return get_client(), False
+        except ValueError:
+            raise ValueError(
+                "backend='dask' needs a cluster: pass cluster=<Client, cluster or scheduler address>, "
+                "or create a distributed.Client first"
+            ) from None
+    if isinstance(cluster, Client):
+        return cluster, False
+    if isinstance(cluster, str) or hasattr(cluster, "scheduler_address"):
+        return Client(cluster, set_as_default=False), True
+    raise TypeError(f"cluster must be a distributed Client, a dask cluster or an address, got {type(cluster).__name__}")
+
+
+def wait_for_workers(client: Any, n: int, timeout: float = 300) -> None:
+    """Block until ``n`` workers have joined (SLURM jobs may queue); raise TimeoutError after ``timeout`` s."""
+    try:
+        client.wait_for_workers(n, timeout=timeout)
+    except TimeoutError:
+        raise TimeoutError(f"only {len(client.scheduler_info()['workers'])} of {n} dask workers joined in {timeout} s; "
+                           "check squeue for the worker jobs") from None

@@ -1,0 +1,189 @@
+"""hpclab.volumes.apply: windowed results equal whole-volume results (edges, corners, odd shapes),
+interrupted runs resume, local and SLURM dask workers, and a worker's memory stays within its budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from hpclab import volumes
+from hpclab.volumes.apply import MARKERS, RECORD
+
+#: a shape that no window size used here divides
+SHAPE = (50, 61, 47)
+
+
+def gaussian(block: np.ndarray) -> np.ndarray:
+    """Reach: truncate 4 x sigma 2 = 8 voxels."""
+    return ndi.gaussian_filter(block.astype(np.float32), 2.0)
+
+
+def median(block: np.ndarray) -> np.ndarray:
+    """Reach: 2 voxels (5-voxel cube)."""
+    return ndi.median_filter(block, size=5)
+
+
+def local_maxima(block: np.ndarray) -> np.ndarray:
+    """A labelling step that needs its neighbourhood: 1 where a voxel is the largest of its 7-voxel cube."""
+    return (ndi.maximum_filter(block, size=7, mode="nearest") == block).astype(np.uint8)
+
+
+FUNCTIONS = {"gaussian": (gaussian, 8, np.float32), "median": (median, 2, np.float32),
+             "local_maxima": (local_maxima, 3, np.uint8)}
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """A smooth random volume (blobs, so maxima and medians mean something) stored in zarr."""
+    rng = np.random.default_rng(7)
+    data = ndi.gaussian_filter(rng.normal(size=SHAPE), 1.5).astype(np.float32)
+    path = tmp_path_factory.mktemp("vol") / "source.zarr"
+    volumes.create_volume(path, SHAPE, np.float32, chunks=(16, 16, 16))[:] = data
+    return path, data
+
+
+@pytest.mark.parametrize("window", [(16, 16, 16), (20, 13, 9), (64, 64, 64)])
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_windowed_result_equals_the_whole_volume_result(volume, tmp_path, name, window):
+    func, reach, dtype = FUNCTIONS[name]
+    path, data = volume
+    out = volumes.apply(func, path, tmp_path / "out.zarr", window=window, halo=reach, workers=1, dtype=dtype,
+                        progress=False)
+    whole = func(data)
+    got = out[:]
+    assert got.dtype == dtype and got.shape == SHAPE
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-6)
+    for corner in [(0, 0, 0), (-1, -1, -1), (0, -1, 0), (-1, 0, -1)]:  # the volume's corners
+        assert got[corner] == pytest.approx(whole[corner], abs=1e-6)
+
+
+def test_the_halo_is_what_makes_it_exact(volume, tmp_path):
+    path, data = volume
+    short = volumes.apply(local_maxima, path, tmp_path / "short.zarr", window=16, halo=0, workers=1,
+                          dtype=np.uint8, progress=False)
+    assert np.count_nonzero(short[:] != local_maxima(data)) > 0  # maxima invented at window borders
+
+
+def test_source_may_be_a_numpy_array_and_the_record_says_how_the_target_was_made(volume, tmp_path):
+    _, data = volume
+    out = volumes.apply(median, data, tmp_path / "m.zarr", window=24, halo=2, workers=1, progress=False)
+    np.testing.assert_array_equal(out[:], median(data))
+    record = dict(out.attrs[RECORD])
+    assert record["window"] == [24, 24, 24] and record["halo"] == [2, 2, 2] and record["complete"] is True
+    assert out.chunks == (24, 24, 24) and not (tmp_path / "m.zarr" / MARKERS).exists()
+    assert type(out.compressors[0]).__name__ == "BloscCodec" and out.compressors[0].cname.value == "zstd"
+
+
+class MedianStoppingAfter:
+    """The median filter, interrupted (as SIGTERM is under hpclab.interrupts) after ``n`` windows; counts calls."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n, self.calls = n, 0
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.n is not None and self.calls > self.n:
+            raise KeyboardInterrupt
+        return median(block)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(volume, tmp_path):
+    path, data = volume
+    target = tmp_path / "r.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        volumes.apply(MedianStoppingAfter(5), path, target, window=16, halo=2, workers=1, progress=False)
+    assert len(list((target / MARKERS).iterdir())) == 5
+
+    total = len(volumes.plan_windows(SHAPE, (16,) * 3, (2,) * 3))
+    again = MedianStoppingAfter(None)
+    out = volumes.apply(again, path, target, window=16, halo=2, workers=1, progress=False)
+    assert again.calls == total - 5
+    np.testing.assert_array_equal(out[:], median(data))
+    with pytest.raises(ValueError, match=r"window was \[16, 16, 16\], now \[32, 32, 32\]"):
+        volumes.apply(again, path, target, window=32, halo=2, workers=1, progress=False)
+    with pytest.raises(ValueError, match="not a whole number of the target's chunks"):
+        volumes.apply(again, path, target, window=24, halo=2, workers=1, progress=False)
+    finished = MedianStoppingAfter(None)
+    volumes.apply(finished, path, target, window=16, halo=2, workers=1, progress=False)
+    assert finished.calls == 0  # complete: nothing redone
+
+
+def test_two_local_dask_workers_give_the_same_result(volume, tmp_path):
+    path, data = volume
+    out = volumes.apply(gaussian, path, tmp_path / "g.zarr", window=(32, 16, 16), halo=8, workers=2,
+                        dtype=np.float32, progress=False)
+    np.testing.assert_allclose(out[:], gaussian(data), rtol=0, atol=1e-6)
+
+
+def test_windows_are_sized_from_the_memory_budget():
+    assert volumes.window_for_memory((500, 500, 500), 16 * 2**20, (4, 4, 4), chunks=(32, 32, 32)) == (64, 64, 64)
+    assert volumes.window_for_memory((40, 500, 500), 16 * 2**20, (4, 4, 4), chunks=(32, 32, 32)) == (64, 64, 64)
+    small = volumes.window_for_memory((500, 500, 500), 2**20, (0, 0, 0))
+    assert all(w % 8 == 0 for w in small) and np.prod(small) * 8 * 4 <= 2**20
+
+
+def test_a_worker_stays_within_its_memory_budget_on_a_larger_volume(tmp_path):
+    """64 MiB of float32 processed with a 16 MiB budget: the process's peak RSS grows by < 2 x budget."""
+    budget = 16 * 2**20
+    big = volumes.create_volume(tmp_path / "big.zarr", (256, 256, 256), np.float32, chunks=(32, 32, 32),
+                                compression="none")
+    for k in range(0, 256, 32):
+        big[k:k + 32] = np.random.default_rng(k).normal(size=(32, 256, 256)).astype(np.float32)
+    script = textwrap.dedent(f"""
+        import json, resource
+        import numpy as np
+        from scipy import ndimage as ndi
+        from hpclab import volumes
+        f = lambda b: ndi.gaussian_filter(b, 1.0)
+        volumes.apply(f, np.zeros((20, 20, 20), np.float32), {str(tmp_path / 'warm.zarr')!r}, window=8, halo=4,
+                      workers=1, progress=False)  # imports and first allocations out of the way
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out = volumes.apply(f, {str(tmp_path / 'big.zarr')!r}, {str(tmp_path / 'smooth.zarr')!r}, halo=4,
+                            workers=1, memory_per_worker={budget}, progress=False)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps({{"grew": after - before, "window": list(out.attrs["hpclab_apply"]["window"])}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert measured["window"] == [64, 64, 64]
+    assert measured["grew"] < 2 * budget, f"peak RSS grew by {measured['grew'] / 2**20:.1f} MiB"
+
+
+def test_slurm_workers_across_two_jobs(volume, slurm_cluster, tmp_path, monkeypatch):
+    """dask-jobqueue: two workers, each a SLURM job on the real dev cluster, share the windows.
+
+    The function is scipy's own (importable on the workers, unlike one defined in this test module).
+    """
+    import functools
+
+    from distributed import Client
+
+    from hpclab.dask_cluster import slurm_cluster as make_slurm_cluster, wait_for_workers
+
+    path, data = volume
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster)
+    cluster = make_slurm_cluster(jobs=2, cores=1, memory="1GiB", walltime="00:10:00", queue="cpu",
+                                 log_directory=str(tmp_path), local_directory=str(tmp_path),
+                                 scheduler_options={"host": "127.0.0.1"})
+    try:
+        client = Client(cluster, set_as_default=False)
+        wait_for_workers(client, 2, timeout=120)
+        jobs = set(client.run(lambda: os.environ.get("SLURM_JOB_ID")).values())
+        assert len(jobs) == 2 and None not in jobs
+        filt = functools.partial(ndi.median_filter, size=5)
+        out = volumes.apply(filt, path, tmp_path / "slurm.zarr", window=16, halo=2, cluster=client, progress=False)
+        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+        client.close()
+    finally:
+        cluster.close()
+    np.testing.assert_array_equal(out[:], median(data))
+    assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
