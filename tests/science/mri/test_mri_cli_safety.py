@@ -151,3 +151,13 @@ def test_cohort_flags_missing_slices_and_uses_the_interpolated_file_only_when_as
     asked = process_cohort(gap_subject, tmp_path / "asked", views=False, progress=False,
                            use_equalized=True).table.iloc[0]
     assert asked["status"] == "warning" and "_Eq_" in Path(asked["t1"]).name
+
+
+def test_hpclab_mri_loads_no_heavy_library_before_its_first_real_work():
+    """`hpclab mri ...` starts in about 0.5 s: scipy, torch, SimpleITK, pandas, matplotlib load when a step needs them."""
+    code = ("import sys; from hpclab.cli import _build_parser; _build_parser('mri'); "
+            "import hpclab.mri.processing, hpclab.mri.conversion, hpclab.mri.cohort, hpclab.mri.cli; "
+            "print(sorted(m for m in ('scipy', 'torch', 'deepbet', 'SimpleITK', 'pandas', 'matplotlib', 'joblib') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stderr
