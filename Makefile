@@ -42,9 +42,9 @@ labextension: $(LABEXT)
 # SLURM's packages are installed by deploy/slurm/dev-cluster itself
 system-packages:
 	@{ command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v ldapadd >/dev/null \
-	  && test -x /usr/sbin/slapd; } || { \
+	  && test -x /usr/sbin/slapd && command -v git-annex >/dev/null; } || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl; }
+	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl git-annex; }
 
 hub: venv proxy labextension
 	@echo "HPCLab hub: http://127.0.0.1:8000  — log in as 'admin'."

@@ -58,6 +58,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                               "cpus": "SLURM: CPUs per array task"})
     k.add_argument("--deidentify", action="store_true")
     k.add_argument("--no-views", action="store_true")
+    k.add_argument("--subjects", type=lambda text: [w for w in text.split(",") if w], metavar="ID,ID,...",
+                   help="process only these subjects (in a DataLad dataset, only they are fetched)")
     k.add_argument("--use-equalized", action="store_true",
                    help="process dcm2niix's _Eq_ file (missing slices filled by interpolation) where a series has gaps")
     k.add_argument("--overwrite", action="store_true")
@@ -163,7 +165,8 @@ def _cohort(args: argparse.Namespace) -> int:
               f"{sub.summary_job}; the summary will be {sub.summary_file}")
         return 0
     result = cohort.process_cohort(args.root, args.out, n_jobs=args.jobs, threads_per_job=args.threads_per_job,
-                                   overwrite=args.overwrite, progress=not args.no_progress, **options)
+                                   overwrite=args.overwrite, progress=not args.no_progress, subjects=args.subjects,
+                                   **options)
     print(result.table.to_string(index=False))
     print(f"summary: {result.summary_file} ({len(result.failed)} failed, {result.seconds:.1f} s)")
     return 1 if len(result.failed) else 0

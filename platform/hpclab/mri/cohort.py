@@ -12,12 +12,14 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..safe_output import OutputError, atomic_output, check_output_dir
 from .conversion import Series, convert, read_series
+from .datalad_data import fetch, has_entries, is_dataset
 from .dicom_scan import is_dicom
 from .errors import MRIError
 from .processing import process
@@ -45,21 +47,47 @@ class Subject:
 
 
 def find_subjects(root: str | Path) -> list[Subject]:
-    """Subjects under ``root``: each sub-folder holding DICOM files, and each NIfTI file directly in ``root``."""
+    """Subjects under ``root``: each sub-folder holding DICOM or NIfTI files (BIDS: ``sub-01/anat/…_T1w.nii.gz``),
+    and each NIfTI file directly in ``root``.
+
+    In a DataLad dataset the content may not be there yet: any non-hidden sub-folder with files
+    (present or annex links) is a subject, and NIfTI links count before they are fetched.
+    """
     root = Path(root)
     if not root.is_dir():
         raise MRIError(f"cohort folder {root} does not exist or is not a folder")
+    dataset = is_dataset(root)
     subjects = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir() and _holds_dicom(entry):
+        if entry.is_dir() and (has_entries(entry) if dataset else (nifti_t1(entry) is not None or _holds_dicom(entry))):
             subjects.append(Subject(entry.name, entry))
-        elif entry.is_file() and entry.name.endswith((".nii", ".nii.gz")):
+        elif (entry.is_file() or (dataset and entry.is_symlink())) and entry.name.endswith((".nii", ".nii.gz")):
             from .conversion import nifti_stem
 
             subjects.append(Subject(nifti_stem(entry), entry))
     return subjects
+
+
+def nifti_t1(folder: Path) -> Path | None:
+    """The T1 NIfTI of a BIDS-style subject folder (``anat/*_T1w.nii.gz``; else a T1-named or the largest NIfTI)."""
+    niftis = sorted(p for p in folder.rglob("*") if p.name.endswith((".nii", ".nii.gz")) and ".git" not in p.parts)
+    if not niftis:
+        return None
+    named = [p for p in niftis if _T1_NAME.search(p.name)]
+    return max(named or niftis, key=lambda p: (p.stat().st_size if p.exists() else 0, p.name))
+
+
+def select_subjects(found: list[Subject], wanted: Sequence[str] | None) -> list[Subject]:
+    """The subjects named in ``wanted`` (all when None); an unknown name is an MRIError listing the known ones."""
+    if wanted is None:
+        return found
+    by_id = {s.id: s for s in found}
+    unknown = [w for w in wanted if w not in by_id]
+    if unknown:
+        raise MRIError(f"no subject {', '.join(unknown)} in the cohort; it has {', '.join(by_id) or 'none'}")
+    return [by_id[w] for w in wanted]
 
 
 def _holds_dicom(folder: Path) -> bool:
@@ -103,7 +131,11 @@ def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, 
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row["subject"] = subject.id
     try:
-        if subject.path.is_dir():
+        bids_t1 = nifti_t1(subject.path) if subject.path.is_dir() else None
+        if bids_t1 is not None:  # a BIDS-style folder (sub-01/anat/sub-01_T1w.nii.gz): no conversion
+            t1, gaps = bids_t1, "_Eq_" in bids_t1.name
+            row["n_series"] = 0
+        elif subject.path.is_dir():
             earlier = [] if overwrite else read_series(subject_out / "nifti")
             series = earlier or convert(subject.path, subject_out / "nifti", deidentify=deidentify,
                                         subject=subject.id, overwrite=overwrite)
@@ -199,20 +231,25 @@ def process_cohort(
     overwrite: bool = False,
     progress: bool = True,
     use_equalized: bool = False,
+    subjects: Sequence[str] | None = None,
 ) -> CohortResult:
     """Run :func:`run_subject` for every subject of ``root`` with joblib (``n_jobs`` processes).
 
     Each job uses ``threads_per_job`` threads in N4 and k-means, except the last ``n_jobs - 1``
     subjects: they run while the other jobs have nothing left to do, so they share those jobs'
     threads (see :func:`tail_threads`). Shows a tqdm bar as subjects finish, then writes
-    ``out/cohort_summary.csv`` and returns it as a :class:`CohortResult`.
+    ``out/cohort_summary.csv`` and returns it as a :class:`CohortResult`. ``subjects`` (ids) picks
+    some; in a DataLad dataset only their files are fetched (``datalad get``), nothing else.
     """
     from joblib import Parallel, delayed, effective_n_jobs
     from tqdm.auto import tqdm
 
-    subjects = find_subjects(root)
+    requested = subjects
+    subjects = select_subjects(find_subjects(root), requested)
     if not subjects:
         raise MRIError(f"no subjects in {root}: expected sub-folders with DICOM files or NIfTI files")
+    if is_dataset(root):
+        fetch(root, [s.path for s in subjects])
     try:
         out = check_output_dir(out)
     except OutputError as exc:

@@ -1,0 +1,82 @@
+"""A cohort in a DataLad dataset: only the requested subjects are fetched, and `datalad run` records the
+command, its inputs and outputs. Real DataLad and Debian's git-annex; the dataset is made here (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+import pytest
+
+from hpclab.mri import find_subjects, process_cohort
+from hpclab.mri.errors import MRIError
+
+from support import mri_data
+
+pytestmark = pytest.mark.skipif(shutil.which("git-annex") is None, reason="git-annex is not installed (make system-packages)")
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "HPCLab test", "GIT_AUTHOR_EMAIL": "test@hpclab.invalid",
+           "GIT_COMMITTER_NAME": "HPCLab test", "GIT_COMMITTER_EMAIL": "test@hpclab.invalid"}
+DATALAD = str(Path(sys.executable).with_name("datalad"))
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A BIDS-style dataset of three subjects (sub-0k/anat/sub-0k_T1w.nii.gz: the 3 mm template, each scaled
+    differently), and a fresh clone of it."""
+    base = tmp_path_factory.mktemp("datalad")
+    origin = base / "origin"
+    _run([DATALAD, "create", str(origin)], base)
+    small = mri_data.downsample(mri_data.template_t1(), 3)
+    for k in (1, 2, 3):
+        (origin / f"sub-0{k}" / "anat").mkdir(parents=True)
+        nib.save(nib.Nifti1Image(small.get_fdata() * (0.9 + 0.1 * k), small.affine),
+                 origin / f"sub-0{k}" / "anat" / f"sub-0{k}_T1w.nii.gz")
+    _run([DATALAD, "save", "-m", "three subjects"], origin)
+    _run([DATALAD, "clone", str(origin), str(base / "clone")], base)
+    return base / "clone"
+
+
+def _present(clone: Path) -> set[str]:
+    """The subjects' input files whose content is in the clone (results are annexed too: left out)."""
+    out = _run(["git", "annex", "find", "--in", "here", "--include", "sub-*_T1w.nii.gz"], clone).stdout
+    return {line.strip().split("/")[0] for line in out.splitlines() if line.startswith("sub-")}
+
+
+def test_subjects_are_found_before_their_content_is_fetched(clone):
+    assert _present(clone) == set()
+    assert [s.id for s in find_subjects(clone)] == ["sub-01", "sub-02", "sub-03"]
+    with pytest.raises(MRIError, match="no subject sub-09 in the cohort; it has sub-01, sub-02, sub-03"):
+        process_cohort(clone, clone.parent / "never", subjects=["sub-09"], progress=False)
+    assert _present(clone) == set()
+
+
+def test_datalad_run_fetches_only_the_requested_subjects_and_records_provenance(clone):
+    command = "hpclab mri cohort . results --subjects sub-01,sub-03 --no-views --no-progress"
+    _run([DATALAD, "run", "-m", "cohort of two", "--output", "results", command], clone)
+
+    assert _present(clone) == {"sub-01", "sub-03"}  # sub-02 never fetched
+    table = pd.read_csv(clone / "results" / "cohort_summary.csv")
+    assert table["subject"].tolist() == ["sub-01", "sub-03"] and set(table["status"]) == {"ok"}
+    assert table["t1"].str.endswith("anat/sub-01_T1w.nii.gz").iloc[0]  # the BIDS T1, not a conversion
+
+    message = _run(["git", "log", "-1", "--format=%B"], clone).stdout
+    assert message.startswith("[DATALAD RUNCMD] cohort of two")
+    record = json.loads(message.split("=== Do not change lines below ===")[1].split("^^^ Do not change lines above ^^^")[0])
+    assert record["cmd"] == command and record["exit"] == 0 and record["outputs"] == ["results"]
+    committed = _run(["git", "show", "--name-only", "--format=", "HEAD"], clone).stdout.split()
+    assert "results/cohort_summary.csv" in committed
+    assert any(p.startswith("results/sub-01/process/") for p in committed)
