@@ -262,14 +262,17 @@ def available_memory(env: Mapping[str, str] | None = None) -> int | None:
     env = os.environ if env is None else env
     cores, _ = allocated_cores(env, _affinity())
     limit, _ = _memory(env, _positive_int(env.get("SLURM_CPUS_PER_TASK")) or cores)
-    host: int | None = None
+    known = [v for v in (limit, _mem_available()) if v is not None]
+    return min(known) if known else None
+
+
+def _mem_available() -> int | None:
+    """The host's MemAvailable in bytes (None where /proc/meminfo is not there)."""
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    host = int(line.split()[1]) * 1024
-                    break
+                    return int(line.split()[1]) * 1024
     except OSError:
-        pass
-    known = [v for v in (limit, host) if v is not None]
-    return min(known) if known else None
+        return None
+    return None

@@ -61,7 +61,7 @@ def test_notebook_is_executed_by_a_test(path):
         if test.name == Path(__file__).name:
             continue
         text = test.read_text(encoding="utf-8")
-        if path.name in text and re.search(r"NotebookClient\(.*\)\.execute\(|papermill\.execute_notebook\(", text, re.S):
+        if path.name in text and re.search(r"NotebookClient\(.*\)\.execute\(|papermill\.execute_notebook\(|run_notebook\(", text, re.S):
             runners.append(test.name)
     assert runners, f"no tests/**/test_*notebook*.py executes {path.name}: add one (nbclient, small parameters)"
 

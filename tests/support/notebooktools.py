@@ -67,3 +67,15 @@ def assert_ran_in_curated_kernel(client: NotebookClient, nb: nbformat.NotebookNo
     text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
     assert f"ran in kernel {name!r} on " in text, text
     return text.split(" on ", 1)[1].strip()  # the kernel's sys.executable
+
+
+def run_notebook(path: Path, kernel: str, workdir: Path, parameters: str, timeout: int = 300) -> list:
+    """Execute ``path`` in its curated ``kernel`` from ``workdir``, with ``parameters`` (source) appended to its
+    ``parameters`` cell the way papermill injects them; return every code cell's outputs, in order."""
+    nb = nbformat.read(path, as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params.source += "\n" + parameters + "\n"
+    add_kernel_check(nb)
+    (client := NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(workdir)}})).execute()
+    assert_ran_in_curated_kernel(client, nb, kernel)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]

@@ -23,6 +23,14 @@ def fingerprint(P: np.ndarray, solver: str, rtol: float, atol: float) -> str:
     return digest.hexdigest()
 
 
+def finished_points(path: str | os.PathLike[str]) -> int:
+    """Points a checkpoint file holds as finished (0 when there is no file)."""
+    if not Path(path).exists():
+        return 0
+    with np.load(path, allow_pickle=False) as data:
+        return int(data["done"].sum())
+
+
 @dataclass
 class Checkpoint:
     """An .npz of (state, stats, done) for a grid; written atomically, so a kill mid-save keeps the last one."""
@@ -66,14 +74,6 @@ class Checkpoint:
             return self.empty_arrays(self.n_points)
         with np.load(self.path, allow_pickle=False) as data:
             return data["state"].copy(), data["stats"].copy(), data["done"].copy()
-
-    @property
-    def done_count(self) -> int:
-        """Points finished in the file (0 when there is none)."""
-        if not self.path.exists():
-            return 0
-        with np.load(self.path, allow_pickle=False) as data:
-            return int(data["done"].sum())
 
     def save(self, state: np.ndarray, stats: np.ndarray, done: np.ndarray) -> None:
         """Replace the file with these arrays (atomically)."""

@@ -173,9 +173,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         return fail(str(err))
     except Interrupted as stop:
-        from .checkpoint import Checkpoint
+        from .checkpoint import finished_points
 
-        kept = Checkpoint(partial, "", 0).done_count if partial.exists() else 0
+        kept = finished_points(partial)
         print(f"hpclab josephson sweep: stopped by {stop}; {kept} finished points kept in {partial}; "
               "run the same command with --resume to finish", file=sys.stderr)
         return stop.exit_status

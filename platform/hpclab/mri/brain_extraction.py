@@ -44,6 +44,15 @@ def foreground(data: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(_largest_component(head))
 
 
+def _stripped_foreground(data: np.ndarray, zooms: Sequence[float]) -> np.ndarray | None:
+    """The foreground when the input is already a brain, else None (see :func:`is_skull_stripped`)."""
+    if np.count_nonzero(data == data.min()) < STRIPPED_MIN_BACKGROUND * data.size:
+        return None
+    fg = foreground(data)
+    voxel_ml = float(np.prod([float(z) for z in zooms[:3]])) / 1000.0
+    return fg if np.count_nonzero(fg) * voxel_ml <= STRIPPED_MAX_ML else None
+
+
 def is_skull_stripped(data: np.ndarray, zooms: Sequence[float]) -> bool:
     """True when the input is already a brain: a masked background and a foreground of brain size.
 
@@ -51,11 +60,7 @@ def is_skull_stripped(data: np.ndarray, zooms: Sequence[float]) -> bool:
     background too (a 0.88 mm adult head has 40 % of its voxels at 0), and their foreground is the
     whole head (3,000-4,500 mL), not a brain.
     """
-    data = np.asarray(data)
-    if np.count_nonzero(data == data.min()) < STRIPPED_MIN_BACKGROUND * data.size:
-        return False
-    voxel_ml = float(np.prod([float(z) for z in zooms[:3]])) / 1000.0
-    return bool(np.count_nonzero(foreground(data)) * voxel_ml <= STRIPPED_MAX_ML)
+    return _stripped_foreground(np.asarray(data), zooms) is not None
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,8 +77,9 @@ def _deepbet() -> Any:
     return BrainExtraction(no_gpu=True)
 
 
-def deepbet_mask(img: Any, *, threads: int | None = None, threshold: float = 0.5) -> np.ndarray:
-    """deepbet's brain mask of the nibabel image ``img``, as a bool array on ``img``'s own grid."""
+def deepbet_mask(data: np.ndarray, affine: np.ndarray, *, threads: int | None = None,
+                 threshold: float = 0.5) -> np.ndarray:
+    """deepbet's brain mask of the 3-D volume ``data`` (voxel -> world by ``affine``), on the same grid."""
     import nibabel as nib
 
     model = _deepbet()
@@ -81,29 +87,25 @@ def deepbet_mask(img: Any, *, threads: int | None = None, threshold: float = 0.5
         import torch
 
         torch.set_num_threads(int(threads))  # per call: a cohort's last subject may get more threads
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim == 4:
-        data = data[..., 0]
-    plain = nib.Nifti1Image(data, img.affine)  # deepbet reads the header's zooms and orientation only
-    try:
-        _, mask_img, _ = model.run(plain, threshold=threshold)
+    try:  # deepbet reads only the image's zooms and orientation from it
+        _, mask_img, _ = model.run(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine), threshold=threshold)
     except AssertionError as exc:  # deepbet asserts when its bounding-box network finds no head
         raise ProcessingError(f"deepbet found no head in the image ({exc})") from None
     return np.asarray(mask_img.dataobj) > 0
 
 
-def brain_mask(img: Any, *, skull_strip: bool | None = None, threads: int | None = None) -> np.ndarray:
-    """Bool brain mask of the T1 image ``img`` (nibabel) on its own grid.
+def brain_mask(data: np.ndarray, affine: np.ndarray, zooms: Sequence[float], *, skull_strip: bool | None = None,
+               threads: int | None = None) -> tuple[np.ndarray, bool]:
+    """(bool brain mask on ``data``'s grid, whether the skull was stripped here) for a 3-D T1 volume.
 
-    ``skull_strip=None`` decides with :func:`is_skull_stripped`; already-stripped input keeps its
+    ``skull_strip=None`` decides as :func:`is_skull_stripped` does: already-stripped input keeps its
     foreground, whole heads go through deepbet.
     """
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim == 4:
-        data = data[..., 0]
-    zooms = img.header.get_zooms()[:3]
+    data = np.asarray(data, dtype=np.float32)
     if skull_strip is None:
-        skull_strip = not is_skull_stripped(data, zooms)
-    if not skull_strip:
-        return foreground(data)
-    return deepbet_mask(img, threads=threads)
+        stripped = _stripped_foreground(data, zooms)
+        if stripped is not None:
+            return stripped, False
+    elif not skull_strip:
+        return foreground(data), False
+    return deepbet_mask(data, affine, threads=threads), True

@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _COMMANDS[args.mri_command](args)
         except (MRIError, FileNotFoundError, ValueError, RuntimeError) as exc:
-            print(f"hpclab mri {args.mri_command}: error: {exc}", file=sys.stderr)
+            from ..cli import one_line
+
+            print(f"hpclab mri {args.mri_command}: error: {one_line(exc)}", file=sys.stderr)
             return 1
 
 

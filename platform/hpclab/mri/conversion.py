@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..safe_output import atomic_output
+from ..safe_output import OutputError, atomic_output, check_output_dir
 from .dicom_scan import (MAX_DEPTH, FolderScan, describe_files, list_files, pixel_data_problem, scan_folder,
                          slice_spacing_report)
 from .errors import ConversionError, ConversionWarning
@@ -219,16 +219,12 @@ def convert(
 
 
 def _make_staging(dst: Path) -> Path:
-    if dst.exists() and not dst.is_dir():
-        raise ConversionError(f"output folder {dst} exists and is a file")
+    """The private staging folder in ``dst`` (created, and checked writable, by safe_output's check)."""
     try:
-        dst.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConversionError(f"cannot create output folder {dst}: {exc.strerror or exc}") from None
-    try:
+        check_output_dir(dst)
         return Path(tempfile.mkdtemp(prefix=".hpclab-convert-", dir=dst))
-    except OSError as exc:
-        raise ConversionError(f"output folder {dst} is not writable: {exc.strerror or exc}") from None
+    except (OutputError, OSError) as exc:
+        raise ConversionError(f"output folder: {exc}") from None
 
 
 def _parse_log(log: str) -> dict[str, tuple[int, list[str]]]:

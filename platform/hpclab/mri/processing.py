@@ -96,6 +96,10 @@ def process(
             "Use another folder or overwrite=True (CLI: --overwrite)."
         )
     try:
+        check_output_dir(dst)  # before reading a voxel, not after the computing
+    except OutputError as exc:
+        raise ProcessingError(str(exc)) from None
+    try:
         img = nib.load(src)
     except Exception as exc:
         raise ProcessingError(f"cannot read {src} as NIfTI: {exc}") from None
@@ -114,18 +118,13 @@ def process(
     if not np.isfinite(data).all():
         raise ProcessingError(f"{src} holds NaN or infinite values")
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    try:
-        check_output_dir(dst)  # before the computing, not after it
-    except OutputError as exc:
-        raise ProcessingError(str(exc)) from None
 
-    from .brain_extraction import brain_mask, is_skull_stripped  # scipy and torch: after the checks
+    from .brain_extraction import brain_mask  # scipy and torch: after the checks
     from .tissue import bias_correct, segment_tissue
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    strip = (not is_skull_stripped(data, zooms)) if skull_strip is None else skull_strip
-    mask = brain_mask(img, skull_strip=strip, threads=threads)
+    mask, strip = brain_mask(data, img.affine, zooms, skull_strip=skull_strip, threads=threads)
     seconds["brainmask"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if correct_bias:

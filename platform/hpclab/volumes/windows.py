@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ class Window:
 
 def per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
     """``value`` repeated per axis (an int) or checked to have ``ndim`` entries."""
-    values = (int(value),) * ndim if isinstance(value, (int,)) else tuple(int(v) for v in value)
+    values = (int(value),) * ndim if isinstance(value, numbers.Integral) else tuple(int(v) for v in value)
     if len(values) != ndim:
         raise ValueError(f"{name} needs {ndim} values (one per axis), got {len(values)}")
     return values

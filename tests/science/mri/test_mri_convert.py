@@ -190,9 +190,9 @@ def test_output_under_a_file_is_a_clear_error(tmp_path, small):
     mri_data.write_series(np.asarray(small.dataobj), small.affine, tmp_path / "dicom")
     blocker = tmp_path / "blocker"
     blocker.write_text("a file")
-    with pytest.raises(ConversionError, match=rf"cannot create output folder {blocker}/out"):
+    with pytest.raises(ConversionError, match=rf"output folder: cannot create folder {blocker}/out"):
         convert(tmp_path / "dicom", blocker / "out")
-    with pytest.raises(ConversionError, match=rf"output folder {blocker} exists and is a file"):
+    with pytest.raises(ConversionError, match=rf"output folder: {blocker} is not a folder"):
         convert(tmp_path / "dicom", blocker)
 
 
@@ -210,7 +210,7 @@ def test_unwritable_output_folder_is_a_clear_error_for_a_normal_user(small):
                "mri", "convert", str(base / "dicom"), str(base / "locked")]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HOME": "/tmp"})
         assert proc.returncode == 1, proc.stderr
-        assert f"output folder {base / 'locked'} is not writable: Permission denied" in proc.stderr
+        assert f"output folder: cannot write in {base / 'locked'}: Permission denied" in proc.stderr
         assert list((base / "locked").iterdir()) == []
     finally:
         shutil.rmtree(base)

@@ -19,7 +19,12 @@ from hpclab.mri.errors import MRIError
 
 from support import mri_data
 
-pytestmark = pytest.mark.skipif(shutil.which("git-annex") is None, reason="git-annex is not installed (make system-packages)")
+
+@pytest.fixture(scope="module", autouse=True)
+def git_annex() -> None:
+    """git-annex comes from Debian (make system-packages, .ci/run): its absence is a set-up error, not a skip."""
+    assert shutil.which("git-annex"), "git-annex is not installed: run make system-packages"
+
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "HPCLab test", "GIT_AUTHOR_EMAIL": "test@hpclab.invalid",
            "GIT_COMMITTER_NAME": "HPCLab test", "GIT_COMMITTER_EMAIL": "test@hpclab.invalid"}

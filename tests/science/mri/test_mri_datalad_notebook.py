@@ -3,30 +3,19 @@ cloned, two of its subjects fetched and processed under `datalad run`, the prove
 
 from __future__ import annotations
 
-import shutil
-
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from support.notebooktools import add_kernel_check, assert_ran_in_curated_kernel, curated_kernels  # noqa: F401 (fixture)
+from support.notebooktools import curated_kernels, run_notebook  # noqa: F401 (fixture)
 from support.paths import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "mri-datalad.ipynb"
 
 
-@pytest.mark.skipif(shutil.which("git-annex") is None, reason="git-annex is not installed (make system-packages)")
 def test_notebook_fetches_only_the_picked_subjects_and_shows_the_record(curated_kernels, tmp_path, monkeypatch):
     for key, value in (("GIT_AUTHOR_NAME", "t"), ("GIT_AUTHOR_EMAIL", "t@x"), ("GIT_COMMITTER_NAME", "t"),
                        ("GIT_COMMITTER_EMAIL", "t@x")):
         monkeypatch.setenv(key, value)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    params.source += f"\nworkdir = {str(tmp_path / 'demo')!r}\nn_subjects = 3\ndownsample = 3\n"
-    add_kernel_check(nb)
-    (client := NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(tmp_path)}})).execute()
-    assert_ran_in_curated_kernel(client, nb, "mri")
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    outputs = run_notebook(NOTEBOOK, "mri", tmp_path, f"workdir = {str(tmp_path / 'demo')!r}\nn_subjects = 3\ndownsample = 3")
     assert not [o for o in outputs if o.output_type == "error"]
     text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "content here:    []" in text

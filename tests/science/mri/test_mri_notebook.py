@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
 
-from support.notebooktools import add_kernel_check, assert_ran_in_curated_kernel, curated_kernels  # noqa: F401 (fixture)
+from support.notebooktools import curated_kernels, run_notebook  # noqa: F401 (fixture)
 from support.paths import REPO_ROOT
 
 
@@ -23,13 +20,7 @@ def test_notebook_is_stored_without_outputs():
 
 
 def test_notebook_runs_the_five_steps(curated_kernels, tmp_path):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    params.source += f"\nworkdir = {str(tmp_path)!r}\ndownsample = 3\n"
-    add_kernel_check(nb)
-    (client := NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(tmp_path)}})).execute()
-    assert_ran_in_curated_kernel(client, nb, "mri")
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    outputs = run_notebook(NOTEBOOK, "mri", tmp_path, f"workdir = {str(tmp_path)!r}\ndownsample = 3", timeout=120)
     assert not [o for o in outputs if o.output_type == "error"]
     text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "subject_id" in text and "sub-demo" in text and "DEMO-001" not in text
