@@ -12,6 +12,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --no-input --quiet)
 "${PIP[@]}" install --no-deps --require-hashes -r "$ROOT/images/requirements/mri-bet.txt"
 "${PIP[@]}" install --no-deps ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==$TORCH_VERSION"
-"${PIP[@]}" check
+"$VENV/bin/python" -m pip --disable-pip-version-check check
 "$VENV/bin/python" -c "import torch, deepbet; assert not torch.version.cuda, 'a CUDA build of torch'"
 echo "install-bet: deepbet + torch $TORCH_VERSION (CPU) -> $VENV"
