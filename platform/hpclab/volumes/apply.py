@@ -126,6 +126,7 @@ def apply(
     dtype: Any = None,
     memory_per_worker: int | None = None,
     gpu: bool = False,
+    bytes_per_voxel: float | None = None,
     compression: str = "zstd",
     progress: bool = True,
 ) -> Any:
@@ -136,7 +137,10 @@ def apply(
     ``compression``). Each window reads ``halo`` extra voxels per side (clipped at the volume's
     edges), so the result equals ``func(whole volume)`` when the halo covers the function's reach.
     ``window=None`` sizes cubic windows from the memory a worker has (``memory_per_worker``, the
-    GPU's free memory with ``gpu=True``, the dask workers' limit, or this host's share).
+    GPU's free memory with ``gpu=True``, the dask workers' limit, or this host's share) at
+    ``bytes_per_voxel`` of working memory (default: the function's own ``bytes_per_voxel``
+    attribute, as :class:`hpclab.volumes.models.ModelBlock` has, else four float64 copies); a
+    function with a true ``gpu`` attribute is sized from the GPU.
     ``workers``: 1 runs here, N > 1 on a local dask cluster of N processes (default: the cores
     :func:`hpclab.session` grants); ``cluster``: a dask Client, cluster or address (SLURM workers).
     Windows already written by an interrupted run with the same settings are skipped. Returns the
@@ -145,6 +149,8 @@ def apply(
     import zarr
 
     src = open_volume(source)
+    gpu = gpu or bool(getattr(func, "gpu", False))
+    bytes_per_voxel = bytes_per_voxel or getattr(func, "bytes_per_voxel", None)
     ndim = len(src.shape)
     halo_t = per_axis(halo, ndim, "halo")
     if workers is None and cluster is None:
@@ -170,7 +176,8 @@ def apply(
         if window is None:
             budget = _budget(memory_per_worker, n, client, gpu)
             chunks = getattr(src, "chunks", None)
-            window_t = window_for_memory(src.shape, budget, halo_t, chunks=chunks if isinstance(src, zarr.Array) else None)
+            window_t = window_for_memory(src.shape, budget, halo_t, chunks=chunks if isinstance(src, zarr.Array) else None,
+                                         bytes_per_voxel=bytes_per_voxel)
         else:
             window_t = per_axis(window, ndim, "window")
         tgt = _target(target, src, window_t, halo_t, np.dtype(dtype) if dtype is not None else src.dtype,
