@@ -23,6 +23,8 @@ from .windows import Window, per_axis, plan_windows, window_for_memory
 #: attribute of the target where apply records how it was made (and whether it finished)
 RECORD = "hpclab_apply"
 MARKERS = ".hpclab-windows"
+#: the share of a dask worker's memory limit its windows may fill (dask starts spilling at 60 %)
+WORKER_SHARE = 0.6
 
 
 def _function_name(func: Callable[..., Any]) -> str:
@@ -76,24 +78,38 @@ def _budget(memory_per_worker: int | None, workers: int, client: Any, gpu: bool)
             raise RuntimeError("gpu=True but torch sees no GPU here")
         return int(torch.cuda.mem_get_info()[0])
     if client is not None:
-        limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
-        if limits and min(limits) > 0:
-            return int(min(limits))
+        # what a worker may still take: dask pauses a worker at 80 % of its limit and spills from 60 %;
+        # stay under the spill mark, less what the worker process holds already
+        room = [WORKER_SHARE * w["memory_limit"] - (w.get("metrics") or {}).get("memory", 0)
+                for w in client.scheduler_info()["workers"].values() if w.get("memory_limit")]
+        if room:
+            return max(int(min(room)), 0)
     from ..session import available_memory
 
     return int((available_memory() or 4 * 2**30) // max(workers, 1))
 
 
+def _target_chunks(source: Any, window: tuple[int, ...]) -> tuple[int, ...]:
+    """The source's chunks where they divide the window (a pipeline keeps its chunk size), else the window."""
+    whole = tuple(min(w, n) for w, n in zip(window, source.shape))
+    chunks = getattr(source, "chunks", None)
+    if chunks is None:  # a NumPy array
+        return whole
+    if all(w >= n or w % c == 0 for w, c, n in zip(window, chunks, source.shape)):
+        return tuple(min(c, w) for c, w in zip(chunks, whole))
+    return whole
+
+
 def _target(target: Any, source: Any, window: tuple[int, ...], halo: tuple[int, ...], dtype: Any,
             compression: str, func: Callable[..., Any]) -> Any:
-    """The target array: opened (and checked against this run) or created with chunks = window."""
+    """The target array: opened (and checked against this run) or created (chunks: :func:`_target_chunks`)."""
     import zarr
 
     record = {"window": list(window), "halo": list(halo), "source_shape": list(source.shape),
               "function": _function_name(func)}
     exists = isinstance(target, zarr.Array) or (Path(target) / "zarr.json").exists()
     if not exists:
-        chunks = tuple(min(w, n) for w, n in zip(window, source.shape))
+        chunks = _target_chunks(source, window)
         return create_volume(target, source.shape, dtype, chunks=chunks, compression=compression,
                              attributes={RECORD: record})
     array = open_volume(target, mode="r+")
@@ -133,7 +149,8 @@ def apply(
     """Apply ``func`` (a NumPy block -> block of the same shape) over ``source`` window by window into ``target``.
 
     ``source``: a zarr array, a path to one, or a NumPy array. ``target``: a zarr array or a path,
-    created when missing (the source's shape, ``dtype`` or the source's, chunks = window,
+    created when missing (the source's shape, ``dtype`` or the source's, the source's chunks where
+    they divide the window, else chunks = window,
     ``compression``). Each window reads ``halo`` extra voxels per side (clipped at the volume's
     edges), so the result equals ``func(whole volume)`` when the halo covers the function's reach.
     ``window=None`` sizes cubic windows from the memory a worker has (``memory_per_worker``, the

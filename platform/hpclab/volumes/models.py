@@ -105,19 +105,20 @@ class ModelBlock:
     """A torch model as a block function: NumPy block in, the model's first output channel out, same shape.
 
     ``device``: "cuda", "cpu" or None (the GPU when torch sees one). ``threads``: torch's CPU
-    threads in the worker (one per core the worker has; None leaves torch's default).
-    ``activation``: "sigmoid" turns logits into probabilities, None returns the raw output.
+    threads in the worker (one per core the worker has; None leaves torch's default). ``scale``
+    multiplies the block first (1/255 for uint8 data on a model trained on 0..1). ``activation``: "sigmoid" turns logits into probabilities, None returns the raw output.
     :attr:`bytes_per_voxel` tells :func:`~hpclab.volumes.apply` how large a window fits a worker.
     Pickles with the model's weights, so dask sends it to workers on other nodes.
     """
 
     def __init__(self, model: nn.Module, *, device: str | None = None, threads: int | None = None,
-                 activation: str | None = "sigmoid", bytes_per_voxel: int | None = None) -> None:
+                 scale: float = 1.0, activation: str | None = "sigmoid", bytes_per_voxel: int | None = None) -> None:
         if activation not in (None, "sigmoid"):
             raise ValueError(f"activation must be 'sigmoid' or None, got {activation!r}")
         self.model = model.eval()
         self.device = device
         self.threads = threads
+        self.scale = scale
         self.activation = activation
         measure = getattr(model, "bytes_per_voxel", None)
         self.bytes_per_voxel = bytes_per_voxel or (measure() if callable(measure) else 512)
@@ -130,6 +131,8 @@ class ModelBlock:
         model = self.model.to(device)
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))[None, None].to(device)
+            if self.scale != 1.0:
+                x = x * self.scale
             y = model(x)[0, 0]
             if self.activation == "sigmoid":
                 y = torch.sigmoid(y)

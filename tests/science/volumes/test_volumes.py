@@ -187,3 +187,12 @@ def test_slurm_workers_across_two_jobs(volume, slurm_cluster, tmp_path, monkeypa
         cluster.close()
     np.testing.assert_array_equal(out[:], median(data))
     assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
+
+
+def test_a_new_target_keeps_the_source_chunks_where_they_divide_the_window(volume, tmp_path):
+    path, data = volume  # source chunks 16
+    kept = volumes.apply(median, path, tmp_path / "k.zarr", window=32, halo=2, workers=1, progress=False)
+    assert kept.chunks == (16, 16, 16)
+    np.testing.assert_array_equal(kept[:], median(data))
+    own = volumes.apply(median, path, tmp_path / "o.zarr", window=24, halo=2, workers=1, progress=False)
+    assert own.chunks == (24, 24, 24)  # 16 does not divide 24: two windows would share a chunk
