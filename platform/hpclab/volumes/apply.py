@@ -25,6 +25,8 @@ RECORD = "hpclab_apply"
 MARKERS = ".hpclab-windows"
 #: the share of a dask worker's memory limit its windows may fill (dask starts spilling at 60 %)
 WORKER_SHARE = 0.6
+#: seconds without a worker able to run (none, or all paused) before apply gives up
+STUCK_S = 60.0
 
 
 def _function_name(func: Callable[..., Any]) -> str:
@@ -184,10 +186,11 @@ def apply(
 
             client, owned_client = resolve_client(cluster)
         elif workers > 1:
-            from distributed import Client, LocalCluster
+            from distributed import Client
 
-            owned_cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=None)
+            from ..dask_cluster import local_cluster
+
+            owned_cluster = local_cluster(workers)
             client, owned_client = Client(owned_cluster, set_as_default=False), True
         n = workers or len(client.scheduler_info()["workers"]) or 1
         if window is None:
@@ -225,19 +228,19 @@ def apply(
 
 
 def _run_on(client: Any, func: Callable[..., Any], src: Any, tgt: Any, todo: list[Window], markers: str | None,
-            bar: Any, no_workers_s: float = 60.0) -> None:
+            bar: Any) -> None:
     """Submit every window to the dask client; update the bar as they finish; cancel the rest on any error.
 
-    A cluster whose workers are all gone (SLURM jobs ended, a worker that cannot import the
-    function) would leave the futures pending forever: after ``no_workers_s`` without a worker
-    this raises, naming the cause.
+    A cluster with no worker able to run (SLURM jobs ended, workers that could not start, or every
+    worker paused by dask because its memory is above 80 % of its limit) would leave the futures
+    pending forever: after :data:`STUCK_S` seconds like that this raises, naming the cause.
     """
     import time
 
     futures = [client.submit(_run_window, func, src, tgt, w, markers, key=f"hpclab-window-{w.key}-{os.getpid()}",
                              pure=False) for w in todo]
     pending = set(futures)
-    alone_since: float | None = None
+    stuck_since: float | None = None
     try:
         while pending:
             done = {f for f in pending if f.done()}
@@ -247,16 +250,28 @@ def _run_on(client: Any, func: Callable[..., Any], src: Any, tgt: Any, todo: lis
             for future in done:
                 future.result()  # re-raises a window's error here, with its traceback
                 bar.update()
-            if done or client.scheduler_info()["workers"]:
-                alone_since = None
-            elif alone_since is None:
-                alone_since = time.monotonic()
-            elif time.monotonic() - alone_since > no_workers_s:
-                raise RuntimeError(f"no dask workers for {no_workers_s:.0f} s with {len(pending)} windows left: the "
-                                   "workers ended (wall time, scancel) or could not start; see their logs")
+            if done:
+                stuck_since = None
+                continue
+            workers = client.scheduler_info()["workers"]
+            if any(w.get("status") != "paused" for w in workers.values()):
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = time.monotonic()
+            elif time.monotonic() - stuck_since > STUCK_S:
+                raise RuntimeError(_stuck_message(workers, len(pending)))
     except BaseException:
         client.cancel(futures)
         raise
+
+
+def _stuck_message(workers: dict[str, Any], left: int) -> str:
+    if workers:
+        return (f"every dask worker ({len(workers)}) has been paused for {STUCK_S:.0f} s with {left} windows left: "
+                "dask pauses a worker whose memory is above 80 % of its limit; give the workers more memory or "
+                "pass a smaller window")
+    return (f"no dask workers for {STUCK_S:.0f} s with {left} windows left: the workers ended (wall time, "
+            "scancel) or could not start; see their logs")
 
 
 def _bar(total: int, initial: int, enabled: bool) -> Any:

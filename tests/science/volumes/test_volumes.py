@@ -3,6 +3,7 @@ interrupted runs resume, local and SLURM dask workers, and a worker's memory sta
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -179,6 +180,8 @@ def test_slurm_workers_across_two_jobs(volume, slurm_cluster, tmp_path, monkeypa
         wait_for_workers(client, 2, timeout=120)
         jobs = set(client.run(lambda: os.environ.get("SLURM_JOB_ID")).values())
         assert len(jobs) == 2 and None not in jobs
+        zarr_threads = client.run(lambda: __import__("zarr").config.get("threading.max_workers"))
+        assert set(zarr_threads.values()) == {1}  # one core per job: one zarr decode thread
         filt = functools.partial(ndi.median_filter, size=5)
         out = volumes.apply(filt, path, tmp_path / "slurm.zarr", window=16, halo=2, cluster=client, progress=False)
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
@@ -196,3 +199,55 @@ def test_a_new_target_keeps_the_source_chunks_where_they_divide_the_window(volum
     np.testing.assert_array_equal(kept[:], median(data))
     own = volumes.apply(median, path, tmp_path / "o.zarr", window=24, halo=2, workers=1, progress=False)
     assert own.chunks == (24, 24, 24)  # 16 does not divide 24: two windows would share a chunk
+
+
+def test_local_workers_keep_to_their_cores():
+    """A one-thread worker decodes with one zarr thread (zarr's default pool of ten oversubscribes the cores)."""
+    from distributed import Client
+
+    from hpclab.dask_cluster import local_cluster
+
+    with local_cluster(2, memory_limit="512MiB") as cluster, Client(cluster, set_as_default=False) as client:
+        seen = client.run(lambda: __import__("zarr").config.get("threading.max_workers"))
+        limits = {w["memory_limit"] for w in client.scheduler_info()["workers"].values()}
+    assert list(seen.values()) == [1, 1]
+    assert limits == {512 * 2**20}
+
+
+def test_a_cluster_without_workers_is_an_error_not_a_wait(volume, tmp_path, monkeypatch):
+    from distributed import Client, LocalCluster
+
+    apply_module = importlib.import_module("hpclab.volumes.apply")  # the module (the package exports the function)
+
+    monkeypatch.setattr(apply_module, "STUCK_S", 2.0)
+    path, _ = volume
+    with LocalCluster(n_workers=0, dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+        with pytest.raises(RuntimeError, match=r"no dask workers for 2 s with 48 windows left"):
+            volumes.apply(median, path, tmp_path / "none.zarr", window=16, halo=2, cluster=client, progress=False)
+
+
+def test_workers_paused_by_dask_for_memory_are_an_error_not_a_wait(volume, tmp_path, monkeypatch):
+    """dask pauses a worker above 80 % of its memory limit; with every worker paused nothing would ever run."""
+    import time
+
+    from distributed import Client
+
+    from hpclab.dask_cluster import local_cluster
+    apply_module = importlib.import_module("hpclab.volumes.apply")  # the module (the package exports the function)
+
+    monkeypatch.setattr(apply_module, "STUCK_S", 2.0)
+    path, _ = volume
+    def ballast(dask_worker) -> None:  # fill the worker to 88 % of its limit: dask pauses it (above 80 %)
+        import psutil
+
+        held = psutil.Process().memory_info().rss
+        dask_worker.hpclab_ballast = np.ones(int(0.88 * dask_worker.memory_manager.memory_limit) - held, np.uint8)
+
+    with local_cluster(1, memory_limit="600MiB") as cluster, Client(cluster, set_as_default=False) as client:
+        client.run(ballast)
+        deadline = time.monotonic() + 30
+        while {w["status"] for w in client.scheduler_info()["workers"].values()} != {"paused"}:
+            assert time.monotonic() < deadline, "the scheduler never saw the worker paused"
+            time.sleep(0.1)
+        with pytest.raises(RuntimeError, match=r"every dask worker \(1\) has been paused for 2 s.*smaller window"):
+            volumes.apply(median, path, tmp_path / "paused.zarr", window=16, halo=2, cluster=client, progress=False)
