@@ -129,6 +129,7 @@ def _configure_site(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.HPCLabSpawner.poll_interval = min(b.poll_interval for b in deployment.backends.values())
     c.JupyterHub.allow_named_servers = hub.named_servers
     c.JupyterHub.named_server_limit_per_user = hub.named_server_limit
+    c.JupyterHub.concurrent_spawn_limit = 0  # starts past hub.concurrent_spawn_limit wait in line (spawn_queue), never 429
     from .walltime_api import walltime_routes
 
     handlers: list = [(r"/hpclab/open", OpenExampleHandler), *walltime_routes()]

@@ -9,6 +9,7 @@ dispatches each re-adopted server to the same half, with its job id or allocatio
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 from jupyterhub.spawner import LocalProcessSpawner
@@ -18,6 +19,7 @@ from .availability import form_availability
 from .local_spawner import LocalServerMixin
 from .profile_spawner import ProfileSpawnerMixin
 from .slurm.spawner import SlurmServerMixin
+from .spawn_queue import LINE, queued_message
 
 
 class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, LocalProcessSpawner):
@@ -42,7 +44,19 @@ class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, Loc
     def get_env(self) -> dict:
         return self.slurm_env() if self.on_slurm else self.local_env()
 
+    #: what the progress page shows while this start waits in the hub's line ("" when it does not wait)
+    queue_message = ""
+
     async def start(self):
+        limit = self.deployment.hub.concurrent_spawn_limit
+
+        def waiting(starting: int, place: int) -> None:
+            self.queue_message = queued_message(starting, limit, place)
+
+        try:
+            await LINE.wait_turn(self, limit, waiting)
+        finally:
+            self.queue_message = ""
         return await (self.slurm_start() if self.on_slurm else self.local_start())
 
     async def stop(self, now: bool = False) -> None:
@@ -59,6 +73,12 @@ class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, Loc
             await self.slurm_extend(seconds)
 
     async def progress(self):
+        shown = ""
+        while self.queue_message:  # waiting in line: say where, each time that changes
+            if self.queue_message != shown:
+                shown = self.queue_message
+                yield {"progress": 2, "message": shown}
+            await asyncio.sleep(0.5)
         events = self.slurm_progress() if self.on_slurm else self.local_progress()
         async for event in events:
             yield event

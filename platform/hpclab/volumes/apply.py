@@ -77,7 +77,7 @@ def _budget(memory_per_worker: int | None, workers: int, client: Any, gpu: bool)
         import torch
 
         if not torch.cuda.is_available():
-            raise RuntimeError("gpu=True but torch sees no GPU here")
+            raise RuntimeError("windows sized for a GPU (gpu=True, or a function made for the GPU) but torch sees no GPU here")
         return int(torch.cuda.mem_get_info()[0])
     if client is not None:
         # what a worker may still take: dask pauses a worker at 80 % of its limit and spills from 60 %;

@@ -62,6 +62,9 @@ class HubSettings(Strict):
     named_server_limit: NonNegativeInt = Field(
         3, description="Most named servers per user besides the default one (0 = no limit); quotas still count every server."
     )
+    concurrent_spawn_limit: NonNegativeInt = Field(
+        20, description="Most servers starting at once; later starts wait in line and their progress page says where (0 = no limit)."
+    )
 
     @field_validator("data_dir", "cookie_secret_file", "ssl_cert", "ssl_key", "logo")
     @classmethod

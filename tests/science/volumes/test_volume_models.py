@@ -68,3 +68,15 @@ def test_windows_are_sized_from_the_models_memory_per_voxel(net, tmp_path):
 def test_modelblock_refuses_an_unknown_activation(net):
     with pytest.raises(ValueError, match="activation"):
         ModelBlock(net, activation="softmax")
+
+
+def test_a_model_for_the_gpu_is_sized_from_the_gpu_and_says_when_there_is_none(net, tmp_path):
+    """ModelBlock(device="cuda") marks the function for the GPU: apply sizes its windows from GPU memory.
+    This machine has no GPU (CI neither), so the sizing itself is not measured here: the call must say so."""
+    func = ModelBlock(net, device="cuda")
+    assert func.gpu is True and ModelBlock(net, device="cpu").gpu is False
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the refusal below is for machines without one")
+    with pytest.raises(RuntimeError, match="torch sees no GPU here"):
+        volumes.apply(func, np.zeros((16, 16, 16), np.float32), tmp_path / "g.zarr", halo=net.halo, workers=1,
+                      progress=False)
