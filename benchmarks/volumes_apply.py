@@ -6,7 +6,8 @@ halo 8) three ways in the same run: the function on the whole array in memory (t
 windows, no storage), ``apply`` with ``workers=1`` (windows in this process), and ``apply`` with
 local dask clusters of 1 and of 2 worker processes (each started before its timing; start-up
 reported apart). Parallel efficiency = time on 1 worker process / (2 x time on 2): the same engine
-and code path, only the number of workers differs (goal >= 80 % on 2 cores). Each phase waits for a quiet machine first and records others' CPU.
+and code path, only the number of workers differs (goal >= 80 % on 2 cores). Each phase waits for
+a quiet machine first and records others' CPU; ``--repeat`` rounds, medians reported.
 
     .venv/bin/python benchmarks/volumes_apply.py             # 384³ (216 MiB), window 128
     .venv/bin/python benchmarks/volumes_apply.py --size 256 --window 64
@@ -57,7 +58,6 @@ def main() -> int:
         for k in range(0, args.size, args.window):
             src[k:k + args.window] = rng.normal(size=(min(args.window, args.size - k), *shape[1:])).astype(np.float32)
         voxels = float(np.prod(shape))
-        phases = {}
 
         data = src[:]
         from distributed import Client
@@ -83,7 +83,7 @@ def main() -> int:
                 shutil.rmtree(target)
             runs[name].append(run)
 
-        for round_ in range(args.repeat):  # rounds interleave the phases: a slow spell hits all of them
+        for _ in range(args.repeat):  # rounds interleave the phases: a slow spell hits all of them
             timed("whole", work / "whole")
             timed("apply_1", work / "apply_1.zarr", workers=1)  # in this process, no dask
             for workers in (1, 2):  # the same engine with 1 and 2 worker processes: the scaling figure

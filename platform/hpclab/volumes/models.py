@@ -101,12 +101,17 @@ class UNet3D(nn.Module):
         return x[..., :spatial[0], :spatial[1], :spatial[2]]
 
 
+#: working memory per voxel assumed for a model that does not say (a U-Net of base 8 needs 452)
+UNKNOWN_MODEL_BYTES_PER_VOXEL = 512
+
+
 class ModelBlock:
     """A torch model as a block function: NumPy block in, the model's first output channel out, same shape.
 
     ``device``: "cuda", "cpu" or None (the GPU when torch sees one). ``threads``: torch's CPU
     threads in the worker (one per core the worker has; None leaves torch's default). ``scale``
-    multiplies the block first (1/255 for uint8 data on a model trained on 0..1). ``activation``: "sigmoid" turns logits into probabilities, None returns the raw output.
+    multiplies the block first (1/255 for uint8 data on a model trained on 0..1). ``activation``:
+    "sigmoid" turns logits into probabilities, None returns the raw output.
     :attr:`bytes_per_voxel` tells :func:`~hpclab.volumes.apply` how large a window fits a worker.
     Pickles with the model's weights, so dask sends it to workers on other nodes.
     """
@@ -121,11 +126,15 @@ class ModelBlock:
         self.scale = scale
         self.activation = activation
         measure = getattr(model, "bytes_per_voxel", None)
-        self.bytes_per_voxel = bytes_per_voxel or (measure() if callable(measure) else 512)
-        self.gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        self.bytes_per_voxel = bytes_per_voxel or (measure() if callable(measure) else UNKNOWN_MODEL_BYTES_PER_VOXEL)
+        self.gpu = self._device().startswith("cuda")
+
+    def _device(self) -> str:
+        """The device to run on here (resolved where the block is processed: a worker may have a GPU)."""
+        return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = self._device()
         if self.threads is not None and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         model = self.model.to(device)

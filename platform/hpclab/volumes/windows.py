@@ -65,15 +65,14 @@ WORKING_COPIES = 4
 
 
 def window_for_memory(shape: Sequence[int], budget_bytes: int, halo: Sequence[int], *,
-                      chunks: Sequence[int] | None = None, copies: int = WORKING_COPIES,
-                      bytes_per_voxel: float | None = None) -> tuple[int, ...]:
-    """The largest cubic window whose padded block, held ``copies`` times as float64 (or at
-    ``bytes_per_voxel`` of working memory, a model's figure), fits in ``budget_bytes``.
+                      chunks: Sequence[int] | None = None, bytes_per_voxel: float | None = None) -> tuple[int, ...]:
+    """The largest cubic window whose padded block fits in ``budget_bytes`` at ``bytes_per_voxel`` of working
+    memory (a model's figure; default :data:`WORKING_COPIES` float64 copies).
 
     Rounded down to whole chunks (when ``chunks`` is given) and clipped to the volume; at least one
     chunk (or 8 voxels) per axis, even when that is above the budget: the caller sees the sizes.
     """
-    side = int((budget_bytes / (bytes_per_voxel or copies * 8)) ** (1 / 3))
+    side = int((budget_bytes / (bytes_per_voxel or WORKING_COPIES * 8)) ** (1 / 3))
     window = []
     for axis, (n, h) in enumerate(zip(shape, halo)):
         w = max(side - 2 * h, 1)

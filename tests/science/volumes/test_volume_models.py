@@ -70,13 +70,17 @@ def test_modelblock_refuses_an_unknown_activation(net):
         ModelBlock(net, activation="softmax")
 
 
-def test_a_model_for_the_gpu_is_sized_from_the_gpu_and_says_when_there_is_none(net, tmp_path):
-    """ModelBlock(device="cuda") marks the function for the GPU: apply sizes its windows from GPU memory.
-    This machine has no GPU (CI neither), so the sizing itself is not measured here: the call must say so."""
+def test_a_model_for_the_gpu_is_sized_from_the_gpu(net, tmp_path):
+    """ModelBlock(device="cuda") marks the function for the GPU: apply sizes its windows from the GPU's free
+    memory, and where torch sees no GPU (this machine and CI) it says so instead of sizing from the host."""
     func = ModelBlock(net, device="cuda")
     assert func.gpu is True and ModelBlock(net, device="cpu").gpu is False
+    data = np.zeros((16, 16, 16), np.float32)
     if torch.cuda.is_available():
-        pytest.skip("a GPU is present: the refusal below is for machines without one")
-    with pytest.raises(RuntimeError, match="torch sees no GPU here"):
-        volumes.apply(func, np.zeros((16, 16, 16), np.float32), tmp_path / "g.zarr", halo=net.halo, workers=1,
-                      progress=False)
+        out = volumes.apply(func, data, tmp_path / "g.zarr", halo=net.halo, workers=1, progress=False)
+        free = torch.cuda.mem_get_info()[0]
+        assert tuple(out.attrs[RECORD]["window"]) == volumes.window_for_memory(
+            data.shape, free, (net.halo,) * 3, bytes_per_voxel=func.bytes_per_voxel)
+    else:
+        with pytest.raises(RuntimeError, match="torch sees no GPU here"):
+            volumes.apply(func, data, tmp_path / "g.zarr", halo=net.halo, workers=1, progress=False)
