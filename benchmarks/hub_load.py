@@ -2,10 +2,14 @@
 through the proxy, run one cell in a kernel, and stop; the REST API's latency and the hub's CPU and
 memory are sampled all the while, after the same figures for the idle hub (the baseline). With
 --compare-bare, a plain JupyterHub holding the same users answers the same users listing in the same
-moments, so what our hooks add per request shows as a ratio.
+moments, so what our hooks add per request shows as a ratio; with --bare-spawns the plain hub also gets
+the same visits (its own servers started, polled, opened and stopped, in the same moments), so both hubs
+answer the listing under the same kind of load. --profile FILE records the hub with py-spy meanwhile and
+says where its event loop spent the time.
 
     .venv/bin/python benchmarks/hub_load.py --backend local --users 20 --concurrency 20
     .venv/bin/python benchmarks/hub_load.py --backend slurm --users 30 --concurrency 30   # its own dev SLURM
+    .venv/bin/python benchmarks/hub_load.py --users 20 --compare-bare --bare-spawns --profile hub.txt
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import signal
 import shutil
 import statistics
 import subprocess
@@ -147,6 +153,58 @@ class Sampler(threading.Thread):
         return result
 
 
+class Profiler:
+    """py-spy recording the hub's threads (collapsed stacks) from start() until finish()."""
+
+    RATE = 100  # samples a second
+
+    def __init__(self, pid: int, out: Path) -> None:
+        exe = shutil.which("py-spy")
+        if exe is None:
+            raise BenchError("--profile needs py-spy on PATH (pip install py-spy)")
+        self.out, self.t0 = out, time.monotonic()
+        self.proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--rate",
+                                      str(self.RATE), "--threads", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def finish(self) -> dict[str, Any]:
+        seconds = time.monotonic() - self.t0
+        self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if not self.out.exists():
+            raise BenchError(f"py-spy wrote nothing: {self.proc.stderr.read().decode(errors='replace')[-500:]}")
+        return loop_profile(self.out.read_text(), seconds, self.RATE)
+
+
+FRAME = re.compile(r"^(?P<func>.+) \((?P<file>[^():]+):\d+\)$")
+
+
+def loop_profile(raw: str, seconds: float, rate: int, top: int = 25) -> dict[str, Any]:
+    """Where the hub's event loop (its main thread) was busy: the share of the run it was busy, the share of
+    that spent with HPCLab's code on the stack, and the functions most often on the stack (inclusive)."""
+    busy, ours, inclusive = 0, 0, {}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack.startswith("thread (") or ": MainThread;" not in stack or not count.isdigit():
+            continue
+        n = int(count)
+        busy += n
+        frames = {f"{m['func']} ({m['file']})" for part in stack.split(";")[1:] if (m := FRAME.match(part))}
+        if any("hpclab" in frame for frame in frames):
+            ours += n
+        for frame in frames:
+            inclusive[frame] = inclusive.get(frame, 0) + n
+    def scaffolding(frame: str) -> bool:  # the loop itself and the hub's start-up: on every busy stack
+        return "(asyncio/" in frame or "(tornado/platform/" in frame or "launch_instance" in frame or frame.startswith(("<module>", "main ("))
+
+    ranked = sorted(((k, v) for k, v in inclusive.items() if not scaffolding(k)), key=lambda kv: -kv[1])[:top]
+    return {"seconds": round(seconds, 1), "loop_busy_share": round(busy / max(1.0, seconds * rate), 3),
+            "hpclab_share_of_busy": round(ours / max(1, busy), 3),
+            "top_inclusive": [{"frame": k, "share_of_busy": round(v / max(1, busy), 3)} for k, v in ranked]}
+
+
 def slurm_setup(users: list[str], cpus: int, tmp: Path) -> tuple[Path, Any]:
     """A private dev SLURM with cores and memory for every user's job (1G each), and the counting wrappers."""
     import slurm_spawn as cluster
@@ -167,6 +225,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sample", type=float, default=0.25, help="seconds between samples (default 0.25)")
     p.add_argument("--timeout", type=float, default=600, help="seconds one user's spawn may take (default 600)")
     p.add_argument("--compare-bare", action="store_true", help="also time a plain JupyterHub's users listing meanwhile")
+    p.add_argument("--bare-spawns", action="store_true", help="with --compare-bare: the plain hub gets the same visits (its own servers)")
+    p.add_argument("--profile", type=Path, default=None, help="record the hub with py-spy during the load into FILE (collapsed stacks)")
     p.add_argument("--keep", action="store_true", help="keep the hubs' folders afterwards")
     add_out_option(p, "hub_load")
     return p.parse_args(argv)
@@ -174,6 +234,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.bare_spawns and not args.compare_bare:
+        print("hub_load: --bare-spawns needs --compare-bare", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("hub_load: run as root (servers run as their users' accounts)", file=sys.stderr)
         return 2
@@ -187,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         profile["spawn_timeout"] = int(args.timeout)
     if args.compare_bare:
         hubs["bare"] = bare_hub("bare", tmp / "bare")
-    cluster, wrappers, created, failures, records = None, None, [], [], []
+        hubs["bare"].env["BENCH_SPAWN_TIMEOUT"] = str(int(args.timeout))  # the same patience as our profiles get
+    cluster, wrappers, created, failures, records, profiler = None, None, [], [], [], None
+    bare_records: list[dict[str, Any]] = []
+    bare_failures: list[str] = []
     results: dict[str, Any] = {"users": args.users, "concurrency": args.concurrency, "backend": args.backend}
     try:
         if args.backend == "slurm":
@@ -215,19 +281,24 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.baseline)
         results["idle"] = idle.finish()
         apis = [Api.login(hubs["hpclab"], name, USER_PASSWORD, "hub_load") for name in users]
+        bare_apis = [Api(hubs["bare"], name, hubs["bare"].service_token) for name in users] if args.bare_spawns else []
+        if args.profile is not None:
+            profiler = Profiler(hubs["hpclab"].proc.pid, args.profile)
         load = Sampler(targets, hubs["hpclab"].proc.pid, args.sample)
         load.start()
         calls_from = time.time()
         t0 = time.perf_counter()
 
         def visit(api: Api) -> None:
+            done, failed = (records, failures) if api.hub is hubs["hpclab"] else (bare_records, bare_failures)
             try:
-                records.append(user_session(api, PROFILES[args.backend], args.timeout))
+                done.append(user_session(api, PROFILES[args.backend], args.timeout))
             except (BenchError, requests.RequestException, asyncio.TimeoutError, OSError) as exc:
-                failures.append(f"{api.user}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                failed.append(f"{api.user}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(visit, apis))
+        visitors = [a for pair in zip(apis, bare_apis) for a in pair] if bare_apis else apis  # same moments on both hubs
+        with ThreadPoolExecutor(args.concurrency * (2 if bare_apis else 1)) as pool:
+            list(pool.map(visit, visitors))
         results["all_ready_s"] = round(time.perf_counter() - t0, 2)
         stop_failures: list[str] = []
 
@@ -238,11 +309,17 @@ def main(argv: list[str] | None = None) -> int:
                 stop_failures.append(f"{api.user}: {str(exc).splitlines()[0]}")
                 return None
 
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            stops = [s for s in pool.map(leave, apis) if s is not None]
+        with ThreadPoolExecutor(args.concurrency * (2 if bare_apis else 1)) as pool:
+            stops = [s for s, api in zip(pool.map(leave, visitors), visitors) if s is not None and api.hub is hubs["hpclab"]]
         results["stop_failures"] = stop_failures
         calls_to = time.time()
         results["load"] = load.finish()
+        if profiler is not None:
+            results["profile"] = profiler.finish()
+        if bare_apis:
+            bare_spawn = [r["spawn_s"] for r in bare_records]
+            results["bare"] = {"spawn_failures": len(bare_failures), "failures": bare_failures[:20],
+                               "spawn_p50_s": round(percentile(bare_spawn, 50), 2), "spawn_p95_s": round(percentile(bare_spawn, 95), 2)}
         spawn = [r["spawn_s"] for r in records]
         results.update(spawn_failures=len(failures), failures=failures[:20], spawn_p50_s=round(percentile(spawn, 50), 2),
                        spawn_p95_s=round(percentile(spawn, 95), 2), lab_and_cell=summary([r["lab_and_cell_s"] for r in records]) if records else {},
@@ -259,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         ignore_signals()
+        if profiler is not None and profiler.proc.poll() is None:
+            profiler.proc.kill()
         problems = stop_hubs(hubs, timeout=120)
         if cluster is not None:
             cluster.cancel_all()
@@ -279,6 +358,14 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("spawn_failures", "spawn_p50_s", "spawn_p95_s", "all_ready_s", "squeue_calls_per_poll"):
         if key in results:
             print(f"{key:<22} {results[key]!s:>21}")
+    if "bare" in results:
+        print(f"{'bare hub spawn p50/p95':<22} {results['bare']['spawn_p50_s']!s:>10} {results['bare']['spawn_p95_s']!s:>10}"
+              f"  ({results['bare']['spawn_failures']} failures)")
+    if "profile" in results:
+        prof = results["profile"]
+        print(f"hub event loop busy {prof['loop_busy_share']:.0%} of the load; HPCLab code on the stack in {prof['hpclab_share_of_busy']:.0%} of that")
+        for row in prof["top_inclusive"][:12]:
+            print(f"  {row['share_of_busy']:>6.1%}  {row['frame']}")
     print(f"results: {path}")
     for problem in failures + results.get("stop_failures", []):
         print(f"failed: {problem}")
