@@ -315,7 +315,7 @@ def _env() -> dict[str, str]:
 
 
 def bare_hub(label: str, workdir: Path, admin: str = "admin") -> Hub:
-    """Plain JupyterHub from configs/bare_jupyterhub_config.py; its service token has admin:users/servers, access:servers."""
+    """Plain JupyterHub from configs/bare_jupyterhub_config.py; its service token has admin:users/servers, access:servers, tokens."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, token = free_port(), secrets.token_hex(24)
     env = dict(_env(), BENCH_PORT=str(port), BENCH_HUB_PORT=str(free_port()), BENCH_PROXY_API_PORT=str(free_port()),

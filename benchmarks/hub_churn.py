@@ -27,6 +27,7 @@ from typing import Any
 import psutil
 import requests
 import yaml
+from tornado.httpclient import HTTPClientError
 
 from harness import (ADMIN_PASSWORD, USER_PASSWORD, Api, BenchError, add_account, exit_on_signals, hpclab_hub,
                      ignore_signals, machine_info, stop_hubs, summary, write_results, add_out_option)
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     record = user_session(api, PROFILE, args.timeout)
                     record["stop_s"] = api.stop(poll=0.5, timeout=120)
                     cycles.append(record)
-                except (BenchError, requests.RequestException, asyncio.TimeoutError, OSError) as exc:
+                except (BenchError, requests.RequestException, asyncio.TimeoutError, OSError, HTTPClientError) as exc:
                     failures.append(f"{api.user}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                     with contextlib.suppress(BenchError, requests.RequestException):
                         api.stop(poll=0.5, timeout=120)

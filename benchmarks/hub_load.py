@@ -36,6 +36,7 @@ from typing import Any
 import psutil
 import requests
 import yaml
+from tornado.httpclient import HTTPClientError
 
 from harness import (ADMIN_PASSWORD, USER_PASSWORD, Api, BenchError, add_account, add_out_option, bare_hub, ensure_unix_users,
                      exit_on_signals, hpclab_hub, ignore_signals, machine_info, stop_hubs, summary, write_results)
@@ -58,7 +59,8 @@ async def _run_cell(url: str, token: str, code: str, timeout: float) -> str:
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
-    ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+    ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}, connect_timeout=timeout,
+                                             request_timeout=timeout))  # tornado's 20 s is short on a machine this busy
     msg_id = uuid.uuid4().hex
     await ws.write_message(json.dumps({
         "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "bench", "session": uuid.uuid4().hex,
@@ -103,10 +105,17 @@ def user_session(api: Api, profile: str, timeout: float) -> dict[str, Any]:
     return record
 
 
+def loop_schedstat(pid: int) -> tuple[float, float]:
+    """Seconds the process's main thread (the hub's event loop) has run on a CPU, and waited for one."""
+    with open(f"/proc/{pid}/schedstat") as handle:
+        ran, waited, _ = handle.read().split()
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
 class Sampler(threading.Thread):
     """Every ``interval`` s: the users listing's latency on each hub, and the hub's (and proxy's) CPU and memory."""
 
-    def __init__(self, targets: dict[str, tuple[str, dict[str, str]]], hub_pid: int, interval: float) -> None:
+    def __init__(self, targets: dict[str, tuple[str, dict[str, str]]], hub_pid: int, interval: float, pids: dict[str, int]) -> None:
         super().__init__(daemon=True)
         self.targets, self.interval, self.stop_event = targets, interval, threading.Event()
         self.hub = psutil.Process(hub_pid)
@@ -115,6 +124,8 @@ class Sampler(threading.Thread):
         self.rss_mb: list[float] = []
         self.proxy_rss_mb: list[float] = []
         self.cpu0 = self._cpu()
+        self.pids = dict(pids)
+        self.sched0 = {name: loop_schedstat(pid) for name, pid in self.pids.items()}
 
     def _cpu(self) -> float:
         times = self.hub.cpu_times()
@@ -146,6 +157,10 @@ class Sampler(threading.Thread):
         result = {"api_p50_ms": round(percentile(ours, 50), 1), "api_p99_ms": round(percentile(ours, 99), 1),
                   "api_samples": len(ours), "api_errors": self.errors.get("hpclab", 0), "hub_cpu_s": round(self._cpu() - self.cpu0, 2),
                   "hub_rss_mb": round(max(self.rss_mb, default=0), 1), "proxy_rss_mb": round(max(self.proxy_rss_mb, default=0), 1)}
+        for name, pid in self.pids.items():  # the event loops' own time: working, and waiting for a core
+            ran, waited = (b - a for a, b in zip(self.sched0[name], loop_schedstat(pid)))
+            prefix = "" if name == "hpclab" else f"{name}_"
+            result.update({f"{prefix}loop_cpu_s": round(ran, 2), f"{prefix}loop_wait_s": round(waited, 2)})
         if "bare" in self.latency and self.latency["bare"]:
             bare = self.latency["bare"]
             result.update(bare_api_p50_ms=round(percentile(bare, 50), 1), bare_api_p99_ms=round(percentile(bare, 99), 1),
@@ -205,6 +220,15 @@ def loop_profile(raw: str, seconds: float, rate: int, top: int = 25) -> dict[str
             "top_inclusive": [{"frame": k, "share_of_busy": round(v / max(1, busy), 3)} for k, v in ranked]}
 
 
+def bare_user(hub: Any, name: str) -> Api:
+    """A user's own token on the plain hub (made with the service's token), as our users have on ours."""
+    made = requests.post(f"{hub.url}/hub/api/users/{name}/tokens", json={"note": "hub_load", "expires_in": 7200}, timeout=30,
+                         headers={"Authorization": f"token {hub.service_token}"})
+    if made.status_code != 201:
+        raise BenchError(f"bare: no token for {name}: {made.status_code} {made.text}")
+    return Api(hub, name, made.json()["token"])
+
+
 def slurm_setup(users: list[str], cpus: int, tmp: Path) -> tuple[Path, Any]:
     """A private dev SLURM with cores and memory for every user's job (1G each), and the counting wrappers."""
     import slurm_spawn as cluster
@@ -226,6 +250,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=600, help="seconds one user's spawn may take (default 600)")
     p.add_argument("--compare-bare", action="store_true", help="also time a plain JupyterHub's users listing meanwhile")
     p.add_argument("--bare-spawns", action="store_true", help="with --compare-bare: the plain hub gets the same visits (its own servers)")
+    p.add_argument("--server-nice", type=int, default=None, help="local backend: backends.local.server_nice for this run")
     p.add_argument("--profile", type=Path, default=None, help="record the hub with py-spy during the load into FILE (collapsed stacks)")
     p.add_argument("--keep", action="store_true", help="keep the hubs' folders afterwards")
     add_out_option(p, "hub_load")
@@ -248,13 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     deploy = hubs["hpclab"].config  # every start may take as long as the benchmark allows (2 cores, N JupyterLabs at once)
     for profile in deploy["profiles"]:
         profile["spawn_timeout"] = int(args.timeout)
+    if args.server_nice is not None and args.backend == "local":
+        deploy["backends"]["local"]["server_nice"] = args.server_nice
+        results_extra = {"server_nice": args.server_nice}
+    else:
+        results_extra = {}
     if args.compare_bare:
         hubs["bare"] = bare_hub("bare", tmp / "bare")
         hubs["bare"].env["BENCH_SPAWN_TIMEOUT"] = str(int(args.timeout))  # the same patience as our profiles get
     cluster, wrappers, created, failures, records, profiler = None, None, [], [], [], None
     bare_records: list[dict[str, Any]] = []
     bare_failures: list[str] = []
-    results: dict[str, Any] = {"users": args.users, "concurrency": args.concurrency, "backend": args.backend}
+    results: dict[str, Any] = {"users": args.users, "concurrency": args.concurrency, "backend": args.backend, **results_extra}
     try:
         if args.backend == "slurm":
             wrappers, cluster = slurm_setup(users, args.cpus or args.users + 2, tmp)
@@ -276,15 +306,16 @@ def main(argv: list[str] | None = None) -> int:
         if "bare" in hubs:
             targets["bare"] = (f"{hubs['bare'].url}/hub/api/users", {"Authorization": f"token {hubs['bare'].service_token}"})
         print(f"hub_load: {args.users} users on the {args.backend} backend, {args.concurrency} at once", flush=True)
-        idle = Sampler(targets, hubs["hpclab"].proc.pid, args.sample)
+        pids = {name: hub.proc.pid for name, hub in hubs.items()}
+        idle = Sampler(targets, hubs["hpclab"].proc.pid, args.sample, pids)
         idle.start()
         time.sleep(args.baseline)
         results["idle"] = idle.finish()
         apis = [Api.login(hubs["hpclab"], name, USER_PASSWORD, "hub_load") for name in users]
-        bare_apis = [Api(hubs["bare"], name, hubs["bare"].service_token) for name in users] if args.bare_spawns else []
+        bare_apis = [bare_user(hubs["bare"], name) for name in users] if args.bare_spawns else []
         if args.profile is not None:
             profiler = Profiler(hubs["hpclab"].proc.pid, args.profile)
-        load = Sampler(targets, hubs["hpclab"].proc.pid, args.sample)
+        load = Sampler(targets, hubs["hpclab"].proc.pid, args.sample, pids)
         load.start()
         calls_from = time.time()
         t0 = time.perf_counter()
@@ -293,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             done, failed = (records, failures) if api.hub is hubs["hpclab"] else (bare_records, bare_failures)
             try:
                 done.append(user_session(api, PROFILES[args.backend], args.timeout))
-            except (BenchError, requests.RequestException, asyncio.TimeoutError, OSError) as exc:
+            except (BenchError, requests.RequestException, asyncio.TimeoutError, OSError, HTTPClientError) as exc:
                 failed.append(f"{api.user}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
 
         visitors = [a for pair in zip(apis, bare_apis) for a in pair] if bare_apis else apis  # same moments on both hubs
@@ -352,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results("hub_load", results, args.out)
     rows = [("", "idle", "load")] + [(k, results["idle"].get(k, "-"), results["load"].get(k, "-"))
                                      for k in ("api_p50_ms", "api_p99_ms", "bare_api_p50_ms", "users_listing_ratio",
-                                               "hub_cpu_s", "hub_rss_mb", "proxy_rss_mb")]
+                                               "hub_cpu_s", "loop_cpu_s", "loop_wait_s", "bare_loop_wait_s", "hub_rss_mb", "proxy_rss_mb")]
     for key, idle_value, load_value in rows:
         print(f"{key:<22} {idle_value!s:>10} {load_value!s:>10}")
     for key in ("spawn_failures", "spawn_p50_s", "spawn_p95_s", "all_ready_s", "squeue_calls_per_poll"):

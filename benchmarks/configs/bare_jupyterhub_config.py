@@ -4,7 +4,7 @@
 #   BENCH_PORT, BENCH_HUB_PORT, BENCH_PROXY_API_PORT  public, internal API and proxy API ports
 #   BENCH_WORKDIR      state (database, cookie secret, pid files) and the users' server folders
 #   BENCH_ADMIN        the admin user whose server is started and stopped
-#   BENCH_TOKEN        API token of the service `bench` (admin:users, admin:servers, access:servers)
+#   BENCH_TOKEN        API token of the service `bench` (admin:users, admin:servers, access:servers, tokens)
 #   BENCH_SINGLEUSER   the jupyterhub-singleuser to run (next to the venv's Python)
 #   BENCH_SPAWN_TIMEOUT  optional: seconds a start may take (hub_load sets its --timeout; else JupyterHub's defaults)
 import os
@@ -29,7 +29,7 @@ c.JupyterHub.authenticator_class = "null"
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {env["BENCH_ADMIN"]}
 c.JupyterHub.services = [{"name": "bench", "api_token": env["BENCH_TOKEN"]}]
-c.JupyterHub.load_roles = [{"name": "bench", "scopes": ["admin:users", "admin:servers", "access:servers"], "services": ["bench"]}]
+c.JupyterHub.load_roles = [{"name": "bench", "scopes": ["admin:users", "admin:servers", "access:servers", "tokens"], "services": ["bench"]}]
 
 c.JupyterHub.spawner_class = "simple"
 c.SimpleLocalProcessSpawner.home_dir_template = str(work / "home" / "{username}")

@@ -23,11 +23,14 @@ from pathlib import Path
 
 from hpclab.cgroup import cgroup_mounts, process_cgroups
 
-#: v1 controllers HPCLab uses; memory, cpuset and pids are required, devices and freezer used when present.
+#: v1 controllers HPCLab uses; memory, cpuset and pids are required, devices, freezer and cpu used when present.
 V1_REQUIRED = ("memory", "cpuset", "pids")
-V1_OPTIONAL = ("devices", "freezer")
+V1_OPTIONAL = ("devices", "freezer", "cpu")
 V2_CONTROLLERS = ("memory", "cpuset", "pids")
 PARENT = "hpclab"
+#: The kernel's CPU weight of a task at niceness 0..19 (sched_prio_to_weight): the servers' parent group
+#: weighs what one process at ``server_nice`` would, against the hub's 1024.
+NICE_WEIGHT = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15)
 
 _LAYOUTS: dict[str, tuple[int, dict[str, Path]]] = {}
 
@@ -44,6 +47,7 @@ class ServerLimits:
     memory: int | None = None
     pids: int | None = None
     denied_devices: tuple[tuple[int, int], ...] = ()  # (major, minor) of GPUs assigned to someone else or no one
+    servers_cpu_shares: int | None = None  # CPU weight of all servers together (v1 cpu.shares units; the hub has 1024)
 
 
 def _write(path: Path, value: str) -> None:
@@ -127,6 +131,8 @@ class ServerCgroup:
                 for key in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset starts empty: inherit the hub's
                     if not _read(parent / key).strip():
                         _write(parent / key, _read(base / key).strip())
+            if controller == "cpu" and limits.servers_cpu_shares:  # all servers against the hub, not one each
+                _write(parent / "cpu.shares", str(limits.servers_cpu_shares))
             path = parent / name
             path.mkdir(exist_ok=True)
             self.paths[controller] = str(path)
@@ -168,6 +174,8 @@ class ServerCgroup:
         parent.mkdir(exist_ok=True)
         if not wanted <= set(_read(parent / "cgroup.subtree_control").split()):
             _write(parent / "cgroup.subtree_control", enable)
+        if limits.servers_cpu_shares:
+            self._weigh_v2(base, parent, limits.servers_cpu_shares)
         path = parent / name
         path.mkdir(exist_ok=True)
         self.paths["unified"] = str(path)
@@ -182,6 +190,15 @@ class ServerCgroup:
         _write(path / "cpuset.cpus", ",".join(map(str, limits.cpu_ids)))
         if limits.pids:
             _write(path / "pids.max", str(limits.pids))
+
+    def _weigh_v2(self, base: Path, parent: Path, shares: int) -> None:
+        """cgroup2: the servers' parent group gets cpu.weight in proportion to ``shares`` (100 = the hub's)."""
+        try:
+            if "cpu" not in _read(base / "cgroup.subtree_control").split():
+                _write(base / "cgroup.subtree_control", "+cpu")
+            _write(parent / "cpu.weight", str(max(1, round(shares * 100 / 1024))))
+        except OSError as error:
+            self.notes.append(f"servers share the CPU with the hub at its priority (cgroup2 cpu controller: {error.strerror})")
 
     # --- membership --------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Dict, HasTraits
 
-from .cgroups import CgroupUnavailable, ServerCgroup, ServerLimits, device_numbers, group_name
+from .cgroups import NICE_WEIGHT, CgroupUnavailable, ServerCgroup, ServerLimits, device_numbers, group_name
 from .config.model import Profile
 from .config.units import format_duration, format_memory
 from .resources import Allocation, NoFreeGPU, ResourcePool, pool_for
@@ -42,8 +42,9 @@ def _process_start(pid: int) -> int | None:
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: tuple[int, ...], memory: int | None):
-    """The function run in the child before exec: join the cgroup, drop to the account, enter its home.
+def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: tuple[int, ...], memory: int | None, nice: int = 0):
+    """The function run in the child before exec: join the cgroup, lower its CPU priority by ``nice``, drop to
+    the account, enter its home.
 
     Without a cgroup (``limits: best-effort``) cores are pinned with affinity and memory is an
     RLIMIT_DATA per process, which a user can work around; the cgroup is what the kernel enforces.
@@ -57,6 +58,8 @@ def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: 
             os.sched_setaffinity(0, cpu_ids)
             if memory:
                 resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+        if nice:  # before dropping to the account, which may not lower it again (RLIMIT_NICE)
+            os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), nice))
         os.umask(0o022)  # the hub runs with 077; a user's files get the usual default
         if switch:
             os.setgroups(list(account.groups))
@@ -176,7 +179,7 @@ class LocalServerMixin(HasTraits):
 
     def make_preexec_fn(self, name: str):
         allocation = Allocation.from_state(self.allocation_state)
-        return _server_preexec(self.account, self.cgroup, allocation.cpu_ids, self.profile.memory)
+        return _server_preexec(self.account, self.cgroup, allocation.cpu_ids, self.profile.memory, self.backend.server_nice)
 
     def move_certs(self, paths):
         return paths
@@ -208,7 +211,8 @@ class LocalServerMixin(HasTraits):
         nodes = {backend.gpu_device(gpu) for gpu in self.pool(self.profile).gpu_ids}
         nodes.update(path for path in glob.glob("/dev/nvidia*") if path[len("/dev/nvidia"):].isdigit())  # GPUs outside the pool too
         denied = {device_numbers(path) for path in nodes} - allowed - {None}
-        return ServerLimits(allocation.cpu_ids, self.profile.memory, backend.pids_limit, tuple(sorted(denied)))
+        return ServerLimits(allocation.cpu_ids, self.profile.memory, backend.pids_limit, tuple(sorted(denied)),
+                            servers_cpu_shares=NICE_WEIGHT[backend.server_nice])
 
     def _make_cgroup(self, account: UnixAccount, allocation: Allocation) -> ServerCgroup | None:
         if not self.uses_cgroups():

@@ -39,9 +39,11 @@ def _v1_available() -> bool:
 @pytest.mark.skipif(not _v1_available(), reason="no writable cgroup v1 memory/cpuset/pids hierarchies on this host")
 def test_real_v1_group_limits_its_processes_and_kills_them_all():
     cpu = sorted(os.sched_getaffinity(0))[-1]
-    group = ServerCgroup.create(f"test-{os.getpid()}", ServerLimits((cpu,), memory=256 * 2**20, pids=64))
+    group = ServerCgroup.create(f"test-{os.getpid()}", ServerLimits((cpu,), memory=256 * 2**20, pids=64, servers_cpu_shares=110))
     try:
         assert Path(group.paths["memory"], "memory.limit_in_bytes").read_text().strip() == str(256 * 2**20)
+        if Path("/sys/fs/cgroup/cpu/cpu.shares").exists():  # the cpu controller (mounted here): servers weigh less than the hub
+            assert Path(group.paths["cpu"]).parent.joinpath("cpu.shares").read_text().strip() == "110"
         assert Path(group.paths["cpuset"], "cpuset.cpus").read_text().strip() == str(cpu)
         assert Path(group.paths["pids"], "pids.max").read_text().strip() == "64"
         # a process that joins before exec, then leaves a detached grandchild behind
@@ -64,18 +66,24 @@ def test_real_v1_group_limits_its_processes_and_kills_them_all():
     assert not group.exists()
 
 
-def test_cgroup2_host_delegates_controllers_and_writes_the_limits(tmp_path):
-    """Stand-in cgroup2 tree (see the module docstring): the hub's own group holds the hub's process."""
+def _cgroup2_stand_in(tmp_path: Path, hub_path: str, procs: str) -> tuple[Path, Path]:
+    """A plain folder as a cgroup2 mount with the hub's group at ``hub_path``, and a /proc that points there."""
     mountpoint = tmp_path / "cgroup"
-    hub_group = mountpoint / "system.slice" / "hpclab-hub.service"
+    hub_group = mountpoint / hub_path
     hub_group.mkdir(parents=True)
     (hub_group / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     (hub_group / "cgroup.subtree_control").write_text("")
-    (hub_group / "cgroup.procs").write_text("4242\n")
+    (hub_group / "cgroup.procs").write_text(procs)
     proc = tmp_path / "proc"
     proc.mkdir()
     (proc / "mountinfo").write_text(f"30 23 0:27 / {mountpoint} rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n")
-    (proc / "cgroup").write_text("0::/system.slice/hpclab-hub.service\n")
+    (proc / "cgroup").write_text(f"0::/{hub_path}\n")
+    return hub_group, proc
+
+
+def test_cgroup2_host_delegates_controllers_and_writes_the_limits(tmp_path):
+    """Stand-in cgroup2 tree (see the module docstring): the hub's own group holds the hub's process."""
+    hub_group, proc = _cgroup2_stand_in(tmp_path, "system.slice/hpclab-hub.service", "4242\n")
 
     group = ServerCgroup.create("abc-jupyter-alice", ServerLimits((2, 3), memory=2**30, pids=100), proc=str(proc))
 
@@ -88,6 +96,17 @@ def test_cgroup2_host_delegates_controllers_and_writes_the_limits(tmp_path):
     assert (server / "memory.max").read_text() == str(2**30)
     assert (server / "cpuset.cpus").read_text() == "2,3"
     assert (server / "pids.max").read_text() == "100"
+
+
+def test_cgroup2_servers_parent_weighs_less_than_the_hub(tmp_path):
+    """Stand-in cgroup2 tree: cpu.weight of the servers' parent from their cpu shares (1024 = the hub's 100)."""
+    hub_group, proc = _cgroup2_stand_in(tmp_path, "hub.slice", "")
+
+    group = ServerCgroup.create("abc-jupyter-bob", ServerLimits((0,), servers_cpu_shares=110), proc=str(proc))
+
+    assert "+cpu" in (hub_group / "cgroup.subtree_control").read_text()  # the cpu controller delegated too
+    assert (hub_group / "hpclab" / "cpu.weight").read_text() == "11"
+    assert not group.notes
 
 
 def test_cgroup2_without_the_needed_controllers_says_which(tmp_path):

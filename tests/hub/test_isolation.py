@@ -177,6 +177,29 @@ print('CPUS', before, sorted(os.sched_getaffinity(0)), hpclab.session().cores)
     assert json.loads(after) == json.loads(before) and len(json.loads(before)) == 1 and cores == "1", out
 
 
+def test_alice_runs_below_the_hubs_cpu_priority_and_cannot_raise_hers(secure_hub, running):
+    """backends.local.server_nice (default 10): a burst of servers cannot starve the hub and its proxy."""
+    alice, _ = running
+    out, error = run_in_kernel(alice, "alice", """
+import os
+nice = os.getpriority(os.PRIO_PROCESS, 0)
+try:
+    os.setpriority(os.PRIO_PROCESS, 0, 0)
+except OSError as failed:
+    print('setpriority failed:', failed.errno)
+print('NICE', nice, os.getpriority(os.PRIO_PROCESS, 0))
+print('CPU', [line.split(':')[2] for line in open('/proc/self/cgroup') if line.split(':')[1] in ('cpu', 'cpu,cpuacct', '')])
+""")
+    assert error == "" and "setpriority failed: 13" in out, out  # EACCES: an unprivileged process cannot lower it
+    assert re.search(r"NICE (\d+) (\d+)", out).groups() == ("10", "10"), out
+    assert os.getpriority(os.PRIO_PROCESS, secure_hub.proc.pid) == 0  # the hub itself keeps its priority
+    cpu_root = Path("/sys/fs/cgroup/cpu")
+    if (cpu_root / "cpu.shares").exists():  # v1 cpu controller (this machine): the servers weigh as one nice-10 task
+        group = re.search(r"CPU \[.*'(/[^']*hpclab/[^']+)'", out)
+        assert group, out  # her kernel is in a server group under hpclab/, not in the hub's
+        assert (cpu_root / group[1].lstrip("/")).parent.joinpath("cpu.shares").read_text().strip() == "110"
+
+
 def test_three_processes_over_the_memory_limit_are_stopped_by_the_kernel_and_bob_is_untouched(secure_hub, running):
     """Three children of 250 MB each (shared anonymous mappings, which RLIMIT_DATA never counted) on a 512 MB profile."""
     alice, bob = running

@@ -213,6 +213,12 @@ class LocalBackend(Strict):
         "auto: cgroups when the hub runs as root.",
     )
     pids_limit: Int | None = Field(4096, ge=16, description="Most processes and threads one server may have at once (cgroups); null = no limit.")
+    server_nice: Int = Field(
+        10, ge=0, le=19,
+        description="CPU priority of the servers below the hub's, as a niceness (0-19): every server process runs at it and, with "
+        "cgroups, all servers together weigh what one process at it would; the hub and its proxy keep the CPU they need while "
+        "servers compute or start in a burst. Users cannot lower it. 0 = the servers together weigh as much as the hub.",
+    )
     singleuser_cmd: list[StrictStr] | None = Field(
         None, description="Command that starts the server; default jupyterhub-singleuser next to the hub's Python."
     )
