@@ -44,7 +44,9 @@ def test_churn_leaves_no_route_and_records_memory(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["failures"] == 0 and result["cycles"] >= 2  # each user started, worked and stopped at least once
-    assert result["routes"]["max"] > result["routes"]["idle"] == result["routes"]["end"]  # routes came and went
+    # no route of a stopped server left behind (whether a 2-second sample catches a route while it is up
+    # depends on how fast the cycles run: the hour-long run saw up to 6 at once)
+    assert result["routes"]["idle"] == result["routes"]["end"] == 1 and result["leaked_routes"] == 0
     for name in ("hub", "proxy"):
         assert 20 < result[name]["after_warmup_mb"] <= result[name]["max_mb"], result[name]
         assert result[name]["growth_mb"] <= result["bound_mb"]
