@@ -20,6 +20,7 @@ import stat
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,6 +288,22 @@ class Hub:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+
+def root_workdir(name: str) -> Path | None:
+    """A temporary folder the servers' accounts can pass through, for a benchmark that must run as root;
+    None (after saying so) when it does not."""
+    if os.geteuid() != 0:
+        print(f"{name}: run as root (servers run as their users' accounts)", file=sys.stderr)
+        return None
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    folder.chmod(0o711)
+    return folder
+
+
+def hub_proxy(hub: psutil.Process) -> psutil.Process:
+    """The configurable-http-proxy (a node process) that the hub started."""
+    return next(p for p in hub.children() if p.name() == "node")
 
 
 def stop_hubs(hubs: dict[str, Hub], timeout: float = 30) -> list[str]:

@@ -12,16 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -29,8 +26,8 @@ import requests
 import yaml
 from tornado.httpclient import HTTPClientError
 
-from harness import (ADMIN_PASSWORD, USER_PASSWORD, Api, BenchError, add_account, exit_on_signals, hpclab_hub,
-                     ignore_signals, machine_info, stop_hubs, summary, write_results, add_out_option)
+from harness import (ADMIN_PASSWORD, USER_PASSWORD, Api, BenchError, add_account, add_out_option, exit_on_signals, hpclab_hub,
+                     hub_proxy, ignore_signals, machine_info, root_workdir, stop_hubs, summary, write_results)
 from hub_load import percentile, user_session
 
 PROFILE = "cpu-small"
@@ -56,22 +53,19 @@ class Watch(threading.Thread):
         self.hub, self.interval, self.stop_event, self.t0 = psutil.Process(hub_pid), interval, threading.Event(), time.monotonic()
         self.samples: list[dict[str, float]] = []
 
-    def proxy(self) -> psutil.Process:
-        return next(p for p in self.hub.children() if p.name() == "node")
-
-    def routes(self) -> int:
+    def routes(self, proxy: psutil.Process | None = None) -> int:
         """How many routes configurable-http-proxy holds, asked on its REST API with its own token."""
-        token = self.proxy().environ()["CONFIGPROXY_AUTH_TOKEN"]  # root reads it; a benchmark's privilege
+        token = (proxy or hub_proxy(self.hub)).environ()["CONFIGPROXY_AUTH_TOKEN"]  # root reads it; a benchmark's privilege
         got = requests.get(f"http://127.0.0.1:{self.api_port}/api/routes", timeout=10, headers={"Authorization": f"token {token}"})
         got.raise_for_status()
         return len(got.json())
 
     def sample(self) -> dict[str, float]:
-        proxy = self.proxy()
+        proxy = hub_proxy(self.hub)
         return {"t": round(time.monotonic() - self.t0, 1),
                 "hub_rss_mb": round(self.hub.memory_info().rss / 2**20, 2), "proxy_rss_mb": round(proxy.memory_info().rss / 2**20, 2),
                 "hub_fds": self.hub.num_fds(), "proxy_fds": proxy.num_fds(), "hub_threads": self.hub.num_threads(),
-                "routes": self.routes()}
+                "routes": self.routes(proxy)}
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -112,13 +106,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("hub_churn: run as root (servers run as their users' accounts)", file=sys.stderr)
+    if (tmp := root_workdir("hub_churn")) is None:
         return 2
     exit_on_signals()
     users = [f"churn{i:03d}" for i in range(1, args.users + 1)]
-    tmp = Path(tempfile.mkdtemp(prefix="hub_churn-"))
-    tmp.chmod(0o711)
     hubs = {"hpclab": hpclab_hub("hpclab", tmp / "hpclab", "hpclab-local.yaml")}
     hub = hubs["hpclab"]
     for profile in hub.config["profiles"]:

@@ -18,14 +18,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,7 +37,8 @@ import yaml
 from tornado.httpclient import HTTPClientError
 
 from harness import (ADMIN_PASSWORD, USER_PASSWORD, Api, BenchError, add_account, add_out_option, bare_hub, ensure_unix_users,
-                     exit_on_signals, hpclab_hub, ignore_signals, machine_info, stop_hubs, summary, write_results)
+                     exit_on_signals, hpclab_hub, hub_proxy, ignore_signals, machine_info, root_workdir, stop_hubs, summary,
+                     write_results)
 
 PROFILES = {"local": "cpu-small", "slurm": "cpu"}
 CONFIGS = {"local": "hpclab-local.yaml", "slurm": "hpclab-slurm.yaml"}
@@ -115,10 +114,11 @@ def loop_schedstat(pid: int) -> tuple[float, float]:
 class Sampler(threading.Thread):
     """Every ``interval`` s: the users listing's latency on each hub, and the hub's (and proxy's) CPU and memory."""
 
-    def __init__(self, targets: dict[str, tuple[str, dict[str, str]]], hub_pid: int, interval: float, pids: dict[str, int]) -> None:
+    def __init__(self, targets: dict[str, tuple[str, dict[str, str]]], pids: dict[str, int], interval: float) -> None:
+        """``targets`` and ``pids`` by hub name; "hpclab" is ours."""
         super().__init__(daemon=True)
         self.targets, self.interval, self.stop_event = targets, interval, threading.Event()
-        self.hub = psutil.Process(hub_pid)
+        self.hub = psutil.Process(pids["hpclab"])
         self.latency: dict[str, list[float]] = {name: [] for name in targets}
         self.errors: dict[str, int] = {name: 0 for name in targets}  # requests that failed or answered non-200
         self.rss_mb: list[float] = []
@@ -145,9 +145,9 @@ class Sampler(threading.Thread):
                 else:
                     self.errors[name] += 1
             self.targets = dict(reversed(list(self.targets.items())))
-            with contextlib.suppress(psutil.Error):  # a child exiting between listing and reading: next sample
+            with contextlib.suppress(psutil.Error, StopIteration):  # a child exiting between listing and reading: next sample
                 self.rss_mb.append(self.hub.memory_info().rss / 2**20)
-                self.proxy_rss_mb.append(sum(p.memory_info().rss for p in self.hub.children() if p.name() == "node") / 2**20)
+                self.proxy_rss_mb.append(hub_proxy(self.hub).memory_info().rss / 2**20)
             self.stop_event.wait(self.interval)
 
     def finish(self) -> dict[str, Any]:
@@ -211,6 +211,7 @@ def loop_profile(raw: str, seconds: float, rate: int, top: int = 25) -> dict[str
             ours += n
         for frame in frames:
             inclusive[frame] = inclusive.get(frame, 0) + n
+
     def scaffolding(frame: str) -> bool:  # the loop itself and the hub's start-up: on every busy stack
         return "(asyncio/" in frame or "(tornado/platform/" in frame or "launch_instance" in frame or frame.startswith(("<module>", "main ("))
 
@@ -262,29 +263,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.bare_spawns and not args.compare_bare:
         print("hub_load: --bare-spawns needs --compare-bare", file=sys.stderr)
         return 2
-    if os.geteuid() != 0:
-        print("hub_load: run as root (servers run as their users' accounts)", file=sys.stderr)
+    if (tmp := root_workdir("hub_load")) is None:
         return 2
     exit_on_signals()
     users = [f"load{i:03d}" for i in range(1, args.users + 1)]
-    tmp = Path(tempfile.mkdtemp(prefix="hub_load-"))
-    tmp.chmod(0o711)
     hubs = {"hpclab": hpclab_hub("hpclab", tmp / "hpclab", CONFIGS[args.backend])}
     deploy = hubs["hpclab"].config  # every start may take as long as the benchmark allows (2 cores, N JupyterLabs at once)
     for profile in deploy["profiles"]:
         profile["spawn_timeout"] = int(args.timeout)
     if args.server_nice is not None and args.backend == "local":
         deploy["backends"]["local"]["server_nice"] = args.server_nice
-        results_extra = {"server_nice": args.server_nice}
-    else:
-        results_extra = {}
     if args.compare_bare:
         hubs["bare"] = bare_hub("bare", tmp / "bare")
         hubs["bare"].env["BENCH_SPAWN_TIMEOUT"] = str(int(args.timeout))  # the same patience as our profiles get
     cluster, wrappers, created, failures, records, profiler = None, None, [], [], [], None
     bare_records: list[dict[str, Any]] = []
     bare_failures: list[str] = []
-    results: dict[str, Any] = {"users": args.users, "concurrency": args.concurrency, "backend": args.backend, **results_extra}
+    results: dict[str, Any] = {"users": args.users, "concurrency": args.concurrency, "backend": args.backend,
+                               "server_nice": deploy["backends"].get("local", {}).get("server_nice")}
     try:
         if args.backend == "slurm":
             wrappers, cluster = slurm_setup(users, args.cpus or args.users + 2, tmp)
@@ -307,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             targets["bare"] = (f"{hubs['bare'].url}/hub/api/users", {"Authorization": f"token {hubs['bare'].service_token}"})
         print(f"hub_load: {args.users} users on the {args.backend} backend, {args.concurrency} at once", flush=True)
         pids = {name: hub.proc.pid for name, hub in hubs.items()}
-        idle = Sampler(targets, hubs["hpclab"].proc.pid, args.sample, pids)
+        idle = Sampler(targets, pids, args.sample)
         idle.start()
         time.sleep(args.baseline)
         results["idle"] = idle.finish()
@@ -315,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         bare_apis = [bare_user(hubs["bare"], name) for name in users] if args.bare_spawns else []
         if args.profile is not None:
             profiler = Profiler(hubs["hpclab"].proc.pid, args.profile)
-        load = Sampler(targets, hubs["hpclab"].proc.pid, args.sample, pids)
+        load = Sampler(targets, pids, args.sample)
         load.start()
         calls_from = time.time()
         t0 = time.perf_counter()
