@@ -72,10 +72,34 @@ def slurm_availability(profile: Profile, partition: str | None, states: dict, se
     return Availability(note=f"Partition {partition}: {_plural(state.nodes, 'node')}, {state.cpus_free} of {state.cpus_total} cores free{gpus} now.")
 
 
-async def form_availability(spawner: "HPCLabSpawner") -> dict[str, Availability]:
-    """Availability of every profile on the form, each from its own backend (SLURM asked once per backend)."""
+def slurm_partition(profile: Profile, backend) -> str | None:
+    """The partition a SLURM profile's job goes to: its own, else its backend's (None: the cluster's default)."""
+    return (profile.slurm.partition if profile.slurm and profile.slurm.partition else None) or backend.partition
+
+
+async def cluster_state(backend) -> tuple[dict, dict] | str:
+    """(partition states, partition settings) of a SLURM backend, or SLURM's message when it cannot say."""
     from .slurm.client import SlurmClient, SlurmError, partition_settings
 
+    client = SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+    try:
+        return await client.partitions(), await partition_settings(client)
+    except SlurmError as error:
+        return error.message
+
+
+def slurm_profile_availability(profile: Profile, backend, answer: tuple[dict, dict] | str) -> Availability:
+    """What the form says of a SLURM profile, from ``cluster_state``'s answer (the one rule for form and start).
+
+    A cluster that cannot answer blocks nothing: the job is submitted and SLURM's own message decides.
+    """
+    if isinstance(answer, str):
+        return Availability(note=f"Cluster state unavailable: {answer}")
+    return slurm_availability(profile, slurm_partition(profile, backend), *answer)
+
+
+async def form_availability(spawner: "HPCLabSpawner") -> dict[str, Availability]:
+    """Availability of every profile on the form, each from its own backend (SLURM asked once per backend)."""
     deployment = spawner.deployment
     result: dict[str, Availability] = {}
     cluster_answers: dict[str, tuple[dict, dict] | str] = {}
@@ -85,15 +109,6 @@ async def form_availability(spawner: "HPCLabSpawner") -> dict[str, Availability]
             result[profile.slug] = local_availability(profile, spawner.pool(profile))
             continue
         if profile.backend not in cluster_answers:
-            client = SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
-            try:
-                cluster_answers[profile.backend] = (await client.partitions(), await partition_settings(client))
-            except SlurmError as error:
-                cluster_answers[profile.backend] = error.message
-        answer = cluster_answers[profile.backend]
-        if isinstance(answer, str):
-            result[profile.slug] = Availability(note=f"Cluster state unavailable: {answer}")
-            continue
-        partition = (profile.slurm.partition if profile.slurm and profile.slurm.partition else None) or backend.partition
-        result[profile.slug] = slurm_availability(profile, partition, *answer)
+            cluster_answers[profile.backend] = await spawner.cluster_state(profile.backend)
+        result[profile.slug] = slurm_profile_availability(profile, backend, cluster_answers[profile.backend])
     return result

@@ -46,6 +46,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"hub on http://{deployment.hub.ip}:{deployment.hub.port}{deployment.hub.base_url}"
         + (" — fits the running cluster" if args.live else "")
     )
+    from .config.checks import deployment_notes
+
+    for note in deployment_notes(deployment):
+        print(f"{args.file}: note: {note}")
     return 0
 
 

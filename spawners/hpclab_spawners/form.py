@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import jinja2
@@ -28,8 +29,7 @@ def site_branding(deployment: Deployment) -> dict[str, str]:
     return {"site_name": deployment.hub.site_name}
 
 
-def resources_text(profile: Profile) -> str:
-    """'2 cores, 8 GB memory, 1 GPU, up to 4 h' — what the profile holds, said once."""
+def _resource_parts(profile: Profile) -> list[str]:
     parts = [f"{profile.cpus} core{'s' if profile.cpus != 1 else ''}"]
     if profile.memory:
         parts.append(f"{_memory_text(profile.memory)} memory")
@@ -37,7 +37,33 @@ def resources_text(profile: Profile) -> str:
         parts.append(f"{profile.gpus} GPU{'s' if profile.gpus != 1 else ''}")
     if profile.time_limit:
         parts.append(f"up to {format_duration(profile.time_limit)}")
-    return ", ".join(parts)
+    return parts
+
+
+def resources_text(profile: Profile) -> str:
+    """'2 cores, 8 GB memory, 1 GPU, up to 04:00:00' — what the profile holds, said once."""
+    return ", ".join(_resource_parts(profile))
+
+
+def _normalised(text: str) -> str:
+    """Text reduced for comparing resource mentions: lower case, '2G'/'2 GiB'/'2 GB' alike, no plurals or 'memory'."""
+    text = text.lower().replace(",", " ")
+    text = re.sub(r"(\d+(?:\.\d+)?)\s*([kmgt])(?:i?b)?\b", r"\1 \2b", text)
+    text = re.sub(r"\b(core|cpu|gpu)s\b", r"\1", text)
+    text = re.sub(r"\b(memory|ram)\b", " ", text)
+    return " ".join(text.split())
+
+
+def unsaid_resources(profile: Profile) -> str:
+    """The profile's resources its display name does not already say ('' if it says them all).
+
+    Older YAMLs put them in the name ("CPU — 1 core, 2 GB"); the form then shows only the rest,
+    so nothing is said twice.
+    """
+    name = _normalised(profile.display_name)
+    unsaid = [part for part in _resource_parts(profile)
+              if not re.search(rf"(?<![\d.]){re.escape(_normalised(part))}(?![\w.])", name)]
+    return ", ".join(unsaid)
 
 
 _LABELS = {"cpus": "Cores", "memory": "Memory", "gpus": "GPUs", "time_limit": "Wall time", "partition": "Partition",
@@ -105,7 +131,7 @@ def render_profile_form(
             "slug": p.slug,
             "display_name": p.display_name,
             "description": p.description,
-            "resources": resources_text(p),
+            "resources": unsaid_resources(p),
             "note": live.note if live else "",
             "blocked": live.blocked if live else "",
             "choices": choice_fields(p, (cluster_options or {}).get(p.slug)),

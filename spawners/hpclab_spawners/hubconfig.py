@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -202,4 +203,8 @@ def configure(c: Any, config_file: str | os.PathLike) -> Deployment:
 
     cached_deployment.cache_clear()
     apply_deployment(c, deployment, path)
+    from .config.checks import deployment_notes
+
+    for note in deployment_notes(deployment):  # off on this machine, though the YAML is valid: say so in the hub's log
+        logging.getLogger("JupyterHub").warning("hpclab: %s", note)
     return deployment

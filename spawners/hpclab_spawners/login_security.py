@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
+from typing import NoReturn
 
 from tornado import web
 from traitlets import Float, Integer
@@ -94,6 +95,32 @@ class UsernamePolicyMixin(Configurable):
             self.log.warning("Refused user name %r: not in normal form (%r)", username, normal)
             return False
         return True
+
+    def _refuse_login(self, name: str, invalid: InvalidUsername, source: str) -> NoReturn:
+        self.log.warning("Login refused for %s user name %r: %s", source, name, invalid)
+        raise web.HTTPError(403, "Login refused: %s", str(invalid))
+
+    async def authenticate(self, handler, data):
+        """Apply the name rule around the authenticator's own check, so a refusal says why.
+
+        A typed name (login form: native, LDAP) is normalised before anything else sees it: 'Alice' or
+        fullwidth letters bind to the directory as 'alice', and a name the rule refuses never reaches
+        the directory. A name the upstream gives (OIDC's claim, an LDAP lookup) is checked after: one the
+        rule refuses is a 403 with the reason (JupyterHub alone would say only "not authorized").
+        """
+        if isinstance(data, dict) and "username" in data:
+            try:
+                data = dict(data, username=check_username(str(data["username"]), self.username_max_length))
+            except InvalidUsername as invalid:
+                self._refuse_login(str(data["username"]), invalid, "typed")
+        result = await super().authenticate(handler, data)
+        name = result.get("name") if isinstance(result, dict) else result
+        if isinstance(name, str):
+            try:
+                check_username(name, self.username_max_length)
+            except InvalidUsername as invalid:
+                self._refuse_login(name, invalid, "upstream")
+        return result
 
 
 class LoginLockoutMixin(Configurable):

@@ -144,7 +144,7 @@ class ProfileSpawnerMixin(HasTraits):
             metrics.SPAWN_FAILURES.labels(profile.slug, "choice").inc()
             raise web.HTTPError(400, f"Profile {profile.slug!r}: {refused}") from None
         base, profile = profile, with_choices(profile, chosen)
-        blocked = spawner.blocked_reason(profile)
+        blocked = await spawner.blocked_reason(profile)
         if blocked:
             metrics.SPAWN_FAILURES.labels(profile.slug, "unavailable").inc()
             raise web.HTTPError(400, f"Profile {profile.slug!r} cannot start here: {blocked}")
@@ -163,13 +163,26 @@ class ProfileSpawnerMixin(HasTraits):
         spawner.cpu_limit = float(profile.cpus)
         spawner.mem_limit = profile.memory
 
-    def blocked_reason(self, profile: Profile) -> str:
-        """Why ``profile`` can never start on its backend ('' if it can); checked before anything is held."""
-        from .availability import local_blocked
+    async def blocked_reason(self, profile: Profile) -> str:
+        """Why ``profile`` cannot start on its backend ('' if it can); checked before anything is held or submitted.
 
-        if self.deployment.backends[profile.backend].type == "local":
+        The same rule as the form's disabled profiles (availability.py): locally, more GPUs than the
+        server has; on SLURM, a partition that is missing, down, without nodes, or without GPUs for a
+        GPU profile. A busy partition blocks nothing (the job waits with SLURM's reason), nor does a
+        cluster that cannot answer now (sbatch's own message decides).
+        """
+        from .availability import local_blocked, slurm_profile_availability
+
+        backend = self.deployment.backends[profile.backend]
+        if backend.type == "local":
             return local_blocked(profile, self.pool(profile))
-        return ""  # a SLURM job waits in the queue with SLURM's reason, which the progress page shows
+        return slurm_profile_availability(profile, backend, await self.cluster_state(profile.backend)).blocked
+
+    async def cluster_state(self, backend_name: str) -> tuple[dict, dict] | str:
+        """A SLURM backend's partitions now (sinfo and scontrol), or SLURM's message: for the form and for starts."""
+        from .availability import cluster_state
+
+        return await cluster_state(self.deployment.backends[backend_name])
 
     def active_servers(self, include_self: bool = False) -> list[ActiveServer]:
         """Every other server of this hub (or every one) that is running or starting, with its profile's resources."""
@@ -304,7 +317,7 @@ class ProfileSpawnerMixin(HasTraits):
             env["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(every)
             env["HPCLAB_BUSY_CHECK_SECONDS"] = str(every)
         examples = self.deployment.examples
-        if examples.enabled:  # copied into <root>/examples by the hpclab.examples server extension, as the user
+        if examples.delivered:  # copied into <root>/examples by the hpclab.examples server extension, as the user
             env["HPCLAB_EXAMPLES_DIR"] = str(examples.source_dir)
             env["HPCLAB_EXAMPLES_TARGET"] = examples.folder
         walltime = self.deployment.walltime

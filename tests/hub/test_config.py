@@ -375,3 +375,65 @@ def test_admin_reference_lists_every_key_of_both_backend_kinds():
 def test_every_shipped_example_is_valid(example):
     result = run_cli("check", str(example))
     assert result.returncode == 0, result.stderr
+
+
+# --- the examples' folder: the shipped default may be absent, an admin's choice may not ---------------
+
+
+def test_absent_default_examples_folder_turns_examples_off_with_a_note_and_a_warning(tmp_path, monkeypatch, capsys):
+    """Outside a source checkout there is no notebooks/ folder: an unchanged YAML still checks OK and runs."""
+    import logging
+    from types import SimpleNamespace
+
+    from traitlets.config import Config
+
+    from hpclab_spawners import cli
+    from hpclab_spawners.config import model
+    from hpclab_spawners.hubconfig import configure
+    from hpclab_spawners.site_spawner import HPCLabSpawner
+
+    path = tmp_path / "hub.yaml"
+    path.write_text(MINIMAL)
+    assert model.SHIPPED_EXAMPLES.is_dir() and load_deployment(path).examples.delivered  # a source checkout: on
+    monkeypatch.setattr(model, "SHIPPED_EXAMPLES", tmp_path / "site-packages" / "notebooks")
+    deployment = load_deployment(path)  # valid: no error
+    assert deployment.examples.enabled and not deployment.examples.delivered
+    assert cli.main(["check", str(path)]) == 0
+    out = capsys.readouterr()
+    ok, note = out.out.splitlines()
+    assert ok.startswith(f"{path}: OK") and out.err == ""
+    assert note.startswith(f"{path}: note: examples are off: examples.source is not set and the default folder ")
+    assert str(tmp_path / "site-packages" / "notebooks") in note
+    # the hub says so in its log when it starts, and its servers get no examples
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("JupyterHub").addHandler(handler)
+    try:
+        configure(Config(), path)
+    finally:
+        logging.getLogger("JupyterHub").removeHandler(handler)
+    assert [m for m in seen if "examples are off" in m] == [f"hpclab: {deployment.examples.off_note}"]
+    spawner = HPCLabSpawner(deployment_file=str(path), user=SimpleNamespace(name="alice", groups=[], admin=False, settings={}))
+    spawner.profile_slug = "small"
+    assert "HPCLAB_EXAMPLES_DIR" not in spawner.profile_env()
+    # turned off by the admin: nothing to say
+    off = tmp_path / "off.yaml"
+    off.write_text(MINIMAL.replace("backends:", "examples:\n  enabled: false\nbackends:"))
+    assert cli.main(["check", str(off)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_an_examples_source_that_is_missing_is_an_error_at_its_key_and_line(tmp_path, monkeypatch):
+    from hpclab_spawners.config import model
+
+    path = tmp_path / "hub.yaml"
+    path.write_text(MINIMAL + "examples:\n  source: courses/notebooks\n")
+    monkeypatch.setattr(model, "SHIPPED_EXAMPLES", tmp_path / "site-packages" / "notebooks")  # also where the default is absent
+    (issue,) = issues_of(path)
+    assert str(issue) == f"examples.source: no such folder: {tmp_path / 'courses' / 'notebooks'} (line 9)"
+    result = run_cli("check", str(path))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == f"{path}: examples.source: no such folder: {tmp_path / 'courses' / 'notebooks'} (line 9)"
+    (tmp_path / "courses" / "notebooks").mkdir(parents=True)
+    assert load_deployment(path).examples.delivered

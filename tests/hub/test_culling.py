@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from datetime import timedelta
 
+import psutil
 import pytest
-
 
 from hpclab_spawners.config import parse_deployment
 from hpclab_spawners.culling import TIMEOUTS_VARIABLE, ProfileIdleArbiter, culler_service
 
 from support.browsertools import browser_login, run_in_new_notebook
-from support.hubtools import hub_yaml, login, started_hub, stop_server
+from support.hubtools import Hub, hub_yaml, login, started_hub, stop_server
 from support.slurmtools import wait_for
 
 
@@ -78,3 +79,35 @@ def test_culler_service_passes_every_profiles_timeout(tmp_path):
     assert json.loads(service["environment"][TIMEOUTS_VARIABLE]) == {"cpu-small": 3600, "gpu-1": 900}
     assert "--timeout=3600" in service["command"] and any(a.startswith("--config=") for a in service["command"])
     assert "delete:servers" in role["scopes"]
+
+
+@pytest.mark.hub
+def test_the_hub_stops_within_seconds_on_ctrl_c_even_when_its_shell_ignores_sigint(tmp_path):
+    """A hub started as a background job inherits SIGINT ignored; its culler must still stop at once.
+
+    JupyterHub stops services with SIGINT and waits 30 s (``interrupt_timeout``) before SIGTERM: a
+    culler that ignores SIGINT made every stop of ``make hub`` take half a minute.
+    """
+    config = hub_yaml(tmp_path / "state")
+    config["culling"] = {"enabled": True, "timeout": "05:00", "every": "00:05"}
+    hub = Hub(tmp_path, config)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what `cmd &` in a non-interactive shell gives
+    try:
+        hub.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        culler = wait_for(
+            lambda: [p for p in psutil.Process(hub.proc.pid).children() if "jupyterhub_idle_culler" in " ".join(p.cmdline())],
+            30, "the hub started no idle-culler service",
+        )[0]
+        # stopped once it runs: its first look at the users comes after it has read its configuration
+        wait_for(lambda: "(idle-culler@" in hub.log_tail(200), 30, "the idle-culler never asked the hub for its users")
+        started = time.monotonic()
+        hub.proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the hub
+        hub.proc.wait(timeout=60)
+        took = time.monotonic() - started
+        assert took < 10, f"the hub took {took:.1f} s to stop"
+        assert not culler.is_running() or culler.status() == psutil.STATUS_ZOMBIE
+    finally:
+        hub.stop()

@@ -14,7 +14,9 @@ import stat
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import psutil
 import pytest
@@ -391,6 +393,77 @@ def test_approval_is_a_post_with_xsrf_and_the_page_quotes_names(secure_hub):
     token = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
     approved = admin.http.post(f"{secure_hub.url}/hub/authorize/erin", data={"approve": "1", "_xsrf": token})
     assert approved.ok and _pending(secure_hub)["erin"] is True
+
+
+class _Elements(HTMLParser):
+    """Every start tag's attributes, every text run, and what each <script> holds, as a browser would parse them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.texts: list[str] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        (self.scripts if self._in_script else self.texts).append(data)
+
+
+def _write_accounts(hub, change) -> None:
+    """Apply ``change(db, UserInfo)`` straight to the hub's database and commit, past every rule of the hub."""
+    from hpclab_spawners.config import load_deployment
+    from jupyterhub import orm
+    from nativeauthenticator.orm import UserInfo
+
+    db = orm.new_session_factory(load_deployment(hub.config_path).hub.database_url)()
+    try:
+        change(db, UserInfo)
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_a_hostile_name_in_the_database_is_escaped_on_the_approval_page_and_get_changes_nothing(secure_hub):
+    """A name with quotes, tabs and HTML that reached the database anyway stays text on /hub/authorize (no attribute
+    or script of its own), a GET of /hub/authorize/<name> or /hub/discard/<name> answers 405 and changes nothing,
+    and the page's own POST form still discards it."""
+    hostile = 'mal"\tonfocus=alert(1)\tautofocus\tx=\'><script>alert(2)</script><b a="'
+    # a pending account that never went through sign-up's name rule (an old database, a bug elsewhere)
+    _write_accounts(secure_hub, lambda db, UserInfo: db.add(UserInfo(username=hostile, password=b"x", is_authorized=False)))
+    try:
+        admin = login(secure_hub, "admin")
+        page = admin.http.get(f"{secure_hub.url}/hub/authorize")
+        assert page.status_code == 200
+        assert "<script>alert(2)" not in page.text and "alert(2)</script>" not in page.text
+        elements = _Elements()
+        elements.feed(page.text)
+        assert not [attrs for _, attrs in elements.tags if {"onfocus", "autofocus", "x", "a"} & set(attrs)]
+        assert not [tag for tag, _ in elements.tags if tag == "b"]
+        assert not [script for script in elements.scripts if "alert(" in script]
+        rows = [attrs for tag, attrs in elements.tags if tag == "tr" and "data-username" in attrs]
+        assert hostile in [row["data-username"] for row in rows]  # the whole name stayed inside its quoted attribute
+        assert hostile in elements.texts
+        quoted = quote(hostile, safe="")
+        for route in ("authorize", "discard"):  # a link on another site, or an <img src=...>
+            answer = admin.http.get(f"{secure_hub.url}/hub/{route}/{quoted}", allow_redirects=False)
+            assert answer.status_code == 405, (route, answer.status_code)
+            assert _pending(secure_hub)[hostile] is False
+        # the page's own discard form still works for such a name (its action must reach the handler)
+        actions = [attrs["action"] for tag, attrs in elements.tags if tag == "form" and "/discard/" in attrs.get("action", "")]
+        action = next(a for a in actions if unquote(a.rsplit("/discard/", 1)[1]) == hostile)
+        token = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+        discarded = admin.http.post(f"{secure_hub.url}{action}", data={"_xsrf": token}, allow_redirects=False)
+        assert discarded.status_code == 302, discarded.status_code
+        assert hostile not in _pending(secure_hub)
+    finally:
+        _write_accounts(secure_hub, lambda db, UserInfo: db.query(UserInfo).filter(UserInfo.username == hostile).delete())
 
 
 def test_repeated_wrong_passwords_lock_the_account(secure_hub):

@@ -16,7 +16,8 @@ from support.hubtools import Hub, HubClient, free_port, hub_yaml
 pytestmark = pytest.mark.hub
 
 SUFFIX = "dc=hpclab,dc=test"
-PASSWORDS = {"carol": "carol-ldap-pass", "dave": "dave-ldap-pass", "erin": "erin-ldap-pass"}
+PASSWORDS = {"carol": "carol-ldap-pass", "dave": "dave-ldap-pass", "erin": "erin-ldap-pass",
+             "Frank": "frank-ldap-pass", ".mallory": "mallory-ldap-pass"}  # valid LDAP uids; the hub's name rule decides
 ENTRIES = f"""dn: {SUFFIX}
 objectClass: dcObject
 objectClass: organization
@@ -55,7 +56,8 @@ member: uid=erin,ou=people,{SUFFIX}
 
 @pytest.fixture(scope="module")
 def slapd():
-    """Debian's slapd on a free port with users carol (gpu-users), dave (no group), erin (hpc-admins)."""
+    """Debian's slapd on a free port with users carol (gpu-users), dave (no group), erin (hpc-admins),
+    Frank and .mallory (no group: names the hub normalises or refuses)."""
     if not Path("/usr/sbin/slapd").exists():
         pytest.fail("slapd missing: make test installs Debian's slapd and ldap-utils")
     root = Path(tempfile.mkdtemp(prefix="hpclab-ldap-"))
@@ -155,3 +157,22 @@ def test_ldap_groups_are_synced_into_the_hub(ldap_hub):
     ldap_login(ldap_hub, "carol")
     groups = {g["name"]: g["users"] for g in erin.api("GET", "/groups").json()}
     assert groups["gpu-users"] == ["carol"] and groups["hpc-admins"] == ["erin"]
+
+
+def test_ldap_names_follow_the_hub_name_rule(ldap_hub):
+    """One name rule for LDAP logins too: a name the rule refuses (here a real directory account, '.mallory',
+    with its right password) gets the reason and never becomes a hub user; 'Frank' and fullwidth 'ＦＲＡＮＫ'
+    log in as 'frank'."""
+    mallory = HubClient(ldap_hub).login(".mallory", PASSWORDS[".mallory"])
+    assert mallory.status_code == 403 and "must not start with a dot" in mallory.text, mallory.text[-2000:]
+    hostile = HubClient(ldap_hub).login("eve\t<script>alert(1)</script>", "any-password")
+    assert hostile.status_code == 403 and "may hold only letters a-z, digits" in hostile.text
+    assert "<script>alert(1)" not in hostile.text
+    for typed in ("Frank", "\uff26\uff32\uff21\uff2e\uff2b"):  # upper case; fullwidth (NFKC)
+        frank, ok = ldap_login(ldap_hub, typed, PASSWORDS["Frank"])
+        assert ok, typed
+        assert frank.api("GET", "/user").json()["name"] == "frank"
+    erin, _ = ldap_login(ldap_hub, "erin")
+    names = {user["name"] for user in erin.api("GET", "/users").json()}
+    assert "frank" in names and not {"Frank", ".mallory", "mallory"} & names
+    assert not any("<" in name or "\t" in name for name in names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +18,9 @@ from support.hubtools import Hub, free_port, hub_yaml
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
 
 PROVIDER_DIR = Path(__file__).with_name("oidc")
-USERS = {"alice": {"groups": ["gpu-users"]}, "bob": {"groups": []}, "erin": {"groups": ["hpc-admins"]}}
+USERS = {"alice": {"groups": ["gpu-users"]}, "bob": {"groups": []}, "erin": {"groups": ["hpc-admins"]},
+         # names the provider issues as they are and the hub normalises or refuses
+         "Grace": {"groups": []}, ".mallory": {"groups": []}, "eve\t<script>alert(1)</script>": {"groups": []}}
 CLIENT_SECRET = "oidc-test-client-secret"
 
 
@@ -90,3 +93,32 @@ def test_sso_admin_group_gets_the_admin_page(oidc_hub, browser):
     assert erin.goto(f"{oidc_hub.url}/hub/admin").status == 200
     bob = sso_login(browser, oidc_hub, "bob")
     assert bob.goto(f"{oidc_hub.url}/hub/admin").status == 403
+
+
+def hub_user_names(hub: Hub) -> set[str]:
+    """The user names in the hub's database (read directly: no admin session needed)."""
+    database = sqlite3.connect(f"file:{Path(hub.config['hub']['data_dir']) / 'jupyterhub.sqlite'}?mode=ro", uri=True)
+    try:
+        return {name for (name,) in database.execute("SELECT name FROM users")}
+    finally:
+        database.close()
+
+
+def test_sso_names_follow_the_hub_name_rule(oidc_hub, browser):
+    """The provider's preferred_username passes the hub's one name rule: a name it refuses (a leading dot;
+    a tab and HTML) is a refused login that says why and creates no hub user; 'Grace' lands as 'grace'."""
+    for upstream, reason in ((".mallory", "must not start with a dot"),
+                             ("eve\t<script>alert(1)</script>", "may hold only letters a-z, digits")):
+        page = sso_login(browser, oidc_hub, upstream)
+        assert "/hub/oauth_callback" in page.url
+        html = page.content()
+        assert "Login refused: " in html and reason in html, html[-3000:]
+        assert "<script>alert(1)" not in html
+        page.context.close()
+    grace = sso_login(browser, oidc_hub, "Grace")
+    assert "/hub/oauth_callback" not in grace.url
+    grace.goto(f"{oidc_hub.url}/hub/spawn")
+    assert grace.locator("input[name=profile][value=cpu-small]").count() == 1
+    names = hub_user_names(oidc_hub)
+    assert "grace" in names and not {"Grace", ".mallory"} & names
+    assert not any("<" in name or "\t" in name or "mallory" in name for name in names)

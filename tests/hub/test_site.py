@@ -261,3 +261,99 @@ def test_local_availability_counts_idle_cores_and_free_gpus():
     busy = local_availability(_profile(gpus=1), pool)
     assert not busy.blocked and "all GPUs are in use now" in busy.note  # a wait, not a refusal
     assert local_blocked(_profile(gpus=1), ResourcePool((0,), ())) == "This server has no GPU; the profile needs 1 GPU."
+
+
+# -- the same rule on the form and at start: a forged POST / REST start of a blocked SLURM profile ----
+_SINFO = {"nodes": [  # `sinfo --json` as SLURM 22.05 prints it (the fields the hub reads)
+    {"state": "idle", "cpus": 8, "alloc_cpus": 0, "gres": "", "gres_used": "", "partitions": ["cpu", "old"]},
+    {"state": "mixed", "cpus": 4, "alloc_cpus": 1, "gres": "gpu:2", "gres_used": "gpu:0", "partitions": ["gpu"]},
+]}
+_PARTITIONS = ("PartitionName=cpu State=UP MaxTime=UNLIMITED\nPartitionName=old State=DOWN MaxTime=1:00:00\n"
+               "PartitionName=gpu State=UP MaxTime=2-00:00:00\n")
+
+
+def _slurm_site_spawner(tmp_path: Path, answer):
+    """The hub's real spawner on a SLURM-only YAML, its cluster answering ``answer`` (no SLURM here)."""
+    from types import SimpleNamespace
+
+    from hpclab_spawners.site_spawner import HPCLabSpawner
+
+    config = hub_yaml(
+        tmp_path / "state",
+        backends={"cluster": {"type": "slurm", "partition": "cpu"}},
+        profiles=[
+            {"slug": "cpu", "display_name": "CPU", "backend": "cluster", "cpus": 1, "default": True},
+            {"slug": "old", "display_name": "Old nodes", "backend": "cluster", "cpus": 1, "slurm": {"partition": "old"}},
+            {"slug": "gone", "display_name": "Gone", "backend": "cluster", "cpus": 1, "slurm": {"partition": "nosuch"}},
+            {"slug": "gpu-on-cpu", "display_name": "GPU", "backend": "cluster", "cpus": 1, "gpus": 1},
+            {"slug": "gpu", "display_name": "GPU", "backend": "cluster", "cpus": 1, "gpus": 1, "slurm": {"partition": "gpu"}},
+        ],
+    )
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    class Spawner(HPCLabSpawner):
+        async def cluster_state(self, backend_name):  # what sinfo and scontrol would say (parsed by the real parsers)
+            return answer
+
+    return Spawner(deployment_file=str(path), user=SimpleNamespace(name="alice", groups=[], admin=False, settings={}))
+
+
+def _run(coroutine):
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # a fresh loop in its own thread (another tool may own this thread's loop)
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def test_a_slurm_profile_the_form_disables_is_refused_at_start_with_the_same_reason(tmp_path):
+    from tornado import web
+
+    from hpclab_spawners.availability import form_availability
+    from hpclab_spawners.slurm.client import parse_partition_lines, parse_sinfo_json
+
+    spawner = _slurm_site_spawner(tmp_path, (parse_sinfo_json(_SINFO), parse_partition_lines(_PARTITIONS)))
+    shown = _run(form_availability(spawner))
+    assert shown["old"].blocked == "Partition old is down (the cluster's admins closed it)."
+    assert shown["gone"].blocked == "The cluster has no partition 'nosuch'."
+    assert shown["gpu-on-cpu"].blocked == "Partition cpu has no GPUs; the profile needs 1 GPU."
+    for slug in ("old", "gone", "gpu-on-cpu"):  # what a forged form or a REST start sends
+        with pytest.raises(web.HTTPError) as refused:
+            _run(spawner._run_apply_user_options({"profile": slug}))
+        assert refused.value.status_code == 400
+        assert refused.value.log_message == f"Profile {slug!r} cannot start here: {shown[slug].blocked}"
+        assert spawner.profile_slug == ""  # refused in apply_user_options: start (sbatch) is never reached, nothing held
+    assert not shown["cpu"].blocked and not shown["gpu"].blocked
+    _run(spawner._run_apply_user_options({"profile": "gpu"}))
+    assert spawner.profile_slug == "gpu"
+
+
+def test_a_cluster_that_cannot_answer_blocks_no_start(tmp_path):
+    from hpclab_spawners.availability import Availability, form_availability
+
+    spawner = _slurm_site_spawner(tmp_path, "sinfo did not answer within 30 s")
+    assert _run(form_availability(spawner))["old"] == Availability(note="Cluster state unavailable: sinfo did not answer within 30 s")
+    _run(spawner._run_apply_user_options({"profile": "old"}))  # SLURM's own answer (sbatch) decides
+    assert spawner.profile_slug == "old"
+
+
+def test_an_old_yaml_whose_names_hold_the_resources_says_them_once_on_the_form():
+    """Display names as deploy/hub.yaml wrote them before the form showed resources itself."""
+    from hpclab_spawners.config.model import Profile
+    from hpclab_spawners.form import render_profile_form
+
+    profiles = [
+        Profile(slug="cpu-small", display_name="CPU — 1 core, 2 GB", backend="local", cpus=1, memory="2G", default=True),
+        Profile(slug="gpu-1", display_name="GPU — 1 GPU, 4 cores, 16 GB", backend="local", cpus=4, memory="16G", gpus=1,
+                time_limit="04:00:00"),
+        Profile(slug="cpu-new", display_name="CPU (small)", backend="local", cpus=1, memory="2G"),
+    ]
+    html = render_profile_form(profiles)
+    small = _form_choice(html, "cpu-small")
+    assert small.count("1 core") == 1 and small.count("2 GB") == 1 and "hpclab-resources" not in small
+    gpu = _form_choice(html, "gpu-1")
+    assert gpu.count("1 GPU") == 1 and gpu.count("4 cores") == 1 and gpu.count("16 GB") == 1
+    assert re.search(r'class="hpclab-resources"[^>]*>up to 04:00:00</div>', gpu)  # only what the name leaves out
+    new = _form_choice(html, "cpu-new")
+    assert re.search(r'class="hpclab-resources"[^>]*>1 core, 2 GB memory</div>', new)

@@ -35,6 +35,12 @@ def flex_hub(slurm_cluster, tmp_path_factory):
             "cpus": 1, "memory": "512M", "time_limit": "00:10:00", "spawn_timeout": 300, "slurm": {"partition": "cpu"},
             "choices": {"cpus": {"min": 1, "max": 8}, "time_limit": {"min": "00:05:00", "max": "01:00:00"},
                         "partition": ["cpu", "short"], "reservation": "active"},
+        }, {
+            "slug": "gone", "display_name": "A partition the cluster does not have", "backend": "cluster",
+            "cpus": 1, "time_limit": "00:10:00", "slurm": {"partition": "nosuch"},
+        }, {
+            "slug": "short-only", "display_name": "Short partition", "backend": "cluster",
+            "cpus": 1, "time_limit": "00:10:00", "slurm": {"partition": "short"},
         }],
     )
     with started_slurm_hub(Hub(workdir, config), slurm_cluster) as hub:
@@ -119,6 +125,49 @@ def test_a_start_pending_behind_a_full_node_is_cancelled_from_the_progress_page(
         page.close()
         slurm(conf, "scancel", "-u", "bob")
         slurm(conf, "scancel", "-u", "alice")
+
+
+def _form_choice(form: str, slug: str) -> str:
+    """The form's entry of one profile (its label, with the disabled radio and the reason)."""
+    match = re.search(rf'<label class="hpclab-profile[^"]*"[^>]*data-profile="{slug}".*?</label>', form, re.S)
+    assert match, f"profile {slug} not on the form"
+    return html.unescape(match.group(0))
+
+
+def test_a_missing_or_down_partition_is_disabled_on_the_form_and_refused_before_sbatch(flex_hub):
+    conf = flex_hub.slurm_conf
+    bob = login(flex_hub, "bob")
+    form = bob.http.get(f"{flex_hub.url}/hub/spawn/bob").text
+    gone = _form_choice(form, "gone")
+    assert re.search(r'id="profile-gone"[^>]*disabled', gone)
+    assert "Not available here: The cluster has no partition 'nosuch'." in gone
+    short = _form_choice(form, "short-only")
+    assert not re.search(r'id="profile-short-only"[^>]*disabled', short) and "Partition short:" in short
+    # a forged form and a REST start of it: a clear 400 with the form's reason, and no job
+    forged = bob.post_spawn("bob", "gone")
+    assert forged.status_code == 400, forged.status_code
+    assert "Profile 'gone' cannot start here: The cluster has no partition 'nosuch'." in html.unescape(forged.text)
+    refused = bob.api("POST", "/users/bob/server", json={"profile": "gone"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["message"] == "Profile 'gone' cannot start here: The cluster has no partition 'nosuch'."
+    assert _squeue(conf, "bob", "%i") == []
+    assert bob.api("GET", "/users/bob").json()["servers"] == {}
+    # the admins close a partition: its profile, and a choice of it, are refused until it reopens
+    slurm(conf, "scontrol", "update", "PartitionName=short", "State=DOWN")
+    try:
+        down = "Partition short is down (the cluster's admins closed it)."
+        form = bob.http.get(f"{flex_hub.url}/hub/spawn/bob").text
+        short = _form_choice(form, "short-only")
+        assert re.search(r'id="profile-short-only"[^>]*disabled', short) and f"Not available here: {down}" in short
+        forged = bob.post_spawn("bob", "short-only")
+        assert forged.status_code == 400 and f"Profile 'short-only' cannot start here: {down}" in html.unescape(forged.text)
+        chosen = bob.api("POST", "/users/bob/server", json={"profile": "cpu-flex", "partition": "short"})
+        assert chosen.status_code == 400, chosen.text
+        assert chosen.json()["message"] == f"Profile 'cpu-flex' cannot start here: {down}"
+        assert _squeue(conf, "bob", "%i") == []
+        assert bob.api("GET", "/users/bob").json()["servers"] == {}
+    finally:
+        slurm(conf, "scontrol", "update", "PartitionName=short", "State=UP")
 
 
 def test_the_clusters_answers_are_read_per_user_and_per_partition():

@@ -102,6 +102,22 @@ def _target_chunks(source: Any, window: tuple[int, ...]) -> tuple[int, ...]:
     return whole
 
 
+def _recorded_window(target: Any, ndim: int) -> tuple[int, ...] | None:
+    """The window an earlier apply recorded in ``target`` when it exists (None for a new target or no record)."""
+    import zarr
+
+    if isinstance(target, zarr.Array):
+        array = target
+    elif isinstance(target, (str, os.PathLike)) and (Path(target) / "zarr.json").exists():
+        array = open_volume(target)
+    else:
+        return None
+    window = dict(array.attrs.get(RECORD, {})).get("window")
+    if not isinstance(window, list) or len(window) != ndim:
+        return None
+    return tuple(int(w) for w in window)
+
+
 def _target(target: Any, source: Any, window: tuple[int, ...], halo: tuple[int, ...], dtype: Any,
             compression: str, func: Callable[..., Any]) -> Any:
     """The target array: opened (and checked against this run) or created (chunks: :func:`_target_chunks`)."""
@@ -159,7 +175,9 @@ def apply(
     GPU's free memory with ``gpu=True``, the dask workers' limit, or this host's share) at
     ``bytes_per_voxel`` of working memory (default: the function's own ``bytes_per_voxel``
     attribute, as :class:`hpclab.volumes.models.ModelBlock` has, else four float64 copies); a
-    function with a true ``gpu`` attribute is sized from the GPU.
+    function with a true ``gpu`` attribute is sized from the GPU. With ``window=None`` and a target
+    that an earlier run recorded its window in (an interrupted or finished run), that window is
+    reused, so a resume goes on even when the memory it would be sized from has changed.
     ``workers``: 1 runs here, N > 1 on a local dask cluster of N processes (default: the cores
     :func:`hpclab.session` grants); ``cluster``: a dask Client, cluster or address (SLURM workers).
     Windows already written by an interrupted run with the same settings are skipped. Returns the
@@ -193,7 +211,10 @@ def apply(
             owned_cluster = local_cluster(workers)
             client, owned_client = Client(owned_cluster, set_as_default=False), True
         n = workers or len(client.scheduler_info()["workers"]) or 1
-        if window is None:
+        recorded = _recorded_window(target, ndim) if window is None else None
+        if recorded is not None:  # resuming: the windows the earlier run wrote, whatever the memory now
+            window_t = recorded
+        elif window is None:
             budget = _budget(memory_per_worker, n, client, gpu)
             chunks = getattr(src, "chunks", None)
             window_t = window_for_memory(src.shape, budget, halo_t, chunks=chunks if isinstance(src, zarr.Array) else None,

@@ -47,8 +47,8 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
     if hub.logo is not None and not hub.logo.is_file():
         issues.append(ConfigIssue(("hub", "logo"), f"no such file: {hub.logo}"))
     examples = deployment.examples
-    if examples.enabled and not examples.source_dir.is_dir():
-        issues.append(ConfigIssue(("examples", "source"), f"no such folder: {examples.source_dir}"))
+    if examples.enabled and examples.source is not None and not examples.source.is_dir():
+        issues.append(ConfigIssue(("examples", "source"), f"no such folder: {examples.source}"))
     issues += _choice_issues(deployment)
     issues += _local_backend_issues(deployment)
     issues += _user_name_issues(deployment)
@@ -74,6 +74,11 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
             issues.append(ConfigIssue(tuple(key.split(".")), f"port {port} is already used by {seen_ports[port]}"))
         seen_ports[port] = key
     return issues
+
+
+def deployment_notes(deployment: Deployment) -> list[str]:
+    """What a valid YAML leaves off on this machine, said by ``hpclab-hub check`` and logged by the hub (never errors)."""
+    return [note for note in (deployment.examples.off_note,) if note]
 
 
 def _choice_issues(deployment: Deployment) -> list[ConfigIssue]:

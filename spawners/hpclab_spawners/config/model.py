@@ -397,12 +397,17 @@ class WalltimeSettings(Strict):
     )
 
 
+#: The examples of a source checkout of HPCLab (absent where HPCLab was installed as a package).
+SHIPPED_EXAMPLES = Path(__file__).resolve().parents[3] / "notebooks"
+
+
 class ExamplesSettings(Strict):
     """The example notebooks every new server finds in its root folder (refreshed at each start, edits kept)."""
 
     enabled: bool = Field(True, description="Copy the examples into each server's root folder at start.")
     source: Path | None = Field(
-        None, description="Folder holding the deployment's examples; default: the notebooks/ folder HPCLab ships. Relative to the YAML file."
+        None, description="Folder holding the deployment's examples (it must exist); default: the notebooks/ folder of "
+        "HPCLab's source checkout, and where that is absent examples are off (with a warning). Relative to the YAML file."
     )
     folder: StrictStr = Field(
         "examples", pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the folder in each server's root (one level, no slashes)."
@@ -416,7 +421,21 @@ class ExamplesSettings(Strict):
     @property
     def source_dir(self) -> Path:
         """The folder examples are copied from: ``source``, else the notebooks/ folder next to the hub package."""
-        return self.source or Path(__file__).resolve().parents[3] / "notebooks"
+        return self.source or SHIPPED_EXAMPLES
+
+    @property
+    def delivered(self) -> bool:
+        """Whether servers get the examples: enabled, from ``source`` if set, else from the shipped folder if it exists."""
+        return self.enabled and (self.source is not None or SHIPPED_EXAMPLES.is_dir())
+
+    @property
+    def off_note(self) -> str:
+        """Why enabled examples are off on this machine ('' when they are not): no source, no shipped folder."""
+        if not self.enabled or self.delivered:
+            return ""
+        return (f"examples are off: examples.source is not set and the default folder {SHIPPED_EXAMPLES} (HPCLab's "
+                "notebooks/, only in a source checkout) is absent; set examples.source to your copy of the example "
+                "notebooks, or examples.enabled: false")
 
 
 class Deployment(Strict):
