@@ -4,7 +4,9 @@ Subcommands live in their own modules, listed in SUBCOMMANDS and imported only w
 runs: ``hpclab session`` never loads the science packages. Every subcommand's ``add_parser`` sets
 ``run`` on the arguments, and ``main`` calls it with SIGTERM/SIGINT turned into exceptions (so
 clean-up runs and worker pools stop); an error no subcommand caught is printed as one line naming
-the file or value (``--debug`` anywhere on the line shows the traceback instead).
+the file or value (``--debug`` anywhere on the line shows the traceback instead). ``main`` sets
+``args.debug``: a subcommand that catches errors to print them in one line re-raises them when it is
+set, so ``main`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [word for word in argv if word != "--debug"]
     parser = _build_parser(_command_in(argv))
     args = parser.parse_args(argv)
+    args.debug = debug  # subcommands that print their own one-line errors re-raise when it is set
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2

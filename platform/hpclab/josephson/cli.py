@@ -137,12 +137,16 @@ def run_sweep(args: argparse.Namespace) -> int:
     """Run ``hpclab josephson sweep`` with parsed ``args``; print a one-line summary; return the exit status.
 
     Checks OUT (and --plot) and the memory the grid needs before computing; finished points go to
-    OUT's .partial.npz as they come, so SIGTERM or Ctrl-C keeps them for ``--resume``.
+    OUT's .partial.npz as they come, so SIGTERM or Ctrl-C keeps them for ``--resume`` (also while
+    OUT itself is written: the .partial.npz then holds every point). Errors are one line; with
+    ``--debug`` (``args.debug``, set by :func:`hpclab.cli.main`) they are raised, so the traceback shows.
     """
     from ..interrupts import Interrupted
     from ..safe_output import OutputError, check_output_file
 
-    def fail(message: str) -> int:
+    def fail(message: str, error: Exception | None = None) -> int:
+        if error is not None and getattr(args, "debug", False):
+            raise error  # `hpclab --debug`: main prints the traceback
         print(f"hpclab josephson sweep: {message}", file=sys.stderr)
         return 2
 
@@ -153,7 +157,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         if args.plot:
             check_output_file(args.plot, suffix=".png")
     except OutputError as err:
-        return fail(str(err))
+        return fail(str(err), err)
     partial = partial_path(args.out)
     if partial.exists() and not args.resume:
         return fail(f"{partial} holds an interrupted sweep: add --resume to finish it, or remove the file")
@@ -166,12 +170,13 @@ def run_sweep(args: argparse.Namespace) -> int:
     try:
         check_memory(_grid_points(values))
     except ValueError as err:
-        return fail(str(err))
+        return fail(str(err), err)
     values = {k: np.linspace(*v) if isinstance(v, Linspace) else v for k, v in values.items()}
     try:
         result = _sweep(args, values, partial)
+        result.save(args.out)  # atomic: a signal here leaves the previous OUT, and the .partial.npz
     except (ValueError, TypeError) as err:
-        return fail(str(err))
+        return fail(str(err), err)
     except Interrupted as stop:
         from .checkpoint import finished_points
 
@@ -179,7 +184,6 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"hpclab josephson sweep: stopped by {stop}; {kept} finished points kept in {partial}; "
               "run the same command with --resume to finish", file=sys.stderr)
         return stop.exit_status
-    result.save(args.out)
     partial.unlink(missing_ok=True)
     if args.plot:
         import matplotlib

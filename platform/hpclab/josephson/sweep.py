@@ -79,7 +79,9 @@ def sweep(
 
     ``checkpoint`` (an .npz path): finished points are saved there every few seconds and when the
     sweep is interrupted (Ctrl-C, SIGTERM through :mod:`hpclab.interrupts`); a checkpoint of the
-    same grid, solver and tolerances is resumed. It is removed at the end unless ``keep_checkpoint``.
+    same grid, solver and tolerances is resumed. It is removed at the end unless ``keep_checkpoint``;
+    then it is saved once more with every point, so a signal while the caller saves the result
+    (``hpclab josephson sweep``) loses nothing.
     """
     check_solver(solver)
     grid = make_grid(**values)
@@ -100,15 +102,20 @@ def sweep(
         if size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {size}")
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-        last_save = time.monotonic()
+        last_save, unsaved = time.monotonic(), 0
         with _progress_bar(len(P), progress, solver, initial=len(P) - len(todo)) as bar:
             try:
                 for idx, (s, st) in zip(chunks, _run(P, chunks, solver, rtol, atol, backend, n_jobs, client)):
                     states[idx], stats[idx], done[idx] = s, st, True
+                    unsaved += len(idx)
                     bar.update(len(idx))
                     if saved and time.monotonic() - last_save > CHECKPOINT_EVERY_S:
                         saved.save(states, stats, done)
-                        last_save = time.monotonic()
+                        last_save, unsaved = time.monotonic(), 0
+                if saved and keep_checkpoint and unsaved:
+                    # every point on disk before the caller writes the result: a signal during that
+                    # (long, compressed) write then loses nothing. Uncompressed: ~0.15 s per million points.
+                    saved.save(states, stats, done)
             except BaseException:
                 if saved:
                     saved.save(states, stats, done)

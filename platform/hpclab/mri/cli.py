@@ -59,7 +59,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     k.add_argument("--deidentify", action="store_true")
     k.add_argument("--no-views", action="store_true")
     k.add_argument("--subjects", type=lambda text: [w for w in text.split(",") if w], metavar="ID,ID,...",
-                   help="process only these subjects (in a DataLad dataset, only they are fetched)")
+                   help="process only these subjects, locally or with --slurm (in a DataLad dataset, only they "
+                        "are fetched)")
     k.add_argument("--use-equalized", action="store_true",
                    help="process dcm2niix's _Eq_ file (missing slices filled by interpolation) where a series has gaps")
     k.add_argument("--overwrite", action="store_true")
@@ -68,7 +69,10 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the parsed ``hpclab mri ...`` command; print errors in one line and return the exit status."""
+    """Run the parsed ``hpclab mri ...`` command; print errors in one line and return the exit status.
+
+    With ``--debug`` (``args.debug``, set by :func:`hpclab.cli.main`) errors are raised, so the traceback shows.
+    """
     from .errors import MRIError
 
     if not getattr(args, "mri_command", None):
@@ -80,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _COMMANDS[args.mri_command](args)
         except (MRIError, FileNotFoundError, ValueError, RuntimeError) as exc:
+            if getattr(args, "debug", False):
+                raise  # `hpclab --debug` prints the traceback
             from ..cli import one_line
 
             print(f"hpclab mri {args.mri_command}: error: {one_line(exc)}", file=sys.stderr)
@@ -162,7 +168,7 @@ def _cohort(args: argparse.Namespace) -> int:
     if args.slurm:
         resources = JobResources(cpus=args.cpus, mem=args.mem, time=args.time, partition=args.partition, account=args.account)
         sub = cohort.submit_cohort(args.root, args.out, resources=resources, max_parallel=args.max_parallel,
-                                   **options)
+                                   subjects=args.subjects, **options)
         print(f"submitted array job {sub.array_job} ({len(sub.subjects)} subjects) and summary job "
               f"{sub.summary_job}; the summary will be {sub.summary_file}")
         return 0

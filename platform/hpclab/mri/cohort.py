@@ -349,22 +349,30 @@ def cohort_scripts(
 
 def submit_cohort(root: str | Path, out: str | Path, *, resources: JobResources = JobResources(),
                   max_parallel: int | None = None, deidentify: bool = False, views: bool = True,
-                  use_equalized: bool = False) -> SlurmCohort:
-    """Submit the cohort as a SLURM job array plus a summary job (``afterany``); returns the job ids."""
-    subjects = [s.id for s in find_subjects(root)]
-    if not subjects:
+                  use_equalized: bool = False, subjects: Sequence[str] | None = None) -> SlurmCohort:
+    """Submit the cohort as a SLURM job array plus a summary job (``afterany``); returns the job ids.
+
+    ``subjects`` (ids) picks some, as in :func:`process_cohort`: only they get array tasks, and in a
+    DataLad dataset only their files are fetched (``datalad get``, here, before anything is submitted:
+    the tasks read the dataset from the shared file system).
+    """
+    chosen = select_subjects(find_subjects(root), subjects)
+    if not chosen:
         raise MRIError(f"no subjects in {root}: expected sub-folders with DICOM files or NIfTI files")
+    if is_dataset(root):
+        fetch(root, [s.path for s in chosen])
+    ids = [s.id for s in chosen]
     out = Path(out).resolve()
     (out / "slurm").mkdir(parents=True, exist_ok=True)
-    (out / SUBJECT_LIST).write_text("\n".join(subjects) + "\n")
-    array_text, summary_text = cohort_scripts(root, out, subjects, resources=resources, max_parallel=max_parallel,
+    (out / SUBJECT_LIST).write_text("\n".join(ids) + "\n")
+    array_text, summary_text = cohort_scripts(root, out, ids, resources=resources, max_parallel=max_parallel,
                                               deidentify=deidentify, views=views, use_equalized=use_equalized)
     array_path, summary_path = out / "slurm" / "cohort_array.sbatch", out / "slurm" / "cohort_summary.sbatch"
     array_path.write_text(array_text)
     summary_path.write_text(summary_text)
     array_job = submit(array_path)
     summary_job = submit(summary_path, dependency=f"afterany:{array_job}")
-    return SlurmCohort(array_job, summary_job, array_path, summary_path, tuple(subjects), out / SUMMARY_NAME)
+    return SlurmCohort(array_job, summary_job, array_path, summary_path, tuple(ids), out / SUMMARY_NAME)
 
 
 def _quote(word: str) -> str:

@@ -42,7 +42,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train as the flags say: here, on --nproc local processes or as a SLURM job; return the exit status.
 
-    The output folder is checked before anything starts (a typo must not cost a queue wait).
+    The output folder is checked before anything starts (a typo must not cost a queue wait). Errors
+    are one line; with ``--debug`` (``args.debug``, set by :func:`hpclab.cli.main`) they are raised.
     """
     from ..safe_output import OutputError, check_output_dir
 
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_output_dir(cfg.out_dir)
     except OutputError as exc:
+        if getattr(args, "debug", False):
+            raise  # `hpclab --debug`: main prints the traceback
         print(f"hpclab train: --out-dir: {exc}", file=sys.stderr)
         return 2
     if args.slurm:
@@ -73,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = launch_local(cfg, nproc=args.nproc, backend=backend)
         except TrainingError as exc:
+            if getattr(args, "debug", False):
+                raise
             print(exc, file=sys.stderr)
             return 1
         print(f"done in {result.seconds:.1f} s: {result.out_dir}/metrics.json", flush=True)

@@ -14,6 +14,8 @@ import nibabel as nib
 import pandas as pd
 import pytest
 
+from hpclab.cli import main
+from hpclab.mri import cohort as mri_cohort
 from hpclab.mri import find_subjects, process_cohort
 from hpclab.mri.errors import MRIError
 
@@ -61,6 +63,18 @@ def _present(clone: Path) -> set[str]:
     return {line.strip().split("/")[0] for line in out.splitlines() if line.startswith("sub-")}
 
 
+def _never_fetched(clone: Path, subject: str) -> None:
+    """Nothing of ``subject`` is here: git-annex knows no copy of it in the clone, and its objects are absent."""
+    files = sorted(p for p in (clone / subject).rglob("*") if p.is_symlink() or p.is_file())
+    assert files, f"{subject} has no files in {clone}"
+    assert _run(["git", "annex", "find", "--in", "here", subject], clone).stdout.strip() == ""
+    objects = {p.name for p in (clone / ".git" / "annex" / "objects").rglob("*") if p.is_file()}
+    for path in files:
+        key = _run(["git", "annex", "lookupkey", str(path.relative_to(clone))], clone).stdout.strip()
+        assert key and key not in objects, f"{path} was fetched: {key} is in .git/annex/objects"
+        assert not path.exists(), f"{path} resolves to content"  # an annex link to content that is not here
+
+
 def test_subjects_are_found_before_their_content_is_fetched(clone):
     assert _present(clone) == set()
     assert [s.id for s in find_subjects(clone)] == ["sub-01", "sub-02", "sub-03"]
@@ -71,9 +85,11 @@ def test_subjects_are_found_before_their_content_is_fetched(clone):
 
 def test_datalad_run_fetches_only_the_requested_subjects_and_records_provenance(clone):
     command = "hpclab mri cohort . results --subjects sub-01,sub-03 --no-views --no-progress"
-    _run([DATALAD, "run", "-m", "cohort of two", "--output", "results", command], clone)
+    _run([DATALAD, "run", "-m", "cohort of two", "--input", "sub-01", "--input", "sub-03", "--output", "results",
+          command], clone)
 
-    assert _present(clone) == {"sub-01", "sub-03"}  # sub-02 never fetched
+    assert _present(clone) == {"sub-01", "sub-03"}
+    _never_fetched(clone, "sub-02")
     table = pd.read_csv(clone / "results" / "cohort_summary.csv")
     assert table["subject"].tolist() == ["sub-01", "sub-03"] and set(table["status"]) == {"ok"}
     assert table["t1"].str.endswith("anat/sub-01_T1w.nii.gz").iloc[0]  # the BIDS T1, not a conversion
@@ -82,6 +98,32 @@ def test_datalad_run_fetches_only_the_requested_subjects_and_records_provenance(
     assert message.startswith("[DATALAD RUNCMD] cohort of two")
     record = json.loads(message.split("=== Do not change lines below ===")[1].split("^^^ Do not change lines above ^^^")[0])
     assert record["cmd"] == command and record["exit"] == 0 and record["outputs"] == ["results"]
+    assert record["inputs"] == ["sub-01", "sub-03"]  # what `datalad rerun` fetches again; not sub-02
     committed = _run(["git", "show", "--name-only", "--format=", "HEAD"], clone).stdout.split()
     assert "results/cohort_summary.csv" in committed
     assert any(p.startswith("results/sub-01/process/") for p in committed)
+
+
+def test_slurm_cohort_submits_and_fetches_only_the_requested_subjects(clone, tmp_path, monkeypatch, capsys):
+    """`--slurm --subjects`: only those subjects get array tasks and only they are fetched first (sbatch faked)."""
+    fresh = tmp_path / "clone"
+    _run([DATALAD, "clone", str(clone.parent / "origin"), str(fresh)], tmp_path)
+    scripts: list[str] = []
+
+    def fake_submit(script: Path, dependency: str | None = None) -> str:
+        scripts.append(Path(script).read_text())
+        return str(100 + len(scripts))
+
+    monkeypatch.setattr(mri_cohort, "submit", fake_submit)
+    out = tmp_path / "out"
+    assert main(["mri", "cohort", str(fresh), str(out), "--slurm", "--subjects", "sub-03"]) == 0
+    assert "submitted array job 101 (1 subjects) and summary job 102" in capsys.readouterr().out
+    assert (out / "cohort_subjects.txt").read_text() == "sub-03\n"
+    assert "#SBATCH --array=0-0" in scripts[0]
+    assert _present(fresh) == {"sub-03"}
+    for subject in ("sub-01", "sub-02"):
+        _never_fetched(fresh, subject)
+
+    assert main(["mri", "cohort", str(fresh), str(tmp_path / "none"), "--slurm", "--subjects", "sub-09"]) == 1
+    assert "no subject sub-09 in the cohort" in capsys.readouterr().err
+    assert len(scripts) == 2 and not (tmp_path / "none").exists()

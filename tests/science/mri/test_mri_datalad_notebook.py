@@ -21,5 +21,6 @@ def test_notebook_fetches_only_the_picked_subjects_and_shows_the_record(curated_
     assert "content here:    []" in text
     assert "content here now: ['sub-01', 'sub-03']" in text  # sub-02 never fetched
     assert "[DATALAD RUNCMD] MRI cohort" in text and '"cmd": "hpclab mri cohort . results --subjects sub-01,sub-03' in text
+    assert '"inputs": [\n    "sub-01",\n    "sub-03"\n  ]' in text  # the record names what the run read
     html = "\n".join(o.data.get("text/html", "") for o in outputs if o.output_type == "execute_result")
     assert "sub-03" in html and "ok" in html
