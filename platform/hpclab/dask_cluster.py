@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from .slurm.units import format_time, memory_bytes
+
 
 def worker_environment(threads: int) -> dict[str, str]:
     """Environment of a worker granted ``threads`` cores: zarr decodes chunks with that many threads, not ten.
@@ -42,8 +44,8 @@ def slurm_cluster(
     *,
     jobs: int = 1,
     cores: int = 1,
-    memory: str = "2GiB",
-    walltime: str = "01:00:00",
+    memory: str | int = "2GiB",
+    walltime: str | int = "01:00:00",
     queue: str | None = None,
     account: str | None = None,
     python: str | None = None,
@@ -52,6 +54,9 @@ def slurm_cluster(
 ):
     """A dask-jobqueue SLURMCluster scaled to ``jobs`` SLURM jobs, each one worker with ``cores`` threads.
 
+    ``memory`` and ``walltime`` are read by hpclab.slurm's units, as for every other job: ``4G`` is 4 GiB,
+    a bare number in a string is MiB (as sbatch's ``--mem``), an int is bytes; ``walltime`` is a SLURM
+    duration or seconds. Bad values raise ValueError before any scheduler starts.
     Workers run this interpreter (``python``, default sys.executable) so they import the same hpclab;
     the numba solver releases the GIL, so one worker per job with ``cores`` threads uses every core.
     Other keywords go to SLURMCluster (e.g. ``local_directory``, ``log_directory``, ``interface``).
@@ -60,6 +65,7 @@ def slurm_cluster(
 
     if jobs < 1 or cores < 1:
         raise ValueError(f"jobs and cores must be >= 1, got jobs={jobs}, cores={cores}")
+    memory, walltime = memory_bytes(memory, default_unit="M"), format_time(walltime)
     prologue = [f"export {name}={value}" for name, value in worker_environment(cores).items()]
     prologue += list(kwargs.pop("job_script_prologue", None) or [])
     cluster = SLURMCluster(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config.model import Profile
+from .config.units import format_duration, parse_duration
 from .resources import ResourcePool
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +76,71 @@ def slurm_availability(profile: Profile, partition: str | None, states: dict, se
 def slurm_partition(profile: Profile, backend) -> str | None:
     """The partition a SLURM profile's job goes to: its own, else its backend's (None: the cluster's default)."""
     return (profile.slurm.partition if profile.slurm and profile.slurm.partition else None) or backend.partition
+
+
+def partition_max_time(partition: str | None, settings: dict) -> tuple[str, int] | None:
+    """(partition, its MaxTime in seconds) from ``scontrol show partition`` settings; None if unlimited or unknown.
+
+    No partition means the cluster's default one (``Default=YES``).
+    """
+    if partition is None:
+        partition = next((name for name, fields in settings.items() if fields.get("Default") == "YES"), None)
+    max_time = (settings.get(partition or "") or {}).get("MaxTime", "UNLIMITED")
+    try:
+        return partition, parse_duration(max_time)
+    except ValueError:  # UNLIMITED, INFINITE, NONE, or a shape this hub does not read: nothing to hold against
+        return None
+
+
+def time_limit_refusal(profile: Profile, backend, answer: tuple[dict, dict] | str) -> str:
+    """Why a SLURM profile's (chosen) wall time is longer than its partition allows ('' if it is not).
+
+    ``answer`` is ``cluster_state``'s; a cluster that cannot answer refuses nothing (sbatch decides).
+    The message names ``time_limit`` and the partition's MaxTime, like a choice out of bounds.
+    """
+    if isinstance(answer, str) or not profile.time_limit:
+        return ""
+    limit = partition_max_time(slurm_partition(profile, backend), answer[1])
+    if limit is None or profile.time_limit <= limit[1]:
+        return ""
+    partition, seconds = limit
+    hint = f"; choose at most {format_duration(seconds)}" if profile.choices and profile.choices.time_limit else ""
+    return f"time_limit: {format_duration(profile.time_limit)} is above partition {partition}'s MaxTime {format_duration(seconds)}{hint}"
+
+
+def parse_qos_max_wall(text: str) -> dict[str, int]:
+    """QoS name -> MaxWall in seconds, from ``sacctmgr -nP show qos format=name,maxwall`` (no limit: left out)."""
+    limits = {}
+    for line in text.splitlines():
+        name, _, max_wall = line.strip().partition("|")
+        try:
+            if name and max_wall:
+                limits[name] = parse_duration(max_wall)
+        except ValueError:
+            continue
+    return limits
+
+
+async def qos_time_limit_refusal(profile: Profile, backend) -> str:
+    """Why a SLURM profile's wall time is longer than its QoS's MaxWall ('' if not, or if there is no QoS).
+
+    Asked of the accounting (sacctmgr) only when the profile runs under a QoS; a cluster without
+    accounting, or one that cannot answer, refuses nothing (slurmctld enforces it, where it does).
+    """
+    from .slurm.client import SlurmClient, SlurmError
+
+    qos = profile.slurm.qos if profile.slurm else None
+    if not qos or not profile.time_limit:
+        return ""
+    client = SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+    try:
+        limits = parse_qos_max_wall(await client.run(["sacctmgr", "-nP", "show", "qos", qos, "format=name,maxwall"]))
+    except (SlurmError, OSError):
+        return ""
+    if qos not in limits or profile.time_limit <= limits[qos]:
+        return ""
+    hint = f"; choose at most {format_duration(limits[qos])}" if profile.choices and profile.choices.time_limit else ""
+    return f"time_limit: {format_duration(profile.time_limit)} is above QoS {qos}'s MaxWall {format_duration(limits[qos])}{hint}"
 
 
 async def cluster_state(backend) -> tuple[dict, dict] | str:

@@ -19,6 +19,8 @@ from .config.units import format_duration, format_memory, parse_duration, parse_
 CHOICE_KEYS = ("cpus", "memory", "gpus", "time_limit", "partition", "account", "qos", "reservation", "gpu_type")
 NUMERIC_KEYS = ("cpus", "memory", "gpus", "time_limit")
 SLURM_KEYS = ("partition", "account", "qos", "reservation", "gpu_type")
+#: every user_options key a start may carry: the profile and the choices (anything else is a mistake, refused).
+OPTION_KEYS = ("profile", *CHOICE_KEYS)
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 
 
@@ -99,8 +101,26 @@ def requested_choices(user_options: dict) -> dict[str, Any]:
     return {key: user_options[key] for key in CHOICE_KEYS if user_options.get(key) not in (None, "", [])}
 
 
+def refuse_unknown_keys(profile: Profile, user_options: dict) -> None:
+    """ChoiceRefused naming the first key of ``user_options`` that no start understands (``cores`` for ``cpus``).
+
+    A misspelt key would otherwise be dropped and the server started with the defaults. The message
+    lists the keys ``profile`` accepts.
+    """
+    unknown = sorted(str(key)[:64] for key in user_options if key not in OPTION_KEYS)
+    if not unknown:
+        return
+    accepted = ", ".join(["profile", *(profile.choices.offered() if profile.choices else [])])
+    others = f" (nor is {', '.join(unknown[1:6])}{', ...' if len(unknown) > 6 else ''})" if len(unknown) > 1 else ""
+    raise ChoiceRefused(unknown[0], f"not an option{others}; profile {profile.slug!r} accepts: {accepted}")
+
+
 def validate_choices(profile: Profile, user_options: dict, cluster: ClusterOptions | None = None) -> dict[str, Any]:
-    """The user's choices for ``profile``, parsed and checked against its bounds (ChoiceRefused otherwise)."""
+    """The user's choices for ``profile``, parsed and checked against its bounds (ChoiceRefused otherwise).
+
+    A key that is neither ``profile`` nor a choice is refused first (see ``refuse_unknown_keys``).
+    """
+    refuse_unknown_keys(profile, user_options)
     asked = requested_choices(user_options)
     offered: ProfileChoices | None = profile.choices
     chosen: dict[str, Any] = {}

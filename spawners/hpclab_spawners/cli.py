@@ -31,11 +31,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     if args.live:
         from .config.yaml_source import load_with_lines
-        from .slurm.live_check import live_issues
+        from .slurm.live_check import live_report
 
-        issues = live_issues(deployment)
+        issues, warnings = live_report(deployment)
+        lines = load_with_lines(Path(args.file).read_text(encoding="utf-8")) if issues or warnings else None
+        for warning in warnings:  # fits, but some choices will be refused at start
+            print(f"{args.file}: warning: {type(warning)(warning.path, warning.message, lines.line_of(warning.path))}", file=sys.stderr)
         if issues:
-            lines = load_with_lines(Path(args.file).read_text(encoding="utf-8"))
             for issue in issues:
                 print(f"{args.file}: {type(issue)(issue.path, issue.message, lines.line_of(issue.path))}", file=sys.stderr)
             return 1

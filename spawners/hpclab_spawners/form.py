@@ -148,7 +148,10 @@ def profile_from_form(formdata: dict[str, list[str]]) -> dict[str, str]:
     """user_options from the posted form or a link's query: the slug and that profile's choices.
 
     A choice is read from the chosen profile's own field (``<slug>--cpus``) or, for links, a plain
-    ``cpus``; everything is validated later, for the form and the REST API alike.
+    ``cpus``; everything is validated later, for the form and the REST API alike. A field the form
+    never has (``cores``, ``<slug>--cores``, ``opt-cores`` in a link) is passed on under its own
+    name, so that the start refuses it instead of silently using the defaults; JupyterHub's
+    ``_xsrf`` and the other profiles' fields are the form's own and are left out.
     """
     from .choices import CHOICE_KEYS
 
@@ -156,12 +159,21 @@ def profile_from_form(formdata: dict[str, list[str]]) -> dict[str, str]:
         values = formdata.get(key) or [""]
         return str(values[0]).strip()
 
+    unknown = {}
+    for name, values in formdata.items():
+        key = name.rsplit("--", 1)[1] if "--" in name else name
+        if name not in _FORM_OWN_FIELDS and key not in CHOICE_KEYS:
+            unknown[str(name)[:64]] = str(values[0])[:200] if isinstance(values, list) and values else str(values)[:200]
     slug = first("profile")
     if not slug:
-        return {}
+        return unknown
     options = {"profile": slug}
     for key in CHOICE_KEYS:
         value = first(f"{slug}--{key}") or first(key)
         if value:
             options[key] = value
-    return options
+    return {**options, **unknown}
+
+
+#: fields a posted form or a spawn link carries that are not choices (JupyterHub's own, and the profile).
+_FORM_OWN_FIELDS = frozenset({"_xsrf", "profile", "hpclab-profile"})

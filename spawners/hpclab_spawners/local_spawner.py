@@ -333,7 +333,7 @@ class LocalServerMixin(HasTraits):
             return status
         left = self.job_end_epoch - time.time()
         if left <= 0:
-            limit = format_duration(self.profile.time_limit or 0)
+            limit = format_duration(self.walltime_limits()[0] or 0)  # with its extensions: what the user last saw
             self.end_reason = f"the server reached its time limit ({limit}) and was stopped."
             self.log.info("Stopping %s: wall time %s is over", self._log_name, limit)
             self._stopping_from_poll = True

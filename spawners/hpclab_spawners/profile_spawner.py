@@ -144,10 +144,14 @@ class ProfileSpawnerMixin(HasTraits):
             metrics.SPAWN_FAILURES.labels(profile.slug, "choice").inc()
             raise web.HTTPError(400, f"Profile {profile.slug!r}: {refused}") from None
         base, profile = profile, with_choices(profile, chosen)
-        blocked = await spawner.blocked_reason(profile)
+        blocked, too_long = await spawner.start_refusals(profile)
         if blocked:
             metrics.SPAWN_FAILURES.labels(profile.slug, "unavailable").inc()
             raise web.HTTPError(400, f"Profile {profile.slug!r} cannot start here: {blocked}")
+        if too_long:
+            spawner.log.warning("Refused choice for %s: %s", spawner._log_name, too_long)
+            metrics.SPAWN_FAILURES.labels(profile.slug, "choice").inc()
+            raise web.HTTPError(400, f"Profile {profile.slug!r}: {too_long}")
         spawner.enforce_quotas(profile)
         spawner.profile_slug = profile.slug  # from here on this spawn counts against quotas (no await in between)
         spawner.user_choices = chosen
@@ -171,12 +175,23 @@ class ProfileSpawnerMixin(HasTraits):
         GPU profile. A busy partition blocks nothing (the job waits with SLURM's reason), nor does a
         cluster that cannot answer now (sbatch's own message decides).
         """
-        from .availability import local_blocked, slurm_profile_availability
+        return (await self.start_refusals(profile))[0]
+
+    async def start_refusals(self, profile: Profile) -> tuple[str, str]:
+        """(why ``profile`` cannot start on its backend, why its wall time is too long there); '' where it is fine.
+
+        The first is ``blocked_reason``'s rule; the second, on SLURM, a (chosen) time_limit above the
+        partition's MaxTime (``availability.time_limit_refusal``) or its QoS's MaxWall (asked of sacctmgr
+        only when the job has a QoS). A cluster that cannot answer refuses neither.
+        """
+        from .availability import local_blocked, qos_time_limit_refusal, slurm_profile_availability, time_limit_refusal
 
         backend = self.deployment.backends[profile.backend]
         if backend.type == "local":
-            return local_blocked(profile, self.pool(profile))
-        return slurm_profile_availability(profile, backend, await self.cluster_state(profile.backend)).blocked
+            return local_blocked(profile, self.pool(profile)), ""
+        answer = await self.cluster_state(profile.backend)
+        too_long = time_limit_refusal(profile, backend, answer) or await qos_time_limit_refusal(profile, backend)
+        return slurm_profile_availability(profile, backend, answer).blocked, too_long
 
     async def cluster_state(self, backend_name: str) -> tuple[dict, dict] | str:
         """A SLURM backend's partitions now (sinfo and scontrol), or SLURM's message: for the form and for starts."""
@@ -268,6 +283,16 @@ class ProfileSpawnerMixin(HasTraits):
         """
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 7 * 24 * 60:
             raise web.HTTPError(400, "minutes: a whole number of minutes between 1 and 10080")
+        import asyncio
+
+        lock = getattr(self, "_extend_lock", None)
+        if lock is None:  # one per server: a second extension waits for the first and checks against its new end
+            lock = self._extend_lock = asyncio.Lock()
+        async with lock:
+            return await self._extend_walltime_now(minutes)
+
+    async def _extend_walltime_now(self, minutes: int) -> float:
+        """``extend_walltime``'s work, run by one extension of this server at a time."""
         if not self.ready:
             raise web.HTTPError(409, "The server is not running.")
         current, longest = self.walltime_limits()

@@ -51,11 +51,98 @@ def test_choices_within_bounds_are_applied_and_stored_readably():
     ({"time_limit": "soon"}, "time_limit: 'soon' is not valid"),
     ({"gpus": 1}, "gpus: profile 'flex' does not let you choose this"),
     ({"partition": "gpu"}, "partition: profile 'flex' does not let you choose this"),
+    ({"cores": 6}, "cores: not an option; profile 'flex' accepts: profile, cpus, memory, time_limit"),
+    ({"walltime": "01:00:00", "cores": 6}, "cores: not an option (nor is walltime); profile 'flex' accepts: profile, cpus,"),
+    ({"cores": ""}, "cores: not an option"),  # even empty: a misspelt key never means "the default"
 ])
 def test_choices_out_of_bounds_are_refused_naming_the_key_and_the_bound(options, message):
     with pytest.raises(ChoiceRefused) as refused:
         validate_choices(_profile(), {"profile": "flex", **options})
     assert str(refused.value).startswith(message), str(refused.value)
+
+
+def test_the_form_passes_on_fields_it_never_has_so_that_the_start_refuses_them():
+    from hpclab_spawners.form import profile_from_form
+
+    posted = {"_xsrf": ["token"], "profile": ["flex"], "flex--cpus": ["2"], "flex--memory": ["1G"], "gpu-1--cpus": ["1"]}
+    assert profile_from_form(posted) == {"profile": "flex", "cpus": "2", "memory": "1G"}  # JupyterHub's and other profiles' fields
+    assert profile_from_form({**posted, "flex--cores": ["6"]}) == {"profile": "flex", "cpus": "2", "memory": "1G", "flex--cores": "6"}
+    assert profile_from_form({"profile": ["flex"], "cores": ["6"]}) == {"profile": "flex", "cores": "6"}  # a link's opt-cores
+    assert profile_from_form({"_xsrf": ["token"]}) == {}
+    with pytest.raises(ChoiceRefused, match="^flex--cores: not an option"):
+        validate_choices(_profile(), profile_from_form({**posted, "flex--cores": ["6"]}))
+
+
+def _local_spawner(tmp_path, ready: bool = True, extend_delay: float = 0.0):
+    """The hub's real spawner on a local YAML with FLEX, running, without a hub around it."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import yaml
+
+    from hpclab_spawners.site_spawner import HPCLabSpawner
+
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(hub_yaml(tmp_path / "state", profiles=[{**FLEX, "default": True}])))
+
+    class Spawner(HPCLabSpawner):
+        @property
+        def ready(self):
+            return ready
+
+        async def apply_extension(self, seconds):  # SLURM's scontrol takes a while: a second request can arrive meanwhile
+            await asyncio.sleep(extend_delay)
+
+    spawner = Spawner(deployment_file=str(path), user=SimpleNamespace(name="alice", groups=[], admin=False, settings={}))
+    spawner.profile_slug = "flex"
+    return spawner
+
+
+def _run(coroutine):
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # a fresh loop in its own thread (another tool may own this thread's loop)
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def test_two_extensions_at_once_cannot_both_pass_the_maximum(tmp_path):
+    import asyncio
+
+    from tornado import web
+
+    spawner = _local_spawner(tmp_path, extend_delay=0.1)
+    spawner.user_choices = {"time_limit": 1200}  # 20 min of a 30 min maximum
+    spawner.job_end_epoch = end = time.time() + 1200
+
+    async def both():
+        return await asyncio.gather(spawner.extend_walltime(10), spawner.extend_walltime(10), return_exceptions=True)
+
+    first, second = _run(both())
+    assert first == end + 600
+    assert isinstance(second, web.HTTPError) and second.status_code == 400, second
+    assert "10 more would make the wall time 00:40:00, past this profile's maximum 00:30:00 (00:00:00 may" in second.log_message
+    assert spawner.extended_seconds == 600 and spawner.job_end_epoch == end + 600
+
+
+def test_the_local_time_limit_message_says_the_extended_limit(tmp_path, monkeypatch):
+    from jupyterhub.spawner import LocalProcessSpawner
+
+    spawner = _local_spawner(tmp_path)
+    spawner.extended_seconds = 600  # 00:10:00 of the profile, extended by 10 minutes
+    spawner.job_end_epoch = time.time() - 1
+    stopped = []
+
+    async def still_running(self):
+        return None
+
+    async def stop(now=False):
+        stopped.append(now)
+
+    monkeypatch.setattr(LocalProcessSpawner, "poll", still_running)
+    monkeypatch.setattr(spawner, "stop", stop)
+    assert _run(spawner.local_poll()) == 0 and stopped
+    assert spawner.end_reason == "the server reached its time limit (00:20:00) and was stopped."
 
 
 def test_the_yaml_refuses_a_default_outside_its_choices_and_slurm_choices_on_a_local_backend(tmp_path):
@@ -102,11 +189,27 @@ def test_forged_choices_are_refused_and_nothing_starts(flex_hub):
     assert posted.status_code == 400 and "cpus: 99999 is above the maximum 2" in posted.text
     api = alice.api("POST", "/users/alice/server", json={"profile": "flex", "time_limit": "05:00:00"})
     assert api.status_code == 400 and "time_limit: 05:00:00 is above the maximum 00:30:00" in api.json()["message"]
+    # a misspelt key is refused, naming it, by the REST API and the form alike (not started with the defaults)
+    misspelt = alice.api("POST", "/users/alice/server", json={"profile": "flex", "cores": 2})
+    assert misspelt.status_code == 400
+    assert "cores: not an option; profile 'flex' accepts: profile, cpus, memory, time_limit" in misspelt.json()["message"]
+    posted = alice.http.post(f"{flex_hub.url}/hub/spawn/alice", data={"profile": "flex", "flex--cores": "2", "_xsrf": xsrf},
+                             allow_redirects=False)
+    assert posted.status_code == 400 and "flex--cores: not an option" in posted.text
     # bob may not use gpu-1 at all: its choices do not open it to him
     forbidden = bob.api("POST", "/users/bob/server", json={"profile": "gpu-1", "cpus": 1})
     assert forbidden.status_code == 403
     for client, name in ((alice, "alice"), (bob, "bob")):
         assert client.api("GET", f"/users/{name}").json()["servers"] == {}
+    # the whole form as a browser posts it (JupyterHub's _xsrf, every profile's fields) is not refused
+    full = {"_xsrf": xsrf, "profile": "flex", "flex--cpus": "2", "flex--memory": "1G", "flex--time_limit": "00:10:00",
+            "gpu-1--cpus": "1"}
+    try:
+        assert alice.http.post(f"{flex_hub.url}/hub/spawn/alice", data=full, allow_redirects=False).status_code == 302
+        server = alice.wait_ready("alice")
+        assert server["user_options"] == {"profile": "flex", "cpus": 2, "memory": "1G", "time_limit": "00:10:00"}
+    finally:
+        stop_server(alice, "alice")
 
 
 def test_choices_reach_the_server_and_its_wall_time_extends_within_the_maximum(flex_hub):

@@ -272,7 +272,7 @@ _PARTITIONS = ("PartitionName=cpu State=UP MaxTime=UNLIMITED\nPartitionName=old 
                "PartitionName=gpu State=UP MaxTime=2-00:00:00\n")
 
 
-def _slurm_site_spawner(tmp_path: Path, answer):
+def _slurm_site_spawner(tmp_path: Path, answer, profiles: list[dict] | None = None):
     """The hub's real spawner on a SLURM-only YAML, its cluster answering ``answer`` (no SLURM here)."""
     from types import SimpleNamespace
 
@@ -281,7 +281,7 @@ def _slurm_site_spawner(tmp_path: Path, answer):
     config = hub_yaml(
         tmp_path / "state",
         backends={"cluster": {"type": "slurm", "partition": "cpu"}},
-        profiles=[
+        profiles=profiles or [
             {"slug": "cpu", "display_name": "CPU", "backend": "cluster", "cpus": 1, "default": True},
             {"slug": "old", "display_name": "Old nodes", "backend": "cluster", "cpus": 1, "slurm": {"partition": "old"}},
             {"slug": "gone", "display_name": "Gone", "backend": "cluster", "cpus": 1, "slurm": {"partition": "nosuch"}},
@@ -327,6 +327,64 @@ def test_a_slurm_profile_the_form_disables_is_refused_at_start_with_the_same_rea
     assert not shown["cpu"].blocked and not shown["gpu"].blocked
     _run(spawner._run_apply_user_options({"profile": "gpu"}))
     assert spawner.profile_slug == "gpu"
+
+
+_FLEX_SLURM = {  # deploy/examples/slurm.yaml's shape: partition short (MaxTime 1 h) may be picked with up to 8 h
+    "slug": "flex", "display_name": "CPU, your choice", "backend": "cluster", "cpus": 1, "time_limit": "00:30:00",
+    "slurm": {"partition": "cpu"},
+    "choices": {"time_limit": {"min": "00:15:00", "max": "08:00:00"}, "partition": ["cpu", "short"]},
+}
+_SHORT = "PartitionName=short State=UP MaxTime=1:00:00\n"
+
+
+def _with_short(sinfo: dict) -> dict:
+    return {"nodes": [{**node, "partitions": node["partitions"] + ["short"]} if "cpu" in node["partitions"] else node
+                      for node in sinfo["nodes"]]}
+
+
+def test_a_time_limit_above_the_chosen_partitions_max_time_is_refused_at_start(tmp_path):
+    from tornado import web
+
+    from hpclab_spawners.slurm.client import parse_partition_lines, parse_sinfo_json
+
+    answer = (parse_sinfo_json(_with_short(_SINFO)), parse_partition_lines(_PARTITIONS + _SHORT))
+    spawner = _slurm_site_spawner(tmp_path, answer, profiles=[_FLEX_SLURM])
+    with pytest.raises(web.HTTPError) as refused:  # within the profile's bounds (8 h), past the partition's
+        _run(spawner._run_apply_user_options({"profile": "flex", "partition": "short", "time_limit": "02:00:00"}))
+    assert refused.value.status_code == 400
+    assert refused.value.log_message == ("Profile 'flex': time_limit: 02:00:00 is above partition short's MaxTime 01:00:00; "
+                                         "choose at most 01:00:00")
+    assert spawner.profile_slug == ""  # refused before anything is held or submitted
+    _run(spawner._run_apply_user_options({"profile": "flex", "partition": "short", "time_limit": "01:00:00"}))
+    assert spawner.profile_slug == "flex" and spawner.profile.time_limit == 3600
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "silent").mkdir()
+    other = _slurm_site_spawner(tmp_path / "cpu", answer, profiles=[_FLEX_SLURM])  # cpu: MaxTime=UNLIMITED
+    _run(other._run_apply_user_options({"profile": "flex", "time_limit": "08:00:00"}))
+    assert other.profile_slug == "flex"
+    silent = _slurm_site_spawner(tmp_path / "silent", "scontrol did not answer within 30 s", profiles=[_FLEX_SLURM])
+    _run(silent._run_apply_user_options({"profile": "flex", "partition": "short", "time_limit": "02:00:00"}))
+    assert silent.profile_slug == "flex"  # a cluster that cannot answer refuses nothing (sbatch decides)
+
+
+def test_partition_max_time_and_the_live_checks_warning_for_time_choices():
+    from hpclab_spawners.availability import partition_max_time
+    from hpclab_spawners.config.model import Profile
+    from hpclab_spawners.slurm.client import parse_partition_lines
+    from hpclab_spawners.slurm.live_check import time_choice_warnings
+
+    settings = parse_partition_lines("PartitionName=cpu State=UP Default=YES MaxTime=UNLIMITED\n" + _SHORT
+                                     + "PartitionName=gpu State=UP MaxTime=2-00:00:00\n")
+    assert partition_max_time("short", settings) == ("short", 3600)
+    assert partition_max_time("gpu", settings) == ("gpu", 172800)
+    assert partition_max_time("cpu", settings) is None and partition_max_time(None, settings) is None  # unlimited default
+    assert partition_max_time("nosuch", settings) is None
+    profile = Profile.model_validate(_FLEX_SLURM)
+    assert time_choice_warnings(profile, ["cpu", "short"], settings) == [
+        "up to 08:00:00 may be chosen, but partition short's MaxTime is 01:00:00: longer requests there are refused at start"]
+    assert time_choice_warnings(profile, ["cpu", "gpu"], settings) == []
+    fixed = Profile.model_validate({k: v for k, v in _FLEX_SLURM.items() if k != "choices"})
+    assert time_choice_warnings(fixed, ["short"], settings) == []  # a fixed time_limit is live_issues' error, not this
 
 
 def test_a_cluster_that_cannot_answer_blocks_no_start(tmp_path):

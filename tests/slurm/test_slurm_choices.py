@@ -36,6 +36,11 @@ def flex_hub(slurm_cluster, tmp_path_factory):
             "choices": {"cpus": {"min": 1, "max": 8}, "time_limit": {"min": "00:05:00", "max": "01:00:00"},
                         "partition": ["cpu", "short"], "reservation": "active"},
         }, {
+            "slug": "funded", "display_name": "CPU on your project", "backend": "cluster",
+            "cpus": 1, "memory": "512M", "time_limit": "00:10:00", "spawn_timeout": 300, "slurm": {"partition": "cpu"},
+            "choices": {"account": "associations", "qos": ["normal", "debug"],
+                        "time_limit": {"min": "00:05:00", "max": "02:00:00"}},
+        }, {
             "slug": "gone", "display_name": "A partition the cluster does not have", "backend": "cluster",
             "cpus": 1, "time_limit": "00:10:00", "slurm": {"partition": "nosuch"},
         }, {
@@ -125,6 +130,37 @@ def test_a_start_pending_behind_a_full_node_is_cancelled_from_the_progress_page(
         page.close()
         slurm(conf, "scancel", "-u", "bob")
         slurm(conf, "scancel", "-u", "alice")
+
+
+def test_accounts_from_the_users_associations_and_a_qos_land_in_the_job_within_the_qos_time(flex_hub):
+    """The dev cluster's accounting (slurmdbd): alice may charge physics or teaching, bob only teaching;
+    QoS debug allows 30 minutes, which the hub holds a longer choice against before sbatch."""
+    conf = flex_hub.slurm_conf
+    alice, bob = login(flex_hub, "alice"), login(flex_hub, "bob")
+    form = alice.http.get(f"{flex_hub.url}/hub/spawn/alice").text
+    # "none": SLURM's default account of the user (physics for alice)
+    assert re.search(r'<select name="funded--account"[^>]*>\s*<option value="" selected>none</option>\s*'
+                     r'<option value="physics">physics</option>\s*<option value="teaching">teaching</option>\s*</select>', form)
+    bob_form = bob.http.get(f"{flex_hub.url}/hub/spawn/bob").text
+    assert re.search(r'<select name="funded--account"[^>]*>\s*<option value="" selected>none</option>\s*'
+                     r'<option value="teaching">teaching</option>\s*</select>', bob_form)
+    # bob has no association with physics; debug's MaxWall is 30 minutes: both refused, nothing submitted
+    refused = bob.api("POST", "/users/bob/server", json={"profile": "funded", "account": "physics"})
+    assert refused.status_code == 400 and "account: 'physics' is not one you may use (allowed: teaching)" in refused.json()["message"]
+    too_long = alice.api("POST", "/users/alice/server", json={"profile": "funded", "qos": "debug", "time_limit": "01:00:00"})
+    assert too_long.status_code == 400, too_long.text
+    assert too_long.json()["message"] == ("Profile 'funded': time_limit: 01:00:00 is above QoS debug's MaxWall 00:30:00; "
+                                          "choose at most 00:30:00")
+    assert _squeue(conf, "alice", "%i") == [] and _squeue(conf, "bob", "%i") == []
+    started = alice.api("POST", "/users/alice/server",
+                        json={"profile": "funded", "account": "teaching", "qos": "debug", "time_limit": "00:20:00"})
+    assert started.status_code in (201, 202), started.text
+    try:
+        alice.wait_ready("alice", timeout=120)
+        (row,) = _squeue(conf, "alice", "%a|%q|%l")
+        assert row == ["teaching", "debug", "20:00"]
+    finally:
+        stop_server(alice, "alice")
 
 
 def _form_choice(form: str, slug: str) -> str:

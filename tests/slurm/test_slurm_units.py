@@ -184,3 +184,10 @@ def test_job_missing_from_a_successful_query_is_gone():
     client = FakeSqueueClient([{}])
     status = run_async(JobQueue(client, max_age=0).status("5"))
     assert status.known and status.gone
+
+
+def test_qos_wall_time_limits_are_read_from_sacctmgr():
+    """``sacctmgr -nP show qos format=name,maxwall`` as Slurm 22.05 prints it: no limit is no entry."""
+    from hpclab_spawners.availability import parse_qos_max_wall
+
+    assert parse_qos_max_wall("normal|\ndebug|00:30:00\nlong|2-00:00:00\nodd|soon\n") == {"debug": 1800, "long": 172800}

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..slurm import FINISHED_STATES as FINISHED  # noqa: F401 (kept importable from here)
 from ..slurm import JobSpec, job_states, submit, wait  # noqa: F401 (the MRI modules submit and wait through these)
 
 
@@ -46,8 +45,3 @@ def batch_script(
                                        'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"']
     body += [f"export {key}={shlex.quote(str(value))}" for key, value in (env or {}).items()]
     return spec.script([*body, *commands])
-
-
-def sbatch_command(script: str | Path, *, dependency: str | None = None, sbatch: str = "sbatch") -> list[str]:
-    """The sbatch call for ``script`` (``--parsable`` so the job id can be read back), for the record."""
-    return [sbatch, "--parsable"] + ([f"--dependency={dependency}"] if dependency else []) + [str(script)]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..slurm import FINISHED_STATES, JobSpec, format_time, is_finished, sbatch_memory, submit
+from ..slurm import JobSpec, format_time, is_finished, sbatch_memory, submit
 from ..slurm import job_state as _job_state
 from .config import TrainConfig
 
@@ -173,9 +173,6 @@ def submit_slurm(cfg: TrainConfig, resources: SlurmResources, *, python: str | N
 def job_state(job_id: str, env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
     """(state, exit code) of a job from ``scontrol show job -o`` (None, None when SLURM no longer knows it)."""
     return _job_state(job_id, env=_slurm_env(env))
-
-
-TERMINAL_STATES = FINISHED_STATES
 
 
 def follow_slurm(job: SlurmJob, *, echo: Callable[[str], None] | None = print, poll_seconds: float = 1.0,

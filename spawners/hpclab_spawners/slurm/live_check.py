@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
+from ..availability import partition_max_time
 from ..config.errors import ConfigIssue
-from ..config.model import Deployment, SlurmBackend
+from ..config.model import Deployment, Profile, SlurmBackend
 from ..config.units import format_duration, format_memory, parse_duration
 from .client import SlurmClient, SlurmError, _gres_count, partition_settings
 
@@ -33,9 +34,34 @@ async def _cluster_view(backend: SlurmBackend) -> tuple[dict[str, dict[str, str]
     return settings, capacity
 
 
+def time_choice_warnings(profile: Profile, partitions: list[str | None], settings: dict[str, dict[str, str]]) -> list[str]:
+    """Where a profile's time_limit choice reaches past the MaxTime of a partition its user may pick.
+
+    Not an error (the user can pick a shorter time there), but such starts are refused, so the
+    admin is told. ``None`` in ``partitions`` is the cluster's default partition.
+    """
+    bound = profile.choices.time_limit if profile.choices else None
+    if bound is None:
+        return []
+    longest = max(bound) if isinstance(bound, list) else bound.max
+    warnings = []
+    for name in dict.fromkeys(partitions):
+        limit = partition_max_time(name, settings)
+        if limit is not None and longest > limit[1]:
+            warnings.append(f"up to {format_duration(longest)} may be chosen, but partition {limit[0]}'s MaxTime is "
+                            f"{format_duration(limit[1])}: longer requests there are refused at start")
+    return warnings
+
+
 def live_issues(deployment: Deployment) -> list[ConfigIssue]:
     """Every SLURM profile checked against its cluster; issues carry key paths (lines are added by the caller)."""
+    return live_report(deployment)[0]
+
+
+def live_report(deployment: Deployment) -> tuple[list[ConfigIssue], list[ConfigIssue]]:
+    """(issues, warnings): ``live_issues``, and what fits but deserves a look (see ``time_choice_warnings``)."""
     issues: list[ConfigIssue] = []
+    warnings: list[ConfigIssue] = []
     views: dict[str, tuple] = {}
     for name, backend in deployment.backends.items():
         if backend.type != "slurm":
@@ -54,6 +80,9 @@ def live_issues(deployment: Deployment) -> list[ConfigIssue]:
         where = ("profiles", i, "slurm", "partition") if slurm and slurm.partition else ("profiles", i)
         if partition is None:
             partition = next((p for p, s in settings.items() if s.get("Default") == "YES"), None)
+        selectable = list(profile.choices.partition) if profile.choices and profile.choices.partition else [partition]
+        warnings += [ConfigIssue(("profiles", i, "choices", "time_limit"), text)
+                     for text in time_choice_warnings(profile, selectable, settings)]
         if partition not in settings:
             known = ", ".join(sorted(settings)) or "none"
             issues.append(ConfigIssue(where, f"partition {partition!r} does not exist on the cluster (partitions: {known})"))
@@ -73,4 +102,4 @@ def live_issues(deployment: Deployment) -> list[ConfigIssue]:
             limit = parse_duration(max_time)
             if profile.time_limit > limit:
                 issues.append(ConfigIssue(("profiles", i, "time_limit"), f"{format_duration(profile.time_limit)} exceeds partition {partition}'s MaxTime {max_time}"))
-    return issues
+    return issues, warnings

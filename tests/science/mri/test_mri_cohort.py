@@ -14,7 +14,7 @@ from hpclab.mri import find_subjects, process_cohort, summarize
 from hpclab.mri.cohort import cohort_scripts, submit_cohort, tail_threads
 from hpclab.mri.external import (aseg_stats_command, bet_command, fast_command, first_command, freesurfer_script,
                                  fsl_script, mri_segstats_command, recon_all_command)
-from hpclab.mri.slurm import JobResources, batch_script, sbatch_command, wait
+from hpclab.mri.slurm import JobResources, batch_script, wait
 
 from support import mri_data
 from support.paths import REPO_ROOT
@@ -120,8 +120,6 @@ def test_array_and_summary_scripts_line_by_line(tmp_path):
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         "/opt/venv/bin/python -m hpclab mri cohort /data/cohort /scratch/out --summarize",
     ]
-    assert sbatch_command("/x/a.sbatch", dependency="afterany:41") == [
-        "sbatch", "--parsable", "--dependency=afterany:41", "/x/a.sbatch"]
 
 
 def test_freesurfer_and_fsl_command_lines():
