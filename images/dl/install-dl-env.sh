@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build the deep-learning environment `.venv-dl` (issue 6) and nothing else:
-#   torch 2.14.1 + torchvision 0.29.1  (pinned here, never resolved freely: a free resolve
-#                                        downloads CUDA builds of several GB)
-#   hpclab[dl]                          (editable; the small deps of hpclab.training)
+#   images/requirements/dl.txt          (the lock, hash-checked: torch 2.14.1 + torchvision 0.29.1,
+#                                        pinned here too and never resolved freely, their CUDA wheels,
+#                                        the `dl` extra and Horovod's build and runtime deps)
+#   hpclab                              (editable, --no-deps: its deps come from the lock)
 #   horovod 0.28.1                      (built from its sdist with the patch below, once per
 #                                        torch version; the wheel is kept in a cache folder
 #                                        outside the repo and reused)
-# Idempotent: when the stamp matches (same script, same `dl` extra, same options) it exits at once.
+# Idempotent: when the stamp matches (same script, `dl` extra, lock and options) it exits at once.
 #
 # Environment:
 #   HPCLAB_DL_VENV       venv path             (default: <repo>/.venv-dl)
@@ -24,6 +25,7 @@ WITH_HOROVOD=${HPCLAB_DL_HOROVOD:-1}
 TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
 HOROVOD_VERSION=0.28.1
+LOCK=$ROOT/images/requirements/dl.txt
 PY=$VENV/bin/python
 T0=$SECONDS
 
@@ -35,8 +37,8 @@ WHEEL_DIR=$CACHE/horovod-$HOROVOD_VERSION+torch$TORCH_VERSION-$VARIANT-$PYTAG-$(
 
 # --- fast path -------------------------------------------------------------------------------
 # Key: this script + the `dl = [...]` extras of pyproject.toml (not the whole file, which other
-# extras change) + the options.
-STAMP_KEY=$({ cat "${BASH_SOURCE[0]}"; sed -n '/^dl = \[/,/\]/p' "$ROOT/pyproject.toml"; } \
+# extras change) + the lock + the options.
+STAMP_KEY=$({ cat "${BASH_SOURCE[0]}"; sed -n '/^dl = \[/,/\]/p' "$ROOT/pyproject.toml"; cat "$LOCK"; } \
             | sha256sum | cut -c1-16)-$WITH_HOROVOD-$VARIANT
 if [ -x "$PY" ] && [ -f "$VENV/.dl-installed" ] && [ "$(cat "$VENV/.dl-installed")" = "$STAMP_KEY" ] \
    && "$PY" - "$TORCH_VERSION" "$TORCHVISION_VERSION" "$HOROVOD_VERSION" "$WITH_HOROVOD" <<'PYEOF'
@@ -56,7 +58,8 @@ then
     exit 0
 fi
 
-# Every pip call in this venv carries these pins, so no dependency can pull another torch.
+# Every pip call in this venv carries these pins, so no dependency can pull another torch (and a lock
+# that pinned another one fails at once instead of replacing it).
 CONSTRAINTS=$(mktemp)
 trap 'rm -f "$CONSTRAINTS"' EXIT
 printf 'torch==%s\ntorchvision==%s\n' "$TORCH_VERSION" "$TORCHVISION_VERSION" >"$CONSTRAINTS"
@@ -64,18 +67,18 @@ printf 'torch==%s\ntorchvision==%s\n' "$TORCH_VERSION" "$TORCHVISION_VERSION" >"
 pip_() { "$PY" -m pip --disable-pip-version-check "$@" -c "$CONSTRAINTS" \
              2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 
-# --- venv, torch, torchvision ------------------------------------------------------------------
+# --- venv, then the lock: torch, torchvision and everything else, at its pins and hashes -------
 if [ ! -x "$PY" ]; then
     log "creating $VENV"
     python3 -m venv "$VENV"
 fi
 rm -f "$VENV/.dl-installed"
-log "torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION"
-pip_ install --quiet "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+log "images/requirements/dl.txt (torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION, hash-checked)"
+pip_ install --quiet --require-hashes -r "$LOCK"
 
-# --- hpclab itself and the dl extras (tqdm, numpy, scikit-learn, matplotlib, ipykernel) -------
-log "hpclab[dl] (editable)"
-pip_ install --quiet -e "$ROOT[dl]"
+# --- hpclab itself (editable; the dl extra's deps came from the lock) ---------------------------
+log "hpclab (editable, --no-deps)"
+pip_ install --quiet --no-deps -e "$ROOT"
 
 # --- Horovod ------------------------------------------------------------------------------------
 if [ "$WITH_HOROVOD" = 1 ]; then
