@@ -28,7 +28,8 @@ from tornado.httpclient import HTTPClientError
 
 from harness import (ADMIN_PASSWORD, USER_PASSWORD, Api, BenchError, add_account, add_out_option, exit_on_signals, hpclab_hub,
                      hub_proxy, ignore_signals, machine_info, root_workdir, stop_hubs, summary, write_results)
-from hub_load import percentile, user_session
+from load_clients import user_session
+from load_probes import percentile
 
 PROFILE = "cpu-small"
 

@@ -263,6 +263,25 @@ def test_local_availability_counts_idle_cores_and_free_gpus():
     assert local_blocked(_profile(gpus=1), ResourcePool((0,), ())) == "This server has no GPU; the profile needs 1 GPU."
 
 
+def test_gpus_auto_without_an_nvidia_driver_disables_gpu_profiles(tmp_path, monkeypatch):
+    """`gpus: auto` (deploy/examples/site.yaml's gpu-server) on a machine without nvidia-smi: no GPUs,
+    so the GPU profile is disabled with the reason; with a driver that lists two, it is not."""
+    from hpclab_spawners import resources
+    from hpclab_spawners.availability import local_blocked
+
+    monkeypatch.setattr(resources, "_POOLS", {})
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
+    pool = resources.pool_for("gpu-server", [0, 1], "auto")
+    assert pool.gpu_ids == ()
+    assert local_blocked(_profile(gpus=1), pool) == "This server has no GPU; the profile needs 1 GPU."
+    fake = tmp_path / "nvidia-smi"  # a driver's answer to --query-gpu=index --format=csv,noheader
+    fake.write_text("#!/bin/sh\nprintf '0\\n1\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(resources, "_POOLS", {})
+    pool = resources.pool_for("gpu-server", [0, 1], "auto")
+    assert pool.gpu_ids == ("0", "1") and local_blocked(_profile(gpus=1), pool) == ""
+
+
 # -- the same rule on the form and at start: a forged POST / REST start of a blocked SLURM profile ----
 _SINFO = {"nodes": [  # `sinfo --json` as SLURM 22.05 prints it (the fields the hub reads)
     {"state": "idle", "cpus": 8, "alloc_cpus": 0, "gres": "", "gres_used": "", "partitions": ["cpu", "old"]},
