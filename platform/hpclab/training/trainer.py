@@ -287,10 +287,22 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hpclab.training [flags]``: one rank of a run (flags as in ``hpclab train resnet``)."""
+    """``python -m hpclab.training [flags]``: one rank of a run (flags as in ``hpclab train resnet``).
+
+    Launchers stop their ranks with SIGTERM (horovodrun, torchrun, ``scancel``): it is turned into an
+    exception, so a checkpoint being written keeps the previous one and leaves no temporary file, and
+    the rank exits with 128 + the signal's number after one line on stderr.
+    """
+    from ..interrupts import Interrupted, signals_raise
     from .config import parse_argv
 
     cfg = parse_argv(list(sys.argv[1:] if argv is None else argv))
-    train(cfg)
+    try:
+        with signals_raise():
+            train(cfg)
+    except Interrupted as stop:
+        rank = next((os.environ[k] for k in ("HOROVOD_RANK", "RANK", "SLURM_PROCID") if k in os.environ), "0")
+        print(f"hpclab.training: rank {rank} stopped by {stop}", file=sys.stderr, flush=True)
+        return stop.exit_status
     return 0
 
