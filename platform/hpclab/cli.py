@@ -4,9 +4,9 @@ Subcommands live in their own modules, listed in SUBCOMMANDS and imported only w
 runs: ``hpclab session`` never loads the science packages. Every subcommand's ``add_parser`` sets
 ``run`` on the arguments, and ``main`` calls it with SIGTERM/SIGINT turned into exceptions (so
 clean-up runs and worker pools stop); an error no subcommand caught is printed as one line naming
-the file or value (``--debug`` anywhere on the line shows the traceback instead). ``main`` sets
-``args.debug``: a subcommand that catches errors to print them in one line re-raises them when it is
-set, so ``main`` shows the traceback.
+the file or value (``--debug`` anywhere on the line shows the traceback instead). A subcommand
+that catches an error to word it itself goes through ``report_error``, which raises it again under
+``--debug``.
 """
 
 from __future__ import annotations
@@ -72,6 +72,17 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+def report_error(args: argparse.Namespace, exc: BaseException, message: str, status: int) -> int:
+    """A subcommand's caught error: raised again under ``--debug`` (``main`` prints the traceback), else
+    ``message`` on stderr and ``status`` returned. The one place subcommands ask for ``--debug``."""
+    import sys
+
+    if getattr(args, "debug", False):
+        raise exc
+    print(message, file=sys.stderr)
+    return status
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as one line: the file and the reason for OS errors, the message otherwise."""
     if isinstance(exc, MemoryError):
@@ -95,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [word for word in argv if word != "--debug"]
     parser = _build_parser(_command_in(argv))
     args = parser.parse_args(argv)
-    args.debug = debug  # subcommands that print their own one-line errors re-raise when it is set
+    args.debug = debug  # for report_error: subcommands' own one-line errors are raised under --debug
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2

@@ -104,8 +104,13 @@ def time_limit_refusal(profile: Profile, backend, answer: tuple[dict, dict] | st
     if limit is None or profile.time_limit <= limit[1]:
         return ""
     partition, seconds = limit
+    return _too_long(profile, f"partition {partition}'s MaxTime", seconds)
+
+
+def _too_long(profile: Profile, limit: str, seconds: int) -> str:
+    """The refusal of a wall time above ``limit`` (a partition's MaxTime, a QoS's MaxWall), as a choice's is worded."""
     hint = f"; choose at most {format_duration(seconds)}" if profile.choices and profile.choices.time_limit else ""
-    return f"time_limit: {format_duration(profile.time_limit)} is above partition {partition}'s MaxTime {format_duration(seconds)}{hint}"
+    return f"time_limit: {format_duration(profile.time_limit)} is above {limit} {format_duration(seconds)}{hint}"
 
 
 def parse_qos_max_wall(text: str) -> dict[str, int]:
@@ -132,22 +137,21 @@ async def qos_time_limit_refusal(profile: Profile, backend) -> str:
     qos = profile.slurm.qos if profile.slurm else None
     if not qos or not profile.time_limit:
         return ""
-    client = SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+    client = SlurmClient.for_backend(backend)
     try:
         limits = parse_qos_max_wall(await client.run(["sacctmgr", "-nP", "show", "qos", qos, "format=name,maxwall"]))
     except (SlurmError, OSError):
         return ""
     if qos not in limits or profile.time_limit <= limits[qos]:
         return ""
-    hint = f"; choose at most {format_duration(limits[qos])}" if profile.choices and profile.choices.time_limit else ""
-    return f"time_limit: {format_duration(profile.time_limit)} is above QoS {qos}'s MaxWall {format_duration(limits[qos])}{hint}"
+    return _too_long(profile, f"QoS {qos}'s MaxWall", limits[qos])
 
 
 async def cluster_state(backend) -> tuple[dict, dict] | str:
     """(partition states, partition settings) of a SLURM backend, or SLURM's message when it cannot say."""
     from .slurm.client import SlurmClient, SlurmError, partition_settings
 
-    client = SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+    client = SlurmClient.for_backend(backend)
     try:
         return await client.partitions(), await partition_settings(client)
     except SlurmError as error:

@@ -35,11 +35,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         issues, warnings = live_report(deployment)
         lines = load_with_lines(Path(args.file).read_text(encoding="utf-8")) if issues or warnings else None
-        for warning in warnings:  # fits, but some choices will be refused at start
-            print(f"{args.file}: warning: {type(warning)(warning.path, warning.message, lines.line_of(warning.path))}", file=sys.stderr)
+        # warnings: it fits, but some choices will be refused at start
+        for kind, found in (("warning: ", warnings), ("", issues)):
+            for issue in found:
+                print(f"{args.file}: {kind}{type(issue)(issue.path, issue.message, lines.line_of(issue.path))}", file=sys.stderr)
         if issues:
-            for issue in issues:
-                print(f"{args.file}: {type(issue)(issue.path, issue.message, lines.line_of(issue.path))}", file=sys.stderr)
             return 1
     backends = ", ".join(f"{name} ({b.type})" for name, b in deployment.backends.items())
     print(

@@ -88,7 +88,7 @@ class ProfileSpawnerMixin(HasTraits):
         from .slurm.client import SlurmClient, cluster_options
 
         backend = self.deployment.backends[backend_name]
-        client = SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+        client = SlurmClient.for_backend(backend)
         return await cluster_options(client, self.user.name, wanted)
 
     async def cluster_options_for(self, profile: Profile):
@@ -127,7 +127,7 @@ class ProfileSpawnerMixin(HasTraits):
     @staticmethod
     async def _apply_profile(spawner: "ProfileSpawnerMixin", user_options: dict) -> None:
         """Resolve and authorise the requested profile and the user's choices (form and REST API alike) before anything starts."""
-        from .choices import ChoiceRefused, requested_choices, stored_form, validate_choices, with_choices
+        from .choices import ChoiceRefused, stored_form, validate_choices, with_choices
 
         requested = (user_options or {}).get("profile") or ""
         try:
@@ -158,8 +158,7 @@ class ProfileSpawnerMixin(HasTraits):
         spawner.extended_seconds = 0
         spawner.chosen_at = time.time()
         # the profile and choices actually applied (defaults filled in), for the REST API, relaunch and the culler
-        others = {k: v for k, v in (user_options or {}).items() if k not in requested_choices(user_options or {})}
-        spawner.user_options = {**others, "profile": base.slug, **stored_form(chosen)}
+        spawner.user_options = {"profile": base.slug, **stored_form(chosen)}  # (any other key was refused above)
         if getattr(spawner, "orm_spawner", None) is not None:
             spawner.orm_spawner.user_options = spawner.user_options
         spawner.start_timeout = profile.spawn_timeout
@@ -167,22 +166,15 @@ class ProfileSpawnerMixin(HasTraits):
         spawner.cpu_limit = float(profile.cpus)
         spawner.mem_limit = profile.memory
 
-    async def blocked_reason(self, profile: Profile) -> str:
-        """Why ``profile`` cannot start on its backend ('' if it can); checked before anything is held or submitted.
-
-        The same rule as the form's disabled profiles (availability.py): locally, more GPUs than the
-        server has; on SLURM, a partition that is missing, down, without nodes, or without GPUs for a
-        GPU profile. A busy partition blocks nothing (the job waits with SLURM's reason), nor does a
-        cluster that cannot answer now (sbatch's own message decides).
-        """
-        return (await self.start_refusals(profile))[0]
-
     async def start_refusals(self, profile: Profile) -> tuple[str, str]:
         """(why ``profile`` cannot start on its backend, why its wall time is too long there); '' where it is fine.
 
-        The first is ``blocked_reason``'s rule; the second, on SLURM, a (chosen) time_limit above the
-        partition's MaxTime (``availability.time_limit_refusal``) or its QoS's MaxWall (asked of sacctmgr
-        only when the job has a QoS). A cluster that cannot answer refuses neither.
+        Checked before anything is held or submitted. The first is the form's rule for disabled profiles
+        (availability.py): locally, more GPUs than the server has; on SLURM, a partition that is missing,
+        down, without nodes, or without GPUs for a GPU profile (a busy partition blocks nothing: the job
+        waits with SLURM's reason). The second, on SLURM, is a (chosen) time_limit above the partition's
+        MaxTime (``availability.time_limit_refusal``) or its QoS's MaxWall (asked of sacctmgr only when the
+        job has a QoS). A cluster that cannot answer refuses neither: sbatch's own message decides.
         """
         from .availability import local_blocked, qos_time_limit_refusal, slurm_profile_availability, time_limit_refusal
 

@@ -403,7 +403,7 @@ def test_partition_max_time_and_the_live_checks_warning_for_time_choices():
         "up to 08:00:00 may be chosen, but partition short's MaxTime is 01:00:00: longer requests there are refused at start"]
     assert time_choice_warnings(profile, ["cpu", "gpu"], settings) == []
     fixed = Profile.model_validate({k: v for k, v in _FLEX_SLURM.items() if k != "choices"})
-    assert time_choice_warnings(fixed, ["short"], settings) == []  # a fixed time_limit is live_issues' error, not this
+    assert time_choice_warnings(fixed, ["short"], settings) == []  # a fixed time_limit is live_report's error, not this
 
 
 def test_a_cluster_that_cannot_answer_blocks_no_start(tmp_path):

@@ -1,6 +1,6 @@
 """Processes a test starts, found again after a signal: by a marker in their environment.
 
-A command under test is started with :func:`marked_env`; every process it starts (loky workers,
+A command under test is started by :func:`sigterm_when` with a marker; every process it starts (loky workers,
 their resource tracker, dcm2niix) inherits the marker, so :func:`left_behind` finds what is still
 running after the command has exited, even orphans reparented to PID 1, and nothing of other runs.
 """
@@ -8,20 +8,16 @@ running after the command has exited, even orphans reparented to PID 1, and noth
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psutil
 
 MARKER = "HPCLAB_TEST_RUN"
-
-
-def marked_env(**extra: str) -> tuple[dict[str, str], str]:
-    """(environment for ``subprocess.Popen``, its marker value): os.environ plus a unique marker."""
-    mark = uuid.uuid4().hex
-    return {**os.environ, MARKER: mark, **extra}, mark
 
 
 def _marked(proc: psutil.Process, mark: str) -> bool:
@@ -70,3 +66,33 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, every
             raise AssertionError(f"the command exited ({alive.returncode}) before {what}")
         time.sleep(every)
     raise AssertionError(f"no {what} after {timeout} s")
+
+
+@dataclass
+class Terminated:
+    """What :func:`sigterm_when` saw: stderr, the run's marker, ``ready``'s value, the command lines below it."""
+
+    err: str
+    mark: str
+    seen: object
+    children: list[str]
+
+
+def sigterm_when(cmd: list[str], ready: Callable[[int], object], what: str, timeout: float = 120,
+                 env: dict[str, str] | None = None) -> Terminated:
+    """Start ``cmd`` (marked), SIGTERM it once ``ready(pid)`` is true, wait for it; it must exit with 128 + SIGTERM.
+
+    ``env`` (default os.environ) gets the marker, so :func:`left_behind` finds what the run left.
+    """
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**(os.environ if env is None else env), MARKER: mark})
+    try:
+        seen = wait_until(lambda: ready(proc.pid), timeout, what, alive=proc)
+        children = [cmdline(p) for p in descendants(proc.pid)]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    return Terminated(err, mark, seen, children)

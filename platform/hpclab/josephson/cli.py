@@ -142,11 +142,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     ``--debug`` (``args.debug``, set by :func:`hpclab.cli.main`) they are raised, so the traceback shows.
     """
     from ..interrupts import Interrupted
+    from ..cli import report_error
     from ..safe_output import OutputError, check_output_file
 
     def fail(message: str, error: Exception | None = None) -> int:
-        if error is not None and getattr(args, "debug", False):
-            raise error  # `hpclab --debug`: main prints the traceback
+        if error is not None:
+            return report_error(args, error, f"hpclab josephson sweep: {message}", 2)
         print(f"hpclab josephson sweep: {message}", file=sys.stderr)
         return 2
 

@@ -84,12 +84,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _COMMANDS[args.mri_command](args)
         except (MRIError, FileNotFoundError, ValueError, RuntimeError) as exc:
-            if getattr(args, "debug", False):
-                raise  # `hpclab --debug` prints the traceback
-            from ..cli import one_line
+            from ..cli import one_line, report_error
 
-            print(f"hpclab mri {args.mri_command}: error: {one_line(exc)}", file=sys.stderr)
-            return 1
+            return report_error(args, exc, f"hpclab mri {args.mri_command}: error: {one_line(exc)}", 1)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

@@ -4,7 +4,6 @@ or as a SLURM job. torch is imported only when training starts in this process."
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..slurm.flags import add_slurm_flags
@@ -45,16 +44,14 @@ def run(args: argparse.Namespace) -> int:
     The output folder is checked before anything starts (a typo must not cost a queue wait). Errors
     are one line; with ``--debug`` (``args.debug``, set by :func:`hpclab.cli.main`) they are raised.
     """
+    from ..cli import report_error
     from ..safe_output import OutputError, check_output_dir
 
     cfg = from_args(args)
     try:
         check_output_dir(cfg.out_dir)
     except OutputError as exc:
-        if getattr(args, "debug", False):
-            raise  # `hpclab --debug`: main prints the traceback
-        print(f"hpclab train: --out-dir: {exc}", file=sys.stderr)
-        return 2
+        return report_error(args, exc, f"hpclab train: --out-dir: {exc}", 2)
     if args.slurm:
         from .slurm import SlurmResources, follow_slurm, submit_slurm
 
@@ -76,10 +73,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = launch_local(cfg, nproc=args.nproc, backend=backend)
         except TrainingError as exc:
-            if getattr(args, "debug", False):
-                raise
-            print(exc, file=sys.stderr)
-            return 1
+            return report_error(args, exc, str(exc), 1)
         print(f"done in {result.seconds:.1f} s: {result.out_dir}/metrics.json", flush=True)
         return 0
     from .trainer import train

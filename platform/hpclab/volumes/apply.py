@@ -102,35 +102,33 @@ def _target_chunks(source: Any, window: tuple[int, ...]) -> tuple[int, ...]:
     return whole
 
 
-def _recorded_window(target: Any, ndim: int) -> tuple[int, ...] | None:
-    """The window an earlier apply recorded in ``target`` when it exists (None for a new target or no record)."""
+def _existing_target(target: Any) -> Any:
+    """The target array opened for writing when it exists already (None when apply is to create it)."""
     import zarr
 
-    if isinstance(target, zarr.Array):
-        array = target
-    elif isinstance(target, (str, os.PathLike)) and (Path(target) / "zarr.json").exists():
-        array = open_volume(target)
-    else:
-        return None
-    window = dict(array.attrs.get(RECORD, {})).get("window")
+    exists = isinstance(target, zarr.Array) or (Path(target) / "zarr.json").exists()
+    return open_volume(target, mode="r+") if exists else None
+
+
+def _recorded_window(existing: Any, ndim: int) -> tuple[int, ...] | None:
+    """The window an earlier apply recorded in the ``existing`` target (None for a new target or no record)."""
+    window = dict(existing.attrs.get(RECORD, {})).get("window") if existing is not None else None
     if not isinstance(window, list) or len(window) != ndim:
         return None
     return tuple(int(w) for w in window)
 
 
-def _target(target: Any, source: Any, window: tuple[int, ...], halo: tuple[int, ...], dtype: Any,
+def _target(target: Any, existing: Any, source: Any, window: tuple[int, ...], halo: tuple[int, ...], dtype: Any,
             compression: str, func: Callable[..., Any]) -> Any:
-    """The target array: opened (and checked against this run) or created (chunks: :func:`_target_chunks`)."""
-    import zarr
-
+    """The target array: ``existing`` (:func:`_existing_target`) checked against this run, or created (chunks:
+    :func:`_target_chunks`)."""
     record = {"window": list(window), "halo": list(halo), "source_shape": list(source.shape),
               "function": _function_name(func)}
-    exists = isinstance(target, zarr.Array) or (Path(target) / "zarr.json").exists()
-    if not exists:
+    if existing is None:
         chunks = _target_chunks(source, window)
         return create_volume(target, source.shape, dtype, chunks=chunks, compression=compression,
                              attributes={RECORD: record})
-    array = open_volume(target, mode="r+")
+    array = existing
     if tuple(array.shape) != tuple(source.shape):
         raise ValueError(f"target has shape {tuple(array.shape)}, the source {tuple(source.shape)}")
     if any(w < n and w % c for w, c, n in zip(window, array.chunks, array.shape)):
@@ -211,7 +209,8 @@ def apply(
             owned_cluster = local_cluster(workers)
             client, owned_client = Client(owned_cluster, set_as_default=False), True
         n = workers or len(client.scheduler_info()["workers"]) or 1
-        recorded = _recorded_window(target, ndim) if window is None else None
+        existing = _existing_target(target)
+        recorded = _recorded_window(existing, ndim) if window is None else None
         if recorded is not None:  # resuming: the windows the earlier run wrote, whatever the memory now
             window_t = recorded
         elif window is None:
@@ -221,7 +220,7 @@ def apply(
                                          bytes_per_voxel=bytes_per_voxel)
         else:
             window_t = per_axis(window, ndim, "window")
-        tgt = _target(target, src, window_t, halo_t, np.dtype(dtype) if dtype is not None else src.dtype,
+        tgt = _target(target, existing, src, window_t, halo_t, np.dtype(dtype) if dtype is not None else src.dtype,
                       compression, func)
         record = dict(tgt.attrs.get(RECORD, {}))
         if record.get("complete"):

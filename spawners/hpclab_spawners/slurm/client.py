@@ -120,6 +120,11 @@ class SlurmClient:
         self.submit_prefix = submit_prefix or []
         self.calls: dict[str, int] = {}
 
+    @classmethod
+    def for_backend(cls, backend) -> "SlurmClient":
+        """The client of a deploy YAML's SLURM backend (its slurm.conf, command timeout and submit prefix)."""
+        return cls(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+
     def command_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for SLURM commands: ``extra`` only plus PATH and SLURM_CONF (never the hub's secrets)."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}

@@ -28,7 +28,7 @@ def _node_capacity(sinfo: dict) -> dict[str, dict]:
 
 
 async def _cluster_view(backend: SlurmBackend) -> tuple[dict[str, dict[str, str]], dict[str, dict]]:
-    client = SlurmClient(backend.slurm_conf, backend.command_timeout)
+    client = SlurmClient.for_backend(backend)
     settings = await partition_settings(client)
     capacity = _node_capacity(json.loads(await client.run(["sinfo", "--json"])))
     return settings, capacity
@@ -53,13 +53,9 @@ def time_choice_warnings(profile: Profile, partitions: list[str | None], setting
     return warnings
 
 
-def live_issues(deployment: Deployment) -> list[ConfigIssue]:
-    """Every SLURM profile checked against its cluster; issues carry key paths (lines are added by the caller)."""
-    return live_report(deployment)[0]
-
-
 def live_report(deployment: Deployment) -> tuple[list[ConfigIssue], list[ConfigIssue]]:
-    """(issues, warnings): ``live_issues``, and what fits but deserves a look (see ``time_choice_warnings``)."""
+    """(issues, warnings) of every SLURM profile checked against its cluster, with key paths (lines added by the
+    caller): what does not fit, and what fits but deserves a look (see ``time_choice_warnings``)."""
     issues: list[ConfigIssue] = []
     warnings: list[ConfigIssue] = []
     views: dict[str, tuple] = {}

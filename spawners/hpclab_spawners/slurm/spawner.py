@@ -52,8 +52,7 @@ class SlurmServerMixin(HasTraits):
 
     @property
     def client(self) -> SlurmClient:
-        backend = self._any_backend()
-        return SlurmClient(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+        return SlurmClient.for_backend(self._any_backend())
 
     @property
     def queue(self) -> JobQueue:
@@ -227,7 +226,7 @@ class SlurmServerMixin(HasTraits):
         from .client import extend_job
 
         try:
-            await extend_job(SlurmClient(self.backend.slurm_conf, self.backend.command_timeout), self.job_id, seconds)
+            await extend_job(SlurmClient.for_backend(self.backend), self.job_id, seconds)
         except SlurmError as error:
             raise web.HTTPError(500, f"SLURM did not extend job {self.job_id}: {error.message}") from None
 

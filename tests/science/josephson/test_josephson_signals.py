@@ -6,7 +6,6 @@ matters: while the result file is being written. --debug turns the one-line erro
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from hpclab.josephson.checkpoint import finished_points
 from hpclab.josephson.cli import partial_path
 from hpclab.safe_output import TEMP_PREFIX
 
-from support.proctools import cmdline, descendants, left_behind, marked_env, wait_until
+from support.proctools import left_behind, sigterm_when
 
 HPCLAB = str(Path(sys.executable).with_name("hpclab"))
 #: 700 x 700 points of a short pulse (t_end 1): ~4 s of solving on two loky workers, then ~1.5 s
@@ -37,18 +36,10 @@ def test_sigterm_while_the_result_is_written_keeps_the_previous_file_and_every_p
     out = tmp_path / "map.npz"
     sweep(G=[10.0, 20.0], progress=False).save(out)
     before = out.read_bytes()
-    env, mark = marked_env()
     cmd = [HPCLAB, "josephson", "sweep", *BIG_CHEAP, "--backend", "loky", "--jobs", "2", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        # the result's temporary file (".hpclab-tmp-map-*"; the checkpoint's is ".hpclab-tmp-map.partial-*")
-        wait_until(lambda: list(tmp_path.glob(f"{TEMP_PREFIX}map-*")), 120, "result file being written", alive=proc)
-        children = [cmdline(p) for p in descendants(proc.pid)]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    # SIGTERM while the result's temporary file is written (".hpclab-tmp-map-*"; the checkpoint's: "…map.partial-*")
+    stop = sigterm_when(cmd, lambda _: list(tmp_path.glob(f"{TEMP_PREFIX}map-*")), "result file being written")
+    err, mark, children = stop.err, stop.mark, stop.children
     line = _one_line(err)
     assert "stopped by SIGTERM" in line and f"{N_POINTS} finished points kept" in line and "--resume" in line
     assert sum("LokyProcess" in c for c in children) == 2, "the loky workers were not running"

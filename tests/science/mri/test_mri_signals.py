@@ -8,7 +8,6 @@ temporary file, no process of the run left (found by a marker in their environme
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from hpclab.safe_output import TEMP_PREFIX
 
 from support import mri_data
-from support.proctools import cmdline, descendants, left_behind, marked_env, wait_until
+from support.proctools import cmdline, descendants, left_behind, sigterm_when
 
 HPCLAB = str(Path(sys.executable).with_name("hpclab"))
 STOPPED = "hpclab mri: stopped by SIGTERM"
@@ -64,18 +63,13 @@ def test_sigterm_mid_conversion_kills_dcm2niix_and_keeps_earlier_files(big_dicom
     before = _files(out)
     assert "1_T1w_MPRAGE.nii.gz" in before  # the conversion below would replace it (--overwrite)
 
-    env, mark = marked_env()
-    proc = subprocess.Popen([HPCLAB, "mri", "convert", str(big_dicom), str(out), "--overwrite"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        converter = wait_until(lambda: [p for p in descendants(proc.pid) if "dcm2niix" in cmdline(p)], 60,
-                               "dcm2niix process", alive=proc)
-        assert list(out.glob(".hpclab-convert-*")), "dcm2niix runs but the staging folder is not there"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    def converting(pid: int) -> list:  # dcm2niix at work, into the staging folder
+        found = [p for p in descendants(pid) if "dcm2niix" in cmdline(p)]
+        return found if found and list(out.glob(".hpclab-convert-*")) else []
+
+    stop = sigterm_when([HPCLAB, "mri", "convert", str(big_dicom), str(out), "--overwrite"], converting,
+                        "dcm2niix converting into the staging folder", timeout=60)
+    err, mark, converter = stop.err, stop.mark, stop.seen
     assert err.strip() == STOPPED and "Traceback" not in err
     assert not converter[0].is_running() or converter[0].status() == "zombie"
     assert left_behind(mark) == [], "a process of the conversion still runs"
@@ -103,17 +97,8 @@ def cohort_root(tmp_path_factory) -> Path:
 def test_sigterm_mid_cohort_stops_the_workers_and_keeps_finished_subjects(cohort_root, tmp_path):
     out = tmp_path / "out"
     cmd = [HPCLAB, "mri", "cohort", str(cohort_root), str(out), "--jobs", "2", "--no-progress", "--no-views"]
-    env, mark = marked_env()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        finished = wait_until(lambda: sorted(out.glob("*/subject_summary.json")), 120, "finished subject",
-                              alive=proc)
-        children = [cmdline(p) for p in descendants(proc.pid)]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    stop = sigterm_when(cmd, lambda _: sorted(out.glob("*/subject_summary.json")), "finished subject")
+    err, mark, finished, children = stop.err, stop.mark, stop.seen, stop.children
     assert err.strip() == STOPPED and "Traceback" not in err
     assert sum("LokyProcess" in c for c in children) == 2, f"the loky workers were not running: {children}"
     assert left_behind(mark) == [], "loky workers (or their children) still run"

@@ -10,15 +10,13 @@ This process never imports torch: the checkpoint is read by .venv-dl's python.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 
 import pytest
 
 from hpclab.safe_output import TEMP_PREFIX
 
 from support.dltools import DL_PYTHON, DL_VENV, dl_env, dl_run, require_dl_venv
-from support.proctools import MARKER, cmdline, descendants, left_behind, marked_env, wait_until
+from support.proctools import left_behind, sigterm_when
 
 HPCLAB_DL = str(DL_VENV / "bin" / "hpclab")
 STOPPED = "hpclab train: stopped by SIGTERM"
@@ -43,22 +41,15 @@ def _checkpoint(path) -> dict:
 def test_sigterm_while_a_checkpoint_is_written_keeps_the_last_one_and_stops_every_rank(launch, tmp_path):
     require_dl_venv()
     out = tmp_path / "run"
-    _, mark = marked_env()
-    env = {**dl_env(threads=1), MARKER: mark}
     cmd = [HPCLAB_DL, "train", *SMALL, "--out-dir", str(out), *launch]
-    proc = subprocess.Popen([*cmd, "--epochs", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    try:
-        wait_until(lambda: (out / "checkpoint.pt").exists(), 120, "first checkpoint", alive=proc)
-        # the next epoch's checkpoint being written ("<TEMP_PREFIX>checkpoint-*.pt" beside checkpoint.pt)
-        wait_until(lambda: list(out.glob(f"{TEMP_PREFIX}checkpoint-*")), 60, "next checkpoint being written",
-                   alive=proc)
-        ranks = [c for c in map(cmdline, descendants(proc.pid)) if "hpclab.training" in c and "horovodrun" not in c]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+
+    def next_checkpoint_written(_: int) -> bool:  # after the first: "<TEMP_PREFIX>checkpoint-*.pt" beside it
+        return (out / "checkpoint.pt").exists() and bool(list(out.glob(f"{TEMP_PREFIX}checkpoint-*")))
+
+    stop = sigterm_when([*cmd, "--epochs", "1000"], next_checkpoint_written, "next checkpoint being written",
+                        env=dl_env(threads=1))
+    err, mark = stop.err, stop.mark
+    ranks = [c for c in stop.children if "hpclab.training" in c and "horovodrun" not in c]
     assert err.strip() == STOPPED and "Traceback" not in err, err
     if launch:
         assert len(ranks) >= 2, f"the ranks were not running: {ranks}"

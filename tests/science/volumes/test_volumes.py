@@ -117,6 +117,34 @@ def test_an_interrupted_run_resumes_where_it_stopped(volume, tmp_path):
     assert finished.calls == 0  # complete: nothing redone
 
 
+def test_a_resume_without_window_reuses_the_recorded_window_when_memory_changed(volume, tmp_path):
+    """window=None: a resumed run keeps the window the target recorded, though the memory it would be
+    sized from has changed since the interrupted run."""
+    source, data = volume
+    small, large = 2**20, 4 * 2**20  # 1 MiB sizes 16-voxel windows here, 4 MiB 32-voxel ones
+    halo = (2,) * 3
+    assert volumes.window_for_memory(SHAPE, small, halo, chunks=(16, 16, 16)) == (16, 16, 16)
+    assert volumes.window_for_memory(SHAPE, large, halo, chunks=(16, 16, 16)) == (32, 32, 32)
+
+    target = tmp_path / "r.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        volumes.apply(MedianStoppingAfter(5), source, target, halo=2, workers=1, memory_per_worker=small,
+                      progress=False)
+    assert len(list((target / MARKERS).iterdir())) == 5
+
+    again = MedianStoppingAfter(None)  # more memory now: alone it would size 32-voxel windows
+    out = volumes.apply(again, source, target, halo=2, workers=1, memory_per_worker=large, progress=False)
+    assert again.calls == len(volumes.plan_windows(SHAPE, (16,) * 3, halo)) - 5
+    assert dict(out.attrs[RECORD])["window"] == [16, 16, 16] and dict(out.attrs[RECORD])["complete"] is True
+    np.testing.assert_array_equal(out[:], median(data))
+
+    finished = MedianStoppingAfter(None)  # finished, with yet another budget: nothing redone, no refusal
+    volumes.apply(finished, source, target, halo=2, workers=1, memory_per_worker=2**24, progress=False)
+    assert finished.calls == 0
+    with pytest.raises(ValueError, match=r"window was \[16, 16, 16\], now \[32, 32, 32\]"):
+        volumes.apply(finished, source, target, window=32, halo=2, workers=1, progress=False)
+
+
 def test_two_local_dask_workers_give_the_same_result(volume, tmp_path):
     path, data = volume
     out = volumes.apply(gaussian, path, tmp_path / "g.zarr", window=(32, 16, 16), halo=8, workers=2,
