@@ -25,22 +25,32 @@ def _load_or_report(path: str) -> Deployment | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate a deploy YAML: one summary line when valid, one line per problem otherwise."""
+    """Validate a deploy YAML: one summary line when valid, one line per problem otherwise.
+
+    Beyond the YAML itself, every kernel runtime must be on this machine (a missing one is an error: that
+    kernel cannot start), and with --live the SLURM profiles must fit the running cluster.
+    """
     deployment = _load_or_report(args.file)
     if deployment is None:
         return 1
+    from .config.checks import deployment_notes, runtime_issues
+    from .config.yaml_source import load_with_lines
+
+    lines = load_with_lines(Path(args.file).read_text(encoding="utf-8"))
+    failed = runtime_issues(deployment, lines, Path(args.file).resolve().parent)
+    for issue in failed:
+        print(f"{args.file}: {issue}", file=sys.stderr)
     if args.live:
-        from .config.yaml_source import load_with_lines
         from .slurm.live_check import live_report
 
         issues, warnings = live_report(deployment)
-        lines = load_with_lines(Path(args.file).read_text(encoding="utf-8")) if issues or warnings else None
         # warnings: it fits, but some choices will be refused at start
         for kind, found in (("warning: ", warnings), ("", issues)):
             for issue in found:
                 print(f"{args.file}: {kind}{type(issue)(issue.path, issue.message, lines.line_of(issue.path))}", file=sys.stderr)
-        if issues:
-            return 1
+        failed += issues
+    if failed:
+        return 1
     backends = ", ".join(f"{name} ({b.type})" for name, b in deployment.backends.items())
     print(
         f"{args.file}: OK — {len(deployment.profiles)} profiles "
@@ -48,8 +58,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"hub on http://{deployment.hub.ip}:{deployment.hub.port}{deployment.hub.base_url}"
         + (" — fits the running cluster" if args.live else "")
     )
-    from .config.checks import deployment_notes
-
     for note in deployment_notes(deployment):
         print(f"{args.file}: note: {note}")
     return 0
@@ -95,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"hpclab-hub: starting JupyterHub on http://{deployment.hub.ip}:{port}{deployment.hub.base_url} "
           f"(state in {deployment.hub.data_dir})", flush=True)
     _warn_if_servers_cannot_run_python(deployment)
+    _warn_of_missing_runtimes(deployment, args.config)
     config_py = Path(__file__).with_name("jupyterhub_config.py")
     deployment.hub.data_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(deployment.hub.data_dir)
@@ -124,6 +133,16 @@ def _warn_if_servers_cannot_run_python(deployment: Deployment) -> None:
             f"start {sys.executable}. Install HPCLab outside it, or allow searching: chmod o+x {folder}",
             file=sys.stderr, flush=True,
         )
+
+
+def _warn_of_missing_runtimes(deployment: Deployment, path: str) -> None:
+    """A kernel runtime that is not here fails `check`, but the hub starts: that kernel answers with the reason."""
+    from .config.checks import runtime_issues
+    from .config.yaml_source import load_with_lines
+
+    source = load_with_lines(Path(path).read_text(encoding="utf-8"))
+    for issue in runtime_issues(deployment, source, Path(path).resolve().parent):
+        print(f"hpclab-hub: warning: {path}: {issue} (its users get an error kernel saying why)", file=sys.stderr, flush=True)
 
 
 def _take_admin_password(deployment: Deployment, env: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ exactly which issues each one must produce: ``key.path[2].x: message (line N)``,
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -437,3 +438,93 @@ def test_an_examples_source_that_is_missing_is_an_error_at_its_key_and_line(tmp_
     assert result.stderr.strip() == f"{path}: examples.source: no such folder: {tmp_path / 'courses' / 'notebooks'} (line 9)"
     (tmp_path / "courses" / "notebooks").mkdir(parents=True)
     assert load_deployment(path).examples.delivered
+
+
+# --- kernel runtimes: `check` fails on one that is not here, saying what a relative path was taken from ----
+
+
+def _fake_venv(prefix: Path, ipykernel: bool = True) -> Path:
+    """A folder the launcher takes for a venv: an executable bin/python and, optionally, ipykernel's launcher."""
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")  # so asking it for ipykernel says no
+    (prefix / "bin" / "python").chmod(0o755)
+    if ipykernel:
+        site = prefix / "lib" / "python3.11" / "site-packages"
+        site.mkdir(parents=True)
+        (site / "ipykernel_launcher.py").write_text("")
+    return prefix
+
+
+def test_a_copied_example_fails_check_naming_each_runtime_as_written_and_where_it_resolved(tmp_path):
+    """Issue 25 item 5: site.yaml copied elsewhere keeps `../../.venv`, which now points at nothing; `check` said OK."""
+    from hpclab_spawners.config.yaml_source import load_with_lines
+
+    folder = tmp_path / "etc" / "hpclab"
+    folder.mkdir(parents=True)
+    copy = folder / "site.yaml"
+    shutil.copy(REPO / "deploy" / "examples" / "site.yaml", copy)
+    result = run_cli("check", str(copy), cwd=REPO)
+    assert result.returncode == 1, result.stdout
+    assert result.stdout == ""  # no OK line
+    lines = load_with_lines(copy.read_text())
+    expected = [
+        f"{copy}: kernels.{name}.runtime.prefix: kernel '{name}' cannot start: its venv runtime {written} resolves to "
+        f"{tmp_path / written.removeprefix('../../')} (relative to {folder}, the folder of this YAML file), which does not "
+        f"exist (line {lines.line_of(('kernels', name, 'runtime', 'prefix'))})"
+        for name, written in (("josephson", "../../.venv"), ("mri", "../../.venv"), ("dl", "../../.venv-dl"))
+    ]
+    assert result.stderr.splitlines() == expected
+    # written absolute, as the docs advise for a copy kept elsewhere: OK
+    fixed = copy.read_text().replace("prefix: ../../.venv-dl}", f"prefix: {_fake_venv(tmp_path / 'dl')}}}")
+    fixed = fixed.replace("prefix: ../../.venv}", f"prefix: {_fake_venv(tmp_path / 'main')}}}")
+    copy.write_text(fixed)
+    result = run_cli("check", str(copy), cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{copy}: OK")
+
+
+def test_runtime_paths_are_taken_from_the_yaml_files_folder_not_the_cwd_and_each_defect_is_named(tmp_path):
+    real = tmp_path / "real"
+    env = _fake_venv(real / "envs" / "josephson")
+    config = real / "hub.yaml"
+    config.write_text(MINIMAL + "kernels:\n  josephson:\n    display_name: J\n    runtime: {type: venv, prefix: envs/josephson}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert run_cli("check", str(config), cwd=elsewhere).returncode == 0
+    relative = run_cli("check", "../real/hub.yaml", cwd=elsewhere)
+    assert relative.returncode == 0 and relative.stdout.startswith("../real/hub.yaml: OK"), relative.stderr
+    # a symlink to the file: paths are taken from the real file's folder (where the hub also looks)
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "hub.yaml").symlink_to(config)
+    assert run_cli("check", str(tmp_path / "link" / "hub.yaml"), cwd=elsewhere).returncode == 0
+
+    where = f"envs/josephson resolves to {env} (relative to {real}, the folder of this YAML file)"
+    (env / "lib" / "python3.11" / "site-packages" / "ipykernel_launcher.py").unlink()
+    result = run_cli("check", str(config), cwd=elsewhere)
+    assert result.returncode == 1
+    assert result.stderr == (f"{config}: kernels.josephson.runtime.prefix: kernel 'josephson' cannot start: its venv runtime "
+                             f"{where}, which lacks ipykernel ({env}/bin/python -m pip install ipykernel) (line 11)\n")
+    (env / "bin" / "python").unlink()
+    result = run_cli("check", str(config), cwd=elsewhere)
+    assert result.stderr.endswith(f"its venv runtime {where}, which has no bin/python ({env}/bin/python) (line 11)\n")
+    # an Apptainer image, written absolute: no "resolves to"; the `apptainer` command itself is not looked for
+    config.write_text(MINIMAL + "kernels:\n  dl:\n    display_name: D\n    runtime:\n      type: apptainer\n"
+                      f"      image: {tmp_path / 'dl.sif'}\n      apptainer: no-such-apptainer\n")
+    result = run_cli("check", str(config), cwd=elsewhere)
+    assert result.returncode == 1
+    assert result.stderr == (f"{config}: kernels.dl.runtime.image: kernel 'dl' cannot start: its Apptainer image "
+                             f"{tmp_path / 'dl.sif'}, which does not exist (line 13)\n")
+    (tmp_path / "dl.sif").write_bytes(b"sif")
+    assert run_cli("check", str(config), cwd=elsewhere).returncode == 0
+
+
+def test_run_warns_of_a_missing_runtime_but_does_not_refuse(tmp_path, capsys):
+    """The hub can run without one kernel (its users get an error kernel saying why): `run` warns, `check` fails."""
+    from hpclab_spawners import cli
+
+    config = tmp_path / "hub.yaml"
+    config.write_text(MINIMAL + "kernels:\n  mri:\n    display_name: M\n    runtime: {type: conda, prefix: /no/such/conda}\n")
+    cli._warn_of_missing_runtimes(load_deployment(config), str(config))
+    assert capsys.readouterr().err == (
+        f"hpclab-hub: warning: {config}: kernels.mri.runtime.prefix: kernel 'mri' cannot start: its conda runtime "
+        "/no/such/conda, which does not exist (line 11) (its users get an error kernel saying why)\n")

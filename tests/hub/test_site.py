@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
+from support.dltools import require_dl_venv
 from support.hubtools import HUB_CLI, home_of, hub_yaml, login, started_hub, stop_server
 from support.paths import REPO_ROOT
 
@@ -84,6 +85,25 @@ def test_the_seeds_site_yaml_mixes_a_cluster_and_a_gpu_server_and_checks_ok():
     assert by_backend == {"slurm", "local"}
     assert {(kinds[p["backend"]], bool(p.get("gpus"))) for p in config["profiles"]} == {
         ("slurm", False), ("slurm", True), ("local", False), ("local", True)}
+
+
+def test_the_site_example_offers_a_profile_with_choices_and_checks_ok_in_place():
+    """Issue 25 item 5: choices, cancelling a pending start and extending can be tried from site.yaml itself."""
+    from hpclab_spawners.config import load_deployment
+
+    site = load_deployment(REPO / "deploy/examples/site.yaml")
+    (flex,) = [p for p in site.profiles if p.choices is not None]
+    assert {"cpus", "memory", "time_limit"} <= set(flex.choices.offered())
+    assert site.backends[flex.backend].type == "slurm"  # a start waiting in the queue can be cancelled
+    assert flex.choices.time_limit.max > flex.time_limit  # room to extend
+    assert flex.choices.cpus.max <= 8 and max(flex.choices.memory) <= 16000 * 2**20  # fits the dev cluster's node
+    # its relative runtimes resolve inside this checkout, where `check` looks for them
+    assert {name: k.runtime.prefix for name, k in site.kernels.items()} == {
+        "josephson": REPO / ".venv", "mri": REPO / ".venv", "dl": REPO / ".venv-dl"}
+    require_dl_venv()  # `make test` builds .venv-dl; without it `check` rightly says the dl kernel cannot start
+    proc = subprocess.run([str(HUB_CLI), "check", str(REPO / "deploy/examples/site.yaml")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{flex.slug}," in proc.stdout and proc.stderr == ""
 
 
 def test_every_shipped_single_backend_yaml_still_checks_ok():

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from .errors import ConfigIssue
 from .model import Deployment
+from .yaml_source import SourceMap
 
 
 def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
@@ -79,6 +83,62 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
 def deployment_notes(deployment: Deployment) -> list[str]:
     """What a valid YAML leaves off on this machine, said by ``hpclab-hub check`` and logged by the hub (never errors)."""
     return [note for note in (deployment.examples.off_note,) if note]
+
+
+def runtime_issues(deployment: Deployment, source: SourceMap, base_dir: Path) -> list[ConfigIssue]:
+    """Kernel runtimes missing on this machine: such a kernel cannot start, so ``hpclab-hub check`` fails on them.
+
+    Not part of loading (the YAML itself is valid, and the hub still runs: the launcher answers with an error
+    kernel). ``source`` gives the value as written and its line; ``base_dir`` is the folder relative paths
+    were taken from, the YAML file's own (after following a symlink to the file), never the current directory.
+    The ``apptainer`` command is not looked for: on a cluster it may exist on the compute nodes only.
+    """
+    from hpclab.kernel_launcher.launcher import _has_ipykernel
+
+    issues = []
+    for name, entry in deployment.kernels.items():
+        runtime = entry.runtime
+        if runtime is None:
+            continue
+        key = "image" if runtime.type == "apptainer" else "prefix"
+        path = ("kernels", name, "runtime", key)
+        resolved: Path = getattr(runtime, key)
+        written = _written(source.data, path, resolved)
+        where = _where(written, resolved, base_dir)
+        what = "Apptainer image" if runtime.type == "apptainer" else f"{runtime.type} runtime"
+        python = resolved / "bin" / "python"
+        if runtime.type == "apptainer":
+            problem = None if resolved.is_file() else "which does not exist"
+        elif not resolved.is_dir():
+            problem = "which does not exist"
+        elif not os.access(python, os.X_OK):
+            problem = f"which has no bin/python ({python})"
+        elif not _has_ipykernel(resolved, python, dict(os.environ)):
+            problem = f"which lacks ipykernel ({python} -m pip install ipykernel)"
+        else:
+            problem = None
+        if problem:
+            issues.append(ConfigIssue(path, f"kernel {name!r} cannot start: its {what} {where}, {problem}", source.line_of(path)))
+    return issues
+
+
+def _written(data: object, path: tuple, default: Path) -> str:
+    """The value at ``path`` as the YAML has it (falls back to ``default``)."""
+    node = data
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return str(default)
+        node = node[part]
+    return str(node)
+
+
+def _where(written: str, resolved: Path, base_dir: Path) -> str:
+    """A path as written and, where that differs, what it resolved to and from what."""
+    if written == "~" or written.startswith("~/"):
+        return f"{written} resolves to {resolved} (~ is {Path('~').expanduser()}, the home of the account reading the YAML)"
+    if written.startswith("~") or Path(written).is_absolute():
+        return written if Path(written) == resolved else f"{written} resolves to {resolved}"
+    return f"{written} resolves to {resolved} (relative to {base_dir}, the folder of this YAML file)"
 
 
 def _choice_issues(deployment: Deployment) -> list[ConfigIssue]:
