@@ -39,11 +39,12 @@ $(LABEXT): $(VENV)/.installed $(LABEXT_SRC)/package.json $(LABEXT_SRC)/package-l
 labextension: $(LABEXT)
 
 # what the tests drive for real: Debian's chromium (browser tests), PostgreSQL server and slapd (production tests);
-# SLURM's packages are installed by deploy/slurm/dev-cluster itself
+# SLURM's packages are installed by deploy/slurm/dev-cluster itself. deploy/apt-get-wait: apt-get that waits
+# while another apt or dpkg runs instead of failing
 system-packages:
 	@{ command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v ldapadd >/dev/null \
 	  && test -x /usr/sbin/slapd && command -v git-annex >/dev/null; } || { \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	  $(SUDO) $(CURDIR)/deploy/apt-get-wait update -qq && $(SUDO) $(CURDIR)/deploy/apt-get-wait install -y -qq \
 	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl git-annex; }
 
 hub: venv proxy labextension

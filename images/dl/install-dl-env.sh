@@ -88,7 +88,9 @@ if [ "$WITH_HOROVOD" = 1 ]; then
         # Debian's cmake (3.25): pip's cmake 4.x rejects gloo's old cmake_minimum_required.
         if ! command -v /usr/bin/cmake >/dev/null; then
             if [ "$(id -u)" = 0 ]; then
-                apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake
+                # in a checkout, apt-get that waits while another apt or dpkg runs (an image build has plain apt-get)
+                apt=apt-get; [ -x "$ROOT/deploy/apt-get-wait" ] && apt="$ROOT/deploy/apt-get-wait"
+                "$apt" update -qq && DEBIAN_FRONTEND=noninteractive "$apt" install -y -qq cmake
             else
                 echo "install Debian's cmake first: sudo apt-get install -y cmake" >&2; exit 1
             fi
