@@ -9,7 +9,7 @@ down or missing) is shown disabled with the reason, and refused if a forged form
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .config.model import Profile
 from .config.units import format_duration, parse_duration
@@ -54,8 +54,29 @@ def local_availability(profile: Profile, pool: ResourcePool) -> Availability:
     return Availability(note=note + ".")
 
 
-def slurm_availability(profile: Profile, partition: str | None, states: dict, settings: dict) -> Availability:
-    """A SLURM profile's partition now: free cores/GPUs, or why it cannot start (missing, down, no GPUs)."""
+class ClusterState(NamedTuple):
+    """A SLURM backend's partitions now: free cores and GPUs (sinfo), settings (scontrol), reserved cores."""
+
+    states: dict
+    settings: dict
+    reserved: dict[str, dict[str, int]] = {}
+
+
+def _reserved_text(held: dict[str, int]) -> str:
+    """'; 1 core held by reservation course' (what jobs outside those reservations cannot use)."""
+    if not held:
+        return ""
+    cores = sum(held.values())
+    names = ", ".join(sorted(held))
+    return f"; {_plural(cores, 'core')} held by reservation{'s' if len(held) > 1 else ''} {names}"
+
+
+def slurm_availability(profile: Profile, partition: str | None, states: dict, settings: dict,
+                       reserved: dict[str, dict[str, int]] | None = None) -> Availability:
+    """A SLURM profile's partition now: free cores/GPUs, or why it cannot start (missing, down, no GPUs).
+
+    Cores held by active reservations are not counted as free: a job outside them cannot use them.
+    """
     if not partition:
         return Availability(note="Runs in the cluster's default partition.")
     state = states.get(partition)
@@ -69,8 +90,11 @@ def slurm_availability(profile: Profile, partition: str | None, states: dict, se
         return Availability(blocked=f"Partition {partition} has no nodes.")
     if profile.gpus and state.gpus_total == 0:
         return Availability(blocked=f"Partition {partition} has no GPUs; the profile needs {_plural(profile.gpus, 'GPU')}.")
+    held = (reserved or {}).get(partition, {})
+    free = max(0, state.cpus_free - sum(held.values()))
     gpus = f", {state.gpus_free} of {state.gpus_total} GPUs free" if state.gpus_total else ""
-    return Availability(note=f"Partition {partition}: {_plural(state.nodes, 'node')}, {state.cpus_free} of {state.cpus_total} cores free{gpus} now.")
+    return Availability(note=f"Partition {partition}: {_plural(state.nodes, 'node')}, {free} of {state.cpus_total} cores free{gpus} now"
+                             f"{_reserved_text(held)}.")
 
 
 def slurm_partition(profile: Profile, backend) -> str | None:
@@ -92,25 +116,23 @@ def partition_max_time(partition: str | None, settings: dict) -> tuple[str, int]
         return None
 
 
-def time_limit_refusal(profile: Profile, backend, answer: tuple[dict, dict] | str) -> str:
-    """Why a SLURM profile's (chosen) wall time is longer than its partition allows ('' if it is not).
+@dataclass(frozen=True)
+class TimeCap:
+    """The longest wall time the cluster lets a job run, and what sets it ("partition cpu's MaxTime")."""
 
-    ``answer`` is ``cluster_state``'s; a cluster that cannot answer refuses nothing (sbatch decides).
-    The message names ``time_limit`` and the partition's MaxTime, like a choice out of bounds.
+    seconds: int
+    source: str
+
+
+def too_long_refusal(profile: Profile, cap: TimeCap | None) -> str:
+    """Why ``profile``'s (chosen) wall time is above the cluster's cap ('' if it is not, or there is none).
+
+    The message names ``time_limit`` and the limit, like a choice out of bounds.
     """
-    if isinstance(answer, str) or not profile.time_limit:
+    if cap is None or not profile.time_limit or profile.time_limit <= cap.seconds:
         return ""
-    limit = partition_max_time(slurm_partition(profile, backend), answer[1])
-    if limit is None or profile.time_limit <= limit[1]:
-        return ""
-    partition, seconds = limit
-    return _too_long(profile, f"partition {partition}'s MaxTime", seconds)
-
-
-def _too_long(profile: Profile, limit: str, seconds: int) -> str:
-    """The refusal of a wall time above ``limit`` (a partition's MaxTime, a QoS's MaxWall), as a choice's is worded."""
-    hint = f"; choose at most {format_duration(seconds)}" if profile.choices and profile.choices.time_limit else ""
-    return f"time_limit: {format_duration(profile.time_limit)} is above {limit} {format_duration(seconds)}{hint}"
+    hint = f"; choose at most {format_duration(cap.seconds)}" if profile.choices and profile.choices.time_limit else ""
+    return f"time_limit: {format_duration(profile.time_limit)} is above {cap.source} {format_duration(cap.seconds)}{hint}"
 
 
 def parse_qos_max_wall(text: str) -> dict[str, int]:
@@ -126,39 +148,58 @@ def parse_qos_max_wall(text: str) -> dict[str, int]:
     return limits
 
 
-async def qos_time_limit_refusal(profile: Profile, backend) -> str:
-    """Why a SLURM profile's wall time is longer than its QoS's MaxWall ('' if not, or if there is no QoS).
+async def qos_max_wall(profile: Profile, backend) -> TimeCap | None:
+    """The MaxWall of the QoS ``profile``'s job runs under; None without a QoS, a MaxWall, or an answer.
 
-    Asked of the accounting (sacctmgr) only when the profile runs under a QoS; a cluster without
-    accounting, or one that cannot answer, refuses nothing (slurmctld enforces it, where it does).
+    Asked of the accounting (sacctmgr) only when the profile names a QoS; a cluster without
+    accounting, or one that cannot answer, caps nothing (slurmctld enforces it, where it does).
     """
     from .slurm.client import SlurmClient, SlurmError
 
     qos = profile.slurm.qos if profile.slurm else None
-    if not qos or not profile.time_limit:
-        return ""
+    if not qos:
+        return None
     client = SlurmClient.for_backend(backend)
     try:
         limits = parse_qos_max_wall(await client.run(["sacctmgr", "-nP", "show", "qos", qos, "format=name,maxwall"]))
     except (SlurmError, OSError):
-        return ""
-    if qos not in limits or profile.time_limit <= limits[qos]:
-        return ""
-    return _too_long(profile, f"QoS {qos}'s MaxWall", limits[qos])
+        return None
+    return TimeCap(limits[qos], f"QoS {qos}'s MaxWall") if qos in limits else None
 
 
-async def cluster_state(backend) -> tuple[dict, dict] | str:
-    """(partition states, partition settings) of a SLURM backend, or SLURM's message when it cannot say."""
-    from .slurm.client import SlurmClient, SlurmError, partition_settings
+async def cluster_time_cap(profile: Profile, backend, answer: ClusterState | str) -> TimeCap | None:
+    """The tightest of the job's partition MaxTime and QoS MaxWall: what a start and every extension must fit.
+
+    ``answer`` is ``cluster_state``'s; what the cluster cannot say caps nothing (sbatch and scontrol decide).
+    """
+    caps = []
+    if not isinstance(answer, str):
+        limit = partition_max_time(slurm_partition(profile, backend), answer[1])
+        if limit is not None:
+            caps.append(TimeCap(limit[1], f"partition {limit[0]}'s MaxTime"))
+    qos = await qos_max_wall(profile, backend)
+    if qos is not None:
+        caps.append(qos)
+    return min(caps, key=lambda cap: cap.seconds, default=None)
+
+
+async def cluster_state(backend) -> ClusterState | str:
+    """A SLURM backend's partitions (free, settings, reserved cores), or SLURM's message when it cannot say."""
+    from .slurm.client import SlurmClient, SlurmError, partition_settings, reservation_lines, reserved_cores
 
     client = SlurmClient.for_backend(backend)
     try:
-        return await client.partitions(), await partition_settings(client)
+        states, settings = await client.partitions(), await partition_settings(client)
     except SlurmError as error:
         return error.message
+    try:
+        reserved = reserved_cores(await reservation_lines(client), settings)
+    except SlurmError:  # reservations unknown: the free cores are sinfo's
+        reserved = {}
+    return ClusterState(states, settings, reserved)
 
 
-def slurm_profile_availability(profile: Profile, backend, answer: tuple[dict, dict] | str) -> Availability:
+def slurm_profile_availability(profile: Profile, backend, answer: ClusterState | str) -> Availability:
     """What the form says of a SLURM profile, from ``cluster_state``'s answer (the one rule for form and start).
 
     A cluster that cannot answer blocks nothing: the job is submitted and SLURM's own message decides.
@@ -172,7 +213,7 @@ async def form_availability(spawner: "HPCLabSpawner") -> dict[str, Availability]
     """Availability of every profile on the form, each from its own backend (SLURM asked once per backend)."""
     deployment = spawner.deployment
     result: dict[str, Availability] = {}
-    cluster_answers: dict[str, tuple[dict, dict] | str] = {}
+    cluster_answers: dict[str, ClusterState | str] = {}
     for profile in deployment.profiles:
         backend = deployment.backends[profile.backend]
         if backend.type == "local":

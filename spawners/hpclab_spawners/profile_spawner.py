@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tornado import web
 from traitlets import Dict, Float, HasTraits, Integer, Unicode, default
@@ -17,6 +18,10 @@ from .culling import activity_interval
 from .form import profile_from_form, render_profile_form
 from . import metrics
 from .quotas import ActiveServer, QuotaExceeded, check_quotas
+from .refusal import refusal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .availability import ClusterState
 
 
 class ProfileSpawnerMixin(HasTraits):
@@ -29,6 +34,8 @@ class ProfileSpawnerMixin(HasTraits):
     chosen_at = Float(0, help="When the user last chose this server's profile (epoch seconds; kept in state): the form remembers it.")
     user_choices = Dict(help="The user's validated choices (cores, memory, time, partition, ...) for this server (kept in state).")
     extended_seconds = Integer(0, help="Wall time added to this server since it started (kept in state).")
+    cluster_cap_seconds = Integer(0, help="The cluster's cap on this job's wall time (partition MaxTime, QoS MaxWall; 0 = none; kept in state).")
+    cluster_cap_source = Unicode("", help="What sets cluster_cap_seconds, e.g. \"QoS debug's MaxWall\" (kept in state).")
 
     @property
     def deployment(self) -> Deployment:
@@ -56,10 +63,11 @@ class ProfileSpawnerMixin(HasTraits):
         return self.deployment.backends[self.profile.backend]
 
     def requested_profile(self) -> str:
-        """The profile a link asked to preselect (``/hub/spawn?profile=SLUG``), else the user's last choice."""
+        """The profile a link asked to preselect (``?profile=SLUG``, or ``?opt-profile=SLUG`` of a refused start), else the last choice."""
         handler = getattr(self, "handler", None)
         if handler is not None:
-            asked = handler.get_argument("profile", "") or handler.get_argument("hpclab-profile", "")
+            asked = (handler.get_argument("profile", "") or handler.get_argument("hpclab-profile", "")
+                     or handler.get_argument("opt-profile", ""))  # a start link whose start was refused
             if asked:
                 return asked
         return last_profile(self.user)
@@ -136,22 +144,22 @@ class ProfileSpawnerMixin(HasTraits):
             spawner.log.warning("Refused profile for %s: %s", spawner._log_name, refused)
             reason = "forbidden" if refused.status == 403 else "unknown_profile"
             metrics.SPAWN_FAILURES.labels(requested or "(default)", reason).inc()
-            raise web.HTTPError(refused.status, str(refused)) from None
+            raise refusal(refused.status, str(refused)) from None
         try:
             chosen = validate_choices(profile, user_options or {}, await spawner.cluster_options_for(profile))
         except ChoiceRefused as refused:
             spawner.log.warning("Refused choice for %s: %s", spawner._log_name, refused)
             metrics.SPAWN_FAILURES.labels(profile.slug, "choice").inc()
-            raise web.HTTPError(400, f"Profile {profile.slug!r}: {refused}") from None
+            raise refusal(400, f"Profile {profile.slug!r}: {refused}") from None
         base, profile = profile, with_choices(profile, chosen)
         blocked, too_long = await spawner.start_refusals(profile)
         if blocked:
             metrics.SPAWN_FAILURES.labels(profile.slug, "unavailable").inc()
-            raise web.HTTPError(400, f"Profile {profile.slug!r} cannot start here: {blocked}")
+            raise refusal(400, f"Profile {profile.slug!r} cannot start here: {blocked}")
         if too_long:
             spawner.log.warning("Refused choice for %s: %s", spawner._log_name, too_long)
             metrics.SPAWN_FAILURES.labels(profile.slug, "choice").inc()
-            raise web.HTTPError(400, f"Profile {profile.slug!r}: {too_long}")
+            raise refusal(400, f"Profile {profile.slug!r}: {too_long}")
         spawner.enforce_quotas(profile)
         spawner.profile_slug = profile.slug  # from here on this spawn counts against quotas (no await in between)
         spawner.user_choices = chosen
@@ -172,20 +180,28 @@ class ProfileSpawnerMixin(HasTraits):
         Checked before anything is held or submitted. The first is the form's rule for disabled profiles
         (availability.py): locally, more GPUs than the server has; on SLURM, a partition that is missing,
         down, without nodes, or without GPUs for a GPU profile (a busy partition blocks nothing: the job
-        waits with SLURM's reason). The second, on SLURM, is a (chosen) time_limit above the partition's
-        MaxTime (``availability.time_limit_refusal``) or its QoS's MaxWall (asked of sacctmgr only when the
-        job has a QoS). A cluster that cannot answer refuses neither: sbatch's own message decides.
+        waits with SLURM's reason). The second, on SLURM, is a (chosen) time_limit above the cluster's cap:
+        the partition's MaxTime or its QoS's MaxWall (asked of sacctmgr only when the job has a QoS), kept
+        for the server's extensions. Last, SLURM itself is asked whether it would ever start the job
+        (``sbatch --test-only``: reservations, node sizes). A cluster that cannot answer refuses nothing:
+        sbatch's own message decides.
         """
-        from .availability import local_blocked, qos_time_limit_refusal, slurm_profile_availability, time_limit_refusal
+        from .availability import cluster_time_cap, local_blocked, slurm_profile_availability, too_long_refusal
 
         backend = self.deployment.backends[profile.backend]
+        self.cluster_cap_seconds, self.cluster_cap_source = 0, ""
         if backend.type == "local":
             return local_blocked(profile, self.pool(profile)), ""
         answer = await self.cluster_state(profile.backend)
-        too_long = time_limit_refusal(profile, backend, answer) or await qos_time_limit_refusal(profile, backend)
-        return slurm_profile_availability(profile, backend, answer).blocked, too_long
+        cap = await cluster_time_cap(profile, backend, answer)
+        if cap is not None:
+            self.cluster_cap_seconds, self.cluster_cap_source = cap.seconds, cap.source
+        blocked, too_long = slurm_profile_availability(profile, backend, answer).blocked, too_long_refusal(profile, cap)
+        if not (blocked or too_long or isinstance(answer, str)):
+            blocked = await self.slurm_never_starts(profile)  # type: ignore[attr-defined]  # SlurmServerMixin
+        return blocked, too_long
 
-    async def cluster_state(self, backend_name: str) -> tuple[dict, dict] | str:
+    async def cluster_state(self, backend_name: str) -> "ClusterState | str":
         """A SLURM backend's partitions now (sinfo and scontrol), or SLURM's message: for the form and for starts."""
         from .availability import cluster_state
 
@@ -235,7 +251,7 @@ class ProfileSpawnerMixin(HasTraits):
         except QuotaExceeded as exceeded:
             self.log.info("Quota refused %s: %s", self._log_name, exceeded)
             metrics.SPAWN_FAILURES.labels(profile.slug, "quota").inc()
-            raise web.HTTPError(429, str(exceeded)) from None
+            raise refusal(429, f"{exceeded} Stop one of your servers on the home page first.") from None
 
     @property
     def profile(self) -> Profile:
@@ -259,13 +275,25 @@ class ProfileSpawnerMixin(HasTraits):
         return cached[1]
 
     def walltime_limits(self) -> tuple[int | None, int | None]:
-        """(current wall time with extensions, the most this profile allows) in seconds; None without a limit."""
+        """(current wall time with extensions, the most it may become) in seconds; None without a limit.
+
+        The most is the profile's maximum, or the cluster's cap (partition MaxTime, QoS MaxWall) where
+        that is lower: SLURM would refuse, or silently exceed, what the QoS does not allow.
+        """
+        current, longest, _ = self._walltime_bounds()
+        return current, longest
+
+    def _walltime_bounds(self) -> tuple[int | None, int | None, str]:
+        """``walltime_limits`` and what sets the most: "this profile's maximum" or the cluster's limit."""
         from .choices import longest_time
 
         profile = self.profile
         if not profile.time_limit:
-            return None, None
-        return profile.time_limit + self.extended_seconds, longest_time(profile) or profile.time_limit
+            return None, None, ""
+        longest, source = longest_time(profile) or profile.time_limit, "this profile's maximum"
+        if self.cluster_cap_seconds and self.cluster_cap_seconds < longest:
+            longest, source = self.cluster_cap_seconds, self.cluster_cap_source or "the cluster's limit"
+        return profile.time_limit + self.extended_seconds, max(longest, profile.time_limit), source
 
     async def extend_walltime(self, minutes: int) -> float:
         """Add ``minutes`` to the running server's wall time, within its profile's maximum; the new end (epoch).
@@ -287,14 +315,14 @@ class ProfileSpawnerMixin(HasTraits):
         """``extend_walltime``'s work, run by one extension of this server at a time."""
         if not self.ready:
             raise web.HTTPError(409, "The server is not running.")
-        current, longest = self.walltime_limits()
-        if not self.job_end_epoch or current is None:
+        current, longest, source = self._walltime_bounds()
+        if not self.job_end_epoch or current is None or longest is None:
             raise web.HTTPError(400, "minutes: this server has no wall time to extend")
         wanted = current + minutes * 60
         if wanted > longest:
             raise web.HTTPError(
-                400, f"minutes: {minutes} more would make the wall time {format_duration(wanted)}, past this profile's "
-                f"maximum {format_duration(longest)} ({format_duration(max(0, longest - current))} may still be added)"
+                400, f"minutes: {minutes} more would make the wall time {format_duration(wanted)}, past {source} "
+                f"{format_duration(longest)} ({format_duration(max(0, longest - current))} may still be added)"
             )
         await self.apply_extension(wanted)
         self.extended_seconds += minutes * 60
@@ -328,6 +356,9 @@ class ProfileSpawnerMixin(HasTraits):
         env.update(profile.environment)
         env["HPCLAB_PROFILE"] = profile.slug
         env["HPCLAB_BACKEND"] = profile.backend
+        # each server its own JupyterLab workspace (open tabs, layout), in the home it starts in: a new
+        # named server does not reopen the tabs of another one
+        env.setdefault("JUPYTERLAB_WORKSPACES_DIR", f".jupyter/lab/workspaces/{self.name or 'default'}")
         if self.deployment.culling.enabled:
             # report activity (and busy kernels) often enough for this profile's idle timeout
             every = activity_interval(self.deployment.culling.timeout_for(profile))
@@ -379,6 +410,8 @@ class ProfileSpawnerMixin(HasTraits):
             state["choices"] = dict(self.user_choices)
         if self.extended_seconds:
             state["extended"] = self.extended_seconds
+        if self.cluster_cap_seconds:
+            state["cluster_cap"] = [self.cluster_cap_seconds, self.cluster_cap_source]
         return state
 
     def load_state(self, state: dict) -> None:
@@ -389,6 +422,8 @@ class ProfileSpawnerMixin(HasTraits):
         self.chosen_at = float(state.get("chosen_at", 0))
         self.user_choices = dict(state.get("choices", {}))
         self.extended_seconds = int(state.get("extended", 0))
+        cap_seconds, cap_source = state.get("cluster_cap") or (0, "")
+        self.cluster_cap_seconds, self.cluster_cap_source = int(cap_seconds), str(cap_source)
 
     def start_wall_clock(self) -> None:
         """The server runs from now: its wall time ends after the profile's time limit."""
@@ -415,8 +450,11 @@ class ProfileSpawnerMixin(HasTraits):
         if profile is not None and self.user_choices:
             from .form import resources_text
 
-            choices = resources_text(self.effective_profile())
-            slurm = self.effective_profile().slurm
+            effective = self.effective_profile()
+            if self.extended_seconds and effective.time_limit:  # the wall time it runs with now, extensions included
+                effective = effective.model_copy(update={"time_limit": effective.time_limit + self.extended_seconds})
+            choices = resources_text(effective)
+            slurm = effective.slurm
             choices += "".join(f", {key} {getattr(slurm, key)}" for key in ("partition", "account", "qos", "reservation")
                                if key in self.user_choices and slurm is not None)
         return {

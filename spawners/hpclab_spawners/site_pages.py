@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import html
 import posixpath
 from urllib.parse import quote, urlencode
 
@@ -17,16 +18,66 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.pages import SpawnHandler
 from tornado import web
 
+from .refusal import refusal
+
 #: Query arguments of /hub/spawn that preselect on the form instead of starting a server.
 PRESELECT_ARGUMENTS = frozenset({"profile"})
 
 
 class PreselectingSpawnHandler(SpawnHandler):
-    """JupyterHub's spawn page, except that ``?profile=SLUG`` preselects a profile instead of spawning."""
+    """JupyterHub's spawn page, except that ``?profile=SLUG`` preselects a profile instead of spawning,
+    and a named server this request created is forgotten again unless it started.
+
+    JupyterHub records a new named server as soon as its form is shown or its start is tried; a start
+    refused before anything ran (quota, forged choice) would leave a stopped server behind that counts
+    against ``named_server_limit``.
+    """
 
     def _get_user_options(self, query_options: dict) -> dict:
         kept = {key: value for key, value in query_options.items() if key not in PRESELECT_ARGUMENTS}
         return super()._get_user_options(kept)
+
+    async def _get(self, user_name, server_name, display_name):
+        new = self._is_new_named_server(user_name, server_name)
+        try:
+            return await super()._get(user_name=user_name, server_name=server_name, display_name=display_name)
+        finally:
+            if new:
+                await self._forget_unstarted(user_name, server_name)
+
+    async def _post(self, user_name, server_name, display_name):
+        new = self._is_new_named_server(user_name, server_name)
+        try:
+            return await super()._post(user_name=user_name, server_name=server_name, display_name=display_name)
+        finally:
+            if new:
+                await self._forget_unstarted(user_name, server_name)
+
+    async def _wrap_spawn_single_user(self, user, server_name, display_name, spawner, pending_url, options=None):
+        try:
+            return await super()._wrap_spawn_single_user(user, server_name, display_name, spawner, pending_url, options)
+        finally:
+            if not spawner.active:  # refused: the form shown next preselects what this request asked for
+                spawner.handler = self
+
+    def _is_new_named_server(self, user_name: str, server_name: str) -> bool:
+        user = self.find_user(user_name)
+        return bool(server_name) and user is not None and server_name not in user.orm_spawners
+
+    async def _forget_unstarted(self, user_name: str, server_name: str) -> None:
+        """Delete the named server record this request made, if nothing was started or is starting for it."""
+        user = self.find_user(user_name)
+        orm_spawner = user.orm_spawners.get(server_name) if user is not None else None
+        if orm_spawner is None or orm_spawner.server is not None:
+            return
+        spawner = user.spawners[server_name]
+        if spawner.active or getattr(spawner, "profile_slug", ""):  # starting, or got past the start checks
+            return
+        self.log.info("Forgetting %s: it was never started", spawner._log_name)
+        await user._delete_spawner(spawner)
+        self.db.delete(spawner.orm_spawner)
+        user.spawners.pop(server_name, None)
+        self.db.commit()
 
 
 def spawn_routes() -> list[tuple[str, type]]:
@@ -64,7 +115,7 @@ class OpenExampleHandler(BaseHandler):
         try:
             profile = choose_profile(spawner.deployment, slug, spawner.user_groups())
         except ProfileRefused as refused:
-            raise web.HTTPError(refused.status, str(refused)) from None
+            raise self._refused_link(refused) from None
         # a server already running (or starting) with this profile: use it
         for name, running in sorted(user.spawners.items()):
             if running.active and getattr(running, "profile_slug", "") == profile.slug:
@@ -78,6 +129,16 @@ class OpenExampleHandler(BaseHandler):
         target = self._notebook_url(user, name, path)
         spawn = f"{self.hub.base_url}spawn/{quote(user.name)}" + (f"/{quote(name)}" if name else "")
         self.redirect(spawn + "?" + urlencode({"opt-profile": profile.slug, "next": target}))
+
+    def _refused_link(self, refused) -> web.HTTPError:
+        """The refusal of a link to a profile the user may not use, with the way on: the form of those they may."""
+        error = refusal(refused.status, str(refused))
+        form = f"{self.hub.base_url}spawn"
+        error.jupyterhub_html_message = (  # type: ignore[attr-defined]  # shown by JupyterHub's error page
+            f'{html.escape(str(refused))} <a href="{html.escape(form)}" id="hpclab-choose-profile">Choose a profile you may use</a>, '
+            "or ask your site's administrators for access."
+        )
+        return error
 
     @staticmethod
     def _notebook_url(user, server_name: str, path: str) -> str:

@@ -47,7 +47,9 @@ def test_extend_button_gives_the_session_more_time(flex_hub, browser, artifacts)
         before = _minutes_left(label.inner_text())
         assert 18 <= before <= 20
         button.click()
-        page.get_by_text(re.compile(r"This session now ends at .* \(wall time 00:50:00\)")).first.wait_for()
+        toast = page.locator(".Toastify__toast--success", has_text=re.compile(r"This session now ends at .* \(wall time 00:50:00\)"))
+        toast.first.wait_for()  # a success, not a warning; the end time in UTC as the hub's pages give it
+        assert re.search(r"ends at \d\d:\d\d UTC", toast.first.inner_text()), toast.first.inner_text()
         page.wait_for_function("() => /Job: 4[89] min left/.test(document.querySelector('#hpclab-walltime').textContent)")
         page.screenshot(path=str(artifacts / "walltime-extended.png"))
         assert client.api("GET", "/hpclab/servers/alice").json()["time_limit"] == "00:50:00"

@@ -160,6 +160,15 @@ def test_open_link_refuses_paths_outside_the_server(site):
         assert response.status_code == 400, (path, response.status_code)
 
 
+def test_open_link_to_a_restricted_profile_says_why_and_links_to_the_form(site):
+    bob = login(site, "bob")  # not in gpu-users
+    response = bob.http.get(f"{site.url}/hub/hpclab/open", params={"profile": "gpu-1", "path": "examples/josephson-sweep.ipynb"})
+    assert response.status_code == 403
+    assert "Profile &#39;gpu-1&#39; is restricted to the groups: gpu-users." in response.text
+    assert re.search(r'<a href="/hub/spawn" id="hpclab-choose-profile">Choose a profile you may use</a>', response.text)
+    assert bob.api("GET", "/users/bob").json()["servers"] == {}
+
+
 # -- named servers, quotas over all of them, the home page -----------------------------------------
 def test_two_servers_side_by_side_listed_on_the_home_page_and_counted_by_quotas(site):
     alice = login(site, "alice")

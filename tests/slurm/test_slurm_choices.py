@@ -76,6 +76,27 @@ def test_cpus_and_time_chosen_through_the_api_are_the_jobs_and_an_extension_show
         stop_server(alice, "alice")
 
 
+def test_a_start_slurm_would_never_run_is_refused_with_its_answer_and_the_form_counts_reserved_cores(flex_hub):
+    """The reservation `course` holds one of the node's 8 cores: 8 cores outside it can never start."""
+    conf = flex_hub.slurm_conf
+    alice = login(flex_hub, "alice")
+    form = _form_choice(alice.http.get(f"{flex_hub.url}/hub/spawn/alice").text, "cpu-flex")
+    assert "Partition cpu: 1 node, 7 of 8 cores free, 2 of 2 GPUs free now; 1 core held by reservation course." in form, form
+    never = alice.api("POST", "/users/alice/server", json={"profile": "cpu-flex", "cpus": 8})
+    assert never.status_code == 400, never.text
+    message = never.json()["message"]
+    assert message.startswith("Profile 'cpu-flex' cannot start here: SLURM would never start this job: ")
+    assert "Requested node configuration is not available" in message  # SLURM's own words (sbatch --test-only)
+    assert _squeue(conf, "alice", "%i") == []  # nothing was queued
+    assert "" not in alice.api("GET", "/users/alice").json()["servers"]
+    # the same through the form: shown on the form again, with the reason
+    page = alice.http.get(f"{flex_hub.url}/hub/spawn/alice")
+    posted = alice.http.post(f"{flex_hub.url}/hub/spawn/alice", allow_redirects=False,
+                             data={"profile": "cpu-flex", "cpu-flex--cpus": "8", "_xsrf": alice._xsrf(page.text)})
+    assert posted.status_code == 400 and "SLURM would never start this job" in html.unescape(posted.text)
+    assert _squeue(conf, "alice", "%i") == []
+
+
 def test_a_reservation_and_a_second_partition_chosen_in_the_form_land_in_the_job(flex_hub):
     bob = login(flex_hub, "bob")
     form = bob.http.get(f"{flex_hub.url}/hub/spawn/bob").text
@@ -159,6 +180,15 @@ def test_accounts_from_the_users_associations_and_a_qos_land_in_the_job_within_t
         alice.wait_ready("alice", timeout=120)
         (row,) = _squeue(conf, "alice", "%a|%q|%l")
         assert row == ["teaching", "debug", "20:00"]
+        # an extension is held to the same MaxWall: 10 more minutes, not the profile's 02:00:00
+        assert alice.api("GET", "/hpclab/servers/alice").json()["extendable_minutes"] == 10
+        past = alice.api("POST", "/hpclab/servers/alice/extend", json={"minutes": 30})
+        assert past.status_code == 400, past.text
+        assert past.json()["message"] == ("minutes: 30 more would make the wall time 00:50:00, past QoS debug's MaxWall "
+                                          "00:30:00 (00:10:00 may still be added)")
+        assert _squeue(conf, "alice", "%l") == [["20:00"]]
+        assert alice.api("POST", "/hpclab/servers/alice/extend", json={"minutes": 10}).json()["extendable_minutes"] == 0
+        assert _squeue(conf, "alice", "%l") == [["30:00"]]
     finally:
         stop_server(alice, "alice")
 

@@ -191,3 +191,22 @@ def test_qos_wall_time_limits_are_read_from_sacctmgr():
     from hpclab_spawners.availability import parse_qos_max_wall
 
     assert parse_qos_max_wall("normal|\ndebug|00:30:00\nlong|2-00:00:00\nodd|soon\n") == {"debug": 1800, "long": 172800}
+
+
+def test_hostlists_expand_and_reserved_cores_count_in_every_partition_sharing_a_node():
+    from hpclab_spawners.slurm.client import expand_hostlist, reserved_cores
+
+    assert expand_hostlist("node[01-03,07],gpu1") == {"node01", "node02", "node03", "node07", "gpu1"}
+    assert expand_hostlist("(null)") == set() and expand_hostlist("vm") == {"vm"}
+    settings = {"cpu": {"Nodes": "node[01-04]"}, "gpu": {"Nodes": "gpu[1-2]"}, "all": {"Nodes": "node[01-04],gpu[1-2]"}}
+    lines = ("ReservationName=course StartTime=x Nodes=node02 CoreCnt=1 PartitionName=cpu Flags=SPEC_NODES   NodeName=node02 "
+             "CoreIDs=0 TRES=cpu=2 Users=alice State=ACTIVE\n"
+             "ReservationName=later Nodes=gpu1 CoreCnt=4 TRES=cpu=4 State=INACTIVE\n"
+             "ReservationName=maint Nodes=gpu2 CoreCnt=3 State=ACTIVE\n")
+    assert reserved_cores(lines, settings) == {"cpu": {"course": 2}, "all": {"course": 2, "maint": 3}, "gpu": {"maint": 3}}
+
+
+def test_a_pending_job_without_a_reason_yet_says_it_waits_for_the_scheduler():
+    text = describe_pending(JobInfo("9", "PENDING", "None", "", "a", "hpclab-a", ""), "2026-12-06T12:00:00", 1.2)
+    assert text == "Job 9 pending (queued, waiting for the scheduler), expected start 2026-12-06 12:00:00, waiting 1 s"
+    assert "None" not in text

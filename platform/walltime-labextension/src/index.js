@@ -22,6 +22,18 @@ export function formatLeft(seconds) {
   return `${s} s`;
 }
 
+/**
+ * An end time as the hub's pages write it ("14:05 UTC"), with the browser's own clock beside it where
+ * that differs ("14:05 UTC, 15:05 here"), so the two never seem to disagree.
+ */
+function clockText(epochSeconds) {
+  const when = new Date(epochSeconds * 1000);
+  const two = n => String(n).padStart(2, '0');
+  const utc = `${two(when.getUTCHours())}:${two(when.getUTCMinutes())} UTC`;
+  const local = `${two(when.getHours())}:${two(when.getMinutes())}`;
+  return when.getTimezoneOffset() === 0 ? utc : `${utc}, ${local} here`;
+}
+
 /** The top-bar label: "Job: 12 min left", coloured once the warning time is reached. */
 class TimeLeft extends Widget {
   constructor() {
@@ -97,18 +109,17 @@ const plugin = {
         console.warn('hpclab walltime: saving open documents failed', error);
       }
     };
-    const notify = message =>
+    const notify = (message, type = 'warning') =>
       app.commands
-        .execute('apputils:notify', { message, type: 'warning', options: { autoClose: false } })
+        .execute('apputils:notify', { message, type, options: { autoClose: type === 'success' ? 8000 : false } })
         .catch(() => window.alert(message));
 
     const extend = async (minutes, button) => {
       button.disabled = true;
       try {
         const answer = await requestExtension(app, minutes);
-        const endsAt = new Date(answer.end * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
         warned = answer.end - answer.now <= answer.warn_before; // warn again before the new end
-        notify(`This session now ends at ${endsAt} (wall time ${answer.time_limit}).`);
+        notify(`This session now ends at ${clockText(answer.end)} (wall time ${answer.time_limit}).`, 'success');
       } catch (error) {
         notify(`The wall time was not extended: ${error.message}`);
       }
@@ -127,7 +138,7 @@ const plugin = {
         return;
       }
       const left = Math.max(0, status.end - status.now);
-      const endsAt = new Date(status.end * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      const endsAt = clockText(status.end);
       const final = status.signalled || left <= status.save_before;
       label.showLeft(left, endsAt, final ? 'final' : left <= status.warn_before ? 'warning' : 'ok',
         status.extendable_minutes, extend);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +134,9 @@ class SlurmClient:
         env.update(extra or {})
         return env
 
-    async def run(self, argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> str:
-        """Run one command; return stdout, raise SlurmError (non-zero exit) or SlurmUnavailable (timeout)."""
+    async def run(self, argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None,
+                  with_stderr: bool = False) -> str:
+        """Run one command; return stdout (and stderr after it), raise SlurmError (non-zero exit) or SlurmUnavailable (timeout)."""
         name = next((a for a in argv if a in ("sbatch", "scancel", "squeue", "sinfo", "scontrol")), argv[0])
         self.calls[name] = self.calls.get(name, 0) + 1
         proc = await asyncio.create_subprocess_exec(
@@ -156,7 +158,7 @@ class SlurmClient:
             if "Unable to contact slurm controller" in message or "Socket timed out" in message:
                 raise SlurmUnavailable(message, name)
             raise SlurmError(message, name)
-        return out.decode(errors="replace")
+        return out.decode(errors="replace") + (err.decode(errors="replace") if with_stderr else "")
 
     def as_user(self, username: str, argv: list[str]) -> list[str]:
         """argv run as ``username`` through the configured prefix (sudo by default), PATH and SLURM_CONF kept."""
@@ -175,6 +177,19 @@ class SlurmClient:
         if not job_id.isdigit():
             raise SlurmError(f"sbatch gave no job id: {out.strip()!r}", "sbatch")
         return job_id
+
+    async def expected_start(self, username: str, script: str) -> str:
+        """When SLURM would start this job if it were submitted now (``sbatch --test-only`` as the user).
+
+        Returns the start time as SLURM writes it (``2026-12-06T11:09:17``); raises SlurmError with
+        SLURM's words for a job it would never run (``Requested node configuration is not available``).
+        Nothing is queued.
+        """
+        out = await self.run(self.as_user(username, ["sbatch", "--test-only"]), stdin=script, with_stderr=True)
+        match = re.search(r"to start at (\S+)", out)
+        if match is None:
+            raise SlurmError(f"sbatch --test-only gave no start time: {out.strip()[:200]!r}", "sbatch")
+        return match.group(1)
 
     async def cancel(self, job_id: str) -> None:
         """scancel the job (as root/the hub: works for any user's job)."""
@@ -227,6 +242,59 @@ def parse_reservations(text: str, user: str) -> list[str]:
     return names
 
 
+def expand_hostlist(hostlist: str) -> set[str]:
+    """Node names of a SLURM hostlist (``node[01-03,07],gpu1`` → node01, node02, node03, node07, gpu1).
+
+    One bracket per name, as slurm.conf and scontrol write them; "(null)" is no node.
+    """
+    names: set[str] = set()
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", hostlist or ""):
+        match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part)
+        if match is None:
+            if part not in ("(null)", ""):
+                names.add(part)
+            continue
+        prefix, ranges, suffix = match.groups()
+        for item in ranges.split(","):
+            low, _, high = item.partition("-")
+            for number in range(int(low), int(high or low) + 1):
+                names.add(f"{prefix}{number:0{len(low)}d}{suffix}")
+    return names
+
+
+def reserved_cores(reservations: str, settings: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
+    """Cores each partition has held by active reservations: partition -> {reservation: cores}.
+
+    From ``scontrol show reservation -o`` and the partitions' settings: a reservation holds cores
+    on its nodes, so in every partition that shares one of them (``TRES=cpu=N``, else ``CoreCnt``).
+    """
+    held: dict[str, dict[str, int]] = {}
+    nodes_of = {name: expand_hostlist(fields.get("Nodes", "")) for name, fields in settings.items()}
+    for line in reservations.splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        if fields.get("State") != "ACTIVE" or "ReservationName" not in fields:
+            continue
+        tres = re.search(r"(?:^|,)cpu=(\d+)", fields.get("TRES", ""))
+        cores = int(tres.group(1)) if tres else int(fields["CoreCnt"]) if fields.get("CoreCnt", "").isdigit() else 0
+        nodes = expand_hostlist(fields.get("Nodes", ""))
+        for partition, members in nodes_of.items():
+            if cores and nodes & members:
+                held.setdefault(partition, {})[fields["ReservationName"]] = cores
+    return held
+
+
+async def reservation_lines(client: SlurmClient) -> str:
+    """``scontrol show reservation -o`` ('' when the cluster has none)."""
+    try:
+        return await client.run(["scontrol", "show", "reservation", "-o"])
+    except SlurmUnavailable:
+        raise
+    except SlurmError as error:
+        if "No reservations in the system" in error.message:
+            return ""
+        raise
+
+
 def parse_gpu_types(data: dict[str, Any]) -> dict[str, list[str]]:
     """Typed GPU GRES per partition (``gpu:a100:4`` → a100) from ``sinfo --json``."""
     types: dict[str, set[str]] = {}
@@ -254,12 +322,9 @@ async def cluster_options(client: SlurmClient, user: str, wanted: set[str]) -> "
             options.errors["account"] = f"the cluster's accounting did not answer ({error.message})"
     if "reservation" in wanted:
         try:
-            options.reservations = parse_reservations(await client.run(["scontrol", "show", "reservation", "-o"]), user)
+            options.reservations = parse_reservations(await reservation_lines(client), user)
         except SlurmError as error:
-            if "No reservations in the system" in error.message:
-                options.reservations = []
-            else:
-                options.errors["reservation"] = f"scontrol did not list the reservations ({error.message})"
+            options.errors["reservation"] = f"scontrol did not list the reservations ({error.message})"
     if "gpu_type" in wanted:
         try:
             options.gpu_types = parse_gpu_types(json.loads(await client.run(["sinfo", "--json"])))

@@ -33,7 +33,10 @@ def describe_pending(info: JobInfo, start_time: str | None, waited: float) -> st
         "ReqNodeNotAvail": "requested nodes are not available",
         "PartitionTimeLimit": "the time limit exceeds the partition's",
     }.get(info.reason, "")
-    text = f"Job {info.job_id} pending ({info.reason}{': ' + reason if reason else ''})"
+    if info.reason in ("None", "(null)", ""):  # just queued: the scheduler has not looked at it yet
+        text = f"Job {info.job_id} pending (queued, waiting for the scheduler)"
+    else:
+        text = f"Job {info.job_id} pending ({info.reason}{': ' + reason if reason else ''})"
     if start_time:
         text += f", expected start {start_time.replace('T', ' ')}"
     return text + f", waiting {int(waited)} s"

@@ -34,6 +34,7 @@ class SlurmServerMixin(HasTraits):
     """
 
     job_id = Unicode("", help="SLURM job id of the running server (kept in state).")
+    expected_start = Unicode("", help="When SLURM expected the job to start, asked before it was submitted (sbatch --test-only).")
 
     port_reported: asyncio.Future | None = None
     progress_line = ""
@@ -99,6 +100,32 @@ class SlurmServerMixin(HasTraits):
             env["JUPYTERHUB_API_URL"] = self.backend.hub_api_url
         return env
 
+    async def slurm_never_starts(self, profile) -> str:
+        """Why SLURM would never start ``profile``'s job as asked ('' if it would, or cannot say now).
+
+        Asked with ``sbatch --test-only`` as the user (nothing is queued): more cores, memory or GPUs
+        than any node of the partition has outside its reservations is refused here, with SLURM's
+        words, instead of waiting out the spawn timeout. The start SLURM expects is kept for the
+        progress page.
+        """
+        from .batch_script import job_spec
+
+        self.expected_start = ""
+        try:
+            home = pwd.getpwnam(self.user.name).pw_dir
+        except KeyError:  # no such account: the start says so itself
+            return ""
+        backend = self.deployment.backends[profile.backend]
+        spec = job_spec(profile, backend, self.user.name, home, self.name, self.hub_id, self.deployment.walltime.save_before or 0)
+        try:
+            self.expected_start = await SlurmClient.for_backend(backend).expected_start(self.user.name, spec.script(["true"]))
+        except SlurmError as error:
+            if "allocation failure:" not in error.message:  # SLURM unreachable, or another refusal: sbatch's own message decides
+                return ""
+            return (f"SLURM would never start this job: {error.message}. The partition's nodes, less what reservations "
+                    "hold, cannot fit it; ask for fewer cores, less memory or fewer GPUs, or another partition.")
+        return ""
+
     def report_port(self, port: int) -> None:
         """Called by the port-report API handler: the job's server will listen on ``port``."""
         if self.port_reported is not None and not self.port_reported.done():
@@ -152,7 +179,7 @@ class SlurmServerMixin(HasTraits):
                 if not info.active:
                     raise web.HTTPError(500, f"{describe_end(info)} The server never started. {self._output_tail()}")
                 if info.state == "PENDING":
-                    start = self.queue.start_times.get(self.job_id)
+                    start = self.queue.start_times.get(self.job_id) or self.expected_start
                     self.progress_line = describe_pending(info, start, time.monotonic() - submitted)
                     self.progress_percent = 20
                 elif info.node:
