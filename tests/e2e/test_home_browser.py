@@ -126,6 +126,11 @@ def test_each_server_keeps_its_own_jupyterlab_workspace(named_hub):
 
         assert "analysis" in workspace_ids("/user/alice/")
         assert "analysis" not in workspace_ids("/user/alice/other/")
+        # widgets' state is saved with the notebook: a reopened one shows them, not "model not found"
+        widgets = alice.http.get(f"{named_hub.url}/user/alice/other/lab/api/settings/@jupyter-widgets/jupyterlab-manager:plugin",
+                                 headers=headers)
+        assert widgets.status_code == 200, widgets.text  # the site's overrides become the schema's defaults
+        assert widgets.json()["schema"]["properties"]["saveState"]["default"] is True, widgets.text
     finally:
         stop_server(alice, "alice", server_name="other")
         stop_server(alice, "alice")
