@@ -99,9 +99,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     env["HPCLAB_CONFIG"] = str(Path(args.config).resolve())
     if args.port:
         env["HPCLAB_PORT"] = str(args.port)
-    port = args.port or deployment.hub.port
+    port = args.port or int(os.environ.get("HPCLAB_PORT") or deployment.hub.port)  # the hub reads HPCLAB_PORT too
+    from .trial import is_root, start_lines
+
+    as_root = [name for name, b in deployment.backends.items() if b.type == "local" and b.accounts.mode == "hub-user"]
+    if as_root and is_root():
+        print(f"hpclab-hub: not starting: backends.{as_root[0]}.accounts.mode is hub-user, which runs servers as the hub's own "
+              "account, and this hub runs as root: servers never run as root. Use mode auto (create with root, a one-person "
+              "trial without) or create, or run the hub without root.", file=sys.stderr)
+        return 1
     print(f"hpclab-hub: starting JupyterHub on http://{deployment.hub.ip}:{port}{deployment.hub.base_url} "
           f"(state in {deployment.hub.data_dir})", flush=True)
+    for line in start_lines(deployment):
+        print(f"hpclab-hub: {line}", flush=True)
     _warn_if_servers_cannot_run_python(deployment)
     _warn_of_missing_runtimes(deployment, args.config)
     config_py = Path(__file__).with_name("jupyterhub_config.py")
@@ -194,6 +204,11 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     db = orm.new_session_factory(deployment.hub.database_url)()
     created = set_account(db, args.name, password)
     print(f"{'created' if created else 'updated'} account {args.name}" + (f"; password: {password}" if generated else ""))
+    from .trial import trial_refusal, trial_user
+
+    only = trial_user(deployment)
+    if only and args.name != only:
+        print(f"hpclab-hub: note: {args.name} cannot log in while the hub runs without root. {trial_refusal(only)}", file=sys.stderr)
     return 0
 
 

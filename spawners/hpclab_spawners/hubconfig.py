@@ -12,10 +12,16 @@ from .config.model import Deployment
 
 
 def _configure_login_guards(c: Any, deployment: Deployment) -> None:
-    """One user-name rule for every authenticator; lockout after repeated wrong passwords."""
+    """One user-name rule for every authenticator; lockout after repeated wrong passwords; on a one-person trial
+    (a hub without root, trial.py) only its admin may log in or sign up, anyone else is told why."""
+    from .trial import trial_refusal, trial_user
     from .usernames import username_max_length
 
     c.UsernamePolicyMixin.username_max_length = username_max_length(deployment.account_prefixes)
+    only = trial_user(deployment)
+    if only:
+        c.UsernamePolicyMixin.only_user = only
+        c.UsernamePolicyMixin.only_user_reason = trial_refusal(only)
     lockout = deployment.auth.lockout
     c.LoginLockoutMixin.lockout_attempts = lockout.attempts
     c.LoginLockoutMixin.lockout_address_attempts = lockout.address_attempts

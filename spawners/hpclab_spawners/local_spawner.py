@@ -3,7 +3,8 @@
 Each server runs as its person's account (created on first start, or an existing one) with a clean
 environment, inside its own cgroup: the kernel enforces the profile's memory over all the server's
 processes, its cores as a cpuset, a process limit and the GPU assignment, and stopping the server
-kills everything in the group. See docs/admin-guide.md, "Security model".
+kills everything in the group. See docs/admin-guide.md, "Security model". A hub without root runs
+servers as its own account for one person (trial.py).
 """
 
 from __future__ import annotations
@@ -188,7 +189,9 @@ class LocalServerMixin(HasTraits):
         """The user's Unix account (created on first start in mode create) with its home folder ready."""
         accounts = self.backend.accounts
         try:
-            account = resolve_account(self.user.name, accounts.mode, accounts.prefix, accounts.home_base, self.backend.home_dir)
+            admins = self.deployment.hub.admin_users
+            account = resolve_account(self.user.name, accounts.mode, accounts.prefix, accounts.home_base, self.backend.home_dir,
+                                      only_user=admins[0] if admins else None)  # hub-user: the trial's one person
             ensure_home(account)
         except AccountUnavailable as refused:
             self.record_failure("account")

@@ -11,7 +11,7 @@ from collections import defaultdict, deque
 from typing import NoReturn
 
 from tornado import web
-from traitlets import Float, Integer
+from traitlets import Float, Integer, Unicode
 from traitlets.config import Configurable
 
 from .usernames import UNIX_NAME_MAX, InvalidUsername, check_username, normalize_username
@@ -80,6 +80,12 @@ class UsernamePolicyMixin(Configurable):
     """Hub names are NFKC-normalised, lower case, and match usernames.USERNAME_PATTERN within a length."""
 
     username_max_length = Integer(UNIX_NAME_MAX, help="Longest user name (so that prefix + name fits a Unix account).").tag(config=True)
+    only_user = Unicode("", help="A one-person trial (a hub without root): the only name that may log in or sign up; '' = anyone.").tag(config=True)
+    only_user_reason = Unicode("", help="Why every other name is refused (shown on the login and sign-up pages).").tag(config=True)
+
+    def refused_by_trial(self, name: str) -> str:
+        """The reason ``name`` may not log in or sign up on a one-person trial ('' when it may)."""
+        return self.only_user_reason if self.only_user and name != self.only_user else ""
 
     def normalize_username(self, username: str) -> str:
         return normalize_username(super().normalize_username(normalize_username(username)))
@@ -95,6 +101,13 @@ class UsernamePolicyMixin(Configurable):
             self.log.warning("Refused user name %r: not in normal form (%r)", username, normal)
             return False
         return True
+
+    def _refuse_on_trial(self, name: str) -> None:
+        """On a one-person trial, anyone else is refused before their password is even checked: it could not help."""
+        reason = self.refused_by_trial(name)
+        if reason:
+            self.log.warning("Login refused for %r: one-person trial (only %r)", name, self.only_user)
+            raise web.HTTPError(403, "Login refused: %s", reason)
 
     def _refuse_login(self, name: str, invalid: InvalidUsername, source: str) -> NoReturn:
         self.log.warning("Login refused for %s user name %r: %s", source, name, invalid)
@@ -113,9 +126,11 @@ class UsernamePolicyMixin(Configurable):
                 data = dict(data, username=check_username(str(data["username"]), self.username_max_length))
             except InvalidUsername as invalid:
                 self._refuse_login(str(data["username"]), invalid, "typed")
+            self._refuse_on_trial(data["username"])
         result = await super().authenticate(handler, data)
         name = result.get("name") if isinstance(result, dict) else result
         if isinstance(name, str):
+            self._refuse_on_trial(name)
             try:
                 check_username(name, self.username_max_length)
             except InvalidUsername as invalid:

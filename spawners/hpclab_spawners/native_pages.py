@@ -3,7 +3,8 @@
 nativeauthenticator 1.3.0 renders names as unquoted HTML attributes on /hub/authorize and approves
 or discards accounts with a GET (so a link on any site does it). Here the approval page escapes and
 quotes everything, and approve/unapprove/discard are POSTs that JupyterHub checks for its XSRF token.
-Sign-up refuses bad names with the reason and limits sign-ups per address.
+Sign-up refuses bad names with the reason and limits sign-ups per address; on a one-person trial (a hub
+without root, trial.py) it says at once that only the trial's admin can use this hub.
 """
 
 from __future__ import annotations
@@ -20,22 +21,32 @@ from .usernames import InvalidUsername, check_username
 class GuardedSignUpHandler(SignUpHandler):
     """NativeAuthenticator's sign-up with a clear refusal for bad names and a per-address rate limit."""
 
-    async def _refuse(self, status: int, message: str) -> None:
+    async def _refuse(self, status: int, message: str, alert: str = "alert-danger") -> None:
         self.set_status(status)
         html = await self.render_template(
             "signup.html",
             ask_email=self.authenticator.ask_email_on_signup,
             result_message=message,
-            alert="alert-danger",
+            alert=alert,
             two_factor_auth=self.authenticator.allow_2fa,
             recaptcha_key=self.authenticator.recaptcha_key,
             tos=self.authenticator.tos,
         )
         self.finish(html)
 
+    async def get(self):
+        """On a one-person trial the form says at once that a new account could not log in, and why."""
+        if self.authenticator.enable_signup and self.authenticator.only_user:
+            return await self._refuse(200, self.authenticator.only_user_reason, alert="alert-warning")
+        return await super().get()
+
     async def post(self):
         if not self.authenticator.enable_signup:
             raise web.HTTPError(404)
+        name = self.get_body_argument("username", "", strip=True).lower()
+        if self.authenticator.only_user and name != self.authenticator.only_user:
+            self.log.warning("Sign-up refused for %r: one-person trial", name)
+            return await self._refuse(403, self.authenticator.only_user_reason)
         address = client_address(self)
         limit = self.authenticator.signup_limit
         wait = limit.wait_for(address)

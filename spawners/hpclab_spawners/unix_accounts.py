@@ -3,7 +3,7 @@
 ``create`` follows The Littlest JupyterHub's convention: an account ``<prefix><name>`` with no
 password and no login shell, its own group, and a home folder made 0700. ``existing`` uses the account
 of the same name (LDAP/PAM sites). Without root the hub cannot switch accounts, so it serves only the
-account it runs as.
+account it runs as: ``hub-user`` (``auto`` without root) makes that a one-person trial for the first admin.
 """
 
 from __future__ import annotations
@@ -82,20 +82,36 @@ def create_account(name: str, home: str) -> None:
         raise AccountUnavailable(f"Could not create the Unix account {name!r}: {result.stderr.strip()}", status=500)
 
 
-def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home_template: str | None) -> UnixAccount:
+def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home_template: str | None,
+                    only_user: str | None = None) -> UnixAccount:
     """The account ``username``'s server runs as, created first in ``create`` mode (root only).
 
-    Never the hub's own account when the hub is root, and never root; without root, only the hub's
-    account for the hub user of the same name.
+    Never the hub's own account when the hub is root, and never root. ``hub-user`` (``auto`` without root,
+    see trial.py): the hub's own account, for ``only_user`` alone, in ~/hpclab-trial unless ``home_template``
+    says otherwise. ``create``/``existing`` without root: only the hub user named as the hub's account.
     """
-    name = account_name(username, mode, prefix)
+    from .trial import TRIAL_FOLDER, effective_mode, trial_refusal
+
+    mode = effective_mode(mode)
     me = hub_account()
+    if mode == "hub-user":
+        if os.geteuid() == 0:
+            raise AccountUnavailable(
+                "accounts.mode hub-user runs servers as the hub's own account, and this hub runs as root: servers never "
+                "run as root. Use accounts.mode auto (create with root) or create.", status=500,
+            )
+        if not only_user or username != only_user:
+            raise AccountUnavailable(trial_refusal(only_user or "(nobody)"), status=403)
+        home = template_home(home_template, username, me.pw_name) or os.path.join(me.pw_dir, TRIAL_FOLDER)
+        return UnixAccount.from_passwd(me, home)
+    name = account_name(username, mode, prefix)
     if os.geteuid() != 0:
         if me.pw_name not in (username, name):
             raise AccountUnavailable(
                 f"This hub runs without root (as {me.pw_name!r}), so it cannot start servers under other Unix accounts: "
                 f"only the hub user whose account is {me.pw_name!r} can start one here. Ask the admin to run the hub as root "
-                "(one account per person) or to use the SLURM backend.",
+                "(one account per person) or to use the SLURM backend; for a one-person trial without root, "
+                "backends.<name>.accounts.mode: auto.",
                 status=403,
             )
         return UnixAccount.from_passwd(me, _home(me, username, home_template))
@@ -119,10 +135,13 @@ def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home
     return UnixAccount.from_passwd(entry, _home(entry, username, home_template))
 
 
+def template_home(template: str | None, username: str, account: str) -> str | None:
+    """``backends.*.home_dir`` filled in, or None when it is not set."""
+    return template.format(username=username, account=account) if template else None
+
+
 def _home(entry: pwd.struct_passwd, username: str, template: str | None) -> str:
-    if not template:
-        return entry.pw_dir
-    return template.format(username=username, account=entry.pw_name)
+    return template_home(template, username, entry.pw_name) or entry.pw_dir
 
 
 def ensure_home(account: UnixAccount) -> None:

@@ -169,12 +169,16 @@ def _choice_issues(deployment: Deployment) -> list[ConfigIssue]:
 
 
 def _local_backend_issues(deployment: Deployment) -> list[ConfigIssue]:
-    """home_dir templates use only {username} and {account} and never point into the hub's private data_dir."""
+    """home_dir templates use only {username} and {account} and never point into the hub's private data_dir; a trial
+    (accounts.mode hub-user or auto) needs an admin to serve."""
     import string
 
     issues = []
     data_dir = str(deployment.hub.data_dir)
     for name, backend in deployment.backends.items():
+        if backend.type == "local" and backend.accounts.mode in ("hub-user", "auto") and not deployment.hub.admin_users:
+            issues.append(ConfigIssue(("backends", name, "accounts", "mode"), f"{backend.accounts.mode} needs hub.admin_users: "
+                                      "without root, the first admin is the one person whose servers run as the hub's account"))
         if backend.type != "local" or backend.home_dir is None:
             continue
         path = ("backends", name, "home_dir")

@@ -169,10 +169,13 @@ class AuthSettings(Strict):
 class LocalAccounts(Strict):
     """Which Unix account runs each person's server on a local backend (the hub switches to it as root)."""
 
-    mode: Literal["create", "existing"] = Field(
+    mode: Literal["create", "existing", "hub-user", "auto"] = Field(
         "create",
         description="create: the hub makes an account <prefix><name> on first start (no password, no login shell); "
-        "existing: the account of the same name must exist (LDAP/PAM sites). Accounts below UID_MIN are never used.",
+        "existing: the account of the same name must exist (LDAP/PAM sites). Accounts below UID_MIN are never used. "
+        "hub-user: a one-person trial for a hub without root: the first of hub.admin_users runs servers as the hub's own "
+        "account (home_dir default ~/hpclab-trial), every other login is refused with the reason; never as root. "
+        "auto: create when the hub runs as root, hub-user otherwise (the embedded default).",
     )
     prefix: StrictStr = Field(
         "jupyter-",
@@ -454,7 +457,7 @@ class Deployment(Strict):
     @property
     def account_prefixes(self) -> list[str]:
         """Prefixes of the Unix accounts local backends create (a hub name must fit behind each)."""
-        return [b.accounts.prefix for b in self.backends.values() if b.type == "local" and b.accounts.mode == "create"]
+        return [b.accounts.prefix for b in self.backends.values() if b.type == "local" and b.accounts.mode in ("create", "auto")]
 
     def profile(self, slug: str) -> Profile | None:
         """The profile with this slug, or None."""
