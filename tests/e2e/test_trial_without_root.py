@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.hub, pytest.mark.browser]
 #: Environment a new account's login shell would have, plus what lets pip and npm reach their indexes here.
 PASSED_ON = re.compile(r"^(PIP_|npm_config_|NPM_CONFIG_|https?_proxy$|no_proxy$|HTTPS?_PROXY$|NO_PROXY$|SSL_CERT_|REQUESTS_CA_BUNDLE$)")
 LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"
+RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"  # the account's PATH has no /usr/sbin
 BUILD_TIMEOUT = 900  # `make hub` up to a hub that answers; about 2 minutes with an empty pip cache
 
 
@@ -50,7 +51,7 @@ def _login_env(account: pwd.struct_passwd, port: int) -> dict[str, str]:
 
 def _as(account: pwd.struct_passwd, command: list[str], **kwargs) -> subprocess.Popen:
     """Start ``command`` as ``account`` (runuser: no password, no PAM session needed)."""
-    return subprocess.Popen(["runuser", "-u", account.pw_name, "--", *command], **kwargs)
+    return subprocess.Popen([RUNUSER, "-u", account.pw_name, "--", *command], **kwargs)
 
 
 def _processes_of(uid: int) -> list[psutil.Process]:
@@ -149,7 +150,7 @@ def test_make_hub_as_a_normal_user_ends_in_jupyterlab_and_refuses_anyone_else(ne
         page.close()
 
     # the admin adds a colleague from the shell, as the README says: told at once that bob cannot log in
-    add = subprocess.run(["runuser", "-u", me, "--", ".venv/bin/hpclab-hub", "users", "add", "bob", "--password-stdin"],
+    add = subprocess.run([RUNUSER, "-u", me, "--", ".venv/bin/hpclab-hub", "users", "add", "bob", "--password-stdin"],
                          input="bob-has-a-password-1\n", text=True, capture_output=True, cwd=clone, env=_login_env(account, 0))
     assert add.returncode == 0 and "created account bob" in add.stdout, add.stderr
     assert "bob cannot log in while the hub runs without root" in add.stderr, add.stderr
