@@ -3,8 +3,10 @@ the one-node dev SLURM. Helpers live in the ``support`` package."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
+import time
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from support.browsertools import CHROMIUM, CHROMIUM_ARGS
 from support.hubtools import Hub, hub_yaml, make_reachable, started_hub
 from support.paths import REPO_ROOT
-from support.slurmtools import DEV_CLUSTER, SLURM_PREFIX
+from support.slurmtools import DEV_CLUSTER, SLURM_PREFIX, jobs
 
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -54,6 +56,13 @@ def slurm_cluster() -> Iterator[str]:
     if os.geteuid() != 0:
         pytest.skip("the SLURM dev cluster needs root (it starts slurmd and submits as test users)")
     env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(SLURM_PREFIX), HPCLAB_SLURM_CTLD_PORT="6937", HPCLAB_SLURM_SLURMD_PORT="6938")
+    # one test run at a time on this cluster: another run's wipe would pull it away, and its jobs would count here
+    lock = open(f"{SLURM_PREFIX}.lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.stderr.write(f"\nslurm_cluster: another test run holds {lock.name}; waiting for it to finish\n")
+        fcntl.flock(lock, fcntl.LOCK_EX)
     for name in ("alice", "bob"):  # before the cluster: its reservation `course` is for them
         if subprocess.run(["id", name], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "-m", name], check=True)
@@ -64,3 +73,23 @@ def slurm_cluster() -> Iterator[str]:
         yield str(SLURM_PREFIX / "etc" / "slurm.conf")
     finally:
         subprocess.run([str(DEV_CLUSTER), "down"], env=env, capture_output=True)
+        lock.close()
+
+
+@pytest.fixture(autouse=True)
+def _slurm_jobs_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the dev cluster leaves no job of its own queued or running: every cluster, hub or job it
+    started is closed by its end (else the next test sees jobs it did not submit). Leftovers fail the test
+    and are cancelled."""
+    if "slurm_cluster" not in request.fixturenames:
+        yield
+        return
+    conf = request.getfixturevalue("slurm_cluster")
+    before = {j["id"] for j in jobs(conf, "all")}
+    yield
+    deadline = time.monotonic() + 15  # a hub's stop or dask's close may still be cancelling
+    while (left := [j for j in jobs(conf) if j["id"] not in before]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        subprocess.run(["scancel", *(j["id"] for j in left)], env=dict(os.environ, SLURM_CONF=conf), capture_output=True)
+        pytest.fail(f"{request.node.nodeid} left SLURM jobs queued or running (cancelled now): {left}", pytrace=False)

@@ -242,33 +242,25 @@ def test_missing_slurm_client_is_one_clear_error(monkeypatch):
     ("500", "1-00:00:00", "#SBATCH --mem=500M", "#SBATCH -t 1-00:00:00"),  # bare number: MiB (dask alone: 500 bytes)
 ])
 def test_dask_slurm_workers_use_the_cores_units(monkeypatch, memory, walltime, mem_line, time_line):
-    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    pytest.importorskip("dask_jobqueue")
     from dask_jobqueue.slurm import SLURMJob
 
     from hpclab import dask_cluster
 
-    made = {}
-
-    class FakeCluster:  # records what SLURMCluster would get; no scheduler, no sbatch
-        def __init__(self, **kwargs):
-            made.update(kwargs)
-
-        def scale(self, jobs):
-            made["jobs"] = jobs
-
-    monkeypatch.setattr(dask_jobqueue, "SLURMCluster", FakeCluster)
-    dask_cluster.slurm_cluster(jobs=2, cores=3, memory=memory, walltime=walltime, queue="cpu", python="/py")
-    assert made["jobs"] == 2 and made["memory"] == memory_bytes(memory, default_unit="M")
-    job = {k: v for k, v in made.items() if k != "jobs"}
+    # what slurm_cluster hands SLURMCluster, written out as SLURMJob writes each worker's script (no sbatch here)
+    job = dask_cluster.slurm_cluster_options(cores=3, memory=memory, walltime=walltime, queue="cpu", python="/py")
+    assert job["memory"] == memory_bytes(memory, default_unit="M")
     script = SLURMJob(scheduler="tcp://127.0.0.1:8786", name="w", **job).job_script().splitlines()
     assert mem_line in script and time_line in script and "#SBATCH --cpus-per-task=3" in script
+    # a worker whose scheduler is gone (its process SIGKILLed) exits instead of holding the job to its wall time
+    assert f"--death-timeout {dask_cluster.WORKER_DEATH_TIMEOUT}" in script[-1]
 
 
 @pytest.mark.parametrize(("memory", "walltime"), [("lots", "01:00:00"), ("2GiB", "1h")])
 def test_dask_slurm_workers_refuse_bad_units_before_starting(monkeypatch, memory, walltime):
-    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    pytest.importorskip("dask_jobqueue")
     from hpclab import dask_cluster
 
-    monkeypatch.setattr(dask_jobqueue, "SLURMCluster", lambda **kwargs: pytest.fail("cluster started"))
+    monkeypatch.setattr(dask_cluster, "_cluster_class", lambda: pytest.fail("cluster started"))
     with pytest.raises(ValueError):
         dask_cluster.slurm_cluster(memory=memory, walltime=walltime)

@@ -35,6 +35,24 @@ def jobs(conf: str, states: str = "PENDING,RUNNING") -> list[dict[str, str]]:
     return rows
 
 
+def submitted_after(conf: str, last_id: int) -> list[dict[str, str]]:
+    """Jobs with an id above ``last_id`` (any state SLURM still lists), each with what tells who submitted it and why:
+    user, name, submit time, state, comment (the hub's ``hpclab:<hub>:<profile>`` tag), working directory, command."""
+    out = slurm(conf, "squeue", "-h", "-t", "all", "-o", "%i|%u|%j|%V|%T|%k|%Z|%o")
+    rows = []
+    for line in out.splitlines():
+        job_id, user, name, submit, state, comment, workdir, command = line.split("|", 7)
+        if job_id.split("_")[0].isdigit() and int(job_id.split("_")[0]) > last_id:
+            rows.append({"id": job_id, "user": user, "name": name, "submit": submit, "state": state,
+                         "comment": comment, "workdir": workdir, "command": command})
+    return sorted(rows, key=lambda j: int(j["id"].split("_")[0]))
+
+
+def describe_jobs(rows: list[dict[str, str]]) -> str:
+    """One line per job from :func:`submitted_after`, for an assertion message."""
+    return "\n".join(" ".join(f"{k}={v}" for k, v in row.items()) for row in rows) or "(none listed)"
+
+
 def wait_for(predicate, timeout: float, message: str, interval: float = 0.3) -> Any:
     """Poll until ``predicate()`` is truthy; return its value or fail with ``message``."""
     deadline = time.monotonic() + timeout
