@@ -83,9 +83,10 @@ def start_lines(deployment: Deployment) -> list[str]:
             return [f"mode: several people (the hub runs as root): each person's server runs as their own Unix account "
                     f"({', '.join(sorted({_account_form(b) for b in local.values()}))}), "
                     + ("limits enforced by a cgroup per server." if cgroups else "limits best effort (limits: best-effort).")]
-        return [f"warning: this hub runs without root (as {me!r}), so local servers start only for the hub user named "
-                f"{me!r} (accounts.mode {'/'.join(sorted({b.accounts.mode for b in local.values()}))}). For a one-person "
-                "trial, set backends.<name>.accounts.mode: auto (as deploy/hub.yaml does), or run the hub as root."]
+        modes = "/".join(sorted({b.accounts.mode for b in local.values()}))
+        return [(f"warning: this hub runs without root (as {me!r}), so local servers start only for the hub user named "
+                 f"{me!r} (accounts.mode {modes}). For a one-person trial, set backends.<name>.accounts.mode: auto "
+                 "(as deploy/hub.yaml does), or run the hub as root.")]
     only = deployment.hub.admin_users[0] if deployment.hub.admin_users else "(nobody: hub.admin_users is empty)"
     folder = trial_home(local[trial[0]], only)
     nice = local[trial[0]].server_nice
@@ -95,9 +96,9 @@ def start_lines(deployment: Deployment) -> list[str]:
         f"mode: one-person trial (no root; the hub runs as {me!r}): {only!r} logs in, servers run as {me!r} in {folder}; {others}.",
         f"  limits applied without root: {APPLIED.format(nice=nice)}.",
         f"  not enforced without root: {NOT_ENFORCED}.",
-        "  as root (several people): anyone approved logs in, each server runs as its person's own Unix account "
-        "(jupyter-<name>, home 0700) inside a cgroup that enforces all of the above. See docs/admin-guide.md, "
-        "\"A trial without root\".",
+        ("  as root (several people): anyone approved logs in, each server runs as its person's own Unix account "
+         "(jupyter-<name>, home 0700) inside a cgroup that enforces all of the above. See docs/admin-guide.md, "
+         "\"A trial without root\"."),
     ]
 
 

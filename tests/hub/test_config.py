@@ -528,3 +528,23 @@ def test_run_warns_of_a_missing_runtime_but_does_not_refuse(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"hpclab-hub: warning: {config}: kernels.mri.runtime.prefix: kernel 'mri' cannot start: its conda runtime "
         "/no/such/conda, which does not exist (line 11) (its users get an error kernel saying why)\n")
+
+
+# --- a hub without root: the one-person trial ------------------------------------------------------
+
+
+def test_a_trial_needs_an_admin_and_hub_user_mode_never_starts_as_root(tmp_path):
+    """accounts.mode hub-user/auto serve the first admin without root: none is an error; as root, run refuses hub-user."""
+    text = (REPO / "deploy" / "hub.yaml").read_text().replace("admin_users: [admin]", "admin_users: []")
+    text = text.replace("gpu-users: [admin]", "gpu-users: []").replace("../.venv", str(REPO / ".venv"))
+    (tmp_path / "no-admin.yaml").write_text(text)
+    result = run_cli("check", str(tmp_path / "no-admin.yaml"))
+    assert result.returncode == 1 and "backends.local.accounts.mode: auto needs hub.admin_users" in result.stderr, result.stderr
+    trial = (REPO / "deploy" / "hub.yaml").read_text().replace("mode: auto", "mode: hub-user")
+    trial = trial.replace("../.hpclab", str(tmp_path / "state")).replace("../.venv", str(REPO / ".venv"))
+    (tmp_path / "trial.yaml").write_text(trial)
+    if psutil.Process().uids().effective != 0:
+        return  # without root, run would start the trial (tests/e2e/test_trial_without_root.py does that)
+    result = run_cli("run", "--config", str(tmp_path / "trial.yaml"))
+    assert result.returncode == 1 and "servers never run as root" in result.stderr, result.stderr
+    assert not (tmp_path / "state").exists()  # refused before anything was created

@@ -27,6 +27,7 @@ from support.hubtools import (
     started_hub, stop_server,
 )
 from support.kerneltools import run_in_kernel
+from support.paths import REPO_ROOT as REPO
 
 
 pytestmark = [pytest.mark.hub, pytest.mark.skipif(os.geteuid() != 0, reason="isolation switches accounts: the hub must run as root")]
@@ -530,3 +531,43 @@ def test_a_hub_without_root_serves_only_its_own_account_and_existing_mode_needs_
     assert result.returncode == 0, result.stderr
     assert lines[0] == "nobody"
     assert lines[1].startswith("403") and "runs without root (as 'nobody')" in lines[1]
+
+
+def test_without_root_auto_is_a_one_person_trial_for_the_first_admin_and_hub_user_never_runs_as_root():
+    """accounts.mode auto/hub-user: the first admin's server runs as the hub's account, everyone else is refused
+    with the reason; as root, auto creates accounts and hub-user refuses (tests/e2e/test_trial_without_root.py
+    plays the whole `make hub` path)."""
+    from hpclab_spawners.config import load_deployment
+    from hpclab_spawners.trial import trial_user
+    from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account
+
+    with pytest.raises(AccountUnavailable) as as_root:
+        resolve_account("admin", "hub-user", "jupyter-", Path("/home"), None, only_user="admin")
+    assert as_root.value.status == 500 and "servers never run as root" in str(as_root.value)
+    shipped = load_deployment(REPO / "deploy" / "hub.yaml")
+    assert shipped.backends["local"].accounts.mode == "auto" and trial_user(shipped) is None  # root: several people
+    code = (
+        "from pathlib import Path\n"
+        "from hpclab_spawners.config import load_deployment\n"
+        "from hpclab_spawners.trial import trial_user, start_lines\n"
+        "from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account\n"
+        "shipped = load_deployment(Path('deploy/hub.yaml'))\n"
+        "print(trial_user(shipped))\n"
+        "account = resolve_account('admin', 'auto', 'jupyter-', Path('/home'), None, only_user='admin')\n"
+        "print(account.name, account.home)\n"
+        "try:\n    resolve_account('bob', 'auto', 'jupyter-', Path('/home'), None, only_user='admin')\n"
+        "except AccountUnavailable as refused:\n    print(refused.status, refused)\n"
+        "print(start_lines(shipped)[0])\n"
+    )
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                            preexec_fn=lambda: (os.setgid(nobody.pw_gid), os.setuid(nobody.pw_uid)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "admin"
+    assert lines[1] == f"nobody {nobody.pw_dir}/hpclab-trial"
+    assert lines[2].startswith("403 This HPCLab hub is a one-person trial: it runs without root (as the Unix account 'nobody')")
+    assert "only for 'admin'" in lines[2]
+    assert lines[3].startswith("mode: one-person trial (no root; the hub runs as 'nobody'): 'admin' logs in")
