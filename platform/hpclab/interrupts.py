@@ -4,7 +4,8 @@ SLURM (at the wall time, on ``scancel``) and ``timeout`` send SIGTERM; its defau
 process at once, skipping every clean-up: temporary folders stay, loky workers are reparented to
 PID 1 and run on, finished work is lost. :func:`signals_raise` turns the signal into
 :class:`Interrupted` (a KeyboardInterrupt, so code that already handles Ctrl-C handles it too), and
-:func:`stop_worker_pools` ends the process pools this process started.
+:func:`stop_worker_pools` ends the process pools this process started. :func:`signals_deferred`
+holds them back for a moment that must not be cut in two (renaming a set of results into place).
 """
 
 from __future__ import annotations
@@ -29,8 +30,20 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+#: the signals :func:`signals_raise` turned into exceptions, kept because Python drops an exception
+#: raised inside a ``__del__`` (nibabel has some): see :func:`raise_if_signalled`
+_received: list[int] = []
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
     raise Interrupted(signum)
+
+
+def raise_if_signalled() -> None:
+    """Raise :class:`Interrupted` if a signal came under :func:`signals_raise`, even one whose exception was lost."""
+    if _received:
+        raise Interrupted(_received[0])
 
 
 @contextlib.contextmanager
@@ -44,12 +57,40 @@ def signals_raise(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) ->
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received.clear()
     previous = {s: signal.signal(s, _raise) for s in signums}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        _received.clear()
+
+
+@contextlib.contextmanager
+def signals_deferred(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Within the block, the given signals are only noted; the first one is raised again when the block ends.
+
+    The signal then meets the handler it would have met (:class:`Interrupted` under :func:`signals_raise`,
+    the default action otherwise). Handlers run in the main thread whichever thread the kernel picked, so
+    this holds with worker threads around; elsewhere than the main thread the block runs as is.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    previous = {s: h for s in signums if (h := signal.getsignal(s)) is not None}  # None: set in C, not restorable
+    for s in previous:
+        signal.signal(s, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if noted:
+            signal.raise_signal(noted[0])
 
 
 def stop_worker_pools() -> None:

@@ -4,18 +4,24 @@ Every science command (``hpclab mri``, ``hpclab josephson``, ``hpclab train``) c
 results go before it computes anything (:func:`check_output_file`, :func:`check_output_dir`), writes
 each result to a temporary file in the target folder and renames it into place
 (:func:`atomic_output`), so an interrupted write leaves the previous result as it was and no
-temporary file behind. Standard library only.
+temporary file behind. Results that belong together (``hpclab mri process``'s volumes, table and
+views) are written into a hidden staging folder and renamed into place as one set
+(:func:`output_set`). Standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-#: prefix of the temporary files :func:`atomic_output` makes next to their target
+from .interrupts import raise_if_signalled, signals_deferred
+
+#: prefix of the temporary files :func:`atomic_output` makes next to their target (and of
+#: :func:`output_set`'s staging folders: ``.hpclab-tmp-set-*``)
 TEMP_PREFIX = ".hpclab-tmp-"
 
 
@@ -48,11 +54,12 @@ def check_output_dir(path: str | os.PathLike[str], *, create: bool = True) -> Pa
         except OSError as exc:
             raise OutputError(f"cannot create folder {folder}: {_reason(exc)}") from None
     try:
-        fd, probe = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+        with signals_deferred():  # a SIGTERM between creating and removing the probe would leave it
+            fd, probe = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"cannot write in {folder}: {_reason(exc)}") from None
-    os.close(fd)
-    os.unlink(probe)
     return folder
 
 
@@ -87,19 +94,71 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".nii.gz") else target.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.stem}-", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        with signals_deferred():  # once the file exists, the clean-up below knows it
+            fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.stem}-", suffix=suffix, dir=target.parent)
+            tmp = Path(tmp_name)
+            os.close(fd)
         yield tmp
         with open(tmp, "rb+") as fh:  # the data reach the disk before the name does
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def output_set(folder: str | os.PathLike[str], names: Iterable[str]) -> Iterator[Path]:
+    """Yield a hidden staging folder in ``folder``; on success its files replace the set ``names`` there at once.
+
+    Write every file of the set into the staging folder under its final name. When the block ends
+    without an exception, they are renamed into ``folder`` with SIGTERM and SIGINT held back
+    (:func:`hpclab.interrupts.signals_deferred`), and the names of the set the block did not write are
+    removed: ``folder`` holds the whole previous set or the whole new one, never a mix; its other
+    files are left alone. The staging folder is removed in every case (only SIGKILL or a power cut
+    can leave one behind, listed by :func:`leftover_temporaries`).
+    """
+    target = Path(folder)
+    staging: Path | None = None
+    try:
+        with signals_deferred():  # once the folder exists, the clean-up below is sure to know it
+            staging = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}set-", dir=target))
+        yield staging
+        _commit(staging, target, set(names))
+    finally:
+        if staging is not None:
+            try:
+                with signals_deferred():
+                    shutil.rmtree(staging, ignore_errors=True)
+            finally:  # again, in case a signal came before the deferral began
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _commit(staging: Path, folder: Path, names: set[str]) -> None:
+    """Rename every file of ``staging`` into ``folder`` and remove the rest of ``names`` there, signals held back."""
+    staged = sorted(staging.iterdir())
+    in_the_way = [folder / name for name in sorted(names | {p.name for p in staged}) if (folder / name).is_dir()]
+    if in_the_way:  # checked before the first rename: a failure half-way would leave a mix
+        raise OutputError(f"{in_the_way[0]} is a folder; nothing was replaced")
+    for path in staged:  # the data reach the disk before the names do
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    with signals_deferred():
+        raise_if_signalled()  # a SIGTERM whose exception a __del__ swallowed: keep the previous set
+        for path in staged:
+            os.replace(path, folder / path.name)
+        for name in names - {p.name for p in staged}:
+            (folder / name).unlink(missing_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -109,5 +168,5 @@ def _umask() -> int:
 
 
 def leftover_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Temporary files :func:`atomic_output` left in ``folder`` (only after a hard kill: SIGKILL, power cut)."""
+    """Temporary files and staging folders left in ``folder`` (only after a hard kill: SIGKILL, power cut)."""
     return sorted(Path(folder).glob(f"{TEMP_PREFIX}*"))

@@ -107,21 +107,12 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _process(args: argparse.Namespace) -> int:
-    from .conversion import nifti_stem
     from .processing import process
 
-    result = process(args.nifti, args.out_dir, skull_strip=args.skull_strip,
-                     correct_bias=not args.no_bias_correction, threads=args.threads, overwrite=args.overwrite)
-    for role, path in result.outputs.items():
+    result = process(args.nifti, args.out_dir, skull_strip=args.skull_strip, correct_bias=not args.no_bias_correction,
+                     threads=args.threads, overwrite=args.overwrite, views=not args.no_views)
+    for role, path in result.outputs.items():  # all written, views included, before the first line
         print(f"{role}: {path}")
-    if not args.no_views:
-        from .views import plot_montage, plot_ortho, save_figure
-
-        stem = nifti_stem(args.nifti)
-        ortho = plot_ortho(result.outputs["n4"], result.outputs["tissue"], mask=result.outputs["brainmask"])
-        for name, fig in (("ortho", ortho),
-                          ("montage", plot_montage(result.outputs["n4"], result.outputs["tissue"]))):
-            print(f"{name}: {save_figure(fig, Path(args.out_dir) / f'{stem}_{name}.png')}")
     for name, ml in result.volumes_ml.items():
         print(f"{name}: {ml:.1f} ml")
     print(f"quality: {result.qc.status}" + (f" ({result.qc.reasons})" if result.qc.reasons else ""))

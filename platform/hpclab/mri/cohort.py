@@ -146,7 +146,8 @@ def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, 
         else:
             t1, gaps = subject.path, "_Eq_" in Path(subject.path).name
             row["n_series"] = 0
-        result = process(t1, subject_out / "process", threads=threads, overwrite=True, interpolated_slices=gaps)
+        result = process(t1, subject_out / "process", threads=threads, overwrite=True, interpolated_slices=gaps,
+                         views=views)
         row["t1"] = str(t1)
         row["brain_ml"] = round(result.qc["brain_volume_ml"].value, 1)
         row["qc"] = result.qc.reasons or None
@@ -154,15 +155,6 @@ def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, 
         volumes = result.volumes_ml
         row["csf_ml"], row["gm_ml"], row["wm_ml"] = (round(volumes.get(k, 0.0), 3)
                                                      for k in ("CSF", "Gray-Matter", "White-Matter"))
-        if views:
-            from .conversion import nifti_stem
-            from .views import plot_montage, plot_ortho, save_figure
-
-            stem = nifti_stem(t1)
-            save_figure(plot_ortho(result.outputs["n4"], result.outputs["tissue"], mask=result.outputs["brainmask"]),
-                        subject_out / "process" / f"{stem}_ortho.png")
-            save_figure(plot_montage(result.outputs["n4"], result.outputs["tissue"]),
-                        subject_out / "process" / f"{stem}_montage.png")
         row["status"] = result.qc.status
     except Exception as exc:  # one subject must not stop the cohort: record and go on
         row["status"] = "failed"

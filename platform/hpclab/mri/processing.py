@@ -2,19 +2,22 @@
 
 Output names are fixed so other tools can find them: ``<stem>_brainmask.nii.gz``,
 ``<stem>_n4.nii.gz``, ``<stem>_tissue.nii.gz`` (0 background, 1 CSF, 2 GM, 3 WM, on the input's
-grid) and ``<stem>_segstats.txt``, where ``<stem>`` is the input name without ``.nii``/``.nii.gz``.
+grid), ``<stem>_segstats.txt`` and, when asked, the views ``<stem>_ortho.png`` and
+``<stem>_montage.png``, where ``<stem>`` is the input name without ``.nii``/``.nii.gz``. They are
+one set: written into a hidden staging folder and renamed into place together
+(:func:`hpclab.safe_output.output_set`), so an interrupted run leaves the previous set whole.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..safe_output import OutputError, atomic_output, check_output_dir
+from ..safe_output import OutputError, check_output_dir, output_set
 from .conversion import nifti_stem
 from .errors import ProcessingError
 from .lut import TISSUE_LUT
@@ -30,12 +33,14 @@ OUTPUT_SUFFIXES = {
     "tissue": "_tissue.nii.gz",
     "segstats": "_segstats.txt",
 }
+VIEW_SUFFIXES = {"ortho": "_ortho.png", "montage": "_montage.png"}
 
 
-def output_paths(nifti: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Where :func:`process` writes its outputs for ``nifti`` (role -> path)."""
+def output_paths(nifti: str | Path, out_dir: str | Path, *, views: bool = False) -> dict[str, Path]:
+    """Where :func:`process` writes its outputs for ``nifti`` (role -> path), the PNG views too if ``views``."""
     stem = nifti_stem(nifti)
-    return {role: Path(out_dir) / f"{stem}{suffix}" for role, suffix in OUTPUT_SUFFIXES.items()}
+    suffixes = {**OUTPUT_SUFFIXES, **(VIEW_SUFFIXES if views else {})}
+    return {role: Path(out_dir) / f"{stem}{suffix}" for role, suffix in suffixes.items()}
 
 
 @dataclass(frozen=True)
@@ -73,14 +78,16 @@ def process(
     seed: int = 0,
     overwrite: bool = False,
     interpolated_slices: bool = False,
+    views: bool = False,
 ) -> ProcessResult:
     """Mask, bias-correct and segment the T1 volume ``nifti``; write the outputs to ``out_dir``.
 
     ``skull_strip=None`` decides from the image (:func:`.brain_extraction.is_skull_stripped`): whole
     heads are masked by deepbet, stripped input keeps its foreground. ``threads`` caps deepbet's,
-    N4's and k-means' threads (a cohort runs one per job).
-    Refuses to replace existing outputs unless ``overwrite``. Quality checks (:mod:`.qc`) land in
-    ``result.qc`` and in the segstats header; ``interpolated_slices`` flags input with filled-in slices.
+    N4's and k-means' threads (a cohort runs one per job). ``views`` adds the ortho and montage PNGs.
+    Refuses to replace existing outputs unless ``overwrite``; then the whole set is replaced at once,
+    and views of an earlier run that this one does not write are removed. Quality checks (:mod:`.qc`)
+    land in ``result.qc`` and in the segstats header; ``interpolated_slices`` flags input with filled-in slices.
     """
     import nibabel as nib
 
@@ -88,8 +95,9 @@ def process(
     dst = Path(out_dir)
     if not src.exists():
         raise FileNotFoundError(f"input volume {src} does not exist")
-    paths = output_paths(src, dst)
-    existing = [p for p in paths.values() if p.exists()]
+    paths = output_paths(src, dst, views=views)
+    whole_set = [p.name for p in output_paths(src, dst, views=True).values()]
+    existing = [dst / name for name in whole_set if (dst / name).exists()]
     if existing and not overwrite:
         raise ProcessingError(
             f"{dst} already holds {', '.join(p.name for p in existing)}; nothing was changed. "
@@ -137,9 +145,6 @@ def process(
     seconds["segment"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _save(mask.astype(np.uint8), img, paths["brainmask"])
-    _save(corrected, img, paths["n4"])
-    _save(labels, img, paths["tissue"])
     qc = quality_checks(corrected, mask, labels, zooms, interpolated_slices=interpolated_slices)
     stats = segstats(nib.Nifti1Image(labels, img.affine, _header(img, np.uint8)), corrected, TISSUE_LUT,
                      voxel_size=zooms)
@@ -150,11 +155,31 @@ def process(
                      intensity_units=stats.intensity_units,
                      sources={"SegVolFile": str(paths["tissue"]), "InVolFile": str(paths["n4"])},
                      excluded=stats.excluded, non_empty_only=stats.non_empty_only, notes=notes)
-    stats.write(paths["segstats"])
+    try:
+        with output_set(dst, whole_set) as staging:  # every file is renamed into dst at the end, or none is
+            staged = {role: staging / path.name for role, path in paths.items()}
+            _save(mask.astype(np.uint8), img, staged["brainmask"])
+            _save(corrected, img, staged["n4"])
+            _save(labels, img, staged["tissue"])
+            # the header's time stamps are the staged files' (a rename keeps them), the names the final ones
+            staged_stats = replace(stats, sources={"SegVolFile": str(staged["tissue"]), "InVolFile": str(staged["n4"])})
+            staged["segstats"].write_text(staged_stats.to_text().replace(str(staging), str(dst)))
+            if views:
+                _save_views(staged)
+    except OutputError as exc:
+        raise ProcessingError(str(exc)) from None
     seconds["write"] = time.perf_counter() - t0
     return ProcessResult(input=src, outputs=paths, stats=stats,
                          class_means=(float(means[0]), float(means[1]), float(means[2])),
                          skull_stripped_here=strip, seconds=seconds, qc=qc)
+
+
+def _save_views(files: dict[str, Path]) -> None:
+    """Write the ortho and montage PNGs of the corrected image and labels in ``files``."""
+    from .views import plot_montage, plot_ortho, save_figure
+
+    save_figure(plot_ortho(files["n4"], files["tissue"], mask=files["brainmask"]), files["ortho"])
+    save_figure(plot_montage(files["n4"], files["tissue"]), files["montage"])
 
 
 #: float32 copies of the volume alive at once while processing (data, smoothed, corrected, field,
@@ -186,12 +211,11 @@ def _header(img: Any, dtype: Any) -> Any:
 
 
 def _save(array: np.ndarray, like: Any, path: Path) -> None:
-    """Save ``array`` on ``like``'s grid (same affine and qform/sform codes) with its own dtype, atomically."""
+    """Save ``array`` on ``like``'s grid (same affine and qform/sform codes) with its own dtype."""
     import nibabel as nib
 
     out = nib.Nifti1Image(array, like.affine, _header(like, array.dtype))
     if isinstance(like, nib.Nifti1Image):
         out.set_qform(like.get_qform(), int(like.header["qform_code"]))
         out.set_sform(like.get_sform(), int(like.header["sform_code"]))
-    with atomic_output(path) as tmp:
-        nib.save(out, tmp)
+    nib.save(out, path)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -15,11 +16,14 @@ import numpy as np
 import pytest
 
 import hpclab.mri.conversion as conversion
-from hpclab.mri import process_cohort
+import hpclab.mri.processing as processing
+from hpclab.interrupts import Interrupted, signals_raise
+from hpclab.mri import process, process_cohort
 from hpclab.mri.processing import output_paths
-from hpclab.safe_output import TEMP_PREFIX
+from hpclab.safe_output import output_set
 
 from support import mri_data
+from support.proctools import wait_until
 
 HPCLAB = str(Path(sys.executable).with_name("hpclab"))
 
@@ -116,22 +120,104 @@ def test_a_truncated_nifti_is_one_line_naming_the_file(t1_file, tmp_path):
     assert f"cannot read the voxels of {cut}" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_sigterm_mid_processing_keeps_the_previous_outputs(t1_file, tmp_path):
+#: what `hpclab mri process t1.nii.gz OUT` writes: one set, replaced as a whole
+PROCESS_SET = [f"t1_{role}" for role in ("brainmask.nii.gz", "n4.nii.gz", "tissue.nii.gz", "segstats.txt",
+                                          "ortho.png", "montage.png")]
+
+
+def _moment(moment: str, out: Path) -> Callable[[], bool]:
+    """When to send SIGTERM: computing, at the first new entry in ``out`` (probe, staging), once an output is replaced."""
+    start, before = time.monotonic(), {p.name for p in out.iterdir()}
+    inodes = {out / name: (out / name).stat().st_ino for name in PROCESS_SET}
+    if moment == "computing":  # deepbet, N4, k-means: about 4 s of the 5.5 s on the template
+        return lambda: time.monotonic() - start > 1.0
+    if moment == "writing":
+        return lambda: any(p.name not in before for p in out.iterdir())
+    return lambda: any(p.stat().st_ino != ino for p, ino in inodes.items())
+
+
+@pytest.mark.parametrize("moment", ["computing", "writing", "replaced"])
+def test_sigterm_mid_processing_keeps_the_previous_outputs(t1_file, tmp_path, moment):
+    """SIGTERM at any moment leaves the whole previous set or the whole new one, the user's files, nothing hidden."""
     out = tmp_path / "out"
     out.mkdir()
-    previous = output_paths(t1_file, out)
-    for role, path in previous.items():
-        path.write_bytes(f"previous {role}".encode())
+    previous = {out / name: f"previous {name}".encode() for name in PROCESS_SET}
+    for path, content in previous.items():
+        path.write_bytes(content)
+    (out / "notes.txt").write_text("mine")
+    ready = _moment(moment, out)
     proc = subprocess.Popen([HPCLAB, "mri", "process", str(t1_file), str(out), "--overwrite"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # loading done, N4 or the segmentation under way (about 15 s in all on the template)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert err.strip().splitlines()[-1] == "hpclab mri: stopped by SIGTERM"
-    for role, path in previous.items():
-        assert path.read_bytes() == f"previous {role}".encode(), f"{path.name} was touched"
-    assert not list(out.glob(f"{TEMP_PREFIX}*"))
+    try:
+        wait_until(ready, 120, f"moment {moment!r}", every=0.002, alive=proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    old = sorted(p.name for p, content in previous.items() if p.read_bytes() == content)
+    assert old in ([], sorted(PROCESS_SET)), f"a mix: {old} old, the others new"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*PROCESS_SET, "notes.txt"])  # no hidden leftover
+    assert (out / "notes.txt").read_text() == "mine"
+    if moment == "replaced":  # the commit is the last step: the signal may come after the command finished
+        assert old == [] and proc.returncode in (0, 128 + signal.SIGTERM, -signal.SIGTERM), err
+        nib.load(out / "t1_tissue.nii.gz").get_fdata()
+    else:
+        assert old == sorted(PROCESS_SET) and proc.returncode == 128 + signal.SIGTERM, err
+        assert err.strip().splitlines()[-1] == "hpclab mri: stopped by SIGTERM"
+
+
+def test_process_replaces_its_outputs_as_one_set(tmp_path, monkeypatch):
+    """An exception half-way through the writing changes nothing; a run without views removes the earlier views."""
+    t1 = tmp_path / "t1.nii.gz"
+    nib.save(mri_data.downsample(mri_data.template_t1(), 3), t1)
+    out = tmp_path / "out"
+    first = process(t1, out, views=True)
+    assert first.outputs == output_paths(t1, out, views=True) and all(p.exists() for p in first.outputs.values())
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(files):  # the volumes and the table are staged: then Ctrl-C (SIGTERM under `hpclab`)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(processing, "_save_views", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        process(t1, out, overwrite=True, views=True, correct_bias=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder left either
+    again = process(t1, out, overwrite=True, correct_bias=False)  # views of the earlier run would show other labels
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(p.name for p in again.outputs.values()), "notes.txt"])
+    assert (out / "t1_n4.nii.gz").read_bytes() != before["t1_n4.nii.gz"]
+
+
+def test_a_sigterm_during_the_commit_waits_for_the_last_rename(tmp_path, monkeypatch):
+    for name in ("a.txt", "b.txt", "c.txt", "other.txt"):
+        (tmp_path / name).write_text("old")
+    rename = os.replace
+
+    def rename_then_sigterm(src, dst):
+        rename(src, dst)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", rename_then_sigterm)
+    with pytest.raises(Interrupted), signals_raise():
+        with output_set(tmp_path, ["a.txt", "b.txt", "c.txt"]) as staging:
+            for name in ("a.txt", "b.txt"):
+                (staging / name).write_text("new")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.txt": "new", "b.txt": "new", "other.txt": "old"}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_sigterm_lost_in_a_destructor_still_stops_the_commit(tmp_path):
+    (tmp_path / "a.txt").write_text("old")
+
+    class Swallowing:
+        def __del__(self):  # Python prints and drops the Interrupted raised here (nibabel has such a __del__)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted), signals_raise():
+        with output_set(tmp_path, ["a.txt"]) as staging:
+            (staging / "a.txt").write_text("new")
+            Swallowing()
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.txt": "old"}
 
 
 @pytest.fixture(scope="module")
