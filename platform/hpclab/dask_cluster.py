@@ -58,7 +58,7 @@ class _Submissions:
         self.ids: set[str] = set()
         self.stopped = False
         self.cancel_command = cancel_command
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by a SIGTERM handler that interrupts cancel_all
 
     def stop(self) -> None:
         self.stopped = True
