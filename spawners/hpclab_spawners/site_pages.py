@@ -38,17 +38,16 @@ class PreselectingSpawnHandler(SpawnHandler):
         return super()._get_user_options(kept)
 
     async def _get(self, user_name, server_name, display_name):
-        new = self._is_new_named_server(user_name, server_name)
-        try:
-            return await super()._get(user_name=user_name, server_name=server_name, display_name=display_name)
-        finally:
-            if new:
-                await self._forget_unstarted(user_name, server_name)
+        return await self._forgetting_unstarted(super()._get, user_name, server_name, display_name)
 
     async def _post(self, user_name, server_name, display_name):
+        return await self._forgetting_unstarted(super()._post, user_name, server_name, display_name)
+
+    async def _forgetting_unstarted(self, handle, user_name: str, server_name: str, display_name: str):
+        """Run JupyterHub's GET or POST handling; a named server it created is forgotten if nothing started."""
         new = self._is_new_named_server(user_name, server_name)
         try:
-            return await super()._post(user_name=user_name, server_name=server_name, display_name=display_name)
+            return await handle(user_name=user_name, server_name=server_name, display_name=display_name)
         finally:
             if new:
                 await self._forget_unstarted(user_name, server_name)

@@ -41,10 +41,9 @@ def _all_installed() -> bool:
     ["/var/lib/dpkg/lock-frontend", "/var/cache/apt/archives/lock"],
     ids=["dpkg-frontend-lock", "download-folder-lock"],  # apt waits for the first itself; the second is retried
 )
-def test_packages_step_waits_for_a_held_apt_lock_then_succeeds(lock):
-    if not _all_installed():
-        pytest.skip("SLURM's Debian packages are not installed yet (`dev-cluster up` installs them); "
-                    "this test checks the waiting, not a download")
+def test_packages_step_waits_for_a_held_apt_lock_then_succeeds(lock, slurm_cluster):
+    # the dev cluster installed the packages: this test checks the waiting, not a download
+    assert _all_installed(), "dev-cluster up left SLURM's Debian packages uninstalled"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, lock, "2"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
