@@ -170,3 +170,24 @@ def _umask() -> int:
 def leftover_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Temporary files and staging folders left in ``folder`` (only after a hard kill: SIGKILL, power cut)."""
     return sorted(Path(folder).glob(f"{TEMP_PREFIX}*"))
+
+
+def remove_temporaries(folder: str | os.PathLike[str], patterns: Iterable[str] = (f"{TEMP_PREFIX}*",)) -> list[Path]:
+    """Remove the temporaries matching ``patterns`` anywhere under ``folder``; returns what was removed.
+
+    Only for a caller that knows no process still writes there (e.g. after killing its workers).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found = sorted({p for pattern in patterns for p in root.rglob(pattern)}, key=lambda p: len(p.parts))
+    removed: list[Path] = []
+    for path in found:
+        if any(parent in removed for parent in path.parents):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

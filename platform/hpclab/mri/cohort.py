@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..safe_output import OutputError, atomic_output, check_output_dir
-from .conversion import Series, convert, read_series
+from ..interrupts import stop_worker_pools
+from ..safe_output import TEMP_PREFIX, OutputError, atomic_output, check_output_dir, remove_temporaries
+from .conversion import CONVERT_PREFIX, Series, convert, read_series
 from .datalad_data import fetch, has_entries, is_dataset
 from .dicom_scan import is_dicom
 from .errors import MRIError
@@ -252,11 +253,19 @@ def process_cohort(
                                  use_equalized=use_equalized)
             for s, t in zip(subjects, threads))
     rows = []
-    with tqdm(total=len(subjects), desc="subjects", unit="subj", disable=not progress, file=sys.stderr) as bar:
-        for row in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
-            rows.append(row)
-            bar.set_postfix_str(f"{row['subject']}: {row['status']}")
-            bar.update()
+    try:
+        with tqdm(total=len(subjects), desc="subjects", unit="subj", disable=not progress, file=sys.stderr) as bar:
+            for row in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
+                rows.append(row)
+                bar.set_postfix_str(f"{row['subject']}: {row['status']}")
+                bar.update()
+    except BaseException:
+        # SIGTERM, Ctrl-C or a failing pool: the workers are killed mid-subject, so their staging
+        # folders' own clean-up never runs; remove them once no worker can write there any more
+        stop_worker_pools()
+        for subject in subjects:
+            remove_temporaries(out / subject.id, patterns=(f"{TEMP_PREFIX}*", f"{CONVERT_PREFIX}*"))
+        raise
     return _write_summary(rows, out, time.perf_counter() - start)
 
 

@@ -218,11 +218,15 @@ def convert(
             dst.rmdir()  # a refused conversion leaves no trace
 
 
+#: the prefix of :func:`convert`'s private staging folders (left behind only by a killed process)
+CONVERT_PREFIX = ".hpclab-convert-"
+
+
 def _make_staging(dst: Path) -> Path:
     """The private staging folder in ``dst`` (created, and checked writable, by safe_output's check)."""
     try:
         check_output_dir(dst)
-        return Path(tempfile.mkdtemp(prefix=".hpclab-convert-", dir=dst))
+        return Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=dst))
     except (OutputError, OSError) as exc:
         raise ConversionError(f"output folder: {exc}") from None
 
