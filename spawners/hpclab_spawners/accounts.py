@@ -77,7 +77,7 @@ class HPCLabAuthenticator(SitePagesMixin, UsernamePolicyMixin, LoginLockoutMixin
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.signup_limit = SignupRateLimit(self.signup_per_address, self.signup_window)
+        self.signup_limit = SignupRateLimit(self.signup_per_address, self.signup_window, self.guard_store)
         self.ensure_admin_accounts()
 
     def get_handlers(self, app):

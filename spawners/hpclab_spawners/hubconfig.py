@@ -27,6 +27,9 @@ def _configure_login_guards(c: Any, deployment: Deployment) -> None:
     c.LoginLockoutMixin.lockout_address_attempts = lockout.address_attempts
     c.LoginLockoutMixin.lockout_window = float(lockout.window)
     c.LoginLockoutMixin.lockout_seconds = float(lockout.lock)
+    c.LoginLockoutMixin.lockout_account_attempts = lockout.account_attempts
+    c.LoginLockoutMixin.lockout_account_delay = float(lockout.account_delay)
+    c.LoginLockoutMixin.lockout_state_file = str(deployment.hub.data_dir / "login-guard.json")
 
 
 def _configure_native(c: Any, deployment: Deployment) -> None:
@@ -150,6 +153,26 @@ def _configure_site(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.JupyterHub.template_vars = {**dict(c.JupyterHub.template_vars), "hpclab_site_name": hub.site_name}
 
 
+def servers_hub_url(deployment: Deployment, port: int) -> str:
+    """Where servers and their kernels reach the hub API: the proxy's public address (one door), never hub_port."""
+    hub = deployment.hub
+    if hub.connect_url:
+        return hub.connect_url.rstrip("/")
+    host = "127.0.0.1" if hub.ip in ("", "0.0.0.0") else "[::1]" if hub.ip == "::" else f"[{hub.ip}]" if ":" in hub.ip else hub.ip
+    return f"{'https' if hub.ssl_cert else 'http'}://{host}:{port}"
+
+
+def _configure_one_door(c: Any, deployment: Deployment, port: int) -> None:
+    """User code reaches the hub only through the proxy (one_door.py): servers call the hub API at the proxy's
+    address, and a firewall rule by account closes the hub's port, the proxy's API and other users' server ports."""
+    from .one_door import open_door
+
+    c.Spawner.hub_connect_url = servers_hub_url(deployment, port)
+    _, why = open_door(deployment.hub.hub_port, deployment.hub.proxy_api_port)
+    if why:
+        logging.getLogger("JupyterHub").warning("hpclab: one door to the hub: firewall rules not installed: %s", why)
+
+
 def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     """Set every JupyterHub, proxy, authenticator and spawner option the deploy YAML controls."""
     hub = deployment.hub
@@ -178,6 +201,7 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
 
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.pid_file = str(hub.data_dir / "jupyterhub-proxy.pid")
+    _configure_one_door(c, deployment, port)
 
     c.Authenticator.admin_users = set(hub.admin_users)
     _configure_login_guards(c, deployment)

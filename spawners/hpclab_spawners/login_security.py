@@ -6,8 +6,11 @@ login, the REST API and `hpclab-hub users add` all accept the same names (see us
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
-from collections import defaultdict, deque
+from pathlib import Path
 from typing import NoReturn
 
 from tornado import web
@@ -19,13 +22,17 @@ from .usernames import UNIX_NAME_MAX, InvalidUsername, check_username, normalize
 
 #: Above this many remembered names/addresses, old entries are dropped (bounded memory under a flood).
 MAX_KEYS = 10_000
+#: Addresses remembered per account as ones it logged in from (exempt from the per-account delay).
+KNOWN_ADDRESSES = 5
 
 
 def client_address(handler) -> str:
     """The address the request came from, as configurable-http-proxy saw it.
 
     JupyterHub trusts X-Real-Ip, which a client may set itself; the proxy appends the peer's address
-    to X-Forwarded-For, so the last entry there is the one nobody outside can forge.
+    to X-Forwarded-For, so the last entry there is the one nobody outside can forge. That holds because
+    the proxy is the one door to the hub: the hub's own port refuses every account but the hub's
+    (one_door.py), and servers reach the hub API through the proxy too (hub.connect_url).
     """
     forwarded = handler.request.headers.get("X-Forwarded-For", "")
     last = forwarded.split(",")[-1].strip()
@@ -37,42 +44,93 @@ def client_address(handler) -> str:
     return address[0] if isinstance(address, tuple) and address else handler.request.remote_ip
 
 
-class SlidingWindow:
-    """Counts events per key within the last ``window`` seconds (in memory: a restart forgets them)."""
+class GuardStore:
+    """Failures, locks, sign-ups and known addresses, kept in a JSON file so that a hub restart forgets nothing.
 
-    def __init__(self) -> None:
-        self._events: dict[str, deque[float]] = defaultdict(deque)
+    Times are wall-clock seconds (they must mean the same after a restart). The file (0600, in the hub's
+    private data_dir) is written to a temporary file and renamed over the old one, so a crash leaves the
+    old state or the new one, never half a file; an unreadable file is set aside and the hub starts afresh.
+    ``path`` None keeps everything in memory.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path else None
+        self.events: dict[str, list[float]] = {}
+        self.locked_until: dict[str, float] = {}
+        self.known: dict[str, list[str]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            self.events = {str(k): [float(t) for t in v] for k, v in data.get("events", {}).items()}
+            self.locked_until = {str(k): float(v) for k, v in data.get("locked_until", {}).items()}
+            self.known = {str(k): [str(a) for a in v] for k, v in data.get("known", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            self.events, self.locked_until, self.known = {}, {}, {}
+            with contextlib.suppress(OSError):
+                self.path.replace(self.path.with_suffix(".unreadable"))
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        now = time.time()
+        for expired in [k for k, until in self.locked_until.items() if until <= now]:  # in place: the guards hold this dict
+            del self.locked_until[expired]
+        data = {"events": self.events, "locked_until": self.locked_until, "known": self.known}
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as stream:
+            json.dump(data, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, self.path)
+
+
+class SlidingWindow:
+    """Counts events per key within the last ``window`` seconds (in a GuardStore: kept across restarts)."""
+
+    def __init__(self, store: GuardStore | None = None, prefix: str = "") -> None:
+        self.store = store or GuardStore()
+        self.prefix = prefix
+
+    @property
+    def _events(self) -> dict[str, list[float]]:
+        return self.store.events
 
     def count(self, key: str, window: float, now: float | None = None) -> int:
-        now = time.monotonic() if now is None else now
-        events = self._events.get(key)
-        if not events:
-            return 0
-        while events and events[0] <= now - window:
-            events.popleft()
-        if not events:
-            del self._events[key]
-            return 0
+        now = time.time() if now is None else now
+        key = self.prefix + key
+        events = [t for t in self._events.get(key, []) if t > now - window]
+        if events:
+            self._events[key] = events
+        else:
+            self._events.pop(key, None)
         return len(events)
 
     def add(self, key: str, now: float | None = None, keep: float = 86400) -> None:
-        now = time.monotonic() if now is None else now
-        self._events[key].append(now)
+        now = time.time() if now is None else now
+        self._events.setdefault(self.prefix + key, []).append(now)
         if len(self._events) > MAX_KEYS:  # many distinct names or addresses: forget what is older than ``keep``
-            for stale in [k for k, events in self._events.items() if events[-1] <= now - keep]:
+            for stale in [k for k, events in self._events.items() if not events or events[-1] <= now - keep]:
                 del self._events[stale]
 
     def oldest(self, key: str) -> float | None:
-        events = self._events.get(key)
+        events = self._events.get(self.prefix + key)
         return events[0] if events else None
 
     def clear(self, key: str) -> None:
-        self._events.pop(key, None)
+        self._events.pop(self.prefix + key, None)
 
 
 def minutes_text(seconds: float) -> str:
-    """'3 minutes' for messages."""
-    minutes = max(1, int(round(seconds / 60)))
+    """'3 minutes' (or '20 seconds' under a minute) for messages."""
+    if seconds < 60:
+        whole = max(1, int(seconds + 0.999))
+        return f"{whole} second" + ("s" if whole != 1 else "")
+    minutes = max(1, round(seconds / 60))
     return f"{minutes} minute" + ("s" if minutes != 1 else "")
 
 
@@ -139,35 +197,67 @@ class UsernamePolicyMixin(Configurable):
 
 
 class LoginLockoutMixin(Configurable):
-    """After ``lockout_attempts`` failed logins within ``lockout_window`` seconds for one name from one address
-    (or ``lockout_address_attempts`` from one address, any names), that pair (or address) is refused for
-    ``lockout_seconds``, right password or not."""
+    """Three guards against password guessing, kept across hub restarts (``lockout_state_file``):
+
+    - one name from one address: after ``lockout_attempts`` failures within ``lockout_window`` seconds that pair
+      is refused for ``lockout_seconds``, right password or not (a stranger elsewhere cannot lock alice out:
+      the address is the one the proxy saw);
+    - one address, any names: after ``lockout_address_attempts`` failures, likewise;
+    - one name from anywhere (guessing from many addresses): after ``lockout_account_attempts`` failures each
+      further attempt waits, 1 s doubling per failure up to ``lockout_account_delay`` (short: anyone can cause
+      it); addresses the name logged in from before are exempt, so its owner gets in at once.
+    """
 
     lockout_attempts = Integer(5, help="Failed logins for one name from one address before they are locked; 0 = never lock.").tag(config=True)
     lockout_address_attempts = Integer(
         50, help="Failed logins from one address (any names) before it is locked; high, since a class may share one NAT address."
     ).tag(config=True)
+    lockout_account_attempts = Integer(
+        10, help="Failed logins for one name (any addresses) before its further attempts wait; 0 = never."
+    ).tag(config=True)
     lockout_window = Float(900, help="Seconds over which failures are counted.").tag(config=True)
-    lockout_seconds = Float(900, help="How long a lock lasts.").tag(config=True)
+    lockout_seconds = Float(900, help="How long a lock of a name from an address, or of an address, lasts.").tag(config=True)
+    lockout_account_delay = Float(60, help="Longest wait for one name after lockout_account_attempts failures.").tag(config=True)
+    lockout_state_file = Unicode("", help="JSON file keeping failures and locks across restarts; '' = memory only.").tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._failures = SlidingWindow()
-        self._locked_until: dict[str, float] = {}
+        self.guard_store = GuardStore(self.lockout_state_file or None)
+        self._failures = SlidingWindow(self.guard_store, "login:")
+        self._locked_until = self.guard_store.locked_until
 
     def _lock_left(self, key: str) -> float:
         """Seconds until ``key`` may try again (0 = not locked)."""
-        now = time.monotonic()
+        now = time.time()
         if len(self._locked_until) > MAX_KEYS:
-            self._locked_until = {k: until for k, until in self._locked_until.items() if until > now}
+            for stale in [k for k, until in self._locked_until.items() if until <= now]:
+                del self._locked_until[stale]
         return max(0.0, self._locked_until.get(key, 0.0) - now)
 
     def _record_failure(self, key: str) -> None:
         self._failures.add(key)
+        count = self._failures.count(key, self.lockout_window)
+        if key.startswith("name:"):
+            limit = self.lockout_account_attempts
+            if limit and count >= limit:
+                delay = min(self.lockout_account_delay, 2.0 ** (count - limit))
+                self._locked_until[key] = time.time() + delay
+            return
         limit = self.lockout_address_attempts if key.startswith("addr:") else self.lockout_attempts
-        if limit and self._failures.count(key, self.lockout_window) >= limit:
-            self._locked_until[key] = time.monotonic() + self.lockout_seconds
+        if limit and count >= limit:
+            self._locked_until[key] = time.time() + self.lockout_seconds
             self._failures.clear(key)
+
+    def _known_address(self, name: str, address: str) -> bool:
+        return bool(address) and address in self.guard_store.known.get(name, [])
+
+    def _remember_address(self, name: str, address: str) -> None:
+        if not address:
+            return
+        known = [a for a in self.guard_store.known.get(name, []) if a != address]
+        self.guard_store.known[name] = [*known, address][-KNOWN_ADDRESSES:]
+        if len(self.guard_store.known) > MAX_KEYS:
+            self.guard_store.known.pop(next(iter(self.guard_store.known)))
 
     async def authenticate(self, handler, data):
         name = normalize_username(str((data or {}).get("username", "")))
@@ -178,30 +268,38 @@ class LoginLockoutMixin(Configurable):
         if left:
             self.log.warning("Login refused for %r from %s: locked after repeated failures", name, address)
             raise web.HTTPError(429, f"Too many failed logins. Try again in {minutes_text(left)}.")
+        account = f"name:{name}"
+        wait = 0.0 if self._known_address(name, address) else self._lock_left(account)
+        if wait:
+            self.log.warning("Login refused for %r from %s: the name had many failed logins, next try in %.0f s", name, address, wait)
+            raise web.HTTPError(429, f"Too many failed logins for this name. Try again in {minutes_text(wait)}.")
         result = await super().authenticate(handler, data)
         if result:
             self._failures.clear(keys[0])
+            self._remember_address(name, address)
         else:
-            for key in keys:
+            for key in [*keys, account]:
                 self._record_failure(key)
+        self.guard_store.save()
         return result
 
 
 class SignupRateLimit:
-    """At most ``per_address`` sign-ups from one address within ``window`` seconds."""
+    """At most ``per_address`` sign-ups from one address within ``window`` seconds (kept in ``store`` when given)."""
 
-    def __init__(self, per_address: int, window: float) -> None:
+    def __init__(self, per_address: int, window: float, store: GuardStore | None = None) -> None:
         self.per_address = per_address
         self.window = window
-        self._signups = SlidingWindow()
+        self.store = store or GuardStore()
+        self._signups = SlidingWindow(self.store, "signup:")
 
     def wait_for(self, address: str) -> float:
         """Seconds until ``address`` may sign up again (0 = now)."""
         if not self.per_address or self._signups.count(address, self.window) < self.per_address:
             return 0
-        oldest = self._signups.oldest(address) or time.monotonic()
-        return max(0.0, oldest + self.window - time.monotonic())
+        oldest = self._signups.oldest(address) or time.time()
+        return max(0.0, oldest + self.window - time.time())
 
     def record(self, address: str) -> None:
         self._signups.add(address)
-
+        self.store.save()

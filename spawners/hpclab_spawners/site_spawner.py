@@ -57,10 +57,34 @@ class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, Loc
             await LINE.wait_turn(self, limit, waiting)
         finally:
             self.queue_message = ""
-        return await (self.slurm_start() if self.on_slurm else self.local_start())
+        if self.on_slurm:
+            return await self.slurm_start()
+        ip, port = await self.local_start()
+        await self._door_changed(port, add=True)
+        return ip, port
 
     async def stop(self, now: bool = False) -> None:
+        port = self.server.port if self.server is not None and not self.on_slurm else 0
+        uid = (self.account_state or {}).get("uid")
         await (self.slurm_stop(now=now) if self.on_slurm else self.local_stop(now=now))
+        if port:
+            await self._door_changed(port, add=False, uid=uid)
+
+    async def _door_changed(self, port: int, add: bool, uid: int | None = None) -> None:
+        """A local server's port: only its own account and the hub's may connect to it (one_door.py)."""
+        from .one_door import DoorError, current_door
+
+        door = current_door()
+        uid = (self.account_state or {}).get("uid") if uid is None else uid
+        if door is None or uid is None:
+            return
+        try:
+            await asyncio.to_thread(door.add_server if add else door.remove_server, port, int(uid))
+        except (DoorError, OSError, subprocess.TimeoutExpired) as failed:
+            if add:  # a server any account could reach directly must not run
+                await self.local_stop(now=True)
+                raise RuntimeError(f"could not close {self._log_name}'s port {port} to other accounts: {failed}") from None
+            self.log.warning("One door: could not forget port %s: %s", port, failed)
 
     async def poll(self):
         if not self.profile_slug and not self.pid:

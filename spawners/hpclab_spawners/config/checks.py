@@ -82,7 +82,11 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
 
 def deployment_notes(deployment: Deployment) -> list[str]:
     """What a valid YAML leaves off on this machine, said by ``hpclab-hub check`` and logged by the hub (never errors)."""
-    return [note for note in (deployment.examples.off_note,) if note]
+    from ..one_door import door_note
+    from ..trial import trial_user
+
+    door = door_note(multi_user=trial_user(deployment) is None)
+    return [note for note in (deployment.examples.off_note, door) if note]
 
 
 def runtime_issues(deployment: Deployment, source: SourceMap, base_dir: Path) -> list[ConfigIssue]:

@@ -47,6 +47,12 @@ class HubSettings(Strict):
     hub_ip: StrictStr = Field("127.0.0.1", description="Address of the hub's internal API (servers call back to it).")
     hub_port: Port = Field(8081, description="Port of the hub's internal API.")
     proxy_api_port: Port = Field(8001, description="Port of configurable-http-proxy's REST API (loopback only).")
+    connect_url: StrictStr | None = Field(
+        None, pattern=r"^https?://",
+        description="Where servers and their kernels reach the hub API: the proxy's public address, never the hub's own port "
+        "(one door). Default <scheme>://<hub.ip, or 127.0.0.1 when it is 0.0.0.0>:<port>; with HTTPS give the name the "
+        "certificate holds, e.g. https://hub.example.org.",
+    )
     data_dir: Path = Field(Path(".hpclab"), description="Folder for hub state (database, cookie secret, logs); relative to the YAML file.")
     db_url: StrictStr | None = Field(None, description="SQLAlchemy URL of the hub database; default sqlite in data_dir.")
     cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret; default data_dir/jupyterhub_cookie_secret.")
@@ -98,7 +104,7 @@ class NativeAuthSettings(Strict):
 
 
 class LoginLockout(Strict):
-    """Refuse logins for a while after repeated failures (native and LDAP passwords); kept in the hub's memory."""
+    """Refuse logins for a while after repeated failures (native and LDAP passwords); kept in data_dir/login-guard.json."""
 
     attempts: NonNegativeInt = Field(
         5, description="Failed logins for one user name from one address within `window` before that pair is locked; 0 = off."
@@ -106,8 +112,16 @@ class LoginLockout(Strict):
     address_attempts: NonNegativeInt = Field(
         50, description="Failed logins from one address (any names) before the address is locked; 0 = off."
     )
+    account_attempts: NonNegativeInt = Field(
+        10, description="Failed logins for one user name from any addresses within `window` before each further attempt "
+        "of that name waits (the delay doubles per failure up to `account_delay`); addresses the name logged in from "
+        "before are exempt. 0 = off.",
+    )
     window: DurationSeconds = Field("00:15:00", description="Period over which failures are counted.")
-    lock: DurationSeconds = Field("00:15:00", description="How long a lock lasts (the right password is refused too).")
+    lock: DurationSeconds = Field("00:15:00", description="How long a lock of one name from one address, or of one address, lasts (the right password is refused too).")
+    account_delay: DurationSeconds = Field(
+        "00:01:00", description="Longest wait for one user name after `account_attempts` failures: short, since anyone can cause it."
+    )
 
 
 class LDAPAuthSettings(Strict):

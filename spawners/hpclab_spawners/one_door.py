@@ -1,0 +1,172 @@
+"""One door to the hub: user code reaches the hub, the proxy's API and other users' servers only through the proxy.
+
+A firewall rule by account on the loopback (nftables ``meta skuid`` on the OUTPUT hook, which sees the uid of
+the process that opened the connection): connections to the hub's own port and to the proxy's REST API are
+refused unless they come from the hub's account (the hub itself, its proxy, its managed services such as the
+idle culler); a connection to a local server's port is refused unless it comes from the hub's account or the
+server's own account. Servers (and their kernels, which share their uid) reach the hub API through the
+proxy's public address instead (``Spawner.hub_connect_url``), so the last ``X-Forwarded-For`` entry the hub
+reads is always written by the proxy.
+
+Each hub has its own table, ``inet hpclab_door_<hub_port>``, so several hubs (tests, a staging hub) on one
+machine never touch each other's rules. The table outlives a hub restart (servers keep running and keep their
+protection); the hub rewrites its rules at every start and keeps the set of server ports.
+
+Needs root (CAP_NET_ADMIN) and the ``nft`` command (Debian's nftables package). Without them the door is open:
+``hpclab-hub check`` and the hub's log say so (``door_note``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+log = logging.getLogger("JupyterHub")
+
+TABLE_PREFIX = "hpclab_door_"
+
+
+class DoorError(RuntimeError):
+    """nft refused a change (the message is nft's own)."""
+
+
+def door_unavailable() -> str:
+    """Why this process cannot keep the door ('' when it can): nftables needs root and the nft command."""
+    if os.geteuid() != 0:
+        return "the hub runs without root, so it cannot install firewall rules"
+    if shutil.which("nft") is None:
+        return "the nft command is missing (apt-get install nftables)"
+    return ""
+
+
+def _nft(script: str) -> None:
+    result = subprocess.run(["nft", "-f", "-"], check=False, input=script, capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise DoorError(result.stderr.strip() or f"nft exited with {result.returncode}")
+
+
+@dataclass(frozen=True)
+class Door:
+    """The rules of one hub: its API port, the proxy's API port, and the account both run as."""
+
+    hub_port: int
+    proxy_api_port: int
+    hub_uid: int
+
+    @property
+    def table(self) -> str:
+        return f"{TABLE_PREFIX}{self.hub_port}"
+
+    def rules(self) -> str:
+        """The nft script that (re)writes this hub's chain; the sets of server ports keep their elements."""
+        t = f"inet {self.table}"
+        uid = self.hub_uid
+        return "\n".join([
+            f"add table {t}",
+            f"add set {t} server_ports {{ type inet_service; }}",
+            f"add set {t} server_owners {{ type inet_service . uid; }}",
+            f"add chain {t} output {{ type filter hook output priority 0; policy accept; }}",
+            f"flush chain {t} output",
+            # the hub's API and the proxy's REST API: the hub's own account only (hub, proxy, managed services)
+            (f'add rule {t} output oifname "lo" tcp dport {{ {self.hub_port}, {self.proxy_api_port} }} '
+             f"meta skuid != {uid} reject with tcp reset"),
+            # a server's port: the hub's account (the proxy, the hub's checks) and the server's own account
+            (f'add rule {t} output oifname "lo" tcp dport @server_ports meta skuid != {uid} '
+             "tcp dport . meta skuid != @server_owners reject with tcp reset"),
+            "",
+        ])
+
+    def install(self) -> None:
+        _nft(self.rules())
+
+    def add_server(self, port: int, uid: int) -> None:
+        """Only ``uid`` (and the hub's account) may connect to ``port`` on this machine from now on."""
+        t = f"inet {self.table}"
+        _nft(f"add element {t} server_owners {{ {port} . {uid} }}\nadd element {t} server_ports {{ {port} }}\n")
+
+    def remove_server(self, port: int, uid: int) -> None:
+        """Forget ``port`` (its server stopped); a port already gone is no error."""
+        t = f"inet {self.table}"
+        for element in (f"server_ports {{ {port} }}", f"server_owners {{ {port} . {uid} }}"):
+            try:
+                _nft(f"delete element {t} {element}\n")
+            except DoorError:
+                pass
+
+    def remove(self) -> None:
+        """Delete this hub's table (tests; a hub taken down for good)."""
+        try:
+            _nft(f"delete table inet {self.table}\n")
+        except DoorError:
+            pass
+
+
+def _nft_json(*command: str) -> list[dict]:
+    result = subprocess.run(["nft", "-j", *command], check=False, capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        return []
+    return json.loads(result.stdout or "{}").get("nftables", [])
+
+
+def sweep_stale_tables() -> list[str]:
+    """Delete the tables of hubs that are gone: nothing listens on their hub port nor on any server port they
+    protect (a hub that stopped with its servers, a test hub). A hub whose servers still run keeps its table."""
+    import psutil
+
+    listening = {c.laddr.port for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+    removed = []
+    for entry in _nft_json("list", "tables"):
+        name = entry.get("table", {}).get("name", "")
+        if entry.get("table", {}).get("family") != "inet" or not name.startswith(TABLE_PREFIX):
+            continue
+        hub_port = name.removeprefix(TABLE_PREFIX)
+        ports = {int(hub_port)} if hub_port.isdigit() else set()
+        for item in _nft_json("list", "set", "inet", name, "server_ports"):
+            ports.update(e for e in item.get("set", {}).get("elem", []) if isinstance(e, int))
+        if not ports & listening:
+            try:
+                _nft(f"delete table inet {name}\n")
+                removed.append(name)
+            except DoorError:
+                pass
+    return removed
+
+
+#: the door of the hub running in this process (set at configuration when it could be installed)
+_door: Door | None = None
+
+
+def current_door() -> Door | None:
+    return _door
+
+
+def open_door(hub_port: int, proxy_api_port: int) -> tuple[Door | None, str]:
+    """Install this hub's rules; (the door, '') or (None, why not). Called once as the hub loads its configuration."""
+    global _door
+    why = door_unavailable()
+    if why:
+        return None, why
+    door = Door(hub_port, proxy_api_port, os.geteuid())
+    try:
+        sweep_stale_tables()
+        door.install()
+    except (DoorError, OSError, ValueError, subprocess.TimeoutExpired) as failed:
+        return None, f"nft refused the rules: {failed}"
+    _door = door
+    return door, ""
+
+
+def door_note(multi_user: bool) -> str:
+    """What ``hpclab-hub check`` says about the door on this machine ('' when it will be kept)."""
+    why = door_unavailable()
+    if not why:
+        return ""
+    if not multi_user:
+        return (f"one door to the hub: off ({why}); on a one-person trial every server runs as the hub's own account, "
+                "so a firewall by account could not tell them apart anyway (docs/admin-guide.md, \"One door to the hub\")")
+    return (f"one door to the hub: OFF ({why}): code in any user's kernel can reach the hub's own port, the proxy's "
+            "API and other users' server ports directly (docs/admin-guide.md, \"One door to the hub\")")
