@@ -55,7 +55,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"{args.file}: OK — {len(deployment.profiles)} profiles "
         f"({', '.join(p.slug for p in deployment.profiles)}), backends: {backends}, "
-        f"hub on http://{deployment.hub.ip}:{deployment.hub.port}{deployment.hub.base_url}"
+        f"hub on {deployment.hub.public_url()}{deployment.hub.base_url}"
         + (" — fits the running cluster" if args.live else "")
     )
     for note in deployment_notes(deployment):
@@ -108,8 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
               "account, and this hub runs as root: servers never run as root. Use mode auto (create with root, a one-person "
               "trial without) or create, or run the hub without root.", file=sys.stderr)
         return 1
-    print(f"hpclab-hub: starting JupyterHub on http://{deployment.hub.ip}:{port}{deployment.hub.base_url} "
-          f"(state in {deployment.hub.data_dir})", flush=True)
+    hub = deployment.hub
+    print(f"hpclab-hub: starting JupyterHub on {hub.public_url(port)}{hub.base_url} (listening on {hub.ip}:{port}; "
+          f"state in {hub.data_dir})", flush=True)
+    if hub.user_subdomains:
+        print(f"hpclab-hub: each user's servers at their own host name, e.g. {hub.public_url(port).replace('://', '://alice.', 1)}"
+              f"{hub.base_url}user/alice/", flush=True)
     for line in start_lines(deployment):
         print(f"hpclab-hub: {line}", flush=True)
     _warn_if_servers_cannot_run_python(deployment)

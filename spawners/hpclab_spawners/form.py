@@ -116,12 +116,15 @@ def render_profile_form(
     availability: dict | None = None,
     branding: dict[str, str] | None = None,
     cluster_options: dict | None = None,
+    link_choices: dict[str, str] | None = None,
 ) -> str:
     """HTML for JupyterHub's spawn page: one radio choice per allowed profile.
 
     ``availability`` maps a slug to an Availability: its live line (free cores and GPUs now) and, for
     a profile that cannot start on its backend, the reason it is shown disabled. ``selected`` (a
     link's preselection or the user's last choice) is checked if it can start; else the default.
+    ``link_choices`` (a spawn link's ``opt-`` values; None when no link) fill in the selected profile's
+    fields, and the form says that nothing starts until the user presses Start.
     """
     availability = availability or {}
     rows = []
@@ -140,8 +143,20 @@ def render_profile_form(
     if selected not in startable:
         default = next((p.slug for p in profiles if p.default), None)
         selected = default if default in startable else (startable[0] if startable else None)
+    for row in rows:
+        if row["slug"] == selected and link_choices:
+            row["choices"] = [_filled_in(c, link_choices.get(c["key"])) for c in row["choices"]]
     site_name = (branding or {}).get("site_name", "HPCLab")
-    return _environment().get_template("profile_form.html").render(profiles=rows, selected=selected, site_name=site_name)
+    return _environment().get_template("profile_form.html").render(
+        profiles=rows, selected=selected, site_name=site_name, from_link=link_choices is not None
+    )
+
+
+def _filled_in(field: dict, value: str | None) -> dict:
+    """A choice field with a link's value as its default (a list keeps its own default if the value is not offered)."""
+    if not value or (field.get("options") and value not in field["options"]):
+        return field
+    return {**field, "default": value}
 
 
 def profile_from_form(formdata: dict[str, list[str]]) -> dict[str, str]:

@@ -86,13 +86,12 @@ def _configure_oidc(c: Any, deployment: Deployment, port: int) -> None:
     oidc = deployment.auth.oidc
     hub = deployment.hub
     endpoints = oidc_endpoints(oidc.issuer)
-    scheme = "https" if hub.ssl_cert else "http"
     from .oidc_auth import HPCLabOIDCAuthenticator
 
     c.JupyterHub.authenticator_class = HPCLabOIDCAuthenticator
     c.GenericOAuthenticator.client_id = oidc.client_id
     c.GenericOAuthenticator.client_secret = os.environ.get(oidc.client_secret_env, "")
-    c.GenericOAuthenticator.oauth_callback_url = oidc.callback_url or f"{scheme}://{hub.ip}:{port}{hub.base_url}hub/oauth_callback"
+    c.GenericOAuthenticator.oauth_callback_url = oidc.callback_url or f"{hub.public_url(port)}{hub.base_url}hub/oauth_callback"
     c.GenericOAuthenticator.authorize_url = endpoints["authorization_endpoint"]
     c.GenericOAuthenticator.token_url = endpoints["token_endpoint"]
     c.GenericOAuthenticator.userdata_url = endpoints["userinfo_endpoint"]
@@ -191,6 +190,9 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
         c.ConfigurableHTTPProxy.command = [
             "configurable-http-proxy", "--redirect-port", str(hub.http_redirect_port), "--redirect-to", str(port)
         ]
+    if hub.user_subdomains:
+        # every user's servers on their own origin (<user>.<public_host>): the hub's cookies and API stay on the hub's
+        c.JupyterHub.subdomain_host = hub.public_url(port)
     c.JupyterHub.hub_ip = hub.hub_ip
     c.JupyterHub.hub_port = hub.hub_port
     c.JupyterHub.db_url = hub.database_url

@@ -81,8 +81,23 @@ class ProfileSpawnerMixin(HasTraits):
         cluster = await self._cluster_options_by_profile(profiles)
         return render_profile_form(
             profiles, selected=self.requested_profile(), availability=availability, branding=site_branding(self.deployment),
-            cluster_options=cluster,
+            cluster_options=cluster, link_choices=self.link_choices(),
         )
+
+    def link_choices(self) -> dict[str, str] | None:
+        """The choices a spawn link carried (``?opt-cpus=4`` or ``?cpus=4``, with or without a profile); None for no link.
+
+        They only fill in the form: the user presses Start, and the POST is checked like any other.
+        """
+        from .choices import CHOICE_KEYS
+
+        handler = getattr(self, "handler", None)
+        if handler is None or handler.request.method != "GET":
+            return None
+        arguments = handler.request.query_arguments
+        if not any(name == "profile" or name.startswith("opt-") for name in arguments):
+            return None
+        return {key: value for key in CHOICE_KEYS if (value := handler.get_argument(f"opt-{key}", "") or handler.get_argument(key, ""))}
 
     def _deferred_choices(self, profile: Profile) -> set[str]:
         """The choices of ``profile`` whose allowed values the cluster gives (SLURM profiles only)."""

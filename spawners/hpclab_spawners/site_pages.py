@@ -1,7 +1,9 @@
 """Hub pages for links that start things: a preselected profile on the form, and "open this example".
 
-* ``/hub/spawn?profile=SLUG`` shows the form with SLUG preselected (JupyterHub itself would start a
-  server at once for any query argument; ``/hub/spawn?opt-profile=SLUG`` still does that).
+* ``/hub/spawn?profile=SLUG`` and JupyterHub's ``/hub/spawn?opt-profile=SLUG&opt-cpus=4`` show the form
+  with those choices filled in; only the form's POST (same origin, XSRF-checked) starts a server.
+  JupyterHub itself starts a server at once for a GET with ``opt-`` arguments, so a page on any other
+  site could start servers for whoever visits it.
 * ``/hub/hpclab/open?profile=SLUG&path=examples/NAME.ipynb`` opens a notebook in a server of that
   profile: a running one if the user has it, else a new named server (named after the profile)
   that starts and then opens the notebook. For courses and docs: one link, the right kernel and
@@ -20,13 +22,11 @@ from tornado import web
 
 from .refusal import refusal
 
-#: Query arguments of /hub/spawn that preselect on the form instead of starting a server.
-PRESELECT_ARGUMENTS = frozenset({"profile"})
 
 
 class PreselectingSpawnHandler(SpawnHandler):
-    """JupyterHub's spawn page, except that ``?profile=SLUG`` preselects a profile instead of spawning,
-    and a named server this request created is forgotten again unless it started.
+    """JupyterHub's spawn page, except that a link's choices (``?profile=SLUG``, ``?opt-KEY=VALUE``) fill in the
+    form instead of starting a server, and a named server this request created is forgotten again unless it started.
 
     JupyterHub records a new named server as soon as its form is shown or its start is tried; a start
     refused before anything ran (quota, forged choice) would leave a stopped server behind that counts
@@ -34,8 +34,10 @@ class PreselectingSpawnHandler(SpawnHandler):
     """
 
     def _get_user_options(self, query_options: dict) -> dict:
-        kept = {key: value for key, value in query_options.items() if key not in PRESELECT_ARGUMENTS}
-        return super()._get_user_options(kept)
+        """A GET never starts anything: its choices only fill in the form (see ProfileSpawnerMixin.link_choices)."""
+        if query_options:
+            self.log.info("Spawn link for %s: choices shown on the form, nothing started", self.current_user.name)
+        return {}
 
     async def _get(self, user_name, server_name, display_name):
         return await self._forgetting_unstarted(super()._get, user_name, server_name, display_name)

@@ -233,7 +233,7 @@ def test_choices_reach_the_server_and_its_wall_time_extends_within_the_maximum(f
         # the widget's way: through the server, which asks the hub with its own token
         token = user_token(alice, "alice")
         xsrf = {"Authorization": f"token {token}"}
-        extended = alice.http.post(f"{flex_hub.url}/user/alice/hpclab/walltime/extend", json={"minutes": 10}, headers=xsrf)
+        extended = alice.http.post(flex_hub.user_url("alice") + "hpclab/walltime/extend", json={"minutes": 10}, headers=xsrf)
         assert extended.status_code == 200, extended.text
         answer = extended.json()
         assert answer["time_limit"] == "00:30:00" and answer["extendable_minutes"] == 0
@@ -261,9 +261,10 @@ def test_the_home_page_starts_a_stopped_server_again_with_the_same_choices(flex_
     url = link.group(1).replace("&amp;", "&")
     assert parse_qs(urlparse(url).query) == {"opt-profile": ["flex"], "opt-memory": ["2G"], "opt-time_limit": ["00:15:00"]}
     try:
-        assert alice.http.get(f"{flex_hub.url}{url}", allow_redirects=False).status_code == 302
+        assert alice.follow_spawn_link(url).status_code == 302  # the form, filled in with the same choices; Start
         server = alice.wait_ready("alice")
-        assert server["user_options"] == {"profile": "flex", "memory": "2G", "time_limit": "00:15:00"}
+        # the same choices, and the form's own value for the one the first start left at its default
+        assert server["user_options"] == {"profile": "flex", "cpus": 1, "memory": "2G", "time_limit": "00:15:00"}
         left = alice.api("GET", "/hpclab/servers/alice").json()
         assert left["time_limit"] == "00:15:00" and left["end"] - time.time() > 800
     finally:

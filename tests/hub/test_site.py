@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+import requests
 import yaml
 
 from support.dltools import require_dl_venv
@@ -210,14 +211,31 @@ def test_open_link_starts_a_server_of_that_profile_and_then_opens_the_notebook(s
     target = urlparse(response.headers["Location"])
     assert target.path == "/hub/spawn/bob"
     query = parse_qs(target.query)
-    assert query["opt-profile"] == ["cpu-large"] and query["next"] == ["/user/bob/lab/tree/examples/josephson-sweep.ipynb"]
+    assert query["opt-profile"] == ["cpu-large"] and query["next"] == [site.user_url("bob") + "lab/tree/examples/josephson-sweep.ipynb"]
     try:
-        landed = bob.http.get(f"{site.url}{target.path}?{target.query}", allow_redirects=False)
-        assert landed.status_code == 302  # spawned at once (opt-profile), on to the pending page
+        landed = bob.follow_spawn_link(f"{target.path}?{target.query}")  # the form, filled in; bob presses Start
+        assert landed.status_code == 302, landed.text[:300]
         server = bob.wait_ready("bob")
         assert server["user_options"]["profile"] == "cpu-large"
     finally:
         stop_server(bob, "bob")
+
+
+def test_a_spawn_link_from_another_site_only_shows_the_form(site):
+    """Issue 26: a page on another origin that navigates to a spawn link (JupyterHub 6 starts a server for a GET with
+    ``opt-`` arguments) must not start anything; the form shows the link's choices and only its POST starts."""
+    bob = login(site, "bob")
+    elsewhere = {"Referer": "http://attacker.example/cats.html", "Sec-Fetch-Site": "cross-site"}  # a top-level navigation
+    for link in ("/hub/spawn/bob/x?opt-profile=cpu-large", "/hub/spawn/bob?opt-profile=cpu-large", "/hub/spawn?profile=cpu-large"):
+        page = bob.http.get(f"{site.url}{link}", headers=elsewhere, allow_redirects=False)
+        assert page.status_code == 200 and 'id="hpclab-link-note"' in page.text, (link, page.status_code)
+        assert _checked(page.text) == ["cpu-large"]  # the link's choice, shown
+        assert bob.api("GET", "/users/bob").json()["servers"] == {}, link  # nothing started, no named server left behind
+    # the form's POST from another site carries no XSRF token (and no cookie: SameSite=Lax): refused
+    forged = requests.post(f"{site.url}/hub/spawn/bob/x", data={"profile": "cpu-large"}, cookies=bob.http.cookies,
+                           headers=elsewhere, allow_redirects=False)
+    assert forged.status_code == 403
+    assert bob.api("GET", "/users/bob").json()["servers"] == {}
 
 
 # -- examples in every session ------------------------------------------------------------------------

@@ -14,10 +14,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import psutil
 import requests
 import yaml
+from bs4 import BeautifulSoup
 
 from support.paths import REPO_ROOT
 
@@ -25,6 +27,7 @@ from support.paths import REPO_ROOT
 REPO = REPO_ROOT
 HUB_CLI = Path(sys.executable).with_name("hpclab-hub")
 ADMIN_PASSWORD = "admin-test-password-7"
+TEST_PUBLIC_HOST = "hpclab.localhost"
 
 
 def free_port() -> int:
@@ -75,6 +78,10 @@ def hub_yaml(data_dir: Path, **overrides: Any) -> dict[str, Any]:
     """A deploy YAML for tests: free ports, state in ``data_dir``, homes beside it, alice in gpu-users, bob not."""
     config: dict[str, Any] = {
         "hub": {
+            # each user's servers at <user>.hpclab.localhost (the default's subdomains; *.localhost resolves to the
+            # loopback through nss-myhostname). Not plain "localhost": Python's cookie jar treats a host without a dot
+            # as "<host>.local" and drops the hub's session cookie (Domain=localhost) that browsers keep.
+            "public_host": TEST_PUBLIC_HOST,
             "port": free_port(),
             "hub_port": free_port(),
             "proxy_api_port": free_port(),
@@ -110,9 +117,24 @@ class Hub:
         self.log_path = self.workdir / "hub.log"
 
     @property
+    def subdomains(self) -> bool:
+        """Whether users' servers have their own host names (the default, unless the YAML turns it off)."""
+        return bool(self.config["hub"].get("user_subdomains", True))
+
+    @property
     def url(self) -> str:
+        """The hub's public address: its public_host with subdomains on, else the loopback address."""
         scheme = "https" if self.config["hub"].get("ssl_cert") else "http"
-        return f"{scheme}://127.0.0.1:{self.config['hub']['port']}"
+        host = self.config["hub"].get("public_host", "localhost") if self.subdomains else "127.0.0.1"
+        return f"{scheme}://{host}:{self.config['hub']['port']}"
+
+    def user_url(self, user: str, server_name: str = "") -> str:
+        """Where ``user``'s (named) server is served, ending in a slash: their own host name with subdomains on."""
+        path = f"/user/{user}/" + (f"{server_name}/" if server_name else "")
+        if not self.subdomains:
+            return self.url + path
+        scheme, rest = self.url.split("://", 1)
+        return f"{scheme}://{user}.{rest}{path}"
 
     @property
     def verify(self) -> str | bool:
@@ -218,6 +240,31 @@ class HubClient:
             data={"profile": profile, "_xsrf": self._xsrf(form.text)},
             allow_redirects=False,
         )
+
+    def follow_spawn_link(self, path_and_query: str) -> requests.Response:
+        """Open a spawn link (``/hub/spawn/...?opt-profile=...``) and press Start on the form it fills in, as a user would.
+
+        The GET must only show the form (it starts nothing); the POST sends every field the browser would
+        (the checked profile, each field's filled-in value) to the form's own action URL.
+        """
+        page = self.http.get(f"{self.hub.url}{path_and_query}", allow_redirects=False)
+        assert page.status_code == 200 and 'id="hpclab-link-note"' in page.text, (page.status_code, page.text[:500])
+        soup = BeautifulSoup(page.text, "html.parser")
+        form = soup.find("form", id="spawn_form")
+        fields: dict[str, str] = {}
+        for element in form.find_all(["input", "select"]):
+            name = element.get("name")
+            if not name or element.has_attr("disabled"):
+                continue
+            if element.name == "select":
+                chosen = element.find("option", selected=True) or element.find("option")
+                fields[name] = chosen.get("value", "") if chosen else ""
+            elif element.get("type") == "radio":
+                if element.has_attr("checked"):
+                    fields[name] = element.get("value", "")
+            elif element.get("type") != "submit":
+                fields[name] = element.get("value", "")
+        return self.http.post(urljoin(page.url, form.get("action")), data=fields, allow_redirects=False)
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", {})

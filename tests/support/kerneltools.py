@@ -21,7 +21,7 @@ def user_token(client: HubClient, username: str) -> str:
 def run_in_kernel(client: HubClient, username: str, code: str, timeout: float = 120) -> tuple[str, str]:
     """Start a kernel in ``username``'s server, run ``code``, return (stdout, error text), then shut the kernel down."""
     token = user_token(client, username)
-    base = f"{client.hub.url}/user/{username}/api"
+    base = client.hub.user_url(username) + "api"
     headers = {"Authorization": f"token {token}"}
     kernel = client.http.post(f"{base}/kernels", headers=headers, json={}).json()
     try:

@@ -44,6 +44,14 @@ class HubSettings(Strict):
     ip: StrictStr = Field("127.0.0.1", description="Address the public proxy binds to.")
     port: Port = Field(8000, description="Public port users open in their browser.")
     base_url: StrictStr = Field("/", pattern=r"^/", description="URL prefix of the whole hub, e.g. /jupyter/.")
+    public_host: StrictStr = Field(
+        "localhost", pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+        description="Host name users open the hub at (e.g. hub.example.org); with user_subdomains, each user's servers at <user>.<public_host>.",
+    )
+    user_subdomains: bool = Field(
+        True, description="Serve each user's servers on their own host name (<user>.<public_host>), a separate browser origin: "
+        "a page from one user's server cannot act as another user on the hub. Needs wildcard DNS (and a wildcard certificate) in production.",
+    )
     hub_ip: StrictStr = Field("127.0.0.1", description="Address of the hub's internal API (servers call back to it).")
     hub_port: Port = Field(8081, description="Port of the hub's internal API.")
     proxy_api_port: Port = Field(8001, description="Port of configurable-http-proxy's REST API (loopback only).")
@@ -76,6 +84,14 @@ class HubSettings(Strict):
     @classmethod
     def _absolute(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else _resolve(value, info)
+
+    def public_url(self, port: int | None = None) -> str:
+        """The hub's address in users' browsers: scheme, public_host and ``port`` (default hub.port; left out when
+        it is the scheme's own)."""
+        scheme = "https" if self.ssl_cert else "http"
+        port = self.port if port is None else port
+        shown = "" if port == (443 if self.ssl_cert else 80) else f":{port}"
+        return f"{scheme}://{self.public_host}{shown}"
 
     @property
     def database_url(self) -> str:
@@ -242,6 +258,17 @@ class LocalBackend(Strict):
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for every server.")
     poll_interval: int = Field(
         10, ge=1, le=600, description="Seconds between checks of each server (exited? wall time over? early signal due?)."
+    )
+    private_tmp: bool = Field(
+        True,
+        description="Each server (hub as root) gets its own /tmp and /dev/shm: a fresh tmpfs in its own mount namespace, at most "
+        "the profile's memory, counted against the server's memory limit and gone when the server stops (as systemd's "
+        "PrivateTmp); false = the host's shared /tmp and /dev/shm.",
+    )
+    hide_processes: bool = Field(
+        True,
+        description="With private_tmp, each server gets a /proc of its own with hidepid=invisible (Linux 5.8 or later): its "
+        "processes see only their own account's processes, not other users' command lines.",
     )
 
     def gpu_device(self, gpu: str) -> str:
