@@ -68,6 +68,9 @@ def production_hub(postgres, tmp_path_factory):
     cert, key = self_signed_certificate(workdir)
     config = hub_yaml(workdir / "state")
     config["hub"].update(db_url=postgres, ssl_cert=str(cert), ssl_key=str(key), http_redirect_port=free_port())
+    # servers call the hub API through the proxy over HTTPS (one door): they must trust its self-signed certificate
+    for profile in config["profiles"]:
+        profile["local"] = {"environment": {"SSL_CERT_FILE": str(cert)}}
     with started_hub(workdir, config, accounts=("alice",)) as hub:
         yield hub
 
