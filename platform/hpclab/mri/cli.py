@@ -6,8 +6,12 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..slurm.flags import add_slurm_flags
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cohort import CohortResult
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -65,6 +69,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                    help="process dcm2niix's _Eq_ file (missing slices filled by interpolation) where a series has gaps")
     k.add_argument("--overwrite", action="store_true")
     k.add_argument("--no-progress", action="store_true")
+    k.add_argument("--include-failed", action="store_true",
+                   help="count subjects whose quality checks failed (not a brain, cut field of view) in group statistics")
     p_mri.set_defaults(_mri_parser=p_mri, run=run)
 
 
@@ -149,8 +155,9 @@ def _cohort(args: argparse.Namespace) -> int:
         print(f"{row['subject']}: {row['status']} {row.get('error') or ''}".rstrip())
         return 0 if row["status"] != "failed" else 1
     if args.summarize:
-        result = cohort.summarize(args.out)
+        result = cohort.summarize(args.out, include_failed=args.include_failed)
         print(result.table.to_string(index=False))
+        _print_group(result)
         print(f"summary: {result.summary_file}")
         return 0
     if args.slurm:
@@ -162,10 +169,17 @@ def _cohort(args: argparse.Namespace) -> int:
         return 0
     result = cohort.process_cohort(args.root, args.out, n_jobs=args.jobs, threads_per_job=args.threads_per_job,
                                    overwrite=args.overwrite, progress=not args.no_progress, subjects=args.subjects,
-                                   **options)
+                                   include_failed=args.include_failed, **options)
     print(result.table.to_string(index=False))
+    _print_group(result)
     print(f"summary: {result.summary_file} ({len(result.failed)} failed, {result.seconds:.1f} s)")
     return 1 if len(result.failed) else 0
+
+
+def _print_group(result: CohortResult) -> None:
+    if not result.included.empty:
+        print(result.group_stats().round(1).to_string())
+    print(result.group_note())
 
 
 _COMMANDS = {"convert": _convert, "process": _process, "stats": _stats, "cohort": _cohort}

@@ -33,7 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover
 SUMMARY_NAME = "cohort_summary.csv"
 SUBJECT_SUMMARY = "subject_summary.json"
 SUBJECT_LIST = "cohort_subjects.txt"
-COLUMNS = ("subject", "status", "error", "qc", "n_series", "t1", "brain_ml", "csf_ml", "gm_ml", "wm_ml", "seconds")
+COLUMNS = ("subject", "status", "error", "qc", "n_series", "t1", "brain_ml", "csf_ml", "gm_ml", "wm_ml", "seconds",
+           "qc_status")
+#: the volumes that group statistics summarize
+VOLUME_COLUMNS = ("brain_ml", "csf_ml", "gm_ml", "wm_ml")
 #: statuses a subject row can have; "warning" rows have results that need a look (the qc column says why)
 STATUSES = ("ok", "warning", "failed", "done before")
 _T1_NAME = re.compile(r"t1|mprage|spgr|bravo|tfl", re.IGNORECASE)
@@ -156,7 +159,7 @@ def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, 
         volumes = result.volumes_ml
         row["csf_ml"], row["gm_ml"], row["wm_ml"] = (round(volumes.get(k, 0.0), 3)
                                                      for k in ("CSF", "Gray-Matter", "White-Matter"))
-        row["status"] = result.qc.status
+        row["status"] = row["qc_status"] = result.qc.status
     except Exception as exc:  # one subject must not stop the cohort: record and go on
         row["status"] = "failed"
         row["error"] = f"{type(exc).__name__}: {exc}"
@@ -179,20 +182,55 @@ class CohortResult:
     table: "pd.DataFrame"
     summary_file: Path
     seconds: float
+    include_failed: bool = False
 
     @property
     def failed(self) -> "pd.DataFrame":
         """Rows of subjects that failed."""
         return self.table[self.table["status"] == "failed"]
 
+    @property
+    def included(self) -> pd.DataFrame:
+        """Rows that group statistics count: subjects with volumes whose quality checks did not fail
+        (a "done before" row keeps its checks' status in ``qc_status``), QC-failed ones too if ``include_failed``."""
+        has_volumes = self.table["brain_ml"].notna()
+        if self.include_failed:
+            return self.table[has_volumes]
+        return self.table[has_volumes & (self.table["qc_status"] != "failed") & (self.table["status"] != "failed")]
+
+    @property
+    def left_out(self) -> pd.DataFrame:
+        """Rows that group statistics leave out (failed subjects: an error, or quality checks that say not a brain)."""
+        return self.table[~self.table.index.isin(self.included.index)]
+
+    def group_stats(self) -> pd.DataFrame:
+        """n, mean, SD, min and max of each volume over :attr:`included` (one row per volume)."""
+        import pandas as pd
+
+        values = self.included[list(VOLUME_COLUMNS)].astype(float)
+        return pd.DataFrame({"n": values.count(), "mean": values.mean(), "sd": values.std(), "min": values.min(),
+                             "max": values.max()}).rename_axis("volume")
+
+    def group_note(self) -> str:
+        """One sentence saying how many subjects group statistics count, which they leave out and why."""
+        out = self.left_out
+        counted = f"group statistics over {len(self.included)} of {len(self.table)} subjects"
+        if out.empty:
+            return counted
+        why = ", ".join(f"{r.subject} ({'error' if isinstance(r.error, str) and r.error else 'quality checks failed'})"
+                        for r in out.itertuples())
+        hint = "" if self.include_failed else (" (see the status, error and qc columns; include_failed=True, "
+                                               "--include-failed, counts subjects whose quality checks failed)")
+        return f"{counted}; left out as failed: {why}{hint}"
+
     def plot(self, ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
-        """Grouped bars of CSF/GM/WM volume (ml) per subject; returns the axes."""
+        """Grouped bars of CSF/GM/WM volume (ml) per subject counted in group statistics; returns the axes."""
         from matplotlib.figure import Figure
 
         from .views import _notebook_display
 
         _notebook_display()
-        ok = self.table[self.table["status"].isin(["ok", "warning", "done before"])]
+        ok = self.included
         if ax is None:
             ax = Figure(figsize=(max(4.0, 0.7 * len(ok) + 2), 3.5)).subplots()
         ok.set_index("subject")[["csf_ml", "gm_ml", "wm_ml"]].plot.bar(ax=ax)
@@ -225,6 +263,7 @@ def process_cohort(
     progress: bool = True,
     use_equalized: bool = False,
     subjects: Sequence[str] | None = None,
+    include_failed: bool = False,
 ) -> CohortResult:
     """Run :func:`run_subject` for every subject of ``root`` with joblib (``n_jobs`` processes).
 
@@ -232,7 +271,8 @@ def process_cohort(
     subjects: they run while the other jobs have nothing left to do, so they share those jobs'
     threads (see :func:`tail_threads`). Shows a tqdm bar as subjects finish, then writes
     ``out/cohort_summary.csv`` and returns it as a :class:`CohortResult`. ``subjects`` (ids) picks
-    some; in a DataLad dataset only their files are fetched (``datalad get``), nothing else.
+    some; in a DataLad dataset only their files are fetched (``datalad get``), nothing else. Group
+    statistics (:meth:`CohortResult.group_stats`) leave failed subjects out unless ``include_failed``.
     """
     from joblib import Parallel, delayed, effective_n_jobs
     from tqdm.auto import tqdm
@@ -266,21 +306,23 @@ def process_cohort(
         for subject in subjects:
             remove_temporaries(out / subject.id, patterns=(f"{TEMP_PREFIX}*", f"{CONVERT_PREFIX}*"))
         raise
-    return _write_summary(rows, out, time.perf_counter() - start)
+    return _write_summary(rows, out, time.perf_counter() - start, include_failed=include_failed)
 
 
-def _write_summary(rows: list[dict[str, Any]], out: Path, seconds: float) -> CohortResult:
+def _write_summary(rows: list[dict[str, Any]], out: Path, seconds: float, *, include_failed: bool = False) -> CohortResult:
     import pandas as pd
 
     table = pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], columns=list(COLUMNS))
+    if table["qc_status"].isna().any():  # summaries written before qc_status existed: their status said it
+        table["qc_status"] = table["qc_status"].fillna(table["status"].where(table["brain_ml"].notna()))
     table = table.sort_values("subject").reset_index(drop=True)
     path = out / SUMMARY_NAME
     with atomic_output(path) as tmp:
         table.to_csv(tmp, index=False)
-    return CohortResult(table=table, summary_file=path, seconds=seconds)
+    return CohortResult(table=table, summary_file=path, seconds=seconds, include_failed=include_failed)
 
 
-def summarize(out: str | Path) -> CohortResult:
+def summarize(out: str | Path, *, include_failed: bool = False) -> CohortResult:
     """Collect ``out/*/subject_summary.json`` (e.g. after a SLURM array) into ``out/cohort_summary.csv``."""
     out = Path(out)
     listed = (out / SUBJECT_LIST).read_text().split() if (out / SUBJECT_LIST).exists() else None
@@ -293,7 +335,7 @@ def summarize(out: str | Path) -> CohortResult:
         else:
             rows.append({"subject": name, "status": "failed",
                          "error": f"no {SUBJECT_SUMMARY}: the task did not finish"})
-    return _write_summary(rows, out, seconds=0.0)
+    return _write_summary(rows, out, seconds=0.0, include_failed=include_failed)
 
 
 def run_task(root: str | Path, out: str | Path, index: int, **options: Any) -> dict[str, Any]:

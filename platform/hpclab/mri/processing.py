@@ -60,7 +60,7 @@ class ProcessResult:
         """CSF, GM and WM volumes in millilitres."""
         return {row.StructName: row.Volume_mm3 / 1000.0 for row in self.stats.table.itertuples()}
 
-    def plot(self, fig: "matplotlib.figure.Figure | None" = None) -> "matplotlib.figure.Figure":
+    def plot(self, fig: matplotlib.figure.Figure | None = None) -> matplotlib.figure.Figure:
         """Orthogonal slices of the corrected image with the tissue labels overlaid; returns the figure."""
         from .views import plot_ortho
 
@@ -145,7 +145,8 @@ def process(
     seconds["segment"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    qc = quality_checks(corrected, mask, labels, zooms, interpolated_slices=interpolated_slices)
+    qc = quality_checks(corrected, mask, labels, zooms, interpolated_slices=interpolated_slices, affine=img.affine,
+                        image=data, whole_head=strip)
     stats = segstats(nib.Nifti1Image(labels, img.affine, _header(img, np.uint8)), corrected, TISSUE_LUT,
                      voxel_size=zooms)
     brain_mm3 = float(np.count_nonzero(mask)) * float(np.prod(zooms))

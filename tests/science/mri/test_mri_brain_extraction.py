@@ -77,7 +77,7 @@ def test_quality_checks_fail_a_whole_head_mask_and_a_ring():
     assert quality_checks(data, ring, np.where(ring, 2, 0), zooms).status == "failed"
 
 
-def test_quality_checks_warn_when_the_field_of_view_cuts_the_brain():
+def test_quality_checks_fail_when_the_field_of_view_cuts_the_brain():
     img = nib.load(mri_data.REAL_HEADS["uih"])
     mask = _mask(img)
     top = int(np.argwhere(mask)[:, 2].mean())
@@ -85,8 +85,8 @@ def test_quality_checks_warn_when_the_field_of_view_cuts_the_brain():
     cut[:, :, top:] = False
     cut_data = np.asarray(img.dataobj, dtype=np.float32)[:, :, :top]
     labels = np.where(cut[:, :, :top], 3, 0)
-    report = quality_checks(cut_data, cut[:, :, :top], labels, img.header.get_zooms())
-    assert report["mask_on_border"].status == "warning" and "image border" in report.reasons
+    report = quality_checks(cut_data, cut[:, :, :top], labels, img.header.get_zooms(), affine=img.affine)
+    assert report["field_of_view"].status == "failed" and "cuts the brain" in report.reasons
 
 
 @pytest.fixture(scope="module")
