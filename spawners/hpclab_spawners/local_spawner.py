@@ -28,6 +28,7 @@ from .cgroups import NICE_WEIGHT, CgroupUnavailable, ServerCgroup, ServerLimits,
 from .config.model import Profile
 from .config.units import format_duration, format_memory
 from .resources import Allocation, NoFreeGPU, ResourcePool, pool_for
+from .server_namespace import PrivateMounts
 from .unix_accounts import AccountUnavailable, UnixAccount, ensure_home, resolve_account
 
 def _process_start(pid: int) -> int | None:
@@ -43,9 +44,10 @@ def _process_start(pid: int) -> int | None:
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: tuple[int, ...], memory: int | None, nice: int = 0):
-    """The function run in the child before exec: join the cgroup, lower its CPU priority by ``nice``, drop to
-    the account, enter its home.
+def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: tuple[int, ...], memory: int | None, nice: int = 0,
+                    mounts: PrivateMounts | None = None):
+    """The function run in the child before exec: join the cgroup, lower its CPU priority by ``nice``, enter a mount
+    namespace with a private /tmp, /dev/shm and /proc (``mounts``, as root), drop to the account, enter its home.
 
     Without a cgroup (``limits: best-effort``) cores are pinned with affinity and memory is an
     RLIMIT_DATA per process, which a user can work around; the cgroup is what the kernel enforces.
@@ -61,7 +63,14 @@ def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: 
                 resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
         if nice:  # before dropping to the account, which may not lower it again (RLIMIT_NICE)
             os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), nice))
-        os.umask(0o022)  # the hub runs with 077; a user's files get the usual default
+        if mounts is not None and switch:
+            try:
+                mounts.enter()
+            except OSError as error:  # the hub only learns 'Exception occurred in preexec_fn': the reason goes to its log
+                os.write(2, f"hpclab: cannot make the server's private /tmp and /dev/shm: {error} "
+                            "(backends.<name>.private_tmp: false turns them off)\n".encode())
+                raise
+        os.umask(0o077)  # what the server creates is its account's alone (a group-shared folder can set its own mode)
         if switch:
             os.setgroups(list(account.groups))
             os.setgid(account.gid)
@@ -180,7 +189,23 @@ class LocalServerMixin(HasTraits):
 
     def make_preexec_fn(self, name: str):
         allocation = Allocation.from_state(self.allocation_state)
-        return _server_preexec(self.account, self.cgroup, allocation.cpu_ids, self.profile.memory, self.backend.server_nice)
+        return _server_preexec(self.account, self.cgroup, allocation.cpu_ids, self.profile.memory, self.backend.server_nice,
+                               self._private_mounts())
+
+    def _private_mounts(self) -> PrivateMounts | None:
+        """The server's private /tmp, /dev/shm and /proc (backends.*.private_tmp), with the folders it needs kept in."""
+        if not self.backend.private_tmp or os.geteuid() != 0:
+            return None
+        # what the deployment put under /tmp stays as the host has it (test hubs do): the folder of the homes (others'
+        # stay 0700, not hidden), the hub's state (0700), its Python and source, examples, GPU nodes, kernels
+        keep = [self.home_dir, str(Path(self.home_dir).parent), str(self.deployment.hub.data_dir), sys.prefix, sys.base_prefix,
+                str(Path(sys.executable).resolve().parent), str(Path(__file__).resolve().parents[2]),
+                str(self.deployment.examples.source_dir)]
+        keep += [str(Path(self.backend.gpu_device(gpu)).parent) for gpu in self.pool(self.profile).gpu_ids]
+        for kernel in self.deployment.kernels.values():
+            if kernel.runtime is not None:
+                keep += [str(path) for path in (kernel.runtime.prefix, kernel.runtime.image and kernel.runtime.image.parent) if path]
+        return PrivateMounts(size=self.profile.memory, hide_processes=self.backend.hide_processes, keep=tuple(keep))
 
     def move_certs(self, paths):
         return paths

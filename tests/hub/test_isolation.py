@@ -149,7 +149,7 @@ def test_alice_cannot_read_the_environment_of_the_hub_proxy_or_culler(secure_hub
 for pid in {sorted(pids.values())!r}:
     try:
         open(f'/proc/{{pid}}/environ', 'rb').read(); print('ALLOWED', pid)
-    except PermissionError:
+    except (PermissionError, FileNotFoundError):  # FileNotFoundError: hidden altogether (hidepid)
         print('REFUSED')
 """)
     assert error == "" and out.split() == ["REFUSED"] * 3, out
@@ -258,6 +258,107 @@ for node in ({fake_gpus[assigned]!r}, {fake_gpus[other]!r}):
         assert error == "" and out.split() == ["ENXIO", "EPERM"], out
     finally:
         stop_server(admin, "admin")
+
+
+# --- /tmp, /dev/shm and /proc of one's own (issue 26, item 3) ---------------------------------------
+
+
+def _meminfo_shmem() -> int:
+    """The host's memory held by tmpfs and shared memory, in bytes (/proc/meminfo Shmem)."""
+    line = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("Shmem:"))
+    return int(line.split()[1]) * 1024
+
+
+def _cgroup_shmem(pid: int) -> int:
+    """Bytes of tmpfs/shared memory charged to the memory cgroup of ``pid`` (v1 or cgroup2 memory.stat ``shmem``)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        folder = Path("/sys/fs/cgroup/memory" if "memory" in controllers.split(",") else "/sys/fs/cgroup" if controllers == "" else "")
+        stat_file = folder / path.lstrip("/") / "memory.stat"
+        if folder != Path("") and stat_file.exists():
+            return int(next(row.split()[1] for row in stat_file.read_text().splitlines() if row.split()[0] == "shmem"))
+    raise AssertionError(f"no memory cgroup for {pid}")
+
+
+def test_memory_in_dev_shm_counts_against_the_server_and_is_gone_when_it_stops(secure_hub):
+    """The attack of issue 26: GiBs written to /dev/shm stayed after the server stopped, held by nobody's cgroup.
+    Now /dev/shm is the server's own tmpfs, at most its memory limit, charged to its cgroup, gone with it."""
+    dave = login(secure_hub, "dave")
+    assert dave.post_spawn("dave", "cpu-small").status_code == 302
+    dave.wait_ready("dave")
+    blob = 200 * 2**20
+    try:
+        out, error = run_in_kernel(dave, "dave", f"""
+import os
+chunk = b'x' * 2**20
+with open('/dev/shm/dave-blob', 'wb') as handle:
+    for _ in range({blob // 2**20}):
+        handle.write(chunk)
+info = os.statvfs('/dev/shm')
+print("SHM", info.f_blocks * info.f_frsize)
+""")
+        assert error == "", error
+        size = int(re.search(r"SHM (\d+)", out).group(1))
+        assert not Path("/dev/shm/dave-blob").exists(), "dave's /dev/shm is the host's: it outlives his server"
+        assert size == MEMORY_LIMIT, f"/dev/shm holds {size} bytes, not the profile's {MEMORY_LIMIT}"
+        server = server_process(str(data_dir(secure_hub)), "dave")
+        assert _cgroup_shmem(server.pid) >= blob, "the tmpfs pages are not charged to dave's server"
+        held = _meminfo_shmem()
+    finally:
+        stop_server(dave, "dave")
+    deadline = time.monotonic() + 10
+    while _meminfo_shmem() > held - blob * 3 // 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _meminfo_shmem() <= held - blob * 3 // 4, "the 200 MiB in dave's /dev/shm outlived his server"
+
+
+def test_bob_cannot_read_alices_tmp_files(secure_hub, running):
+    """bob read alice's /tmp file (umask 022, one shared /tmp). Now /tmp is private and files are 0600 (umask 077)."""
+    alice, bob = running
+    out, error = run_in_kernel(alice, "alice", """
+import os, stat
+with open('/tmp/alice-notes.txt', 'w') as handle:
+    handle.write('my draft')
+with open(os.path.expanduser('~/alice-home-notes.txt'), 'w') as handle:
+    handle.write('my draft')
+print('MODE', oct(stat.S_IMODE(os.stat('/tmp/alice-notes.txt').st_mode)),
+      oct(stat.S_IMODE(os.stat(os.path.expanduser('~/alice-home-notes.txt')).st_mode)), oct(os.umask(0o077)))
+""")
+    assert error == "", error
+    assert re.search(r"MODE 0o600 0o600 0o77", out), out
+    assert not Path("/tmp/alice-notes.txt").exists()  # not in the host's /tmp either
+    out, error = run_in_kernel(bob, "bob", """
+try:
+    print('READ', open('/tmp/alice-notes.txt').read())
+except OSError as failed:
+    print('REFUSED', type(failed).__name__)
+""")
+    assert error == "" and "REFUSED FileNotFoundError" in out, out
+
+
+@pytest.mark.skipif(tuple(int(v) for v in re.findall(r"\d+", os.uname().release)[:2]) < (5, 8),
+                    reason="hidepid=invisible per proc mount needs Linux 5.8")
+def test_bob_cannot_see_alices_processes_or_their_command_lines(secure_hub, running):
+    alice_server = server_process(str(data_dir(secure_hub)), "alice")
+    _, bob = running
+    out, error = run_in_kernel(bob, "bob", f"""
+import os
+def owner(pid):
+    try:
+        return os.stat(f'/proc/{{pid}}').st_uid
+    except FileNotFoundError:  # exited meanwhile
+        return os.getuid()
+others = [pid for pid in os.listdir('/proc') if pid.isdigit() and owner(pid) != os.getuid()]
+print('OTHERS', len(others))
+try:
+    print('CMDLINE', open('/proc/{alice_server.pid}/cmdline').read())
+except OSError as failed:
+    print('REFUSED', type(failed).__name__)
+print('OWN', os.path.exists(f'/proc/{{os.getppid()}}/cmdline'))
+""")
+    assert error == "", error
+    assert "OTHERS 0" in out and "REFUSED FileNotFoundError" in out, out
+    assert "OWN True" in out, out  # its own processes stay visible (JupyterLab, psutil)
 
 
 # --- stopping means everything -------------------------------------------------------------------
