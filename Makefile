@@ -49,7 +49,7 @@ system-packages:
 	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl git-annex libnss-myhostname nftables; }
 
 hub: venv proxy labextension
-	@echo "HPCLab hub: http://127.0.0.1:8000  — log in as 'admin'."
+	@echo "HPCLab hub: http://localhost:8000  — log in as 'admin'."
 	@echo "  Password: \$$HPCLAB_ADMIN_PASSWORD if set, else generated and printed once below on the first start."
 	@echo "  Forgot it? .venv/bin/hpclab-hub users add admin   (resets it)"
 	$(VENV)/bin/hpclab-hub kernels install --config $(CONFIG) --prefix $(VENV)

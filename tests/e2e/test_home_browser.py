@@ -118,18 +118,18 @@ def test_each_server_keeps_its_own_jupyterlab_workspace(named_hub):
         token = alice.api("POST", "/users/alice/tokens", json={"note": "workspace test"}).json()["token"]
         headers = {"Authorization": f"token {token}"}
         workspace = {"data": {"layout-restorer:data": {"main": {"dock": None}}}, "metadata": {"id": "analysis"}}
-        saved = alice.http.put(f"{named_hub.url}/user/alice/lab/api/workspaces/analysis", json=workspace, headers=headers)
+        saved = alice.http.put(named_hub.user_url("alice") + "lab/api/workspaces/analysis", json=workspace, headers=headers)
         assert saved.status_code == 204, saved.text
 
-        def workspace_ids(prefix: str) -> list[str]:
-            answer = alice.http.get(f"{named_hub.url}{prefix}lab/api/workspaces", headers=headers)
+        def workspace_ids(server: str) -> list[str]:
+            answer = alice.http.get(named_hub.user_url("alice", server) + "lab/api/workspaces", headers=headers)
             assert answer.status_code == 200, answer.text
             return answer.json()["workspaces"]["ids"]
 
-        assert "analysis" in workspace_ids("/user/alice/")
-        assert "analysis" not in workspace_ids("/user/alice/other/")
+        assert "analysis" in workspace_ids("")
+        assert "analysis" not in workspace_ids("other")
         # widgets' state is saved with the notebook: a reopened one shows them, not "model not found"
-        widgets = alice.http.get(f"{named_hub.url}/user/alice/other/lab/api/settings/@jupyter-widgets/jupyterlab-manager:plugin",
+        widgets = alice.http.get(named_hub.user_url("alice", "other") + "lab/api/settings/@jupyter-widgets/jupyterlab-manager:plugin",
                                  headers=headers)
         assert widgets.status_code == 200, widgets.text  # the site's overrides become the schema's defaults
         assert widgets.json()["schema"]["properties"]["saveState"]["default"] is True, widgets.text

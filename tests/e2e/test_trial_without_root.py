@@ -124,7 +124,7 @@ def trial_hub(newcomer, tmp_path_factory):
     with open(log_path, "w") as log:
         make = _as(account, ["make", "hub"], cwd=clone, env=_login_env(account, port), stdout=log, stderr=subprocess.STDOUT,
                    start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://localhost:{port}"  # what `make hub` prints; the admin's server then at admin.localhost
     try:
         deadline = started + BUILD_TIMEOUT
         phases: dict[str, float] = {}  # when each step of `make hub` began, for the report below
@@ -145,6 +145,7 @@ def trial_hub(newcomer, tmp_path_factory):
             except requests.RequestException:
                 pass
             time.sleep(1)
+        assert f"starting JupyterHub on {url}/" in text and f"http://alice.localhost:{port}/user/alice/" in text, text[-3000:]
         steps = ", ".join(f"{step} from {at:.0f} s" for step, at in phases.items())
         print(f"\nmake hub as {account.pw_name} on a fresh clone: the hub answered after {time.monotonic() - started:.0f} s ({steps})")
         yield url, log_path, with_password.group(1)
@@ -178,6 +179,7 @@ def test_make_hub_as_a_normal_user_ends_in_jupyterlab_and_refuses_anyone_else(ne
         assert page.locator("input[name=profile][value=cpu-small]").is_checked()  # the default profile
         page.click("form#spawn_form [type=submit]")
         page.wait_for_url("**/user/admin/lab**", timeout=180_000)
+        assert page.url.startswith(url.replace("://", "://admin.", 1) + "/user/admin/lab"), page.url  # at her own host name
         run_in_new_notebook(page, "import getpass, os, resource; print('ran as', getpass.getuser(), 'in', os.getcwd(), "
                                   "'cores', len(os.sched_getaffinity(0)), 'data', resource.getrlimit(resource.RLIMIT_DATA)[0])")
         output = page.locator(".jp-OutputArea-output", has_text="ran as").first

@@ -47,16 +47,16 @@ def test_walltime_endpoint_answers_the_end_and_lead_times_to_the_user_only(wallt
     assert alice.post_spawn("alice", "cpu-small").status_code == 302
     try:
         alice.wait_ready("alice")
-        assert alice.http.get(f"{walltime_hub.url}/user/alice/lab").status_code == 200  # logs in to the server (OAuth)
-        status = alice.http.get(f"{walltime_hub.url}/user/alice/hpclab/walltime").json()
+        assert alice.http.get(walltime_hub.user_url("alice") + "lab").status_code == 200  # logs in to the server (OAuth)
+        status = alice.http.get(walltime_hub.user_url("alice") + "hpclab/walltime").json()
         assert status["source"] == "HPCLAB_JOB_END_TIME"
         assert 1700 < status["end"] - status["now"] <= 1800
         assert (status["warn_before"], status["save_before"], status["signalled"]) == (1860, 30, False)
         server_process(walltime_hub.config["hub"]["data_dir"], "alice").send_signal(signal.SIGUSR2)
-        wait_for(lambda: alice.http.get(f"{walltime_hub.url}/user/alice/hpclab/walltime").json()["signalled"], 10, "signal not seen")
+        wait_for(lambda: alice.http.get(walltime_hub.user_url("alice") + "hpclab/walltime").json()["signalled"], 10, "signal not seen")
         bob = login(walltime_hub, "bob")
-        bob.http.get(f"{walltime_hub.url}/user/alice/lab")  # bob tries to log in to alice's server
-        assert bob.http.get(f"{walltime_hub.url}/user/alice/hpclab/walltime").status_code == 403
+        bob.http.get(walltime_hub.user_url("alice") + "lab")  # bob tries to log in to alice's server
+        assert bob.http.get(walltime_hub.user_url("alice") + "hpclab/walltime").status_code == 403
         assert "SIGUSR2 received, the job ends soon" in walltime_hub.log_tail(400)
     finally:
         stop_server(alice, "alice")

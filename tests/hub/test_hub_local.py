@@ -106,7 +106,7 @@ def test_hub_restart_keeps_running_server_and_its_gpu(hub):
     alice, admin = login(hub, "alice"), login(hub, "admin")
     assert alice.post_spawn("alice", "gpu-1").status_code == 302
     alice.wait_ready("alice")
-    assert alice.http.get(f"{hub.url}/user/alice/lab").status_code == 200
+    assert alice.http.get(hub.user_url("alice") + "lab").status_code == 200
     before = server_process(data_dir(hub), "alice")
 
     hub.stop()
@@ -117,7 +117,7 @@ def test_hub_restart_keeps_running_server_and_its_gpu(hub):
     assert server["state"]["pid"] == before.pid
     after = server_process(data_dir(hub), "alice")
     assert after.pid == before.pid, "a second server process was started"
-    lab = alice.http.get(f"{hub.url}/user/alice/lab")
+    lab = alice.http.get(hub.user_url("alice") + "lab")
     assert lab.status_code == 200 and "JupyterLab" in lab.text
     # the GPU assignment survived the restart: the pool still knows alice holds it
     refused = admin.post_spawn("admin", "gpu-1")

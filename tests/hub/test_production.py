@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from support.hubtools import free_port, hub_yaml, login, server_process, started_hub, stop_server
+from support.hubtools import TEST_PUBLIC_HOST, free_port, hub_yaml, login, server_process, started_hub, stop_server
 
 
 pytestmark = pytest.mark.hub
@@ -54,10 +54,10 @@ def postgres():
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """A certificate and key for 127.0.0.1, made with openssl (test only)."""
+    """A certificate and key for 127.0.0.1, the tests' hub name and its users' names under it (openssl; test only)."""
     cert, key = folder / "hub.crt", folder / "hub.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                    "-addext", f"subjectAltName=IP:127.0.0.1,DNS:{TEST_PUBLIC_HOST},DNS:*.{TEST_PUBLIC_HOST}", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     return cert, key
 
@@ -97,7 +97,7 @@ def test_restart_on_postgresql_keeps_users_groups_and_running_server(production_
     admin = login(production_hub, "admin")
     assert admin.wait_ready("alice", timeout=30)["state"]["pid"] == pid
     assert "alice" in admin.api("GET", "/groups/gpu-users").json()["users"]
-    assert alice.http.get(f"{production_hub.url}/user/alice/lab").status_code == 200
+    assert alice.http.get(production_hub.user_url("alice") + "lab").status_code == 200
     with psycopg.connect(postgres) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT name FROM users ORDER BY name")
         assert [row[0] for row in cursor.fetchall()] == ["admin", "alice"]

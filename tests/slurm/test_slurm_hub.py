@@ -54,7 +54,7 @@ def test_gpu_profile_runs_as_the_user_with_a_gpu_from_slurm(slurm_hub):
         env = server_process_of(slurm_hub, "alice").environ()
         assert env["SLURM_JOB_ID"] == running[0]["id"]
         assert env["CUDA_VISIBLE_DEVICES"] in {"0", "1"}  # one of the dev cluster's two fake GPUs, given by SLURM
-        assert alice.http.get(f"{slurm_hub.url}/user/alice/lab").status_code == 200
+        assert alice.http.get(slurm_hub.user_url("alice") + "lab").status_code == 200
     finally:
         stop_server(alice, "alice")
     assert [j for j in jobs(slurm_hub.slurm_conf) if j["user"] == "alice"] == []
@@ -115,7 +115,7 @@ def test_api_token_is_not_in_batch_script_job_files_ps_or_log(slurm_hub):
         # nobody is waiting for a port now: a well-formed report is refused too, and changes nothing
         assert requests.post(url, data=json.dumps({"port": 4242}), headers=headers, timeout=10).status_code == 409
         assert requests.post(url, data=json.dumps({"port": 4242}), timeout=10).status_code == 403
-        assert alice.http.get(f"{slurm_hub.url}/user/alice/lab").status_code == 200
+        assert alice.http.get(slurm_hub.user_url("alice") + "lab").status_code == 200
     finally:
         stop_server(alice, "alice")
 
@@ -281,7 +281,7 @@ def test_controller_outage_keeps_running_servers(slurm_hub):
         poll_interval = slurm_hub.config["backends"]["cluster"]["poll_interval"]
         time.sleep(3 * poll_interval + slurm_hub.config["backends"]["cluster"]["command_timeout"])
         assert "" in alice.api("GET", "/users/alice").json()["servers"], "server dropped while SLURM was unreachable"
-        assert alice.http.get(f"{slurm_hub.url}/user/alice/lab").status_code == 200
+        assert alice.http.get(slurm_hub.user_url("alice") + "lab").status_code == 200
         assert "SLURM not answering" in slurm_hub.log_tail(400)
     finally:
         env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(SLURM_PREFIX), HPCLAB_SLURM_CTLD_PORT="6937", HPCLAB_SLURM_SLURMD_PORT="6938")

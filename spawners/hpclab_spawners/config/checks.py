@@ -85,8 +85,19 @@ def deployment_notes(deployment: Deployment) -> list[str]:
     from ..one_door import door_note
     from ..trial import trial_user
 
-    door = door_note(multi_user=trial_user(deployment) is None)
-    return [note for note in (deployment.examples.off_note, door) if note]
+    multi_user = trial_user(deployment) is None
+    door = door_note(multi_user=multi_user)
+    return [note for note in (deployment.examples.off_note, door, _shared_origin_note(deployment, multi_user)) if note]
+
+
+def _shared_origin_note(deployment: Deployment, multi_user: bool) -> str:
+    """What a multi-user hub exposes when users' servers share the hub's origin (hub.user_subdomains off)."""
+    if deployment.hub.user_subdomains or not multi_user:
+        return ""
+    return ("hub.user_subdomains is off: every user's server is served on the hub's own origin, so a page from one user's "
+            "server (which she controls completely) acts as whoever opens it: it can read the hub's pages and make API "
+            "tokens in the visitor's name, an admin's included. Turn it on, with wildcard DNS (*.<public_host>) and a "
+            "wildcard certificate (docs/admin-guide.md, \"A host name per user\").")
 
 
 def runtime_issues(deployment: Deployment, source: SourceMap, base_dir: Path) -> list[ConfigIssue]:
