@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -65,14 +66,20 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def production_hub(postgres, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("prod-hub")
-    cert, key = self_signed_certificate(workdir)
+    # outside /tmp, as a site's /etc/ssl would be: each server gets a private /tmp of its own and would not see it
+    tls = Path(tempfile.mkdtemp(prefix="hpclab-test-tls-", dir="/var/tmp"))
+    tls.chmod(0o755)
+    cert, key = self_signed_certificate(tls)
     config = hub_yaml(workdir / "state")
     config["hub"].update(db_url=postgres, ssl_cert=str(cert), ssl_key=str(key), http_redirect_port=free_port())
     # servers call the hub API through the proxy over HTTPS (one door): they must trust its self-signed certificate
     for profile in config["profiles"]:
         profile["local"] = {"environment": {"SSL_CERT_FILE": str(cert)}}
-    with started_hub(workdir, config, accounts=("alice",)) as hub:
-        yield hub
+    try:
+        with started_hub(workdir, config, accounts=("alice",)) as hub:
+            yield hub
+    finally:
+        shutil.rmtree(tls, ignore_errors=True)
 
 
 def test_plain_http_is_redirected_to_https(production_hub):
