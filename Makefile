@@ -44,9 +44,10 @@ labextension: $(LABEXT)
 # while another apt or dpkg runs instead of failing
 system-packages:
 	@{ command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v ldapadd >/dev/null \
-	  && test -x /usr/sbin/slapd && command -v git-annex >/dev/null && getent hosts check.localhost >/dev/null && command -v nft >/dev/null; } || { \
+	  && test -x /usr/sbin/slapd && command -v git-annex >/dev/null && getent hosts check.localhost >/dev/null && command -v nft >/dev/null \
+	  && test -x /usr/sbin/setquota && test -x /usr/bin/btrfs; } || { \
 	  $(SUDO) $(CURDIR)/deploy/apt-get-wait update -qq && $(SUDO) $(CURDIR)/deploy/apt-get-wait install -y -qq \
-	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl git-annex libnss-myhostname nftables; }
+	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl git-annex libnss-myhostname nftables quota btrfs-progs; }
 
 hub: venv proxy labextension
 	@echo "HPCLab hub: http://localhost:8000  — log in as 'admin'."

@@ -34,6 +34,15 @@ class Session:
     job_id: str | None
     backend: str
     hostname: str
+    disk_limit: int | None = None  # bytes the home may hold (quotas.disk, enforced by the kernel)
+    disk_used: int | None = None  # bytes the home holds now, as the quota counts them
+
+    @property
+    def disk_left(self) -> int | None:
+        """Bytes the home may still take before writes fail with 'Disk quota exceeded' (None without a quota)."""
+        if self.disk_limit is None or self.disk_used is None:
+            return None
+        return max(0, self.disk_limit - self.disk_used)
 
     # -- views ---------------------------------------------------------------
     def _cores_note(self) -> str:
@@ -52,7 +61,14 @@ class Session:
             ("memory", format_bytes(self.memory_limit), self.memory_source or ""),
             ("gpus", ",".join(self.gpus) or "none", "CUDA_VISIBLE_DEVICES" if self.gpus else ""),
             ("walltime left", format_timedelta(self.walltime_left), self.walltime_source or ""),
-        ]
+        ] + self._disk_rows()
+
+    def _disk_rows(self) -> list[tuple[str, str, str]]:
+        if self.disk_limit is None:
+            return []
+        used = format_bytes(self.disk_used) if self.disk_used is not None else "unknown"
+        left = f", {format_bytes(self.disk_left)} left" if self.disk_left is not None else ""
+        return [("home disk", f"{used} of {format_bytes(self.disk_limit)}{left}", "quota")]
 
     def __repr__(self) -> str:
         return (
@@ -96,6 +112,8 @@ class Session:
             "gpus": list(self.gpus),
             "walltime_left": self.walltime_left,
             "walltime_source": self.walltime_source,
+            "disk_limit": self.disk_limit,
+            "disk_used": self.disk_used,
         }
 
 
@@ -251,7 +269,37 @@ def session(env: Mapping[str, str] | None = None) -> Session:
         job_id=job_id,
         backend="slurm" if job_id else "local",
         hostname=socket.gethostname(),
+        disk_limit=_positive_int(env.get("HPCLAB_DISK_LIMIT")),
+        disk_used=_disk_used(env) if env.get("HPCLAB_DISK_LIMIT") else None,
     )
+
+
+def _disk_used(env: Mapping[str, str]) -> int | None:
+    """Bytes the home's quota counts now: a btrfs qgroup's sysfs file, or the user quota as `quota` reports it."""
+    used_file = env.get("HPCLAB_DISK_USED_FILE")
+    if used_file:
+        try:
+            with open(used_file, encoding="ascii") as handle:
+                return int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+    device = env.get("HPCLAB_DISK_QUOTA_DEVICE")
+    if not device:
+        return None
+    import subprocess
+
+    try:  # `quota -w -p`: one line per file system, the device first, then 1 KiB blocks used (a * when over)
+        out = subprocess.run(["quota", "-u", "-w", "-p", "-v"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 1 and fields[0] == device:
+            try:
+                return int(fields[1].rstrip("*")) * 1024
+            except ValueError:
+                return None
+    return None
 
 
 def available_memory(env: Mapping[str, str] | None = None) -> int | None:

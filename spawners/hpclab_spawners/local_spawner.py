@@ -17,7 +17,9 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from hpclab.walltime_signal import EARLY_SIGNAL
 from jupyterhub.spawner import LocalProcessSpawner
@@ -27,6 +29,7 @@ from traitlets import Dict, HasTraits
 from .cgroups import NICE_WEIGHT, CgroupUnavailable, ServerCgroup, ServerLimits, device_numbers, group_name
 from .config.model import Profile
 from .config.units import format_duration, format_memory
+from .disk_quota import DiskQuotaUnavailable, set_home_quota
 from .resources import Allocation, NoFreeGPU, ResourcePool, pool_for
 from .server_namespace import PrivateMounts
 from .unix_accounts import AccountUnavailable, UnixAccount, ensure_home, resolve_account
@@ -95,6 +98,7 @@ class LocalServerMixin(HasTraits):
     _stopping_from_poll = False  # stop() polls too: no second stop from inside the first
     _early_signal_sent = False  # SIGUSR2 already sent for this start
     _oom_kills_seen = 0  # OOM kills already reported for this start
+    _disk_env: Mapping[str, str] = MappingProxyType({})  # HPCLAB_DISK_* of this start (quotas.disk)
 
     @property
     def owner_key(self) -> str:
@@ -185,6 +189,7 @@ class LocalServerMixin(HasTraits):
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as nvidia-smi does
         if self.job_end_epoch:
             env["HPCLAB_JOB_END_TIME"] = str(int(self.job_end_epoch))
+        env.update(self._disk_env)
         return env
 
     def make_preexec_fn(self, name: str):
@@ -226,6 +231,27 @@ class LocalServerMixin(HasTraits):
             self.record_failure("account")
             raise web.HTTPError(500, f"Could not prepare the home folder of {self.user.name}: {error}") from None
         return account
+
+    def _set_disk_quota(self, account: UnixAccount) -> dict[str, str]:
+        """The person's home quota (quotas.disk) set in the kernel; the server's HPCLAB_DISK_* variables."""
+        disk = self.deployment.quotas.disk
+        limit = disk.limit_for(self.user.name, self.user_groups())
+        if limit is None:
+            return {}
+        if os.geteuid() != 0:
+            self.log.warning("%s: quotas.disk is not enforced: the hub runs without root", self._log_name)
+            return {}
+        try:
+            env = set_home_quota(self.home_dir, account.uid, account.gid, limit)
+        except DiskQuotaUnavailable as error:
+            self.record_failure("disk_quota")
+            raise web.HTTPError(
+                500, f"The home folder's disk quota ({format_memory(limit)}, quotas.disk) cannot be set: {error}. "
+                "An admin can remove quotas.disk to run without it.",
+            ) from None
+        self.log.info("%s: home %s limited to %s (%s)", self._log_name, self.home_dir, format_memory(limit),
+                      "btrfs qgroup" if "HPCLAB_DISK_USED_FILE" in env else "user quota")
+        return env
 
     def _server_limits(self, allocation: Allocation) -> ServerLimits:
         """The allocation as cgroup limits: cores, memory, processes, and every pool GPU not assigned denied."""
@@ -279,6 +305,7 @@ class LocalServerMixin(HasTraits):
         profile = self.profile
         account = await asyncio.to_thread(self._resolve_account)  # useradd may take a while: not in the event loop
         self.account_state = {**account.__dict__, "groups": list(account.groups)}
+        self._disk_env = await asyncio.to_thread(self._set_disk_quota, account)
         pool = self.pool(profile)
         try:
             allocation = pool.allocate(self.owner_key, profile.cpus, profile.gpus)

@@ -87,7 +87,28 @@ def deployment_notes(deployment: Deployment) -> list[str]:
 
     multi_user = trial_user(deployment) is None
     door = door_note(multi_user=multi_user)
-    return [note for note in (deployment.examples.off_note, door, _shared_origin_note(deployment, multi_user)) if note]
+    notes = (deployment.examples.off_note, door, _shared_origin_note(deployment, multi_user), *_disk_quota_notes(deployment))
+    return [note for note in notes if note]
+
+
+def _disk_quota_notes(deployment: Deployment) -> list[str]:
+    """quotas.disk set, but the file system of a local backend's homes cannot hold a quota: its servers will not start."""
+    from ..disk_quota import quota_problem
+
+    if not deployment.quotas.disk.configured:
+        return []
+    notes = []
+    for name, backend in deployment.backends.items():
+        if backend.type != "local":
+            continue
+        homes = Path(backend.home_dir.split("{", 1)[0]) if backend.home_dir else backend.accounts.home_base
+        while not homes.exists() and homes != homes.parent:  # homes made later: their nearest existing folder
+            homes = homes.parent
+        problem = quota_problem(homes)
+        if problem:
+            notes.append(f"quotas.disk is set, but homes of backend {name!r} ({homes}) cannot hold a quota: {problem}. "
+                         "Servers of users with a disk quota will not start until the file system has quotas on.")
+    return notes
 
 
 def _shared_origin_note(deployment: Deployment, multi_user: bool) -> str:

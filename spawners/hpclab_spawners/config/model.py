@@ -365,6 +365,31 @@ class QuotaLimits(Strict):
     cpus: NonNegativeInt | None = Field(None, description="Cores at once.")
 
 
+class DiskQuota(Strict):
+    """Size of each person's home on a local backend, enforced by the kernel (ext4/XFS user quota or a btrfs qgroup).
+
+    A home is shared by all of a person's servers, whatever the profile, so its size goes by person: ``users``
+    if named there, else the largest of ``per_user`` and the person's ``groups``.
+    """
+
+    per_user: MemoryBytes | None = Field(None, description="Home size every person gets (10G, 500M); none = no quota unless a group or user entry gives one.")
+    groups: dict[Name, MemoryBytes] = Field(
+        default_factory=dict, description="Group -> home size of each of its members (the largest of a person's groups and per_user counts)."
+    )
+    users: dict[Name, MemoryBytes] = Field(default_factory=dict, description="User -> home size (replaces per_user and groups for them).")
+
+    def limit_for(self, user: str, groups: "frozenset[str] | set[str]") -> int | None:
+        """The home size of ``user`` (a member of ``groups``) in bytes, or None for no quota."""
+        if user in self.users:
+            return self.users[user]
+        sizes = [self.groups[g] for g in groups if g in self.groups] + ([self.per_user] if self.per_user else [])
+        return max(sizes) if sizes else None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.per_user or self.groups or self.users)
+
+
 class QuotaSettings(Strict):
     """Fair sharing: limits per group (all members together), per user, and per profile; checked at spawn."""
 
@@ -373,6 +398,9 @@ class QuotaSettings(Strict):
     per_user: QuotaLimits | None = Field(None, description="Limits every user has on their own.")
     profiles: dict[Slug, QuotaLimits] = Field(default_factory=dict, description="Profile -> limits for everyone using it.")
     admins_exempt: bool = Field(False, description="Admins skip every quota.")
+    disk: DiskQuota = Field(
+        default_factory=dict, description="Home size per person on local backends, enforced by the kernel (set at each start); admins_exempt does not apply."
+    )
 
 
 class KernelRuntime(Strict):
