@@ -3,7 +3,8 @@
 Every process of the server (kernels, terminals, anything started with ``setsid`` or a double fork)
 lives in the server's cgroup, so the memory limit counts all of them together (shared mappings and
 swap included), the cores are a cpuset the user cannot widen, the number of processes is bounded,
-GPUs outside the assignment cannot be opened (v1 ``devices``), and stopping the server kills
+GPUs outside the assignment cannot be opened (v1 ``devices``; on cgroup2 a device program attached to
+the group, :mod:`hpclab_spawners.cgroup_devices_bpf`), and stopping the server kills
 everything in the group. The hub creates the group, the child joins it before ``exec`` (as root,
 before dropping to the user's account), and the paths are kept in the spawner's state so a restarted
 hub finds the group again.
@@ -47,6 +48,7 @@ class ServerLimits:
     memory: int | None = None
     pids: int | None = None
     denied_devices: tuple[tuple[int, int], ...] = ()  # (major, minor) of GPUs assigned to someone else or no one
+    allowed_devices: tuple[tuple[int, int], ...] = ()  # (major, minor) of the server's own GPUs (cgroup2's fence)
     servers_cpu_shares: int | None = None  # CPU weight of all servers together (v1 cpu.shares units; the hub has 1024)
 
 
@@ -109,7 +111,7 @@ class ServerCgroup:
         raise CgroupUnavailable(f"no cgroup2 mount and no cgroup v1 hierarchy for {', '.join(missing)}")
 
     @classmethod
-    def create(cls, name: str, limits: ServerLimits, proc: str = "/proc/self") -> "ServerCgroup":
+    def create(cls, name: str, limits: ServerLimits, proc: str = "/proc/self") -> ServerCgroup:
         """Make the server's group (replacing a stale empty one of the same name) and write its limits."""
         version, bases = cls.layout(proc)
         group = cls(version)
@@ -121,6 +123,9 @@ class ServerCgroup:
         except OSError as error:
             group.remove()
             raise CgroupUnavailable(f"cannot set up the server's cgroup: {error}") from None
+        except CgroupUnavailable:
+            group.remove()
+            raise
         return group
 
     def _create_v1(self, bases: dict[str, Path], name: str, limits: ServerLimits) -> None:
@@ -181,12 +186,16 @@ class ServerCgroup:
         self.paths["unified"] = str(path)
         if limits.memory:
             _write(path / "memory.max", str(limits.memory))
-            if (path / "memory.swap.max").exists():
+            if (path / "memory.swap.max").exists():  # RAM + swap within the limit, as v1's memsw
                 _write(path / "memory.swap.max", "0")
             else:
-                self.notes.append("swap is not limited (no memory.swap.max)")
-        if limits.denied_devices:
-            self.notes.append("other GPUs' device nodes are not fenced (cgroup2 needs an eBPF device program)")
+                self.notes.append("swap is not limited (no memory.swap.max: swapaccount=0 or no swap controller)")
+        if (path / "memory.oom.group").exists():
+            # the process over the limit dies, not the whole server (as on v1): the user sees one dead kernel
+            # and keeps her session; set explicitly, whatever a parent's default
+            _write(path / "memory.oom.group", "0")
+        if limits.denied_devices or limits.allowed_devices:
+            fence_devices_v2(path, limits)
         _write(path / "cpuset.cpus", ",".join(map(str, limits.cpu_ids)))
         if limits.pids:
             _write(path / "pids.max", str(limits.pids))
@@ -277,10 +286,20 @@ class ServerCgroup:
         return {"version": self.version, "paths": dict(self.paths)}
 
     @classmethod
-    def from_state(cls, state: dict) -> "ServerCgroup | None":
+    def from_state(cls, state: dict) -> ServerCgroup | None:
         if not state or not state.get("paths"):
             return None
         return cls(int(state["version"]), dict(state["paths"]))
+
+
+def fence_devices_v2(path: Path, limits: ServerLimits) -> int:
+    """cgroup2: attach the device program that lets the group open only its own GPUs (returns its id)."""
+    from .cgroup_devices_bpf import DeviceFenceError, fence
+
+    try:
+        return fence(str(path), limits.allowed_devices, limits.denied_devices)
+    except DeviceFenceError as error:
+        raise CgroupUnavailable(f"GPUs cannot be fenced on cgroup2: {error}") from None
 
 
 def _set_freezer(state_file: Path, state: str, deadline: float) -> None:

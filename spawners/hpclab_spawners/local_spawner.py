@@ -266,7 +266,7 @@ class LocalServerMixin(HasTraits):
         nodes.update(path for path in glob.glob("/dev/nvidia*") if path[len("/dev/nvidia"):].isdigit())  # GPUs outside the pool too
         denied = {device_numbers(path) for path in nodes} - allowed - {None}
         return ServerLimits(allocation.cpu_ids, self.profile.memory, backend.pids_limit, tuple(sorted(denied)),
-                            servers_cpu_shares=NICE_WEIGHT[backend.server_nice])
+                            allowed_devices=tuple(sorted(allowed - {None})), servers_cpu_shares=NICE_WEIGHT[backend.server_nice])
 
     def _make_cgroup(self, account: UnixAccount, allocation: Allocation) -> ServerCgroup | None:
         if not self.uses_cgroups():
