@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from .config.model import Profile
-from .config.units import format_duration, parse_duration
+from .config.units import format_duration, format_memory, parse_duration
 from .resources import ResourcePool
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,10 +32,13 @@ def _plural(count: int, noun: str) -> str:
 
 
 def local_blocked(profile: Profile, pool: ResourcePool) -> str:
-    """Why ``profile`` can never start on this local backend ('' if it can): it asks for more GPUs than exist."""
+    """Why ``profile`` can never start on this local backend ('' if it can): more GPUs or memory than exist."""
     if profile.gpus > len(pool.gpu_ids):
         have = "no GPU" if not pool.gpu_ids else f"only {_plural(len(pool.gpu_ids), 'GPU')}"
         return f"This server has {have}; the profile needs {_plural(profile.gpus, 'GPU')}."
+    if pool.memory is not None and profile.memory and profile.memory > pool.memory:
+        return (f"This server shares out {format_memory(pool.memory)} of memory to servers; the profile needs "
+                f"{format_memory(profile.memory)}.")
     return ""
 
 
@@ -49,8 +52,12 @@ def local_availability(profile: Profile, pool: ResourcePool) -> Availability:
     note = f"This server: {idle} of {_plural(len(pool.cpu_ids), 'core')} idle"
     if pool.gpu_ids:
         note += f", {len(pool.free_gpus())} of {_plural(len(pool.gpu_ids), 'GPU')} free"
+    if pool.memory is not None:
+        note += f", {format_memory(max(0, pool.memory - pool.memory_in_use()))} of {format_memory(pool.memory)} memory free"
     if profile.gpus > len(pool.free_gpus()):
         note += " (all GPUs are in use now; try again later)"
+    elif pool.memory is not None and profile.memory and pool.memory_in_use() + profile.memory > pool.memory:
+        note += " (not enough memory free for this profile now; try again later)"
     return Availability(note=note + ".")
 
 

@@ -30,7 +30,7 @@ from .cgroups import NICE_WEIGHT, CgroupUnavailable, ServerCgroup, ServerLimits,
 from .config.model import Profile
 from .config.units import format_duration, format_memory
 from .disk_quota import DiskQuotaUnavailable, set_home_quota
-from .resources import Allocation, NoFreeGPU, ResourcePool, pool_for
+from .resources import Allocation, NoFreeGPU, PoolFull, ResourcePool, pool_for, pool_memory
 from .server_namespace import PrivateMounts
 from .unix_accounts import AccountUnavailable, UnixAccount, ensure_home, resolve_account
 
@@ -114,7 +114,7 @@ class LocalServerMixin(HasTraits):
     def pool(self, profile: Profile) -> ResourcePool:
         """The core/GPU pool of the profile's backend."""
         backend = self.deployment.backends[profile.backend]
-        return pool_for(profile.backend, backend.cpus, backend.gpus)
+        return pool_for(profile.backend, backend.cpus, backend.gpus, pool_memory(backend.memory, backend.memory_reserved))
 
     @property
     def account(self) -> UnixAccount | None:
@@ -157,7 +157,10 @@ class LocalServerMixin(HasTraits):
         self.account_state = state.get("account", {})
         self.cgroup_state = state.get("cgroup", {})
         if self.pid and self.allocation_state and self._on_known_local_profile():
-            self.pool(self.profile).claim(self.owner_key, Allocation.from_state(self.allocation_state))
+            allocation = Allocation.from_state(self.allocation_state)
+            if "memory" not in self.allocation_state:  # started before memory was pooled: it holds its profile's limit
+                allocation = Allocation(allocation.cpu_ids, allocation.gpu_ids, self.profile.memory or 0)
+            self.pool(self.profile).claim(self.owner_key, allocation)
 
     def clear_state(self) -> None:
         self._end_cgroup()
@@ -308,9 +311,9 @@ class LocalServerMixin(HasTraits):
         self._disk_env = await asyncio.to_thread(self._set_disk_quota, account)
         pool = self.pool(profile)
         try:
-            allocation = pool.allocate(self.owner_key, profile.cpus, profile.gpus)
-        except NoFreeGPU as exc:
-            self.record_failure("no_free_gpu")
+            allocation = pool.allocate(self.owner_key, profile.cpus, profile.gpus, profile.memory or 0)
+        except PoolFull as exc:
+            self.record_failure("no_free_gpu" if isinstance(exc, NoFreeGPU) else "no_free_memory")
             raise web.HTTPError(409, str(exc)) from None
         self.allocation_state = allocation.as_state()
         try:

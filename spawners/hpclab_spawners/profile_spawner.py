@@ -234,7 +234,7 @@ class ProfileSpawnerMixin(HasTraits):
                 profile = spawner.effective_profile() if self.deployment.profile(spawner.profile_slug) else None
                 if profile is not None:
                     groups = groups_of(user.name, self.deployment, (g.name for g in user.groups))
-                    active.append(ActiveServer(user.name, groups, profile.slug, profile.cpus, profile.gpus))
+                    active.append(ActiveServer(user.name, groups, profile.slug, profile.cpus, profile.gpus, profile.memory or 0))
         return active
 
     def start_metrics(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config.model import Profile, QuotaLimits, QuotaSettings
+from .config.units import format_memory
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class ActiveServer:
     profile: str
     cpus: int
     gpus: int
+    memory: int = 0  # bytes of memory limit; 0 = none
 
 
 class QuotaExceeded(Exception):
@@ -25,12 +27,16 @@ class QuotaExceeded(Exception):
 def _check(label: str, limits: QuotaLimits | None, used: list[ActiveServer], profile: Profile) -> None:
     if limits is None:
         return
-    totals = {"servers": len(used), "gpus": sum(s.gpus for s in used), "cpus": sum(s.cpus for s in used)}
-    asked = {"servers": 1, "gpus": profile.gpus, "cpus": profile.cpus}
-    nouns = {"servers": "servers", "gpus": "GPUs", "cpus": "cores"}
-    for key in ("gpus", "cpus", "servers"):
+    totals = {"servers": len(used), "gpus": sum(s.gpus for s in used), "cpus": sum(s.cpus for s in used),
+              "memory": sum(s.memory for s in used)}
+    asked = {"servers": 1, "gpus": profile.gpus, "cpus": profile.cpus, "memory": profile.memory or 0}
+    nouns = {"servers": "servers", "gpus": "GPUs", "cpus": "cores", "memory": "of memory"}
+    for key in ("gpus", "cpus", "memory", "servers"):
         limit = getattr(limits, key)
         if limit is not None and asked[key] and totals[key] + asked[key] > limit:
+            if key == "memory":
+                raise QuotaExceeded(f"{label}: {format_memory(totals[key])} of {format_memory(limit)} of memory in use; "
+                                    f"this profile needs {format_memory(asked[key])} more.")
             raise QuotaExceeded(f"{label}: {totals[key]} of {limit} {nouns[key]} in use; this profile needs {asked[key]} more.")
 
 

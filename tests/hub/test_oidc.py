@@ -33,7 +33,7 @@ def oidc_hub(tmp_path_factory):
     config = hub_yaml(workdir / "state")
     provider_port = free_port()
     issuer = f"http://127.0.0.1:{provider_port}"
-    callback = f"http://127.0.0.1:{config['hub']['port']}/hub/oauth_callback"
+    callback = f"http://{config['hub']['public_host']}:{config['hub']['port']}/hub/oauth_callback"  # the hub's public name
     env = dict(os.environ, OIDC_PORT=str(provider_port), OIDC_USERS=json.dumps(USERS), OIDC_CLIENT_ID="hpclab-hub",
                OIDC_CLIENT_SECRET=CLIENT_SECRET, OIDC_REDIRECT_URI=callback)
     provider = subprocess.Popen(["node", str(PROVIDER_DIR / "provider.mjs")], env=env,

@@ -231,6 +231,14 @@ class LocalBackend(Strict):
     gpus: Literal["auto"] | list[StrictStr | NonNegativeInt] = Field(
         "auto", description="GPU ids handed out exclusively; 'auto' = ask nvidia-smi (none if absent)."
     )
+    memory: Literal["auto"] | MemoryBytes = Field(
+        "auto",
+        description="Memory shared out to servers: their memory limits together never exceed it; a start that does not "
+        "fit is refused with what is in use. 'auto' = the machine's memory less memory_reserved.",
+    )
+    memory_reserved: MemoryBytes = Field(
+        "1G", description="With memory: auto, what is kept back for the hub, its proxy and the system (e.g. 2G)."
+    )
     gpu_devices: dict[StrictStr, StrictStr] = Field(
         default_factory=dict,
         description="GPU id -> its device node, for ids whose node is not /dev/nvidia<id>; a server may open only its own GPUs' nodes.",
@@ -363,6 +371,7 @@ class QuotaLimits(Strict):
     servers: NonNegativeInt | None = Field(None, description="Servers at once.")
     gpus: NonNegativeInt | None = Field(None, description="GPUs at once.")
     cpus: NonNegativeInt | None = Field(None, description="Cores at once.")
+    memory: MemoryBytes | None = Field(None, description="Memory limits of the servers at once, added up (e.g. 16G).")
 
 
 class DiskQuota(Strict):
