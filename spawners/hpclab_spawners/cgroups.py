@@ -29,6 +29,8 @@ V1_REQUIRED = ("memory", "cpuset", "pids")
 V1_OPTIONAL = ("devices", "freezer", "cpu")
 V2_CONTROLLERS = ("memory", "cpuset", "pids")
 PARENT = "hpclab"
+#: cgroup2: the leaf the hub's own processes live in, beside PARENT (no processes in a group that delegates controllers)
+HUB_LEAF = "hub"
 #: The kernel's CPU weight of a task at niceness 0..19 (sched_prio_to_weight): the servers' parent group
 #: weighs what one process at ``server_nice`` would, against the hub's 1024.
 NICE_WEIGHT = (1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15)
@@ -101,7 +103,12 @@ class ServerCgroup:
             return 1, {c: m.directory_of(own.get(c, "/")) for c, m in v1.items()}
         unified = next((m for m in mounts if m.version == 2), None)
         if unified is not None:
-            base = unified.directory_of(own.get("unified", "/"))
+            own_path = own.get("unified", "/")
+            if own_path.rstrip("/").rsplit("/", 1)[-1] == HUB_LEAF:
+                # the hub already in its leaf: moved there by an earlier start of this hub, or placed there by systemd
+                # (DelegateSubgroup=hub in deploy/systemd/hpclab-hub.service); the servers go beside it
+                own_path = own_path.rstrip("/").rsplit("/", 1)[0] or "/"
+            base = unified.directory_of(own_path)
             available = set(_read(base / "cgroup.controllers").split())
             missing = [c for c in V2_CONTROLLERS if c not in available]
             if not missing:
@@ -166,7 +173,7 @@ class ServerCgroup:
             procs = _read(base / "cgroup.procs").split()
             if procs and base != Path("/sys/fs/cgroup"):
                 # no internal processes: the hub moves itself into a leaf before delegating controllers
-                leaf = base / "hub"
+                leaf = base / HUB_LEAF
                 leaf.mkdir(exist_ok=True)
                 for pid in procs:
                     try:

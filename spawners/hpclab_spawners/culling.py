@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import unquote
 
 from .config.model import Deployment
 
@@ -47,7 +49,14 @@ class ProfileIdleArbiter:
         return self.timeouts.get(profile, default)
 
     def __call__(self, *, inactive: timedelta, inactive_limit: int, server: Mapping[str, Any], **_: Any) -> bool:
-        return inactive.total_seconds() >= self.limit_for(server, inactive_limit)
+        reclaim = inactive.total_seconds() >= self.limit_for(server, inactive_limit)
+        if reclaim:  # one hpclab-event line in the hub's log (the culler's output joins it)
+            from .events import event_line
+
+            user = re.search(r"/user/([^/]+)/", str(server.get("url") or ""))
+            print(event_line("reclaim", unquote(user[1]) if user else "?", (server.get("user_options") or {}).get("profile") or "",
+                             str(server.get("name") or ""), idle=int(inactive.total_seconds())), flush=True)
+        return reclaim
 
 
 def culler_service(deployment: Deployment) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -13,9 +13,11 @@ import asyncio
 import subprocess
 
 from jupyterhub.spawner import LocalProcessSpawner
+from tornado import web
 from traitlets import default
 
 from .availability import form_availability
+from .events import log_event
 from .local_spawner import LocalServerMixin
 from .profile_spawner import ProfileSpawnerMixin
 from .slurm.spawner import SlurmServerMixin
@@ -47,7 +49,34 @@ class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, Loc
     #: what the progress page shows while this start waits in the hub's line ("" when it does not wait)
     queue_message = ""
 
+    def server_event(self, kind: str, profile: str | None = None, **fields: object) -> None:
+        """One ``hpclab-event`` line in the hub's log (events.py) for this server."""
+        log_event(self.log, kind, self.user.name, profile or self.profile_slug, self.name,
+                  backend=self.profile.backend if self.profile_slug else None, **fields)
+
+    @default("apply_user_options")
+    def _apply_user_options_logged(self):
+        async def apply(spawner: HPCLabSpawner, user_options: dict) -> None:
+            try:
+                await ProfileSpawnerMixin._apply_profile(spawner, user_options)
+            except web.HTTPError as refused:  # the profile, a choice, a quota, availability: before anything starts
+                spawner.server_event("refused", (user_options or {}).get("profile") or None, status=refused.status_code,
+                                     reason=getattr(refused, "jupyterhub_message", None) or refused.log_message)
+                raise
+        return apply
+
     async def start(self):
+        try:
+            started = await self._start()
+        except Exception as error:
+            refused = isinstance(error, web.HTTPError) and error.status_code < 500
+            reason = getattr(error, "jupyterhub_message", None) or getattr(error, "log_message", None) or str(error)
+            self.server_event("refused" if refused else "failed", reason=reason)
+            raise
+        self.server_event("start", **({"job": self.job_id} if self.on_slurm and getattr(self, "job_id", None) else {"pid": self.pid}))
+        return started
+
+    async def _start(self):
         limit = self.deployment.hub.concurrent_spawn_limit
 
         def waiting(starting: int, place: int) -> None:
@@ -69,6 +98,8 @@ class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, Loc
         await (self.slurm_stop(now=now) if self.on_slurm else self.local_stop(now=now))
         if port:
             await self._door_changed(port, add=False, uid=uid)
+        if self.profile_slug:
+            self.server_event("stop")
 
     async def _door_changed(self, port: int, add: bool, uid: int | None = None) -> None:
         """A local server's port: only its own account and the hub's may connect to it (one_door.py)."""
