@@ -7,9 +7,12 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpclab.slurm import ACTIVE_STATES
+
+if TYPE_CHECKING:
+    from ..choices import ClusterOptions
 
 
 class SlurmError(Exception):
@@ -92,53 +95,179 @@ def _gres_count(gres: str) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class NodeGroup:
+    """One node (or a group of alike nodes) as seen in one partition, the same whatever layout sinfo wrote.
+
+    ``sinfo --json`` of Slurm 22.05 (openapi v0.0.38) lists ``nodes`` (one per node, its partitions in a
+    list, the state a word); since 23.02 the data_parser plugins write ``sinfo``: records per partition and
+    node state, with summed ``cpus`` counts, ``gres.total``/``gres.used`` per node and the state as a list.
+    """
+
+    partition: str
+    nodes: int
+    cpus: int  # per node (the largest)
+    cpus_total: int  # all nodes of the group
+    cpus_free: int  # idle cores on nodes that are up (0 on down, drained, failing or maintained nodes)
+    memory_mb: int  # per node (the largest)
+    gres: str  # per node, e.g. gpu:a100:4(S:0-1)
+    gres_used: str  # per node, e.g. gpu:a100:1(IDX:0)
+    state: tuple[str, ...]  # lower case: ("idle", "reserved")
+
+    @property
+    def usable(self) -> bool:
+        return _usable(self.state)
+
+
+def _usable(state: tuple[str, ...]) -> bool:
+    """A node in this state takes jobs (not down, drained, failing or in maintenance)."""
+    return not any(word in flag for flag in state for word in ("down", "drain", "fail", "maint"))
+
+
+def _number(value: Any) -> int:
+    """An integer as either layout writes it: plain, or ``{"set": true, "infinite": false, "number": N}`` (0 if unset)."""
+    if isinstance(value, dict):
+        return int(value.get("number", 0)) if value.get("set", True) and not value.get("infinite") else 0
+    return int(value or 0)
+
+
+def _states(value: Any) -> tuple[str, ...]:
+    """A node or job state as a tuple of lower-case flags: ``"idle+drain"`` (22.05), ``["IDLE", "DRAIN"]`` (23.02+)."""
+    words = value if isinstance(value, list) else re.split(r"[+ ]", str(value or ""))
+    return tuple(str(word).lower() for word in words if word)
+
+
+def sinfo_groups(data: dict[str, Any]) -> list[NodeGroup]:
+    """Every node of ``sinfo --json`` per partition, by the layout the answer has (not by Slurm's version)."""
+    groups = []
+    if isinstance(data.get("sinfo"), list):  # data_parser (23.02+): one record per partition and node state
+        for record in data["sinfo"]:
+            partition = (record.get("partition") or {}).get("name")
+            if not partition:
+                continue
+            cpus, gres = record.get("cpus") or {}, record.get("gres") or {}
+            count = _number((record.get("nodes") or {}).get("total", 1)) or 1
+            state = _states((record.get("node") or {}).get("state", []))
+            free = _number(cpus.get("idle", 0)) if _usable(state) else 0
+            groups.append(NodeGroup(partition, count, _number(cpus.get("maximum", 0)), _number(cpus.get("total", 0)),
+                                    free, _number((record.get("memory") or {}).get("maximum", 0)),
+                                    str(gres.get("total") or ""), str(gres.get("used") or ""), state))
+        return groups
+    if isinstance(data.get("nodes"), list):  # Slurm 22.05: one entry per node, its partitions listed
+        for node in data["nodes"]:
+            cpus, alloc = _number(node.get("cpus", 0)), _number(node.get("alloc_cpus", 0))
+            state = _states(node.get("state", ""))
+            free = cpus - alloc if _usable(state) else 0
+            for partition in node.get("partitions") or []:
+                groups.append(NodeGroup(partition, 1, cpus, cpus, free, _number(node.get("real_memory", 0)),
+                                        str(node.get("gres") or ""), str(node.get("gres_used") or ""), state))
+        return groups
+    raise ValueError(f"sinfo --json has neither 'sinfo' records (Slurm 23.02 and later) nor 'nodes' (22.05): "
+                     f"keys {sorted(data)[:8]}")
+
+
+def gpu_types(gres: str) -> set[str]:
+    """GPU types of a GRES string (``gpu:a100:4(S:0-1),gpu:v100:2`` → a100, v100; untyped ``gpu:2`` → none)."""
+    kinds = set()
+    for part in gres.split(","):
+        fields = part.split("(")[0].split(":")
+        if fields[0] == "gpu" and len(fields) == 3:
+            kinds.add(fields[1])
+    return kinds
+
+
 def parse_sinfo_json(data: dict[str, Any]) -> dict[str, PartitionState]:
-    """Free cores and GPUs per partition from ``sinfo --json`` (Slurm 22.05+)."""
+    """Free cores and GPUs per partition from ``sinfo --json`` (either layout, see :class:`NodeGroup`)."""
     totals: dict[str, list[int]] = {}
-    for node in data.get("nodes", []):
-        state = str(node.get("state", "")).lower()
-        usable = not any(word in state for word in ("down", "drain", "fail", "maint"))
-        cpus = int(node.get("cpus", 0))
-        alloc = int(node.get("alloc_cpus", 0))
-        gpus = _gres_count(node.get("gres", "") or "")
-        gpus_used = _gres_count(node.get("gres_used", "") or "")
-        for partition in node.get("partitions", []):
-            row = totals.setdefault(partition, [0, 0, 0, 0, 0])
-            row[0] += 1
-            row[1] += cpus
-            row[2] += (cpus - alloc) if usable else 0
-            row[3] += gpus
-            row[4] += (gpus - gpus_used) if usable else 0
+    for group in sinfo_groups(data):
+        gpus = _gres_count(group.gres) * group.nodes
+        used = _gres_count(group.gres_used) * group.nodes
+        row = totals.setdefault(group.partition, [0, 0, 0, 0, 0])
+        row[0] += group.nodes
+        row[1] += group.cpus_total
+        row[2] += group.cpus_free
+        row[3] += gpus
+        row[4] += (gpus - used) if group.usable else 0
     return {name: PartitionState(name, *row) for name, row in totals.items()}
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One job of ``squeue --json`` (either layout): what JobInfo holds, and the times SLURM gives."""
+
+    info: JobInfo
+    start: int  # epoch seconds: the start (running) or the expected start (pending); 0 if unknown
+    end: int  # epoch seconds: the end by the time limit; 0 if unknown
+    time_limit: int  # minutes; 0 if unlimited or unknown
+
+
+def parse_squeue_json(data: dict[str, Any]) -> dict[str, QueuedJob]:
+    """Jobs of ``squeue --json`` by id, by the layout found: 22.05 writes the state as a word and times as
+    numbers; the data_parser plugins (23.02+) write the state as a list of flags (the base state first)
+    and times as ``{"set", "infinite", "number"}``."""
+    jobs = {}
+    for job in data.get("jobs", []):
+        state = _states(job.get("job_state", ""))
+        job_id = str(job.get("job_id"))
+        node = str(job.get("batch_host") or "")
+        info = JobInfo(job_id, state[0].upper() if state else "", str(job.get("state_reason") or ""),
+                       "" if node in ("n/a", "(null)") else node, str(job.get("user_name") or ""),
+                       str(job.get("name") or ""), str(job.get("comment") or ""))
+        jobs[job_id] = QueuedJob(info, _number(job.get("start_time", 0)), _number(job.get("end_time", 0)),
+                                 _number(job.get("time_limit", 0)))
+    return jobs
+
+
+_COMMANDS = ("sbatch", "scancel", "squeue", "sinfo", "scontrol", "sacctmgr")
 
 
 class SlurmClient:
     """Runs SLURM commands with a private SLURM_CONF, a timeout, and SLURM's message on failure."""
 
-    def __init__(self, slurm_conf: str | None = None, timeout: float = 30, submit_prefix: list[str] | None = None):
+    def __init__(self, slurm_conf: str | None = None, timeout: float = 30, submit_prefix: list[str] | None = None,
+                 bin_dir: str | None = None):
         self.slurm_conf = slurm_conf or os.environ.get("SLURM_CONF")
         self.timeout = timeout
         self.submit_prefix = submit_prefix or []
+        self.bin_dir = bin_dir
         self.calls: dict[str, int] = {}
 
     @classmethod
-    def for_backend(cls, backend) -> "SlurmClient":
-        """The client of a deploy YAML's SLURM backend (its slurm.conf, command timeout and submit prefix)."""
-        return cls(backend.slurm_conf, backend.command_timeout, backend.submit_prefix)
+    def for_backend(cls, backend) -> SlurmClient:
+        """The client of a deploy YAML's SLURM backend (its slurm.conf, command timeout, submit prefix, commands)."""
+        return cls(backend.slurm_conf, backend.command_timeout, backend.submit_prefix, getattr(backend, "bin_dir", None))
+
+    def path(self, base: str | None = None) -> str:
+        """PATH for SLURM commands and jobs: the backend's ``bin_dir`` first, then ``base`` (the hub's PATH)."""
+        base = base if base is not None else os.environ.get("PATH", "/usr/bin:/bin")
+        if not self.bin_dir:
+            return base
+        return ":".join([self.bin_dir, *(part for part in base.split(":") if part and part != self.bin_dir)])
+
+    def command(self, name: str) -> str:
+        """A SLURM command by name: in ``bin_dir`` when the backend names one, else found on PATH."""
+        return os.path.join(self.bin_dir, name) if self.bin_dir else name
 
     def command_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """Environment for SLURM commands: ``extra`` only plus PATH and SLURM_CONF (never the hub's secrets)."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        """Environment for SLURM commands: ``extra`` only plus PATH and SLURM_CONF (never the hub's secrets).
+
+        With a ``bin_dir``, it leads PATH here and in ``extra``'s (the job's) PATH, so that commands run
+        inside the job (squeue for the time left, srun) are the same release's."""
+        env = {"PATH": self.path(), "LANG": "C.UTF-8"}
         if self.slurm_conf:
             env["SLURM_CONF"] = self.slurm_conf
         env.update(extra or {})
+        if "PATH" in (extra or {}):
+            env["PATH"] = self.path(env["PATH"])
         return env
 
     async def run(self, argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None,
                   with_stderr: bool = False) -> str:
         """Run one command; return stdout (and stderr after it), raise SlurmError (non-zero exit) or SlurmUnavailable (timeout)."""
-        name = next((a for a in argv if a in ("sbatch", "scancel", "squeue", "sinfo", "scontrol")), argv[0])
+        name = next((os.path.basename(a) for a in argv if os.path.basename(a) in _COMMANDS), argv[0])
         self.calls[name] = self.calls.get(name, 0) + 1
+        if argv[0] in _COMMANDS:  # the hub's own call: the backend's command
+            argv = [self.command(argv[0]), *argv[1:]]
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -149,7 +278,7 @@ class SlurmClient:
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             raise SlurmUnavailable(f"{name} did not answer within {self.timeout:.0f} s", name) from None
@@ -165,10 +294,10 @@ class SlurmClient:
         prefix = [part.format(username=username) for part in self.submit_prefix]
         if not prefix:
             return argv
-        keep = ["env", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}"]
+        keep = ["env", f"PATH={self.path()}"]
         if self.slurm_conf:
             keep.append(f"SLURM_CONF={self.slurm_conf}")
-        return prefix + keep + argv
+        return prefix + keep + [self.command(argv[0]), *argv[1:]]
 
     async def submit(self, username: str, script: str, env: dict[str, str]) -> str:
         """sbatch the script (on stdin, never a file) as the user with ``env`` as the job's environment; the job id."""
@@ -207,7 +336,11 @@ class SlurmClient:
 
     async def partitions(self) -> dict[str, PartitionState]:
         """Free cores and GPUs per partition (one sinfo call)."""
-        return parse_sinfo_json(json.loads(await self.run(["sinfo", "--json"])))
+        return parse_sinfo_json(await self.sinfo())
+
+    async def sinfo(self) -> dict[str, Any]:
+        """``sinfo --json -N`` (one record per node and partition where the data_parser layout groups nodes)."""
+        return json.loads(await self.run(["sinfo", "--json", "-N"]))
 
 
 def parse_partition_lines(text: str) -> dict[str, dict[str, str]]:
@@ -296,20 +429,14 @@ async def reservation_lines(client: SlurmClient) -> str:
 
 
 def parse_gpu_types(data: dict[str, Any]) -> dict[str, list[str]]:
-    """Typed GPU GRES per partition (``gpu:a100:4`` → a100) from ``sinfo --json``."""
+    """Typed GPU GRES per partition (``gpu:a100:4`` → a100) from ``sinfo --json`` (either layout)."""
     types: dict[str, set[str]] = {}
-    for node in data.get("nodes", []):
-        kinds = set()
-        for part in (node.get("gres", "") or "").split(","):
-            fields = part.split("(")[0].split(":")
-            if fields[0] == "gpu" and len(fields) == 3:
-                kinds.add(fields[1])
-        for partition in node.get("partitions", []):
-            types.setdefault(partition, set()).update(kinds)
+    for group in sinfo_groups(data):
+        types.setdefault(group.partition, set()).update(gpu_types(group.gres))
     return {name: sorted(kinds) for name, kinds in types.items()}
 
 
-async def cluster_options(client: SlurmClient, user: str, wanted: set[str]) -> "ClusterOptions":
+async def cluster_options(client: SlurmClient, user: str, wanted: set[str]) -> ClusterOptions:
     """Ask the cluster only what a profile's choices defer to it: the user's accounts, reservations, GPU types."""
     from ..choices import ClusterOptions
 
@@ -327,7 +454,7 @@ async def cluster_options(client: SlurmClient, user: str, wanted: set[str]) -> "
             options.errors["reservation"] = f"scontrol did not list the reservations ({error.message})"
     if "gpu_type" in wanted:
         try:
-            options.gpu_types = parse_gpu_types(json.loads(await client.run(["sinfo", "--json"])))
+            options.gpu_types = parse_gpu_types(await client.sinfo())
         except (SlurmError, ValueError) as error:
             options.errors["gpu_type"] = f"sinfo did not list the GPU types ({getattr(error, 'message', error)})"
     return options

@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 from ..availability import partition_max_time
 from ..config.errors import ConfigIssue
 from ..config.model import Deployment, Profile, SlurmBackend
 from ..config.units import format_duration, format_memory, parse_duration
-from .client import SlurmClient, SlurmError, _gres_count, partition_settings
+from .client import (
+    SlurmClient,
+    SlurmError,
+    _gres_count,
+    gpu_types,
+    partition_settings,
+    sinfo_groups,
+)
 
 
 def _node_capacity(sinfo: dict) -> dict[str, dict]:
     """Per partition: the largest node's cores, memory (bytes), GPUs, and the GPU types present."""
     caps: dict[str, dict] = {}
-    for node in sinfo.get("nodes", []):
-        gres = node.get("gres", "") or ""
-        types = {part.split(":")[1] for part in gres.split(",") if part.startswith("gpu:") and len(part.split("(")[0].split(":")) == 3}
-        for name in node.get("partitions", []):
-            cap = caps.setdefault(name, {"cpus": 0, "memory": 0, "gpus": 0, "gpu_types": set()})
-            cap["cpus"] = max(cap["cpus"], int(node.get("cpus", 0)))
-            cap["memory"] = max(cap["memory"], int(node.get("real_memory", 0)) * 2**20)
-            cap["gpus"] = max(cap["gpus"], _gres_count(gres))
-            cap["gpu_types"] |= types
+    for group in sinfo_groups(sinfo):
+        cap = caps.setdefault(group.partition, {"cpus": 0, "memory": 0, "gpus": 0, "gpu_types": set()})
+        cap["cpus"] = max(cap["cpus"], group.cpus)
+        cap["memory"] = max(cap["memory"], group.memory_mb * 2**20)
+        cap["gpus"] = max(cap["gpus"], _gres_count(group.gres))
+        cap["gpu_types"] |= gpu_types(group.gres)
     return caps
 
 
 async def _cluster_view(backend: SlurmBackend) -> tuple[dict[str, dict[str, str]], dict[str, dict]]:
     client = SlurmClient.for_backend(backend)
     settings = await partition_settings(client)
-    capacity = _node_capacity(json.loads(await client.run(["sinfo", "--json"])))
+    capacity = _node_capacity(await client.sinfo())
     return settings, capacity
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import pwd
 import sys
@@ -20,10 +19,12 @@ from ..config.model import SlurmBackend
 from .batch_script import build_batch_script
 from .client import SlurmClient, SlurmError
 from .ending import describe_end, describe_pending
+from .hub_id import ensure_hub_id
 from .queue import JobQueue, queue_for
 
 _LIVE_JOBS: set[str] = set()  # job ids submitted by this hub process and not yet cleared
 _ORPHAN_CHECK_DONE: set[str] = set()
+_HUB_IDS: dict[str, str] = {}  # database URL -> this hub's id (looked up once per process)
 
 
 class SlurmServerMixin(HasTraits):
@@ -59,10 +60,23 @@ class SlurmServerMixin(HasTraits):
     def queue(self) -> JobQueue:
         return queue_for(self.client, self._any_backend().poll_interval)
 
-    @property
-    def hub_id(self) -> str:
-        """Short id of this hub (from its database URL), written into each job's comment."""
-        return hashlib.sha1(self.deployment.hub.database_url.encode()).hexdigest()[:8]
+    async def hub_id(self) -> str:
+        """This hub's id, written into each job's comment: from the YAML or the database (see ``hub_id.py``)."""
+        hub = self.deployment.hub
+        if getattr(hub, "id", None):
+            return hub.id
+        if hub.database_url not in _HUB_IDS:
+            owned = any(row.state and row.state.get("job_id") for row in self.db.query(orm.Spawner).all())
+            await self.queue.refresh(max_age=0)
+            comments = [job.comment for job in self.queue.snapshot().values()]
+            hub_id, origin = ensure_hub_id(self.db, hub.database_url, comments, owned)
+            if origin == "adopted":
+                self.log.info("SLURM hub id %s adopted from the hub's jobs (the old id, from the database URL) and kept "
+                              "in the database", hub_id)
+            elif origin == "new":
+                self.log.info("SLURM hub id %s made and kept in the database", hub_id)
+            _HUB_IDS[hub.database_url] = hub_id
+        return _HUB_IDS[hub.database_url]
 
     def home(self) -> str:
         try:
@@ -116,7 +130,8 @@ class SlurmServerMixin(HasTraits):
         except KeyError:  # no such account: the start says so itself
             return ""
         backend = self.deployment.backends[profile.backend]
-        spec = job_spec(profile, backend, self.user.name, home, self.name, self.hub_id, self.deployment.walltime.save_before or 0)
+        spec = job_spec(profile, backend, self.user.name, home, self.name, await self.hub_id(),
+                        self.deployment.walltime.save_before or 0)
         try:
             self.expected_start = await SlurmClient.for_backend(backend).expected_start(self.user.name, spec.script(["true"]))
         except SlurmError as error:
@@ -141,7 +156,8 @@ class SlurmServerMixin(HasTraits):
         command = list(backend.job_command or [str(Path(sys.executable).with_name("hpclab-singleuser"))])
         command += list(self.cmd) + self.get_args()
         script = build_batch_script(
-            profile, backend, self.user.name, home, command, self.name, self.hub_id, self.deployment.walltime.save_before or 0
+            profile, backend, self.user.name, home, command, self.name, await self.hub_id(),
+            self.deployment.walltime.save_before or 0
         )
         self.port_reported = asyncio.get_running_loop().create_future()
         self.progress_line, self.progress_percent = "Submitting the job to SLURM…", 5
@@ -192,7 +208,7 @@ class SlurmServerMixin(HasTraits):
                 self.progress_line = f"SLURM is not answering ({self.queue.last_error}); still waiting for job {self.job_id}"
             try:
                 port = await asyncio.wait_for(asyncio.shield(self.port_reported), timeout=1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             while not node:
                 status = await self.queue.status(self.job_id, max_age=0)
@@ -279,15 +295,16 @@ class SlurmServerMixin(HasTraits):
 
     async def _check_orphans_once(self) -> None:
         """After a hub start: jobs carrying this hub's tag that no server owns are reported or cancelled."""
-        if self.hub_id in _ORPHAN_CHECK_DONE:
+        hub_id = await self.hub_id()
+        if hub_id in _ORPHAN_CHECK_DONE:
             return
-        _ORPHAN_CHECK_DONE.add(self.hub_id)
+        _ORPHAN_CHECK_DONE.add(hub_id)
         await self.queue.refresh(max_age=0)
         owned = set(_LIVE_JOBS)
         for row in self.db.query(orm.Spawner).all():
             if row.state and row.state.get("job_id"):
                 owned.add(str(row.state["job_id"]))
-        tag = f"hpclab:{self.hub_id}:"
+        tag = f"hpclab:{hub_id}:"
         for job in self.queue.snapshot().values():
             if job.active and job.comment.startswith(tag) and job.job_id not in owned:
                 if self._any_backend().orphan_jobs == "cancel":
