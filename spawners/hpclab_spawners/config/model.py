@@ -63,6 +63,11 @@ class HubSettings(Strict):
     )
     data_dir: Path = Field(Path(".hpclab"), description="Folder for hub state (database, cookie secret, logs); relative to the YAML file.")
     db_url: StrictStr | None = Field(None, description="SQLAlchemy URL of the hub database; default sqlite in data_dir.")
+    id: StrictStr | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
+        description="This hub's id in its SLURM jobs' comments (hpclab:<id>:<profile>), by which it finds its orphan jobs; "
+        "default one kept in the database (made once; a hub from before keeps its old one). Set it when hubs share a database.",
+    )
     cookie_secret_file: Path | None = Field(None, description="File holding the cookie secret; default data_dir/jupyterhub_cookie_secret.")
     admin_users: list[Name] = Field(["admin"], description="Hub administrators.")
     keep_servers_on_restart: bool = Field(True, description="Leave users' servers running when the hub stops, and re-adopt them on start.")
@@ -303,6 +308,10 @@ class SlurmBackend(Strict):
     )
     output: StrictStr = Field("{home}/.hpclab-jupyter-%j.log", description="Job output file ({home}, {username}; %j = job id).")
     hub_api_url: StrictStr | None = Field(None, description="Hub API URL as seen from compute nodes; default the hub's own.")
+    bin_dir: StrictStr | None = Field(
+        None, description="Folder of this cluster's SLURM commands (sbatch, squeue, sinfo, scontrol, scancel, sacctmgr), e.g. "
+        "/opt/slurm/24.11/bin; it also leads the jobs' PATH. Default: found on the hub's PATH.",
+    )
     poll_interval: int = Field(5, ge=1, le=600, description="Seconds between the hub's batched squeue calls (and server polls).")
     command_timeout: int = Field(30, ge=1, description="Seconds before a SLURM command counts as failed (the answer is then 'unknown').")
     orphan_jobs: Literal["report", "cancel"] = Field(
