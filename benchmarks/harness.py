@@ -365,8 +365,10 @@ def hpclab_hub(label: str, workdir: Path, config: str, settings: dict[str, Any] 
     make_reachable(homes / "x")
     make_reachable(Path(sys.executable))
     env = dict(_env(), HPCLAB_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    # with a host name per user (the default), the hub is driven at its public name, as a browser would be
+    host = hub.get("public_host", "localhost") if hub.get("user_subdomains", True) else "127.0.0.1"
     return Hub(label, workdir, [str(VENV_BIN / "hpclab-hub"), "run", "--config", str(path)], env,
-               f"http://127.0.0.1:{hub['port']}", config_path=path, config=deploy)
+               f"http://{host}:{hub['port']}", config_path=path, config=deploy)
 
 
 def ensure_unix_users(names: list[str]) -> list[str]:
