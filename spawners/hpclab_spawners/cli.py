@@ -1,4 +1,4 @@
-"""``hpclab-hub``: check a deploy YAML, print its schema, start the hub, manage local accounts and kernels."""
+"""``hpclab-hub``: check a deploy YAML, print its schema, start the hub, upgrade and back up its state, manage local accounts and kernels."""
 
 from __future__ import annotations
 
@@ -108,6 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
               "account, and this hub runs as root: servers never run as root. Use mode auto (create with root, a one-person "
               "trial without) or create, or run the hub without root.", file=sys.stderr)
         return 1
+    from .db_schema import start_refusal
+
+    refused = start_refusal(deployment, args.config)
+    if refused:
+        print(f"hpclab-hub: not starting: {refused}", file=sys.stderr)
+        return 1
     hub = deployment.hub
     print(f"hpclab-hub: starting JupyterHub on {hub.public_url(port)}{hub.base_url} (listening on {hub.ip}:{port}; "
           f"state in {hub.data_dir})", flush=True)
@@ -123,6 +129,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.chdir(deployment.hub.data_dir)
     os.execve(str(jupyterhub), [str(jupyterhub), "-f", str(config_py)], env)
     return 0  # not reached
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """JupyterHub's database migration (``jupyterhub upgrade-db``) on the YAML's database, the hub stopped."""
+    import logging
+
+    deployment = _load_or_report(args.config)
+    if deployment is None:
+        return 1
+    from .db_schema import upgrade
+
+    logging.basicConfig(level=logging.INFO, format="hpclab-hub upgrade: %(message)s")
+    pid_file = deployment.hub.data_dir / "jupyterhub.pid"
+    if pid_file.exists() and pid_file.read_text().strip().isdigit() and Path(f"/proc/{pid_file.read_text().strip()}").exists():
+        print(f"hpclab-hub: the hub is running (pid {pid_file.read_text().strip()}): stop it first (systemctl stop hpclab-hub).",
+              file=sys.stderr)
+        return 1
+    try:
+        before, after = upgrade(deployment, logging.getLogger("hpclab.upgrade"))
+    except ValueError as refused:
+        print(f"hpclab-hub: not upgrading: {refused}", file=sys.stderr)
+        return 1
+    if before == after:
+        print(f"hpclab-hub: the database is current (JupyterHub schema {after}); nothing to do.")
+    else:
+        print(f"hpclab-hub: database upgraded from JupyterHub schema {before or '(new)'} to {after}"
+              + (" (the SQLite file was copied beside it first)" if deployment.hub.database_url.startswith("sqlite:") else ""))
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the database (SQLite), cookie secret, login guard, YAML and certificates into a folder (docs: Backups)."""
+    deployment = _load_or_report(args.config)
+    if deployment is None:
+        return 1
+    from .db_schema import backup
+
+    copied = backup(deployment, Path(args.config), Path(args.dest))
+    print(f"hpclab-hub: backed up to {args.dest}: {', '.join(copied)}")
+    if not deployment.hub.database_url.startswith("sqlite:"):
+        print("hpclab-hub: the database is not SQLite: back it up with its own tool (pg_dump) as well.", file=sys.stderr)
+    return 0
 
 
 def _proxy_folder(path: str) -> str | None:
@@ -281,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=DEFAULT_CONFIG)
     run.add_argument("--port", type=int, default=None, help="public port (overrides hub.port)")
     run.set_defaults(func=cmd_run)
+
+    upgrade = sub.add_parser("upgrade", help="migrate the hub database to this release's schema (jupyterhub upgrade-db)")
+    upgrade.add_argument("--config", default=DEFAULT_CONFIG)
+    upgrade.set_defaults(func=cmd_upgrade)
+
+    backup = sub.add_parser("backup", help="copy the database, cookie secret, login guard, YAML and certificates to a folder")
+    backup.add_argument("dest", help="folder to copy into (created, 0700)")
+    backup.add_argument("--config", default=DEFAULT_CONFIG)
+    backup.set_defaults(func=cmd_backup)
 
     users = sub.add_parser("users", help="manage local accounts (auth.type: native)")
     users_sub = users.add_subparsers(dest="users_command", required=True)
