@@ -4,7 +4,8 @@
 
 Run against an idle dev cluster (deploy/slurm/dev-cluster up, any HPCLAB_SLURM_RELEASE, users alice and bob):
 bob's job holds one of the two GPUs, alice's asks for two and pends (Resources) until the scheduler has
-given it an expected start; then every output the hub parses is written, and both jobs are cancelled.
+given it an expected start; then every output the hub parses is written (sinfo once more with the node
+drained, then resumed), and both jobs are cancelled.
 What the files show is described in tests/slurm/data/README.md.
 """
 
@@ -66,6 +67,12 @@ def main(release: str, conf: str, bin_dir: str) -> None:
         never = run("sbatch", "--test-only", "-p", "gpu", "--gres=gpu:9", "--wrap", "true", user="alice", check=False)
         files["sbatch-test-only-never.txt"] = never.stdout + never.stderr
         files["jobs.txt"] = f"running={running}\npending={pending}\n"
+        node = run("sinfo", "-h", "-N", "-o", "%N").stdout.split()[0]
+        run("scontrol", "update", f"nodename={node}", "state=drain", "reason=recorded-drain")
+        try:
+            files["sinfo-drained.json"] = run("sinfo", "--json", "-N").stdout
+        finally:
+            run("scontrol", "update", f"nodename={node}", "state=resume")
         for name, text in files.items():
             (out / name).write_text(text)
     finally:

@@ -44,6 +44,15 @@ def server_process_of(hub: Hub, user: str) -> psutil.Process:
     return wait_for(find, 30, f"no server process of job {job['id']} running as {user}")
 
 
+def stored_hub_id_of(hub: Hub) -> str:
+    """The id the hub keeps in its database (made at its first SLURM start) and writes into its jobs' comments."""
+    import sqlite3
+
+    with sqlite3.connect(f"{hub.config['hub']['data_dir']}/jupyterhub.sqlite") as db:
+        (hub_id,) = db.execute("SELECT value FROM hpclab_hub WHERE name = 'hub_id'").fetchone()
+    return hub_id
+
+
 def test_gpu_profile_runs_as_the_user_with_a_gpu_from_slurm(slurm_hub):
     alice = login(slurm_hub, "alice")
     assert alice.post_spawn("alice", "gpu-1").status_code == 302
@@ -166,10 +175,7 @@ def test_hub_killed_with_two_servers_running_readopts_both_without_new_jobs(slur
     alice.wait_ready("alice", timeout=90)
     bob.wait_ready("bob", timeout=90)
     # a job carrying this hub's tag that no server owns (e.g. left by a crash between sbatch and saving state)
-    import hashlib
-
-    db_url = f"sqlite:///{slurm_hub.config['hub']['data_dir']}/jupyterhub.sqlite"
-    hub_id = hashlib.sha1(db_url.encode()).hexdigest()[:8]
+    hub_id = stored_hub_id_of(slurm_hub)
     orphan = slurm(slurm_hub.slurm_conf, "sbatch", "--parsable", "-p", "cpu", "-c", "1", "-J", "hpclab-alice",
                    f"--comment=hpclab:{hub_id}:cpu", "-o", "/dev/null", "--chdir=/tmp", "--wrap", "sleep 600",
                    user="alice").strip()

@@ -49,8 +49,17 @@ def job_state(job_id: str, *, env: Mapping[str, str] | None = None) -> tuple[str
         out = _run(["scontrol", "show", "job", "-o", str(job_id)], env)
     except SlurmCommandError:
         return None, None
-    fields = dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", out))
+    fields = parse_job_line(out)
     return fields.get("JobState"), fields.get("ExitCode")
+
+
+def parse_job_line(line: str) -> dict[str, str]:
+    """``scontrol show job -o`` as Key=Value pairs, each key's first occurrence: since 26.05 the line holds
+    ``SubmitLine=<the sbatch command line>`` with its spaces, whose words may look like pairs too."""
+    fields: dict[str, str] = {}
+    for key, value in re.findall(r"(\w+)=(\S*)", line):
+        fields.setdefault(key, value)
+    return fields
 
 
 def cancel(job_ids: Sequence[str], *, env: Mapping[str, str] | None = None) -> None:

@@ -156,7 +156,7 @@ def sinfo_groups(data: dict[str, Any]) -> list[NodeGroup]:
     if isinstance(data.get("nodes"), list):  # Slurm 22.05: one entry per node, its partitions listed
         for node in data["nodes"]:
             cpus, alloc = _number(node.get("cpus", 0)), _number(node.get("alloc_cpus", 0))
-            state = _states(node.get("state", ""))
+            state = _states(node.get("state", "")) + _states(node.get("state_flags", []))  # drain is a flag
             free = cpus - alloc if _usable(state) else 0
             for partition in node.get("partitions") or []:
                 groups.append(NodeGroup(partition, 1, cpus, cpus, free, _number(node.get("real_memory", 0)),
@@ -216,6 +216,15 @@ def parse_squeue_json(data: dict[str, Any]) -> dict[str, QueuedJob]:
         jobs[job_id] = QueuedJob(info, _number(job.get("start_time", 0)), _number(job.get("end_time", 0)),
                                  _number(job.get("time_limit", 0)))
     return jobs
+
+
+def parse_test_only(out: str) -> str:
+    """The start time in ``sbatch --test-only``'s answer (``sbatch: Job 11 to start at 2026-12-08T15:00:45 using ...``;
+    26.05 writes a stray word after the time, which is not read)."""
+    match = re.search(r"to start at (\S+)", out)
+    if match is None:
+        raise SlurmError(f"sbatch --test-only gave no start time: {out.strip()[:200]!r}", "sbatch")
+    return match.group(1)
 
 
 _COMMANDS = ("sbatch", "scancel", "squeue", "sinfo", "scontrol", "sacctmgr")
@@ -314,11 +323,8 @@ class SlurmClient:
         SLURM's words for a job it would never run (``Requested node configuration is not available``).
         Nothing is queued.
         """
-        out = await self.run(self.as_user(username, ["sbatch", "--test-only"]), stdin=script, with_stderr=True)
-        match = re.search(r"to start at (\S+)", out)
-        if match is None:
-            raise SlurmError(f"sbatch --test-only gave no start time: {out.strip()[:200]!r}", "sbatch")
-        return match.group(1)
+        return parse_test_only(await self.run(self.as_user(username, ["sbatch", "--test-only"]), stdin=script,
+                                              with_stderr=True))
 
     async def cancel(self, job_id: str) -> None:
         """scancel the job (as root/the hub: works for any user's job)."""

@@ -130,8 +130,8 @@ class SlurmServerMixin(HasTraits):
         except KeyError:  # no such account: the start says so itself
             return ""
         backend = self.deployment.backends[profile.backend]
-        spec = job_spec(profile, backend, self.user.name, home, self.name, await self.hub_id(),
-                        self.deployment.walltime.save_before or 0)
+        # nothing is queued: the hub's tag is left out of this comment
+        spec = job_spec(profile, backend, self.user.name, home, self.name, "", self.deployment.walltime.save_before or 0)
         try:
             self.expected_start = await SlurmClient.for_backend(backend).expected_start(self.user.name, spec.script(["true"]))
         except SlurmError as error:
