@@ -18,11 +18,22 @@ SLURM_PREFIX = Path("/tmp/hpclab-slurm-test")
 DEV_CLUSTER = REPO_ROOT / "deploy" / "slurm" / "dev-cluster"
 
 
-def slurm(conf: str, *argv: str, user: str | None = None) -> str:
+#: SLURM_CONF -> folder of that cluster's commands, for clusters of another release (see release_cluster)
+BIN_DIRS: dict[str, str] = {}
+
+
+def slurm_argv(conf: str, *argv: str) -> list[str]:
+    """``argv`` with the command taken from the cluster's own release (its bin folder) where it has one."""
+    bin_dir = BIN_DIRS.get(conf)
+    return [os.path.join(bin_dir, argv[0]), *argv[1:]] if bin_dir else list(argv)
+
+
+def slurm(conf: str, *argv: str, user: str | None = None, check: bool = True) -> str:
     """Run a SLURM command (optionally as ``user`` via sudo) and return stdout."""
     env = dict(os.environ, SLURM_CONF=conf)
     prefix = ["sudo", "-E", "-u", user] if user else []
-    return subprocess.run([*prefix, *argv], env=env, check=True, capture_output=True, text=True).stdout
+    return subprocess.run([*prefix, *slurm_argv(conf, *argv)], env=env, check=check, capture_output=True,
+                          text=True).stdout
 
 
 def jobs(conf: str, states: str = "PENDING,RUNNING") -> list[dict[str, str]]:
@@ -98,4 +109,41 @@ def started_slurm_hub(hub: Hub, slurm_conf: str, accounts: tuple[str, ...] = ("a
         hub.stop()
         hub.kill_servers()
         for name in accounts:
-            subprocess.run(["scancel", f"--user={name}"], env={"SLURM_CONF": slurm_conf, "PATH": "/usr/bin:/bin"})
+            subprocess.run(slurm_argv(slurm_conf, "scancel", f"--user={name}"), check=False,
+                           env={"SLURM_CONF": slurm_conf, "PATH": "/usr/bin:/bin"})
+
+
+#: the Slurm releases the contract suite runs on (deploy/slurm/dev-cluster's HPCLAB_SLURM_RELEASE) and their versions
+RELEASES = {"bookworm": "22.05", "trixie": "24.11", "sid": "26.05"}
+#: each release's cluster for the contract suite: its own prefix and ports (slurmctld; slurmd, slurmdbd and
+#: MariaDB on the next three), apart from the full suite's host cluster (/tmp/hpclab-slurm-test, 6937-6940)
+RELEASE_PORTS = {"bookworm": 6961, "trixie": 6965, "sid": 6969}
+
+
+@contextmanager
+def release_cluster(release: str) -> Iterator[tuple[str, str]]:
+    """A one-node dev cluster of ``release`` with typed GPUs (a100), held by this test run alone (a lock per
+    release); yields (SLURM_CONF, folder of its commands). Wiped first, stopped after."""
+    import fcntl
+    import sys
+
+    prefix = f"/tmp/hpclab-slurm-rel-{release}"
+    port = RELEASE_PORTS[release]
+    env = dict(os.environ, HPCLAB_SLURM_RELEASE=release, HPCLAB_SLURM_PREFIX=prefix, HPCLAB_SLURM_GPU_TYPE="a100",
+               HPCLAB_SLURM_CTLD_PORT=str(port), HPCLAB_SLURM_SLURMD_PORT=str(port + 1))
+    with open(f"{prefix}.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.stderr.write(f"\nrelease_cluster: another test run holds {lock.name}; waiting for it\n")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run([str(DEV_CLUSTER), "wipe"], env=env, check=True, capture_output=True)
+        try:
+            subprocess.run([str(DEV_CLUSTER), "up"], env=env, check=True)
+            bin_dir = subprocess.run([str(DEV_CLUSTER), "bin"], env=env, check=True, capture_output=True,
+                                     text=True).stdout.strip()
+            conf = f"{prefix}/etc/slurm.conf"
+            BIN_DIRS[conf] = bin_dir
+            yield conf, bin_dir
+        finally:
+            subprocess.run([str(DEV_CLUSTER), "down"], env=env, check=False, capture_output=True)
