@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,9 +154,12 @@ def test_servers_weigh_less_than_the_hub_on_a_shared_core():
     with server_group("cpu", ServerLimits((1,), pids=64, servers_cpu_shares=110)) as group:
         parent = Path(group.paths["unified"]).parent
         assert (parent / "cpu.weight").read_text().strip() == "11"
-        spin = "import os, time\nos.sched_setaffinity(0, {1})\nend = time.time() + 6\nn = 0\nwhile time.time() < end:\n    n += 1\nprint(n)\n"
-        server = subprocess.Popen([sys.executable, "-c", spin], preexec_fn=as_user(group), stdout=subprocess.PIPE, text=True)  # noqa: PLW1509
-        hub = subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE, text=True)  # in the hub's own leaf
+        # both spin on core 1 over the same 5 s (Python starts slowly under emulation: a common start 5 s ahead)
+        spin = ("import os, sys, time\nos.sched_setaffinity(0, {1})\nstart = float(sys.argv[1])\n"
+                "while time.time() < start:\n    time.sleep(0.01)\nn = 0\nwhile time.time() < start + 5:\n    n += 1\nprint(n)\n")
+        start = str(time.time() + 5)
+        server = subprocess.Popen([sys.executable, "-c", spin, start], preexec_fn=as_user(group), stdout=subprocess.PIPE, text=True)  # noqa: PLW1509
+        hub = subprocess.Popen([sys.executable, "-c", spin, start], stdout=subprocess.PIPE, text=True)  # in the hub's own leaf
         server_loops, hub_loops = int(server.communicate(timeout=120)[0]), int(hub.communicate(timeout=120)[0])
         assert server_loops < 0.4 * hub_loops, (server_loops, hub_loops)
 
