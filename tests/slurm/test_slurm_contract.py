@@ -190,3 +190,30 @@ def test_a_spawn_in_the_browser_reaches_a_notebook_inside_the_job(release_hub, b
     finally:
         page.close()
         stop_server(login(release_hub, "bob"), "bob")
+
+
+def test_check_live_reads_the_releases_cluster_and_check_names_a_bin_dir_without_slurm(release_hub, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    cli = Path(sys.executable).with_name("hpclab-hub")
+    cluster = release_hub.config["backends"]["cluster"]
+    config = {"backends": {"c": {"type": "slurm", "slurm_conf": cluster["slurm_conf"], "bin_dir": cluster["bin_dir"]}},
+              "profiles": [{"slug": "a", "display_name": "A", "backend": "c", "gpus": 2, "slurm": {"partition": "gpu", "gpu_type": "a100"}},
+                           {"slug": "b", "display_name": "B", "backend": "c", "gpus": 1, "slurm": {"partition": "gpu", "gpu_type": "v100"}}]}
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # no SLURM on PATH, no SLURM_CONF: the YAML's own
+    result = subprocess.run([str(cli), "check", "--live", str(path)], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    problems = [line for line in result.stderr.splitlines() if "profiles[" in line]
+    assert len(problems) == 1 and "profiles[1].slurm.gpu_type: no GPUs of type 'v100' in partition gpu (a100)" in problems[0], result.stderr
+
+    config["backends"]["c"]["bin_dir"] = str(tmp_path)
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([str(cli), "check", str(path)], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert f"backends.c.bin_dir: {tmp_path} has no sbatch, squeue, sinfo, scontrol, scancel" in result.stderr, result.stderr

@@ -155,6 +155,21 @@ def runtime_issues(deployment: Deployment, source: SourceMap, base_dir: Path) ->
             problem = None
         if problem:
             issues.append(ConfigIssue(path, f"kernel {name!r} cannot start: its {what} {where}, {problem}", source.line_of(path)))
+    return issues + _slurm_command_issues(deployment, source)
+
+
+def _slurm_command_issues(deployment: Deployment, source: SourceMap) -> list[ConfigIssue]:
+    """A SLURM backend's ``bin_dir`` that lacks a command the hub runs (the hub would fail at the first start)."""
+    issues = []
+    for name, backend in deployment.backends.items():
+        folder = getattr(backend, "bin_dir", None)
+        if backend.type != "slurm" or not folder:
+            continue
+        path = ("backends", name, "bin_dir")
+        missing = [c for c in ("sbatch", "squeue", "sinfo", "scontrol", "scancel") if not os.access(Path(folder, c), os.X_OK)]
+        if missing:
+            issues.append(ConfigIssue(path, f"{folder} has no {', '.join(missing)} (the hub runs SLURM's commands from there)",
+                                      source.line_of(path)))
     return issues
 
 
