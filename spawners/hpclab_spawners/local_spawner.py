@@ -47,6 +47,18 @@ def _process_start(pid: int) -> int | None:
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
+def _admin_named_paths(env: dict[str, str]) -> list[str]:
+    """Existing folders an admin's variables name (JUPYTER_PATH=/srv/kernels:…, SSL_CERT_FILE=/etc/…/ca.pem → its
+    folder): a server's private /tmp must not hide what the YAML points it at."""
+    found = []
+    for value in env.values():
+        for part in value.split(os.pathsep):
+            path = Path(part)
+            if path.is_absolute() and path.exists():
+                found.append(str(path if path.is_dir() else path.parent))
+    return found
+
+
 def _server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: tuple[int, ...], memory: int | None, nice: int = 0,
                     mounts: PrivateMounts | None = None):
     """The function run in the child before exec: join the cgroup, lower its CPU priority by ``nice``, enter a mount
@@ -213,7 +225,15 @@ class LocalServerMixin(HasTraits):
         for kernel in self.deployment.kernels.values():
             if kernel.runtime is not None:
                 keep += [str(path) for path in (kernel.runtime.prefix, kernel.runtime.image and kernel.runtime.image.parent) if path]
+        keep += _admin_named_paths(self._admin_environment())
         return PrivateMounts(size=self.profile.memory, hide_processes=self.backend.hide_processes, keep=tuple(keep))
+
+    def _admin_environment(self) -> dict[str, str]:
+        """The variables the YAML gives this server (backend, profile, the profile's local part): the admin's, never a user's."""
+        env = self.profile_env()
+        if self.profile.local:
+            env.update(self.profile.local.environment)
+        return env
 
     def move_certs(self, paths):
         return paths

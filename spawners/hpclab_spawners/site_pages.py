@@ -60,6 +60,7 @@ class PreselectingSpawnHandler(SpawnHandler):
         finally:
             if not spawner.active:  # refused: the form shown next preselects what this request asked for
                 spawner.handler = self
+                user.spawner.handler = self  # JupyterHub re-renders a refused POST with the default server's form
 
     def _is_new_named_server(self, user_name: str, server_name: str) -> bool:
         user = self.find_user(user_name)

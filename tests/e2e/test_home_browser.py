@@ -54,6 +54,11 @@ def test_a_stopped_named_server_is_listed_and_start_again_brings_it_back(named_h
         assert re.search(r"teach\s+Teaching\s+.*up to 00:20:00.*\s+stopped", row.inner_text(), re.S), row.inner_text()
         page.screenshot(path=str(artifacts / "home-stopped-named-server.png"))
         row.locator("a.hpclab-relaunch").click()
+        # the form comes back filled in with the last start's choices; nothing starts until Start
+        page.locator("#hpclab-link-note").wait_for()
+        assert page.locator("#profile-teaching").is_checked() and page.input_value("#teaching--time_limit") == "00:20:00"
+        assert "teach" not in client.api("GET", "/users/alice").json()["servers"]  # the link alone started nothing
+        page.click("form#spawn_form [type=submit]")
         page.wait_for_url("**/user/alice/teach/lab**", timeout=120_000)
         server = client.wait_ready("alice", server_name="teach")
         assert server["user_options"] == {"profile": "teaching", "time_limit": "00:20:00"}
@@ -90,7 +95,7 @@ def test_an_open_link_over_the_quota_says_so_on_the_form_and_leaves_nothing_behi
         link = bob.http.get(f"{named_hub.url}/hub/hpclab/open", params={"profile": "course", "path": "examples/josephson-sweep.ipynb"},
                             allow_redirects=False)
         assert link.status_code == 302 and urlparse(link.headers["Location"]).path == "/hub/spawn/bob/course"
-        page = bob.http.get(f"{named_hub.url}{link.headers['Location']}", allow_redirects=False)
+        page = bob.follow_spawn_link(link.headers["Location"])  # the form, filled in; bob presses Start
         assert page.status_code == 429
         text = html.unescape(page.text)
         assert "your quota (bob): 2 of 2 servers in use; this profile needs 1 more. Stop one of your servers on the home page first." in text

@@ -96,7 +96,7 @@ def test_a_cluster_job_and_a_local_server_side_by_side_and_the_example_runs_in_i
         assert re.search(r"local\s+Teaching server CPU\s+gpu-server \(this server\)\s+running", table), table
 
         # the example, opened from examples/ of the local server, runs top to bottom in the Josephson kernel
-        page.goto(f"{site_hub.url}/user/alice/local/lab/tree/examples/josephson-sweep.ipynb?reset")
+        page.goto(site_hub.user_url("alice", "local") + "lab/tree/examples/josephson-sweep.ipynb?reset")
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
         page.locator(".jp-Toolbar-kernelName", has_text="Josephson").first.wait_for(timeout=60_000)
         page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(timeout=90_000)
@@ -143,9 +143,9 @@ def test_a_restarted_hub_readopts_each_server_with_its_own_backend(site_hub):
         assert [j["id"] for j in jobs(site_hub.slurm_conf) if j["user"] == "alice"] == [job["id"]]
         assert local.is_running()
         # each answers through the proxy after the restart
-        for prefix in ("/user/alice/", "/user/alice/local/"):
+        for server in ("", "local"):
             token = client.api("POST", "/users/alice/tokens", json={"note": "restart test"}).json()["token"]
-            status = client.http.get(f"{site_hub.url}{prefix}api/status", headers={"Authorization": f"token {token}"})
+            status = client.http.get(site_hub.user_url("alice", server) + "api/status", headers={"Authorization": f"token {token}"})
             assert status.status_code == 200, (prefix, status.status_code)
     finally:
         stop_server(client, "alice", server_name="local")
