@@ -239,6 +239,15 @@ class Hub:
     def log_path(self) -> Path:
         return self.workdir / "hub.log"
 
+    def user_url(self, user: str) -> str:
+        """Where ``user``'s default server is served (no trailing slash): their own host name on our hub with
+        hub.user_subdomains (the default), the hub's host otherwise and on the bare hub."""
+        hub = (self.config or {}).get("hub", {})
+        if self.config is None or not hub.get("user_subdomains", True):
+            return f"{self.url}/user/{user}"
+        scheme, rest = self.url.split("://", 1)
+        return f"{scheme}://{user}.{rest}/user/{user}"
+
     def start(self, timeout: float = 120, path_first: Path | None = None) -> None:
         """Start the hub (``path_first`` leads its PATH) and wait until /hub/api/ answers through the proxy."""
         env = dict(self.env, PATH=f"{path_first}:{self.env['PATH']}" if path_first else self.env["PATH"])

@@ -48,7 +48,7 @@ def user_session(api: Api, profile: str, timeout: float) -> dict[str, Any]:
     spawned = api.spawn({"profile": profile}, poll=0.5, timeout=timeout)
     record["spawn_s"] = spawned["ready_s"]
     token = api.http.headers["Authorization"].split()[1]
-    base = f"{api.hub.url}/user/{api.user}"
+    base = api.hub.user_url(api.user)
     t0 = time.perf_counter()
     lab = api.http.get(f"{base}/lab", timeout=60)
     if lab.status_code != 200:

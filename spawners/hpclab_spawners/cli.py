@@ -127,7 +127,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config_py = Path(__file__).with_name("jupyterhub_config.py")
     deployment.hub.data_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(deployment.hub.data_dir)
-    os.execve(str(jupyterhub), [str(jupyterhub), "-f", str(config_py)], env)
+    argv = [str(jupyterhub), "-f", str(config_py)]
+    if jupyterhub.parent == Path(sys.executable).parent:  # this environment's: run without import-time work it never uses
+        argv = [sys.executable, "-m", "hpclab_spawners.deferred_imports", "jupyterhub", "-f", str(config_py)]
+    os.execve(argv[0], argv, env)
     return 0  # not reached
 
 

@@ -129,7 +129,8 @@ class ProfileSpawnerMixin(HasTraits):
 
     @default("cmd")
     def _cmd_default(self):
-        return [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]  # the hub's own environment
+        # the hub's own environment's jupyterhub-singleuser, started without import-time work it never uses
+        return [sys.executable, "-m", "hpclab_spawners.deferred_imports", "jupyterhub-singleuser"]
 
     @default("default_url")
     def _default_url_default(self):

@@ -266,7 +266,7 @@ class LocalBackend(Strict):
         "servers compute or start in a burst. Users cannot lower it. 0 = the servers together weigh as much as the hub.",
     )
     singleuser_cmd: list[StrictStr] | None = Field(
-        None, description="Command that starts the server; default jupyterhub-singleuser next to the hub's Python."
+        None, description="Command that starts the server; default the hub's Python running its jupyterhub-singleuser without import-time work it never uses (python -m hpclab_spawners.deferred_imports jupyterhub-singleuser)."
     )
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for every server.")
     poll_interval: int = Field(

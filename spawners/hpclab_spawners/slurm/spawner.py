@@ -172,6 +172,7 @@ class SlurmServerMixin(HasTraits):
         self.log.info("Submitted SLURM job %s for %s (profile %s)", self.job_id, self._log_name, profile.slug)
         try:
             port, node = await self._wait_for_server()
+            await self._wait_answering(node, port)
         except BaseException as error:
             self.record_failure("job_failed" if isinstance(error, web.HTTPError) else "timeout")
             await self._cancel_job()
@@ -218,6 +219,24 @@ class SlurmServerMixin(HasTraits):
                 else:
                     self._mark_running(submitted)
             return port, node
+
+    async def _wait_answering(self, node: str, port: int) -> None:
+        """Return once the job's server accepts connections (polled every 0.1 s), so that JupyterHub's own check
+        succeeds at once instead of after its random backoff; fail with SLURM's words if the job ends first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        self.progress_line = f"Job {self.job_id} running on {node}; JupyterLab is starting on port {port}…"
+        while loop.time() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(node, port), timeout=2)
+            except (OSError, TimeoutError):
+                status = await self.queue.status(self.job_id)
+                if status.info is not None and not status.info.active:
+                    raise web.HTTPError(500, f"{describe_end(status.info)} The server never started. {self._output_tail()}") from None
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
 
     def _mark_running(self, submitted: float) -> None:
         """The job started: its wall clock runs from now, and its queue wait is recorded."""
