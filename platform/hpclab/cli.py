@@ -94,6 +94,10 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+#: the -W option that keeps loky's resource tracker from warning about what it cleans up itself (see main)
+QUIET_RESOURCE_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hpclab`` command line with *argv* (default: sys.argv[1:]); return the exit status."""
     import os
@@ -102,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .interrupts import Interrupted, signals_raise, stop_worker_pools
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    # loky's resource tracker, a process of its own started with this one's -W options, warns at its exit of the
+    # semaphores of workers a stopped command killed, and removes them itself: noise after "stopped by SIGTERM"
+    if QUIET_RESOURCE_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_RESOURCE_TRACKER)
     debug = "--debug" in argv or bool(os.environ.get("HPCLAB_DEBUG"))
     argv = [word for word in argv if word != "--debug"]
     parser = _build_parser(_command_in(argv))
