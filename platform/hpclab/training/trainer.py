@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from ..safe_output import atomic_output
+from ..session import allocated_cores
 from .config import TrainConfig
 from .data import build_data
 from .distributed import Backend, make_backend
@@ -45,12 +47,19 @@ def build_model(arch: str, num_classes: int, norm: str = "batch") -> nn.Module:
         raise ValueError(f"unknown torchvision model {arch!r} (e.g. {known}, ...)") from exc
 
 
-def _threads(cfg: TrainConfig, backend: Backend) -> int:
+def _threads(cfg: TrainConfig, backend: Backend, env: Mapping[str, str] | None = None,
+             cpu_ids: Sequence[int] | None = None) -> int:
+    """Torch threads of this rank: ``cfg.threads``, else the cores of :func:`hpclab.session.allocated_cores`.
+
+    SLURM_CPUS_PER_TASK (and the affinity that caps it) is already this task's share: srun starts one
+    task per rank. The affinity or cpu_count of a process started otherwise (torchrun, horovodrun, the
+    local launcher) is shared by the node's ranks, so each takes its part.
+    """
     if cfg.threads:
         return cfg.threads
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores, source = allocated_cores(env, cpu_ids)
+    if "SLURM_CPUS_PER_TASK" in source:
+        return max(1, cores)
     return max(1, cores // max(1, backend.local_size))
 
 

@@ -128,6 +128,27 @@ print(json.dumps([b({"HOROVOD_RANK": "0", "RANK": "0", "WORLD_SIZE": "2"}), b({"
                    ["127.0.0.1", "20007", "2"]]
 
 
+def test_torch_threads_follow_the_one_rule_for_cores():
+    """hpclab.session.allocated_cores: SLURM_CPUS_PER_TASK capped by the affinity is one srun task's (one rank's)
+    share; an affinity without SLURM is shared by the node's ranks; --threads wins over both."""
+    require_dl_venv()
+    code = """
+import json
+from hpclab.training.config import TrainConfig
+from hpclab.training.distributed import Backend
+from hpclab.training.trainer import _threads
+two = Backend(); two.local_size = 2
+cfg = TrainConfig()
+print(json.dumps([_threads(cfg, two, {"SLURM_CPUS_PER_TASK": "3"}, [0, 1, 2, 3, 4, 5]),
+                  _threads(cfg, two, {"SLURM_CPUS_PER_TASK": "8"}, [0, 1]),
+                  _threads(cfg, two, {"SLURM_CPUS_PER_TASK": "lots"}, [0, 1, 2, 3]),
+                  _threads(cfg, two, {}, [0, 1, 2, 3, 4, 5]), _threads(cfg, two, {}, [0]),
+                  _threads(TrainConfig(threads=5), two, {"SLURM_CPUS_PER_TASK": "3"}, [0])]))
+"""
+    out = json.loads(dl_run([str(DL_PYTHON), "-c", code]).stdout)
+    assert out == [3, 2, 2, 3, 1, 5]
+
+
 # Small enough for 2 cores: GroupNorm resnet18 (BatchNorm-free), 32x32 synthetic images, 3 SGD steps.
 EQUIV = dict(data="synthetic", arch="resnet18", norm="group", image_size=32, num_classes=10, synthetic_size=24,
              epochs=1, lr=0.01, lr_scaling="none", schedule="constant", momentum=0.9, weight_decay=1e-4,
