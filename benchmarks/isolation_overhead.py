@@ -25,9 +25,9 @@ import urllib.request
 from pathlib import Path
 
 from harness import add_out_option, free_port, machine_info, print_table, summary, write_results
-from hpclab_spawners.cgroups import ServerCgroup, ServerLimits
-from hpclab_spawners.local_spawner import _server_preexec
-from hpclab_spawners.unix_accounts import ensure_home, resolve_account
+from hpclab_hub.backends.local.cgroups import ServerCgroup, ServerLimits
+from hpclab_hub.backends.local.server import _server_preexec
+from hpclab_hub.backends.local.unix_accounts import ensure_home, resolve_account
 
 MEMORY = 3 * 2**30
 NAMES = {"root": "root, affinity (reference)", "isolated": "own account + cgroup (isolated)"}

@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .config import ConfigError, Deployment, load_deployment
+from hpclab_hub.config import ConfigError, Deployment, load_deployment
 
 DEFAULT_CONFIG = "deploy/hub.yaml"
 
@@ -33,15 +33,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     deployment = _load_or_report(args.file)
     if deployment is None:
         return 1
-    from .config.checks import deployment_notes, runtime_issues
-    from .config.yaml_source import load_with_lines
+    from hpclab_hub.config.checks import runtime_issues
+    from hpclab_hub.host_notes import deployment_notes
+    from hpclab_hub.config.yaml_source import load_with_lines
 
     lines = load_with_lines(Path(args.file).read_text(encoding="utf-8"))
     failed = runtime_issues(deployment, lines, Path(args.file).resolve().parent)
     for issue in failed:
         print(f"{args.file}: {issue}", file=sys.stderr)
     if args.live:
-        from .slurm.live_check import live_report
+        from hpclab_hub.backends.slurm.live_check import live_report
 
         issues, warnings = live_report(deployment)
         # warnings: it fits, but some choices will be refused at start
@@ -65,7 +66,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON schema, or the Markdown admin reference."""
-    from .config.reference import json_schema, markdown_reference
+    from hpclab_hub.config.reference import json_schema, markdown_reference
 
     print(markdown_reference() if args.markdown else json.dumps(json_schema(), indent=2), end="" if args.markdown else "\n")
     return 0
@@ -100,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.port:
         env["HPCLAB_PORT"] = str(args.port)
     port = args.port or int(os.environ.get("HPCLAB_PORT") or deployment.hub.port)  # the hub reads HPCLAB_PORT too
-    from .trial import is_root, start_lines
+    from hpclab_hub.backends.local.trial import is_root, start_lines
 
     as_root = [name for name, b in deployment.backends.items() if b.type == "local" and b.accounts.mode == "hub-user"]
     if as_root and is_root():
@@ -108,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               "account, and this hub runs as root: servers never run as root. Use mode auto (create with root, a one-person "
               "trial without) or create, or run the hub without root.", file=sys.stderr)
         return 1
-    from .db_schema import start_refusal
+    from hpclab_hub.ops.db_schema import start_refusal
 
     refused = start_refusal(deployment, args.config)
     if refused:
@@ -129,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.chdir(deployment.hub.data_dir)
     argv = [str(jupyterhub), "-f", str(config_py)]
     if jupyterhub.parent == Path(sys.executable).parent:  # this environment's: run without import-time work it never uses
-        argv = [sys.executable, "-m", "hpclab_spawners.deferred_imports", "jupyterhub", "-f", str(config_py)]
+        argv = [sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub", "-f", str(config_py)]
     os.execve(argv[0], argv, env)
     return 0  # not reached
 
@@ -141,7 +142,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     deployment = _load_or_report(args.config)
     if deployment is None:
         return 1
-    from .db_schema import upgrade
+    from hpclab_hub.ops.db_schema import upgrade
 
     logging.basicConfig(level=logging.INFO, format="hpclab-hub upgrade: %(message)s")
     pid_file = deployment.hub.data_dir / "jupyterhub.pid"
@@ -167,7 +168,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     deployment = _load_or_report(args.config)
     if deployment is None:
         return 1
-    from .db_schema import backup
+    from hpclab_hub.ops.db_schema import backup
 
     copied = backup(deployment, Path(args.config), Path(args.dest))
     print(f"hpclab-hub: backed up to {args.dest}: {', '.join(copied)}")
@@ -187,7 +188,7 @@ def _proxy_folder(path: str) -> str | None:
 
 def _warn_if_servers_cannot_run_python(deployment: Deployment) -> None:
     """Local servers run as the users' accounts: say so at start if they cannot reach the hub's Python."""
-    from .unix_accounts import unreachable_folder
+    from hpclab_hub.backends.local.unix_accounts import unreachable_folder
 
     if os.geteuid() != 0 or not any(b.type == "local" for b in deployment.backends.values()):
         return
@@ -202,8 +203,8 @@ def _warn_if_servers_cannot_run_python(deployment: Deployment) -> None:
 
 def _warn_of_missing_runtimes(deployment: Deployment, path: str) -> None:
     """A kernel runtime that is not here fails `check`, but the hub starts: that kernel answers with the reason."""
-    from .config.checks import runtime_issues
-    from .config.yaml_source import load_with_lines
+    from hpclab_hub.config.checks import runtime_issues
+    from hpclab_hub.config.yaml_source import load_with_lines
 
     source = load_with_lines(Path(path).read_text(encoding="utf-8"))
     for issue in runtime_issues(deployment, source, Path(path).resolve().parent):
@@ -235,9 +236,9 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     from jupyterhub import orm
     from nativeauthenticator.orm import UserInfo  # noqa: F401  (registers the table)
 
-    from .accounts import generate_password, set_account
-    from .hubconfig import secure_state_files
-    from .usernames import InvalidUsername, check_username, username_max_length
+    from hpclab_hub.auth.native import generate_password, set_account
+    from hpclab_hub.hubconfig import secure_state_files
+    from hpclab_hub.config.usernames import InvalidUsername, check_username, username_max_length
 
     try:
         args.name = check_username(args.name, username_max_length(deployment.account_prefixes))
@@ -259,7 +260,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     db = orm.new_session_factory(deployment.hub.database_url)()
     created = set_account(db, args.name, password)
     print(f"{'created' if created else 'updated'} account {args.name}" + (f"; password: {password}" if generated else ""))
-    from .trial import trial_refusal, trial_user
+    from hpclab_hub.backends.local.trial import trial_refusal, trial_user
 
     only = trial_user(deployment)
     if only and args.name != only:
@@ -272,7 +273,7 @@ def cmd_kernels_install(args: argparse.Namespace) -> int:
     deployment = _load_or_report(args.config)
     if deployment is None:
         return 1
-    from .kernels import install_kernels, runtime_status
+    from hpclab_hub.kernels import install_kernels, runtime_status
 
     unknown = [name for name in args.names if name not in deployment.kernels]
     if unknown:
@@ -294,7 +295,7 @@ def cmd_kernels_list(args: argparse.Namespace) -> int:
         return 1
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from .kernels import runtime_status, runtime_text
+    from hpclab_hub.kernels import runtime_status, runtime_text
 
     manager = KernelSpecManager()
     if args.prefix:

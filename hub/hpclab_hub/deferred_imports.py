@@ -75,9 +75,9 @@ def run_console_script(argv: list[str]) -> int:
 
 
 def main() -> None:
-    """``python -m hpclab_spawners.deferred_imports PROGRAM [ARGS...]``."""
+    """``python -m hpclab_hub.deferred_imports PROGRAM [ARGS...]``."""
     if len(sys.argv) < 2:
-        print("usage: python -m hpclab_spawners.deferred_imports PROGRAM [ARGS...]", file=sys.stderr)
+        print("usage: python -m hpclab_hub.deferred_imports PROGRAM [ARGS...]", file=sys.stderr)
         raise SystemExit(2)
     raise SystemExit(run_console_script(sys.argv[1:]))
 

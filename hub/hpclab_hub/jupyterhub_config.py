@@ -3,7 +3,7 @@
 # `jupyterhub -f` by hand, set HPCLAB_CONFIG to the YAML yourself.
 import os
 
-from hpclab_spawners.hubconfig import configure
+from hpclab_hub.hubconfig import configure
 
 if not os.environ.get("HPCLAB_CONFIG"):
     raise SystemExit("HPCLAB_CONFIG is not set: start the hub with `hpclab-hub run --config deploy/hub.yaml`, "

@@ -1,5 +1,5 @@
 """Read cgroups: the mounted hierarchies, a process's cgroups, and its memory limit (v2 ``memory.max`` or v1
-``memory.limit_in_bytes``). The hub's server groups (hpclab_spawners.cgroups) use the same parsing."""
+``memory.limit_in_bytes``). The hub's server groups (hpclab_hub.backends.local.cgroups) use the same parsing."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class CgroupMount:
         the path lies outside the mounted part (e.g. in a container)."""
         root = self.root.rstrip("/")
         inside = cgroup_path == root or cgroup_path.startswith(root + "/")
-        rel = cgroup_path[len(root):].strip("/") if inside else ""
+        rel = cgroup_path[len(root) :].strip("/") if inside else ""
         return Path(self.mountpoint) / rel if rel else Path(self.mountpoint)
 
 

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from hpclab_spawners.cgroup_devices_bpf import attached
-from hpclab_spawners.cgroups import CgroupUnavailable, ServerCgroup, ServerLimits
+from hpclab_hub.backends.local.devices_bpf import attached
+from hpclab_hub.backends.local.cgroups import CgroupUnavailable, ServerCgroup, ServerLimits
 
 
 def _real_v2_host() -> bool:

@@ -104,8 +104,8 @@ def test_without_subdomains_the_same_page_gets_the_token_which_check_warns_about
     with started_hub(tmp_path / "hub", config, accounts=("alice",)) as hub:
         assert _open_cat_page(hub, browser).startswith("stolen:")
         assert "cats" in _admin_tokens(hub)
-        from hpclab_spawners.config import load_deployment
-        from hpclab_spawners.config.checks import deployment_notes
+        from hpclab_hub.config import load_deployment
+        from hpclab_hub.host_notes import deployment_notes
 
         notes = " ".join(deployment_notes(load_deployment(hub.config_path)))
         assert "hub.user_subdomains is off" in notes and "tokens in the visitor's name" in notes

@@ -1,4 +1,4 @@
-"""cgroup2 GPU fence (hpclab_spawners.cgroup_devices_bpf) on this machine's real cgroup2 hierarchy.
+"""cgroup2 GPU fence (hpclab_hub.backends.local.devices_bpf) on this machine's real cgroup2 hierarchy.
 
 This host mounts cgroup2 at /sys/fs/cgroup/unified with no controllers; a device program attaches there
 regardless, and the kernel consults it for every process in the group (it is the default hierarchy).
@@ -21,14 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hpclab_spawners.cgroup_devices_bpf import (
+from hpclab_hub.backends.local.devices_bpf import (
     DeviceFenceError,
     assemble,
     attached,
     fence,
     load,
 )
-from hpclab_spawners.cgroups import CgroupUnavailable, ServerLimits, fence_devices_v2
+from hpclab_hub.backends.local.cgroups import CgroupUnavailable, ServerLimits, fence_devices_v2
 
 UNIFIED = Path("/sys/fs/cgroup/unified")
 NOBODY = 65534
@@ -163,13 +163,13 @@ def test_the_fence_holds_for_the_groups_children_and_a_user_cannot_remove_it(fak
 import ctypes, os, sys
 sys.path.insert(0, sys.argv[2])
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
-from hpclab_spawners.cgroup_devices_bpf import attached
+from hpclab_hub.backends.local.devices_bpf import attached
 try:
     attached(sys.argv[1]); print('QUERIED')
 except OSError as failed:
     print(failed.strerror)
 """
-    spawners = str(Path(__file__).resolve().parents[2] / "spawners")
+    spawners = str(Path(__file__).resolve().parents[2] / "hub")
     out = subprocess.run([sys.executable, "-c", detach, str(server_group), spawners], check=False, capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "Operation not permitted", out
 

@@ -1,4 +1,4 @@
-"""hpclab_spawners.cgroups on this machine's real cgroups (v1 here), and its cgroup2 path on a stand-in tree.
+"""hpclab_hub.backends.local.cgroups on this machine's real cgroups (v1 here), and its cgroup2 path on a stand-in tree.
 
 The cgroup2 test uses a plain folder in place of /sys/fs/cgroup: a fake, named as such, because on this
 machine the memory, cpuset and pids controllers are bound to the v1 hierarchies and cannot be enabled
@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hpclab_spawners.cgroups import CgroupUnavailable, ServerCgroup, ServerLimits
+from hpclab_hub.backends.local.cgroups import CgroupUnavailable, ServerCgroup, ServerLimits
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups needs root")
 

@@ -10,10 +10,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from hpclab_spawners.choices import ChoiceRefused, stored_form, validate_choices, with_choices
-from hpclab_spawners.config.errors import ConfigError
-from hpclab_spawners.config.loader import load_deployment
-from hpclab_spawners.config.model import Profile
+from hpclab_hub.config.user_choices import ChoiceRefused, stored_form, validate_choices, with_choices
+from hpclab_hub.config.errors import ConfigError
+from hpclab_hub.config.loader import load_deployment
+from hpclab_hub.config.model import Profile
 
 from support.hubtools import hub_yaml, login, started_hub, stop_server
 from support.kerneltools import run_in_kernel, user_token
@@ -62,7 +62,7 @@ def test_choices_out_of_bounds_are_refused_naming_the_key_and_the_bound(options,
 
 
 def test_the_form_passes_on_fields_it_never_has_so_that_the_start_refuses_them():
-    from hpclab_spawners.form import profile_from_form
+    from hpclab_hub.spawner.form import profile_from_form
 
     posted = {"_xsrf": ["token"], "profile": ["flex"], "flex--cpus": ["2"], "flex--memory": ["1G"], "gpu-1--cpus": ["1"]}
     assert profile_from_form(posted) == {"profile": "flex", "cpus": "2", "memory": "1G"}  # JupyterHub's and other profiles' fields
@@ -80,7 +80,7 @@ def _local_spawner(tmp_path, ready: bool = True, extend_delay: float = 0.0):
 
     import yaml
 
-    from hpclab_spawners.site_spawner import HPCLabSpawner
+    from hpclab_hub.spawner.spawner import HPCLabSpawner
 
     path = tmp_path / "hub.yaml"
     path.write_text(yaml.safe_dump(hub_yaml(tmp_path / "state", profiles=[{**FLEX, "default": True}])))

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hpclab_spawners.config import ConfigError, load_deployment, parse_deployment
-from hpclab_spawners.config.yaml_source import format_path
+from hpclab_hub.config import ConfigError, load_deployment, parse_deployment
+from hpclab_hub.config.yaml_source import format_path
 
 from support.paths import REPO_ROOT
 
@@ -355,15 +355,15 @@ def test_cli_check_defaults_to_deploy_hub_yaml():
 
 def test_admin_reference_in_docs_is_generated_from_the_current_model():
     """docs/admin-reference.md must be regenerated (make docs) whenever the YAML model changes."""
-    from hpclab_spawners.config.reference import markdown_reference
+    from hpclab_hub.config.reference import markdown_reference
 
     committed = (REPO / "docs" / "admin-reference.md").read_text(encoding="utf-8")
     assert committed == markdown_reference(), "run `make docs` and commit docs/admin-reference.md"
 
 
 def test_admin_reference_lists_every_key_of_both_backend_kinds():
-    from hpclab_spawners.config.model import LocalBackend, SlurmBackend
-    from hpclab_spawners.config.reference import markdown_reference
+    from hpclab_hub.config.model import LocalBackend, SlurmBackend
+    from hpclab_hub.config.reference import markdown_reference
 
     reference = markdown_reference()
     assert "## `backends.<name>` (type: local)" in reference and "## `backends.<name>` (type: slurm)" in reference
@@ -388,10 +388,10 @@ def test_absent_default_examples_folder_turns_examples_off_with_a_note_and_a_war
 
     from traitlets.config import Config
 
-    from hpclab_spawners import cli
-    from hpclab_spawners.config import model
-    from hpclab_spawners.hubconfig import configure
-    from hpclab_spawners.site_spawner import HPCLabSpawner
+    from hpclab_hub import cli
+    from hpclab_hub.config import model
+    from hpclab_hub.hubconfig import configure
+    from hpclab_hub.spawner.spawner import HPCLabSpawner
 
     path = tmp_path / "hub.yaml"
     path.write_text(MINIMAL)
@@ -426,7 +426,7 @@ def test_absent_default_examples_folder_turns_examples_off_with_a_note_and_a_war
 
 
 def test_an_examples_source_that_is_missing_is_an_error_at_its_key_and_line(tmp_path, monkeypatch):
-    from hpclab_spawners.config import model
+    from hpclab_hub.config import model
 
     path = tmp_path / "hub.yaml"
     path.write_text(MINIMAL + "examples:\n  source: courses/notebooks\n")
@@ -457,7 +457,7 @@ def _fake_venv(prefix: Path, ipykernel: bool = True) -> Path:
 
 def test_a_copied_example_fails_check_naming_each_runtime_as_written_and_where_it_resolved(tmp_path):
     """Issue 25 item 5: site.yaml copied elsewhere keeps `../../.venv`, which now points at nothing; `check` said OK."""
-    from hpclab_spawners.config.yaml_source import load_with_lines
+    from hpclab_hub.config.yaml_source import load_with_lines
 
     folder = tmp_path / "etc" / "hpclab"
     folder.mkdir(parents=True)
@@ -520,7 +520,7 @@ def test_runtime_paths_are_taken_from_the_yaml_files_folder_not_the_cwd_and_each
 
 def test_run_warns_of_a_missing_runtime_but_does_not_refuse(tmp_path, capsys):
     """The hub can run without one kernel (its users get an error kernel saying why): `run` warns, `check` fails."""
-    from hpclab_spawners import cli
+    from hpclab_hub import cli
 
     config = tmp_path / "hub.yaml"
     config.write_text(MINIMAL + "kernels:\n  mri:\n    display_name: M\n    runtime: {type: conda, prefix: /no/such/conda}\n")

@@ -10,8 +10,8 @@ from datetime import timedelta
 import psutil
 import pytest
 
-from hpclab_spawners.config import parse_deployment
-from hpclab_spawners.culling import TIMEOUTS_VARIABLE, ProfileIdleArbiter, culler_service
+from hpclab_hub.config import parse_deployment
+from hpclab_hub.ops.culling import TIMEOUTS_VARIABLE, ProfileIdleArbiter, culler_service
 
 from support.browsertools import browser_login, run_in_new_notebook
 from support.hubtools import Hub, hub_yaml, login, started_hub, stop_server

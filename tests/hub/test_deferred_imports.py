@@ -11,7 +11,7 @@ import pytest
 #: run in a fresh interpreter each: the stand-in only matters before anything imported the real module
 PROBE = r"""
 import json, sys, time
-from hpclab_spawners.deferred_imports import defer_rfc3987_syntax
+from hpclab_hub.deferred_imports import defer_rfc3987_syntax
 deferred = {deferred}
 if deferred:
     assert defer_rfc3987_syntax()
@@ -47,7 +47,7 @@ def test_the_parser_is_not_built_at_start_and_iri_checks_answer_as_before():
 
 @pytest.mark.parametrize("program", ["jupyterhub", "jupyterhub-singleuser"])
 def test_the_hub_and_the_server_run_through_the_deferring_entry(program):
-    done = subprocess.run([sys.executable, "-m", "hpclab_spawners.deferred_imports", program, "--version"],
+    done = subprocess.run([sys.executable, "-m", "hpclab_hub.deferred_imports", program, "--version"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     import jupyterhub
@@ -56,6 +56,6 @@ def test_the_hub_and_the_server_run_through_the_deferring_entry(program):
 
 
 def test_an_unknown_program_is_refused_with_its_name():
-    done = subprocess.run([sys.executable, "-m", "hpclab_spawners.deferred_imports", "no-such-program"],
+    done = subprocess.run([sys.executable, "-m", "hpclab_hub.deferred_imports", "no-such-program"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 127 and "no console script 'no-such-program'" in done.stderr

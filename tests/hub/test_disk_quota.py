@@ -135,7 +135,7 @@ def test_ext4_user_quota_where_the_kernel_has_it(tmp_path):
     """The ext4 path: mkfs.ext4 -O quota, mount usrquota, setquota through set_home_quota, EDQUOT for the account."""
     import pwd
 
-    from hpclab_spawners.disk_quota import set_home_quota
+    from hpclab_hub.backends.local.disk_quota import set_home_quota
 
     mount_point = tmp_path / "mnt"
     problem = _loop_filesystem(tmp_path / "ext4.img", mount_point, ["mkfs.ext4", "-q", "-F", "-O", "quota", "-E", "quotatype=usrquota"],

@@ -392,7 +392,7 @@ def test_a_restarted_hub_never_signals_a_pid_that_is_no_longer_its_server(secure
     """After a reboot the stored pid may belong to another process: with the server's cgroup gone, it is left alone."""
     import sqlite3
 
-    from hpclab_spawners.cgroups import ServerCgroup
+    from hpclab_hub.backends.local.cgroups import ServerCgroup
 
     dave = login(secure_hub, "dave")
     assert dave.post_spawn("dave", "cpu-small").status_code == 302
@@ -445,7 +445,7 @@ def _signup(hub, username: str, password: str = "a-Long-signup-pw-42") -> reques
 
 
 def _pending(hub) -> dict[str, bool]:
-    from hpclab_spawners.config import load_deployment
+    from hpclab_hub.config import load_deployment
     from jupyterhub import orm
     from nativeauthenticator.orm import UserInfo
 
@@ -467,13 +467,13 @@ def test_signup_name_with_tabs_and_html_is_refused_with_a_reason(secure_hub):
 
 
 def test_names_are_normalised_on_every_path(secure_hub):
-    from hpclab_spawners.usernames import check_username
+    from hpclab_hub.config.usernames import check_username
 
     assert check_username("ＣＡＲＯＬ") == "carol"  # fullwidth letters (NFKC) and upper case
     for bad in (".hidden", "a b", "a/b", "a\tb", "é<script>", "a..b"):
         with pytest.raises(ValueError):
             check_username(bad)
-    refused = subprocess.run([sys.executable, "-m", "hpclab_spawners.cli", "users", "add", "x\ty", "--config",
+    refused = subprocess.run([sys.executable, "-m", "hpclab_hub.cli", "users", "add", "x\ty", "--config",
                               str(secure_hub.config_path), "--password-stdin"], input="long-enough-pw\n",
                              capture_output=True, text=True)
     assert refused.returncode == 1 and "may hold only letters" in refused.stderr
@@ -520,7 +520,7 @@ class _Elements(HTMLParser):
 
 def _write_accounts(hub, change) -> None:
     """Apply ``change(db, UserInfo)`` straight to the hub's database and commit, past every rule of the hub."""
-    from hpclab_spawners.config import load_deployment
+    from hpclab_hub.config import load_deployment
     from jupyterhub import orm
     from nativeauthenticator.orm import UserInfo
 
@@ -608,7 +608,7 @@ def test_hub_cookies_are_samesite_lax(secure_hub):
 
 
 def test_a_hub_without_root_serves_only_its_own_account_and_existing_mode_needs_a_users_account():
-    from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account
+    from hpclab_hub.backends.local.unix_accounts import AccountUnavailable, resolve_account
 
     with pytest.raises(AccountUnavailable) as missing:
         resolve_account("nobody-here", "existing", "", Path("/home"), None)
@@ -618,7 +618,7 @@ def test_a_hub_without_root_serves_only_its_own_account_and_existing_mode_needs_
     assert daemon.value.status == 403 and "system account" in str(daemon.value)
     code = (
         "from pathlib import Path\n"
-        "from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account\n"
+        "from hpclab_hub.backends.local.unix_accounts import AccountUnavailable, resolve_account\n"
         "print(resolve_account('nobody', 'create', 'jupyter-', Path('/home'), '/tmp').name)\n"
         "try:\n    resolve_account('alice', 'create', 'jupyter-', Path('/home'), None)\n"
         "except AccountUnavailable as refused:\n    print(refused.status, refused)\n"
@@ -638,9 +638,9 @@ def test_without_root_auto_is_a_one_person_trial_for_the_first_admin_and_hub_use
     """accounts.mode auto/hub-user: the first admin's server runs as the hub's account, everyone else is refused
     with the reason; as root, auto creates accounts and hub-user refuses (tests/e2e/test_trial_without_root.py
     plays the whole `make hub` path)."""
-    from hpclab_spawners.config import load_deployment
-    from hpclab_spawners.trial import trial_user
-    from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account
+    from hpclab_hub.config import load_deployment
+    from hpclab_hub.backends.local.trial import trial_user
+    from hpclab_hub.backends.local.unix_accounts import AccountUnavailable, resolve_account
 
     with pytest.raises(AccountUnavailable) as as_root:
         resolve_account("admin", "hub-user", "jupyter-", Path("/home"), None, only_user="admin")
@@ -649,9 +649,9 @@ def test_without_root_auto_is_a_one_person_trial_for_the_first_admin_and_hub_use
     assert shipped.backends["local"].accounts.mode == "auto" and trial_user(shipped) is None  # root: several people
     code = (
         "from pathlib import Path\n"
-        "from hpclab_spawners.config import load_deployment\n"
-        "from hpclab_spawners.trial import trial_user, start_lines\n"
-        "from hpclab_spawners.unix_accounts import AccountUnavailable, resolve_account\n"
+        "from hpclab_hub.config import load_deployment\n"
+        "from hpclab_hub.backends.local.trial import trial_user, start_lines\n"
+        "from hpclab_hub.backends.local.unix_accounts import AccountUnavailable, resolve_account\n"
         "shipped = load_deployment(Path('deploy/hub.yaml'))\n"
         "print(trial_user(shipped))\n"
         "account = resolve_account('admin', 'auto', 'jupyter-', Path('/home'), None, only_user='admin')\n"

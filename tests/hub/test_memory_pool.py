@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpclab_spawners.resources import machine_memory, pool_memory
+from hpclab_hub.backends.local.resources import machine_memory, pool_memory
 
 from support.hubtools import hub_yaml, login, singleuser_processes, started_hub, stop_server
 

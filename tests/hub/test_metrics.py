@@ -61,7 +61,7 @@ def test_grafana_dashboard_only_queries_metrics_the_hub_exports():
     import json
     from pathlib import Path
 
-    from hpclab_spawners import metrics
+    from hpclab_hub.ops import metrics
 
     exported = {"hpclab_servers_in_use", "hpclab_gpus_in_use"}
     for metric in (metrics.SPAWN_DURATION, metrics.QUEUE_WAIT, metrics.SPAWN_FAILURES):

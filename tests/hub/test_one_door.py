@@ -37,7 +37,7 @@ def door_hub(tmp_path_factory):
     config["culling"] = {"enabled": True, "timeout": "01:00:00", "every": "00:10:00"}
     with started_hub(workdir, config, accounts=VICTIMS) as hub:
         yield hub
-    from hpclab_spawners.one_door import sweep_stale_tables
+    from hpclab_hub.backends.local.one_door import sweep_stale_tables
 
     sweep_stale_tables()
 
@@ -200,7 +200,7 @@ def test_signups_with_rotating_headers_are_limited_whichever_way_they_come(door_
     words = _kernel_attempts(alice, "alice", tries)
     assert words[:12] == ["REFUSED"] * 12, words
     assert words[12:].count("LOCKED") >= 7 and "REFUSED" not in words[12:], words[12:]
-    from hpclab_spawners.config import load_deployment
+    from hpclab_hub.config import load_deployment
     from jupyterhub import orm
     from nativeauthenticator.orm import UserInfo
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hpclab_spawners.config import parse_deployment
-from hpclab_spawners.quotas import ActiveServer, QuotaExceeded, check_quotas
+from hpclab_hub.config import parse_deployment
+from hpclab_hub.spawner.quotas import ActiveServer, QuotaExceeded, check_quotas
 
 from support.hubtools import hub_yaml, login, singleuser_processes, started_hub, stop_server
 

@@ -16,8 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hpclab_spawners.culling import ProfileIdleArbiter
-from hpclab_spawners.events import event_line, parse_event
+from hpclab_hub.ops.culling import ProfileIdleArbiter
+from hpclab_hub.ops.events import event_line, parse_event
 from support.hubtools import hub_yaml, login, started_hub, stop_server
 from support.paths import REPO_ROOT as REPO
 
@@ -55,7 +55,7 @@ def test_the_unit_keeps_servers_across_a_restart_and_delegates_their_cgroups():
     assert service["OOMPolicy"] == "continue"  # a user's OOM kill does not stop the hub
     assert service["ExecStart"] == f"{INSTALLED_CLI} run --config /etc/hpclab/hub.yaml"
     assert service["StateDirectory"] == "hpclab" and service["WorkingDirectory"] == "/var/lib/hpclab"
-    from hpclab_spawners.cgroups import HUB_LEAF
+    from hpclab_hub.backends.local.cgroups import HUB_LEAF
 
     assert HUB_LEAF == service["DelegateSubgroup"]
 

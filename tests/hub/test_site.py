@@ -25,7 +25,7 @@ from support.paths import REPO_ROOT
 
 
 REPO = REPO_ROOT
-KERNEL_TEMPLATES = REPO / "spawners" / "hpclab_spawners" / "kernel_templates"
+KERNEL_TEMPLATES = REPO / "hub" / "hpclab_hub" / "kernels" / "templates"
 
 
 def _site_yaml(workdir: Path, examples: Path) -> dict:
@@ -90,7 +90,7 @@ def test_the_seeds_site_yaml_mixes_a_cluster_and_a_gpu_server_and_checks_ok():
 
 def test_the_site_example_offers_a_profile_with_choices_and_checks_ok_in_place():
     """Issue 25 item 5: choices, cancelling a pending start and extending can be tried from site.yaml itself."""
-    from hpclab_spawners.config import load_deployment
+    from hpclab_hub.config import load_deployment
 
     site = load_deployment(REPO / "deploy/examples/site.yaml")
     (flex,) = [p for p in site.profiles if p.choices is not None]
@@ -275,14 +275,14 @@ def test_examples_arrive_and_a_users_edit_survives_a_restart_and_an_update(site,
 
 # -- availability, from the backends' own answers (pure functions over real parsed shapes) ----------
 def _profile(**fields):
-    from hpclab_spawners.config.model import Profile
+    from hpclab_hub.config.model import Profile
 
     return Profile(**{"slug": "p", "display_name": "P", "backend": "b", **fields})
 
 
 def test_slurm_availability_disables_missing_down_and_gpu_less_partitions():
-    from hpclab_spawners.availability import slurm_availability
-    from hpclab_spawners.slurm.client import PartitionState, parse_partition_lines
+    from hpclab_hub.spawner.availability import slurm_availability
+    from hpclab_hub.backends.slurm.client import PartitionState, parse_partition_lines
 
     settings = parse_partition_lines("PartitionName=cpu State=UP MaxTime=UNLIMITED\nPartitionName=old State=DOWN MaxTime=1:00:00\n"
                                      "PartitionName=gpu State=UP\n")
@@ -297,8 +297,8 @@ def test_slurm_availability_disables_missing_down_and_gpu_less_partitions():
 
 
 def test_local_availability_counts_idle_cores_and_free_gpus():
-    from hpclab_spawners.availability import local_availability, local_blocked
-    from hpclab_spawners.resources import ResourcePool
+    from hpclab_hub.spawner.availability import local_availability, local_blocked
+    from hpclab_hub.backends.local.resources import ResourcePool
 
     pool = ResourcePool((0, 1, 2, 3), ("0", "1"))
     pool.allocate("alice/", 2, 1)
@@ -313,8 +313,8 @@ def test_local_availability_counts_idle_cores_and_free_gpus():
 def test_gpus_auto_without_an_nvidia_driver_disables_gpu_profiles(tmp_path, monkeypatch):
     """`gpus: auto` (deploy/examples/site.yaml's gpu-server) on a machine without nvidia-smi: no GPUs,
     so the GPU profile is disabled with the reason; with a driver that lists two, it is not."""
-    from hpclab_spawners import resources
-    from hpclab_spawners.availability import local_blocked
+    from hpclab_hub.backends.local import resources
+    from hpclab_hub.spawner.availability import local_blocked
 
     monkeypatch.setattr(resources, "_POOLS", {})
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
@@ -342,7 +342,7 @@ def _slurm_site_spawner(tmp_path: Path, answer, profiles: list[dict] | None = No
     """The hub's real spawner on a SLURM-only YAML, its cluster answering ``answer`` (no SLURM here)."""
     from types import SimpleNamespace
 
-    from hpclab_spawners.site_spawner import HPCLabSpawner
+    from hpclab_hub.spawner.spawner import HPCLabSpawner
 
     config = hub_yaml(
         tmp_path / "state",
@@ -376,8 +376,8 @@ def _run(coroutine):
 def test_a_slurm_profile_the_form_disables_is_refused_at_start_with_the_same_reason(tmp_path):
     from tornado import web
 
-    from hpclab_spawners.availability import form_availability
-    from hpclab_spawners.slurm.client import parse_partition_lines, parse_sinfo_json
+    from hpclab_hub.spawner.availability import form_availability
+    from hpclab_hub.backends.slurm.client import parse_partition_lines, parse_sinfo_json
 
     spawner = _slurm_site_spawner(tmp_path, (parse_sinfo_json(_SINFO), parse_partition_lines(_PARTITIONS)))
     shown = _run(form_availability(spawner))
@@ -411,7 +411,7 @@ def _with_short(sinfo: dict) -> dict:
 def test_a_time_limit_above_the_chosen_partitions_max_time_is_refused_at_start(tmp_path):
     from tornado import web
 
-    from hpclab_spawners.slurm.client import parse_partition_lines, parse_sinfo_json
+    from hpclab_hub.backends.slurm.client import parse_partition_lines, parse_sinfo_json
 
     answer = (parse_sinfo_json(_with_short(_SINFO)), parse_partition_lines(_PARTITIONS + _SHORT))
     spawner = _slurm_site_spawner(tmp_path, answer, profiles=[_FLEX_SLURM])
@@ -434,10 +434,10 @@ def test_a_time_limit_above_the_chosen_partitions_max_time_is_refused_at_start(t
 
 
 def test_partition_max_time_and_the_live_checks_warning_for_time_choices():
-    from hpclab_spawners.availability import partition_max_time
-    from hpclab_spawners.config.model import Profile
-    from hpclab_spawners.slurm.client import parse_partition_lines
-    from hpclab_spawners.slurm.live_check import time_choice_warnings
+    from hpclab_hub.spawner.availability import partition_max_time
+    from hpclab_hub.config.model import Profile
+    from hpclab_hub.backends.slurm.client import parse_partition_lines
+    from hpclab_hub.backends.slurm.live_check import time_choice_warnings
 
     settings = parse_partition_lines("PartitionName=cpu State=UP Default=YES MaxTime=UNLIMITED\n" + _SHORT
                                      + "PartitionName=gpu State=UP MaxTime=2-00:00:00\n")
@@ -454,7 +454,7 @@ def test_partition_max_time_and_the_live_checks_warning_for_time_choices():
 
 
 def test_a_cluster_that_cannot_answer_blocks_no_start(tmp_path):
-    from hpclab_spawners.availability import Availability, form_availability
+    from hpclab_hub.spawner.availability import Availability, form_availability
 
     spawner = _slurm_site_spawner(tmp_path, "sinfo did not answer within 30 s")
     assert _run(form_availability(spawner))["old"] == Availability(note="Cluster state unavailable: sinfo did not answer within 30 s")
@@ -464,8 +464,8 @@ def test_a_cluster_that_cannot_answer_blocks_no_start(tmp_path):
 
 def test_an_old_yaml_whose_names_hold_the_resources_says_them_once_on_the_form():
     """Display names as deploy/hub.yaml wrote them before the form showed resources itself."""
-    from hpclab_spawners.config.model import Profile
-    from hpclab_spawners.form import render_profile_form
+    from hpclab_hub.config.model import Profile
+    from hpclab_hub.spawner.form import render_profile_form
 
     profiles = [
         Profile(slug="cpu-small", display_name="CPU — 1 core, 2 GB", backend="local", cpus=1, memory="2G", default=True),

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from hpclab_spawners.spawn_queue import SpawnLine, queued_message
+from hpclab_hub.ops.spawn_queue import SpawnLine, queued_message
 from support.hubtools import hub_yaml, login, started_hub, stop_server
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpclab_spawners.config.units import format_duration, format_memory, parse_duration, parse_memory
+from hpclab_hub.config.units import format_duration, format_memory, parse_duration, parse_memory
 
 KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
 

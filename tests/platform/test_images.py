@@ -162,11 +162,28 @@ def test_lock_is_pinned_hashed_and_satisfies_its_pyproject_extra(kernel):
             f"{kernel}.txt pins {name}=={pins[name]}, pyproject asks {requirement} (run images/requirements/compile.sh {kernel})"
 
 
+def _torch_pins() -> dict[str, str]:
+    """images/torch.txt, the one torch pin: {"torch", "torchvision"} (deep learning) and "cpu" (brain extraction)."""
+    text = (IMAGES / "torch.txt").read_text()
+    pins = dict(re.findall(r"^(torch|torchvision)==(\S+)$", text, re.M))
+    pins["cpu"] = re.search(r"^# cpu: torch==(\S+)$", text, re.M).group(1)
+    return pins
+
+
+def test_torch_is_pinned_in_one_file_that_the_scripts_and_dl_in_read():
+    pins = _torch_pins()
+    assert set(pins) == {"torch", "torchvision", "cpu"}
+    assert "-r ../torch.txt" in (LOCKS / "dl.in").read_text().splitlines()
+    for script in (IMAGES / "dl" / "install-dl-env.sh", IMAGES / "mri" / "install-bet.sh"):
+        text = script.read_text()
+        assert "images/torch.txt" in text and not re.search(r"^TORCH(VISION)?_VERSION=[0-9]", text, re.M), script
+    for recipe in ("dl/Dockerfile", "dl/dl.def", "mri/Dockerfile", "mri/mri.def"):
+        assert "images/torch.txt" in (IMAGES / recipe).read_text(), recipe  # the scripts read it inside the image too
+
+
 def test_dl_lock_pins_the_torch_of_the_dl_env_script_and_of_venv_dl():
     pins = _lock("dl")
-    script = (IMAGES / "dl" / "install-dl-env.sh").read_text()
-    torch = re.search(r"^TORCH_VERSION=(\S+)$", script, re.M).group(1)
-    torchvision = re.search(r"^TORCHVISION_VERSION=(\S+)$", script, re.M).group(1)
+    torch, torchvision = _torch_pins()["torch"], _torch_pins()["torchvision"]
     assert (pins["torch"], pins["torchvision"]) == (torch, torchvision)
     require_dl_venv()
     proc = subprocess.run([str(DL_PYTHON), "-c", "from importlib.metadata import version as v; print(v('torch'), v('torchvision'))"],
@@ -180,7 +197,7 @@ def test_brain_extraction_lock_has_no_torch_agrees_with_all_txt_and_venv_has_the
     assert "deepbet" in pins and "torch" not in pins and not any(n.startswith("nvidia") for n in pins)
     shared = set(pins) & set(_lock("all"))
     assert {n: pins[n] for n in shared} == {n: _lock("all")[n] for n in shared}
-    torch_pin = re.search(r"^TORCH_VERSION=(\S+)$", (IMAGES / "mri" / "install-bet.sh").read_text(), re.M).group(1)
+    torch_pin = _torch_pins()["cpu"]
     proc = subprocess.run([str(BIN / "python"), "-c", "import torch, deepbet; print(torch.__version__, torch.version.cuda)"],
                           capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == [f"{torch_pin}+cpu", "None"], proc.stderr

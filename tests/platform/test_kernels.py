@@ -307,7 +307,7 @@ def test_kernel_whose_runtime_is_missing_shows_a_readable_error_instead_of_dying
 
 
 def test_committed_kernelspec_installed_by_hand_explains_how_to_install_it(tmp_path, prefix):
-    KernelSpecManager().install_kernel_spec(str(REPO / "spawners/hpclab_spawners/kernel_templates" / "mri"), "raw-mri", prefix=str(tmp_path))
+    KernelSpecManager().install_kernel_spec(str(REPO / "hub/hpclab_hub/kernels/templates" / "mri"), "raw-mri", prefix=str(tmp_path))
     path = os.environ["JUPYTER_PATH"]
     os.environ["JUPYTER_PATH"] = str(tmp_path / "share" / "jupyter")
     try:
@@ -320,7 +320,7 @@ def test_committed_kernelspec_installed_by_hand_explains_how_to_install_it(tmp_p
 
 # -- the YAML ---------------------------------------------------------------------------------------------
 def test_gpu_profile_of_the_shipped_yaml_defaults_to_dl():
-    from hpclab_spawners.config import load_deployment
+    from hpclab_hub.config import load_deployment
 
     deployment = load_deployment(REPO / "deploy" / "hub.yaml")
     assert {"josephson", "mri", "dl"} <= set(deployment.kernels)
@@ -329,7 +329,7 @@ def test_gpu_profile_of_the_shipped_yaml_defaults_to_dl():
 
 
 def test_runtime_needs_its_path_and_default_kernel_must_be_offered(tmp_path):
-    from hpclab_spawners.config import ConfigError, parse_deployment
+    from hpclab_hub.config import ConfigError, parse_deployment
 
     text = """\
 backends: {local: {type: local}}
@@ -354,8 +354,8 @@ kernels:
 def test_profile_kernels_become_jupyter_server_arguments_it_accepts():
     from jupyter_server.serverapp import ServerApp
 
-    from hpclab_spawners.config import load_deployment
-    from hpclab_spawners.kernels import kernel_server_args
+    from hpclab_hub.config import load_deployment
+    from hpclab_hub.kernels import kernel_server_args
 
     gpu = load_deployment(REPO / "deploy" / "hub.yaml").profile("gpu-1")
     app = ServerApp()

@@ -18,7 +18,7 @@ from support.paths import REPO_ROOT
 
 REPO = REPO_ROOT
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-KERNELS = {p.name for p in (REPO / "spawners/hpclab_spawners/kernel_templates").iterdir() if (p / "kernel.json").is_file()}
+KERNELS = {p.name for p in (REPO / "hub/hpclab_hub/kernels/templates").iterdir() if (p / "kernel.json").is_file()}
 
 
 def _committed_notebooks() -> list[Path]:
@@ -86,5 +86,5 @@ def test_notebook_metadata_names_its_curated_kernel(path):
     """JupyterLab opens the notebook in the kernel its metadata names: one of kernels/, with that kernel's label."""
     spec = _kernelspec(path)
     assert spec.get("name") in KERNELS, f"{path.name}: metadata.kernelspec {spec} is not a curated kernel ({sorted(KERNELS)})"
-    shipped = json.loads((REPO / "spawners/hpclab_spawners/kernel_templates" / spec["name"] / "kernel.json").read_text(encoding="utf-8"))
+    shipped = json.loads((REPO / "hub/hpclab_hub/kernels/templates" / spec["name"] / "kernel.json").read_text(encoding="utf-8"))
     assert (spec["display_name"], spec["language"]) == (shipped["display_name"], shipped["language"])

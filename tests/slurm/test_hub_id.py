@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hpclab_spawners.slurm.hub_id import ensure_hub_id, legacy_hub_id, stored_hub_id
+from hpclab_hub.backends.slurm.hub_id import ensure_hub_id, legacy_hub_id, stored_hub_id
 from jupyterhub import orm
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from hpclab.slurm import parse_slurm_time
 from hpclab.slurm.commands import parse_job_line
-from hpclab_spawners.availability import parse_qos_max_wall
-from hpclab_spawners.slurm.client import (
+from hpclab_hub.spawner.availability import parse_qos_max_wall
+from hpclab_hub.backends.slurm.client import (
     SlurmError,
     parse_gpu_types,
     parse_partition_lines,
@@ -29,7 +29,7 @@ from hpclab_spawners.slurm.client import (
     reserved_cores,
     sinfo_groups,
 )
-from hpclab_spawners.slurm.live_check import _node_capacity
+from hpclab_hub.backends.slurm.live_check import _node_capacity
 
 DATA = Path(__file__).parent / "data"
 RELEASES = {"bookworm": "22.05", "trixie": "24.11", "sid": "26.05"}

@@ -61,7 +61,7 @@ def home_of(data_dir: str | Path, user: str) -> Path:
 
 def write_in_home(data_dir: str | Path, user: str, relative: str | Path, text: str) -> Path:
     """Write a file into ``user``'s home before their server starts, owned by their account (made if missing)."""
-    from hpclab_spawners.unix_accounts import ensure_home, resolve_account
+    from hpclab_hub.backends.local.unix_accounts import ensure_home, resolve_account
 
     account = resolve_account(user, "create", "jupyter-", Path("/home"), str(home_of(data_dir, "{username}")))
     ensure_home(account)

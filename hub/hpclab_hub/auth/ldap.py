@@ -5,8 +5,8 @@ from __future__ import annotations
 from ldapauthenticator import LDAPAuthenticator
 from traitlets import Dict, List
 
-from .login_security import LoginLockoutMixin, UsernamePolicyMixin
-from .site_pages import SitePagesMixin
+from hpclab_hub.auth.login_security import LoginLockoutMixin, UsernamePolicyMixin
+from hpclab_hub.web.site_pages import SitePagesMixin
 
 
 class HPCLabLDAPAuthenticator(SitePagesMixin, UsernamePolicyMixin, LoginLockoutMixin, LDAPAuthenticator):

@@ -17,7 +17,7 @@ from tornado import web
 from traitlets import Float, Integer, Unicode
 from traitlets.config import Configurable
 
-from .usernames import UNIX_NAME_MAX, InvalidUsername, check_username, normalize_username
+from hpclab_hub.config.usernames import UNIX_NAME_MAX, InvalidUsername, check_username, normalize_username
 
 
 #: Above this many remembered names/addresses, old entries are dropped (bounded memory under a flood).

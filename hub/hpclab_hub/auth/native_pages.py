@@ -14,8 +14,8 @@ from nativeauthenticator.handlers import LocalBase, SignUpHandler
 from nativeauthenticator.orm import UserInfo
 from tornado import web
 
-from .login_security import client_address, minutes_text
-from .usernames import InvalidUsername, check_username
+from hpclab_hub.auth.login_security import client_address, minutes_text
+from hpclab_hub.config.usernames import InvalidUsername, check_username
 
 
 class GuardedSignUpHandler(SignUpHandler):

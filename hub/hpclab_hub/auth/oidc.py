@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from oauthenticator.generic import GenericOAuthenticator
 
-from .login_security import UsernamePolicyMixin
-from .site_pages import SitePagesMixin
+from hpclab_hub.auth.login_security import UsernamePolicyMixin
+from hpclab_hub.web.site_pages import SitePagesMixin
 
 
 class HPCLabOIDCAuthenticator(SitePagesMixin, UsernamePolicyMixin, GenericOAuthenticator):

@@ -1,8 +1,8 @@
 """The deploy YAML: model, loader and error reporting."""
 
-from .errors import ConfigError, ConfigIssue
-from .loader import cached_deployment, load_deployment, parse_deployment
-from .model import Deployment, LocalBackend, Profile, SlurmBackend
+from hpclab_hub.config.errors import ConfigError, ConfigIssue
+from hpclab_hub.config.loader import cached_deployment, load_deployment, parse_deployment
+from hpclab_hub.config.model import Deployment, LocalBackend, Profile, SlurmBackend
 
 __all__ = [
     "ConfigError",

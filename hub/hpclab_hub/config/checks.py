@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ConfigIssue
-from .model import Deployment
-from .yaml_source import SourceMap
+from hpclab_hub.config.errors import ConfigIssue
+from hpclab_hub.config.model import Deployment
+from hpclab_hub.config.yaml_source import SourceMap
 
 
 def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
@@ -78,47 +78,6 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
             issues.append(ConfigIssue(tuple(key.split(".")), f"port {port} is already used by {seen_ports[port]}"))
         seen_ports[port] = key
     return issues
-
-
-def deployment_notes(deployment: Deployment) -> list[str]:
-    """What a valid YAML leaves off on this machine, said by ``hpclab-hub check`` and logged by the hub (never errors)."""
-    from ..one_door import door_note
-    from ..trial import trial_user
-
-    multi_user = trial_user(deployment) is None
-    door = door_note(multi_user=multi_user)
-    notes = (deployment.examples.off_note, door, _shared_origin_note(deployment, multi_user), *_disk_quota_notes(deployment))
-    return [note for note in notes if note]
-
-
-def _disk_quota_notes(deployment: Deployment) -> list[str]:
-    """quotas.disk set, but the file system of a local backend's homes cannot hold a quota: its servers will not start."""
-    from ..disk_quota import quota_problem
-
-    if not deployment.quotas.disk.configured:
-        return []
-    notes = []
-    for name, backend in deployment.backends.items():
-        if backend.type != "local":
-            continue
-        homes = Path(backend.home_dir.split("{", 1)[0]) if backend.home_dir else backend.accounts.home_base
-        while not homes.exists() and homes != homes.parent:  # homes made later: their nearest existing folder
-            homes = homes.parent
-        problem = quota_problem(homes)
-        if problem:
-            notes.append(f"quotas.disk is set, but homes of backend {name!r} ({homes}) cannot hold a quota: {problem}. "
-                         "Servers of users with a disk quota will not start until the file system has quotas on.")
-    return notes
-
-
-def _shared_origin_note(deployment: Deployment, multi_user: bool) -> str:
-    """What a multi-user hub exposes when users' servers share the hub's origin (hub.user_subdomains off)."""
-    if deployment.hub.user_subdomains or not multi_user:
-        return ""
-    return ("hub.user_subdomains is off: every user's server is served on the hub's own origin, so a page from one user's "
-            "server (which she controls completely) acts as whoever opens it: it can read the hub's pages and make API "
-            "tokens in the visitor's name, an admin's included. Turn it on, with wildcard DNS (*.<public_host>) and a "
-            "wildcard certificate (docs/admin-guide.md, \"A host name per user\").")
 
 
 def runtime_issues(deployment: Deployment, source: SourceMap, base_dir: Path) -> list[ConfigIssue]:
@@ -194,7 +153,7 @@ def _where(written: str, resolved: Path, base_dir: Path) -> str:
 
 def _choice_issues(deployment: Deployment) -> list[ConfigIssue]:
     """A profile's own values are the defaults of its choices, so they must lie within them; names are SLURM's."""
-    from ..choices import NUMERIC_KEYS, SLURM_KEYS, ChoiceRefused, ClusterOptions, check_bound
+    from hpclab_hub.config.user_choices import NUMERIC_KEYS, SLURM_KEYS, ChoiceRefused, ClusterOptions, check_bound
 
     issues = []
     for i, profile in enumerate(deployment.profiles):
@@ -244,7 +203,7 @@ def _local_backend_issues(deployment: Deployment) -> list[ConfigIssue]:
 
 def _user_name_issues(deployment: Deployment) -> list[ConfigIssue]:
     """Names the YAML gives to people (admins, group members) must be valid hub names, in normal form."""
-    from ..usernames import InvalidUsername, check_username, username_max_length
+    from hpclab_hub.config.usernames import InvalidUsername, check_username, username_max_length
 
     longest = username_max_length(deployment.account_prefixes)
     named = [(("hub", "admin_users", i), name) for i, name in enumerate(deployment.hub.admin_users)]

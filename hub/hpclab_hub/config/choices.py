@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from .units import DurationSeconds, MemoryBytes
+from hpclab_hub.config.units import DurationSeconds, MemoryBytes
 
 _NonNegative = Annotated[int, Field(ge=0, strict=True)]
 _Positive = Annotated[int, Field(ge=1, strict=True)]

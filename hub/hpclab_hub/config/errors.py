@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from .yaml_source import KeyPath, SourceMap, format_path
+from hpclab_hub.config.yaml_source import KeyPath, SourceMap, format_path
 
 
 @dataclass(frozen=True)

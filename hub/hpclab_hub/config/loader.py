@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .checks import cross_checks
-from .errors import ConfigError, ConfigIssue, issues_from_validation
-from .model import Deployment
-from .yaml_source import YAMLProblem, load_with_lines
+from hpclab_hub.config.checks import cross_checks
+from hpclab_hub.config.errors import ConfigError, ConfigIssue, issues_from_validation
+from hpclab_hub.config.model import Deployment
+from hpclab_hub.config.yaml_source import YAMLProblem, load_with_lines
 
 
 def parse_deployment(text: str, base_dir: Path, source: str = "<string>") -> Deployment:

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationInfo, field_validator, model_validator
 
-from .choices import ProfileChoices
-from .units import DurationSeconds, MemoryBytes
+from hpclab_hub.config.choices import ProfileChoices
+from hpclab_hub.config.units import DurationSeconds, MemoryBytes
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Slug = Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")]
@@ -266,7 +266,7 @@ class LocalBackend(Strict):
         "servers compute or start in a burst. Users cannot lower it. 0 = the servers together weigh as much as the hub.",
     )
     singleuser_cmd: list[StrictStr] | None = Field(
-        None, description="Command that starts the server; default the hub's Python running its jupyterhub-singleuser without import-time work it never uses (python -m hpclab_spawners.deferred_imports jupyterhub-singleuser)."
+        None, description="Command that starts the server; default the hub's Python running its jupyterhub-singleuser without import-time work it never uses (python -m hpclab_hub.deferred_imports jupyterhub-singleuser)."
     )
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for every server.")
     poll_interval: int = Field(

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config.choices import ProfileChoices
-from .config.model import Profile, ProfileSlurmOverrides
-from .config.units import format_duration, format_memory, parse_duration, parse_memory
+from hpclab_hub.config.choices import ProfileChoices
+from hpclab_hub.config.model import Profile, ProfileSlurmOverrides
+from hpclab_hub.config.units import format_duration, format_memory, parse_duration, parse_memory
 
 #: user_options keys a profile may offer, in form order.
 CHOICE_KEYS = ("cpus", "memory", "gpus", "time_limit", "partition", "account", "qos", "reservation", "gpu_type")

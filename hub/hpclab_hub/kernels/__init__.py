@@ -4,7 +4,7 @@ Each kernel under ``kernels:`` that has a ``runtime`` becomes a Jupyter kernelsp
 the one launcher, ``hpclab-kernel NAME --resource-dir {resource_dir} -f {connection_file}``
 (hpclab.kernel_launcher). Its ``metadata.hpclab`` carries the runtime, environment and modules
 lines the launcher reads, so the YAML stays the single source. The packaged folder
-``kernel_templates/<name>/`` supplies the logo and the language defaults (a wheel install has them too).
+``templates/<name>/`` supplies the logo and the language defaults (a wheel install has them too).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config.model import Deployment, KernelEntry
+from hpclab_hub.config.model import Deployment, KernelEntry
 
-#: kernel_templates/<name>/ inside this package: kernel.json defaults and logos.
-TEMPLATES = Path(__file__).with_name("kernel_templates")
+#: templates/<name>/ inside this package: kernel.json defaults and logos.
+TEMPLATES = Path(__file__).with_name("templates")
 
 
 def launcher_path() -> str:

@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Deployment
+from hpclab_hub.config import Deployment
 
 
 @dataclass(frozen=True)

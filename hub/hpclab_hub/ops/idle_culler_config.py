@@ -1,7 +1,7 @@
 # jupyterhub-idle-culler configuration (loaded with --config): a timeout per profile.
 import signal
 
-from hpclab_spawners.culling import ProfileIdleArbiter
+from hpclab_hub.ops.culling import ProfileIdleArbiter
 
 c.IdleCuller.cull_arbiter_hook = ProfileIdleArbiter.from_environment()  # noqa: F821 (c is the culler's config)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .config.model import Deployment, Profile
+from hpclab_hub.config.model import Deployment, Profile
 
 
 class ProfileRefused(Exception):

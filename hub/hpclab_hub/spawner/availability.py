@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from .config.model import Profile
-from .config.units import format_duration, format_memory, parse_duration
-from .resources import ResourcePool
+from hpclab_hub.config.model import Profile
+from hpclab_hub.config.units import format_duration, format_memory, parse_duration
+from hpclab_hub.backends.local.resources import ResourcePool
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .site_spawner import HPCLabSpawner
+    from hpclab_hub.spawner.spawner import HPCLabSpawner
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ async def qos_max_wall(profile: Profile, backend) -> TimeCap | None:
     Asked of the accounting (sacctmgr) only when the profile names a QoS; a cluster without
     accounting, or one that cannot answer, caps nothing (slurmctld enforces it, where it does).
     """
-    from .slurm.client import SlurmClient, SlurmError
+    from hpclab_hub.backends.slurm.client import SlurmClient, SlurmError
 
     qos = profile.slurm.qos if profile.slurm else None
     if not qos:
@@ -192,7 +192,7 @@ async def cluster_time_cap(profile: Profile, backend, answer: ClusterState | str
 
 async def cluster_state(backend) -> ClusterState | str:
     """A SLURM backend's partitions (free, settings, reserved cores), or SLURM's message when it cannot say."""
-    from .slurm.client import SlurmClient, SlurmError, partition_settings, reservation_lines, reserved_cores
+    from hpclab_hub.backends.slurm.client import SlurmClient, SlurmError, partition_settings, reservation_lines, reserved_cores
 
     client = SlurmClient.for_backend(backend)
     try:

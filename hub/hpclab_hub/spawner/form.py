@@ -7,14 +7,14 @@ from functools import lru_cache
 
 import jinja2
 
-from .config.model import Deployment, Profile
-from .config.units import format_duration, format_memory
+from hpclab_hub.config.model import Deployment, Profile
+from hpclab_hub.config.units import format_duration, format_memory
 
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("hpclab_spawners", "templates"),
+        loader=jinja2.PackageLoader("hpclab_hub.web", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
@@ -72,8 +72,8 @@ _LABELS = {"cpus": "Cores", "memory": "Memory", "gpus": "GPUs", "time_limit": "W
 
 def choice_fields(profile: Profile, cluster=None) -> list[dict]:
     """The form fields of a profile's choices: name, label, default, bounds, and options for lists."""
-    from .choices import NUMERIC_KEYS
-    from .choices import choice_text as _text
+    from hpclab_hub.config.user_choices import NUMERIC_KEYS
+    from hpclab_hub.config.user_choices import choice_text as _text
 
     choices = profile.choices
     if choices is None:
@@ -168,7 +168,7 @@ def profile_from_form(formdata: dict[str, list[str]]) -> dict[str, str]:
     name, so that the start refuses it instead of silently using the defaults; JupyterHub's
     ``_xsrf`` and the other profiles' fields are the form's own and are left out.
     """
-    from .choices import CHOICE_KEYS
+    from hpclab_hub.config.user_choices import CHOICE_KEYS
 
     def first(key: str) -> str:
         values = formdata.get(key) or [""]

@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING
 from tornado import web
 from traitlets import Dict, Float, HasTraits, Integer, Unicode, default
 
-from .access import ProfileRefused, choose_profile, groups_of, last_profile, visible_profiles
-from .config import cached_deployment
-from .config.model import Deployment, Profile
-from .config.units import format_duration
-from .culling import activity_interval
-from .form import profile_from_form, render_profile_form
-from . import metrics
-from .quotas import ActiveServer, QuotaExceeded, check_quotas
-from .refusal import refusal
+from hpclab_hub.spawner.access import ProfileRefused, choose_profile, groups_of, last_profile, visible_profiles
+from hpclab_hub.config import cached_deployment
+from hpclab_hub.config.model import Deployment, Profile
+from hpclab_hub.config.units import format_duration
+from hpclab_hub.ops.culling import activity_interval
+from hpclab_hub.spawner.form import profile_from_form, render_profile_form
+from hpclab_hub.ops import metrics
+from hpclab_hub.spawner.quotas import ActiveServer, QuotaExceeded, check_quotas
+from hpclab_hub.spawner.refusal import refusal
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .availability import ClusterState
+    from hpclab_hub.spawner.availability import ClusterState
 
 
 class ProfileSpawnerMixin(HasTraits):
@@ -74,7 +74,7 @@ class ProfileSpawnerMixin(HasTraits):
 
     async def render_form(self) -> str:
         """The spawn form for this user: allowed profiles, live availability, the preselected one checked."""
-        from .form import site_branding
+        from hpclab_hub.spawner.form import site_branding
 
         profiles = visible_profiles(self.deployment, self.user_groups())
         availability = getattr(self, "_availability", {})
@@ -89,7 +89,7 @@ class ProfileSpawnerMixin(HasTraits):
 
         They only fill in the form: the user presses Start, and the POST is checked like any other.
         """
-        from .choices import CHOICE_KEYS
+        from hpclab_hub.config.user_choices import CHOICE_KEYS
 
         handler = getattr(self, "handler", None)
         if handler is None or handler.request.method != "GET":
@@ -108,7 +108,7 @@ class ProfileSpawnerMixin(HasTraits):
                 if getattr(choices, key) == word}
 
     async def _ask_cluster(self, backend_name: str, wanted: set[str]):
-        from .slurm.client import SlurmClient, cluster_options
+        from hpclab_hub.backends.slurm.client import SlurmClient, cluster_options
 
         backend = self.deployment.backends[backend_name]
         client = SlurmClient.for_backend(backend)
@@ -130,7 +130,7 @@ class ProfileSpawnerMixin(HasTraits):
     @default("cmd")
     def _cmd_default(self):
         # the hub's own environment's jupyterhub-singleuser, started without import-time work it never uses
-        return [sys.executable, "-m", "hpclab_spawners.deferred_imports", "jupyterhub-singleuser"]
+        return [sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub-singleuser"]
 
     @default("default_url")
     def _default_url_default(self):
@@ -151,7 +151,7 @@ class ProfileSpawnerMixin(HasTraits):
     @staticmethod
     async def _apply_profile(spawner: "ProfileSpawnerMixin", user_options: dict) -> None:
         """Resolve and authorise the requested profile and the user's choices (form and REST API alike) before anything starts."""
-        from .choices import ChoiceRefused, stored_form, validate_choices, with_choices
+        from hpclab_hub.config.user_choices import ChoiceRefused, stored_form, validate_choices, with_choices
 
         requested = (user_options or {}).get("profile") or ""
         try:
@@ -202,7 +202,7 @@ class ProfileSpawnerMixin(HasTraits):
         (``sbatch --test-only``: reservations, node sizes). A cluster that cannot answer refuses nothing:
         sbatch's own message decides.
         """
-        from .availability import cluster_time_cap, local_blocked, slurm_profile_availability, too_long_refusal
+        from hpclab_hub.spawner.availability import cluster_time_cap, local_blocked, slurm_profile_availability, too_long_refusal
 
         backend = self.deployment.backends[profile.backend]
         self.cluster_cap_seconds, self.cluster_cap_source = 0, ""
@@ -219,7 +219,7 @@ class ProfileSpawnerMixin(HasTraits):
 
     async def cluster_state(self, backend_name: str) -> "ClusterState | str":
         """A SLURM backend's partitions now (sinfo and scontrol), or SLURM's message: for the form and for starts."""
-        from .availability import cluster_state
+        from hpclab_hub.spawner.availability import cluster_state
 
         return await cluster_state(self.deployment.backends[backend_name])
 
@@ -279,7 +279,7 @@ class ProfileSpawnerMixin(HasTraits):
 
         Built once per (YAML profile, choices): polls and the home page read it often.
         """
-        from .choices import with_choices
+        from hpclab_hub.config.user_choices import with_choices
 
         profile = self.deployment.profile(self.profile_slug)
         if profile is None:
@@ -301,7 +301,7 @@ class ProfileSpawnerMixin(HasTraits):
 
     def _walltime_bounds(self) -> tuple[int | None, int | None, str]:
         """``walltime_limits`` and what sets the most: "this profile's maximum" or the cluster's limit."""
-        from .choices import longest_time
+        from hpclab_hub.config.user_choices import longest_time
 
         profile = self.profile
         if not profile.time_limit:
@@ -358,7 +358,7 @@ class ProfileSpawnerMixin(HasTraits):
         options = dict(getattr(self.orm_spawner, "user_options", None) or {}) if getattr(self, "orm_spawner", None) else {}
         if not options.get("profile") or self.deployment.profile(str(options["profile"])) is None:
             return ""
-        from .choices import CHOICE_KEYS
+        from hpclab_hub.config.user_choices import CHOICE_KEYS
 
         query = {f"opt-{key}": options[key] for key in ("profile", *CHOICE_KEYS) if key in options}
         base = self.hub.base_url if getattr(self, "hub", None) else "/hub/"
@@ -399,7 +399,7 @@ class ProfileSpawnerMixin(HasTraits):
         """
         import hpclab
 
-        from .kernels import kernel_server_args
+        from hpclab_hub.kernels import kernel_server_args
 
         package = Path(hpclab.__file__).parent
         args = [f"--LabApp.app_settings_dir={package / 'lab_settings'}"]
@@ -464,7 +464,7 @@ class ProfileSpawnerMixin(HasTraits):
             backend = f"{profile.backend} ({'SLURM cluster' if kind == 'slurm' else 'this server'})"
         choices = ""
         if profile is not None and self.user_choices:
-            from .form import resources_text
+            from hpclab_hub.spawner.form import resources_text
 
             effective = self.effective_profile()
             if self.extended_seconds and effective.time_limit:  # the wall time it runs with now, extensions included

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config.model import Profile, QuotaLimits, QuotaSettings
-from .config.units import format_memory
+from hpclab_hub.config.model import Profile, QuotaLimits, QuotaSettings
+from hpclab_hub.config.units import format_memory
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import default
 
-from .availability import form_availability
-from .events import log_event
-from .local_spawner import LocalServerMixin
-from .profile_spawner import ProfileSpawnerMixin
-from .slurm.spawner import SlurmServerMixin
-from .spawn_queue import LINE, queued_message
+from hpclab_hub.spawner.availability import form_availability
+from hpclab_hub.ops.events import log_event
+from hpclab_hub.backends.local.server import LocalServerMixin
+from hpclab_hub.spawner.profile import ProfileSpawnerMixin
+from hpclab_hub.backends.slurm.spawner import SlurmServerMixin
+from hpclab_hub.ops.spawn_queue import LINE, queued_message
 
 
 class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, LocalProcessSpawner):
@@ -103,7 +103,7 @@ class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, Loc
 
     async def _door_changed(self, port: int, add: bool, uid: int | None = None) -> None:
         """A local server's port: only its own account and the hub's may connect to it (one_door.py)."""
-        from .one_door import DoorError, current_door
+        from hpclab_hub.backends.local.one_door import DoorError, current_door
 
         door = current_door()
         uid = (self.account_state or {}).get("uid") if uid is None else uid

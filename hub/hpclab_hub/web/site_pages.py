@@ -20,7 +20,7 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.pages import SpawnHandler
 from tornado import web
 
-from .refusal import refusal
+from hpclab_hub.spawner.refusal import refusal
 
 
 
@@ -108,7 +108,7 @@ class OpenExampleHandler(BaseHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        from .access import ProfileRefused, choose_profile
+        from hpclab_hub.spawner.access import ProfileRefused, choose_profile
 
         user = self.current_user
         path = safe_notebook_path(self.get_argument("path", ""))

@@ -17,7 +17,7 @@ import time
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
-from .config.units import format_duration
+from hpclab_hub.config.units import format_duration
 
 
 class ServerWalltimeHandler(APIHandler):

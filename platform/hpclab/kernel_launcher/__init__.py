@@ -1,6 +1,6 @@
 """``hpclab-kernel NAME -f CONNECTION_FILE``: start a curated kernel inside its allocation.
 
-Every HPCLab kernelspec (``hpclab_spawners/kernel_templates/<name>/kernel.json``, installed by ``hpclab-hub kernels install``)
+Every HPCLab kernelspec (``hpclab_hub/kernels/templates/<name>/kernel.json``, installed by ``hpclab-hub kernels install``)
 runs this one launcher. It
 
 1. sets the thread counts of OpenMP, MKL, OpenBLAS, BLIS, numexpr, Accelerate, numba and loky (and

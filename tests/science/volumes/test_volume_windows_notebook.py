@@ -22,13 +22,15 @@ def _stdout(outputs: list) -> str:
     return "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
 
-def test_first_cell_says_the_notebook_needs_the_dl_kernel_of_gpu_profiles():
+def test_first_cell_says_which_profiles_offer_the_dl_kernel():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert nb.metadata.kernelspec.name == "dl"
     first = nb.cells[0]
-    assert "needs the `dl` kernel" in first.source and "only on GPU profiles" in first.source
+    assert "needs the `dl` kernel" in first.source and "on the GPU profile and on *CPU (large)*" in first.source
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    assert "SIZE = 1024" in params.source and 'WORKER_MEMORY = "4GiB"' in params.source  # a few GB by default
+    # a first run's size: 512³ with a GPU, 256³ without, workers sized from the session's memory
+    assert "SIZE = None" in params.source and "WORKER_MEMORY = None" in params.source
+    assert "SIZE = 512 if GPU else 256" in nb.cells[2].source
 
 
 @pytest.mark.timeout(600)

@@ -4,7 +4,7 @@ Every process of the server (kernels, terminals, anything started with ``setsid`
 lives in the server's cgroup, so the memory limit counts all of them together (shared mappings and
 swap included), the cores are a cpuset the user cannot widen, the number of processes is bounded,
 GPUs outside the assignment cannot be opened (v1 ``devices``; on cgroup2 a device program attached to
-the group, :mod:`hpclab_spawners.cgroup_devices_bpf`), and stopping the server kills
+the group, :mod:`hpclab_hub.backends.local.devices_bpf`), and stopping the server kills
 everything in the group. The hub creates the group, the child joins it before ``exec`` (as root,
 before dropping to the user's account), and the paths are kept in the spawner's state so a restarted
 hub finds the group again.
@@ -301,7 +301,7 @@ class ServerCgroup:
 
 def fence_devices_v2(path: Path, limits: ServerLimits) -> int:
     """cgroup2: attach the device program that lets the group open only its own GPUs (returns its id)."""
-    from .cgroup_devices_bpf import DeviceFenceError, fence
+    from hpclab_hub.backends.local.devices_bpf import DeviceFenceError, fence
 
     try:
         return fence(str(path), limits.allowed_devices, limits.denied_devices)

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config.units import format_memory
+from hpclab_hub.config.units import format_memory
 
 
 class PoolFull(Exception):

@@ -26,13 +26,13 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Dict, HasTraits
 
-from .cgroups import NICE_WEIGHT, CgroupUnavailable, ServerCgroup, ServerLimits, device_numbers, group_name
-from .config.model import Profile
-from .config.units import format_duration, format_memory
-from .disk_quota import DiskQuotaUnavailable, set_home_quota
-from .resources import Allocation, NoFreeGPU, PoolFull, ResourcePool, pool_for, pool_memory
-from .server_namespace import PrivateMounts
-from .unix_accounts import AccountUnavailable, UnixAccount, ensure_home, resolve_account
+from hpclab_hub.backends.local.cgroups import NICE_WEIGHT, CgroupUnavailable, ServerCgroup, ServerLimits, device_numbers, group_name
+from hpclab_hub.config.model import Profile
+from hpclab_hub.config.units import format_duration, format_memory
+from hpclab_hub.backends.local.disk_quota import DiskQuotaUnavailable, set_home_quota
+from hpclab_hub.backends.local.resources import Allocation, NoFreeGPU, PoolFull, ResourcePool, pool_for, pool_memory
+from hpclab_hub.backends.local.server_namespace import PrivateMounts
+from hpclab_hub.backends.local.unix_accounts import AccountUnavailable, UnixAccount, ensure_home, resolve_account
 
 def _process_start(pid: int) -> int | None:
     """When ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), or None if it does not exist."""
@@ -219,7 +219,7 @@ class LocalServerMixin(HasTraits):
         # what the deployment put under /tmp stays as the host has it (test hubs do): the folder of the homes (others'
         # stay 0700, not hidden), the hub's state (0700), its Python and source, examples, GPU nodes, kernels
         keep = [self.home_dir, str(Path(self.home_dir).parent), str(self.deployment.hub.data_dir), sys.prefix, sys.base_prefix,
-                str(Path(sys.executable).resolve().parent), str(Path(__file__).resolve().parents[2]),
+                str(Path(sys.executable).resolve().parent), str(Path(__file__).resolve().parents[4]),
                 str(self.deployment.examples.source_dir)]
         keep += [str(Path(self.backend.gpu_device(gpu)).parent) for gpu in self.pool(self.profile).gpu_ids]
         for kernel in self.deployment.kernels.values():

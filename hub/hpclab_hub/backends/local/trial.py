@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 
-from .config.model import Deployment, LocalBackend
+from hpclab_hub.config.model import Deployment, LocalBackend
 
 #: The trial's working folder (HOME and JupyterLab's root) under the hub account's home, unless home_dir says otherwise.
 TRIAL_FOLDER = "hpclab-trial"
@@ -64,7 +64,7 @@ def trial_refusal(only: str) -> str:
 
 def trial_home(backend: LocalBackend, username: str) -> str:
     """The trial's working folder: ``home_dir`` when set, else ``<home of the hub's account>/hpclab-trial``."""
-    from .unix_accounts import template_home
+    from hpclab_hub.backends.local.unix_accounts import template_home
 
     me = pwd.getpwuid(os.geteuid())
     return template_home(backend.home_dir, username, me.pw_name) or os.path.join(me.pw_dir, TRIAL_FOLDER)

@@ -90,7 +90,7 @@ def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home
     see trial.py): the hub's own account, for ``only_user`` alone, in ~/hpclab-trial unless ``home_template``
     says otherwise. ``create``/``existing`` without root: only the hub user named as the hub's account.
     """
-    from .trial import TRIAL_FOLDER, effective_mode, trial_refusal
+    from hpclab_hub.backends.local.trial import TRIAL_FOLDER, effective_mode, trial_refusal
 
     mode = effective_mode(mode)
     me = hub_account()

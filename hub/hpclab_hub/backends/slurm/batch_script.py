@@ -7,7 +7,7 @@ import shlex
 from hpclab.slurm import JobSpec
 from hpclab.walltime_signal import EARLY_SIGNAL
 
-from ..config.model import Profile, SlurmBackend
+from hpclab_hub.config.model import Profile, SlurmBackend
 
 JOB_NAME_PREFIX = "hpclab"
 _EARLY_SIGNAL_NAME = EARLY_SIGNAL.name.removeprefix("SIG")  # USR2: what hpclab.walltime listens for

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from hpclab.slurm import ACTIVE_STATES
 
 if TYPE_CHECKING:
-    from ..choices import ClusterOptions
+    from hpclab_hub.config.user_choices import ClusterOptions
 
 
 class SlurmError(Exception):
@@ -444,7 +444,7 @@ def parse_gpu_types(data: dict[str, Any]) -> dict[str, list[str]]:
 
 async def cluster_options(client: SlurmClient, user: str, wanted: set[str]) -> ClusterOptions:
     """Ask the cluster only what a profile's choices defer to it: the user's accounts, reservations, GPU types."""
-    from ..choices import ClusterOptions
+    from hpclab_hub.config.user_choices import ClusterOptions
 
     options = ClusterOptions()
     if "account" in wanted:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     report_port(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"], port)
     service = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:0/"))
     os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(service._replace(netloc=f"0.0.0.0:{port}"))
-    command = argv or [sys.executable, "-m", "hpclab_spawners.deferred_imports", "jupyterhub-singleuser"]
+    command = argv or [sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub-singleuser"]
     sys.stdout.flush()
     os.execvp(command[0], command)
 

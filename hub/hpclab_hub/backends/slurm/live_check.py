@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from ..availability import partition_max_time
-from ..config.errors import ConfigIssue
-from ..config.model import Deployment, Profile, SlurmBackend
-from ..config.units import format_duration, format_memory, parse_duration
-from .client import (
+from hpclab_hub.spawner.availability import partition_max_time
+from hpclab_hub.config.errors import ConfigIssue
+from hpclab_hub.config.model import Deployment, Profile, SlurmBackend
+from hpclab_hub.config.units import format_duration, format_memory, parse_duration
+from hpclab_hub.backends.slurm.client import (
     SlurmClient,
     SlurmError,
     _gres_count,

@@ -7,7 +7,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from .client import JobInfo, SlurmClient, SlurmError
+from hpclab_hub.backends.slurm.client import JobInfo, SlurmClient, SlurmError
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import HasTraits, Unicode
 
-from .. import metrics
-from ..config.model import SlurmBackend
-from .batch_script import build_batch_script
-from .client import SlurmClient, SlurmError
-from .ending import describe_end, describe_pending
-from .hub_id import ensure_hub_id
-from .queue import JobQueue, queue_for
+from hpclab_hub.ops import metrics
+from hpclab_hub.config.model import SlurmBackend
+from hpclab_hub.backends.slurm.batch_script import build_batch_script
+from hpclab_hub.backends.slurm.client import SlurmClient, SlurmError
+from hpclab_hub.backends.slurm.ending import describe_end, describe_pending
+from hpclab_hub.backends.slurm.hub_id import ensure_hub_id
+from hpclab_hub.backends.slurm.queue import JobQueue, queue_for
 
 _LIVE_JOBS: set[str] = set()  # job ids submitted by this hub process and not yet cleared
 _ORPHAN_CHECK_DONE: set[str] = set()
@@ -122,7 +122,7 @@ class SlurmServerMixin(HasTraits):
         words, instead of waiting out the spawn timeout. The start SLURM expects is kept for the
         progress page.
         """
-        from .batch_script import job_spec
+        from hpclab_hub.backends.slurm.batch_script import job_spec
 
         self.expected_start = ""
         try:
@@ -285,7 +285,7 @@ class SlurmServerMixin(HasTraits):
 
     async def slurm_extend(self, seconds: int) -> None:
         """Raise the job's time limit to ``seconds`` (scontrol update as the hub: SLURM operator rights)."""
-        from .client import extend_job
+        from hpclab_hub.backends.slurm.client import extend_job
 
         try:
             await extend_job(SlurmClient.for_backend(self.backend), self.job_id, seconds)

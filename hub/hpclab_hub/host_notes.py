@@ -1,0 +1,50 @@
+"""What a valid YAML leaves off on this host (no firewall, no quotas, a shared origin): said, never errors.
+
+``hpclab-hub check`` prints these notes and the hub logs them at start. They ask the host, so they live
+above the YAML model (config/) and the backends whose features they look for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpclab_hub.backends.local.disk_quota import quota_problem
+from hpclab_hub.backends.local.one_door import door_note
+from hpclab_hub.backends.local.trial import trial_user
+from hpclab_hub.config.model import Deployment
+
+
+def deployment_notes(deployment: Deployment) -> list[str]:
+    """What a valid YAML leaves off on this machine, said by ``hpclab-hub check`` and logged by the hub (never errors)."""
+    multi_user = trial_user(deployment) is None
+    door = door_note(multi_user=multi_user)
+    notes = (deployment.examples.off_note, door, _shared_origin_note(deployment, multi_user), *_disk_quota_notes(deployment))
+    return [note for note in notes if note]
+
+
+def _disk_quota_notes(deployment: Deployment) -> list[str]:
+    """quotas.disk set, but the file system of a local backend's homes cannot hold a quota: its servers will not start."""
+    if not deployment.quotas.disk.configured:
+        return []
+    notes = []
+    for name, backend in deployment.backends.items():
+        if backend.type != "local":
+            continue
+        homes = Path(backend.home_dir.split("{", 1)[0]) if backend.home_dir else backend.accounts.home_base
+        while not homes.exists() and homes != homes.parent:  # homes made later: their nearest existing folder
+            homes = homes.parent
+        problem = quota_problem(homes)
+        if problem:
+            notes.append(f"quotas.disk is set, but homes of backend {name!r} ({homes}) cannot hold a quota: {problem}. "
+                         "Servers of users with a disk quota will not start until the file system has quotas on.")
+    return notes
+
+
+def _shared_origin_note(deployment: Deployment, multi_user: bool) -> str:
+    """What a multi-user hub exposes when users' servers share the hub's origin (hub.user_subdomains off)."""
+    if deployment.hub.user_subdomains or not multi_user:
+        return ""
+    return ("hub.user_subdomains is off: every user's server is served on the hub's own origin, so a page from one user's "
+            "server (which she controls completely) acts as whoever opens it: it can read the hub's pages and make API "
+            "tokens in the visitor's name, an admin's included. Turn it on, with wildcard DNS (*.<public_host>) and a "
+            "wildcard certificate (docs/admin-guide.md, \"A host name per user\").")
