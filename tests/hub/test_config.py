@@ -520,11 +520,11 @@ def test_runtime_paths_are_taken_from_the_yaml_files_folder_not_the_cwd_and_each
 
 def test_run_warns_of_a_missing_runtime_but_does_not_refuse(tmp_path, capsys):
     """The hub can run without one kernel (its users get an error kernel saying why): `run` warns, `check` fails."""
-    from hpclab_hub import cli
+    from hpclab_hub.cli.run import warn_of_missing_runtimes
 
     config = tmp_path / "hub.yaml"
     config.write_text(MINIMAL + "kernels:\n  mri:\n    display_name: M\n    runtime: {type: conda, prefix: /no/such/conda}\n")
-    cli._warn_of_missing_runtimes(load_deployment(config), str(config))
+    warn_of_missing_runtimes(load_deployment(config), str(config))
     assert capsys.readouterr().err == (
         f"hpclab-hub: warning: {config}: kernels.mri.runtime.prefix: kernel 'mri' cannot start: its conda runtime "
         "/no/such/conda, which does not exist (line 11) (its users get an error kernel saying why)\n")
