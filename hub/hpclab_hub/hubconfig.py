@@ -9,6 +9,7 @@ from typing import Any
 
 from hpclab_hub.config import load_deployment
 from hpclab_hub.config.model import Deployment
+from hpclab_hub.ops.reload import KeptProxy
 
 
 def _configure_login_guards(c: Any, deployment: Deployment) -> None:
@@ -201,6 +202,7 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.JupyterHub.cleanup_servers = not hub.keep_servers_on_restart
     c.JupyterHub.log_level = hub.log_level
 
+    c.JupyterHub.proxy_class = KeptProxy  # a reload (ops/reload.py) keeps the running proxy and its routes
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.pid_file = str(hub.data_dir / "jupyterhub-proxy.pid")
     _configure_one_door(c, deployment, port)

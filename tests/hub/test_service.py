@@ -34,7 +34,7 @@ def _systemd_version() -> int:
 def test_the_unit_passes_systemd_analyze_verify(tmp_path):
     """The unit as shipped, but for where hpclab-hub is installed (/opt/hpclab there; this venv here)."""
     here = Path(sys.executable).with_name("hpclab-hub")
-    assert UNIT.read_text().count(INSTALLED_CLI) == 1
+    assert UNIT.read_text().count(INSTALLED_CLI) == 2  # ExecStart and ExecReload
     unit = tmp_path / "hpclab-hub.service"
     unit.write_text(UNIT.read_text().replace(INSTALLED_CLI, str(here)))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False)
@@ -54,6 +54,7 @@ def test_the_unit_keeps_servers_across_a_restart_and_delegates_their_cgroups():
     assert service["Restart"] == "on-failure"
     assert service["OOMPolicy"] == "continue"  # a user's OOM kill does not stop the hub
     assert service["ExecStart"] == f"{INSTALLED_CLI} run --config /etc/hpclab/hub.yaml"
+    assert service["ExecReload"] == f"{INSTALLED_CLI} reload --config /etc/hpclab/hub.yaml"  # checks before it signals
     assert service["StateDirectory"] == "hpclab" and service["WorkingDirectory"] == "/var/lib/hpclab"
     from hpclab_hub.backends.local.cgroups import HUB_LEAF
 

@@ -1,6 +1,6 @@
 """``hpclab-hub``: check a deploy YAML, print its schema, start the hub, upgrade and back up its state, manage local accounts and kernels.
 
-One module per group of commands (check, run, state, users, kernels); this one only parses the command line.
+One module per group of commands (check, run, reload, state, users, kernels); this one only parses the command line.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=DEFAULT_CONFIG)
     run.add_argument("--port", type=int, default=None, help="public port (overrides hub.port)")
     run.set_defaults(handler="run:cmd_run")
+
+    reload = sub.add_parser("reload", help="check a changed YAML, then the running hub takes it up; its servers keep running")
+    reload.add_argument("--config", default=DEFAULT_CONFIG)
+    reload.add_argument("--timeout", type=float, default=120, help="seconds to wait for the reloaded hub to answer")
+    reload.set_defaults(handler="reload:cmd_reload")
 
     upgrade = sub.add_parser("upgrade", help="migrate the hub database to this release's schema (jupyterhub upgrade-db)")
     upgrade.add_argument("--config", default=DEFAULT_CONFIG)
