@@ -38,11 +38,11 @@ def test_notebook_is_committed_without_outputs_and_has_a_parameters_cell():
     assert len(tagged) == 1 and "NPROC = 2" in tagged[0].source and "USE_SLURM = False" in tagged[0].source
 
 
-def test_first_cell_says_the_notebook_needs_the_dl_kernel_of_gpu_profiles():
+def test_first_cell_says_which_profiles_offer_the_dl_kernel():
     first = nbformat.read(NOTEBOOK, as_version=4).cells[0]
     assert first.cell_type == "markdown"
-    assert "needs the `dl` kernel" in first.source and "only on GPU profiles" in first.source
-    assert "GPU profile picked from the hub's form" in first.source
+    assert "needs the `dl` kernel" in first.source and "on the GPU profile and on *CPU (large)*" in first.source
+    assert "picked from the hub's form" in first.source and "without one they train on the CPU" in first.source
 
 
 @pytest.mark.timeout(900)
@@ -59,6 +59,7 @@ def test_notebook_trains_digits_on_two_processes_and_plots(curated_kernels, tmp_
     assert Path(python).parent == NOTEBOOK.parents[1] / ".venv-dl" / "bin", python  # the dl runtime in deploy/hub.yaml
     text = _text(nb)
     assert "backend horovod, 2 processes" in text
+    assert "device: CPU (no GPU in this session)" in text or "device: GPU (" in text
     assert "horovodrun -np 2 -H localhost:2 --gloo" in text
     acc = float(re.search(r"validation accuracy: ([0-9.]+)", text).group(1))
     assert acc >= 0.90, text[-3000:]
