@@ -7,7 +7,7 @@ CONFIG    ?= deploy/hub.yaml
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(VENV)/bin:$(NODE_BIN):$(PATH)
 
-.PHONY: hub test venv proxy labextension system-packages docs check bench clean dl-env test-cgroup-v2
+.PHONY: hub test venv proxy labextension system-packages docs check lint bench clean dl-env test-cgroup-v2
 
 # the hub's venv (hub, mri and josephson kernels, test tools) from its lock file, brain extraction
 # (deepbet on a CPU torch: images/mri/install-bet.sh), then hpclab itself:
@@ -61,6 +61,24 @@ hub: venv proxy labextension
 
 check: venv
 	$(VENV)/bin/hpclab-hub check $(CONFIG)
+
+# ruff (lint, import order, format) and mypy, configured in pyproject.toml. Pinned here, not in the lock: the lock is
+# compiled from pyproject's extras (images/requirements/compile.sh). The venv is built first when there is none
+# (order-only: a pyproject edit does not rebuild it). HUB_PKG: the hub package's folder, once it is checked too.
+RUFF_VERSION := 0.17.6
+MYPY_VERSION := 2.4.1
+HUB_PKG    ?=
+LINT_PATHS ?= platform/hpclab $(HUB_PKG)
+LINT_TOOLS := $(VENV)/.lint-ruff-$(RUFF_VERSION)-mypy-$(MYPY_VERSION)
+
+$(LINT_TOOLS): | $(VENV)/.installed
+	$(PY) -m pip install --quiet ruff==$(RUFF_VERSION) mypy==$(MYPY_VERSION)
+	touch $@
+
+lint: $(LINT_TOOLS)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(LINT_PATHS)
 
 docs: venv
 	$(VENV)/bin/hpclab-hub schema --markdown > docs/admin-reference.md

@@ -9,7 +9,7 @@ setting) while any kernel is busy.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
@@ -23,7 +23,7 @@ def _stamp_if_busy(serverapp: Any) -> None:
     manager = serverapp.kernel_manager
     for kernel_id in list(manager.list_kernel_ids()):
         if getattr(manager.get_kernel(kernel_id), "execution_state", "") == "busy":
-            serverapp.web_app.settings["hpclab_busy_last_activity"] = datetime.now(timezone.utc)
+            serverapp.web_app.settings["hpclab_busy_last_activity"] = datetime.now(UTC)
             return
 
 

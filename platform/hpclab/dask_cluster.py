@@ -42,8 +42,9 @@ def local_cluster(workers: int, *, threads_per_worker: int = 1, memory_limit: st
         raise ValueError(f"workers and threads_per_worker must be >= 1, got {workers}, {threads_per_worker}")
     env = {**worker_environment(threads_per_worker), **kwargs.pop("env", {})}
     kwargs.setdefault("dashboard_address", None)
-    return LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                        memory_limit=memory_limit, env=env, **kwargs)
+    return LocalCluster(
+        n_workers=workers, threads_per_worker=threads_per_worker, processes=True, memory_limit=memory_limit, env=env, **kwargs
+    )
 
 
 #: seconds a worker job waits for its scheduler before it exits: a job that starts after the process that
@@ -146,7 +147,7 @@ def _cluster_class():
             job_id = self._job_id_from_submit_output(out)
             self._submissions.add(job_id)
             if self._submissions.stopped:  # closed while sbatch ran
-                self._submissions.cancel_all()
+                self._submissions.cancel_all()  # type: ignore[unreachable]  # stop() can run during the await above
                 raise RuntimeError(f"this SLURM cluster was closed while job {job_id} was submitted; cancelled it")
             return out
 
@@ -161,10 +162,12 @@ def _cluster_class():
             submissions = _Submissions(getattr(SLURMJob, "cancel_command", "scancel"))
             self._submissions = submissions
             job_cls = type("TrackedSLURMJob", (TrackedSLURMJob,), {"_submissions": submissions})
-            super().__init__(*args, job_cls=job_cls, **kwargs)
+            # dask_jobqueue annotates job_cls as a Job instance; it takes the class
+            super().__init__(*args, job_cls=job_cls, **kwargs)  # type: ignore[misc,arg-type]
             _guard(self)
 
-        def scale(self, n=None, jobs=0, memory=None, cores=None):
+        # JobQueueCluster.scale's own signature (it adds jobs= to SpecCluster.scale)
+        def scale(self, n=None, jobs=0, memory=None, cores=None):  # type: ignore[override]
             if self._submissions.stopped and any((n, jobs, memory, cores)):
                 raise RuntimeError("this SLURM cluster is closed: it submits no more worker jobs")
             return super().scale(n, jobs=jobs, memory=memory, cores=cores)
@@ -203,7 +206,7 @@ def _cluster_class():
     return HpclabSLURMCluster
 
 
-_HpclabSLURMCluster = None
+_HpclabSLURMCluster: type | None = None
 
 
 def slurm_cluster(
@@ -234,8 +237,16 @@ def slurm_cluster(
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got jobs={jobs}")
-    options = slurm_cluster_options(cores=cores, memory=memory, walltime=walltime, queue=queue, account=account,
-                                    python=python, job_extra_directives=job_extra_directives, **kwargs)
+    options = slurm_cluster_options(
+        cores=cores,
+        memory=memory,
+        walltime=walltime,
+        queue=queue,
+        account=account,
+        python=python,
+        job_extra_directives=job_extra_directives,
+        **kwargs,
+    )
     cluster = _cluster_class()(**options)
     try:
         cluster.scale(jobs=jobs)
@@ -263,9 +274,18 @@ def slurm_cluster_options(
     prologue = [f"export {name}={value}" for name, value in worker_environment(cores).items()]
     prologue += list(kwargs.pop("job_script_prologue", None) or [])
     kwargs.setdefault("death_timeout", WORKER_DEATH_TIMEOUT)
-    return dict(cores=cores, processes=1, memory=memory, walltime=walltime, queue=queue, account=account,
-                python=python or sys.executable, job_extra_directives=list(job_extra_directives or []),
-                job_script_prologue=prologue, **kwargs)
+    return dict(
+        cores=cores,
+        processes=1,
+        memory=memory,
+        walltime=walltime,
+        queue=queue,
+        account=account,
+        python=python or sys.executable,
+        job_extra_directives=list(job_extra_directives or []),
+        job_script_prologue=prologue,
+        **kwargs,
+    )
 
 
 def resolve_client(cluster: Any):
@@ -296,5 +316,7 @@ def wait_for_workers(client: Any, n: int, timeout: float = 300) -> None:
     try:
         client.wait_for_workers(n, timeout=timeout)
     except TimeoutError:
-        raise TimeoutError(f"only {len(client.scheduler_info()['workers'])} of {n} dask workers joined in {timeout} s; "
-                           "check squeue for the worker jobs") from None
+        raise TimeoutError(
+            f"only {len(client.scheduler_info()['workers'])} of {n} dask workers joined in {timeout} s; "
+            "check squeue for the worker jobs"
+        ) from None

@@ -62,8 +62,10 @@ class SyncReport:
         """One line for the server log."""
         parts = [f"{len(self.copied)} copied", f"{len(self.updated)} updated", f"{len(self.unchanged)} unchanged"]
         if self.offered:
-            parts.append(f"{len(self.offered)} edited by the user, new version beside as "
-                         + ", ".join(updated_name(p) for p in self.offered))
+            parts.append(
+                f"{len(self.offered)} edited by the user, new version beside as "
+                + ", ".join(updated_name(p) for p in self.offered)
+            )
         if self.skipped:
             parts.append(f"{len(self.skipped)} skipped (symlink or not a regular file: {', '.join(self.skipped)})")
         if self.failed:
@@ -87,6 +89,7 @@ def _skip(name: str) -> bool:
 
 def _source_files(source: Path) -> Iterator[tuple[PurePosixPath, Path]]:
     """(relative path, absolute path) of each regular file to deliver, folders in sorted order."""
+
     def fail(error: OSError) -> None:
         raise error  # os.walk would skip a folder it cannot list: say so instead
 

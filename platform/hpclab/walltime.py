@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from urllib.parse import quote
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
@@ -124,8 +124,9 @@ async def ask_hub(method: str = "GET", suffix: str = "", body: dict | None = Non
         raise web.HTTPError(400, "this server does not run under a hub")
     headers = {"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}", "Content-Type": "application/json"}
     try:
-        response = await AsyncHTTPClient().fetch(url, method=method, headers=headers, request_timeout=30,
-                                                 body=None if body is None else json.dumps(body))
+        response = await AsyncHTTPClient().fetch(
+            url, method=method, headers=headers, request_timeout=30, body=None if body is None else json.dumps(body)
+        )
     except HTTPClientError as error:
         message = error.response.body.decode(errors="replace") if error.response is not None else str(error)
         with contextlib.suppress(ValueError):  # a JSON error body from the hub: its message, else the raw text

@@ -45,7 +45,7 @@ class Checkpoint:
         return (np.empty((n_points, 4)), np.empty((n_points, len(STAT_COLUMNS))), np.zeros(n_points, dtype=bool))
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], P: np.ndarray, solver: str, rtol: float, atol: float) -> "Checkpoint":
+    def open(cls, path: str | os.PathLike[str], P: np.ndarray, solver: str, rtol: float, atol: float) -> Checkpoint:
         """The checkpoint at ``path`` for this grid; a file there from another sweep is a ValueError."""
         target = Path(path)
         if target.suffix != ".npz":
@@ -54,8 +54,10 @@ class Checkpoint:
         if target.exists():
             meta = point._meta()
             if meta.get("key") != point.key:
-                raise ValueError(f"checkpoint {target} belongs to another sweep (other grid, solver or tolerances); "
-                                 "remove it or run that sweep")
+                raise ValueError(
+                    f"checkpoint {target} belongs to another sweep (other grid, solver or tolerances); "
+                    "remove it or run that sweep"
+                )
         return point
 
     def _meta(self) -> dict:

@@ -16,17 +16,28 @@ from ..slurm.flags import add_slurm_flags
 
 #: flag -> JunctionParams field; every model parameter has one
 _PARAM_FLAGS = {
-    "--G": "G", "--r": "r", "--alpha": "alpha", "--w": "w", "--A-s": "A_s", "--t-s": "t_s",
-    "--pulse-width": "delta_t", "--t-end": "t_end",
+    "--G": "G",
+    "--r": "r",
+    "--alpha": "alpha",
+    "--w": "w",
+    "--A-s": "A_s",
+    "--t-s": "t_s",
+    "--pulse-width": "delta_t",
+    "--t-end": "t_end",
 }
 #: old spellings of --pulse-width; --dt reads like a time step, which it never was
 _PULSE_WIDTH_ALIASES = ("--dt", "--delta-t")
 #: an argument that starts with "-" but is a number, a list or an axis ("-1.5:1.5:3"), not an option
 _NEGATIVE_VALUE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?([:,].*)?$")
 _HELP = {
-    "G": "Josephson to magnetic anisotropy energy ratio", "r": "spin-orbit coupling", "alpha": "Gilbert damping",
-    "w": "phase-equation constant (w = 1 in the seed)", "A_s": "pulse amplitude (units of I_c)",
-    "t_s": "pulse centre", "delta_t": "width Δt of the current pulse (a duration, not a time step)", "t_end": "end of the simulation",
+    "G": "Josephson to magnetic anisotropy energy ratio",
+    "r": "spin-orbit coupling",
+    "alpha": "Gilbert damping",
+    "w": "phase-equation constant (w = 1 in the seed)",
+    "A_s": "pulse amplitude (units of I_c)",
+    "t_s": "pulse centre",
+    "delta_t": "width Δt of the current pulse (a duration, not a time step)",
+    "t_end": "end of the simulation",
 }
 
 
@@ -35,7 +46,7 @@ class Linspace(NamedTuple):
 
     start: float
     stop: float
-    count: int
+    num: int  # numpy.linspace's name (a field `count` would hide tuple.count)
 
 
 def axis_or_value(text: str) -> float | list[float] | Linspace:
@@ -44,16 +55,14 @@ def axis_or_value(text: str) -> float | list[float] | Linspace:
         if ":" in text:
             start, stop, count = text.split(":")
             axis = Linspace(float(start), float(stop), int(count))
-            if axis.count < 1:
+            if axis.num < 1:
                 raise argparse.ArgumentTypeError(f"{text!r}: count must be >= 1")
             return axis
         if "," in text:
             return [float(v) for v in text.split(",") if v.strip()]
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number, a list v1,v2,... or an axis start:stop:count"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number, a list v1,v2,... or an axis start:stop:count") from None
 
 
 class _ParamAction(argparse.Action):
@@ -69,8 +78,11 @@ class _PulseWidthAlias(_ParamAction):
     """--dt / --delta-t: store like --pulse-width and say that it is the pulse width."""
 
     def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
-        print(f"hpclab josephson sweep: warning: {option_string} is the width of the current pulse, not a time "
-              "step; it is deprecated, use --pulse-width", file=sys.stderr)
+        print(
+            f"hpclab josephson sweep: warning: {option_string} is the width of the current pulse, not a time "
+            "step; it is deprecated, use --pulse-width",
+            file=sys.stderr,
+        )
         super().__call__(parser, namespace, values, option_string)
 
 
@@ -85,37 +97,60 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=usage)
     jsub = p.add_subparsers(dest="josephson_command", metavar="COMMAND")
     s = jsub.add_parser(
-        "sweep", help="compute a reversal map over a parameter grid and save it as .npz",
+        "sweep",
+        help="compute a reversal map over a parameter grid and save it as .npz",
         description="Each model parameter takes a value, a list v1,v2,... or an axis start:stop:count "
         "(inclusive, like numpy.linspace); axes are swept in the order given.",
     )
     s._negative_number_matcher = _NEGATIVE_VALUE  # "--A-s -1.5:1.5:3" is a value, not an option
     for flag, name in _PARAM_FLAGS.items():
         s.add_argument(flag, dest=name, type=axis_or_value, action=_ParamAction, metavar="V|A:B:N", help=_HELP[name])
-    s.add_argument(*_PULSE_WIDTH_ALIASES, dest="delta_t", type=axis_or_value, action=_PulseWidthAlias,
-                   metavar="V|A:B:N", help="deprecated spelling of --pulse-width")
-    s.add_argument("--solver", choices=("fast", "reference", "seed"), default="fast",
-                   help="fast: numba DOP853 (default); reference: solve_ivp DOP853, tight; seed: solve_ivp RK45")
+    s.add_argument(
+        *_PULSE_WIDTH_ALIASES,
+        dest="delta_t",
+        type=axis_or_value,
+        action=_PulseWidthAlias,
+        metavar="V|A:B:N",
+        help="deprecated spelling of --pulse-width",
+    )
+    s.add_argument(
+        "--solver",
+        choices=("fast", "reference", "seed"),
+        default="fast",
+        help="fast: numba DOP853 (default); reference: solve_ivp DOP853, tight; seed: solve_ivp RK45",
+    )
     s.add_argument("--rtol", type=float, help="relative tolerance (default depends on --solver)")
     s.add_argument("--atol", type=float, help="absolute tolerance (default depends on --solver)")
     s.add_argument("--jobs", type=int, default=1, help="parallel workers, -1 for all (default 1)")
-    s.add_argument("--backend", choices=("serial", "loky", "threading", "dask"),
-                   help="default: serial for --jobs 1, else threads for the fast solver and loky processes for the others")
+    s.add_argument(
+        "--backend",
+        choices=("serial", "loky", "threading", "dask"),
+        help="default: serial for --jobs 1, else threads for the fast solver and loky processes for the others",
+    )
     s.add_argument("--chunk-size", type=int, help="points per task (default: about 4 tasks per worker)")
     s.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask scheduler (implies --backend dask)")
     g = s.add_argument_group("SLURM (dask-jobqueue): start workers as SLURM jobs")
     g.add_argument("--slurm-jobs", type=int, metavar="N", help="number of worker jobs (implies --backend dask)")
     add_slurm_flags(
-        g, ("partition", "time", "mem", "cpus", "account"),
+        g,
+        ("partition", "time", "mem", "cpus", "account"),
         defaults={"time": "01:00:00", "mem": "2GiB", "cpus": 1},
         help_for={"time": "wall time per worker job", "mem": "memory per worker job", "cpus": "cores per worker job"},
-        aliases={"--slurm-queue": "partition", "--slurm-walltime": "time", "--slurm-memory": "mem",
-                 "--slurm-cores": "cpus", "--slurm-account": "account"},
+        aliases={
+            "--slurm-queue": "partition",
+            "--slurm-walltime": "time",
+            "--slurm-memory": "mem",
+            "--slurm-cores": "cpus",
+            "--slurm-account": "account",
+        },
     )
     g.add_argument("--slurm-timeout", type=float, default=300, help="seconds to wait for the workers (default 300)")
     s.add_argument("--out", required=True, help="output .npz (axes, mz_final, reversed, state, stats)")
-    s.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep from OUT's .partial.npz (same grid, solver, tolerances)")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep from OUT's .partial.npz (same grid, solver, tolerances)",
+    )
     s.add_argument("--plot", metavar="PNG", help="also save the reversal map as an image")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=run_sweep, param_order=[])
@@ -129,7 +164,7 @@ def partial_path(out: str | Path) -> Path:
 
 def _grid_points(values: dict[str, Any]) -> int:
     """Points of the grid the flags ask for, counted without building it."""
-    counts = [v.count if isinstance(v, Linspace) else len(v) for v in values.values() if not isinstance(v, float)]
+    counts = [v.num if isinstance(v, Linspace) else len(v) for v in values.values() if not isinstance(v, float)]
     return math.prod(counts)
 
 
@@ -141,8 +176,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     OUT itself is written: the .partial.npz then holds every point). Errors are one line; with
     ``--debug`` (``args.debug``, set by :func:`hpclab.cli.main`) they are raised, so the traceback shows.
     """
-    from ..interrupts import Interrupted
     from ..cli import report_error
+    from ..interrupts import Interrupted
     from ..safe_output import OutputError, check_output_file
 
     def fail(message: str, error: Exception | None = None) -> int:
@@ -182,8 +217,11 @@ def run_sweep(args: argparse.Namespace) -> int:
         from .checkpoint import finished_points
 
         kept = finished_points(partial)
-        print(f"hpclab josephson sweep: stopped by {stop}; {kept} finished points kept in {partial}; "
-              "run the same command with --resume to finish", file=sys.stderr)
+        print(
+            f"hpclab josephson sweep: stopped by {stop}; {kept} finished points kept in {partial}; "
+            "run the same command with --resume to finish",
+            file=sys.stderr,
+        )
         return stop.exit_status
     partial.unlink(missing_ok=True)
     if args.plot:
@@ -204,14 +242,28 @@ def _sweep(args: argparse.Namespace, values: dict[str, Any], partial: Path) -> A
     from .cluster import resolve_client, slurm_cluster, wait_for_workers
     from .sweep import sweep
 
-    options: dict[str, Any] = dict(solver=args.solver, rtol=args.rtol, atol=args.atol, n_jobs=args.jobs,
-                                   backend=args.backend, chunk_size=args.chunk_size, progress=not args.quiet,
-                                   checkpoint=partial, keep_checkpoint=True)
+    options: dict[str, Any] = dict(
+        solver=args.solver,
+        rtol=args.rtol,
+        atol=args.atol,
+        n_jobs=args.jobs,
+        backend=args.backend,
+        chunk_size=args.chunk_size,
+        progress=not args.quiet,
+        checkpoint=partial,
+        keep_checkpoint=True,
+    )
     cluster = client = None
     try:
         if args.slurm_jobs:
-            cluster = slurm_cluster(jobs=args.slurm_jobs, cores=args.cpus, memory=args.mem, walltime=args.time,
-                                    queue=args.partition, account=args.account)
+            cluster = slurm_cluster(
+                jobs=args.slurm_jobs,
+                cores=args.cpus,
+                memory=args.mem,
+                walltime=args.time,
+                queue=args.partition,
+                account=args.account,
+            )
             client, _ = resolve_client(cluster)
             wait_for_workers(client, args.slurm_jobs, timeout=args.slurm_timeout)
             options.update(backend="dask", cluster=client, n_jobs=-1 if args.jobs == 1 else args.jobs)

@@ -138,7 +138,7 @@ def _drop_stale_cache() -> None:
     for dispatcher in (_integrate, _solve_point, _solve_rows):
         cache = getattr(dispatcher, "_cache", None)
         index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
-        if index and Path(index).exists() and Path(index).stat().st_mtime < model_mtime:
+        if cache is not None and index and Path(index).exists() and Path(index).stat().st_mtime < model_mtime:
             cache.flush()
 
 

@@ -35,7 +35,7 @@ class Grid:
         """The (size, 8) float matrix of all points, C order over the axes, columns PARAM_COLUMNS."""
         P = np.empty((self.size, len(_NAMES)))
         mesh = np.meshgrid(*self.axes.values(), indexing="ij") if self.axes else []
-        by_name = dict(zip(self.axes, mesh))
+        by_name = dict(zip(self.axes, mesh, strict=True))
         for col, name in enumerate(_NAMES):
             P[:, col] = by_name[name].ravel() if name in by_name else self.fixed[name]
         return P

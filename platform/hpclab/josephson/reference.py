@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -25,10 +26,11 @@ def segments(params: JunctionParams) -> list[tuple[float, float, float]]:
 
     Integrating piece by piece keeps an adaptive solver from stepping over the pulse.
     """
-    edges = sorted({0.0, min(max(params.pulse_start, 0.0), params.t_end),
-                    min(max(params.pulse_end, 0.0), params.t_end), params.t_end})
+    edges = sorted(
+        {0.0, min(max(params.pulse_start, 0.0), params.t_end), min(max(params.pulse_end, 0.0), params.t_end), params.t_end}
+    )
     pieces = []
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         mid = 0.5 * (a + b)
         on = params.pulse_start <= mid <= params.pulse_end
         pieces.append((a, b, params.A_s if on else 0.0))
@@ -38,12 +40,14 @@ def segments(params: JunctionParams) -> list[tuple[float, float, float]]:
 def _current_fun(p: JunctionParams, current: float):
     def fun(t: float, y: np.ndarray) -> np.ndarray:
         return np.array(current_rhs(y[0], y[1], y[2], y[3], p.G, p.r, p.alpha, p.w, current))
+
     return fun
 
 
 def _voltage_fun(p: VoltageParams):
     def fun(t: float, y: np.ndarray) -> np.ndarray:
         return np.array(llg(y[0], y[1], y[2], p.V * t, p.G, p.r, p.alpha)[:3])
+
     return fun
 
 
@@ -71,8 +75,9 @@ def simulate(
     if t_grid[0] < 0 or t_grid[-1] > params.t_end:
         raise ValueError(f"t_eval must lie in [0, t_end={params.t_end}], got [{t_grid[0]}, {t_grid[-1]}]")
     if isinstance(params, VoltageParams):
-        sol = solve_ivp(_voltage_fun(params), (0.0, params.t_end), np.array(params.m0), method=method,
-                        t_eval=t_grid, rtol=rtol, atol=atol)
+        sol = solve_ivp(
+            _voltage_fun(params), (0.0, params.t_end), np.array(params.m0), method=method, t_eval=t_grid, rtol=rtol, atol=atol
+        )
         _check(sol, f"for {params}")
         phi = params.V * sol.t
         return Trajectory(sol.t, sol.y, phi, np.zeros_like(sol.t), params, method, sol.nfev)
@@ -82,8 +87,9 @@ def simulate(
     for k, (a, b, current) in enumerate(pieces):
         last = k == len(pieces) - 1
         inside = t_grid[(t_grid >= a) & ((t_grid <= b) if last else (t_grid < b))]
-        sol = solve_ivp(_current_fun(params, current), (a, b), y, method=method, rtol=rtol, atol=atol,
-                        dense_output=inside.size > 0)
+        sol = solve_ivp(
+            _current_fun(params, current), (a, b), y, method=method, rtol=rtol, atol=atol, dense_output=inside.size > 0
+        )
         _check(sol, f"on [{a}, {b}] for {params}")
         nfev += sol.nfev
         if inside.size:
@@ -92,12 +98,15 @@ def simulate(
         y = sol.y[:, -1]
     t = np.concatenate(ts)
     states = np.concatenate(ys, axis=1)
-    current = np.where(np.abs(t - params.t_s) <= 0.5 * params.delta_t, params.A_s, 0.0)
-    return Trajectory(t, states[:3], states[3], current, params, method, nfev)
+    pulse = np.where(np.abs(t - params.t_s) <= 0.5 * params.delta_t, params.A_s, 0.0)
+    return Trajectory(t, states[:3], states[3], pulse, params, method, nfev)
 
 
 def final_state(
-    params: JunctionParams, *, method: str = REFERENCE_METHOD, rtol: float = REFERENCE_RTOL,
+    params: JunctionParams,
+    *,
+    method: str = REFERENCE_METHOD,
+    rtol: float = REFERENCE_RTOL,
     atol: float = REFERENCE_ATOL,
 ) -> tuple[np.ndarray, int, int]:
     """(y(t_end), accepted steps, right-hand-side calls) for one point, solve_ivp piecewise at the pulse edges."""

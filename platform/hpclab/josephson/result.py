@@ -57,7 +57,7 @@ class SweepResult:
     def agreement(self, other: SweepResult) -> float:
         """Fraction of grid points whose reversed/not-reversed verdict equals ``other``'s (same grid)."""
         if self.shape != other.shape or any(
-            a != b or not np.array_equal(self.axes[a], other.axes[b]) for a, b in zip(self.axes, other.axes)
+            a != b or not np.array_equal(self.axes[a], other.axes[b]) for a, b in zip(self.axes, other.axes, strict=True)
         ):
             raise ValueError("agreement() needs two sweeps over the same grid")
         return float(np.mean(self.reversed == other.reversed))
@@ -121,16 +121,25 @@ class SweepResult:
         if clash:
             raise ValueError(f"axis names clash with stored arrays: {sorted(clash)}")
         meta = {
-            "format": _FORMAT, "axes": list(self.axes), "fixed": self.fixed, "solver": self.solver,
-            "rtol": self.rtol, "atol": self.atol, "seconds": self.seconds, "n_jobs": self.n_jobs,
-            "backend": self.backend, "state_names": list(_STATE_NAMES), "extra": self.meta,
+            "format": _FORMAT,
+            "axes": list(self.axes),
+            "fixed": self.fixed,
+            "solver": self.solver,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "seconds": self.seconds,
+            "n_jobs": self.n_jobs,
+            "backend": self.backend,
+            "state_names": list(_STATE_NAMES),
+            "extra": self.meta,
         }
-        arrays = {name: values for name, values in self.axes.items()}
+        arrays: dict[str, Any] = {name: values for name, values in self.axes.items()}  # Any: np.savez's other keywords
         arrays.update({f"stats_{k}": v for k, v in self.stats.items()})
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp, tmp.open("wb") as fh:
-            np.savez_compressed(fh, mz_final=self.mz_final, reversed=self.reversed, state=self.state,
-                                meta=np.array(json.dumps(meta)), **arrays)
+            np.savez_compressed(
+                fh, mz_final=self.mz_final, reversed=self.reversed, state=self.state, meta=np.array(json.dumps(meta)), **arrays
+            )
         return path
 
 
@@ -143,9 +152,17 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepResult:
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{path}: unknown format {meta.get('format')!r}, expected {_FORMAT!r}")
         axes = {name: data[name] for name in meta["axes"]}
-        stats = {f[len("stats_"):]: data[f] for f in data.files if f.startswith("stats_")}
+        stats = {f[len("stats_") :]: data[f] for f in data.files if f.startswith("stats_")}
         return SweepResult(
-            axes=axes, fixed=meta["fixed"], state=data["state"], stats=stats, solver=meta["solver"],
-            rtol=meta["rtol"], atol=meta["atol"], seconds=meta["seconds"], n_jobs=meta["n_jobs"],
-            backend=meta["backend"], meta=meta.get("extra", {}),
+            axes=axes,
+            fixed=meta["fixed"],
+            state=data["state"],
+            stats=stats,
+            solver=meta["solver"],
+            rtol=meta["rtol"],
+            atol=meta["atol"],
+            seconds=meta["seconds"],
+            n_jobs=meta["n_jobs"],
+            backend=meta["backend"],
+            meta=meta.get("extra", {}),
         )

@@ -101,11 +101,11 @@ def sweep(
         size = _default_chunk(len(todo), workers, solver) if chunk_size is None else chunk_size
         if size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {size}")
-        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
         last_save, unsaved = time.monotonic(), 0
         with _progress_bar(len(P), progress, solver, initial=len(P) - len(todo)) as bar:
             try:
-                for idx, (s, st) in zip(chunks, _run(P, chunks, solver, rtol, atol, backend, n_jobs, client)):
+                for idx, (s, st) in zip(chunks, _run(P, chunks, solver, rtol, atol, backend, n_jobs, client), strict=True):
                     states[idx], stats[idx], done[idx] = s, st, True
                     unsaved += len(idx)
                     bar.update(len(idx))
@@ -121,15 +121,22 @@ def sweep(
                     saved.save(states, stats, done)
                 raise
     finally:
-        if owned:
+        if owned and client is not None:
             client.close()
     seconds = time.perf_counter() - t0
     if saved and not keep_checkpoint:
         saved.remove()
     return SweepResult(
-        axes=grid.axes, fixed=grid.fixed, state=states.reshape(*grid.shape, 4),
+        axes=grid.axes,
+        fixed=grid.fixed,
+        state=states.reshape(*grid.shape, 4),
         stats={name: stats[:, k].reshape(grid.shape) for k, name in enumerate(STAT_COLUMNS)},
-        solver=solver, rtol=rtol, atol=atol, seconds=seconds, n_jobs=workers, backend=backend,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        seconds=seconds,
+        n_jobs=workers,
+        backend=backend,
         meta={"chunk_size": size, "chunks": len(chunks), "resumed_points": int(len(P) - len(todo))},
     )
 
@@ -170,8 +177,9 @@ def _default_chunk(n_points: int, workers: int, solver: str) -> int:
     return max(1, min(_MAX_CHUNK[solver], math.ceil(n_points / (4 * workers))))
 
 
-def _run(P: np.ndarray, chunks: list[np.ndarray], solver: str, rtol: float, atol: float,
-         backend: str, n_jobs: int, client: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _run(
+    P: np.ndarray, chunks: list[np.ndarray], solver: str, rtol: float, atol: float, backend: str, n_jobs: int, client: Any
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Chunk results in chunk order; each chunk is an array of row indices into ``P``."""
     if backend == "serial":
         for idx in chunks:
@@ -191,5 +199,4 @@ def _progress_bar(total: int, enabled: bool, solver: str, initial: int = 0) -> A
     """A tqdm bar (a widget in notebooks) counting points; disabled when ``enabled`` is False."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="pt", desc=f"josephson sweep ({solver})",
-                leave=False)
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="pt", desc=f"josephson sweep ({solver})", leave=False)

@@ -94,14 +94,19 @@ def _run_modules(lines: list[str], env: dict[str, str]) -> dict[str, str]:
     script = "set -e\nexec 1>&2\n" + "\n".join(lines) + '\nenv -0 > "$HPCLAB_KERNEL_ENV_FILE"\n'
     try:
         proc = subprocess.run(
-            [bash, "-c", script], env={**env, "HPCLAB_KERNEL_ENV_FILE": env_file},
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=MODULES_TIMEOUT,
+            [bash, "-c", script],
+            env={**env, "HPCLAB_KERNEL_ENV_FILE": env_file},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=MODULES_TIMEOUT,
         )
         if proc.returncode != 0:
             output = (proc.stderr or "").strip()[-2000:]
             raise LaunchError(
                 f"a `modules` line failed (bash exit status {proc.returncode}):\n  "
-                + "\n  ".join(lines) + (f"\n\nIts output:\n{output}" if output else "")
+                + "\n  ".join(lines)
+                + (f"\n\nIts output:\n{output}" if output else "")
             )
         raw = Path(env_file).read_bytes().decode("utf-8", "replace")
     except subprocess.TimeoutExpired:
@@ -152,8 +157,13 @@ def _has_ipykernel(prefix: Path, python: Path, env: Mapping[str, str]) -> bool:
     if glob.glob(str(prefix / "lib" / "python3*" / "site-packages" / "ipykernel_launcher.py")):
         return True
     # e.g. a venv made with --system-site-packages: ask its Python (rare, so the cost is fine)
-    proc = subprocess.run([str(python), "-c", "import ipykernel_launcher"], env=dict(env),
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [str(python), "-c", "import ipykernel_launcher"],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+    )
     return proc.returncode == 0
 
 
@@ -195,8 +205,8 @@ def runtime_command(settings: KernelSettings, connection_file: str, env: dict[st
         home = env.get("HOME", "")
         if not (conn_dir.startswith("/tmp/") or (home and conn_dir.startswith(home.rstrip("/") + "/"))):
             options += ["--bind", conn_dir]  # apptainer binds $HOME and /tmp itself
-        python = str(runtime.get("python") or "python")
-        return [apptainer, "exec", *options, str(image), python, "-m", "ipykernel_launcher", "-f", connection_file]
+        image_python = str(runtime.get("python") or "python")
+        return [apptainer, "exec", *options, str(image), image_python, "-m", "ipykernel_launcher", "-f", connection_file]
     raise LaunchError(f"unknown runtime type {kind!r} (known: venv, conda, apptainer).")
 
 
@@ -205,8 +215,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpclab-kernel", description="Start an HPCLab kernel in its runtime.")
     parser.add_argument("name", help="kernel name (as under `kernels:` in the deploy YAML)")
     parser.add_argument("-f", "--connection-file", required=True, dest="connection_file")
-    parser.add_argument("--resource-dir", type=Path, default=None,
-                        help="the kernelspec's folder (kernel.json: {resource_dir}); default: look the name up")
+    parser.add_argument(
+        "--resource-dir",
+        type=Path,
+        default=None,
+        help="the kernelspec's folder (kernel.json: {resource_dir}); default: look the name up",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the command and thread settings, start nothing")
     return parser
 
@@ -236,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hpclab-kernel {args.name}: {error}", file=sys.stderr)
             return 1
         return _fail(args.name, str(error), args.connection_file)
-    summary = (f"hpclab-kernel {args.name}: threads={env['HPCLAB_KERNEL_THREADS']} "
-               f"({env['HPCLAB_KERNEL_THREADS_SOURCE']}), GPUs {env.get('CUDA_VISIBLE_DEVICES') or 'none'}: "
-               + " ".join(command))
+    summary = (
+        f"hpclab-kernel {args.name}: threads={env['HPCLAB_KERNEL_THREADS']} "
+        f"({env['HPCLAB_KERNEL_THREADS_SOURCE']}), GPUs {env.get('CUDA_VISIBLE_DEVICES') or 'none'}: " + " ".join(command)
+    )
     print(summary, file=sys.stderr, flush=True)
     if args.dry_run:
         print(json.dumps({"command": command, "threads": {k: env[k] for k in THREAD_VARIABLES}}))
@@ -247,4 +262,3 @@ def main(argv: list[str] | None = None) -> int:
         os.execve(command[0], command, env)
     except OSError as error:  # e.g. an interpreter that is not executable on this node
         return _fail(args.name, f"{command[0]} could not be executed: {error}", args.connection_file)
-    return 0  # not reached

@@ -77,8 +77,7 @@ def _deepbet() -> Any:
     return BrainExtraction(no_gpu=True)
 
 
-def deepbet_mask(data: np.ndarray, affine: np.ndarray, *, threads: int | None = None,
-                 threshold: float = 0.5) -> np.ndarray:
+def deepbet_mask(data: np.ndarray, affine: np.ndarray, *, threads: int | None = None, threshold: float = 0.5) -> np.ndarray:
     """deepbet's brain mask of the 3-D volume ``data`` (voxel -> world by ``affine``), on the same grid."""
     import nibabel as nib
 
@@ -94,8 +93,9 @@ def deepbet_mask(data: np.ndarray, affine: np.ndarray, *, threads: int | None = 
     return np.asarray(mask_img.dataobj) > 0
 
 
-def brain_mask(data: np.ndarray, affine: np.ndarray, zooms: Sequence[float], *, skull_strip: bool | None = None,
-               threads: int | None = None) -> tuple[np.ndarray, bool]:
+def brain_mask(
+    data: np.ndarray, affine: np.ndarray, zooms: Sequence[float], *, skull_strip: bool | None = None, threads: int | None = None
+) -> tuple[np.ndarray, bool]:
     """(bool brain mask on ``data``'s grid, whether the skull was stripped here) for a 3-D T1 volume.
 
     ``skull_strip=None`` decides as :func:`is_skull_stripped` does: already-stripped input keeps its

@@ -42,7 +42,7 @@ def coarse(data: np.ndarray, mask: np.ndarray, zooms: Sequence[float], target_mm
     return Coarse(np.asarray(data[picked], dtype=np.float32), np.asarray(mask[picked], dtype=bool), sizes * factors)
 
 
-def piece_volumes_ml(mask: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
+def piece_volumes_ml(mask: np.ndarray, zooms: Sequence[float] | np.ndarray) -> np.ndarray:
     """Volumes (mL) of the mask's 26-connected pieces, largest first."""
     from scipy import ndimage as ndi
 
@@ -99,13 +99,18 @@ def head_geometry(grid: Coarse) -> HeadGeometry:
     n_mask = int(np.count_nonzero(grid.mask))
     if n_mask == 0:
         return HeadGeometry(0.0, 0.0)
-    return HeadGeometry(n_mask / max(int(np.count_nonzero(found)), 1),
-                        float(np.count_nonzero(found & grid.mask)) / n_mask)
+    return HeadGeometry(n_mask / max(int(np.count_nonzero(found)), 1), float(np.count_nonzero(found & grid.mask)) / n_mask)
 
 
 #: Face names by the world axis (RAS) and side the face's outward direction points to.
-_FACE_NAMES = {(0, 1): "right", (0, -1): "left", (1, 1): "anterior", (1, -1): "posterior",
-               (2, 1): "superior", (2, -1): "inferior"}
+_FACE_NAMES = {
+    (0, 1): "right",
+    (0, -1): "left",
+    (1, 1): "anterior",
+    (1, -1): "posterior",
+    (2, 1): "superior",
+    (2, -1): "inferior",
+}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cohort import CohortResult
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``mri`` command and its sub-commands on the top-level ``hpclab`` parser."""
     p_mri = sub.add_parser("mri", help="MRI pipeline: DICOM -> NIfTI, processing, segstats, cohorts")
     msub = p_mri.add_subparsers(dest="mri_command", metavar="STEP")
@@ -30,10 +30,14 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("nifti", type=Path, metavar="NIFTI")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     strip = p.add_mutually_exclusive_group()
-    strip.add_argument("--skull-strip", dest="skull_strip", action="store_true", default=None,
-                       help="the input is a whole head (default: decide from the image)")
-    strip.add_argument("--no-skull-strip", dest="skull_strip", action="store_false",
-                       help="the input is already skull-stripped")
+    strip.add_argument(
+        "--skull-strip",
+        dest="skull_strip",
+        action="store_true",
+        default=None,
+        help="the input is a whole head (default: decide from the image)",
+    )
+    strip.add_argument("--no-skull-strip", dest="skull_strip", action="store_false", help="the input is already skull-stripped")
     p.add_argument("--no-bias-correction", action="store_true", help="skip N4")
     p.add_argument("--no-views", action="store_true", help="do not write the PNG views")
     p.add_argument("--threads", type=int, default=None, help="threads for N4 and k-means (default: all)")
@@ -57,20 +61,36 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     mode.add_argument("--summarize", action="store_true", help="collect subject summaries into the CSV")
     k.add_argument("--threads-per-job", type=int, default=1)
     k.add_argument("--max-parallel", type=int, help="SLURM: at most this many array tasks at once")
-    add_slurm_flags(k, ("partition", "time", "mem", "cpus", "account"), defaults={"time": "02:00:00", "mem": "4G", "cpus": 1},
-                    help_for={"time": "SLURM: time limit per array task", "mem": "SLURM: memory per array task",
-                              "cpus": "SLURM: CPUs per array task"})
+    add_slurm_flags(
+        k,
+        ("partition", "time", "mem", "cpus", "account"),
+        defaults={"time": "02:00:00", "mem": "4G", "cpus": 1},
+        help_for={
+            "time": "SLURM: time limit per array task",
+            "mem": "SLURM: memory per array task",
+            "cpus": "SLURM: CPUs per array task",
+        },
+    )
     k.add_argument("--deidentify", action="store_true")
     k.add_argument("--no-views", action="store_true")
-    k.add_argument("--subjects", type=lambda text: [w for w in text.split(",") if w], metavar="ID,ID,...",
-                   help="process only these subjects, locally or with --slurm (in a DataLad dataset, only they "
-                        "are fetched)")
-    k.add_argument("--use-equalized", action="store_true",
-                   help="process dcm2niix's _Eq_ file (missing slices filled by interpolation) where a series has gaps")
+    k.add_argument(
+        "--subjects",
+        type=lambda text: [w for w in text.split(",") if w],
+        metavar="ID,ID,...",
+        help="process only these subjects, locally or with --slurm (in a DataLad dataset, only they are fetched)",
+    )
+    k.add_argument(
+        "--use-equalized",
+        action="store_true",
+        help="process dcm2niix's _Eq_ file (missing slices filled by interpolation) where a series has gaps",
+    )
     k.add_argument("--overwrite", action="store_true")
     k.add_argument("--no-progress", action="store_true")
-    k.add_argument("--include-failed", action="store_true",
-                   help="count subjects whose quality checks failed (not a brain, cut field of view) in group statistics")
+    k.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="count subjects whose quality checks failed (not a brain, cut field of view) in group statistics",
+    )
     p_mri.set_defaults(_mri_parser=p_mri, run=run)
 
 
@@ -102,21 +122,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def _convert(args: argparse.Namespace) -> int:
     from .conversion import convert
 
-    series = convert(args.dicom_dir, args.out_dir, deidentify=args.deidentify, subject=args.subject,
-                     overwrite=args.overwrite)
+    series = convert(args.dicom_dir, args.out_dir, deidentify=args.deidentify, subject=args.subject, overwrite=args.overwrite)
     for s in series:
         md = s.metadata
         extra = f" (+ {s.equalized.name})" if s.equalized else ""
-        print(f"{s.nifti}{extra}: {md.get('series_description', '?')}, {md.get('matrix')} x {md.get('n_volumes')} "
-              f"vol, {md.get('voxel_size_mm')} mm; metadata {s.metadata_file}")
+        print(
+            f"{s.nifti}{extra}: {md.get('series_description', '?')}, {md.get('matrix')} x {md.get('n_volumes')} "
+            f"vol, {md.get('voxel_size_mm')} mm; metadata {s.metadata_file}"
+        )
     return 0
 
 
 def _process(args: argparse.Namespace) -> int:
     from .processing import process
 
-    result = process(args.nifti, args.out_dir, skull_strip=args.skull_strip, correct_bias=not args.no_bias_correction,
-                     threads=args.threads, overwrite=args.overwrite, views=not args.no_views)
+    result = process(
+        args.nifti,
+        args.out_dir,
+        skull_strip=args.skull_strip,
+        correct_bias=not args.no_bias_correction,
+        threads=args.threads,
+        overwrite=args.overwrite,
+        views=not args.no_views,
+    )
     for role, path in result.outputs.items():  # all written, views included, before the first line
         print(f"{role}: {path}")
     for name, ml in result.volumes_ml.items():
@@ -150,8 +178,9 @@ def _cohort(args: argparse.Namespace) -> int:
 
     options = {"deidentify": args.deidentify, "views": not args.no_views, "use_equalized": args.use_equalized}
     if args.task_index is not None:
-        row = cohort.run_task(args.root, args.out, args.task_index, overwrite=args.overwrite,
-                              threads=args.threads_per_job, **options)
+        row = cohort.run_task(
+            args.root, args.out, args.task_index, overwrite=args.overwrite, threads=args.threads_per_job, **options
+        )
         print(f"{row['subject']}: {row['status']} {row.get('error') or ''}".rstrip())
         return 0 if row["status"] != "failed" else 1
     if args.summarize:
@@ -162,14 +191,25 @@ def _cohort(args: argparse.Namespace) -> int:
         return 0
     if args.slurm:
         resources = JobResources(cpus=args.cpus, mem=args.mem, time=args.time, partition=args.partition, account=args.account)
-        sub = cohort.submit_cohort(args.root, args.out, resources=resources, max_parallel=args.max_parallel,
-                                   subjects=args.subjects, **options)
-        print(f"submitted array job {sub.array_job} ({len(sub.subjects)} subjects) and summary job "
-              f"{sub.summary_job}; the summary will be {sub.summary_file}")
+        sub = cohort.submit_cohort(
+            args.root, args.out, resources=resources, max_parallel=args.max_parallel, subjects=args.subjects, **options
+        )
+        print(
+            f"submitted array job {sub.array_job} ({len(sub.subjects)} subjects) and summary job "
+            f"{sub.summary_job}; the summary will be {sub.summary_file}"
+        )
         return 0
-    result = cohort.process_cohort(args.root, args.out, n_jobs=args.jobs, threads_per_job=args.threads_per_job,
-                                   overwrite=args.overwrite, progress=not args.no_progress, subjects=args.subjects,
-                                   include_failed=args.include_failed, **options)
+    result = cohort.process_cohort(
+        args.root,
+        args.out,
+        n_jobs=args.jobs,
+        threads_per_job=args.threads_per_job,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        subjects=args.subjects,
+        include_failed=args.include_failed,
+        **options,
+    )
     print(result.table.to_string(index=False))
     _print_group(result)
     print(f"summary: {result.summary_file} ({len(result.failed)} failed, {result.seconds:.1f} s)")

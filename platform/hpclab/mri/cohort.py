@@ -33,8 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 SUMMARY_NAME = "cohort_summary.csv"
 SUBJECT_SUMMARY = "subject_summary.json"
 SUBJECT_LIST = "cohort_subjects.txt"
-COLUMNS = ("subject", "status", "error", "qc", "n_series", "t1", "brain_ml", "csf_ml", "gm_ml", "wm_ml", "seconds",
-           "qc_status")
+COLUMNS = ("subject", "status", "error", "qc", "n_series", "t1", "brain_ml", "csf_ml", "gm_ml", "wm_ml", "seconds", "qc_status")
 #: the volumes that group statistics summarize
 VOLUME_COLUMNS = ("brain_ml", "csf_ml", "gm_ml", "wm_ml")
 #: statuses a subject row can have; "warning" rows have results that need a look (the qc column says why)
@@ -100,6 +99,7 @@ def _holds_dicom(folder: Path) -> bool:
 
 def choose_t1(series: list[Series]) -> Series:
     """The series to process: 3-D ones named like a T1 first, then the one with the most voxels."""
+
     def size(s: Series) -> int:
         dims = s.metadata.get("matrix", "").split(" x ")
         if s.metadata.get("n_volumes", "1") != "1" or len(dims) != 3:
@@ -109,13 +109,22 @@ def choose_t1(series: list[Series]) -> Series:
     three_d = [s for s in series if size(s) > 0]
     if not three_d:
         raise MRIError("no 3-D series to process (all are 4-D or 2-D): " + ", ".join(s.nifti.name for s in series))
-    named = [s for s in three_d if _T1_NAME.search(s.metadata.get("series_description", "") + " "
-                                                    + s.metadata.get("protocol", ""))]
+    named = [
+        s for s in three_d if _T1_NAME.search(s.metadata.get("series_description", "") + " " + s.metadata.get("protocol", ""))
+    ]
     return max(named or three_d, key=size)
 
 
-def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, views: bool = True,
-                threads: int | None = 1, overwrite: bool = False, use_equalized: bool = False) -> dict[str, Any]:
+def run_subject(
+    subject: Subject,
+    out: str | Path,
+    *,
+    deidentify: bool = False,
+    views: bool = True,
+    threads: int | None = 1,
+    overwrite: bool = False,
+    use_equalized: bool = False,
+) -> dict[str, Any]:
     """Convert (if DICOM), process and draw one subject into ``out/<id>``; returns its summary row.
 
     Never raises for a bad subject: the row says ``failed`` and why. The quality checks decide
@@ -141,24 +150,25 @@ def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, 
             row["n_series"] = 0
         elif subject.path.is_dir():
             earlier = [] if overwrite else read_series(subject_out / "nifti")
-            series = earlier or convert(subject.path, subject_out / "nifti", deidentify=deidentify,
-                                        subject=subject.id, overwrite=overwrite)
+            series = earlier or convert(
+                subject.path, subject_out / "nifti", deidentify=deidentify, subject=subject.id, overwrite=overwrite
+            )
             chosen = choose_t1(series)
             gaps = chosen.equalized is not None
-            t1 = chosen.equalized if gaps and use_equalized else chosen.nifti
+            t1 = chosen.equalized if use_equalized and chosen.equalized is not None else chosen.nifti
             row["n_series"] = len(series)
         else:
             t1, gaps = subject.path, "_Eq_" in Path(subject.path).name
             row["n_series"] = 0
-        result = process(t1, subject_out / "process", threads=threads, overwrite=True, interpolated_slices=gaps,
-                         views=views)
+        result = process(t1, subject_out / "process", threads=threads, overwrite=True, interpolated_slices=gaps, views=views)
         row["t1"] = str(t1)
         row["brain_ml"] = round(result.qc["brain_volume_ml"].value, 1)
         row["qc"] = result.qc.reasons or None
         row["qc_checks"] = result.qc.as_dict()
         volumes = result.volumes_ml
-        row["csf_ml"], row["gm_ml"], row["wm_ml"] = (round(volumes.get(k, 0.0), 3)
-                                                     for k in ("CSF", "Gray-Matter", "White-Matter"))
+        row["csf_ml"], row["gm_ml"], row["wm_ml"] = (
+            round(volumes.get(k, 0.0), 3) for k in ("CSF", "Gray-Matter", "White-Matter")
+        )
         row["status"] = row["qc_status"] = result.qc.status
     except Exception as exc:  # one subject must not stop the cohort: record and go on
         row["status"] = "failed"
@@ -179,13 +189,13 @@ def run_subject(subject: Subject, out: str | Path, *, deidentify: bool = False, 
 class CohortResult:
     """The summary table of a cohort run (one row per subject) and where it was written."""
 
-    table: "pd.DataFrame"
+    table: pd.DataFrame
     summary_file: Path
     seconds: float
     include_failed: bool = False
 
     @property
-    def failed(self) -> "pd.DataFrame":
+    def failed(self) -> pd.DataFrame:
         """Rows of subjects that failed."""
         return self.table[self.table["status"] == "failed"]
 
@@ -208,8 +218,9 @@ class CohortResult:
         import pandas as pd
 
         values = self.included[list(VOLUME_COLUMNS)].astype(float)
-        return pd.DataFrame({"n": values.count(), "mean": values.mean(), "sd": values.std(), "min": values.min(),
-                             "max": values.max()}).rename_axis("volume")
+        return pd.DataFrame(
+            {"n": values.count(), "mean": values.mean(), "sd": values.std(), "min": values.min(), "max": values.max()}
+        ).rename_axis("volume")
 
     def group_note(self) -> str:
         """One sentence saying how many subjects group statistics count, which they leave out and why."""
@@ -217,13 +228,21 @@ class CohortResult:
         counted = f"group statistics over {len(self.included)} of {len(self.table)} subjects"
         if out.empty:
             return counted
-        why = ", ".join(f"{r.subject} ({'error' if isinstance(r.error, str) and r.error else 'quality checks failed'})"
-                        for r in out.itertuples())
-        hint = "" if self.include_failed else (" (see the status, error and qc columns; include_failed=True, "
-                                               "--include-failed, counts subjects whose quality checks failed)")
+        why = ", ".join(
+            f"{r.subject} ({'error' if isinstance(r.error, str) and r.error else 'quality checks failed'})"
+            for r in out.itertuples()
+        )
+        hint = (
+            ""
+            if self.include_failed
+            else (
+                " (see the status, error and qc columns; include_failed=True, "
+                "--include-failed, counts subjects whose quality checks failed)"
+            )
+        )
         return f"{counted}; left out as failed: {why}{hint}"
 
-    def plot(self, ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
+    def plot(self, ax: matplotlib.axes.Axes | None = None) -> matplotlib.axes.Axes:
         """Grouped bars of CSF/GM/WM volume (ml) per subject counted in group statistics; returns the axes."""
         from matplotlib.figure import Figure
 
@@ -247,8 +266,9 @@ def tail_threads(n_subjects: int, n_jobs: int, threads_per_job: int = 1) -> list
     """
     n_jobs = max(1, n_jobs)
     budget = n_jobs * threads_per_job
-    return [threads_per_job if (left := n_subjects - i) >= n_jobs else max(threads_per_job, budget // left)
-            for i in range(n_subjects)]
+    return [
+        threads_per_job if (left := n_subjects - i) >= n_jobs else max(threads_per_job, budget // left) for i in range(n_subjects)
+    ]
 
 
 def process_cohort(
@@ -277,24 +297,26 @@ def process_cohort(
     from joblib import Parallel, delayed, effective_n_jobs
     from tqdm.auto import tqdm
 
-    requested = subjects
-    subjects = select_subjects(find_subjects(root), requested)
-    if not subjects:
+    chosen = select_subjects(find_subjects(root), subjects)
+    if not chosen:
         raise MRIError(f"no subjects in {root}: expected sub-folders with DICOM files or NIfTI files")
     if is_dataset(root):
-        fetch(root, [s.path for s in subjects])
+        fetch(root, [s.path for s in chosen])
     try:
         out = check_output_dir(out)
     except OutputError as exc:
         raise MRIError(str(exc)) from None
     start = time.perf_counter()
-    threads = tail_threads(len(subjects), effective_n_jobs(n_jobs), threads_per_job)
-    jobs = (delayed(run_subject)(s, out, deidentify=deidentify, views=views, threads=t, overwrite=overwrite,
-                                 use_equalized=use_equalized)
-            for s, t in zip(subjects, threads))
+    threads = tail_threads(len(chosen), effective_n_jobs(n_jobs), threads_per_job)
+    jobs = (
+        delayed(run_subject)(
+            s, out, deidentify=deidentify, views=views, threads=t, overwrite=overwrite, use_equalized=use_equalized
+        )
+        for s, t in zip(chosen, threads, strict=True)
+    )
     rows = []
     try:
-        with tqdm(total=len(subjects), desc="subjects", unit="subj", disable=not progress, file=sys.stderr) as bar:
+        with tqdm(total=len(chosen), desc="subjects", unit="subj", disable=not progress, file=sys.stderr) as bar:
             for row in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
                 rows.append(row)
                 bar.set_postfix_str(f"{row['subject']}: {row['status']}")
@@ -303,7 +325,7 @@ def process_cohort(
         # SIGTERM, Ctrl-C or a failing pool: the workers are killed mid-subject, so their staging
         # folders' own clean-up never runs; remove them once no worker can write there any more
         stop_worker_pools()
-        for subject in subjects:
+        for subject in chosen:
             remove_temporaries(out / subject.id, patterns=(f"{TEMP_PREFIX}*", f"{CONVERT_PREFIX}*"))
         raise
     return _write_summary(rows, out, time.perf_counter() - start, include_failed=include_failed)
@@ -333,8 +355,7 @@ def summarize(out: str | Path, *, include_failed: bool = False) -> CohortResult:
         if path.exists():
             rows.append(json.loads(path.read_text()))
         else:
-            rows.append({"subject": name, "status": "failed",
-                         "error": f"no {SUBJECT_SUMMARY}: the task did not finish"})
+            rows.append({"subject": name, "status": "failed", "error": f"no {SUBJECT_SUMMARY}: the task did not finish"})
     return _write_summary(rows, out, seconds=0.0, include_failed=include_failed)
 
 
@@ -378,21 +399,33 @@ def cohort_scripts(
     root, out = Path(root).resolve(), Path(out).resolve()
     array = f"0-{len(subjects) - 1}" + (f"%{max_parallel}" if max_parallel else "")
     base = [python, "-m", "hpclab", "mri", "cohort", str(root), str(out)]
-    flags = ((["--deidentify"] if deidentify else []) + ([] if views else ["--no-views"])
-             + (["--use-equalized"] if use_equalized else []))
+    flags = (
+        (["--deidentify"] if deidentify else [])
+        + ([] if views else ["--no-views"])
+        + (["--use-equalized"] if use_equalized else [])
+    )
     task = " ".join(_quote(w) for w in base + flags) + ' --task-index "$SLURM_ARRAY_TASK_ID"'
-    array_script = batch_script([task], job_name="hpclab-mri-cohort", log_dir=out / "slurm", resources=resources,
-                                array=array)
-    summary_script = batch_script([base + ["--summarize"]], job_name="hpclab-mri-cohort-summary",
-                                  log_dir=out / "slurm",
-                                  resources=JobResources(cpus=1, mem="1G", time="00:10:00",
-                                                         partition=resources.partition, account=resources.account))
+    array_script = batch_script([task], job_name="hpclab-mri-cohort", log_dir=out / "slurm", resources=resources, array=array)
+    summary_script = batch_script(
+        [base + ["--summarize"]],
+        job_name="hpclab-mri-cohort-summary",
+        log_dir=out / "slurm",
+        resources=JobResources(cpus=1, mem="1G", time="00:10:00", partition=resources.partition, account=resources.account),
+    )
     return array_script, summary_script
 
 
-def submit_cohort(root: str | Path, out: str | Path, *, resources: JobResources = JobResources(),
-                  max_parallel: int | None = None, deidentify: bool = False, views: bool = True,
-                  use_equalized: bool = False, subjects: Sequence[str] | None = None) -> SlurmCohort:
+def submit_cohort(
+    root: str | Path,
+    out: str | Path,
+    *,
+    resources: JobResources = JobResources(),
+    max_parallel: int | None = None,
+    deidentify: bool = False,
+    views: bool = True,
+    use_equalized: bool = False,
+    subjects: Sequence[str] | None = None,
+) -> SlurmCohort:
     """Submit the cohort as a SLURM job array plus a summary job (``afterany``); returns the job ids.
 
     ``subjects`` (ids) picks some, as in :func:`process_cohort`: only they get array tasks, and in a
@@ -408,8 +441,16 @@ def submit_cohort(root: str | Path, out: str | Path, *, resources: JobResources 
     out = Path(out).resolve()
     (out / "slurm").mkdir(parents=True, exist_ok=True)
     (out / SUBJECT_LIST).write_text("\n".join(ids) + "\n")
-    array_text, summary_text = cohort_scripts(root, out, ids, resources=resources, max_parallel=max_parallel,
-                                              deidentify=deidentify, views=views, use_equalized=use_equalized)
+    array_text, summary_text = cohort_scripts(
+        root,
+        out,
+        ids,
+        resources=resources,
+        max_parallel=max_parallel,
+        deidentify=deidentify,
+        views=views,
+        use_equalized=use_equalized,
+    )
     array_path, summary_path = out / "slurm" / "cohort_array.sbatch", out / "slurm" / "cohort_summary.sbatch"
     array_path.write_text(array_text)
     summary_path.write_text(summary_text)

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..safe_output import OutputError, atomic_output, check_output_dir
-from .dicom_scan import (MAX_DEPTH, FolderScan, describe_files, list_files, pixel_data_problem, scan_folder,
-                         slice_spacing_report)
+from .dicom_scan import MAX_DEPTH, FolderScan, describe_files, list_files, pixel_data_problem, scan_folder, slice_spacing_report
 from .errors import ConversionError, ConversionWarning
 from .metadata import build_metadata, deidentify_sidecar, format_metadata
 
@@ -37,8 +36,15 @@ DCM2NIIX_EXIT = {
     9: "rename error",
     10: "incomplete volume",
 }
-_FORBIDDEN_WHEN_DEIDENTIFIED = {"%n": "patient name", "%i": "patient ID", "%g": "accession number",
-                                "%k": "study UID", "%j": "series UID", "%x": "study ID", "%t": "time"}
+_FORBIDDEN_WHEN_DEIDENTIFIED = {
+    "%n": "patient name",
+    "%i": "patient ID",
+    "%g": "accession number",
+    "%k": "study UID",
+    "%j": "series UID",
+    "%x": "study ID",
+    "%t": "time",
+}
 _FOUND_LINE = re.compile(r"^Found (\d+) DICOM file", re.MULTILINE)
 _CONVERT_LINE = re.compile(r"^Convert (\d+) DICOM as (.+?) \(([\dx]+)\)\s*$")
 
@@ -65,9 +71,10 @@ class Series:
         """The NIfTI image (nibabel, lazy data); ``equalized=True`` loads dcm2niix's ``_Eq_`` file."""
         import nibabel as nib
 
-        if equalized and self.equalized is None:
+        path = self.equalized if equalized else self.nifti
+        if path is None:
             raise FileNotFoundError(f"series {self.nifti} has no equalized (_Eq_) file")
-        return nib.load(self.equalized if equalized else self.nifti)
+        return nib.load(path)
 
     def sidecar_json(self) -> dict[str, Any]:
         """The BIDS sidecar as a dict (empty when there is none)."""
@@ -84,9 +91,11 @@ def read_series(folder: str | Path) -> list[Series]:
         md = read_metadata(txt)
         if "nifti" not in md or not (folder / md["nifti"]).exists():
             continue
-        extra = {role: folder / md[key] for role, key in (("sidecar", "sidecar"), ("bval", "bval"), ("bvec", "bvec"),
-                                                          ("equalized", "equalized_nifti"))
-                 if key in md and (folder / md[key]).exists()}
+        extra = {
+            role: folder / md[key]
+            for role, key in (("sidecar", "sidecar"), ("bval", "bval"), ("bvec", "bvec"), ("equalized", "equalized_nifti"))
+            if key in md and (folder / md[key]).exists()
+        }
         warn = () if md.get("warnings", "none") == "none" else tuple(md["warnings"].split(" | "))
         found.append(Series(nifti=folder / md["nifti"], metadata_file=txt, metadata=md, warnings=warn, **extra))
     return found
@@ -118,18 +127,30 @@ def dcm2niix_binary() -> Path:
 
 
 def dcm2niix_command(
-    dicom_dir: Path, out_dir: Path, *, name_pattern: str = "%s_%d", compress: bool = True,
+    dicom_dir: Path,
+    out_dir: Path,
+    *,
+    name_pattern: str = "%s_%d",
+    compress: bool = True,
     binary: Path | None = None,
 ) -> list[str]:
     """The dcm2niix command line ``convert`` runs (BIDS sidecar, int16 output, search depth 9)."""
     return [
         str(binary or dcm2niix_binary()),
-        "-b", "y", "-ba", "n",          # sidecar with identifiers; convert() strips them if asked
-        "-l", "n",                      # uint16 -> int16 so dcm2niix can write _Eq_ files for gaps
-        "-z", "y" if compress else "n",
-        "-d", str(MAX_DEPTH),
-        "-f", name_pattern,
-        "-o", str(out_dir),
+        "-b",
+        "y",
+        "-ba",
+        "n",  # sidecar with identifiers; convert() strips them if asked
+        "-l",
+        "n",  # uint16 -> int16 so dcm2niix can write _Eq_ files for gaps
+        "-z",
+        "y" if compress else "n",
+        "-d",
+        str(MAX_DEPTH),
+        "-f",
+        name_pattern,
+        "-o",
+        str(out_dir),
         str(dicom_dir),
     ]
 
@@ -159,8 +180,7 @@ def convert(
     if deidentify:
         bad = [f"{k} ({v})" for k, v in _FORBIDDEN_WHEN_DEIDENTIFIED.items() if k in name_pattern]
         if bad:
-            raise ValueError(f"name_pattern {name_pattern!r} would put identifying data in file names: "
-                             + ", ".join(bad))
+            raise ValueError(f"name_pattern {name_pattern!r} would put identifying data in file names: " + ", ".join(bad))
     files = list_files(src)
     if not files:
         raise ConversionError(f"no DICOM files in {src} (the folder is empty)")
@@ -169,7 +189,9 @@ def convert(
     try:
         proc = subprocess.run(
             dcm2niix_command(src, staging, name_pattern=name_pattern, compress=compress),
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         log = (proc.stdout or "") + (proc.stderr or "")
         found = _FOUND_LINE.search(log)
@@ -181,8 +203,9 @@ def convert(
             raise ConversionError(f"no DICOM files in {src} (files found: {describe_files(scan.other, src)})")
         if scan.other:
             warnings.warn(
-                f"{len(scan.other)} file(s) in {src} are not DICOM and were skipped: "
-                f"{describe_files(scan.other, src)}", ConversionWarning, stacklevel=2,
+                f"{len(scan.other)} file(s) in {src} are not DICOM and were skipped: {describe_files(scan.other, src)}",
+                ConversionWarning,
+                stacklevel=2,
             )
         converted = _parse_log(log)
         niftis = sorted(p for p in staging.iterdir() if p.name.endswith((".nii", ".nii.gz")) and "_Eq_" not in p.name)
@@ -201,13 +224,15 @@ def convert(
             warnings.warn(
                 f"dcm2niix used {used} of the {len(scan.dicom)} DICOM files in {src}"
                 + (f"; {damaged}" if damaged else " (the others were duplicates or not images)"),
-                ConversionWarning, stacklevel=2,
+                ConversionWarning,
+                stacklevel=2,
             )
         if proc.returncode != 0:
             warnings.warn(
                 f"dcm2niix exited with {proc.returncode} ({DCM2NIIX_EXIT.get(proc.returncode, 'unknown')}) "
                 f"converting {src}; {len(niftis)} series were written. dcm2niix said:\n{_tail(log)}",
-                ConversionWarning, stacklevel=2,
+                ConversionWarning,
+                stacklevel=2,
             )
         plans = [_plan_series(n, staging, dst, src, scan.dicom, converted, deidentify, subject) for n in niftis]
         _check_clashes(plans, dst, overwrite)
@@ -252,8 +277,8 @@ def _parse_log(log: str) -> dict[str, tuple[int, list[str]]]:
 
 @dataclass
 class _Plan:
-    staged: dict[str, Path]          # role -> staged file
-    final: dict[str, Path]           # role -> destination
+    staged: dict[str, Path]  # role -> staged file
+    final: dict[str, Path]  # role -> destination
     metadata_text: str
     metadata: dict[str, str]
     warnings: list[str]
@@ -261,13 +286,19 @@ class _Plan:
 
 
 def _plan_series(
-    nifti: Path, staging: Path, dst: Path, src: Path, dicom_files: Sequence[Path],
-    converted: dict[str, tuple[int, list[str]]], deidentify: bool, subject: str | None,
+    nifti: Path,
+    staging: Path,
+    dst: Path,
+    src: Path,
+    dicom_files: Sequence[Path],
+    converted: dict[str, tuple[int, list[str]]],
+    deidentify: bool,
+    subject: str | None,
 ) -> _Plan:
     import nibabel as nib
 
     stem = nifti_stem(nifti)
-    ext = nifti.name[len(stem):]
+    ext = nifti.name[len(stem) :]
     staged: dict[str, Path] = {"nifti": nifti}
     for role, suffix in (("sidecar", ".json"), ("bval", ".bval"), ("bvec", ".bvec")):
         p = staging / f"{stem}{suffix}"
@@ -281,39 +312,54 @@ def _plan_series(
     problems: list[str] = []
     spacing_flagged = any("Interslice distance varies" in n or "Missing images" in n for n in notes)
     if "equalized" in staged or spacing_flagged:
-        report = slice_spacing_report(dicom_files, src, series_uid=sidecar.get("SeriesInstanceUID"),
-                                      series_number=sidecar.get("SeriesNumber"))
+        report = slice_spacing_report(
+            dicom_files, src, series_uid=sidecar.get("SeriesInstanceUID"), series_number=sidecar.get("SeriesNumber")
+        )
         detail = "; ".join(report) if report else "dcm2niix reports uneven slice spacing"
-        eq_note = (f"; dcm2niix also wrote {eq[0].name} with equal slice spacing, its missing slices "
-                   "interpolated from their neighbours (not measured): fine to look at, not to measure "
-                   "(cohort uses it only with --use-equalized)" if eq else "")
-        problems.append(f"series {sidecar.get('SeriesNumber', stem)} ({stem}): {detail}. "
-                        f"{stem}{ext} has the slices as acquired, so its geometry is wrong past the gap{eq_note}")
-    for p in problems:
-        warnings.warn(p, ConversionWarning, stacklevel=4)
+        eq_note = (
+            f"; dcm2niix also wrote {eq[0].name} with equal slice spacing, its missing slices "
+            "interpolated from their neighbours (not measured): fine to look at, not to measure "
+            "(cohort uses it only with --use-equalized)"
+            if eq
+            else ""
+        )
+        problems.append(
+            f"series {sidecar.get('SeriesNumber', stem)} ({stem}): {detail}. "
+            f"{stem}{ext} has the slices as acquired, so its geometry is wrong past the gap{eq_note}"
+        )
+    for problem in problems:
+        warnings.warn(problem, ConversionWarning, stacklevel=4)
     all_warnings = problems + notes
     final = {role: dst / path.name for role, path in staged.items()}
     final["metadata"] = dst / f"{stem}.txt"
-    files = {role: final[role].name if role in final else None
-             for role in ("nifti", "sidecar", "bval", "bvec", "equalized")}
+    files = {role: final[role].name if role in final else None for role in ("nifti", "sidecar", "bval", "bvec", "equalized")}
     header = nib.load(nifti).header
     fields = build_metadata(
-        sidecar, header, deidentify=deidentify, subject=subject, files=files, n_dicom_files=n_files,
-        source_folder=str(src), converter=f"dcm2niix {sidecar.get('ConversionSoftwareVersion', '(version unknown)')}",
+        sidecar,
+        header,
+        deidentify=deidentify,
+        subject=subject,
+        files=files,
+        n_dicom_files=n_files,
+        source_folder=str(src),
+        converter=f"dcm2niix {sidecar.get('ConversionSoftwareVersion', '(version unknown)')}",
         warnings=all_warnings,
     )
     if deidentify and sidecar:
         sidecar = deidentify_sidecar(sidecar)
-    return _Plan(staged, final, format_metadata(fields), fields, all_warnings,
-                 sidecar if deidentify and "sidecar" in staged else None)
+    return _Plan(
+        staged, final, format_metadata(fields), fields, all_warnings, sidecar if deidentify and "sidecar" in staged else None
+    )
 
 
 def _check_clashes(plans: list[_Plan], dst: Path, overwrite: bool) -> None:
     targets = [p for plan in plans for p in plan.final.values()]
     dupes = sorted({p.name for p in targets if targets.count(p) > 1})
     if dupes:
-        raise ConversionError(f"two series would be written to the same file in {dst}: {', '.join(dupes)}; "
-                              "use a name_pattern that tells them apart (e.g. add %j or %u)")
+        raise ConversionError(
+            f"two series would be written to the same file in {dst}: {', '.join(dupes)}; "
+            "use a name_pattern that tells them apart (e.g. add %j or %u)"
+        )
     existing = [p for p in targets if p.exists() or p.is_symlink()]
     if existing and not overwrite:
         raise ConversionError(
@@ -330,23 +376,29 @@ def _commit(plan: _Plan, dst: Path) -> Series:
     with atomic_output(plan.final["metadata"]) as tmp:
         tmp.write_text(plan.metadata_text)
     return Series(
-        nifti=plan.final["nifti"], metadata_file=plan.final["metadata"], metadata=plan.metadata,
-        sidecar=plan.final.get("sidecar"), bval=plan.final.get("bval"), bvec=plan.final.get("bvec"),
-        equalized=plan.final.get("equalized"), warnings=tuple(plan.warnings),
+        nifti=plan.final["nifti"],
+        metadata_file=plan.final["metadata"],
+        metadata=plan.metadata,
+        sidecar=plan.final.get("sidecar"),
+        bval=plan.final.get("bval"),
+        bvec=plan.final.get("bvec"),
+        equalized=plan.final.get("equalized"),
+        warnings=tuple(plan.warnings),
     )
 
 
 def _notes(log: str) -> list[str]:
     """dcm2niix's warning and error lines, without their prefix."""
-    return [line.strip().split(":", 1)[1].strip() for line in log.splitlines()
-            if line.strip().startswith(("Warning:", "Error:"))]
+    return [line.strip().split(":", 1)[1].strip() for line in log.splitlines() if line.strip().startswith(("Warning:", "Error:"))]
 
 
 def _damaged_files(files: Sequence[Path], root: Path, limit: int = 5) -> str:
-    """"a.dcm is truncated: ...; b.dcm is ..." for the files whose image data cannot be used ("" if none)."""
+    """ "a.dcm is truncated: ...; b.dcm is ..." for the files whose image data cannot be used ("" if none)."""
     problems = [(f, why) for f in files if (why := pixel_data_problem(f)) is not None]
-    text = "; ".join(f"{f.relative_to(root)} is {why}" if why.startswith(("truncated", "unreadable"))
-                     else f"{f.relative_to(root)}: {why}" for f, why in problems[:limit])
+    text = "; ".join(
+        f"{f.relative_to(root)} is {why}" if why.startswith(("truncated", "unreadable")) else f"{f.relative_to(root)}: {why}"
+        for f, why in problems[:limit]
+    )
     more = len(problems) - limit
     return text + (f"; and {more} more" if more > 0 else "")
 

@@ -31,12 +31,16 @@ def fetch(root: str | Path, paths: Sequence[Path]) -> None:
     try:
         import datalad.api as dl
     except ImportError:
-        raise MRIError(f"{root} is a DataLad dataset but datalad is not installed (pip install datalad; "
-                       "apt install git-annex)") from None
-    results = dl.get(path=[str(p) for p in paths], dataset=str(root), result_renderer="disabled",
-                     on_failure="ignore", return_type="list")
+        raise MRIError(
+            f"{root} is a DataLad dataset but datalad is not installed (pip install datalad; apt install git-annex)"
+        ) from None
+    results = dl.get(
+        path=[str(p) for p in paths], dataset=str(root), result_renderer="disabled", on_failure="ignore", return_type="list"
+    )
     failed = [r for r in results if r.get("status") in ("error", "impossible")]
     if failed:
         first = failed[0]
-        raise MRIError(f"datalad could not get {first.get('path')}: {first.get('message') or first.get('status')}"
-                       + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""))
+        raise MRIError(
+            f"datalad could not get {first.get('path')}: {first.get('message') or first.get('status')}"
+            + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
+        )

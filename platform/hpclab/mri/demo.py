@@ -20,7 +20,9 @@ def mni_template(downsample: int = 1) -> Any:
     import nibabel as nib
     from nilearn import datasets
 
-    img = nib.load(Path(datasets.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+    img = nib.Nifti1Image.from_filename(
+        Path(datasets.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    )
     if downsample == 1:
         return img
     data = np.asarray(img.dataobj)[::downsample, ::downsample, ::downsample]
@@ -86,12 +88,26 @@ def write_dicom_series(
             position = position + shift_mm * slice_vec / thickness
         pixels = np.ascontiguousarray(stored_all[:, :, k].T)
         ds = _slice_dataset(
-            pixels, study_uid, series_uid, frame_uid, when,
-            patient_id=patient_id, patient_name=patient_name, series_number=series_number,
-            description=description, instance=k + 1, position=position,
-            orientation=np.concatenate([row_cos, col_cos]), spacing=(row_spacing, col_spacing),
-            thickness=thickness, slice_location=float(position @ normal),
-            slope=slope, intercept=intercept, tr_ms=tr_ms, te_ms=te_ms, flip_deg=flip_deg,
+            pixels,
+            study_uid,
+            series_uid,
+            frame_uid,
+            when,
+            patient_id=patient_id,
+            patient_name=patient_name,
+            series_number=series_number,
+            description=description,
+            instance=k + 1,
+            position=position,
+            orientation=np.concatenate([row_cos, col_cos]),
+            spacing=(row_spacing, col_spacing),
+            thickness=thickness,
+            slice_location=float(position @ normal),
+            slope=slope,
+            intercept=intercept,
+            tr_ms=tr_ms,
+            te_ms=te_ms,
+            flip_deg=flip_deg,
         )
         if compress:
             ds.compress(RLELossless, pixels)
@@ -102,10 +118,27 @@ def write_dicom_series(
 
 
 def _slice_dataset(
-    pixels: np.ndarray, study_uid: str, series_uid: str, frame_uid: str, when: dt.datetime, *,
-    patient_id: str, patient_name: str, series_number: int, description: str, instance: int,
-    position: np.ndarray, orientation: np.ndarray, spacing: tuple[float, float], thickness: float,
-    slice_location: float, slope: float, intercept: float, tr_ms: float, te_ms: float, flip_deg: float,
+    pixels: np.ndarray,
+    study_uid: str,
+    series_uid: str,
+    frame_uid: str,
+    when: dt.datetime,
+    *,
+    patient_id: str,
+    patient_name: str,
+    series_number: int,
+    description: str,
+    instance: int,
+    position: np.ndarray,
+    orientation: np.ndarray,
+    spacing: tuple[float, float],
+    thickness: float,
+    slice_location: float,
+    slope: float,
+    intercept: float,
+    tr_ms: float,
+    te_ms: float,
+    flip_deg: float,
 ) -> Any:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid

@@ -37,8 +37,11 @@ def is_dicom(path: Path) -> bool:
     if len(head) == 132 and head[128:132] == b"DICM":
         return True
     # Old files without preamble start with a group 0x0002 or 0x0008 tag, little endian.
-    if len(head) >= 8 and head[0:2] in (b"\x02\x00", b"\x08\x00") and head[2:4] in (b"\x00\x00", b"\x05\x00",
-                                                                                     b"\x08\x00", b"\x10\x00"):
+    if (
+        len(head) >= 8
+        and head[0:2] in (b"\x02\x00", b"\x08\x00")
+        and head[2:4] in (b"\x00\x00", b"\x05\x00", b"\x08\x00", b"\x10\x00")
+    ):
         import pydicom
 
         try:
@@ -90,8 +93,7 @@ def slice_spacing_report(
     """
     import pydicom
 
-    tags = ["SeriesInstanceUID", "SeriesNumber", "ImagePositionPatient", "ImageOrientationPatient",
-            "InstanceNumber"]
+    tags = ["SeriesInstanceUID", "SeriesNumber", "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber"]
     slices: list[tuple[float, Path]] = []
     normal = None
     for path in files:
@@ -120,8 +122,10 @@ def slice_spacing_report(
         if typical > 0 and abs(step - typical) <= 0.1 * typical:
             continue
         a, b = slices[k][1], slices[k + 1][1]
-        where = (f"between {describe_files([a], root)} ({positions[k]:.2f} mm) and "
-                 f"{describe_files([b], root)} ({positions[k + 1]:.2f} mm)")
+        where = (
+            f"between {describe_files([a], root)} ({positions[k]:.2f} mm) and "
+            f"{describe_files([b], root)} ({positions[k + 1]:.2f} mm)"
+        )
         if step < 0.1 * typical:
             problems.append(f"two slices at the same position {where}")
         elif typical > 0 and abs(step / typical - round(step / typical)) < 0.1:
@@ -153,8 +157,14 @@ def pixel_data_problem(path: Path) -> str | None:
         return f"pixel data cut off ({type(exc).__name__}: {exc})"
     if ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian).is_compressed:
         return None
-    expected = (int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * int(ds.get("NumberOfFrames", 1) or 1)
-                * int(ds.get("SamplesPerPixel", 1)) * int(ds.get("BitsAllocated", 16)) // 8)
+    expected = (
+        int(ds.get("Rows", 0))
+        * int(ds.get("Columns", 0))
+        * int(ds.get("NumberOfFrames", 1) or 1)
+        * int(ds.get("SamplesPerPixel", 1))
+        * int(ds.get("BitsAllocated", 16))
+        // 8
+    )
     if len(pixels) < expected:
         return f"truncated: {size} bytes, {len(pixels)} of {expected} bytes of pixel data"
     return None

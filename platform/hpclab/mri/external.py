@@ -16,8 +16,9 @@ def available(tool: str) -> bool:
     return shutil.which(tool) is not None
 
 
-def recon_all_command(subject: str, t1: str | Path, subjects_dir: str | Path, *, threads: int = 1,
-                      directive: str = "-all") -> list[str]:
+def recon_all_command(
+    subject: str, t1: str | Path, subjects_dir: str | Path, *, threads: int = 1, directive: str = "-all"
+) -> list[str]:
     """``recon-all`` for one subject from a T1 NIfTI (the full stream by default)."""
     command = ["recon-all", "-s", subject, "-i", str(t1), "-sd", str(subjects_dir), directive]
     if threads > 1:
@@ -53,12 +54,39 @@ def mri_segstats_command(
 def aseg_stats_command(subject: str, freesurfer_home: str = "$FREESURFER_HOME") -> list[str]:
     """The ``mri_segstats`` call recon-all makes for ``stats/aseg.stats`` (run inside the subject folder)."""
     return [
-        "mri_segstats", "--seed", "1234", "--seg", "mri/aseg.mgz", "--sum", "stats/aseg.stats",
-        "--pv", "mri/norm.mgz", "--empty", "--brainmask", "mri/brainmask.mgz", "--brain-vol-from-seg",
-        "--excludeid", "0", "--excl-ctxgmwm", "--supratent", "--subcortgray", "--in", "mri/norm.mgz",
-        "--in-intensity-name", "norm", "--in-intensity-units", "MR", "--etiv", "--surf-wm-vol",
-        "--surf-ctx-vol", "--totalgray", "--euler", "--ctab", f"{freesurfer_home}/ASegStatsLUT.txt",
-        "--subject", subject,
+        "mri_segstats",
+        "--seed",
+        "1234",
+        "--seg",
+        "mri/aseg.mgz",
+        "--sum",
+        "stats/aseg.stats",
+        "--pv",
+        "mri/norm.mgz",
+        "--empty",
+        "--brainmask",
+        "mri/brainmask.mgz",
+        "--brain-vol-from-seg",
+        "--excludeid",
+        "0",
+        "--excl-ctxgmwm",
+        "--supratent",
+        "--subcortgray",
+        "--in",
+        "mri/norm.mgz",
+        "--in-intensity-name",
+        "norm",
+        "--in-intensity-units",
+        "MR",
+        "--etiv",
+        "--surf-wm-vol",
+        "--surf-ctx-vol",
+        "--totalgray",
+        "--euler",
+        "--ctab",
+        f"{freesurfer_home}/ASegStatsLUT.txt",
+        "--subject",
+        subject,
     ]
 
 
@@ -70,8 +98,9 @@ def bet_command(t1: str | Path, out: str | Path, *, frac: float = 0.5, robust: b
     return command
 
 
-def fast_command(brain: str | Path, out_base: str | Path, *, n_classes: int = 3, image_type: int = 1,
-                 bias_output: bool = True) -> list[str]:
+def fast_command(
+    brain: str | Path, out_base: str | Path, *, n_classes: int = 3, image_type: int = 1, bias_output: bool = True
+) -> list[str]:
     """FSL ``fast`` tissue segmentation of a brain-extracted image (type 1 = T1, 3 classes)."""
     command = ["fast", "-t", str(image_type), "-n", str(n_classes)]
     if bias_output:
@@ -88,27 +117,49 @@ def first_command(t1: str | Path, out_base: str | Path, *, brain_extracted: bool
     return command
 
 
-def freesurfer_script(subject: str, t1: str | Path, subjects_dir: str | Path, *, log_dir: str | Path,
-                      resources: JobResources = JobResources(cpus=4, mem="8G", time="24:00:00"),
-                      modules: Sequence[str] = ("freesurfer",)) -> str:
+def freesurfer_script(
+    subject: str,
+    t1: str | Path,
+    subjects_dir: str | Path,
+    *,
+    log_dir: str | Path,
+    resources: JobResources = JobResources(cpus=4, mem="8G", time="24:00:00"),
+    modules: Sequence[str] = ("freesurfer",),
+) -> str:
     """Batch script: recon-all for one subject (aseg.stats comes with it) as one SLURM job."""
     return batch_script(
         [recon_all_command(subject, t1, subjects_dir, threads=resources.cpus)],
-        job_name=f"recon-all-{subject}", log_dir=log_dir, resources=resources, modules=modules,
+        job_name=f"recon-all-{subject}",
+        log_dir=log_dir,
+        resources=resources,
+        modules=modules,
         env={"SUBJECTS_DIR": str(subjects_dir)},
     )
 
 
-def fsl_script(subject: str, t1: str | Path, out_dir: str | Path, *, log_dir: str | Path,
-               resources: JobResources = JobResources(cpus=1, mem="8G", time="04:00:00"),
-               modules: Sequence[str] = ("fsl",)) -> str:
+def fsl_script(
+    subject: str,
+    t1: str | Path,
+    out_dir: str | Path,
+    *,
+    log_dir: str | Path,
+    resources: JobResources = JobResources(cpus=1, mem="8G", time="04:00:00"),
+    modules: Sequence[str] = ("fsl",),
+) -> str:
     """Batch script: bet, fast and run_first_all for one subject as one SLURM job."""
     out = Path(out_dir)
     brain = out / f"{subject}_brain.nii.gz"
     return batch_script(
-        [["mkdir", "-p", str(out)], bet_command(t1, brain), fast_command(brain, out / f"{subject}_fast"),
-         first_command(t1, out / f"{subject}_first")],
-        job_name=f"fsl-{subject}", log_dir=log_dir, resources=resources, modules=modules,
+        [
+            ["mkdir", "-p", str(out)],
+            bet_command(t1, brain),
+            fast_command(brain, out / f"{subject}_fast"),
+            first_command(t1, out / f"{subject}_first"),
+        ],
+        job_name=f"fsl-{subject}",
+        log_dir=log_dir,
+        resources=resources,
+        modules=modules,
         env={"FSLOUTPUTTYPE": "NIFTI_GZ"},
     )
 

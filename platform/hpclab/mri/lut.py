@@ -109,10 +109,7 @@ def load_lut(source: str | Path | Mapping[int, str] | Mapping[int, LutEntry]) ->
     A mapping may give plain names ({4: "Left-Lateral-Ventricle"}); colours then default to black.
     """
     if isinstance(source, Mapping):
-        return {
-            int(k): v if isinstance(v, LutEntry) else LutEntry(int(k), str(v), (0, 0, 0, 0))
-            for k, v in source.items()
-        }
+        return {int(k): v if isinstance(v, LutEntry) else LutEntry(int(k), str(v), (0, 0, 0, 0)) for k, v in source.items()}
     if str(source) == "aseg":
         return dict(ASEG_LUT)
     if str(source) == "tissue":

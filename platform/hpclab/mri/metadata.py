@@ -11,22 +11,69 @@ import numpy as np
 
 #: BIDS sidecar keys that identify a person or a visit; dropped when de-identifying
 #: (the set dcm2niix's ``-ba y`` drops, plus dates and accession/referrer fields).
-IDENTIFYING_KEYS = frozenset({
-    "SeriesInstanceUID", "StudyInstanceUID", "StudyID", "AcquisitionDateTime", "AcquisitionDate",
-    "StudyDate", "SeriesDate", "ContentDate", "AccessionNumber", "ReferringPhysicianName",
-    "InstitutionAddress", "DeviceSerialNumber", "StationName",
-})
+IDENTIFYING_KEYS = frozenset(
+    {
+        "SeriesInstanceUID",
+        "StudyInstanceUID",
+        "StudyID",
+        "AcquisitionDateTime",
+        "AcquisitionDate",
+        "StudyDate",
+        "SeriesDate",
+        "ContentDate",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "InstitutionAddress",
+        "DeviceSerialNumber",
+        "StationName",
+    }
+)
 
 #: Fields of the metadata file, in order (absent ones are left out).
 FIELDS = (
-    "subject_id", "patient_name", "patient_birth_date", "patient_sex", "study_uid", "series_uid",
-    "series_number", "series_description", "protocol", "modality", "manufacturer", "scanner_model",
-    "field_strength_T", "institution", "sequence_name", "scanning_sequence", "sequence_variant",
-    "acquisition_type", "pulse_sequence", "repetition_time_ms", "echo_time_ms", "inversion_time_ms",
-    "flip_angle_deg", "matrix", "voxel_size_mm", "orientation", "slice_plane", "n_slices", "n_volumes",
-    "volume_tr_s", "n_diffusion_directions", "acquisition_date", "acquisition_time", "deidentified",
-    "n_dicom_files", "source_folder", "nifti", "sidecar", "bval", "bvec", "equalized_nifti",
-    "converter", "warnings",
+    "subject_id",
+    "patient_name",
+    "patient_birth_date",
+    "patient_sex",
+    "study_uid",
+    "series_uid",
+    "series_number",
+    "series_description",
+    "protocol",
+    "modality",
+    "manufacturer",
+    "scanner_model",
+    "field_strength_T",
+    "institution",
+    "sequence_name",
+    "scanning_sequence",
+    "sequence_variant",
+    "acquisition_type",
+    "pulse_sequence",
+    "repetition_time_ms",
+    "echo_time_ms",
+    "inversion_time_ms",
+    "flip_angle_deg",
+    "matrix",
+    "voxel_size_mm",
+    "orientation",
+    "slice_plane",
+    "n_slices",
+    "n_volumes",
+    "volume_tr_s",
+    "n_diffusion_directions",
+    "acquisition_date",
+    "acquisition_time",
+    "deidentified",
+    "n_dicom_files",
+    "source_folder",
+    "nifti",
+    "sidecar",
+    "bval",
+    "bvec",
+    "equalized_nifti",
+    "converter",
+    "warnings",
 )
 
 
@@ -110,8 +157,11 @@ def build_metadata(
     out["sequence_variant"] = sidecar.get("SequenceVariant")
     out["acquisition_type"] = sidecar.get("MRAcquisitionType")
     out["pulse_sequence"] = sidecar.get("PulseSequenceType")
-    for key, name in (("RepetitionTime", "repetition_time_ms"), ("EchoTime", "echo_time_ms"),
-                      ("InversionTime", "inversion_time_ms")):
+    for key, name in (
+        ("RepetitionTime", "repetition_time_ms"),
+        ("EchoTime", "echo_time_ms"),
+        ("InversionTime", "inversion_time_ms"),
+    ):
         if isinstance(sidecar.get(key), (int, float)):
             out[name] = _num(sidecar[key] * 1000.0)
     out["flip_angle_deg"] = sidecar.get("FlipAngle")

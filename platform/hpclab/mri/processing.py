@@ -90,6 +90,7 @@ def process(
     land in ``result.qc`` and in the segstats header; ``interpolated_slices`` flags input with filled-in slices.
     """
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     src = Path(nifti)
     dst = Path(out_dir)
@@ -111,6 +112,8 @@ def process(
         img = nib.load(src)
     except Exception as exc:
         raise ProcessingError(f"cannot read {src} as NIfTI: {exc}") from None
+    if not isinstance(img, SpatialImage):  # e.g. a GIFTI surface: no voxels
+        raise ProcessingError(f"{src} is a {type(img).__name__}, not a volume image")
     shape = tuple(img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -145,17 +148,26 @@ def process(
     seconds["segment"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    qc = quality_checks(corrected, mask, labels, zooms, interpolated_slices=interpolated_slices, affine=img.affine,
-                        image=data, whole_head=strip)
-    stats = segstats(nib.Nifti1Image(labels, img.affine, _header(img, np.uint8)), corrected, TISSUE_LUT,
-                     voxel_size=zooms)
+    qc = quality_checks(
+        corrected, mask, labels, zooms, interpolated_slices=interpolated_slices, affine=img.affine, image=data, whole_head=strip
+    )
+    stats = segstats(nib.Nifti1Image(labels, img.affine, _header(img, np.uint8)), corrected, TISSUE_LUT, voxel_size=zooms)
     brain_mm3 = float(np.count_nonzero(mask)) * float(np.prod(zooms))
-    notes = (f"Measure BrainMask, BrainMaskVol, Brain mask volume, {brain_mm3:.6f}, mm^3",
-             *(f"QC {c.name} {c.status} {c.value:.6g} {c.message}" for c in qc.checks), f"QC status {qc.status}")
-    stats = SegStats(table=stats.table, voxel_volume=stats.voxel_volume, intensity_name=stats.intensity_name,
-                     intensity_units=stats.intensity_units,
-                     sources={"SegVolFile": str(paths["tissue"]), "InVolFile": str(paths["n4"])},
-                     excluded=stats.excluded, non_empty_only=stats.non_empty_only, notes=notes)
+    notes = (
+        f"Measure BrainMask, BrainMaskVol, Brain mask volume, {brain_mm3:.6f}, mm^3",
+        *(f"QC {c.name} {c.status} {c.value:.6g} {c.message}" for c in qc.checks),
+        f"QC status {qc.status}",
+    )
+    stats = SegStats(
+        table=stats.table,
+        voxel_volume=stats.voxel_volume,
+        intensity_name=stats.intensity_name,
+        intensity_units=stats.intensity_units,
+        sources={"SegVolFile": str(paths["tissue"]), "InVolFile": str(paths["n4"])},
+        excluded=stats.excluded,
+        non_empty_only=stats.non_empty_only,
+        notes=notes,
+    )
     try:
         with output_set(dst, whole_set) as staging:  # every file is renamed into dst at the end, or none is
             staged = {role: staging / path.name for role, path in paths.items()}
@@ -170,9 +182,15 @@ def process(
     except OutputError as exc:
         raise ProcessingError(str(exc)) from None
     seconds["write"] = time.perf_counter() - t0
-    return ProcessResult(input=src, outputs=paths, stats=stats,
-                         class_means=(float(means[0]), float(means[1]), float(means[2])),
-                         skull_stripped_here=strip, seconds=seconds, qc=qc)
+    return ProcessResult(
+        input=src,
+        outputs=paths,
+        stats=stats,
+        class_means=(float(means[0]), float(means[1]), float(means[2])),
+        skull_stripped_here=strip,
+        seconds=seconds,
+        qc=qc,
+    )
 
 
 def _save_views(files: dict[str, Path]) -> None:
@@ -197,8 +215,10 @@ def check_memory(src: Path, shape: tuple[int, ...]) -> None:
     need = int(np.prod(shape)) * 4 * _WORKING_COPIES + _DEEPBET_BYTES
     have = available_memory()
     if have is not None and need > have:
-        raise ProcessingError(f"{src} ({' x '.join(map(str, shape))} voxels) needs about {format_bytes(need)} of "
-                              f"memory to process; {format_bytes(have)} is available: ask for a job with more memory")
+        raise ProcessingError(
+            f"{src} ({' x '.join(map(str, shape))} voxels) needs about {format_bytes(need)} of "
+            f"memory to process; {format_bytes(have)} is available: ask for a job with more memory"
+        )
 
 
 def _header(img: Any, dtype: Any) -> Any:

@@ -73,7 +73,7 @@ class QCReport:
 
     @property
     def status(self) -> str:
-        """"ok", "warning" or "failed": the worst status of the checks."""
+        """ "ok", "warning" or "failed": the worst status of the checks."""
         return max((c.status for c in self.checks), key=STATUSES.index, default="ok")
 
     @property
@@ -92,14 +92,17 @@ class QCReport:
         raise KeyError(name)
 
 
-def _range_check(name: str, value: float, warn: tuple[float, float], fail: tuple[float, float] | None,
-                 what: str, unit: str) -> Check:
+def _range_check(
+    name: str, value: float, warn: tuple[float, float], fail: tuple[float, float] | None, what: str, unit: str
+) -> Check:
     if fail is not None and not fail[0] <= value <= fail[1]:
-        return Check(name, value, "failed", f"{what} {value:.0f} {unit} is not a brain's "
-                                            f"(expected {warn[0]:.0f}-{warn[1]:.0f} {unit})")
+        return Check(
+            name, value, "failed", f"{what} {value:.0f} {unit} is not a brain's (expected {warn[0]:.0f}-{warn[1]:.0f} {unit})"
+        )
     if not warn[0] <= value <= warn[1]:
-        return Check(name, value, "warning", f"{what} {value:.0f} {unit} is outside the adult range "
-                                             f"{warn[0]:.0f}-{warn[1]:.0f} {unit}")
+        return Check(
+            name, value, "warning", f"{what} {value:.0f} {unit} is outside the adult range {warn[0]:.0f}-{warn[1]:.0f} {unit}"
+        )
     return Check(name, value, "ok", f"{what} {value:.0f} {unit}")
 
 
@@ -110,22 +113,33 @@ def _fov_check(mask: np.ndarray, zooms: Sequence[float], affine: np.ndarray | No
     widest = contacts[0]
     where = f"the brain mask touches the image's {widest.face} edge over a band of {widest.band_mm:.0f} mm"
     if widest.band_mm >= FOV_CUT_MM:
-        return Check("field_of_view", widest.band_mm, "failed",
-                     f"the field of view cuts the brain: {where} (a cut brain's volumes are wrong; "
-                     f"limit {FOV_CUT_MM:.0f} mm)")
+        return Check(
+            "field_of_view",
+            widest.band_mm,
+            "failed",
+            f"the field of view cuts the brain: {where} (a cut brain's volumes are wrong; limit {FOV_CUT_MM:.0f} mm)",
+        )
     return Check("field_of_view", widest.band_mm, "ok", f"{where} (only the mask's last few mm: brainstem or vertex)")
 
 
-def _pieces_check(mask: np.ndarray, zooms: Sequence[float]) -> Check:
+def _pieces_check(mask: np.ndarray, zooms: Sequence[float] | np.ndarray) -> Check:
     volumes = piece_volumes_ml(mask, zooms)
     outside = float(1.0 - volumes[0] / volumes.sum()) if volumes.size else 0.0
     large = int(np.count_nonzero(volumes >= 1.0))
     if outside > MAX_OUTSIDE_LARGEST:
-        return Check("mask_pieces", outside, "failed",
-                     f"the brain mask falls into {large} pieces of 1 mL or more; the largest holds only "
-                     f"{100 * (1 - outside):.0f} % of it (a brain is one piece)")
-    return Check("mask_pieces", outside, "ok", "brain mask in one piece" if volumes.size <= 1 else
-                 f"brain mask in one main piece ({100 * (1 - outside):.1f} % of it)")
+        return Check(
+            "mask_pieces",
+            outside,
+            "failed",
+            f"the brain mask falls into {large} pieces of 1 mL or more; the largest holds only "
+            f"{100 * (1 - outside):.0f} % of it (a brain is one piece)",
+        )
+    return Check(
+        "mask_pieces",
+        outside,
+        "ok",
+        "brain mask in one piece" if volumes.size <= 1 else f"brain mask in one main piece ({100 * (1 - outside):.1f} % of it)",
+    )
 
 
 def _tissue_checks(mask: np.ndarray, labels: np.ndarray) -> list[Check]:
@@ -137,24 +151,46 @@ def _tissue_checks(mask: np.ndarray, labels: np.ndarray) -> list[Check]:
         low, high = TISSUE_FRACTIONS[name]
         text = f"{name} is {100 * fraction:.0f} % of the brain"
         if name == "CSF" and fraction > MAX_CSF_FRACTION:
-            checks.append(Check("csf_fraction", fraction, "failed", f"{text}: a brain is not mostly fluid "
-                                                                     f"(limit {100 * MAX_CSF_FRACTION:.0f} %)"))
+            checks.append(
+                Check(
+                    "csf_fraction",
+                    fraction,
+                    "failed",
+                    f"{text}: a brain is not mostly fluid (limit {100 * MAX_CSF_FRACTION:.0f} %)",
+                )
+            )
         elif name == "WM" and fraction < MIN_WM_FRACTION:
-            checks.append(Check("wm_fraction", fraction, "failed", f"{text}: a brain has white matter "
-                                                                    f"(at least {100 * MIN_WM_FRACTION:.0f} %)"))
+            checks.append(
+                Check(
+                    "wm_fraction",
+                    fraction,
+                    "failed",
+                    f"{text}: a brain has white matter (at least {100 * MIN_WM_FRACTION:.0f} %)",
+                )
+            )
         else:
             ok = low <= fraction <= high
-            checks.append(Check(f"{name.lower()}_fraction", fraction, "ok" if ok else "warning",
-                                text + ("" if ok else f" (expected {100 * low:.0f}-{100 * high:.0f} %)")))
+            checks.append(
+                Check(
+                    f"{name.lower()}_fraction",
+                    fraction,
+                    "ok" if ok else "warning",
+                    text + ("" if ok else f" (expected {100 * low:.0f}-{100 * high:.0f} %)"),
+                )
+            )
     return checks
 
 
 def _contrast_check(grid: Coarse) -> Check:
     contrast = boundary_contrast(grid)
     if contrast < MIN_BOUNDARY_CONTRAST:
-        return Check("boundary_contrast", contrast, "failed",
-                     f"the image is alike on both sides of the mask's boundary (contrast {contrast:.2f}, "
-                     f"expected at least {MIN_BOUNDARY_CONTRAST:.2f}): no brain edge there")
+        return Check(
+            "boundary_contrast",
+            contrast,
+            "failed",
+            f"the image is alike on both sides of the mask's boundary (contrast {contrast:.2f}, "
+            f"expected at least {MIN_BOUNDARY_CONTRAST:.2f}): no brain edge there",
+        )
     return Check("boundary_contrast", contrast, "ok", f"contrast across the mask's boundary {contrast:.2f}")
 
 
@@ -163,15 +199,27 @@ def _geometry_check(grid: Coarse) -> Check:
     share, inside = geometry.mask_to_head, geometry.inside_head
     text = f"the brain mask is {100 * share:.0f} % of the head and {100 * inside:.0f} % of it lies inside the head"
     if share > MAX_MASK_TO_HEAD or inside < MIN_INSIDE_HEAD:
-        return Check("head_geometry", share, "failed",
-                     f"{text} (a brain is at most {100 * MAX_MASK_TO_HEAD:.0f} % of a head, with scalp and "
-                     "skull around it): not a head, or the mask is not on the brain")
+        return Check(
+            "head_geometry",
+            share,
+            "failed",
+            f"{text} (a brain is at most {100 * MAX_MASK_TO_HEAD:.0f} % of a head, with scalp and "
+            "skull around it): not a head, or the mask is not on the brain",
+        )
     return Check("head_geometry", share, "ok", text)
 
 
-def quality_checks(data: np.ndarray, mask: np.ndarray, labels: np.ndarray, zooms: Sequence[float], *,
-                   interpolated_slices: bool = False, affine: np.ndarray | None = None,
-                   image: np.ndarray | None = None, whole_head: bool = True) -> QCReport:
+def quality_checks(
+    data: np.ndarray,
+    mask: np.ndarray,
+    labels: np.ndarray,
+    zooms: Sequence[float],
+    *,
+    interpolated_slices: bool = False,
+    affine: np.ndarray | None = None,
+    image: np.ndarray | None = None,
+    whole_head: bool = True,
+) -> QCReport:
     """Check a processed T1: is the mask a brain, and are its tissues plausible.
 
     ``data`` is the bias-corrected image, ``labels`` 1 CSF, 2 GM, 3 WM. ``image`` (the image as
@@ -181,22 +229,42 @@ def quality_checks(data: np.ndarray, mask: np.ndarray, labels: np.ndarray, zooms
     """
     voxel_ml = float(np.prod([float(z) for z in zooms[:3]])) / 1000.0
     mask = np.asarray(mask, dtype=bool)
-    checks = [_range_check("brain_volume_ml", float(np.count_nonzero(mask) * voxel_ml), ADULT_BRAIN_ML,
-                           PLAUSIBLE_BRAIN_ML, "brain mask volume", "mL"),
-              _fov_check(mask, zooms, affine)]
+    checks = [
+        _range_check(
+            "brain_volume_ml",
+            float(np.count_nonzero(mask) * voxel_ml),
+            ADULT_BRAIN_ML,
+            PLAUSIBLE_BRAIN_ML,
+            "brain mask volume",
+            "mL",
+        ),
+        _fov_check(mask, zooms, affine),
+    ]
     grid = coarse(data if image is None else image, mask, zooms) if mask.any() else None
     if grid is not None:
         checks.append(_pieces_check(grid.mask, grid.zooms))
     checks += _tissue_checks(mask, labels)
     wm = data[(labels == 3) & mask]
     snr = float(wm.mean() / wm.std()) if wm.size > 1 and wm.std() > 0 else float("inf")
-    checks.append(Check("wm_snr", snr, "ok" if snr >= MIN_WM_SNR else "warning",
-                        f"white-matter SNR {snr:.1f}" + ("" if snr >= MIN_WM_SNR else f" (below {MIN_WM_SNR:g})")))
+    checks.append(
+        Check(
+            "wm_snr",
+            snr,
+            "ok" if snr >= MIN_WM_SNR else "warning",
+            f"white-matter SNR {snr:.1f}" + ("" if snr >= MIN_WM_SNR else f" (below {MIN_WM_SNR:g})"),
+        )
+    )
     if grid is not None:
         checks.append(_contrast_check(grid))
         if whole_head:
             checks.append(_geometry_check(grid))
     if interpolated_slices:
-        checks.append(Check("interpolated_slices", 1.0, "warning",
-                            "the series has missing slices: dcm2niix's _Eq_ file fills them by interpolation"))
+        checks.append(
+            Check(
+                "interpolated_slices",
+                1.0,
+                "warning",
+                "the series has missing slices: dcm2niix's _Eq_ file fills them by interpolation",
+            )
+        )
     return QCReport(tuple(checks))

@@ -37,11 +37,19 @@ def batch_script(
     may refer to ``$SLURM_ARRAY_TASK_ID``). ``array`` is sbatch's ``--array`` value, e.g. ``0-7%2``.
     """
     spec = JobSpec(
-        job_name=job_name, output=str(Path(log_dir) / ("%x-%A_%a.out" if array else "%x-%j.out")), array=array,
-        cpus_per_task=resources.cpus, mem=resources.mem, time=resources.time, partition=resources.partition,
+        job_name=job_name,
+        output=str(Path(log_dir) / ("%x-%A_%a.out" if array else "%x-%j.out")),
+        array=array,
+        cpus_per_task=resources.cpus,
+        mem=resources.mem,
+        time=resources.time,
+        partition=resources.partition,
         account=resources.account,
     )
-    body: list[str | Sequence[str]] = ["set -euo pipefail", *(f"module load {shlex.quote(m)}" for m in modules),
-                                       'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"']
+    body: list[str | Sequence[str]] = [
+        "set -euo pipefail",
+        *(f"module load {shlex.quote(m)}" for m in modules),
+        'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
+    ]
     body += [f"export {key}={shlex.quote(str(value))}" for key, value in (env or {}).items()]
     return spec.script([*body, *commands])

@@ -32,7 +32,7 @@ _FIELD_NAMES = {"Mean": "Intensity", "StdDev": "Itensity", "Min": "Intensity", "
 class SegStats:
     """The statistics table of one label volume, plus what the mri_segstats header needs."""
 
-    table: "pd.DataFrame"
+    table: pd.DataFrame
     voxel_volume: float
     intensity_name: str = "norm"
     intensity_units: str = "MR"
@@ -63,7 +63,7 @@ class SegStats:
             raise KeyError(f"no structure {name_or_id!r} in this table")
         return float(rows["Volume_mm3"].iloc[0])
 
-    def plot(self, ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
+    def plot(self, ax: matplotlib.axes.Axes | None = None) -> matplotlib.axes.Axes:
         """Horizontal bar chart of Volume_mm3 per structure; returns the axes."""
         from .views import plot_volumes
 
@@ -145,11 +145,15 @@ def segstats(
         else:
             name = f"Seg{seg_id:04d}"
         row: dict[str, Any] = {
-            "Index": n, "SegId": seg_id, "NVoxels": nvox, "Volume_mm3": nvox * voxel_volume, "StructName": name,
+            "Index": n,
+            "SegId": seg_id,
+            "NVoxels": nvox,
+            "Volume_mm3": nvox * voxel_volume,
+            "StructName": name,
         }
         if int_arr is not None:
             values = stats[k] if k is not None else (0.0, 0.0, 0.0, 0.0, 0.0)
-            for suffix, value in zip(STAT_SUFFIXES, values):
+            for suffix, value in zip(STAT_SUFFIXES, values, strict=True):
                 row[f"{intensity_name}{suffix}"] = float(value)
         rows.append(row)
     columns = list(COLUMNS) + ([f"{intensity_name}{s}" for s in STAT_SUFFIXES] if int_arr is not None else [])
@@ -161,15 +165,20 @@ def segstats(
     if int_arr is not None:
         sources["InVolFile"] = int_src
     return SegStats(
-        table=table, voxel_volume=voxel_volume, intensity_name=intensity_name,
-        intensity_units=intensity_units, sources={k: v for k, v in sources.items() if v},
-        excluded=excluded, non_empty_only=not empty,
+        table=table,
+        voxel_volume=voxel_volume,
+        intensity_name=intensity_name,
+        intensity_units=intensity_units,
+        sources={k: v for k, v in sources.items() if v},
+        excluded=excluded,
+        non_empty_only=not empty,
     )
 
 
 def _as_array(obj: Any, what: str) -> tuple[np.ndarray, tuple[float, ...] | None, str]:
     """(array, voxel size or None, source name) from a path, a nibabel image or an array."""
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     if isinstance(obj, (str, Path)):
         path = Path(obj)
@@ -179,6 +188,8 @@ def _as_array(obj: Any, what: str) -> tuple[np.ndarray, tuple[float, ...] | None
             raise FileNotFoundError(f"{what} file {path} does not exist") from None
         except Exception as exc:  # nibabel raises several types for unreadable files
             raise ValueError(f"cannot read {what} file {path}: {exc}") from None
+        if not isinstance(img, SpatialImage):  # e.g. a GIFTI surface: no voxels
+            raise ValueError(f"{what} file {path} is a {type(img).__name__}, not a volume image")
         return np.asanyarray(img.dataobj), tuple(float(z) for z in img.header.get_zooms()), str(path)
     if hasattr(obj, "dataobj") and hasattr(obj, "header"):
         name = getattr(obj, "get_filename", lambda: None)() or ""
@@ -202,7 +213,7 @@ def _label_stats(labels: np.ndarray, values: np.ndarray | None) -> tuple[np.ndar
         sums2 = np.add.reduceat(v * v, starts)
         mins = np.minimum.reduceat(v, starts)
         maxs = np.maximum.reduceat(v, starts)
-        for n, s, s2, lo, hi in zip(counts, sums, sums2, mins, maxs):
+        for n, s, s2, lo, hi in zip(counts, sums, sums2, mins, maxs, strict=True):
             mean = s / n
             # mri_segstats: sqrt((n*mean^2 - 2*mean*sum + sum2) / (n-1)), 0 for a single voxel
             var = (n * mean * mean - 2.0 * mean * s + s2) / (n - 1) if n > 1 else 0.0
@@ -245,12 +256,20 @@ def format_segstats(stats: SegStats, *, cmdline: str | None = None) -> str:
     lines.append(f"# VoxelVolume_mm3 {stats.voxel_volume:g} ")
     lines += [f"# {note}" for note in stats.notes]
     lines += [
-        "# TableCol  1 ColHeader Index ", "# TableCol  1 FieldName Index ", "# TableCol  1 Units     NA ",
-        "# TableCol  2 ColHeader SegId ", "# TableCol  2 FieldName Segmentation Id", "# TableCol  2 Units     NA",
-        "# TableCol  3 ColHeader NVoxels ", "# TableCol  3 FieldName Number of Voxels",
+        "# TableCol  1 ColHeader Index ",
+        "# TableCol  1 FieldName Index ",
+        "# TableCol  1 Units     NA ",
+        "# TableCol  2 ColHeader SegId ",
+        "# TableCol  2 FieldName Segmentation Id",
+        "# TableCol  2 Units     NA",
+        "# TableCol  3 ColHeader NVoxels ",
+        "# TableCol  3 FieldName Number of Voxels",
         "# TableCol  3 Units     unitless",
-        "# TableCol  4 ColHeader Volume_mm3", "# TableCol  4 FieldName Volume", "# TableCol  4 Units     mm^3",
-        "# TableCol  5 ColHeader StructName", "# TableCol  5 FieldName Structure Name",
+        "# TableCol  4 ColHeader Volume_mm3",
+        "# TableCol  4 FieldName Volume",
+        "# TableCol  4 Units     mm^3",
+        "# TableCol  5 ColHeader StructName",
+        "# TableCol  5 FieldName Structure Name",
         "# TableCol  5 Units     NA",
     ]
     n = 6
@@ -269,15 +288,15 @@ def format_segstats(stats: SegStats, *, cmdline: str | None = None) -> str:
     lines.append(header)
     for row in stats.table.itertuples(index=False):
         r = row._asdict()
-        text = "%3d %3d  %8d %10.1f  " % (r["Index"], r["SegId"], r["NVoxels"], r["Volume_mm3"])
-        text += "%-30s " % r["StructName"]
+        text = f"{int(r['Index']):3d} {int(r['SegId']):3d}  {int(r['NVoxels']):8d} {float(r['Volume_mm3']):10.1f}  "
+        text += f"{str(r['StructName']):<30} "
         if has_intensity:
-            text += "%10.4f %10.4f %10.4f %10.4f %10.4f " % tuple(r[f"{name}{s}"] for s in STAT_SUFFIXES)
+            text += "".join(f"{float(r[f'{name}{s}']):10.4f} " for s in STAT_SUFFIXES)
         lines.append(text)
     return "\n".join(lines) + "\n"
 
 
-def read_segstats(path: str | Path) -> "pd.DataFrame":
+def read_segstats(path: str | Path) -> pd.DataFrame:
     """Read an mri_segstats summary file (ours or FreeSurfer's ``aseg.stats``) into a DataFrame."""
     import pandas as pd
 
@@ -286,7 +305,7 @@ def read_segstats(path: str | Path) -> "pd.DataFrame":
     rows: list[list[Any]] = []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if line.startswith("# ColHeaders"):
-            headers = line[len("# ColHeaders"):].split()
+            headers = line[len("# ColHeaders") :].split()
             continue
         if line.startswith("#") or not line.strip():
             continue

@@ -61,8 +61,9 @@ def bias_correct(
     return (data / field).astype(np.float32), field
 
 
-def segment_tissue(data: np.ndarray, mask: np.ndarray, *, seed: int = 0, sample: int = 200_000,
-                   threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def segment_tissue(
+    data: np.ndarray, mask: np.ndarray, *, seed: int = 0, sample: int = 200_000, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Three-class CSF/GM/WM labels (1/2/3, 0 outside ``mask``) of a T1 volume; returns (labels, class means).
 
     k-means (ITK's scalar k-means through SimpleITK, already loaded for N4) on up to ``sample``

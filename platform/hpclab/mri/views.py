@@ -47,8 +47,8 @@ def _canonical(img: Any) -> tuple[np.ndarray, tuple[float, float, float]]:
     data = np.asarray(can.dataobj)
     if data.ndim == 4:
         data = data[..., 0]
-    zooms = tuple(float(z) for z in can.header.get_zooms()[:3])
-    return data, zooms  # type: ignore[return-value]
+    zx, zy, zz = (float(z) for z in can.header.get_zooms()[:3])
+    return data, (zx, zy, zz)
 
 
 def _label_cmap(lut: Mapping[int, LutEntry], max_label: int) -> tuple[Any, Any]:
@@ -72,7 +72,7 @@ def _window(data: np.ndarray) -> tuple[float, float]:
 
 
 def _slice(data: np.ndarray, axis: int, index: int) -> np.ndarray:
-    picked = [slice(None)] * data.ndim
+    picked: list[slice | int] = [slice(None)] * data.ndim
     picked[axis] = index
     return data[tuple(picked)].T  # a view; rows = the later axis, shown with origin="lower"
 
@@ -90,8 +90,8 @@ def plot_ortho(
     coords: tuple[int, int, int] | None = None,
     alpha: float = 0.4,
     mask: Any | None = None,
-    fig: "matplotlib.figure.Figure | None" = None,
-) -> "matplotlib.figure.Figure":
+    fig: matplotlib.figure.Figure | None = None,
+) -> matplotlib.figure.Figure:
     """Sagittal, coronal and axial slices of ``image`` (path or nibabel image), ``labels`` overlaid.
 
     Slices cross at ``coords`` (voxel indices in RAS order), by default the centre of the labels
@@ -117,19 +117,28 @@ def plot_ortho(
         outline = outline > 0
     if coords is None:
         where = np.argwhere(seg > 0) if seg is not None and seg.any() else None
-        coords = tuple(int(c) for c in (where.mean(0) if where is not None else np.array(data.shape) / 2))
+        centre = where.mean(0) if where is not None else np.array(data.shape) / 2
+        coords = (int(centre[0]), int(centre[1]), int(centre[2]))
     fig = fig or Figure(figsize=(12, 4.4))
     axes = fig.subplots(1, 3)
     lo, hi = _window(data)
     table = load_lut(lut) if lut is not None else TISSUE_LUT
-    for ax, axis, title in zip(axes, (0, 1, 2), ("sagittal", "coronal", "axial")):
-        ax.imshow(_slice(data, axis, coords[axis]), cmap="gray", vmin=lo, vmax=hi, origin="lower",
-                  aspect=_aspect(zooms, axis), interpolation="nearest")
+    for ax, axis, title in zip(axes, (0, 1, 2), ("sagittal", "coronal", "axial"), strict=True):
+        ax.imshow(
+            _slice(data, axis, coords[axis]),
+            cmap="gray",
+            vmin=lo,
+            vmax=hi,
+            origin="lower",
+            aspect=_aspect(zooms, axis),
+            interpolation="nearest",
+        )
         if seg is not None:
             cmap, norm = _label_cmap(table, int(seg.max()))
             overlay = np.ma.masked_equal(_slice(seg, axis, coords[axis]), 0)
-            ax.imshow(overlay, cmap=cmap, norm=norm, alpha=alpha, origin="lower",
-                      aspect=_aspect(zooms, axis), interpolation="nearest")
+            ax.imshow(
+                overlay, cmap=cmap, norm=norm, alpha=alpha, origin="lower", aspect=_aspect(zooms, axis), interpolation="nearest"
+            )
         if outline is not None:
             cut = _slice(outline, axis, coords[axis]).astype(np.float32)
             if cut.any():
@@ -166,8 +175,8 @@ def plot_montage(
     n_slices: int = 12,
     columns: int = 6,
     alpha: float = 0.4,
-    fig: "matplotlib.figure.Figure | None" = None,
-) -> "matplotlib.figure.Figure":
+    fig: matplotlib.figure.Figure | None = None,
+) -> matplotlib.figure.Figure:
     """``n_slices`` evenly spaced slices along ``axis`` (2 = axial in RAS) in a grid, labels overlaid."""
     from matplotlib.figure import Figure
 
@@ -177,9 +186,9 @@ def plot_montage(
     if labels is not None:
         seg, _ = _canonical(labels)
         seg = np.rint(seg).astype(np.int32)
-    present = np.flatnonzero(np.any(
-        (seg > 0) if seg is not None and seg.any() else (data > data.min()),
-        axis=tuple(k for k in range(3) if k != axis)))
+    present = np.flatnonzero(
+        np.any((seg > 0) if seg is not None and seg.any() else (data > data.min()), axis=tuple(k for k in range(3) if k != axis))
+    )
     first, last = (int(present[0]), int(present[-1])) if present.size else (0, data.shape[axis] - 1)
     indices = np.linspace(first, last, n_slices + 2)[1:-1].round().astype(int)
     rows = int(np.ceil(n_slices / columns))
@@ -190,12 +199,26 @@ def plot_montage(
     cmap_norm = _label_cmap(table, int(seg.max())) if seg is not None and seg.any() else None
     for ax in axes[n_slices:]:
         ax.set_axis_off()
-    for ax, index in zip(axes, indices):
-        ax.imshow(_slice(data, axis, index), cmap="gray", vmin=lo, vmax=hi, origin="lower",
-                  aspect=_aspect(zooms, axis), interpolation="nearest")
-        if cmap_norm is not None:
-            ax.imshow(np.ma.masked_equal(_slice(seg, axis, index), 0), cmap=cmap_norm[0], norm=cmap_norm[1],
-                      alpha=alpha, origin="lower", aspect=_aspect(zooms, axis), interpolation="nearest")
+    for ax, index in zip(axes, indices, strict=False):  # the grid's last row may have spare axes (turned off above)
+        ax.imshow(
+            _slice(data, axis, index),
+            cmap="gray",
+            vmin=lo,
+            vmax=hi,
+            origin="lower",
+            aspect=_aspect(zooms, axis),
+            interpolation="nearest",
+        )
+        if seg is not None and cmap_norm is not None:
+            ax.imshow(
+                np.ma.masked_equal(_slice(seg, axis, index), 0),
+                cmap=cmap_norm[0],
+                norm=cmap_norm[1],
+                alpha=alpha,
+                origin="lower",
+                aspect=_aspect(zooms, axis),
+                interpolation="nearest",
+            )
         _side_markers(ax, axis)
         ax.set_title(f"{'xyz'[axis]}={index}", fontsize=8)
         ax.set_axis_off()
@@ -203,7 +226,7 @@ def plot_montage(
     return fig
 
 
-def plot_volumes(table: "pandas.DataFrame", ax: "matplotlib.axes.Axes | None" = None) -> "matplotlib.axes.Axes":
+def plot_volumes(table: pandas.DataFrame, ax: matplotlib.axes.Axes | None = None) -> matplotlib.axes.Axes:
     """Horizontal bars of Volume_mm3 (shown in ml) per StructName of a segstats table; returns the axes.
 
     Takes the table (``SegStats.table``), so views know nothing of the stats module; a SegStats works too.
@@ -220,7 +243,7 @@ def plot_volumes(table: "pandas.DataFrame", ax: "matplotlib.axes.Axes | None" = 
     return ax
 
 
-def save_figure(fig: "matplotlib.figure.Figure", path: str | Path, dpi: int = 100) -> Path:
+def save_figure(fig: matplotlib.figure.Figure, path: str | Path, dpi: int = 100) -> Path:
     """Write ``fig`` as PNG to ``path`` (atomically) and return the path."""
     from ..safe_output import atomic_output
 

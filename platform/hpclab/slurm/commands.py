@@ -19,8 +19,15 @@ def _run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: flo
     import subprocess  # here, not at the top: ``import hpclab`` stays light
 
     try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=timeout, input=stdin,
-                              env=dict(os.environ if env is None else env))
+        proc = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            input=stdin,
+            env=dict(os.environ if env is None else env),
+        )
     except FileNotFoundError:
         raise SlurmCommandError(f"{argv[0]} not found: this machine has no SLURM client (run on a login node)") from None
     except subprocess.TimeoutExpired:
@@ -30,8 +37,9 @@ def _run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: flo
     return proc.stdout
 
 
-def submit(script: str | Path, *, dependency: str | None = None, env: Mapping[str, str] | None = None,
-           sbatch: str = "sbatch") -> str:
+def submit(
+    script: str | Path, *, dependency: str | None = None, env: Mapping[str, str] | None = None, sbatch: str = "sbatch"
+) -> str:
     """Submit a batch script (a file) with ``sbatch --parsable``; return the job id."""
     argv = [sbatch, "--parsable"] + ([f"--dependency={dependency}"] if dependency else []) + [str(script)]
     return _run(argv, env).strip().split(";", 1)[0]
@@ -67,7 +75,9 @@ def cancel(job_ids: Sequence[str], *, env: Mapping[str, str] | None = None) -> N
     _run(["scancel", *job_ids], env)
 
 
-def wait(job_ids: Sequence[str], *, timeout: float = 3600.0, poll: float = 2.0, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def wait(
+    job_ids: Sequence[str], *, timeout: float = 3600.0, poll: float = 2.0, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Poll squeue until every job (and array task) of ``job_ids`` has finished; return their states."""
     deadline = time.monotonic() + timeout
     while True:

@@ -29,16 +29,25 @@ class DeprecatedAlias(argparse.Action):
         self.replacement = replacement
         super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        print(f"{parser.prog}: {option_string} is deprecated and will be removed in the next release; "
-              f"use {self.replacement}", file=sys.stderr)
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None
+    ) -> None:
+        print(
+            f"{parser.prog}: {option_string} is deprecated and will be removed in the next release; use {self.replacement}",
+            file=sys.stderr,
+        )
         setattr(namespace, self.dest, values)
 
 
-def add_slurm_flags(group: Any, names: Iterable[str], *, defaults: Mapping[str, Any] | None = None,
-                    types: Mapping[str, Any] | None = None, aliases: Mapping[str, str] | None = None,
-                    help_for: Mapping[str, str] | None = None) -> None:
+def add_slurm_flags(
+    group: Any,
+    names: Iterable[str],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    types: Mapping[str, Any] | None = None,
+    aliases: Mapping[str, str] | None = None,
+    help_for: Mapping[str, str] | None = None,
+) -> None:
     """Add ``--NAME`` for each of ``names`` (dest NAME) to an argparse parser or group.
 
     ``aliases`` maps an old flag (``--slurm-queue``) to the name it now means (``partition``).
@@ -47,8 +56,15 @@ def add_slurm_flags(group: Any, names: Iterable[str], *, defaults: Mapping[str, 
     for name in names:
         default = defaults.get(name)
         text = help_for.get(name, FLAG_HELP[name]) + (f" (default {default})" if default is not None else "")
-        group.add_argument(f"--{name}", dest=name, default=default, type=types.get(name, int if name in ("gpus", "cpus") else str),
-                           help=text)
+        group.add_argument(
+            f"--{name}", dest=name, default=default, type=types.get(name, int if name in ("gpus", "cpus") else str), help=text
+        )
     for old, name in (aliases or {}).items():
-        group.add_argument(old, dest=name, action=DeprecatedAlias, replacement=f"--{name}",
-                           type=types.get(name, int if name in ("gpus", "cpus") else str), help=argparse.SUPPRESS)
+        group.add_argument(
+            old,
+            dest=name,
+            action=DeprecatedAlias,
+            replacement=f"--{name}",
+            type=types.get(name, int if name in ("gpus", "cpus") else str),
+            help=argparse.SUPPRESS,
+        )

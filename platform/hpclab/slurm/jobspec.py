@@ -41,8 +41,20 @@ class JobSpec:
     def directives(self) -> list[str]:
         """The sbatch options (``--cpus-per-task=2``, ...): identity, placement, resources, extras."""
         options = [f"--job-name={self.job_name}"]
-        for name in ("comment", "chdir", "output", "array", "nodes", "ntasks", "ntasks_per_node", "cpus_per_task",
-                     "partition", "account", "qos", "reservation"):
+        for name in (
+            "comment",
+            "chdir",
+            "output",
+            "array",
+            "nodes",
+            "ntasks",
+            "ntasks_per_node",
+            "cpus_per_task",
+            "partition",
+            "account",
+            "qos",
+            "reservation",
+        ):
             value = getattr(self, name)
             if value is not None and value != "":
                 options.append(f"--{name.replace('_', '-')}={value}")

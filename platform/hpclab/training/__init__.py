@@ -21,8 +21,20 @@ from .schedule import lr_at, peak_lr
 from .slurm import SlurmJob, SlurmResources, follow_slurm, sbatch_script, submit_slurm
 
 __all__ = [
-    "TrainConfig", "train", "build_model", "launch_local", "local_command", "TrainingRun", "TrainingError",
-    "SlurmResources", "SlurmJob", "sbatch_script", "submit_slurm", "follow_slurm", "peak_lr", "lr_at",
+    "TrainConfig",
+    "train",
+    "build_model",
+    "launch_local",
+    "local_command",
+    "TrainingRun",
+    "TrainingError",
+    "SlurmResources",
+    "SlurmJob",
+    "sbatch_script",
+    "submit_slurm",
+    "follow_slurm",
+    "peak_lr",
+    "lr_at",
     "export_digits_image_folder",
 ]
 
@@ -31,8 +43,10 @@ def __getattr__(name: str) -> Any:
     # torch-dependent names load on first use, so `import hpclab.training` stays light.
     if name in ("train", "build_model"):
         from . import trainer
+
         return getattr(trainer, name)
     if name == "export_digits_image_folder":
         from .data import export_digits_image_folder
+
         return export_digits_image_folder
     raise AttributeError(f"module 'hpclab.training' has no attribute {name!r}")

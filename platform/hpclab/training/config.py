@@ -26,11 +26,11 @@ class TrainConfig:
     al. 2017) and reached by a linear warm-up from ``lr`` over ``warmup_epochs``.
     """
 
-    data: str = "synthetic"           # "synthetic", "digits" or an ImageFolder directory
-    arch: str = "resnet50"            # any torchvision classification model name
-    norm: str = "batch"               # resnets only: "batch" (torchvision's), "group" or "none"
+    data: str = "synthetic"  # "synthetic", "digits" or an ImageFolder directory
+    arch: str = "resnet50"  # any torchvision classification model name
+    norm: str = "batch"  # resnets only: "batch" (torchvision's), "group" or "none"
     image_size: int = 224
-    num_classes: int | None = None    # synthetic only (default 1000); others infer it from the data
+    num_classes: int | None = None  # synthetic only (default 1000); others infer it from the data
     epochs: int = 1
     batch_size: int = 32
     steps_per_epoch: int | None = None  # cap (or, for synthetic data, fix) the steps of an epoch
@@ -42,32 +42,38 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    val_fraction: float = 0.2         # digits, and an ImageFolder without train/ and val/
-    synthetic_size: int = 512         # images in the synthetic set
+    val_fraction: float = 0.2  # digits, and an ImageFolder without train/ and val/
+    synthetic_size: int = 512  # images in the synthetic set
     shuffle: bool = True
     seed: int = 0
-    backend: str = "auto"             # "horovod", "ddp" (torch.distributed), "none" or "auto"
-    device: str = "auto"              # "auto" (cuda if available), "cpu", "cuda"
-    amp: str = "auto"                 # "auto" = bf16 on CUDA, off on CPU
+    backend: str = "auto"  # "horovod", "ddp" (torch.distributed), "none" or "auto"
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
+    amp: str = "auto"  # "auto" = bf16 on CUDA, off on CPU
     channels_last: bool | None = None  # None = on CUDA only
-    compile: bool = False             # torch.compile the model
-    workers: int = 4                  # DataLoader workers (ImageFolder only)
-    threads: int | None = None        # CPU threads per process (None: cores / local processes)
+    compile: bool = False  # torch.compile the model
+    workers: int = 4  # DataLoader workers (ImageFolder only)
+    threads: int | None = None  # CPU threads per process (None: cores / local processes)
     out_dir: str = "runs/resnet"
-    checkpoint: bool = True           # rank 0 writes out_dir/checkpoint.pt after each epoch
-    resume: bool = False              # continue from out_dir/checkpoint.pt if it exists
-    save_rank_states: bool = False    # every rank writes out_dir/rank<r>.pt at the end (consistency checks)
-    timing_skip_steps: int = 3        # steps of each epoch left out of images/s (warm-up)
-    log_every: int = 10               # steps between progress events
-    progress: str = "auto"            # "bar" (tqdm), "log" (lines), "off"; auto = bar on a terminal
+    checkpoint: bool = True  # rank 0 writes out_dir/checkpoint.pt after each epoch
+    resume: bool = False  # continue from out_dir/checkpoint.pt if it exists
+    save_rank_states: bool = False  # every rank writes out_dir/rank<r>.pt at the end (consistency checks)
+    timing_skip_steps: int = 3  # steps of each epoch left out of images/s (warm-up)
+    log_every: int = 10  # steps between progress events
+    progress: str = "auto"  # "bar" (tqdm), "log" (lines), "off"; auto = bar on a terminal
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError for a setting that cannot work."""
-        for name, allowed in (("backend", BACKENDS), ("amp", AMP_MODES), ("norm", NORMS),
-                              ("schedule", SCHEDULES), ("lr_scaling", LR_SCALING), ("progress", PROGRESS)):
+        for name, allowed in (
+            ("backend", BACKENDS),
+            ("amp", AMP_MODES),
+            ("norm", NORMS),
+            ("schedule", SCHEDULES),
+            ("lr_scaling", LR_SCALING),
+            ("progress", PROGRESS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         positive = ("image_size", "epochs", "batch_size", "lr_reference_batch", "synthetic_size", "log_every")
@@ -88,14 +94,14 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training settings: {', '.join(unknown)}")
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_argv(self) -> list[str]:
@@ -127,7 +133,7 @@ class TrainConfig:
 
 _HELP = {
     "data": "'synthetic', 'digits' (scikit-learn's 8x8 digits, upscaled) or an ImageFolder directory "
-            "(class sub-folders; or train/ and val/ each with class sub-folders)",
+    "(class sub-folders; or train/ and val/ each with class sub-folders)",
     "arch": "torchvision classification model (resnet18, resnet50, resnet101, wide_resnet50_2, ...)",
     "norm": "normalization layer of a resnet: batch (torchvision default), group (GroupNorm), none",
     "batch_size": "images per process and step (global batch = this x processes)",
@@ -136,7 +142,7 @@ _HELP = {
     "lr_scaling": "peak lr = lr x (global batch / reference batch) [linear], its square root [sqrt], or lr [none]",
     "warmup_epochs": "linear warm-up from --lr to the scaled peak over this many epochs",
     "backend": "horovod (hvd.DistributedOptimizer), ddp (torch.distributed), none (one process), "
-               "auto (from the launcher's environment)",
+    "auto (from the launcher's environment)",
     "amp": "mixed precision: auto = bf16 autocast on CUDA, off on CPU",
     "channels_last": "channels_last memory format (default: on CUDA)",
     "threads": "torch threads per process on the CPU (default: cores / local processes)",
@@ -149,6 +155,7 @@ _HELP = {
 def _parse_optional(kind):
     def parse(text: str):
         return None if text in ("auto", "none", "") else kind(text)
+
     parse.__name__ = kind.__name__
     return parse
 
@@ -156,22 +163,34 @@ def _parse_optional(kind):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per TrainConfig field (``--batch-size``, ``--no-checkpoint``, ...)."""
     default = TrainConfig()
-    choices = {"backend": BACKENDS, "amp": AMP_MODES, "norm": NORMS, "schedule": SCHEDULES,
-               "lr_scaling": LR_SCALING, "progress": PROGRESS}
+    choices = {
+        "backend": BACKENDS,
+        "amp": AMP_MODES,
+        "norm": NORMS,
+        "schedule": SCHEDULES,
+        "lr_scaling": LR_SCALING,
+        "progress": PROGRESS,
+    }
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         value = getattr(default, f.name)
         help_text = _HELP.get(f.name, "")
         if f.type in ("bool", bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=value,
-                                help=help_text or None)
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=value, help=help_text or None)
         elif f.type in ("bool | None",):
-            parser.add_argument(flag, dest=f.name, default=value, type=_parse_bool_or_none,
-                                metavar="{auto,true,false}", help=help_text or None)
+            parser.add_argument(
+                flag, dest=f.name, default=value, type=_parse_bool_or_none, metavar="{auto,true,false}", help=help_text or None
+            )
         else:
             base = {"int": int, "float": float, "str": str, "int | None": _parse_optional(int)}[str(f.type)]
-            parser.add_argument(flag, dest=f.name, default=value, type=base, choices=choices.get(f.name),
-                                help=(help_text + f" (default: {value})").strip())
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                default=value,
+                type=base,
+                choices=choices.get(f.name),
+                help=(help_text + f" (default: {value})").strip(),
+            )
 
 
 def _parse_bool_or_none(text: str) -> bool | None:

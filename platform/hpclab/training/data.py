@@ -12,10 +12,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,10 +25,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class DataBundle:
     """What the trainer needs from a data source."""
 
-    train: Any                 # iterable of (images, labels) batches; has set_epoch(epoch) and __len__
-    val: Any | None            # the same for validation (this rank's shard, no padding), or None
+    train: Any  # iterable of (images, labels) batches; has set_epoch(epoch) and __len__
+    val: Any | None  # the same for validation (this rank's shard, no padding), or None
     num_classes: int
-    train_size: int            # images in the whole training set (all ranks)
+    train_size: int  # images in the whole training set (all ranks)
     val_size: int
     description: str
 
@@ -41,8 +41,15 @@ class TensorLoader:
     ``drop_last``).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, sampler: Any, batch_size: int,
-                 drop_last: bool = True, steps: int | None = None) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        sampler: Any,
+        batch_size: int,
+        drop_last: bool = True,
+        steps: int | None = None,
+    ) -> None:
         self.images, self.labels = images, labels
         self.sampler, self.batch_size, self.drop_last, self.steps = sampler, batch_size, drop_last, steps
         self.epoch = 0
@@ -69,7 +76,7 @@ class TensorLoader:
             # A cycle index far from real epochs keeps extra passes from repeating one order.
             indices = self._indices(self.epoch if cycle == 0 else self.epoch + 100_003 * cycle)
             for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
+                chunk = indices[start : start + self.batch_size]
                 if len(chunk) < self.batch_size and self.drop_last:
                     break
                 idx = torch.tensor(chunk, dtype=torch.long, device=device)
@@ -96,7 +103,8 @@ class _Shard:
 
 
 def _sampler(n: int, rank: int, world: int, shuffle: bool, seed: int) -> DistributedSampler:
-    return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+    # the sampler only takes len() of its dataset: the indices stand in for it
+    return DistributedSampler(cast(Dataset, range(n)), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:
@@ -110,7 +118,7 @@ def digits_tensors(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    x = torch.from_numpy(digits.images).float().div_(16.0).unsqueeze(1)        # N,1,8,8 in [0, 1]
+    x = torch.from_numpy(digits.images).float().div_(16.0).unsqueeze(1)  # N,1,8,8 in [0, 1]
     x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     x = _normalize(x.expand(-1, 3, -1, -1).contiguous())
     y = torch.from_numpy(digits.target).long()
@@ -142,8 +150,9 @@ def _tensor_bundle(x, y, val_x, val_y, num_classes, cfg, rank, world, device, de
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     x = x.to(device).contiguous(memory_format=memory_format)
     y = y.to(device)
-    train = TensorLoader(x, y, _sampler(len(x), rank, world, cfg.shuffle, cfg.seed), cfg.batch_size,
-                         drop_last=True, steps=cfg.steps_per_epoch)
+    train = TensorLoader(
+        x, y, _sampler(len(x), rank, world, cfg.shuffle, cfg.seed), cfg.batch_size, drop_last=True, steps=cfg.steps_per_epoch
+    )
     val = None
     if val_x is not None and len(val_x):
         val_x = val_x.to(device).contiguous(memory_format=memory_format)
@@ -193,14 +202,14 @@ def image_folder(cfg, rank: int, world: int, device: torch.device) -> DataBundle
         train_set, val_set = ImageFolder(root / "train", train_tf), ImageFolder(root / "val", val_tf)
         if train_set.classes != val_set.classes:
             raise ValueError(f"{root}: train/ and val/ have different class folders")
+        classes = train_set.classes
         where = f"{root}/{{train,val}}"
     else:
         full_train, full_val = ImageFolder(root, train_tf), ImageFolder(root, val_tf)
         train_idx, val_idx = _split(len(full_train), cfg.val_fraction, cfg.seed)
         train_set, val_set = Subset(full_train, train_idx.tolist()), Subset(full_val, val_idx.tolist())
-        train_set.classes = full_train.classes
+        classes = full_train.classes
         where = f"{root} (val_fraction {cfg.val_fraction})"
-    classes = train_set.classes
     cuda = device.type == "cuda"
     sampler = _sampler(len(train_set), rank, world, cfg.shuffle, cfg.seed)
     common = dict(num_workers=cfg.workers, pin_memory=cuda, persistent_workers=cfg.workers > 0)
@@ -209,11 +218,15 @@ def image_folder(cfg, rank: int, world: int, device: torch.device) -> DataBundle
     train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **common)
     val = None
     if len(val_set):
-        val = DataLoader(val_set, batch_size=cfg.batch_size, sampler=_Shard(len(val_set), rank, world),
-                         drop_last=False, **common)
-    return DataBundle(_LoaderWithEpoch(train, sampler, cfg.steps_per_epoch), val, len(classes), len(train_set),
-                      len(val_set), f"ImageFolder {where}: {len(classes)} classes, "
-                                    f"{len(train_set)} train / {len(val_set)} val images")
+        val = DataLoader(val_set, batch_size=cfg.batch_size, sampler=_Shard(len(val_set), rank, world), drop_last=False, **common)
+    return DataBundle(
+        _LoaderWithEpoch(train, sampler, cfg.steps_per_epoch),
+        val,
+        len(classes),
+        len(train_set),
+        len(val_set),
+        f"ImageFolder {where}: {len(classes)} classes, {len(train_set)} train / {len(val_set)} val images",
+    )
 
 
 def build_data(cfg, rank: int, world: int, device: torch.device) -> DataBundle:
@@ -221,19 +234,38 @@ def build_data(cfg, rank: int, world: int, device: torch.device) -> DataBundle:
     if cfg.data == "synthetic":
         num_classes = cfg.num_classes or 1000
         x, y = synthetic_tensors(cfg.synthetic_size, cfg.image_size, num_classes, cfg.seed)
-        return _tensor_bundle(x, y, None, None, num_classes, cfg, rank, world, device,
-                              f"synthetic: {cfg.synthetic_size} images {cfg.image_size}x{cfg.image_size}, "
-                              f"{num_classes} classes")
+        return _tensor_bundle(
+            x,
+            y,
+            None,
+            None,
+            num_classes,
+            cfg,
+            rank,
+            world,
+            device,
+            f"synthetic: {cfg.synthetic_size} images {cfg.image_size}x{cfg.image_size}, {num_classes} classes",
+        )
     if cfg.data == "digits":
         x, y, val_x, val_y = digits_split(cfg.image_size, cfg.val_fraction, cfg.seed)
-        return _tensor_bundle(x, y, val_x, val_y, 10, cfg, rank, world, device,
-                              f"digits (scikit-learn) upscaled to {cfg.image_size}x{cfg.image_size}: "
-                              f"{len(x)} train / {len(val_x)} val images")
+        return _tensor_bundle(
+            x,
+            y,
+            val_x,
+            val_y,
+            10,
+            cfg,
+            rank,
+            world,
+            device,
+            f"digits (scikit-learn) upscaled to {cfg.image_size}x{cfg.image_size}: {len(x)} train / {len(val_x)} val images",
+        )
     return image_folder(cfg, rank, world, device)
 
 
-def export_digits_image_folder(root: str | os.PathLike, image_size: int = 32, val_fraction: float = 0.2,
-                               seed: int = 0, limit: int | None = None) -> Path:
+def export_digits_image_folder(
+    root: str | os.PathLike, image_size: int = 32, val_fraction: float = 0.2, seed: int = 0, limit: int | None = None
+) -> Path:
     """Write scikit-learn's digits as PNGs in ``root/train/<digit>/`` and ``root/val/<digit>/``.
 
     A real ImageFolder to try ``--data DIR`` on (or to see the layout an EuroSAT-style dataset needs).
@@ -250,6 +282,7 @@ def export_digits_image_folder(root: str | os.PathLike, image_size: int = 32, va
             folder = root / split / str(int(digits.target[i]))
             folder.mkdir(parents=True, exist_ok=True)
             pixels = (digits.images[i] * (255.0 / 16.0)).round().astype("uint8")
-            Image.fromarray(pixels).convert("RGB").resize((image_size, image_size), Image.BILINEAR) \
-                 .save(folder / f"{i:04d}.png")
+            Image.fromarray(pixels).convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR).save(
+                folder / f"{i:04d}.png"
+            )
     return root

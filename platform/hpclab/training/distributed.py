@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 
-def environment_backend(env: dict[str, str] | None = None) -> str:
+def environment_backend(env: Mapping[str, str] | None = None) -> str:
     """The backend a launcher's environment implies: horovod, ddp or none."""
     env = os.environ if env is None else env
     if "HOROVOD_RANK" in env:
@@ -112,7 +113,7 @@ class HorovodBackend(Backend):
         if scaler is None:
             optimizer.step()
             return
-        optimizer.synchronize()                 # finish the allreduce before unscaling
+        optimizer.synchronize()  # finish the allreduce before unscaling
         scaler.unscale_(optimizer)
         with optimizer.skip_synchronize():
             scaler.step(optimizer)
@@ -141,12 +142,19 @@ class HorovodBackend(Backend):
 
     def describe(self):
         hvd = self.hvd
-        ops = [n for n, ok in (("gloo", hvd.gloo_built() and hvd.gloo_enabled()), ("mpi", hvd.mpi_enabled()),
-                               ("nccl", hvd.nccl_built())) if ok]
+        ops = [
+            n
+            for n, ok in (
+                ("gloo", hvd.gloo_built() and hvd.gloo_enabled()),
+                ("mpi", hvd.mpi_enabled()),
+                ("nccl", hvd.nccl_built()),
+            )
+            if ok
+        ]
         return f"horovod {self.size} processes ({'+'.join(ops) or 'no controller'})"
 
 
-def _slurm_env_to_torch(env: dict[str, str]) -> None:
+def _slurm_env_to_torch(env: MutableMapping[str, str]) -> None:
     """Under ``srun`` without torchrun: RANK/WORLD_SIZE/LOCAL_RANK from SLURM's task variables."""
     if "RANK" in env or "SLURM_PROCID" not in env:
         return
@@ -165,13 +173,20 @@ def _first_node(env) -> str:
     import subprocess
 
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", env.get("SLURM_JOB_NODELIST", "")],
-                             capture_output=True, text=True, timeout=30, check=True).stdout.split()
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", env.get("SLURM_JOB_NODELIST", "")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split()
     except (OSError, subprocess.SubprocessError):
         out = []
     if not out:
-        raise RuntimeError("a multi-node srun run needs MASTER_ADDR (rank 0's node); "
-                           "sbatch_script() exports it, or export it in your batch script")
+        raise RuntimeError(
+            "a multi-node srun run needs MASTER_ADDR (rank 0's node); "
+            "sbatch_script() exports it, or export it in your batch script"
+        )
     return out[0]
 
 
@@ -181,7 +196,7 @@ class DDPBackend(Backend):
     name = "ddp"
 
     def __init__(self, device_request: str) -> None:
-        _slurm_env_to_torch(os.environ)  # type: ignore[arg-type]
+        _slurm_env_to_torch(os.environ)
         self.rank = int(os.environ.get("RANK", "0"))
         self.size = int(os.environ.get("WORLD_SIZE", "1"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -191,11 +206,17 @@ class DDPBackend(Backend):
         use_cuda = device_request != "cpu" and torch.cuda.is_available()
         self.pg_backend = "nccl" if use_cuda else "gloo"
         if not dist.is_initialized():
-            kwargs = {}
+            kwargs: dict[str, Any] = {}
             if use_cuda:
                 kwargs["device_id"] = torch.device("cuda", self.local_rank % torch.cuda.device_count())
-            dist.init_process_group(self.pg_backend, init_method="env://", rank=self.rank, world_size=self.size,
-                                    timeout=_dt.timedelta(minutes=10), **kwargs)
+            dist.init_process_group(
+                self.pg_backend,
+                init_method="env://",
+                rank=self.rank,
+                world_size=self.size,
+                timeout=_dt.timedelta(minutes=10),
+                **kwargs,
+            )
 
     def wrap(self, model, optimizer, device):
         from torch.nn.parallel import DistributedDataParallel
@@ -247,8 +268,10 @@ def make_backend(name: str, device_request: str = "auto") -> Backend:
         try:
             return HorovodBackend()
         except ImportError as exc:
-            raise RuntimeError("backend 'horovod' needs Horovod in this environment "
-                               "(images/dl/install-dl-env.sh builds it); use --backend ddp otherwise") from exc
+            raise RuntimeError(
+                "backend 'horovod' needs Horovod in this environment "
+                "(images/dl/install-dl-env.sh builds it); use --backend ddp otherwise"
+            ) from exc
     if name == "ddp":
         return DDPBackend(device_request)
     if name == "none":

@@ -40,11 +40,18 @@ def local_command(cfg: TrainConfig, nproc: int = 2, backend: str = "horovod", py
     flags = cfg.replace(backend=backend).to_argv()
     if backend == "horovod":
         horovodrun = str(Path(python).parent / "horovodrun")
-        return [horovodrun, "-np", str(nproc), "-H", f"localhost:{nproc}", "--gloo",
-                python, "-m", "hpclab.training", *flags]
+        return [horovodrun, "-np", str(nproc), "-H", f"localhost:{nproc}", "--gloo", python, "-m", "hpclab.training", *flags]
     if backend == "ddp":
-        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                "-m", "hpclab.training", *flags]
+        return [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "hpclab.training",
+            *flags,
+        ]
     return [python, "-m", "hpclab.training", *flags]
 
 
@@ -59,7 +66,7 @@ class TrainingRun:
     seconds: float | None = None
 
     @classmethod
-    def load(cls, out_dir: str | os.PathLike, **kwargs: Any) -> "TrainingRun":
+    def load(cls, out_dir: str | os.PathLike, **kwargs: Any) -> TrainingRun:
         out = Path(out_dir)
         return cls(out, json.loads((out / "metrics.json").read_text()), **kwargs)
 
@@ -95,7 +102,7 @@ class TrainingRun:
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
             ax.legend()
-        axes[0].set_yscale("log")        # an early validation loss can be orders of magnitude above the rest
+        axes[0].set_yscale("log")  # an early validation loss can be orders of magnitude above the rest
         m = self.metrics
         fig.suptitle(f"{m['config']['arch']} · {m['backend_detail']} · global batch {m['global_batch']}")
         fig.tight_layout()
@@ -117,12 +124,11 @@ class TrainingRun:
 class EventFollower:
     """Reads rank 0's events.jsonl as it grows and shows progress (tqdm bar per epoch and a line per epoch)."""
 
-    def __init__(self, path: Path, offset: int = 0, show: bool = True,
-                 echo: Callable[[str], None] = print) -> None:
+    def __init__(self, path: Path, offset: int = 0, show: bool = True, echo: Callable[[str], None] = print) -> None:
         self.path, self.offset, self.show, self.echo = path, offset, show, echo
         self.events: list[dict[str, Any]] = []
         self._partial = ""
-        self._bar = None
+        self._bar: Any = None  # a tqdm bar while an epoch runs
 
     def _new_bar(self, total: int, desc: str):
         try:
@@ -141,7 +147,7 @@ class EventFollower:
             self.offset = fh.tell()
         text = self._partial + chunk
         lines = text.split("\n")
-        self._partial = lines.pop()              # an incomplete last line waits for the next poll
+        self._partial = lines.pop()  # an incomplete last line waits for the next poll
         new = [json.loads(line) for line in lines if line.strip()]
         self.events.extend(new)
         if self.show:
@@ -152,8 +158,10 @@ class EventFollower:
     def _display(self, e: dict[str, Any]) -> None:
         kind = e["event"]
         if kind == "start":
-            self.echo(f"{e['arch']} · {e['backend']} × {e['world_size']} on {e['device_name']} · {e['data']} · "
-                      f"global batch {e['global_batch']}, peak lr {e['peak_lr']:.4g}")
+            self.echo(
+                f"{e['arch']} · {e['backend']} × {e['world_size']} on {e['device_name']} · {e['data']} · "
+                f"global batch {e['global_batch']}, peak lr {e['peak_lr']:.4g}"
+            )
         elif kind == "epoch_start":
             self.close()
             self._bar = self._new_bar(e["steps"], f"epoch {e['epoch']}/{e['epochs']}")
@@ -168,8 +176,10 @@ class EventFollower:
                 self._bar.close()
                 self._bar = None
             val = f" | val loss {e['val_loss']:.4f} acc {e['val_acc']:.4f}" if e.get("val_acc") is not None else ""
-            self.echo(f"epoch {e['epoch']}: train loss {e['train_loss']:.4f} acc {e['train_acc']:.4f}{val} | "
-                      f"{e['images_per_s']:,.1f} images/s")
+            self.echo(
+                f"epoch {e['epoch']}: train loss {e['train_loss']:.4f} acc {e['train_acc']:.4f}{val} | "
+                f"{e['images_per_s']:,.1f} images/s"
+            )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -184,9 +194,18 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def launch_local(cfg: TrainConfig | None = None, nproc: int = 2, backend: str = "horovod", *,
-                 python: str | None = None, progress: bool = True, env: dict[str, str] | None = None,
-                 timeout: float | None = None, poll_seconds: float = 0.5, **overrides: Any) -> TrainingRun:
+def launch_local(
+    cfg: TrainConfig | None = None,
+    nproc: int = 2,
+    backend: str = "horovod",
+    *,
+    python: str | None = None,
+    progress: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    poll_seconds: float = 0.5,
+    **overrides: Any,
+) -> TrainingRun:
     """Train with ``nproc`` processes on this machine and stream rank 0's progress; returns the finished run.
 
     ``backend``: "horovod" (horovodrun, gloo), "ddp" (torchrun) or "none" (one process). Settings
@@ -210,14 +229,12 @@ def launch_local(cfg: TrainConfig | None = None, nproc: int = 2, backend: str = 
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=run_env,
-                                start_new_session=True)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=run_env, start_new_session=True)
         try:
             while proc.poll() is None:
                 follower.poll()
                 if timeout is not None and time.monotonic() - started > timeout:
-                    raise TrainingError(f"training did not finish in {timeout} s; last lines of {log_path}:\n"
-                                        + _tail(log_path))
+                    raise TrainingError(f"training did not finish in {timeout} s; last lines of {log_path}:\n" + _tail(log_path))
                 time.sleep(poll_seconds)
         except BaseException:
             _stop(proc)
@@ -227,8 +244,9 @@ def launch_local(cfg: TrainConfig | None = None, nproc: int = 2, backend: str = 
             follower.close()
     seconds = time.monotonic() - started
     if proc.returncode != 0:
-        raise TrainingError(f"{' '.join(command[:6])} ... exited with {proc.returncode}; last lines of "
-                            f"{log_path}:\n{_tail(log_path)}")
+        raise TrainingError(
+            f"{' '.join(command[:6])} ... exited with {proc.returncode}; last lines of {log_path}:\n{_tail(log_path)}"
+        )
     return TrainingRun.load(out, command=command, log_path=log_path, seconds=seconds)
 
 

@@ -37,17 +37,17 @@ class SlurmResources:
 
     nodes: int = 1
     gpus_per_node: int = 0
-    tasks_per_node: int | None = None     # default: gpus_per_node, or 1 without GPUs
+    tasks_per_node: int | None = None  # default: gpus_per_node, or 1 without GPUs
     cpus_per_task: int | None = None
-    mem: str | None = None                # per node, sbatch syntax (64G)
+    mem: str | None = None  # per node, sbatch syntax (64G)
     time: str = "01:00:00"
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    gpu_type: str | None = None           # typed GRES: --gres=gpu:a100:4
-    extra_sbatch: list[str] = field(default_factory=list)   # e.g. ["--exclusive"]
-    setup: list[str] = field(default_factory=list)          # shell lines before srun (module load ...)
+    gpu_type: str | None = None  # typed GRES: --gres=gpu:a100:4
+    extra_sbatch: list[str] = field(default_factory=list)  # e.g. ["--exclusive"]
+    setup: list[str] = field(default_factory=list)  # shell lines before srun (module load ...)
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 0 or (self.tasks_per_node is not None and self.tasks_per_node < 1):
@@ -62,18 +62,22 @@ class SlurmResources:
         return self.nodes * self.ntasks_per_node
 
     @classmethod
-    def from_profile(cls, profile: Any, nodes: int = 1, **overrides: Any) -> "SlurmResources":
+    def from_profile(cls, profile: Any, nodes: int = 1, **overrides: Any) -> SlurmResources:
         """Resources from an hpclab-hub profile (the dict in hub.yaml or the loaded Profile): per node,
         its GPUs (one task each), its cores split among the tasks, its memory, wall time and SLURM settings."""
         gpus = int(_get(profile, "gpus", 0) or 0)
         tasks = overrides.get("tasks_per_node") or gpus or 1
         slurm = _get(profile, "slurm")
         values: dict[str, Any] = {
-            "nodes": nodes, "gpus_per_node": gpus,
+            "nodes": nodes,
+            "gpus_per_node": gpus,
             "cpus_per_task": max(1, int(_get(profile, "cpus", 1) or 1) // tasks),
             "mem": _slurm_memory(_get(profile, "memory")),
-            "partition": _get(slurm, "partition"), "account": _get(slurm, "account"), "qos": _get(slurm, "qos"),
-            "constraint": _get(slurm, "constraint"), "gpu_type": _get(slurm, "gpu_type"),
+            "partition": _get(slurm, "partition"),
+            "account": _get(slurm, "account"),
+            "qos": _get(slurm, "qos"),
+            "constraint": _get(slurm, "constraint"),
+            "gpu_type": _get(slurm, "gpu_type"),
             "extra_sbatch": list(_get(slurm, "extra_sbatch", []) or []),
             "setup": list(_get(slurm, "setup", []) or []),
         }
@@ -83,10 +87,19 @@ class SlurmResources:
         return cls(**values)
 
 
-def sbatch_script(cfg: TrainConfig, resources: SlurmResources, *, python: str | None = None,
-                  launcher: str = "srun", backend: str | None = None, job_name: str = "hpclab-train",
-                  output: str | None = None, workdir: str | None = None, srun_args: list[str] | None = None,
-                  env: Mapping[str, str] | None = None) -> str:
+def sbatch_script(
+    cfg: TrainConfig,
+    resources: SlurmResources,
+    *,
+    python: str | None = None,
+    launcher: str = "srun",
+    backend: str | None = None,
+    job_name: str = "hpclab-train",
+    output: str | None = None,
+    workdir: str | None = None,
+    srun_args: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """The batch script for ``cfg`` on ``resources`` (a pure function; paths are made absolute).
 
     launcher "srun": one task per rank; ranks read SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID
@@ -103,32 +116,45 @@ def sbatch_script(cfg: TrainConfig, resources: SlurmResources, *, python: str | 
         raise ValueError(f"backend must be ddp or horovod; got {backend!r}")
     python = python or sys.executable
     out_dir = os.path.abspath(cfg.out_dir)
-    cfg = cfg.replace(out_dir=out_dir, backend=backend,
-                      progress="log" if cfg.progress in ("auto", "bar") else cfg.progress)
+    cfg = cfg.replace(out_dir=out_dir, backend=backend, progress="log" if cfg.progress in ("auto", "bar") else cfg.progress)
     r = resources
     spec = JobSpec(
-        job_name=job_name, chdir=os.path.abspath(workdir or out_dir), output=output or os.path.join(out_dir, "slurm-%j.out"),
-        nodes=r.nodes, ntasks_per_node=r.ntasks_per_node, cpus_per_task=r.cpus_per_task or None, partition=r.partition,
-        account=r.account, qos=r.qos, mem=r.mem, gpus=r.gpus_per_node, gpu_type=r.gpu_type, time=r.time,
-        constraint=r.constraint, extra=tuple(r.extra_sbatch),
+        job_name=job_name,
+        chdir=os.path.abspath(workdir or out_dir),
+        output=output or os.path.join(out_dir, "slurm-%j.out"),
+        nodes=r.nodes,
+        ntasks_per_node=r.ntasks_per_node,
+        cpus_per_task=r.cpus_per_task or None,
+        partition=r.partition,
+        account=r.account,
+        qos=r.qos,
+        mem=r.mem,
+        gpus=r.gpus_per_node,
+        gpu_type=r.gpu_type,
+        time=r.time,
+        constraint=r.constraint,
+        extra=tuple(r.extra_sbatch),
     )
     lines = spec.header()
     lines += ["set -euo pipefail", *r.setup]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in (env or {}).items()]
-    lines += ['export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))",
-              "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}",
-              "export PYTHONUNBUFFERED=1",
-              'echo "hpclab-train: job $SLURM_JOB_ID, $SLURM_NTASKS tasks on $SLURM_JOB_NODELIST"']
+    lines += [
+        'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))",
+        "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}",
+        "export PYTHONUNBUFFERED=1",
+        'echo "hpclab-train: job $SLURM_JOB_ID, $SLURM_NTASKS tasks on $SLURM_JOB_NODELIST"',
+    ]
     train = " ".join(shlex.quote(a) for a in [python, "-m", "hpclab.training", *cfg.to_argv()])
     if launcher == "srun":
         srun = ["srun", "--kill-on-bad-exit=1", *(srun_args or [])]
         lines.append(" ".join(shlex.quote(a) for a in srun) + " " + train)
     else:
         horovodrun = shlex.quote(str(Path(python).parent / "horovodrun"))
-        lines += ['HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/:$SLURM_NTASKS_PER_NODE/" '
-                  "| paste -sd, -)",
-                  f'{horovodrun} -np "$SLURM_NTASKS" -H "$HOSTS" --gloo {train}']
+        lines += [
+            'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/:$SLURM_NTASKS_PER_NODE/" | paste -sd, -)',
+            f'{horovodrun} -np "$SLURM_NTASKS" -H "$HOSTS" --gloo {train}',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -152,17 +178,25 @@ def _slurm_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return dict(os.environ if env is None else env)
 
 
-def submit_slurm(cfg: TrainConfig, resources: SlurmResources, *, python: str | None = None,
-                 launcher: str = "srun", backend: str | None = None, job_name: str = "hpclab-train",
-                 env: Mapping[str, str] | None = None, sbatch: str = "sbatch", **script_options: Any) -> SlurmJob:
+def submit_slurm(
+    cfg: TrainConfig,
+    resources: SlurmResources,
+    *,
+    python: str | None = None,
+    launcher: str = "srun",
+    backend: str | None = None,
+    job_name: str = "hpclab-train",
+    env: Mapping[str, str] | None = None,
+    sbatch: str = "sbatch",
+    **script_options: Any,
+) -> SlurmJob:
     """Write ``out_dir/job.sbatch`` and submit it; returns the SlurmJob (see ``follow_slurm``).
 
     ``env`` is the environment of the sbatch call (SLURM_CONF and the like), default this one.
     """
     out_dir = Path(os.path.abspath(cfg.out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = sbatch_script(cfg, resources, python=python, launcher=launcher, backend=backend, job_name=job_name,
-                         **script_options)
+    text = sbatch_script(cfg, resources, python=python, launcher=launcher, backend=backend, job_name=job_name, **script_options)
     script = out_dir / "job.sbatch"
     script.write_text(text)
     job_id = submit(script, env=_slurm_env(env), sbatch=sbatch)
@@ -175,8 +209,14 @@ def job_state(job_id: str, env: Mapping[str, str] | None = None) -> tuple[str | 
     return _job_state(job_id, env=_slurm_env(env))
 
 
-def follow_slurm(job: SlurmJob, *, echo: Callable[[str], None] | None = print, poll_seconds: float = 1.0,
-                 timeout: float | None = None, env: Mapping[str, str] | None = None) -> SlurmJob:
+def follow_slurm(
+    job: SlurmJob,
+    *,
+    echo: Callable[[str], None] | None = print,
+    poll_seconds: float = 1.0,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> SlurmJob:
     """Print the job's log as it grows until the job ends; returns the job with its final state.
 
     Raises TimeoutError after ``timeout`` seconds (the job keeps running; ``scancel`` it if unwanted).
@@ -206,7 +246,7 @@ def follow_slurm(job: SlurmJob, *, echo: Callable[[str], None] | None = print, p
         if timeout is not None and time.monotonic() - started > timeout:
             raise TimeoutError(f"job {job.job_id} still {state} after {timeout} s")
         time.sleep(poll_seconds)
-    time.sleep(min(poll_seconds, 0.5))       # the last lines may land just after the state changes
+    time.sleep(min(poll_seconds, 0.5))  # the last lines may land just after the state changes
     read_new()
     if partial and echo is not None:
         echo(partial)

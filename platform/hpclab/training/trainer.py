@@ -23,8 +23,18 @@ from .distributed import Backend, make_backend
 from .schedule import lr_at, peak_lr
 
 RESNET_FAMILY = ("resnet", "resnext", "wide_resnet")
-METRIC_FIELDS = ("epoch", "global_step", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-                 "images_per_s", "epoch_seconds", "train_images")
+METRIC_FIELDS = (
+    "epoch",
+    "global_step",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "images_per_s",
+    "epoch_seconds",
+    "train_images",
+)
 
 
 def build_model(arch: str, num_classes: int, norm: str = "batch") -> nn.Module:
@@ -47,8 +57,9 @@ def build_model(arch: str, num_classes: int, norm: str = "batch") -> nn.Module:
         raise ValueError(f"unknown torchvision model {arch!r} (e.g. {known}, ...)") from exc
 
 
-def _threads(cfg: TrainConfig, backend: Backend, env: Mapping[str, str] | None = None,
-             cpu_ids: Sequence[int] | None = None) -> int:
+def _threads(
+    cfg: TrainConfig, backend: Backend, env: Mapping[str, str] | None = None, cpu_ids: Sequence[int] | None = None
+) -> int:
     """Torch threads of this rank: ``cfg.threads``, else the cores of :func:`hpclab.session.allocated_cores`.
 
     SLURM_CPUS_PER_TASK (and the affinity that caps it) is already this task's share: srun starts one
@@ -66,8 +77,7 @@ def _threads(cfg: TrainConfig, backend: Backend, env: Mapping[str, str] | None =
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     mode = cfg.amp
     if mode == "auto":
-        mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else \
-               "fp16" if device.type == "cuda" else "off"
+        mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp16" if device.type == "cuda" else "off"
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
 
 
@@ -103,7 +113,7 @@ def _save_checkpoint(path: Path, **state: Any) -> None:
 
 
 def _evaluate(model, loader, device, amp_dtype, memory_format, backend: Backend, criterion) -> tuple[float, float]:
-    sums = torch.zeros(3, dtype=torch.float64, device=device)   # loss sum, correct, count
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     model.eval()
     with torch.no_grad():
         for x, y in loader:
@@ -155,9 +165,9 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
 
     torch.manual_seed(cfg.seed)
-    raw_model = build_model(cfg.arch, data.num_classes, cfg.norm).to(device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(raw_model.parameters(), lr=peak, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    # Module.to takes memory_format (documented); torch's overloads leave it out
+    raw_model = build_model(cfg.arch, data.num_classes, cfg.norm).to(device, memory_format=memory_format)  # type: ignore[call-overload]
+    optimizer = torch.optim.SGD(raw_model.parameters(), lr=peak, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
@@ -171,8 +181,7 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
     if rank0 and cfg.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         raw_model.load_state_dict(ckpt["model"])
-        meta = {"resumed": True, "epoch": ckpt["epoch"], "global_step": ckpt["global_step"],
-                "history": ckpt["history"]}
+        meta = {"resumed": True, "epoch": ckpt["epoch"], "global_step": ckpt["global_step"], "history": ckpt["history"]}
     meta = backend.broadcast_object(meta)
     model, optimizer = backend.wrap(raw_model, optimizer, device)
     if ckpt is not None:
@@ -188,24 +197,42 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
     history: list[dict[str, Any]] = list(meta["history"])
     start_epoch, global_step = meta["epoch"], meta["global_step"]
     summary: dict[str, Any] = {
-        "config": cfg.as_dict(), "backend": backend.name, "backend_detail": backend.describe(),
-        "world_size": backend.size, "device": str(device) if backend.size == 1 else device.type,
+        "config": cfg.as_dict(),
+        "backend": backend.name,
+        "backend_detail": backend.describe(),
+        "world_size": backend.size,
+        "device": str(device) if backend.size == 1 else device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off", "channels_last": channels_last,
-        "threads_per_process": torch.get_num_threads(), "data": data.description, "num_classes": data.num_classes,
-        "global_batch": global_batch, "peak_lr": peak, "steps_per_epoch": steps_per_epoch,
-        "warmup_steps": warmup_steps, "resumed_from_epoch": start_epoch if meta["resumed"] else None,
+        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+        "channels_last": channels_last,
+        "threads_per_process": torch.get_num_threads(),
+        "data": data.description,
+        "num_classes": data.num_classes,
+        "global_batch": global_batch,
+        "peak_lr": peak,
+        "steps_per_epoch": steps_per_epoch,
+        "warmup_steps": warmup_steps,
+        "resumed_from_epoch": start_epoch if meta["resumed"] else None,
         "torch": torch.__version__,
     }
     events = _Events(out / "events.jsonl" if rank0 else None)
     progress = cfg.progress if cfg.progress != "auto" else ("bar" if sys.stderr.isatty() else "log")
     say = (lambda text: print(text, flush=True)) if rank0 and progress != "off" else (lambda text: None)
-    say(f"[hpclab.training] {cfg.arch} on {data.description}; {backend.describe()} on {summary['device_name']}; "
+    say(
+        f"[hpclab.training] {cfg.arch} on {data.description}; {backend.describe()} on {summary['device_name']}; "
         f"global batch {global_batch} ({cfg.batch_size}/process), peak lr {peak:.4g}, amp {summary['amp']}, "
-        f"channels_last {channels_last}" + (f"; resumed after epoch {start_epoch}" if meta["resumed"] else ""))
-    events("start", **{k: summary[k] for k in ("backend", "world_size", "data", "global_batch", "peak_lr",
-                                                 "steps_per_epoch", "device_name", "amp")},
-           epochs=cfg.epochs, start_epoch=start_epoch + 1, arch=cfg.arch)
+        f"channels_last {channels_last}" + (f"; resumed after epoch {start_epoch}" if meta["resumed"] else "")
+    )
+    events(
+        "start",
+        **{
+            k: summary[k]
+            for k in ("backend", "world_size", "data", "global_batch", "peak_lr", "steps_per_epoch", "device_name", "amp")
+        },
+        epochs=cfg.epochs,
+        start_epoch=start_epoch + 1,
+        arch=cfg.arch,
+    )
 
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         data.train.set_epoch(epoch)
@@ -214,8 +241,9 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
         bar = None
         if rank0 and progress == "bar":
             from tqdm.auto import tqdm
+
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=True)
-        sums = torch.zeros(3, dtype=torch.float64, device=device)   # loss sum, correct, count
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
         skip = cfg.timing_skip_steps if steps_per_epoch > cfg.timing_skip_steps else 0
         t_epoch = t_window = time.perf_counter()
         lr = peak
@@ -244,8 +272,7 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
                 bar.update(1)
             if rank0 and ((i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch):
                 loss_now = float(loss.detach())
-                events("step", epoch=epoch, step=i + 1, steps=steps_per_epoch, global_step=global_step,
-                       loss=loss_now, lr=lr)
+                events("step", epoch=epoch, step=i + 1, steps=steps_per_epoch, global_step=global_step, loss=loss_now, lr=lr)
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_now:.4f}", lr=f"{lr:.3g}")
                 elif progress == "log":
@@ -263,20 +290,37 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
         val_loss = val_acc = None
         if data.val is not None:
             val_loss, val_acc = _evaluate(raw_model, data.val, device, amp_dtype, memory_format, backend, criterion)
-        row = {"epoch": epoch, "global_step": global_step, "lr": lr,
-               "train_loss": totals[0] / totals[2], "train_acc": totals[1] / totals[2],
-               "val_loss": val_loss, "val_acc": val_acc, "images_per_s": images_per_s,
-               "epoch_seconds": t_end - t_epoch, "train_images": int(totals[2])}
+        row = {
+            "epoch": epoch,
+            "global_step": global_step,
+            "lr": lr,
+            "train_loss": totals[0] / totals[2],
+            "train_acc": totals[1] / totals[2],
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "images_per_s": images_per_s,
+            "epoch_seconds": t_end - t_epoch,
+            "train_images": int(totals[2]),
+        }
         history.append(row)
-        say(f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
+        say(
+            f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
             + (f" | val loss {val_loss:.4f} acc {val_acc:.4f}" if val_acc is not None else "")
-            + f" | {images_per_s:,.1f} images/s | {row['epoch_seconds']:.1f} s")
+            + f" | {images_per_s:,.1f} images/s | {row['epoch_seconds']:.1f} s"
+        )
         events("epoch", **row)
         if rank0:
             if cfg.checkpoint:
-                _save_checkpoint(ckpt_path, model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
-                                 scaler=scaler.state_dict() if scaler is not None else None, epoch=epoch,
-                                 global_step=global_step, history=history, config=cfg.as_dict())
+                _save_checkpoint(
+                    ckpt_path,
+                    model=raw_model.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    scaler=scaler.state_dict() if scaler is not None else None,
+                    epoch=epoch,
+                    global_step=global_step,
+                    history=history,
+                    config=cfg.as_dict(),
+                )
             _write_metrics(out, history, summary)
 
     if cfg.save_rank_states:
@@ -314,4 +358,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpclab.training: rank {rank} stopped by {stop}", file=sys.stderr, flush=True)
         return stop.exit_status
     return 0
-

@@ -34,8 +34,7 @@ def compare(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) 
         if d > max_abs:
             max_abs, worst = d, key
         max_rel = max(max_rel, rel)
-    return {"same_keys": same_keys, "max_abs": max_abs, "max_rel": max_rel, "worst": worst,
-            "tensors": len(reference)}
+    return {"same_keys": same_keys, "max_abs": max_abs, "max_rel": max_rel, "worst": worst, "tensors": len(reference)}
 
 
 def main(argv: list[str] | None = None) -> int:

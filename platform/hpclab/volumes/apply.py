@@ -33,14 +33,15 @@ def _function_name(func: Callable[..., Any]) -> str:
     return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', type(func).__name__)}"
 
 
-def _run_window(func: Callable[[np.ndarray], np.ndarray], source: Any, target: Any, window: Window,
-                markers: str | None) -> str:
+def _run_window(func: Callable[[np.ndarray], np.ndarray], source: Any, target: Any, window: Window, markers: str | None) -> str:
     """Read one padded block, apply ``func``, write its interior into ``target``, leave the window's marker."""
     block = np.asarray(source[window.padded])
     out = np.asarray(func(block))
     if out.shape != block.shape:
-        raise ValueError(f"{_function_name(func)} returned shape {out.shape} for a block of shape {block.shape}: "
-                         "apply needs a function that keeps the block's shape")
+        raise ValueError(
+            f"{_function_name(func)} returned shape {out.shape} for a block of shape {block.shape}: "
+            "apply needs a function that keeps the block's shape"
+        )
     target[window.interior] = out[window.crop]
     if markers is not None:
         Path(markers, window.key).touch()
@@ -82,8 +83,11 @@ def _budget(memory_per_worker: int | None, workers: int, client: Any, gpu: bool)
     if client is not None:
         # what a worker may still take: dask pauses a worker at 80 % of its limit and spills from 60 %;
         # stay under the spill mark, less what the worker process holds already
-        room = [WORKER_SHARE * w["memory_limit"] - (w.get("metrics") or {}).get("memory", 0)
-                for w in client.scheduler_info()["workers"].values() if w.get("memory_limit")]
+        room = [
+            WORKER_SHARE * w["memory_limit"] - (w.get("metrics") or {}).get("memory", 0)
+            for w in client.scheduler_info()["workers"].values()
+            if w.get("memory_limit")
+        ]
         if room:
             return max(int(min(room)), 0)
     from ..session import available_memory
@@ -93,12 +97,12 @@ def _budget(memory_per_worker: int | None, workers: int, client: Any, gpu: bool)
 
 def _target_chunks(source: Any, window: tuple[int, ...]) -> tuple[int, ...]:
     """The source's chunks where they divide the window (a pipeline keeps its chunk size), else the window."""
-    whole = tuple(min(w, n) for w, n in zip(window, source.shape))
+    whole = tuple(min(w, n) for w, n in zip(window, source.shape, strict=True))
     chunks = getattr(source, "chunks", None)
     if chunks is None:  # a NumPy array
         return whole
-    if all(w >= n or w % c == 0 for w, c, n in zip(window, chunks, source.shape)):
-        return tuple(min(c, w) for c, w in zip(chunks, whole))
+    if all(w >= n or w % c == 0 for w, c, n in zip(window, chunks, source.shape, strict=True)):
+        return tuple(min(c, w) for c, w in zip(chunks, whole, strict=True))
     return whole
 
 
@@ -118,29 +122,37 @@ def _recorded_window(existing: Any, ndim: int) -> tuple[int, ...] | None:
     return tuple(int(w) for w in window)
 
 
-def _target(target: Any, existing: Any, source: Any, window: tuple[int, ...], halo: tuple[int, ...], dtype: Any,
-            compression: str, func: Callable[..., Any]) -> Any:
+def _target(
+    target: Any,
+    existing: Any,
+    source: Any,
+    window: tuple[int, ...],
+    halo: tuple[int, ...],
+    dtype: Any,
+    compression: str,
+    func: Callable[..., Any],
+) -> Any:
     """The target array: ``existing`` (:func:`_existing_target`) checked against this run, or created (chunks:
     :func:`_target_chunks`)."""
-    record = {"window": list(window), "halo": list(halo), "source_shape": list(source.shape),
-              "function": _function_name(func)}
+    record = {"window": list(window), "halo": list(halo), "source_shape": list(source.shape), "function": _function_name(func)}
     if existing is None:
         chunks = _target_chunks(source, window)
-        return create_volume(target, source.shape, dtype, chunks=chunks, compression=compression,
-                             attributes={RECORD: record})
+        return create_volume(target, source.shape, dtype, chunks=chunks, compression=compression, attributes={RECORD: record})
     array = existing
     if tuple(array.shape) != tuple(source.shape):
         raise ValueError(f"target has shape {tuple(array.shape)}, the source {tuple(source.shape)}")
-    if any(w < n and w % c for w, c, n in zip(window, array.chunks, array.shape)):
-        raise ValueError(f"window {window} is not a whole number of the target's chunks {array.chunks}: "
-                         "two windows would write the same chunk")
+    if any(w < n and w % c for w, c, n in zip(window, array.chunks, array.shape, strict=True)):
+        raise ValueError(
+            f"window {window} is not a whole number of the target's chunks {array.chunks}: two windows would write the same chunk"
+        )
     earlier = dict(array.attrs.get(RECORD, {}))
     if earlier:
         mismatch = {k: (earlier.get(k), v) for k, v in record.items() if earlier.get(k) != v}
         if mismatch:
             detail = "; ".join(f"{k} was {a}, now {b}" for k, (a, b) in mismatch.items())
-            raise ValueError(f"target was written by another apply ({detail}): use the same settings to resume, "
-                             "or another target")
+            raise ValueError(
+                f"target was written by another apply ({detail}): use the same settings to resume, or another target"
+            )
     else:
         array.attrs[RECORD] = record
     return array
@@ -194,14 +206,15 @@ def apply(
         workers = session().cores
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive int, got {workers!r}")
-    client = owned_cluster = None
+    client: Any = None  # a dask Client, and the local cluster this call started
+    owned_cluster: Any = None
     owned_client = False
     try:
         if cluster is not None:
             from ..dask_cluster import resolve_client
 
             client, owned_client = resolve_client(cluster)
-        elif workers > 1:
+        elif workers is not None and workers > 1:  # set above (the session's cores) when no cluster is given
             from distributed import Client
 
             from ..dask_cluster import local_cluster
@@ -216,12 +229,14 @@ def apply(
         elif window is None:
             budget = _budget(memory_per_worker, n, client, gpu)
             chunks = getattr(src, "chunks", None)
-            window_t = window_for_memory(src.shape, budget, halo_t, chunks=chunks if isinstance(src, zarr.Array) else None,
-                                         bytes_per_voxel=bytes_per_voxel)
+            window_t = window_for_memory(
+                src.shape, budget, halo_t, chunks=chunks if isinstance(src, zarr.Array) else None, bytes_per_voxel=bytes_per_voxel
+            )
         else:
             window_t = per_axis(window, ndim, "window")
-        tgt = _target(target, existing, src, window_t, halo_t, np.dtype(dtype) if dtype is not None else src.dtype,
-                      compression, func)
+        tgt = _target(
+            target, existing, src, window_t, halo_t, np.dtype(dtype) if dtype is not None else src.dtype, compression, func
+        )
         record = dict(tgt.attrs.get(RECORD, {}))
         if record.get("complete"):
             return tgt
@@ -247,8 +262,7 @@ def apply(
             owned_cluster.close()
 
 
-def _run_on(client: Any, func: Callable[..., Any], src: Any, tgt: Any, todo: list[Window], markers: str | None,
-            bar: Any) -> None:
+def _run_on(client: Any, func: Callable[..., Any], src: Any, tgt: Any, todo: list[Window], markers: str | None, bar: Any) -> None:
     """Submit every window to the dask client; update the bar as they finish; cancel the rest on any error.
 
     A cluster with no worker able to run (SLURM jobs ended, workers that could not start, or every
@@ -257,8 +271,10 @@ def _run_on(client: Any, func: Callable[..., Any], src: Any, tgt: Any, todo: lis
     """
     import time
 
-    futures = [client.submit(_run_window, func, src, tgt, w, markers, key=f"hpclab-window-{w.key}-{os.getpid()}",
-                             pure=False) for w in todo]
+    futures = [
+        client.submit(_run_window, func, src, tgt, w, markers, key=f"hpclab-window-{w.key}-{os.getpid()}", pure=False)
+        for w in todo
+    ]
     pending = set(futures)
     stuck_since: float | None = None
     try:
@@ -287,11 +303,15 @@ def _run_on(client: Any, func: Callable[..., Any], src: Any, tgt: Any, todo: lis
 
 def _stuck_message(workers: dict[str, Any], left: int) -> str:
     if workers:
-        return (f"every dask worker ({len(workers)}) has been paused for {STUCK_S:.0f} s with {left} windows left: "
-                "dask pauses a worker whose memory is above 80 % of its limit; give the workers more memory or "
-                "pass a smaller window")
-    return (f"no dask workers for {STUCK_S:.0f} s with {left} windows left: the workers ended (wall time, "
-            "scancel) or could not start; see their logs")
+        return (
+            f"every dask worker ({len(workers)}) has been paused for {STUCK_S:.0f} s with {left} windows left: "
+            "dask pauses a worker whose memory is above 80 % of its limit; give the workers more memory or "
+            "pass a smaller window"
+        )
+    return (
+        f"no dask workers for {STUCK_S:.0f} s with {left} windows left: the workers ended (wall time, "
+        "scancel) or could not start; see their logs"
+    )
 
 
 def _bar(total: int, initial: int, enabled: bool) -> Any:

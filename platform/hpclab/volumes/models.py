@@ -25,8 +25,12 @@ from torch.nn import functional as F
 
 
 def _double_conv(channels_in: int, channels_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(channels_in, channels_out, 3, padding=1), nn.ReLU(inplace=True),
-                         nn.Conv3d(channels_out, channels_out, 3, padding=1), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv3d(channels_in, channels_out, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(channels_out, channels_out, 3, padding=1),
+        nn.ReLU(inplace=True),
+    )
 
 
 class UNet3D(nn.Module):
@@ -43,11 +47,11 @@ class UNet3D(nn.Module):
             raise ValueError(f"UNet3D needs depth >= 1 and base >= 1, got depth={depth}, base={base}")
         self.depth, self.base = depth, base
         widths = [base * 2**level for level in range(depth + 1)]
-        self.down = nn.ModuleList([_double_conv(in_channels if level == 0 else widths[level - 1], widths[level])
-                                   for level in range(depth)])
+        self.down = nn.ModuleList(
+            [_double_conv(in_channels if level == 0 else widths[level - 1], widths[level]) for level in range(depth)]
+        )
         self.bottom = _double_conv(widths[depth - 1], widths[depth])
-        self.up = nn.ModuleList([nn.ConvTranspose3d(widths[level + 1], widths[level], 2, stride=2)
-                                 for level in range(depth)])
+        self.up = nn.ModuleList([nn.ConvTranspose3d(widths[level + 1], widths[level], 2, stride=2) for level in range(depth)])
         self.merge = nn.ModuleList([_double_conv(2 * widths[level], widths[level]) for level in range(depth)])
         self.head = nn.Conv3d(base, out_channels, 1)
 
@@ -98,7 +102,7 @@ class UNet3D(nn.Module):
         for level in reversed(range(self.depth)):
             x = self.merge[level](torch.cat([skips.pop(), self.up[level](x)], dim=1))
         x = self.head(x)
-        return x[..., :spatial[0], :spatial[1], :spatial[2]]
+        return x[..., : spatial[0], : spatial[1], : spatial[2]]
 
 
 #: working memory per voxel assumed for a model that does not say (a U-Net of base 8 needs 452)
@@ -116,8 +120,16 @@ class ModelBlock:
     Pickles with the model's weights, so dask sends it to workers on other nodes.
     """
 
-    def __init__(self, model: nn.Module, *, device: str | None = None, threads: int | None = None,
-                 scale: float = 1.0, activation: str | None = "sigmoid", bytes_per_voxel: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str | None = None,
+        threads: int | None = None,
+        scale: float = 1.0,
+        activation: str | None = "sigmoid",
+        bytes_per_voxel: int | None = None,
+    ) -> None:
         if activation not in (None, "sigmoid"):
             raise ValueError(f"activation must be 'sigmoid' or None, got {activation!r}")
         self.model = model.eval()
@@ -167,6 +179,7 @@ def receptive_reach(model: nn.Module, size: int = 64, trials: int = 3) -> int:
     for _ in range(trials):
         x = torch.rand(1, 1, size, size, size, requires_grad=True)
         probe(x)[0, 0, c, c, c].backward()
+        assert x.grad is not None  # backward() filled it: x requires grad
         grad += x.grad[0, 0].abs()
     nonzero = torch.nonzero(grad > 0)
     return int((nonzero - c).abs().max()) if len(nonzero) else 0

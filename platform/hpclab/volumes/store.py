@@ -45,17 +45,29 @@ def open_volume(volume: Any, mode: str = "r") -> Any:
     return zarr.open_array(str(path), mode=mode)
 
 
-def create_volume(path: str | os.PathLike[str], shape: Sequence[int], dtype: Any, *, chunks: Sequence[int],
-                  compression: str = "zstd", attributes: dict[str, Any] | None = None) -> Any:
+def create_volume(
+    path: str | os.PathLike[str],
+    shape: Sequence[int],
+    dtype: Any,
+    *,
+    chunks: Sequence[int],
+    compression: str = "zstd",
+    attributes: dict[str, Any] | None = None,
+) -> Any:
     """A new zarr v3 array at ``path`` (refuses to replace one)."""
     import zarr
 
     target = Path(path)
     if target.exists():
         raise FileExistsError(f"{target} exists; open it with open_volume or choose another path")
-    array = zarr.create_array(store=str(target), shape=tuple(int(n) for n in shape), dtype=np.dtype(dtype),
-                              chunks=tuple(int(c) for c in chunks), compressors=_compressors(compression),
-                              fill_value=0)
+    array = zarr.create_array(
+        store=str(target),
+        shape=tuple(int(n) for n in shape),
+        dtype=np.dtype(dtype),
+        chunks=tuple(int(c) for c in chunks),
+        compressors=_compressors(compression),
+        fill_value=0,
+    )
     if attributes:
         array.attrs.update(attributes)
     return array

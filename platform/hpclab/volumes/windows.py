@@ -37,7 +37,8 @@ class Window:
 
 def per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
     """``value`` repeated per axis (an int) or checked to have ``ndim`` entries."""
-    values = (int(value),) * ndim if isinstance(value, numbers.Integral) else tuple(int(v) for v in value)
+    # numbers.Integral: NumPy's integers too
+    values = (int(value),) * ndim if isinstance(value, (int, numbers.Integral)) else tuple(int(v) for v in value)
     if len(values) != ndim:
         raise ValueError(f"{name} needs {ndim} values (one per axis), got {len(values)}")
     return values
@@ -48,15 +49,17 @@ def plan_windows(shape: Sequence[int], window: Sequence[int], halo: Sequence[int
     if any(w < 1 for w in window) or any(h < 0 for h in halo):
         raise ValueError(f"windows need sizes >= 1 and halos >= 0, got window={tuple(window)}, halo={tuple(halo)}")
     axes = []
-    for n, w, h in zip(shape, window, halo):
+    for n, w, h in zip(shape, window, halo, strict=True):
         spans = []
         for k, start in enumerate(range(0, n, w)):
             stop = min(start + w, n)
             lo, hi = max(0, start - h), min(n, stop + h)
             spans.append((k, slice(start, stop), slice(lo, hi), slice(start - lo, stop - lo)))
         axes.append(spans)
-    return [Window(tuple(a[0] for a in combo), tuple(a[1] for a in combo), tuple(a[2] for a in combo),
-                   tuple(a[3] for a in combo)) for combo in itertools.product(*axes)]
+    return [
+        Window(tuple(a[0] for a in combo), tuple(a[1] for a in combo), tuple(a[2] for a in combo), tuple(a[3] for a in combo))
+        for combo in itertools.product(*axes)
+    ]
 
 
 #: bytes of working memory a typical function needs per input voxel, in units of the block's float64
@@ -64,8 +67,14 @@ def plan_windows(shape: Sequence[int], window: Sequence[int], halo: Sequence[int
 WORKING_COPIES = 4
 
 
-def window_for_memory(shape: Sequence[int], budget_bytes: int, halo: Sequence[int], *,
-                      chunks: Sequence[int] | None = None, bytes_per_voxel: float | None = None) -> tuple[int, ...]:
+def window_for_memory(
+    shape: Sequence[int],
+    budget_bytes: int,
+    halo: Sequence[int],
+    *,
+    chunks: Sequence[int] | None = None,
+    bytes_per_voxel: float | None = None,
+) -> tuple[int, ...]:
     """The largest cubic window whose padded block fits in ``budget_bytes`` at ``bytes_per_voxel`` of working
     memory (a model's figure; default :data:`WORKING_COPIES` float64 copies).
 
@@ -74,7 +83,7 @@ def window_for_memory(shape: Sequence[int], budget_bytes: int, halo: Sequence[in
     """
     side = int((budget_bytes / (bytes_per_voxel or WORKING_COPIES * 8)) ** (1 / 3))
     window = []
-    for axis, (n, h) in enumerate(zip(shape, halo)):
+    for axis, (n, h) in enumerate(zip(shape, halo, strict=True)):
         w = max(side - 2 * h, 1)
         step = int(chunks[axis]) if chunks is not None else 8
         w = max(step, (w // step) * step)
