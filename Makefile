@@ -10,9 +10,9 @@ export PATH := $(VENV)/bin:$(NODE_BIN):$(PATH)
 .PHONY: hub test venv proxy labextension system-packages docs check lint bench clean dl-env test-cgroup-v2
 
 # the hub's venv (hub, mri and josephson kernels, test tools) from its lock file, brain extraction
-# (deepbet on a CPU torch: images/mri/install-bet.sh), then hpclab itself:
+# (deepbet on a CPU torch: images/mri/install-bet.sh, its version in images/torch.txt), then hpclab itself:
 # a hub built today and one built in a year run the same versions (images/requirements/compile.sh all)
-$(VENV)/.installed: pyproject.toml images/requirements/all.txt images/requirements/mri-bet.txt images/mri/install-bet.sh
+$(VENV)/.installed: pyproject.toml images/requirements/all.txt images/requirements/mri-bet.txt images/mri/install-bet.sh images/torch.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --require-hashes -r images/requirements/all.txt

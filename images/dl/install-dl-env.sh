@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the deep-learning environment `.venv-dl` (issue 6) and nothing else:
-#   images/requirements/dl.txt          (the lock, hash-checked: torch 2.14.1 + torchvision 0.29.1,
-#                                        pinned here too and never resolved freely, their CUDA wheels,
+#   images/requirements/dl.txt          (the lock, hash-checked: torch + torchvision at the pins of
+#                                        images/torch.txt, never resolved freely, their CUDA wheels,
 #                                        the `dl` extra and Horovod's build and runtime deps)
 #   hpclab                              (editable, --no-deps: its deps come from the lock)
 #   horovod 0.28.1                      (built from its sdist with the patch below, once per
@@ -22,8 +22,11 @@ VENV=${HPCLAB_DL_VENV:-$ROOT/.venv-dl}
 CACHE=${HPCLAB_WHEEL_CACHE:-$HOME/.cache/hpclab/wheels}
 WITH_HOROVOD=${HPCLAB_DL_HOROVOD:-1}
 
-TORCH_VERSION=2.14.1
-TORCHVISION_VERSION=0.29.1
+# torch and torchvision: images/torch.txt, the project's one torch pin (its requirement lines)
+TORCH_VERSION=$(sed -n 's/^torch==\([^ ]*\).*/\1/p' "$ROOT/images/torch.txt")
+TORCHVISION_VERSION=$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' "$ROOT/images/torch.txt")
+[ -n "$TORCH_VERSION" ] && [ -n "$TORCHVISION_VERSION" ] \
+    || { echo "install-dl-env: no torch== or torchvision== line in $ROOT/images/torch.txt" >&2; exit 1; }
 HOROVOD_VERSION=0.28.1
 LOCK=$ROOT/images/requirements/dl.txt
 PY=$VENV/bin/python
@@ -37,8 +40,8 @@ WHEEL_DIR=$CACHE/horovod-$HOROVOD_VERSION+torch$TORCH_VERSION-$VARIANT-$PYTAG-$(
 
 # --- fast path -------------------------------------------------------------------------------
 # Key: this script + the `dl = [...]` extras of pyproject.toml (not the whole file, which other
-# extras change) + the lock + the options.
-STAMP_KEY=$({ cat "${BASH_SOURCE[0]}"; sed -n '/^dl = \[/,/\]/p' "$ROOT/pyproject.toml"; cat "$LOCK"; } \
+# extras change) + the torch pins + the lock + the options.
+STAMP_KEY=$({ cat "${BASH_SOURCE[0]}"; sed -n '/^dl = \[/,/\]/p' "$ROOT/pyproject.toml"; grep -v '^#' "$ROOT/images/torch.txt"; cat "$LOCK"; } \
             | sha256sum | cut -c1-16)-$WITH_HOROVOD-$VARIANT
 if [ -x "$PY" ] && [ -f "$VENV/.dl-installed" ] && [ "$(cat "$VENV/.dl-installed")" = "$STAMP_KEY" ] \
    && "$PY" - "$TORCH_VERSION" "$TORCHVISION_VERSION" "$HOROVOD_VERSION" "$WITH_HOROVOD" <<'PYEOF'
