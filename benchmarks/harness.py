@@ -2,7 +2,9 @@
 a user, machine info, waiting for a quiet machine, CPU accounting, timing statistics, the results file
 and the comparison table.
 
-Imported by the scripts next to it (``from harness import ...``); nothing here reaches into tests/.
+Imported by the scripts next to it (``from harness import ...``). What the tests use too (free ports, folders
+other accounts can pass through, a hub as a process) comes from the ``support`` package, tests/support, which
+``benchmarks/support`` links to: one copy for both.
 """
 
 from __future__ import annotations
@@ -15,20 +17,20 @@ import platform
 import re
 import secrets
 import signal
-import socket
-import stat
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import requests
 import yaml
+
+from support.hubprocess import HubProcess, free_port, make_reachable
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -43,13 +45,6 @@ class BenchError(RuntimeError):
 
 
 # --- machine -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def version_of(dist: str) -> str | None:
@@ -74,14 +69,6 @@ def machine_info(*dists: str) -> dict[str, Any]:
         "euid": os.geteuid(), "loadavg_start": list(os.getloadavg()),
         "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
     }
-
-
-def make_reachable(path: Path) -> None:
-    """Let other accounts traverse (not list) every folder above ``path``: isolated servers run as their own account."""
-    for parent in reversed(Path(os.path.realpath(path)).parents):
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
 
 
 # --- CPU accounting and a quiet machine --------------------------------------------------------------
@@ -220,7 +207,7 @@ def ignore_signals() -> None:
 
 
 @dataclass
-class Hub:
+class Hub(HubProcess):
     """A hub process under measurement: command, environment, URL, log, and every process it started."""
 
     label: str
@@ -232,12 +219,8 @@ class Hub:
     config: dict[str, Any] | None = None  # ... and what it holds
     service_token: str = ""  # the bare hub's admin service token
     proc: subprocess.Popen | None = None
-    started_in: float = 0.0  # seconds from exec to the first /hub/api answer
-    known: dict[tuple[int, float], psutil.Process] = field(default_factory=dict)
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "hub.log"
+    start_error = BenchError
+    timeout_error = BenchError
 
     def user_url(self, user: str) -> str:
         """Where ``user``'s default server is served (no trailing slash): their own host name on our hub with
@@ -251,52 +234,16 @@ class Hub:
     def start(self, timeout: float = 120, path_first: Path | None = None) -> None:
         """Start the hub (``path_first`` leads its PATH) and wait until /hub/api/ answers through the proxy."""
         env = dict(self.env, PATH=f"{path_first}:{self.env['PATH']}" if path_first else self.env["PATH"])
-        t0 = time.perf_counter()
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(self.argv, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        while time.perf_counter() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.label} hub exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(requests.RequestException):  # not listening yet: try again
-                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
-                    self.started_in = time.perf_counter() - t0
-                    self.remember_processes()
-                    return
-            time.sleep(0.1)
-        raise BenchError(f"{self.label} hub did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def remember_processes(self) -> None:
-        """Note what the hub started (proxy, servers) so clean-up reaches it after the hub exits."""
-        with contextlib.suppress(psutil.NoSuchProcess, AttributeError):  # no hub (yet, or any more)
-            for child in psutil.Process(self.proc.pid).children(recursive=True):
-                self.known.setdefault((child.pid, child.create_time()), child)
+        try:
+            self.launch(self.argv, env, timeout, cwd=self.workdir)
+        except BenchError as exc:
+            raise BenchError(f"{self.label}: {exc}") from None
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM the hub, then end what it left behind (proxy, single-user servers under its folder)."""
         self.remember_processes()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        # psutil.Process objects, not pids: they refuse to signal a pid that another process reused
-        left = [p for p in self.known.values() if p.is_running()] + servers_under(self.workdir)
-        for proc in left:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.terminate()
-        for proc in psutil.wait_procs(left, timeout=5)[1]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        self.proc = None
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        self.terminate(timeout)
+        self.end_leftovers()
 
 
 def root_workdir(name: str) -> Path | None:
@@ -324,16 +271,6 @@ def stop_hubs(hubs: dict[str, Hub], timeout: float = 30) -> list[str]:
         except Exception as exc:
             problems.append(f"stopping the {name} hub: {type(exc).__name__}: {exc}")
     return problems
-
-
-def servers_under(folder: Path) -> list[psutil.Process]:
-    """jupyterhub-singleuser processes whose working folder lies under ``folder``."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd"]):
-        cmdline = " ".join(proc.info.get("cmdline") or [])
-        if "jupyterhub-singleuser" in cmdline and (proc.info.get("cwd") or "").startswith(f"{folder}/"):
-            found.append(proc)
-    return found
 
 
 def _env() -> dict[str, str]:

@@ -37,8 +37,10 @@ from scipy.integrate import solve_ivp
 
 from harness import add_out_option, machine_info, write_results
 from hpclab.josephson import JunctionParams, SweepResult, sweep
-from hpclab.josephson.fast import _A, _B, _E3, _E5, _NS
-from hpclab.josephson.reference import _current_fun, segments
+from hpclab.josephson.fast import DOP853
+from hpclab.josephson.reference import current_function, segments
+
+_NS, _A, _B, _E5, _E3 = DOP853  # the fast path's own tableau
 
 FIXED = dict(r=0.1, A_s=1.5, t_s=25.0, delta_t=5.0, w=1.0, t_end=60.0)
 
@@ -54,7 +56,7 @@ def seed_as_written(G: np.ndarray, alpha: np.ndarray) -> np.ndarray:
             for t0, t1, current in segments(p):
                 # the seed's samples inside this piece, plus the piece's end to carry the state on
                 t_eval = np.union1d(t_e[(t_e >= t0) & (t_e <= t1)], [t1])
-                sol = solve_ivp(_current_fun(p, current), (t0, t1), y, t_eval=t_eval)
+                sol = solve_ivp(current_function(p, current), (t0, t1), y, t_eval=t_eval)
                 y = sol.y[:, -1]
             mz[i, j] = y[2]
     return mz

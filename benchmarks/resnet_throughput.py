@@ -25,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "platform"))
+from hpclab.training import TrainConfig, TrainingError, launch_local  # the project's venvs install hpclab (editable)
 
-from hpclab.training import TrainConfig, TrainingError, launch_local  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _dl_python() -> str:

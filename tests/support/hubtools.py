@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -21,6 +19,7 @@ import requests
 import yaml
 from bs4 import BeautifulSoup
 
+from support.hubprocess import HubProcess, free_port, make_reachable
 from support.paths import REPO_ROOT
 
 
@@ -28,26 +27,6 @@ REPO = REPO_ROOT
 HUB_CLI = Path(sys.executable).with_name("hpclab-hub")
 ADMIN_PASSWORD = "admin-test-password-7"
 TEST_PUBLIC_HOST = "hpclab.localhost"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_reachable(path: Path) -> None:
-    """Let other accounts traverse (not list) every folder above ``path``: servers run as the users' own accounts.
-
-    pytest's temporary folders are 0700 and the interpreter may live under /root (pyenv).
-    """
-    import stat
-
-    for parent in reversed(Path(os.path.realpath(path)).parents):
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
 
 
 def homes_dir(data_dir: str | Path) -> Path:
@@ -102,19 +81,17 @@ def hub_yaml(data_dir: Path, **overrides: Any) -> dict[str, Any]:
 
 
 @dataclass
-class Hub:
+class Hub(HubProcess):
     """One hub under test: its YAML, process, log, and URL."""
 
     workdir: Path
     config: dict[str, Any]
     proc: subprocess.Popen | None = None
-    log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "hub.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        self.log_path = self.workdir / "hub.log"
 
     @property
     def subdomains(self) -> bool:
@@ -151,44 +128,16 @@ class Hub:
         # a shell's PATH without the proxy: hpclab-hub run finds the one `make proxy` put next to the venv
         env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "node_modules" not in p)
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [str(HUB_CLI), "run", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/hub/api/", timeout=2, verify=self.verify).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"hub did not answer within {timeout}s:\n{self.log_tail()}")
+        self.launch([str(HUB_CLI), "run", "--config", str(self.config_path)], env, timeout)
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM the hub (as an admin's Ctrl-C would) and wait for it and its proxy to exit."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        """SIGTERM the hub (as an admin's Ctrl-C would) and wait for it and its proxy to exit; servers stay."""
+        self.terminate(timeout)
 
     def kill_servers(self) -> None:
         """Stop every single-user server this hub's data folder started (test clean-up)."""
         for proc in singleuser_processes(self.config["hub"]["data_dir"]):
             proc.kill()
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
 
 def singleuser_processes(data_dir: str, user: str | None = None) -> list[psutil.Process]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -35,6 +36,22 @@ _E3 = np.ascontiguousarray(_dop853.E3)
 _EXPONENT = -1.0 / 8.0  # error estimator of order 7
 _SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
 _FIRST_STEP = 1e-3
+
+
+class Tableau(NamedTuple):
+    """The Runge–Kutta tableau this solver integrates with (for a vectorised re-implementation to compare against)."""
+
+    stages: int  # stages per step (the last one, at the new point, is reused as the next step's first)
+    A: np.ndarray  # stage coefficients, stages x stages
+    B: np.ndarray  # weights of the 8th-order solution
+    E5: np.ndarray  # 5th-order error estimator (stages + 1)
+    E3: np.ndarray  # 3rd-order error estimator (stages + 1)
+
+
+#: DOP853's tableau as this module uses it (read-only copies).
+DOP853 = Tableau(_NS, *(a.copy() for a in (_A, _B, _E5, _E3)))
+for _array in DOP853[1:]:
+    _array.flags.writeable = False
 
 
 @numba.njit(cache=True, nogil=True)

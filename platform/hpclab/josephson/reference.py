@@ -37,7 +37,9 @@ def segments(params: JunctionParams) -> list[tuple[float, float, float]]:
     return pieces
 
 
-def _current_fun(p: JunctionParams, current: float):
+def current_function(p: JunctionParams, current: float):
+    """The right-hand side f(t, y) at a constant bias ``current`` (units of I_c), for scipy's solve_ivp."""
+
     def fun(t: float, y: np.ndarray) -> np.ndarray:
         return np.array(current_rhs(y[0], y[1], y[2], y[3], p.G, p.r, p.alpha, p.w, current))
 
@@ -88,7 +90,7 @@ def simulate(
         last = k == len(pieces) - 1
         inside = t_grid[(t_grid >= a) & ((t_grid <= b) if last else (t_grid < b))]
         sol = solve_ivp(
-            _current_fun(params, current), (a, b), y, method=method, rtol=rtol, atol=atol, dense_output=inside.size > 0
+            current_function(params, current), (a, b), y, method=method, rtol=rtol, atol=atol, dense_output=inside.size > 0
         )
         _check(sol, f"on [{a}, {b}] for {params}")
         nfev += sol.nfev
@@ -113,7 +115,7 @@ def final_state(
     y = np.array(INITIAL_STATE)
     steps = nfev = 0
     for a, b, current in segments(params):
-        sol = solve_ivp(_current_fun(params, current), (a, b), y, method=method, rtol=rtol, atol=atol)
+        sol = solve_ivp(current_function(params, current), (a, b), y, method=method, rtol=rtol, atol=atol)
         _check(sol, f"on [{a}, {b}] for {params}")
         steps += sol.t.size - 1
         nfev += sol.nfev
