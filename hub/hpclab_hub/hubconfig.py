@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hpclab_hub.auth.login_security import TRUSTED_PROXIES
 from hpclab_hub.config import load_deployment
 from hpclab_hub.config.model import Deployment
 from hpclab_hub.ops.reload import KeptProxy
@@ -180,8 +181,12 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     port = int(os.environ.get("HPCLAB_PORT", hub.port))
 
     scheme = "https" if hub.ssl_cert else "http"
-    # session and XSRF cookies: never sent on cross-site requests; over HTTPS only when TLS is on
-    c.JupyterHub.tornado_settings = {"cookie_options": {"samesite": "Lax", **({"secure": True} if hub.ssl_cert else {})}}
+    # session and XSRF cookies over HTTPS only when users' browsers speak HTTPS: to the hub, or to a TLS proxy in front
+    secure = bool(hub.ssl_cert or hub.tls_proxy)
+    c.JupyterHub.tornado_settings = {"cookie_options": {"samesite": "Lax", **({"secure": True} if secure else {})}}
+    if hub.tls_proxy is not None:  # behind nginx: its client address is believed from its own addresses only
+        c.JupyterHub.tornado_settings[TRUSTED_PROXIES] = list(hub.tls_proxy.trusted_addresses)
+        c.JupyterHub.public_url = f"{hub.public_url(port)}{hub.base_url}"
     c.JupyterHub.bind_url = f"{scheme}://{hub.ip}:{port}{hub.base_url}"
     if hub.ssl_cert:
         c.JupyterHub.ssl_cert = str(hub.ssl_cert)

@@ -25,16 +25,18 @@ def run_in_kernel(client: HubClient, username: str, code: str, timeout: float = 
     headers = {"Authorization": f"token {token}"}
     kernel = client.http.post(f"{base}/kernels", headers=headers, json={}).json()
     try:
-        return asyncio.run(_execute(base.replace("http", "ws", 1) + f"/kernels/{kernel['id']}/channels", token, code, timeout))
+        url = base.replace("http", "ws", 1) + f"/kernels/{kernel['id']}/channels"
+        ca_certs = client.http.verify if isinstance(client.http.verify, str) else None  # a test's own certificate
+        return asyncio.run(_execute(url, token, code, timeout, ca_certs))
     finally:
         client.http.delete(f"{base}/kernels/{kernel['id']}", headers=headers)
 
 
-async def _execute(url: str, token: str, code: str, timeout: float) -> tuple[str, str]:
+async def _execute(url: str, token: str, code: str, timeout: float, ca_certs: str | None = None) -> tuple[str, str]:
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
-    connection = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+    connection = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}, ca_certs=ca_certs))
     msg_id = uuid.uuid4().hex
     message: dict[str, Any] = {
         "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": uuid.uuid4().hex,

@@ -7,6 +7,7 @@ login, the REST API and `hpclab-hub users add` all accept the same names (see us
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import time
@@ -26,18 +27,36 @@ MAX_KEYS = 10_000
 KNOWN_ADDRESSES = 5
 
 
+#: tornado setting: the addresses of the TLS proxy in front of the hub (hub.tls_proxy.trusted_addresses)
+TRUSTED_PROXIES = "hpclab_trusted_proxies"
+
+
+def _trusted(address: str, networks: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
 def client_address(handler) -> str:
-    """The address the request came from, as configurable-http-proxy saw it.
+    """The address the request came from, as configurable-http-proxy saw it, or as a trusted TLS proxy saw it.
 
     JupyterHub trusts X-Real-Ip, which a client may set itself; the proxy appends the peer's address
     to X-Forwarded-For, so the last entry there is the one nobody outside can forge. That holds because
     the proxy is the one door to the hub: the hub's own port refuses every account but the hub's
     (one_door.py), and servers reach the hub API through the proxy too (hub.connect_url).
+    When that peer is a TLS proxy in front (hub.tls_proxy.trusted_addresses), the entry it appended before
+    is the client it saw; going left stops at the first address that is not a trusted proxy, so whatever a
+    client wrote into the header itself (further left) is never read.
     """
-    forwarded = handler.request.headers.get("X-Forwarded-For", "")
-    last = forwarded.split(",")[-1].strip()
-    if last:
-        return last
+    forwarded = [entry.strip() for entry in handler.request.headers.get("X-Forwarded-For", "").split(",")]
+    trusted = list(getattr(handler, "settings", {}).get(TRUSTED_PROXIES) or ())
+    index = len(forwarded) - 1
+    while index > 0 and trusted and _trusted(forwarded[index], trusted):
+        index -= 1
+    if forwarded[index]:
+        return forwarded[index]
     connection = getattr(handler.request, "connection", None)
     context = getattr(connection, "context", None)
     address = getattr(context, "address", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -36,6 +37,30 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     path = Path(path).expanduser()
     return path if path.is_absolute() or base is None else (Path(base) / path).resolve()
+
+
+class TLSProxy(Strict):
+    """A reverse proxy (nginx) in front of the hub ends TLS: users open https://<public_host>[:port], the hub's cookies
+    are Secure, and the client address the proxy passes on reaches the login lockout."""
+
+    port: Port = Field(443, description="Port users open on the proxy: https://<public_host>[:port].")
+    trusted_addresses: list[StrictStr] = Field(
+        ["127.0.0.2"], min_length=1,
+        description="Addresses (or networks) the proxy connects to the hub from: only a request arriving from one of them has "
+        "the client address it names in X-Forwarded-For believed (login lockout, sign-up limit); from anywhere else the "
+        "hub counts the address it sees. Give the proxy an address of its own (nginx's proxy_bind 127.0.0.2), never "
+        "one users' code connects from.",
+    )
+
+    @field_validator("trusted_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IP address or network") from None
+        return value
 
 
 class HubSettings(Strict):
@@ -74,6 +99,9 @@ class HubSettings(Strict):
     ssl_cert: Path | None = Field(None, description="TLS certificate (PEM) for HTTPS on hub.port; with ssl_key.")
     ssl_key: Path | None = Field(None, description="TLS private key (PEM) for ssl_cert.")
     http_redirect_port: Port | None = Field(None, description="Also listen for plain HTTP here and redirect to HTTPS.")
+    tls_proxy: TLSProxy | None = Field(
+        None, description="A TLS reverse proxy in front of the hub (nginx: deploy/nginx/hpclab.conf); leave ssl_cert unset.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Hub log level (tokens are never logged).")
     site_name: StrictStr = Field("HPCLab", min_length=1, max_length=80, description="Name shown in page titles and on the spawn form.")
     logo: Path | None = Field(None, description="Logo image (PNG/SVG) shown top left of every hub page; relative to the YAML file.")
@@ -93,6 +121,9 @@ class HubSettings(Strict):
     def public_url(self, port: int | None = None) -> str:
         """The hub's address in users' browsers: scheme, public_host and ``port`` (default hub.port; left out when
         it is the scheme's own)."""
+        if self.tls_proxy is not None:  # users open the TLS proxy, not the hub's own port
+            shown = "" if self.tls_proxy.port == 443 else f":{self.tls_proxy.port}"
+            return f"https://{self.public_host}{shown}"
         scheme = "https" if self.ssl_cert else "http"
         port = self.port if port is None else port
         shown = "" if port == (443 if self.ssl_cert else 80) else f":{port}"
