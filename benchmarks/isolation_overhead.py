@@ -26,7 +26,7 @@ from pathlib import Path
 
 from harness import add_out_option, free_port, machine_info, print_table, summary, write_results
 from hpclab_hub.backends.local.cgroups import ServerCgroup, ServerLimits
-from hpclab_hub.backends.local.server import _server_preexec
+from hpclab_hub.backends.local.preexec import server_preexec
 from hpclab_hub.backends.local.unix_accounts import ensure_home, resolve_account
 
 MEMORY = 3 * 2**30
@@ -43,7 +43,7 @@ def start_and_wait(isolated: bool, account, core: int, root_home: Path, timeout:
     group = None
     if isolated:
         group = ServerCgroup.create(f"bench-{port}", ServerLimits((core,), memory=MEMORY, pids=4096))
-        preexec = _server_preexec(account, group, (core,), MEMORY)
+        preexec = server_preexec(account, group, (core,), MEMORY)
     else:
         cmd.append("--allow-root")
 

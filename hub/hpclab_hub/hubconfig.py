@@ -7,17 +7,28 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hpclab_hub.auth.ldap import HPCLabLDAPAuthenticator
 from hpclab_hub.auth.login_security import TRUSTED_PROXIES
+from hpclab_hub.auth.native import HPCLabAuthenticator
+from hpclab_hub.auth.oidc import HPCLabOIDCAuthenticator
+from hpclab_hub.backends.local.one_door import open_door
+from hpclab_hub.backends.local.trial import trial_refusal, trial_user
+from hpclab_hub.backends.slurm.port_report import PortReportHandler
 from hpclab_hub.config import load_deployment
+from hpclab_hub.config.loader import cached_deployment
 from hpclab_hub.config.model import Deployment
+from hpclab_hub.config.usernames import username_max_length
+from hpclab_hub.host_notes import deployment_notes
+from hpclab_hub.ops.culling import activity_interval, culler_service, profile_timeouts
 from hpclab_hub.ops.reload import KeptProxy
+from hpclab_hub.spawner.spawner import HPCLabSpawner
+from hpclab_hub.web.site_pages import OpenExampleHandler
+from hpclab_hub.web.walltime_api import walltime_routes
 
 
 def _configure_login_guards(c: Any, deployment: Deployment) -> None:
     """One user-name rule for every authenticator; lockout after repeated wrong passwords; on a one-person trial
     (a hub without root, trial.py) only its admin may log in or sign up, anyone else is told why."""
-    from hpclab_hub.backends.local.trial import trial_refusal, trial_user
-    from hpclab_hub.config.usernames import username_max_length
 
     c.UsernamePolicyMixin.username_max_length = username_max_length(deployment.account_prefixes)
     only = trial_user(deployment)
@@ -36,7 +47,6 @@ def _configure_login_guards(c: Any, deployment: Deployment) -> None:
 
 def _configure_native(c: Any, deployment: Deployment) -> None:
     """Local accounts in the hub database; groups from the YAML."""
-    from hpclab_hub.auth.native import HPCLabAuthenticator
 
     native = deployment.auth.native
     c.JupyterHub.authenticator_class = HPCLabAuthenticator
@@ -54,7 +64,6 @@ def _configure_native(c: Any, deployment: Deployment) -> None:
 
 def _configure_ldap(c: Any, deployment: Deployment) -> None:
     """LDAP bind login; the directory's groups are synced into the hub at every login (manage_groups)."""
-    from hpclab_hub.auth.ldap import HPCLabLDAPAuthenticator
 
     ldap = deployment.auth.ldap
     c.JupyterHub.authenticator_class = HPCLabLDAPAuthenticator
@@ -88,7 +97,6 @@ def _configure_oidc(c: Any, deployment: Deployment, port: int) -> None:
     oidc = deployment.auth.oidc
     hub = deployment.hub
     endpoints = oidc_endpoints(oidc.issuer)
-    from hpclab_hub.auth.oidc import HPCLabOIDCAuthenticator
 
     c.JupyterHub.authenticator_class = HPCLabOIDCAuthenticator
     c.GenericOAuthenticator.client_id = oidc.client_id
@@ -131,8 +139,6 @@ def secure_state_files(deployment: Deployment) -> None:
 
 def _configure_site(c: Any, deployment: Deployment, config_file: Path) -> None:
     """One spawner for every backend mix; named servers; the site's name, logo and pages."""
-    from hpclab_hub.web.site_pages import OpenExampleHandler
-    from hpclab_hub.spawner.spawner import HPCLabSpawner
 
     hub = deployment.hub
     c.JupyterHub.spawner_class = HPCLabSpawner
@@ -141,11 +147,9 @@ def _configure_site(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.JupyterHub.allow_named_servers = hub.named_servers
     c.JupyterHub.named_server_limit_per_user = hub.named_server_limit
     c.JupyterHub.concurrent_spawn_limit = 0  # starts past hub.concurrent_spawn_limit wait in line (spawn_queue), never 429
-    from hpclab_hub.web.walltime_api import walltime_routes
 
     handlers: list = [(r"/hpclab/open", OpenExampleHandler), *walltime_routes()]
     if any(b.type == "slurm" for b in deployment.backends.values()):
-        from hpclab_hub.backends.slurm.port_report import PortReportHandler
 
         handlers.append((r"/api/hpclab/port", PortReportHandler))
     c.JupyterHub.extra_handlers = handlers
@@ -166,7 +170,6 @@ def servers_hub_url(deployment: Deployment, port: int) -> str:
 def _configure_one_door(c: Any, deployment: Deployment, port: int) -> None:
     """User code reaches the hub only through the proxy (one_door.py): servers call the hub API at the proxy's
     address, and a firewall rule by account closes the hub's port, the proxy's API and other users' server ports."""
-    from hpclab_hub.backends.local.one_door import open_door
 
     c.Spawner.hub_connect_url = servers_hub_url(deployment, port)
     _, why = open_door(deployment.hub.hub_port, deployment.hub.proxy_api_port)
@@ -225,7 +228,6 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     _configure_site(c, deployment, config_file)
 
     if deployment.culling.enabled:
-        from hpclab_hub.ops.culling import activity_interval, culler_service, profile_timeouts
 
         # the hub refreshes servers' activity from the proxy often enough for the shortest idle timeout
         c.JupyterHub.last_activity_interval = activity_interval(min(profile_timeouts(deployment).values()))
@@ -238,11 +240,9 @@ def configure(c: Any, config_file: str | os.PathLike) -> Deployment:
     """Load and validate the YAML, then configure ``c``; raises ConfigError before anything starts."""
     path = Path(config_file).resolve()
     deployment = load_deployment(path)
-    from hpclab_hub.config.loader import cached_deployment
 
     cached_deployment.cache_clear()
     apply_deployment(c, deployment, path)
-    from hpclab_hub.host_notes import deployment_notes
 
     for note in deployment_notes(deployment):  # off on this machine, though the YAML is valid: say so in the hub's log
         logging.getLogger("JupyterHub").warning("hpclab: %s", note)

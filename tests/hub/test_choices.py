@@ -90,11 +90,13 @@ def _local_spawner(tmp_path, ready: bool = True, extend_delay: float = 0.0):
         def ready(self):
             return ready
 
-        async def apply_extension(self, seconds):  # SLURM's scontrol takes a while: a second request can arrive meanwhile
-            await asyncio.sleep(extend_delay)
-
     spawner = Spawner(deployment_file=str(path), user=SimpleNamespace(name="alice", groups=[], admin=False, settings={}))
     spawner.profile_slug = "flex"
+
+    async def slow_extend(seconds):  # SLURM's scontrol takes a while: a second request can arrive meanwhile
+        await asyncio.sleep(extend_delay)
+
+    spawner.server_backend.extend = slow_extend
     return spawner
 
 
@@ -126,22 +128,18 @@ def test_two_extensions_at_once_cannot_both_pass_the_maximum(tmp_path):
 
 
 def test_the_local_time_limit_message_says_the_extended_limit(tmp_path, monkeypatch):
-    from jupyterhub.spawner import LocalProcessSpawner
-
     spawner = _local_spawner(tmp_path)
     spawner.extended_seconds = 600  # 00:10:00 of the profile, extended by 10 minutes
     spawner.job_end_epoch = time.time() - 1
     stopped = []
 
-    async def still_running(self):
-        return None
-
     async def stop(now=False):
         stopped.append(now)
 
-    monkeypatch.setattr(LocalProcessSpawner, "poll", still_running)
-    monkeypatch.setattr(spawner, "stop", stop)
-    assert _run(spawner.local_poll()) == 0 and stopped
+    backend = spawner.server_backend  # the local backend object of this server
+    monkeypatch.setattr(backend.process, "poll", lambda: None)  # its process still runs
+    monkeypatch.setattr(backend, "stop", stop)
+    assert _run(backend.poll()) == 0 and stopped
     assert spawner.end_reason == "the server reached its time limit (00:20:00) and was stopped."
 
 

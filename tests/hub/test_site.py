@@ -23,7 +23,6 @@ from support.dltools import require_dl_venv
 from support.hubtools import HUB_CLI, home_of, hub_yaml, login, started_hub, stop_server
 from support.paths import REPO_ROOT
 
-
 REPO = REPO_ROOT
 KERNEL_TEMPLATES = REPO / "hub" / "hpclab_hub" / "kernels" / "templates"
 
@@ -281,8 +280,8 @@ def _profile(**fields):
 
 
 def test_slurm_availability_disables_missing_down_and_gpu_less_partitions():
-    from hpclab_hub.spawner.availability import slurm_availability
-    from hpclab_hub.backends.slurm.client import PartitionState, parse_partition_lines
+    from hpclab_hub.backends.slurm.availability import slurm_availability
+    from hpclab_hub.backends.slurm.outputs import PartitionState, parse_partition_lines
 
     settings = parse_partition_lines("PartitionName=cpu State=UP MaxTime=UNLIMITED\nPartitionName=old State=DOWN MaxTime=1:00:00\n"
                                      "PartitionName=gpu State=UP\n")
@@ -297,7 +296,7 @@ def test_slurm_availability_disables_missing_down_and_gpu_less_partitions():
 
 
 def test_local_availability_counts_idle_cores_and_free_gpus():
-    from hpclab_hub.spawner.availability import local_availability, local_blocked
+    from hpclab_hub.backends.local.availability import local_availability, local_blocked
     from hpclab_hub.backends.local.resources import ResourcePool
 
     pool = ResourcePool((0, 1, 2, 3), ("0", "1"))
@@ -314,7 +313,7 @@ def test_gpus_auto_without_an_nvidia_driver_disables_gpu_profiles(tmp_path, monk
     """`gpus: auto` (deploy/examples/site.yaml's gpu-server) on a machine without nvidia-smi: no GPUs,
     so the GPU profile is disabled with the reason; with a driver that lists two, it is not."""
     from hpclab_hub.backends.local import resources
-    from hpclab_hub.spawner.availability import local_blocked
+    from hpclab_hub.backends.local.availability import local_blocked
 
     monkeypatch.setattr(resources, "_POOLS", {})
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
@@ -376,11 +375,12 @@ def _run(coroutine):
 def test_a_slurm_profile_the_form_disables_is_refused_at_start_with_the_same_reason(tmp_path):
     from tornado import web
 
+    from hpclab_hub.backends.slurm.outputs import parse_partition_lines, parse_sinfo_json
+    from hpclab_hub.backends.local.resources import pool_of
     from hpclab_hub.spawner.availability import form_availability
-    from hpclab_hub.backends.slurm.client import parse_partition_lines, parse_sinfo_json
 
     spawner = _slurm_site_spawner(tmp_path, (parse_sinfo_json(_SINFO), parse_partition_lines(_PARTITIONS)))
-    shown = _run(form_availability(spawner))
+    shown = _run(form_availability(spawner.deployment, lambda profile: pool_of(spawner.deployment, profile), spawner.cluster_state))
     assert shown["old"].blocked == "Partition old is down (the cluster's admins closed it)."
     assert shown["gone"].blocked == "The cluster has no partition 'nosuch'."
     assert shown["gpu-on-cpu"].blocked == "Partition cpu has no GPUs; the profile needs 1 GPU."
@@ -411,7 +411,7 @@ def _with_short(sinfo: dict) -> dict:
 def test_a_time_limit_above_the_chosen_partitions_max_time_is_refused_at_start(tmp_path):
     from tornado import web
 
-    from hpclab_hub.backends.slurm.client import parse_partition_lines, parse_sinfo_json
+    from hpclab_hub.backends.slurm.outputs import parse_partition_lines, parse_sinfo_json
 
     answer = (parse_sinfo_json(_with_short(_SINFO)), parse_partition_lines(_PARTITIONS + _SHORT))
     spawner = _slurm_site_spawner(tmp_path, answer, profiles=[_FLEX_SLURM])
@@ -434,10 +434,10 @@ def test_a_time_limit_above_the_chosen_partitions_max_time_is_refused_at_start(t
 
 
 def test_partition_max_time_and_the_live_checks_warning_for_time_choices():
-    from hpclab_hub.spawner.availability import partition_max_time
-    from hpclab_hub.config.model import Profile
-    from hpclab_hub.backends.slurm.client import parse_partition_lines
+    from hpclab_hub.backends.slurm.availability import partition_max_time
     from hpclab_hub.backends.slurm.live_check import time_choice_warnings
+    from hpclab_hub.backends.slurm.outputs import parse_partition_lines
+    from hpclab_hub.config.model import Profile
 
     settings = parse_partition_lines("PartitionName=cpu State=UP Default=YES MaxTime=UNLIMITED\n" + _SHORT
                                      + "PartitionName=gpu State=UP MaxTime=2-00:00:00\n")
@@ -454,10 +454,12 @@ def test_partition_max_time_and_the_live_checks_warning_for_time_choices():
 
 
 def test_a_cluster_that_cannot_answer_blocks_no_start(tmp_path):
-    from hpclab_hub.spawner.availability import Availability, form_availability
+    from hpclab_hub.backends import Availability
+    from hpclab_hub.backends.local.resources import pool_of
+    from hpclab_hub.spawner.availability import form_availability
 
     spawner = _slurm_site_spawner(tmp_path, "sinfo did not answer within 30 s")
-    assert _run(form_availability(spawner))["old"] == Availability(note="Cluster state unavailable: sinfo did not answer within 30 s")
+    assert _run(form_availability(spawner.deployment, lambda profile: pool_of(spawner.deployment, profile), spawner.cluster_state))["old"] == Availability(note="Cluster state unavailable: sinfo did not answer within 30 s")
     _run(spawner._run_apply_user_options({"profile": "old"}))  # SLURM's own answer (sbatch) decides
     assert spawner.profile_slug == "old"
 

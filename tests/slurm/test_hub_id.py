@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hpclab_hub.backends.slurm.hub_id import ensure_hub_id, legacy_hub_id, stored_hub_id
 from jupyterhub import orm
+
+from hpclab_hub.backends.slurm.hub_id import ensure_hub_id, legacy_hub_id, stored_hub_id
 
 
 def hub_db(path: Path, url_suffix: str = ""):

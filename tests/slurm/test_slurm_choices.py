@@ -238,7 +238,7 @@ def test_a_missing_or_down_partition_is_disabled_on_the_form_and_refused_before_
 
 def test_the_clusters_answers_are_read_per_user_and_per_partition():
     """Parsers of scontrol's reservations and sinfo's typed GRES, on output shaped as SLURM 22.05 prints it."""
-    from hpclab_hub.backends.slurm.client import parse_gpu_types, parse_reservations
+    from hpclab_hub.backends.slurm.outputs import parse_gpu_types, parse_reservations
 
     text = ("ReservationName=course StartTime=2026-12-01T08:00:00 EndTime=2026-12-02T08:00:00 Nodes=n1 CoreCnt=1 "
             "Users=alice,bob State=ACTIVE\n"

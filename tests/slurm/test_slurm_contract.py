@@ -17,6 +17,7 @@ import signal
 import time
 
 import pytest
+
 from support.hubtools import Hub, hub_yaml, login, stop_server
 from support.slurmtools import (
     RELEASES,

@@ -12,9 +12,7 @@ import pytest
 import requests
 
 from support.hubtools import Hub, login, stop_server
-from support.slurmtools import (describe_jobs, jobs, slurm, slurm_hub_yaml, started_slurm_hub, submitted_after,
-                               wait_for)
-
+from support.slurmtools import describe_jobs, jobs, slurm, slurm_hub_yaml, started_slurm_hub, submitted_after, wait_for
 
 pytestmark = pytest.mark.hub
 

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hpclab.slurm import parse_slurm_time
 from hpclab.slurm.commands import parse_job_line
-from hpclab_hub.spawner.availability import parse_qos_max_wall
-from hpclab_hub.backends.slurm.client import (
-    SlurmError,
+from hpclab_hub.backends.slurm.availability import parse_qos_max_wall
+from hpclab_hub.backends.slurm.errors import SlurmError
+from hpclab_hub.backends.slurm.live_check import _node_capacity
+from hpclab_hub.backends.slurm.outputs import (
     parse_gpu_types,
     parse_partition_lines,
     parse_reservations,
@@ -29,7 +31,6 @@ from hpclab_hub.backends.slurm.client import (
     reserved_cores,
     sinfo_groups,
 )
-from hpclab_hub.backends.slurm.live_check import _node_capacity
 
 DATA = Path(__file__).parent / "data"
 RELEASES = {"bookworm": "22.05", "trixie": "24.11", "sid": "26.05"}

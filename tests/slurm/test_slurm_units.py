@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from concurrent.futures import ThreadPoolExecutor
-
-from hpclab_hub.config import parse_deployment
 from hpclab_hub.backends.slurm.batch_script import build_batch_script, sbatch_options
-from hpclab_hub.backends.slurm.client import JobInfo, SlurmUnavailable, parse_sinfo_json, parse_squeue, parse_start_times
 from hpclab_hub.backends.slurm.ending import describe_end, describe_pending
+from hpclab_hub.backends.slurm.errors import SlurmUnavailable
+from hpclab_hub.backends.slurm.outputs import JobInfo, parse_sinfo_json, parse_squeue, parse_start_times
 from hpclab_hub.backends.slurm.queue import JobQueue
+from hpclab_hub.config import parse_deployment
 
 YAML = """
 backends:
@@ -188,13 +188,13 @@ def test_job_missing_from_a_successful_query_is_gone():
 
 def test_qos_wall_time_limits_are_read_from_sacctmgr():
     """``sacctmgr -nP show qos format=name,maxwall`` as Slurm 22.05 prints it: no limit is no entry."""
-    from hpclab_hub.spawner.availability import parse_qos_max_wall
+    from hpclab_hub.backends.slurm.availability import parse_qos_max_wall
 
     assert parse_qos_max_wall("normal|\ndebug|00:30:00\nlong|2-00:00:00\nodd|soon\n") == {"debug": 1800, "long": 172800}
 
 
 def test_hostlists_expand_and_reserved_cores_count_in_every_partition_sharing_a_node():
-    from hpclab_hub.backends.slurm.client import expand_hostlist, reserved_cores
+    from hpclab_hub.backends.slurm.outputs import expand_hostlist, reserved_cores
 
     assert expand_hostlist("node[01-03,07],gpu1") == {"node01", "node02", "node03", "node07", "gpu1"}
     assert expand_hostlist("(null)") == set() and expand_hostlist("vm") == {"vm"}

@@ -20,7 +20,6 @@ from traitlets.config import Configurable
 
 from hpclab_hub.config.usernames import UNIX_NAME_MAX, InvalidUsername, check_username, normalize_username
 
-
 #: Above this many remembered names/addresses, old entries are dropped (bounded memory under a flood).
 MAX_KEYS = 10_000
 #: Addresses remembered per account as ones it logged in from (exempt from the per-account delay).

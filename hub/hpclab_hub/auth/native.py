@@ -13,6 +13,7 @@ from nativeauthenticator.orm import UserInfo
 from traitlets import Float, Integer, Unicode
 
 from hpclab_hub.auth.login_security import LoginLockoutMixin, SignupRateLimit, UsernamePolicyMixin
+from hpclab_hub.auth.native_pages import ApproveAccount, AuthorizationPage, DiscardAccount, GuardedSignUpHandler
 from hpclab_hub.web.site_pages import SitePagesMixin
 
 
@@ -87,7 +88,6 @@ class HPCLabAuthenticator(SitePagesMixin, UsernamePolicyMixin, LoginLockoutMixin
         (every login answers 500); JupyterHub's handler calls the same ``authenticate``. Its approval
         page and GET approve/discard links are replaced (see native_pages.py).
         """
-        from hpclab_hub.auth.native_pages import ApproveAccount, AuthorizationPage, DiscardAccount, GuardedSignUpHandler
 
         replaced = {r"/login", r"/signup", r"/authorize", r"/authorize/([^/]*)", r"/discard/([^/]*)"}
         kept = [(route, handler) for route, handler in super().get_handlers(app) if route not in replaced]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from hpclab_hub.config.errors import ConfigIssue
 from hpclab_hub.config.model import Deployment
+from hpclab_hub.config.user_choices import NUMERIC_KEYS, SLURM_KEYS, ChoiceRefused, ClusterOptions, check_bound
+from hpclab_hub.config.usernames import InvalidUsername, check_username, username_max_length
 from hpclab_hub.config.yaml_source import SourceMap
 
 
@@ -153,7 +155,6 @@ def _where(written: str, resolved: Path, base_dir: Path) -> str:
 
 def _choice_issues(deployment: Deployment) -> list[ConfigIssue]:
     """A profile's own values are the defaults of its choices, so they must lie within them; names are SLURM's."""
-    from hpclab_hub.config.user_choices import NUMERIC_KEYS, SLURM_KEYS, ChoiceRefused, ClusterOptions, check_bound
 
     issues = []
     for i, profile in enumerate(deployment.profiles):
@@ -203,7 +204,6 @@ def _local_backend_issues(deployment: Deployment) -> list[ConfigIssue]:
 
 def _user_name_issues(deployment: Deployment) -> list[ConfigIssue]:
     """Names the YAML gives to people (admins, group members) must be valid hub names, in normal form."""
-    from hpclab_hub.config.usernames import InvalidUsername, check_username, username_max_length
 
     longest = username_max_length(deployment.account_prefixes)
     named = [(("hub", "admin_users", i), name) for i, name in enumerate(deployment.hub.admin_users)]

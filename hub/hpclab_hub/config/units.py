@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
 from hpclab.slurm.units import duration_seconds, format_memory, memory_bytes
 from hpclab.slurm.units import format_time as format_duration
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 __all__ = ["DurationSeconds", "MemoryBytes", "format_duration", "format_memory", "parse_duration", "parse_memory"]
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote
 
 from hpclab_hub.config.model import Deployment
+from hpclab_hub.ops.events import event_line
 
 TIMEOUTS_VARIABLE = "HPCLAB_IDLE_TIMEOUTS"
 CULLER_CONFIG = Path(__file__).with_name("idle_culler_config.py")
@@ -51,7 +52,6 @@ class ProfileIdleArbiter:
     def __call__(self, *, inactive: timedelta, inactive_limit: int, server: Mapping[str, Any], **_: Any) -> bool:
         reclaim = inactive.total_seconds() >= self.limit_for(server, inactive_limit)
         if reclaim:  # one hpclab-event line in the hub's log (the culler's output joins it)
-            from hpclab_hub.ops.events import event_line
 
             user = re.search(r"/user/([^/]+)/", str(server.get("url") or ""))
             print(event_line("reclaim", unquote(user[1]) if user else "?", (server.get("user_options") or {}).get("profile") or "",

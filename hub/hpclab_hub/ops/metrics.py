@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -59,3 +62,16 @@ class UsageCollector:
 
 
 REGISTRY.register(UsageCollector())
+
+
+def observe_spawn(spawner: Any, profile: str, backend: str) -> None:
+    """Time a spawn from now until it is no longer pending; recorded only if the server came up."""
+    started = time.monotonic()
+
+    async def observe() -> None:
+        while spawner._spawn_pending or getattr(spawner, "_start_pending", False):
+            await asyncio.sleep(0.1)
+        if spawner.ready:
+            SPAWN_DURATION.labels(profile, backend).observe(time.monotonic() - started)
+
+    spawner._metrics_task = asyncio.ensure_future(observe())

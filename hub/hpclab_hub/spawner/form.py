@@ -9,6 +9,8 @@ import jinja2
 
 from hpclab_hub.config.model import Deployment, Profile
 from hpclab_hub.config.units import format_duration, format_memory
+from hpclab_hub.config.user_choices import CHOICE_KEYS, NUMERIC_KEYS
+from hpclab_hub.config.user_choices import choice_text as _text
 
 
 @lru_cache(maxsize=1)
@@ -72,8 +74,6 @@ _LABELS = {"cpus": "Cores", "memory": "Memory", "gpus": "GPUs", "time_limit": "W
 
 def choice_fields(profile: Profile, cluster=None) -> list[dict]:
     """The form fields of a profile's choices: name, label, default, bounds, and options for lists."""
-    from hpclab_hub.config.user_choices import NUMERIC_KEYS
-    from hpclab_hub.config.user_choices import choice_text as _text
 
     choices = profile.choices
     if choices is None:
@@ -168,7 +168,6 @@ def profile_from_form(formdata: dict[str, list[str]]) -> dict[str, str]:
     name, so that the start refuses it instead of silently using the defaults; JupyterHub's
     ``_xsrf`` and the other profiles' fields are the form's own and are left out.
     """
-    from hpclab_hub.config.user_choices import CHOICE_KEYS
 
     def first(key: str) -> str:
         values = formdata.get(key) or [""]

@@ -1,71 +1,223 @@
-"""The one spawner of an HPCLab hub: each server goes to the backend its profile names (local or SLURM).
+"""The one spawner of an HPCLab hub: the form, the profile and its wall time; a backend object runs the server.
 
-A site is one hub in front of any mix of backends (a SLURM cluster, a teaching server, a GPU
-server). The profile chosen on the form decides, per server, which half does the work:
-``LocalServerMixin`` (a process under the user's account on this machine) or ``SlurmServerMixin``
-(a job on the cluster). The chosen profile is kept in the server's state, so a restarted hub
-dispatches each re-adopted server to the same half, with its job id or allocation.
+The profile chosen on the form decides, per server, which ``ServerBackend`` does the work (``BACKENDS``:
+a ``LocalServer`` process or a ``SlurmServer`` job). The profile is kept in the server's state, so a
+restarted hub hands each re-adopted server to the same kind of backend, with its job id or allocation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
 
-from jupyterhub.spawner import LocalProcessSpawner
+from jupyterhub.spawner import Spawner
+from jupyterhub.utils import random_port
 from tornado import web
-from traitlets import default
+from traitlets import Dict, Float, Integer, Unicode, default
 
-from hpclab_hub.spawner.availability import form_availability
+from hpclab_hub.backends import Launch, Refusals, ServerBackend
+from hpclab_hub.backends.local.backend import LocalServer
+from hpclab_hub.backends.slurm.availability import ClusterState, cluster_state
+from hpclab_hub.backends.slurm.backend import SlurmServer
+from hpclab_hub.config import cached_deployment
+from hpclab_hub.config.model import Deployment, Profile
+from hpclab_hub.config.units import format_duration
+from hpclab_hub.config.user_choices import stored_form, with_choices
+from hpclab_hub.ops import metrics
 from hpclab_hub.ops.events import log_event
-from hpclab_hub.backends.local.server import LocalServerMixin
-from hpclab_hub.spawner.profile import ProfileSpawnerMixin
-from hpclab_hub.backends.slurm.spawner import SlurmServerMixin
 from hpclab_hub.ops.spawn_queue import LINE, queued_message
+from hpclab_hub.spawner import home, walltime
+from hpclab_hub.spawner.access import groups_of
+from hpclab_hub.spawner.authorise import Requester, active_servers, authorise
+from hpclab_hub.spawner.environment import profile_env, server_args
+from hpclab_hub.spawner.form import profile_from_form
+from hpclab_hub.spawner.spawn_form import cluster_options_for, render_form
+
+#: the backend object for each ``backends.<name>.type``: a new backend is one module and one entry here
+BACKENDS: dict[str, type[LocalServer] | type[SlurmServer]] = {"local": LocalServer, "slurm": SlurmServer}
 
 
-class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, LocalProcessSpawner):
+class HPCLabSpawner(Spawner):
     """Starts, follows and stops a server on the backend of its profile; one class for every site shape."""
 
-    @default("popen_kwargs")
-    def _popen_kwargs_default(self) -> dict:
-        return {"stdin": subprocess.DEVNULL}  # a local server never reads the hub's terminal
+    deployment_file = Unicode(help="Path of the deploy YAML this hub was started from.").tag(config=True)
+    profile_slug = Unicode("", help="Slug of the profile the running server was started with (kept in state).")
+    job_end_epoch = Float(0, help="When the server's wall time runs out (epoch seconds; 0 = no limit; kept in state).")
+    end_reason = Unicode("", help="Why the last server ended on its own, shown on the home page (kept in state).")
+    chosen_at = Float(0, help="When the user last chose this server's profile (epoch seconds; kept in state): the form remembers it.")
+    user_choices = Dict(help="The user's validated choices (cores, memory, time, partition, ...) for this server (kept in state).")
+    extended_seconds = Integer(0, help="Wall time added to this server since it started (kept in state).")
+    cluster_cap_seconds = Integer(0, help="The cluster's cap on this job's wall time (partition MaxTime, QoS MaxWall; 0 = none; kept in state).")
+    cluster_cap_source = Unicode("", help="What sets cluster_cap_seconds, e.g. \"QoS debug's MaxWall\" (kept in state).")
+
+    #: what the progress page shows while this start waits in the hub's line ("" when it does not wait)
+    queue_message = ""
+    _backend: ServerBackend | None = None
+    _effective: tuple[tuple[Any, ...], Profile] | None = None
+    _extend_lock: asyncio.Lock | None = None
+
+    @default("cmd")
+    def _cmd_default(self) -> list[str]:
+        # the hub's own environment's jupyterhub-singleuser, started without import-time work it never uses
+        return [sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub-singleuser"]
+
+    @default("default_url")
+    def _default_url_default(self) -> str:
+        return "/lab"
 
     @default("env_keep")
     def _env_keep_default(self) -> list[str]:
         return ["LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]  # nothing else of the hub's environment
 
+    @default("options_form")
+    def _options_form_default(self) -> Any:
+        return lambda spawner: spawner.render_form()
+
+    @default("options_from_form")
+    def _options_from_form_default(self) -> Any:
+        return lambda formdata, spawner=None: profile_from_form(formdata)
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self) -> Any:
+        return HPCLabSpawner._apply_and_log
+
+    # --- what a backend may ask (backends.ServerContext) ------------------------------------
+
     @property
-    def on_slurm(self) -> bool:
-        """Whether the current (or last) server is a SLURM job."""
-        return self.backend_kind == "slurm"
+    def deployment(self) -> Deployment:
+        """The validated deploy YAML (read once per hub process)."""
+        return cached_deployment(self.deployment_file)
+
+    user_name = property(lambda self: str(self.user.name))
+    log_name = property(lambda self: str(self._log_name))
+    database = property(lambda self: self.db)
+
+    @property
+    def profile(self) -> Profile:
+        """The profile of the current or last start, as the user's choices shaped it."""
+        return self.effective_profile()
+
+    def user_groups(self) -> frozenset[str]:
+        """Groups used for profile access: the YAML's groups plus the hub's (from LDAP, OIDC or the admin page)."""
+        return groups_of(self.user.name, self.deployment, (g.name for g in self.user.groups))
+
+    def effective_profile(self) -> Profile:
+        """The YAML profile with this server's choices applied, built once per (YAML profile, choices)."""
+        profile = self.deployment.profile(self.profile_slug)
+        if profile is None:
+            raise web.HTTPError(400, f"Profile {self.profile_slug!r} is not in the deploy YAML any more.")
+        key = (id(profile), tuple(sorted(self.user_choices.items())))
+        if self._effective is None or self._effective[0] != key:
+            self._effective = (key, with_choices(profile, dict(self.user_choices)))
+        return self._effective[1]
+
+    def start_wall_clock(self) -> None:
+        """The server runs from now: its wall time ends after the profile's time limit."""
+        limit = self.profile.time_limit
+        self.job_end_epoch = time.time() + limit if limit else 0.0
+
+    def record_failure(self, reason: str) -> None:
+        """Count a spawn that failed after it was accepted (no free GPU, SLURM refused, job failed, ...)."""
+        metrics.SPAWN_FAILURES.labels(self.profile_slug or "(default)", reason).inc()
+
+    def start_metrics(self) -> None:
+        """Begin timing this spawn; a background task records it once the server answers."""
+        metrics.set_active_lister(lambda: ((s.user, s.groups, s.profile, s.gpus) for s in self._active(include_self=True)))
+        metrics.observe_spawn(self, self.profile_slug, self.profile.backend)
+
+    def walltime_limits(self) -> tuple[int | None, int | None]:
+        """(current wall time with extensions, the most it may become) in seconds; None without a limit."""
+        current, longest, _ = self._walltime_bounds()
+        return current, longest
+
+    # --- which backend ------------------------------------------------------------------------
+
+    def _kind(self, state: dict[str, Any] | None = None) -> str:
+        """The backend kind of the current (or last) server's profile; for a profile that left the YAML, what its state holds."""
+        profile = self.deployment.profile(self.profile_slug) if self.profile_slug else None
+        if profile is not None:
+            return self.deployment.backends[profile.backend].type
+        if self._backend is not None:
+            return self._backend.kind
+        return "slurm" if (state or {}).get("job_id") else "local"
+
+    def _backend_of(self, kind: str) -> ServerBackend:
+        if self._backend is None or self._backend.kind != kind:
+            self._backend = BACKENDS[kind](self)
+        return self._backend
+
+    @property
+    def server_backend(self) -> ServerBackend:
+        """The backend object of the current (or last) server."""
+        return self._backend_of(self._kind())
+
+    async def cluster_state(self, backend_name: str) -> ClusterState | str:
+        """A SLURM backend's partitions now (sinfo and scontrol), or SLURM's message: for the form and for starts."""
+        return await cluster_state(self.deployment.backends[backend_name])
+
+    # --- the form and the checks before a start ------------------------------------------------
+
+    async def render_form(self) -> str:
+        """The spawn form for this user: allowed profiles, live availability, the preselected one checked."""
+        return await render_form(self.deployment, self.user, self.user_groups(), getattr(self, "handler", None), self.cluster_state)
+
+    @staticmethod
+    async def _apply_and_log(spawner: HPCLabSpawner, user_options: dict[str, Any]) -> None:
+        try:
+            await spawner.apply_profile(user_options)
+        except web.HTTPError as refused:  # the profile, a choice, a quota, availability: before anything starts
+            spawner.server_event("refused", (user_options or {}).get("profile") or None, status=refused.status_code,
+                                 reason=getattr(refused, "jupyterhub_message", None) or refused.log_message)
+            raise
+
+    async def apply_profile(self, user_options: dict[str, Any]) -> None:
+        """Resolve and authorise the requested profile and the user's choices (form and REST API alike) before anything starts."""
+        deployment = self.deployment
+        who = Requester(self.user.name, self._log_name, self.user_groups(), bool(self.user.admin))
+
+        async def refusals(profile: Profile) -> Refusals:
+            return await self._backend_of(deployment.backends[profile.backend].type).refusals(profile)
+
+        allowed = await authorise(deployment, who, user_options, lambda p: cluster_options_for(deployment, p, self.user.name),
+                                  refusals, self._active, self.log)
+        profile = allowed.profile
+        self.cluster_cap_seconds, self.cluster_cap_source = allowed.refusals.cap_seconds, allowed.refusals.cap_source
+        self.profile_slug = profile.slug  # from here on this spawn counts against quotas (no await in between)
+        self.user_choices = allowed.chosen
+        self.extended_seconds = 0
+        self.chosen_at = time.time()
+        # the profile and choices actually applied (defaults filled in), for the REST API, relaunch and the culler
+        self.user_options = {"profile": allowed.base.slug, **stored_form(allowed.chosen)}  # (any other key was refused)
+        if getattr(self, "orm_spawner", None) is not None:
+            self.orm_spawner.user_options = self.user_options
+        self.start_timeout = profile.spawn_timeout
+        self.http_timeout = profile.spawn_timeout
+        self.cpu_limit = float(profile.cpus)
+        self.mem_limit = profile.memory
+
+    def _active(self, include_self: bool = False) -> list[Any]:
+        return active_servers(self.deployment, self.user.settings.get("users", {}).values(), skip=None if include_self else self)
+
+    # --- JupyterHub's spawner interface ---------------------------------------------------------
 
     def get_args(self) -> list[str]:
-        return super().get_args() + self.server_args()
+        return [*super().get_args(), *server_args(self.deployment, self.profile, self.log)]
 
-    def get_env(self) -> dict:
-        return self.slurm_env() if self.on_slurm else self.local_env()
+    def profile_env(self) -> dict[str, str]:
+        return profile_env(self.deployment, self.profile, self.name)
 
-    #: what the progress page shows while this start waits in the hub's line ("" when it does not wait)
-    queue_message = ""
+    def get_env(self) -> dict[str, str]:
+        return self.server_backend.environment(super().get_env(), self.profile_env())
 
     def server_event(self, kind: str, profile: str | None = None, **fields: object) -> None:
         """One ``hpclab-event`` line in the hub's log (events.py) for this server."""
         log_event(self.log, kind, self.user.name, profile or self.profile_slug, self.name,
                   backend=self.profile.backend if self.profile_slug else None, **fields)
 
-    @default("apply_user_options")
-    def _apply_user_options_logged(self):
-        async def apply(spawner: HPCLabSpawner, user_options: dict) -> None:
-            try:
-                await ProfileSpawnerMixin._apply_profile(spawner, user_options)
-            except web.HTTPError as refused:  # the profile, a choice, a quota, availability: before anything starts
-                spawner.server_event("refused", (user_options or {}).get("profile") or None, status=refused.status_code,
-                                     reason=getattr(refused, "jupyterhub_message", None) or refused.log_message)
-                raise
-        return apply
-
-    async def start(self):
+    async def start(self) -> tuple[str, int]:
         try:
             started = await self._start()
         except Exception as error:
@@ -73,10 +225,11 @@ class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, Loc
             reason = getattr(error, "jupyterhub_message", None) or getattr(error, "log_message", None) or str(error)
             self.server_event("refused" if refused else "failed", reason=reason)
             raise
-        self.server_event("start", **({"job": self.job_id} if self.on_slurm and getattr(self, "job_id", None) else {"pid": self.pid}))
+        ids = {key: value for key, value in self.server_backend.get_state().items() if key in ("pid", "job_id")}
+        self.server_event("start", **ids)
         return started
 
-    async def _start(self):
+    async def _start(self) -> tuple[str, int]:
         limit = self.deployment.hub.concurrent_spawn_limit
 
         def waiting(starting: int, place: int) -> None:
@@ -86,58 +239,107 @@ class HPCLabSpawner(LocalServerMixin, SlurmServerMixin, ProfileSpawnerMixin, Loc
             await LINE.wait_turn(self, limit, waiting)
         finally:
             self.queue_message = ""
-        if self.on_slurm:
-            return await self.slurm_start()
-        ip, port = await self.local_start()
-        await self._door_changed(port, add=True)
-        return ip, port
+        backend = self.server_backend
+        if backend.picks_port and not self.port:
+            self.port = random_port()
+        launch = Launch([*self.cmd, *self.get_args()], super().get_env(), self.profile_env(), self.ip or "127.0.0.1", self.port)
+        return await backend.start(launch)
 
     async def stop(self, now: bool = False) -> None:
-        port = self.server.port if self.server is not None and not self.on_slurm else 0
-        uid = (self.account_state or {}).get("uid")
-        await (self.slurm_stop(now=now) if self.on_slurm else self.local_stop(now=now))
-        if port:
-            await self._door_changed(port, add=False, uid=uid)
+        await self.server_backend.stop(now=now)
         if self.profile_slug:
             self.server_event("stop")
 
-    async def _door_changed(self, port: int, add: bool, uid: int | None = None) -> None:
-        """A local server's port: only its own account and the hub's may connect to it (one_door.py)."""
-        from hpclab_hub.backends.local.one_door import DoorError, current_door
-
-        door = current_door()
-        uid = (self.account_state or {}).get("uid") if uid is None else uid
-        if door is None or uid is None:
-            return
-        try:
-            await asyncio.to_thread(door.add_server if add else door.remove_server, port, int(uid))
-        except (DoorError, OSError, subprocess.TimeoutExpired) as failed:
-            if add:  # a server any account could reach directly must not run
-                await self.local_stop(now=True)
-                raise RuntimeError(f"could not close {self._log_name}'s port {port} to other accounts: {failed}") from None
-            self.log.warning("One door: could not forget port %s: %s", port, failed)
-
-    async def poll(self):
-        if not self.profile_slug and not self.pid:
+    async def poll(self) -> int | None:
+        backend = self.server_backend
+        if not self.profile_slug and not backend.holds_server():
             return 0  # never started (or state cleared): nothing runs
-        return await (self.slurm_poll() if self.on_slurm else self.local_poll())
+        return await backend.poll()
 
-    async def apply_extension(self, seconds: int) -> None:
-        """A new wall time of ``seconds``: SLURM raises the job's limit; locally the hub's own deadline is all there is."""
-        if self.on_slurm:
-            await self.slurm_extend(seconds)
-
-    async def progress(self):
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
         shown = ""
         while self.queue_message:  # waiting in line: say where, each time that changes
             if self.queue_message != shown:
                 shown = self.queue_message
                 yield {"progress": 2, "message": shown}
             await asyncio.sleep(0.5)
-        events = self.slurm_progress() if self.on_slurm else self.local_progress()
-        async for event in events:
+        async for event in self.server_backend.progress():
             yield event
 
-    async def render_form(self) -> str:
-        self._availability = await form_availability(self)
-        return await super().render_form()
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        own = {"profile": self.profile_slug, "job_end": self.job_end_epoch, "end_reason": self.end_reason,
+               "chosen_at": self.chosen_at, "choices": dict(self.user_choices), "extended": self.extended_seconds,
+               "cluster_cap": [self.cluster_cap_seconds, self.cluster_cap_source] if self.cluster_cap_seconds else None}
+        state.update({key: value for key, value in own.items() if value})
+        if self._backend is not None:
+            state.update(self._backend.get_state())
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.profile_slug = state.get("profile", "")
+        self.job_end_epoch = float(state.get("job_end", 0))
+        self.end_reason = state.get("end_reason", "")
+        self.chosen_at = float(state.get("chosen_at", 0))
+        self.user_choices = dict(state.get("choices", {}))
+        self.extended_seconds = int(state.get("extended", 0))
+        cap_seconds, cap_source = state.get("cluster_cap") or (0, "")
+        self.cluster_cap_seconds, self.cluster_cap_source = int(cap_seconds), str(cap_source)
+        self._backend_of(self._kind(state)).load_state(state)
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        if self._backend is not None:
+            self._backend.clear_state()
+
+    # --- wall time and the home page ------------------------------------------------------------
+
+    def _walltime_bounds(self) -> tuple[int | None, int | None, str]:
+        return walltime.walltime_bounds(self.profile, self.extended_seconds, self.cluster_cap_seconds, self.cluster_cap_source)
+
+    async def extend_walltime(self, minutes: int) -> float:
+        """Add ``minutes`` to the running server's wall time, within its profile's maximum and the cluster's cap; the new end.
+
+        On SLURM the job's limit is raised (``scontrol update``, the hub's operator rights); on a local
+        backend the hub moves its own deadline (and the early save signal with it). One extension of a
+        server at a time: a second waits for the first and is checked against its new end.
+        """
+        minutes = walltime.check_minutes(minutes)
+        if self._extend_lock is None:
+            self._extend_lock = asyncio.Lock()
+        async with self._extend_lock:
+            if not self.ready:
+                raise web.HTTPError(409, "The server is not running.")
+            if not self.job_end_epoch:
+                raise web.HTTPError(400, "minutes: this server has no wall time to extend")
+            wanted = walltime.extended_walltime(self._walltime_bounds(), minutes)
+            await self.server_backend.extend(wanted)
+            self.extended_seconds += minutes * 60
+            self.job_end_epoch += minutes * 60
+            if getattr(self, "orm_spawner", None) is not None:
+                self.orm_spawner.state = self.get_state()
+                self.db.commit()
+            self.log.info("Extended %s by %d min: wall time %s, ends %s", self._log_name, minutes, format_duration(wanted),
+                          time.strftime("%H:%M:%S UTC", time.gmtime(self.job_end_epoch)))
+            return self.job_end_epoch
+
+    @property
+    def time_left_text(self) -> str:
+        """'1 h 05 min left (ends 14:05 UTC)' for the home page, '' without a limit or a server."""
+        return walltime.time_left_text(self.job_end_epoch) if self.active else ""
+
+    def relaunch_url(self) -> str:
+        """A link that fills the form with this server's profile and choices again ('' if it never started)."""
+        orm_spawner = getattr(self, "orm_spawner", None)
+        options = dict(getattr(orm_spawner, "user_options", None) or {}) if orm_spawner is not None else {}
+        base = self.hub.base_url if getattr(self, "hub", None) else "/hub/"
+        return home.relaunch_url(self.deployment, options, base, self.user.name, self.name)
+
+    def server_summary(self) -> dict[str, str]:
+        """What the home page lists for this server: profile, backend, state, choices and time left."""
+        profile = self.deployment.profile(self.profile_slug) if self.profile_slug else None
+        state = home.state_text(self.ready, self.pending, self.server_backend.running_note() if self.ready else "", self.end_reason)
+        return home.summary(self.deployment, profile, self.effective_profile() if profile else None, self.user_choices,
+                            self.extended_seconds, state, "" if self.active else self.relaunch_url(),
+                            self.time_left_text or ("no limit" if self.ready else ""))

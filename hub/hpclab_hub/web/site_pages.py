@@ -20,8 +20,8 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.pages import SpawnHandler
 from tornado import web
 
+from hpclab_hub.spawner.access import ProfileRefused, choose_profile
 from hpclab_hub.spawner.refusal import refusal
-
 
 
 class PreselectingSpawnHandler(SpawnHandler):
@@ -108,7 +108,6 @@ class OpenExampleHandler(BaseHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        from hpclab_hub.spawner.access import ProfileRefused, choose_profile
 
         user = self.current_user
         path = safe_notebook_path(self.get_argument("path", ""))

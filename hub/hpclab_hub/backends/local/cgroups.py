@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpclab.cgroup import cgroup_mounts, process_cgroups
+from hpclab_hub.backends.local.devices_bpf import DeviceFenceError, fence
 
 #: v1 controllers HPCLab uses; memory, cpuset and pids are required, devices, freezer and cpu used when present.
 V1_REQUIRED = ("memory", "cpuset", "pids")
@@ -301,7 +302,6 @@ class ServerCgroup:
 
 def fence_devices_v2(path: Path, limits: ServerLimits) -> int:
     """cgroup2: attach the device program that lets the group open only its own GPUs (returns its id)."""
-    from hpclab_hub.backends.local.devices_bpf import DeviceFenceError, fence
 
     try:
         return fence(str(path), limits.allowed_devices, limits.denied_devices)

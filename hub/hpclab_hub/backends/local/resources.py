@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpclab_hub.config.model import Deployment, LocalBackend, Profile
 from hpclab_hub.config.units import format_memory
 
 
@@ -144,3 +145,10 @@ def pool_for(name: str, cpus: str | list[int], gpus: str | list, memory: int | N
         _POOLS[name] = ResourcePool(cpu_ids, gpu_ids)
     _POOLS[name].memory = memory
     return _POOLS[name]
+
+
+def pool_of(deployment: Deployment, profile: Profile) -> ResourcePool:
+    """The core/GPU/memory pool of the profile's local backend (one per backend, shared by its servers)."""
+    backend = deployment.backends[profile.backend]
+    assert isinstance(backend, LocalBackend)
+    return pool_for(profile.backend, backend.cpus, backend.gpus, pool_memory(backend.memory, backend.memory_reserved))

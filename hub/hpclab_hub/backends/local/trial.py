@@ -62,10 +62,13 @@ def trial_refusal(only: str) -> str:
             "owner runs it as root: then each person gets their own Unix account.")
 
 
+def template_home(template: str | None, username: str, account: str) -> str | None:
+    """``backends.*.home_dir`` filled in, or None when it is not set."""
+    return template.format(username=username, account=account) if template else None
+
+
 def trial_home(backend: LocalBackend, username: str) -> str:
     """The trial's working folder: ``home_dir`` when set, else ``<home of the hub's account>/hpclab-trial``."""
-    from hpclab_hub.backends.local.unix_accounts import template_home
-
     me = pwd.getpwuid(os.geteuid())
     return template_home(backend.home_dir, username, me.pw_name) or os.path.join(me.pw_dir, TRIAL_FOLDER)
 

@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpclab_hub.backends.local.trial import TRIAL_FOLDER, effective_mode, template_home, trial_refusal
+
 
 class AccountUnavailable(Exception):
     """No account can be used for this user; ``status`` is the HTTP answer and the message says why."""
@@ -90,8 +92,6 @@ def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home
     see trial.py): the hub's own account, for ``only_user`` alone, in ~/hpclab-trial unless ``home_template``
     says otherwise. ``create``/``existing`` without root: only the hub user named as the hub's account.
     """
-    from hpclab_hub.backends.local.trial import TRIAL_FOLDER, effective_mode, trial_refusal
-
     mode = effective_mode(mode)
     me = hub_account()
     if mode == "hub-user":
@@ -133,11 +133,6 @@ def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home
             status=403,
         )
     return UnixAccount.from_passwd(entry, _home(entry, username, home_template))
-
-
-def template_home(template: str | None, username: str, account: str) -> str | None:
-    """``backends.*.home_dir`` filled in, or None when it is not set."""
-    return template.format(username=username, account=account) if template else None
 
 
 def _home(entry: pwd.struct_passwd, username: str, template: str | None) -> str:

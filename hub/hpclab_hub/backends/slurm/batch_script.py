@@ -6,7 +6,6 @@ import shlex
 
 from hpclab.slurm import JobSpec
 from hpclab.walltime_signal import EARLY_SIGNAL
-
 from hpclab_hub.config.model import Profile, SlurmBackend
 
 JOB_NAME_PREFIX = "hpclab"

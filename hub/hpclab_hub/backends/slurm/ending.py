@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpclab_hub.backends.slurm.client import JobInfo
+from hpclab_hub.backends.slurm.outputs import JobInfo
 
 _STATES = {
     "CANCELLED": "was cancelled (scancel, or an administrator)",

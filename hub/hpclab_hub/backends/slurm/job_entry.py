@@ -7,7 +7,6 @@ import os
 import socket
 import sys
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 

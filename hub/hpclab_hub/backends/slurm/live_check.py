@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from hpclab_hub.spawner.availability import partition_max_time
+from hpclab_hub.backends.slurm.availability import partition_max_time
+from hpclab_hub.backends.slurm.client import SlurmClient, partition_settings
+from hpclab_hub.backends.slurm.errors import SlurmError
+from hpclab_hub.backends.slurm.outputs import _gres_count, gpu_types, sinfo_groups
 from hpclab_hub.config.errors import ConfigIssue
 from hpclab_hub.config.model import Deployment, Profile, SlurmBackend
 from hpclab_hub.config.units import format_duration, format_memory, parse_duration
-from hpclab_hub.backends.slurm.client import (
-    SlurmClient,
-    SlurmError,
-    _gres_count,
-    gpu_types,
-    partition_settings,
-    sinfo_groups,
-)
 
 
 def _node_capacity(sinfo: dict) -> dict[str, dict]:

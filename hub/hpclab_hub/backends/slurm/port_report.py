@@ -8,6 +8,8 @@ import json
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
+from hpclab_hub.backends.slurm.backend import SlurmServer
+
 
 def parse_port_report(body: bytes) -> int:
     """The port from a report body ``{"port": N}``; any other shape or field is refused (400)."""
@@ -33,10 +35,10 @@ class PortReportHandler(APIHandler):
         if user is None or not token or not hasattr(user, "spawners"):
             raise web.HTTPError(403, "a server token is required")
         for spawner in user.spawners.values():
-            waiting = getattr(spawner, "port_reported", None)
+            job = getattr(spawner, "server_backend", None)
             own_token = getattr(spawner, "api_token", "") or ""
-            if waiting is not None and own_token and hmac.compare_digest(own_token, token):
-                spawner.report_port(port)
+            if isinstance(job, SlurmServer) and job.port_reported is not None and own_token and hmac.compare_digest(own_token, token):
+                job.report_port(port)
                 self.set_status(204)
                 return
         raise web.HTTPError(409, "no server of this user is waiting for a port with this token")

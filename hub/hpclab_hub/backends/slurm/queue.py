@@ -7,7 +7,9 @@ import random
 import time
 from dataclasses import dataclass
 
-from hpclab_hub.backends.slurm.client import JobInfo, SlurmClient, SlurmError
+from hpclab_hub.backends.slurm.client import SlurmClient
+from hpclab_hub.backends.slurm.errors import SlurmError
+from hpclab_hub.backends.slurm.outputs import JobInfo
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""SLURM backend: JupyterLab inside a SLURM job submitted as the user, with live queue feedback."""
+"""SLURM backend: JupyterLab inside a SLURM job submitted as the user, with live queue feedback.
+
+One job per server (sbatch as the user), followed in one shared squeue per cluster; the job's server
+reports its port to the hub (port_report.py) and the hub connects once it answers. SLURM's own words
+(pending reasons, why a job ended, what sbatch refused) reach the user on the progress page.
+"""
 
 from __future__ import annotations
 
@@ -7,114 +12,115 @@ import os
 import pwd
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, ClassVar
 
-from jupyterhub import orm
-from jupyterhub.spawner import Spawner
 from tornado import web
-from traitlets import HasTraits, Unicode
 
-from hpclab_hub.ops import metrics
-from hpclab_hub.config.model import SlurmBackend
-from hpclab_hub.backends.slurm.batch_script import build_batch_script
-from hpclab_hub.backends.slurm.client import SlurmClient, SlurmError
+from hpclab_hub.backends import Launch, Refusals, ServerContext
+from hpclab_hub.backends.slurm.availability import ClusterState, cluster_time_cap, slurm_profile_availability, too_long_refusal
+from hpclab_hub.backends.slurm.batch_script import build_batch_script, job_spec
+from hpclab_hub.backends.slurm.client import SlurmClient, extend_job
 from hpclab_hub.backends.slurm.ending import describe_end, describe_pending
-from hpclab_hub.backends.slurm.hub_id import ensure_hub_id
+from hpclab_hub.backends.slurm.errors import SlurmError
+from hpclab_hub.backends.slurm.ownership import LIVE_JOBS, any_slurm_backend, check_orphans_once, hub_id
 from hpclab_hub.backends.slurm.queue import JobQueue, queue_for
+from hpclab_hub.config.model import Profile, SlurmBackend
+from hpclab_hub.ops import metrics
 
-_LIVE_JOBS: set[str] = set()  # job ids submitted by this hub process and not yet cleared
-_ORPHAN_CHECK_DONE: set[str] = set()
-_HUB_IDS: dict[str, str] = {}  # database URL -> this hub's id (looked up once per process)
+#: what the job inherits from the hub's environment besides the hub's kept variables
+SLURM_ENV_KEEP = ("PATH", "VIRTUAL_ENV")
 
 
-class SlurmServerMixin(HasTraits):
-    """The SLURM half of HPCLabSpawner: one job per server (sbatch as the user), its port report, one shared squeue.
+class SlurmServer:
+    """One server as one SLURM job: submitted as the user, followed in the shared queue, cancelled on stop."""
 
-    Its ``slurm_*`` methods are what HPCLabSpawner's start/stop/poll/progress/get_env call for a
-    server whose profile names a SLURM backend; state methods chain with the local half.
-    """
+    kind: ClassVar[str] = "slurm"
+    picks_port: ClassVar[bool] = False
 
-    job_id = Unicode("", help="SLURM job id of the running server (kept in state).")
-    expected_start = Unicode("", help="When SLURM expected the job to start, asked before it was submitted (sbatch --test-only).")
-
-    port_reported: asyncio.Future | None = None
-    progress_line = ""
-    progress_percent = 0
-    _ready = False
-
-    #: what the job inherits from the hub's environment besides Spawner.env_keep
-    SLURM_ENV_KEEP = ("PATH", "VIRTUAL_ENV")
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.job_id = ""  # the running server's job (kept in state)
+        self.expected_start = ""  # when SLURM expected the job to start, asked before it was submitted (sbatch --test-only)
+        self.port_reported: asyncio.Future[int] | None = None
+        self.progress_line, self.progress_percent = "", 0
+        self._ready = False
 
     # --- wiring -----------------------------------------------------------------------------
 
-    def _any_backend(self) -> SlurmBackend:
-        if self.backend_kind == "slurm":
-            return self.backend
-        return next(b for b in self.deployment.backends.values() if b.type == "slurm")
+    @property
+    def backend(self) -> SlurmBackend:
+        """The profile's SLURM backend, or any of the YAML's for a server whose profile left it."""
+        slug = self.ctx.profile_slug
+        if slug and self.ctx.deployment.profile(slug):
+            backend = self.ctx.deployment.backends[self.ctx.profile.backend]
+            if isinstance(backend, SlurmBackend):
+                return backend
+        return any_slurm_backend(self.ctx.deployment)
 
     @property
     def client(self) -> SlurmClient:
-        return SlurmClient.for_backend(self._any_backend())
+        return SlurmClient.for_backend(self.backend)
 
     @property
     def queue(self) -> JobQueue:
-        return queue_for(self.client, self._any_backend().poll_interval)
-
-    async def hub_id(self) -> str:
-        """This hub's id, written into each job's comment: from the YAML or the database (see ``hub_id.py``)."""
-        hub = self.deployment.hub
-        if getattr(hub, "id", None):
-            return hub.id
-        if hub.database_url not in _HUB_IDS:
-            owned = any(row.state and row.state.get("job_id") for row in self.db.query(orm.Spawner).all())
-            await self.queue.refresh(max_age=0)
-            comments = [job.comment for job in self.queue.snapshot().values()]
-            hub_id, origin = ensure_hub_id(self.db, hub.database_url, comments, owned)
-            if origin == "adopted":
-                self.log.info("SLURM hub id %s adopted from the hub's jobs (the old id, from the database URL) and kept "
-                              "in the database", hub_id)
-            elif origin == "new":
-                self.log.info("SLURM hub id %s made and kept in the database", hub_id)
-            _HUB_IDS[hub.database_url] = hub_id
-        return _HUB_IDS[hub.database_url]
+        return queue_for(self.client, self.backend.poll_interval)
 
     def home(self) -> str:
         try:
-            return pwd.getpwnam(self.user.name).pw_dir
+            return pwd.getpwnam(self.ctx.user_name).pw_dir
         except KeyError:
             raise web.HTTPError(
-                400, f"There is no Unix account named {self.user.name!r}: SLURM jobs run as the user's own account."
+                400, f"There is no Unix account named {self.ctx.user_name!r}: SLURM jobs run as the user's own account."
             ) from None
 
-    # --- state ------------------------------------------------------------------------------
+    # --- state --------------------------------------------------------------------------------
 
-    def get_state(self) -> dict:
-        state = super().get_state()
-        if self.job_id:
-            state["job_id"] = self.job_id
-        return state
+    def get_state(self) -> dict[str, Any]:
+        return {"job_id": self.job_id} if self.job_id else {}
 
-    def load_state(self, state: dict) -> None:
-        super().load_state(state)
-        self.job_id = state.get("job_id", "")
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.job_id = str(state.get("job_id", ""))
 
     def clear_state(self) -> None:
-        super().clear_state()
-        _LIVE_JOBS.discard(self.job_id)
+        LIVE_JOBS.discard(self.job_id)
         self.job_id = ""
 
-    # --- start ------------------------------------------------------------------------------
+    def holds_server(self) -> bool:
+        return bool(self.job_id)
 
-    def slurm_env(self) -> dict:
+    def running_note(self) -> str:
+        return f"SLURM job {self.job_id}" if self.job_id else ""
+
+    def environment(self, hub_env: dict[str, str], profile_env: dict[str, str]) -> dict[str, str]:
         """The job's environment: the hub's kept variables (PATH, the venv), the profile's, the hub API URL."""
-        env = Spawner.get_env(self)
-        env.update({key: os.environ[key] for key in self.SLURM_ENV_KEEP if key in os.environ})
-        env.update(self.profile_env())
+        env = dict(hub_env)
+        env.update({key: os.environ[key] for key in SLURM_ENV_KEEP if key in os.environ})
+        env.update(profile_env)
         if self.backend.hub_api_url:
             env["JUPYTERHUB_API_URL"] = self.backend.hub_api_url
         return env
 
-    async def slurm_never_starts(self, profile) -> str:
+    # --- before the start -----------------------------------------------------------------------
+
+    async def refusals(self, profile: Profile) -> Refusals:
+        """A partition missing, down, without nodes or GPUs; a wall time above the cluster's cap; a job SLURM never starts.
+
+        The first is the form's rule for disabled profiles (a busy partition blocks nothing: the job
+        waits with SLURM's reason); the cap is the partition's MaxTime or its QoS's MaxWall, kept for
+        extensions. A cluster that cannot answer refuses nothing: sbatch's own message decides.
+        """
+        backend = self.ctx.deployment.backends[profile.backend]
+        assert isinstance(backend, SlurmBackend)
+        answer: ClusterState | str = await self.ctx.cluster_state(profile.backend)
+        cap = await cluster_time_cap(profile, backend, answer)
+        blocked, too_long = slurm_profile_availability(profile, backend, answer).blocked, too_long_refusal(profile, cap)
+        if not (blocked or too_long or isinstance(answer, str)):
+            blocked = await self.never_starts(profile, backend)
+        return Refusals(blocked, too_long, cap.seconds if cap else 0, cap.source if cap else "")
+
+    async def never_starts(self, profile: Profile, backend: SlurmBackend) -> str:
         """Why SLURM would never start ``profile``'s job as asked ('' if it would, or cannot say now).
 
         Asked with ``sbatch --test-only`` as the user (nothing is queued): more cores, memory or GPUs
@@ -122,18 +128,15 @@ class SlurmServerMixin(HasTraits):
         words, instead of waiting out the spawn timeout. The start SLURM expects is kept for the
         progress page.
         """
-        from hpclab_hub.backends.slurm.batch_script import job_spec
-
         self.expected_start = ""
         try:
-            home = pwd.getpwnam(self.user.name).pw_dir
+            home = pwd.getpwnam(self.ctx.user_name).pw_dir
         except KeyError:  # no such account: the start says so itself
             return ""
-        backend = self.deployment.backends[profile.backend]
         # nothing is queued: the hub's tag is left out of this comment
-        spec = job_spec(profile, backend, self.user.name, home, self.name, "", self.deployment.walltime.save_before or 0)
+        spec = job_spec(profile, backend, self.ctx.user_name, home, self.ctx.name, "", self.ctx.deployment.walltime.save_before or 0)
         try:
-            self.expected_start = await SlurmClient.for_backend(backend).expected_start(self.user.name, spec.script(["true"]))
+            self.expected_start = await SlurmClient.for_backend(backend).expected_start(self.ctx.user_name, spec.script(["true"]))
         except SlurmError as error:
             if "allocation failure:" not in error.message:  # SLURM unreachable, or another refusal: sbatch's own message decides
                 return ""
@@ -141,40 +144,40 @@ class SlurmServerMixin(HasTraits):
                     "hold, cannot fit it; ask for fewer cores, less memory or fewer GPUs, or another partition.")
         return ""
 
+    # --- start --------------------------------------------------------------------------------
+
     def report_port(self, port: int) -> None:
         """Called by the port-report API handler: the job's server will listen on ``port``."""
         if self.port_reported is not None and not self.port_reported.done():
             self.port_reported.set_result(port)
 
-    async def slurm_start(self):
-        """Submit the job, follow it in the shared queue, and return (node, port) once its server reports."""
-        self.end_reason = ""
-        self.job_end_epoch = 0.0
+    async def start(self, launch: Launch) -> tuple[str, int]:
+        """Submit the job, follow it in the shared queue, and return (node, port) once its server answers."""
+        ctx = self.ctx
+        ctx.end_reason = ""
+        ctx.job_end_epoch = 0.0
         self._ready = False
-        profile, backend = self.profile, self.backend
-        home = self.home()
-        command = list(backend.job_command or [str(Path(sys.executable).with_name("hpclab-singleuser"))])
-        command += list(self.cmd) + self.get_args()
-        script = build_batch_script(
-            profile, backend, self.user.name, home, command, self.name, await self.hub_id(),
-            self.deployment.walltime.save_before or 0
-        )
+        profile, backend = ctx.profile, self.backend
+        command = list(backend.job_command or [str(Path(sys.executable).with_name("hpclab-singleuser"))]) + launch.command
+        this_hub = await hub_id(ctx.deployment, ctx.database, self.queue, ctx.log)
+        script = build_batch_script(profile, backend, ctx.user_name, self.home(), command, ctx.name, this_hub,
+                                    ctx.deployment.walltime.save_before or 0)
         self.port_reported = asyncio.get_running_loop().create_future()
         self.progress_line, self.progress_percent = "Submitting the job to SLURM…", 5
         try:
-            self.job_id = await self.client.submit(self.user.name, script, self.get_env())
+            self.job_id = await self.client.submit(ctx.user_name, script, self.environment(launch.hub_env, launch.profile_env))
         except SlurmError as error:
             self.port_reported = None
-            self.record_failure("slurm_refused")
+            ctx.record_failure("slurm_refused")
             raise web.HTTPError(400, f"SLURM refused the job: {error.message}") from None
-        _LIVE_JOBS.add(self.job_id)
-        self.start_metrics()
-        self.log.info("Submitted SLURM job %s for %s (profile %s)", self.job_id, self._log_name, profile.slug)
+        LIVE_JOBS.add(self.job_id)
+        ctx.start_metrics()
+        ctx.log.info("Submitted SLURM job %s for %s (profile %s)", self.job_id, ctx.log_name, profile.slug)
         try:
             port, node = await self._wait_for_server()
             await self._wait_answering(node, port)
         except BaseException as error:
-            self.record_failure("job_failed" if isinstance(error, web.HTTPError) else "timeout")
+            ctx.record_failure("job_failed" if isinstance(error, web.HTTPError) else "timeout")
             await self._cancel_job()
             raise
         finally:
@@ -185,6 +188,7 @@ class SlurmServerMixin(HasTraits):
 
     async def _wait_for_server(self) -> tuple[int, str]:
         """Follow the job until its server reports a port; fail with SLURM's words if the job ends first."""
+        assert self.port_reported is not None
         submitted = time.monotonic()
         node = ""
         while True:
@@ -224,7 +228,7 @@ class SlurmServerMixin(HasTraits):
         """Return once the job's server accepts connections (polled every 0.1 s), so that JupyterHub's own check
         succeeds at once instead of after its random backoff; fail with SLURM's words if the job ends first."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.http_timeout
+        deadline = loop.time() + self.ctx.http_timeout
         self.progress_line = f"Job {self.job_id} running on {node}; JupyterLab is starting on port {port}…"
         while loop.time() < deadline:
             try:
@@ -240,15 +244,12 @@ class SlurmServerMixin(HasTraits):
 
     def _mark_running(self, submitted: float) -> None:
         """The job started: its wall clock runs from now, and its queue wait is recorded."""
-        self.start_wall_clock()  # SLURM's limit counts from when the job runs
-        metrics.QUEUE_WAIT.labels(self.profile_slug, self.profile.backend).observe(time.monotonic() - submitted)
-
-    def _output_path(self) -> str:
-        return self.backend.output.format(home=self.home(), username=self.user.name).replace("%j", self.job_id)
+        self.ctx.start_wall_clock()  # SLURM's limit counts from when the job runs
+        metrics.QUEUE_WAIT.labels(self.ctx.profile_slug, self.ctx.profile.backend).observe(time.monotonic() - submitted)
 
     def _output_tail(self, lines: int = 5) -> str:
         """The last lines of the job's output file, to show why it failed (where the hub can read it)."""
-        path = self._output_path()
+        path = self.backend.output.format(home=self.home(), username=self.ctx.user_name).replace("%j", self.job_id)
         try:
             with open(path, errors="replace") as handle:
                 tail = handle.read()[-4000:].strip().splitlines()[-lines:]
@@ -256,7 +257,7 @@ class SlurmServerMixin(HasTraits):
             return f"See {path}."
         return f"Last lines of {path}: " + " | ".join(tail) if tail else f"{path} is empty."
 
-    async def slurm_progress(self):
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
         last = None
         while not self._ready:
             if self.progress_line != last:
@@ -264,29 +265,28 @@ class SlurmServerMixin(HasTraits):
                 yield {"progress": self.progress_percent, "message": last}
             await asyncio.sleep(0.5)
 
-    # --- poll / stop --------------------------------------------------------------------------
+    # --- poll, stop, extend ---------------------------------------------------------------------
 
-    async def slurm_poll(self):
+    async def poll(self) -> int | None:
+        ctx = self.ctx
         if not self.job_id:
             return 0
-        await self._check_orphans_once()
+        await check_orphans_once(ctx.deployment, ctx.database, self.client, self.queue, ctx.log)
         status = await self.queue.status(self.job_id)
         if not status.known:
-            self.log.warning("SLURM not answering for %s (%s): assuming still running", self._log_name, self.queue.last_error)
+            ctx.log.warning("SLURM not answering for %s (%s): assuming still running", ctx.log_name, self.queue.last_error)
             return None
         if status.info is None:
-            self.end_reason = f"SLURM job {self.job_id} is no longer in the queue."
+            ctx.end_reason = f"SLURM job {self.job_id} is no longer in the queue."
             return 0
         if status.info.active:
             return None
-        self.end_reason = describe_end(status.info)
-        self.log.info("%s: %s", self._log_name, self.end_reason)
+        ctx.end_reason = describe_end(status.info)
+        ctx.log.info("%s: %s", ctx.log_name, ctx.end_reason)
         return 0 if status.info.state == "COMPLETED" else 1
 
-    async def slurm_extend(self, seconds: int) -> None:
+    async def extend(self, seconds: int) -> None:
         """Raise the job's time limit to ``seconds`` (scontrol update as the hub: SLURM operator rights)."""
-        from hpclab_hub.backends.slurm.client import extend_job
-
         try:
             await extend_job(SlurmClient.for_backend(self.backend), self.job_id, seconds)
         except SlurmError as error:
@@ -296,11 +296,11 @@ class SlurmServerMixin(HasTraits):
         if not self.job_id:
             return
         try:
-            await self.client.run(self.client.as_user(self.user.name, ["scancel", self.job_id]))
+            await self.client.run(self.client.as_user(self.ctx.user_name, ["scancel", self.job_id]))
         except SlurmError as error:
-            self.log.warning("scancel %s failed: %s", self.job_id, error.message)
+            self.ctx.log.warning("scancel %s failed: %s", self.job_id, error.message)
 
-    async def slurm_stop(self, now: bool = False) -> None:
+    async def stop(self, now: bool = False) -> None:
         if not self.job_id:
             return
         await self._cancel_job()
@@ -310,24 +310,4 @@ class SlurmServerMixin(HasTraits):
             if status.known and (status.info is None or not status.info.active):
                 return
             await asyncio.sleep(0.5)
-        self.log.warning("SLURM job %s still listed 30 s after scancel", self.job_id)
-
-    async def _check_orphans_once(self) -> None:
-        """After a hub start: jobs carrying this hub's tag that no server owns are reported or cancelled."""
-        hub_id = await self.hub_id()
-        if hub_id in _ORPHAN_CHECK_DONE:
-            return
-        _ORPHAN_CHECK_DONE.add(hub_id)
-        await self.queue.refresh(max_age=0)
-        owned = set(_LIVE_JOBS)
-        for row in self.db.query(orm.Spawner).all():
-            if row.state and row.state.get("job_id"):
-                owned.add(str(row.state["job_id"]))
-        tag = f"hpclab:{hub_id}:"
-        for job in self.queue.snapshot().values():
-            if job.active and job.comment.startswith(tag) and job.job_id not in owned:
-                if self._any_backend().orphan_jobs == "cancel":
-                    self.log.warning("Cancelling orphan SLURM job %s (%s) that no server owns", job.job_id, job.name)
-                    await self.client.run(["scancel", job.job_id])
-                else:
-                    self.log.warning("Orphan SLURM job %s (%s, user %s) is not owned by any server", job.job_id, job.name, job.user)
+        self.ctx.log.warning("SLURM job %s still listed 30 s after scancel", self.job_id)

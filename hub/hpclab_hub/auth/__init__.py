@@ -1,0 +1,1 @@
+"""Who may log in: the native accounts, LDAP and OIDC authenticators, with login guards and their pages."""

@@ -1,0 +1,1 @@
+"""The local backend: servers as processes under their users' accounts, with cgroups, private mounts and a port fence."""

@@ -1,0 +1,82 @@
+"""A local server's process: started in its own session, polled, stopped with SIGINT, then SIGTERM, then SIGKILL.
+
+What JupyterHub's LocalProcessSpawner does for one process, kept here so the local backend is an
+object of its own rather than a spawner subclass. After a hub restart only the pid is known; the
+backend checks that it is still its server before trusting it (``backend.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+#: seconds to wait after SIGINT, then SIGTERM, then SIGKILL (JupyterHub's defaults)
+INTERRUPT_TIMEOUT, TERM_TIMEOUT, KILL_TIMEOUT = 10.0, 5.0, 5.0
+
+
+class ServerProcess:
+    """One server process: its Popen while this hub started it, else only its pid (re-adopted)."""
+
+    def __init__(self, log: Any, log_name: str, pid: int = 0) -> None:
+        self.log, self.log_name = log, log_name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = pid
+
+    def start(self, command: list[str], env: dict[str, str], preexec: Callable[[], None]) -> None:
+        """Start ``command`` in a session of its own (the hub's signals are not its), reading nothing from the hub."""
+        self.log.info("Spawning %s", " ".join(shlex.quote(part) for part in command))
+        self.proc = subprocess.Popen(command, env=env, preexec_fn=preexec, start_new_session=True, stdin=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+
+    def exited(self) -> int | None:
+        """The exit code if the process this hub started has ended, else None (also for a re-adopted pid)."""
+        return self.proc.poll() if self.proc is not None else None
+
+    def poll(self) -> int | None:
+        """None while it runs; its exit code (0 where only the pid is known) once it is gone."""
+        if self.proc is not None:
+            status = self.proc.poll()
+            if status is not None:
+                with self.proc:  # reaped; its pipes closed
+                    pass
+            return status
+        if not self.pid:
+            return 0
+        return None if self.signal(0) else 0
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig``; False if the process is gone."""
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def _wait_for_end(self, timeout: float) -> int | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            status = self.poll()
+            if status is not None:
+                return status
+            await asyncio.sleep(0.1)
+        return self.poll()
+
+    async def stop(self, now: bool = False) -> None:
+        """SIGINT (skipped when ``now``), SIGTERM, SIGKILL, each given its time to work."""
+        steps = [(signal.SIGTERM, TERM_TIMEOUT), (signal.SIGKILL, KILL_TIMEOUT)]
+        if not now:
+            steps.insert(0, (signal.SIGINT, INTERRUPT_TIMEOUT))
+        for sig, timeout in steps:
+            if self.poll() is not None:
+                return
+            self.log.debug("Sending %s to %s (pid %s)", sig.name, self.log_name, self.pid)
+            self.signal(sig)
+            if await self._wait_for_end(timeout) is not None:
+                return
+        self.log.warning("Process %s of %s never died", self.pid, self.log_name)

@@ -1,0 +1,1 @@
+"""The hub's spawner: the form, authorisation and quotas, wall time, the home page; the backend object runs the server."""

@@ -1,0 +1,58 @@
+"""What every server gets from its profile, whatever its backend: environment variables and server arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hpclab
+from hpclab_hub.config.model import Deployment, Profile
+from hpclab_hub.kernels import kernel_server_args
+from hpclab_hub.ops.culling import activity_interval
+
+
+def profile_env(deployment: Deployment, profile: Profile, server_name: str) -> dict[str, str]:
+    """Environment every server gets from its profile (backend env first, profile env wins) and HPCLab's own."""
+    env = dict(getattr(deployment.backends[profile.backend], "environment", {}))
+    env.update(profile.environment)
+    env["HPCLAB_PROFILE"] = profile.slug
+    env["HPCLAB_BACKEND"] = profile.backend
+    # each server its own JupyterLab workspace (open tabs, layout), in the home it starts in: a new
+    # named server does not reopen the tabs of another one
+    env.setdefault("JUPYTERLAB_WORKSPACES_DIR", f".jupyter/lab/workspaces/{server_name or 'default'}")
+    if deployment.culling.enabled:
+        # report activity (and busy kernels) often enough for this profile's idle timeout
+        every = activity_interval(deployment.culling.timeout_for(profile))
+        env["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(every)
+        env["HPCLAB_BUSY_CHECK_SECONDS"] = str(every)
+    examples = deployment.examples
+    if examples.delivered:  # copied into <root>/examples by the hpclab.examples server extension, as the user
+        env["HPCLAB_EXAMPLES_DIR"] = str(examples.source_dir)
+        env["HPCLAB_EXAMPLES_TARGET"] = examples.folder
+    walltime = deployment.walltime
+    env["HPCLAB_WALLTIME_WARN_SECONDS"] = str(walltime.warn_before)
+    env["HPCLAB_WALLTIME_SAVE_SECONDS"] = str(walltime.save_before or 0)
+    return env
+
+
+def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]:
+    """Server arguments every backend adds.
+
+    JupyterLab's site settings come from hpclab/lab_settings (autosave every 15 s; no news pop-up);
+    hpclab.walltime and the @hpclab/walltime plugin show the time left, warn and save open documents
+    before the end; kernels, not the server, are stopped first when memory runs out (hpclab.oom_guard);
+    with culling on, busy kernels count as activity (see hpclab.busy_activity); only the profile's
+    kernels are offered, with the profile's limits.
+    """
+    package = Path(hpclab.__file__).parent
+    args = [f"--LabApp.app_settings_dir={package / 'lab_settings'}"]
+    if (package / "labextensions").is_dir():  # built by `make labextension` (platform/walltime-labextension)
+        args.append(f"--LabApp.extra_labextensions_path={package / 'labextensions'}")
+    else:
+        log.warning("hpclab: JupyterLab's wall-time plugin is not built (make labextension)")
+    args += kernel_server_args(profile.kernels, profile.initial_kernel)
+    extensions = ["hpclab.walltime", "hpclab.oom_guard", "hpclab.examples"]
+    if deployment.culling.enabled:
+        extensions.append("hpclab.busy_activity")
+    args += [f"--ServerApp.jpserver_extensions={name}=True" for name in extensions]
+    return args
