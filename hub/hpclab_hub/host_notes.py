@@ -35,8 +35,10 @@ def _disk_quota_notes(deployment: Deployment) -> list[str]:
             homes = homes.parent
         problem = quota_problem(homes)
         if problem:
-            notes.append(f"quotas.disk is set, but homes of backend {name!r} ({homes}) cannot hold a quota: {problem}. "
-                         "Servers of users with a disk quota will not start until the file system has quotas on.")
+            notes.append(
+                f"quotas.disk is set, but homes of backend {name!r} ({homes}) cannot hold a quota: {problem}. "
+                "Servers of users with a disk quota will not start until the file system has quotas on."
+            )
     return notes
 
 
@@ -44,7 +46,9 @@ def _shared_origin_note(deployment: Deployment, multi_user: bool) -> str:
     """What a multi-user hub exposes when users' servers share the hub's origin (hub.user_subdomains off)."""
     if deployment.hub.user_subdomains or not multi_user:
         return ""
-    return ("hub.user_subdomains is off: every user's server is served on the hub's own origin, so a page from one user's "
-            "server (which she controls completely) acts as whoever opens it: it can read the hub's pages and make API "
-            "tokens in the visitor's name, an admin's included. Turn it on, with wildcard DNS (*.<public_host>) and a "
-            "wildcard certificate (docs/admin-guide.md, \"A host name per user\").")
+    return (
+        "hub.user_subdomains is off: every user's server is served on the hub's own origin, so a page from one user's "
+        "server (which she controls completely) acts as whoever opens it: it can read the hub's pages and make API "
+        "tokens in the visitor's name, an admin's included. Turn it on, with wildcard DNS (*.<public_host>) and a "
+        'wildcard certificate (docs/admin-guide.md, "A host name per user").'
+    )

@@ -150,7 +150,6 @@ def _configure_site(c: Any, deployment: Deployment, config_file: Path) -> None:
 
     handlers: list = [(r"/hpclab/open", OpenExampleHandler), *walltime_routes()]
     if any(b.type == "slurm" for b in deployment.backends.values()):
-
         handlers.append((r"/api/hpclab/port", PortReportHandler))
     c.JupyterHub.extra_handlers = handlers
     if hub.logo is not None:
@@ -197,7 +196,11 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     if hub.http_redirect_port:
         # configurable-http-proxy answers plain HTTP there with a redirect to the HTTPS port
         c.ConfigurableHTTPProxy.command = [
-            "configurable-http-proxy", "--redirect-port", str(hub.http_redirect_port), "--redirect-to", str(port)
+            "configurable-http-proxy",
+            "--redirect-port",
+            str(hub.http_redirect_port),
+            "--redirect-to",
+            str(port),
         ]
     if hub.user_subdomains:
         # every user's servers on their own origin (<user>.<public_host>): the hub's cookies and API stay on the hub's
@@ -228,7 +231,6 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     _configure_site(c, deployment, config_file)
 
     if deployment.culling.enabled:
-
         # the hub refreshes servers' activity from the proxy often enough for the shortest idle timeout
         c.JupyterHub.last_activity_interval = activity_interval(min(profile_timeouts(deployment).values()))
         service, role = culler_service(deployment)

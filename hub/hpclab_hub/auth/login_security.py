@@ -155,9 +155,15 @@ def minutes_text(seconds: float) -> str:
 class UsernamePolicyMixin(Configurable):
     """Hub names are NFKC-normalised, lower case, and match usernames.USERNAME_PATTERN within a length."""
 
-    username_max_length = Integer(UNIX_NAME_MAX, help="Longest user name (so that prefix + name fits a Unix account).").tag(config=True)
-    only_user = Unicode("", help="A one-person trial (a hub without root): the only name that may log in or sign up; '' = anyone.").tag(config=True)
-    only_user_reason = Unicode("", help="Why every other name is refused (shown on the login and sign-up pages).").tag(config=True)
+    username_max_length = Integer(UNIX_NAME_MAX, help="Longest user name (so that prefix + name fits a Unix account).").tag(
+        config=True
+    )
+    only_user = Unicode(
+        "", help="A one-person trial (a hub without root): the only name that may log in or sign up; '' = anyone."
+    ).tag(config=True)
+    only_user_reason = Unicode("", help="Why every other name is refused (shown on the login and sign-up pages).").tag(
+        config=True
+    )
 
     def refused_by_trial(self, name: str) -> str:
         """The reason ``name`` may not log in or sign up on a one-person trial ('' when it may)."""
@@ -226,7 +232,9 @@ class LoginLockoutMixin(Configurable):
       it); addresses the name logged in from before are exempt, so its owner gets in at once.
     """
 
-    lockout_attempts = Integer(5, help="Failed logins for one name from one address before they are locked; 0 = never lock.").tag(config=True)
+    lockout_attempts = Integer(5, help="Failed logins for one name from one address before they are locked; 0 = never lock.").tag(
+        config=True
+    )
     lockout_address_attempts = Integer(
         50, help="Failed logins from one address (any names) before it is locked; high, since a class may share one NAT address."
     ).tag(config=True)
@@ -236,7 +244,9 @@ class LoginLockoutMixin(Configurable):
     lockout_window = Float(900, help="Seconds over which failures are counted.").tag(config=True)
     lockout_seconds = Float(900, help="How long a lock of a name from an address, or of an address, lasts.").tag(config=True)
     lockout_account_delay = Float(60, help="Longest wait for one name after lockout_account_attempts failures.").tag(config=True)
-    lockout_state_file = Unicode("", help="JSON file keeping failures and locks across restarts; '' = memory only.").tag(config=True)
+    lockout_state_file = Unicode("", help="JSON file keeping failures and locks across restarts; '' = memory only.").tag(
+        config=True
+    )
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -289,7 +299,9 @@ class LoginLockoutMixin(Configurable):
         account = f"name:{name}"
         wait = 0.0 if self._known_address(name, address) else self._lock_left(account)
         if wait:
-            self.log.warning("Login refused for %r from %s: the name had many failed logins, next try in %.0f s", name, address, wait)
+            self.log.warning(
+                "Login refused for %r from %s: the name had many failed logins, next try in %.0f s", name, address, wait
+            )
             raise web.HTTPError(429, f"Too many failed logins for this name. Try again in {minutes_text(wait)}.")
         result = await super().authenticate(handler, data)
         if result:

@@ -70,9 +70,9 @@ class HPCLabAuthenticator(SitePagesMixin, UsernamePolicyMixin, LoginLockoutMixin
     """NativeAuthenticator whose first admin exists from the first start (password from env, else generated once),
     with our user-name rule, login lockout, sign-up rate limit and approval page."""
 
-    admin_password_env = Unicode(
-        "HPCLAB_ADMIN_PASSWORD", help="Environment variable with the bootstrap admin's password."
-    ).tag(config=True)
+    admin_password_env = Unicode("HPCLAB_ADMIN_PASSWORD", help="Environment variable with the bootstrap admin's password.").tag(
+        config=True
+    )
     signup_per_address = Integer(5, help="Sign-ups one address may make within signup_window; 0 = no limit.").tag(config=True)
     signup_window = Float(3600, help="Seconds over which sign-ups per address are counted.").tag(config=True)
 

@@ -41,8 +41,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"{args.file}: OK — {len(deployment.profiles)} profiles "
         f"({', '.join(p.slug for p in deployment.profiles)}), backends: {backends}, "
-        f"hub on {deployment.hub.public_url()}{deployment.hub.base_url}"
-        + (" — fits the running cluster" if args.live else "")
+        f"hub on {deployment.hub.public_url()}{deployment.hub.base_url}" + (" — fits the running cluster" if args.live else "")
     )
     for note in deployment_notes(deployment):
         print(f"{args.file}: note: {note}")

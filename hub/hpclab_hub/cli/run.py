@@ -48,20 +48,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     port = args.port or int(os.environ.get("HPCLAB_PORT") or deployment.hub.port)  # the hub reads HPCLAB_PORT too
     as_root = [name for name, b in deployment.backends.items() if b.type == "local" and b.accounts.mode == "hub-user"]
     if as_root and is_root():
-        print(f"hpclab-hub: not starting: backends.{as_root[0]}.accounts.mode is hub-user, which runs servers as the hub's own "
-              "account, and this hub runs as root: servers never run as root. Use mode auto (create with root, a one-person "
-              "trial without) or create, or run the hub without root.", file=sys.stderr)
+        print(
+            f"hpclab-hub: not starting: backends.{as_root[0]}.accounts.mode is hub-user, which runs servers as the hub's own "
+            "account, and this hub runs as root: servers never run as root. Use mode auto (create with root, a one-person "
+            "trial without) or create, or run the hub without root.",
+            file=sys.stderr,
+        )
         return 1
     refused = start_refusal(deployment, args.config)
     if refused:
         print(f"hpclab-hub: not starting: {refused}", file=sys.stderr)
         return 1
     hub = deployment.hub
-    print(f"hpclab-hub: starting JupyterHub on {hub.public_url(port)}{hub.base_url} (listening on {hub.ip}:{port}; "
-          f"state in {hub.data_dir})", flush=True)
+    print(
+        f"hpclab-hub: starting JupyterHub on {hub.public_url(port)}{hub.base_url} (listening on {hub.ip}:{port}; "
+        f"state in {hub.data_dir})",
+        flush=True,
+    )
     if hub.user_subdomains:
-        print(f"hpclab-hub: each user's servers at their own host name, e.g. {hub.public_url(port).replace('://', '://alice.', 1)}"
-              f"{hub.base_url}user/alice/", flush=True)
+        print(
+            f"hpclab-hub: each user's servers at their own host name, e.g. {hub.public_url(port).replace('://', '://alice.', 1)}"
+            f"{hub.base_url}user/alice/",
+            flush=True,
+        )
     for line in start_lines(deployment):
         print(f"hpclab-hub: {line}", flush=True)
     _warn_if_servers_cannot_run_python(deployment)
@@ -94,7 +103,8 @@ def _warn_if_servers_cannot_run_python(deployment: Deployment) -> None:
         print(
             f"hpclab-hub: warning: servers run as the users' own accounts, which cannot search {folder} and so cannot "
             f"start {sys.executable}. Install HPCLab outside it, or allow searching: chmod o+x {folder}",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
 
 

@@ -19,8 +19,10 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="hpclab-hub upgrade: %(message)s")
     pid_file = deployment.hub.data_dir / "jupyterhub.pid"
     if pid_file.exists() and pid_file.read_text().strip().isdigit() and Path(f"/proc/{pid_file.read_text().strip()}").exists():
-        print(f"hpclab-hub: the hub is running (pid {pid_file.read_text().strip()}): stop it first (systemctl stop hpclab-hub).",
-              file=sys.stderr)
+        print(
+            f"hpclab-hub: the hub is running (pid {pid_file.read_text().strip()}): stop it first (systemctl stop hpclab-hub).",
+            file=sys.stderr,
+        )
         return 1
     try:
         before, after = upgrade(deployment, logging.getLogger("hpclab.upgrade"))
@@ -30,8 +32,10 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     if before == after:
         print(f"hpclab-hub: the database is current (JupyterHub schema {after}); nothing to do.")
     else:
-        print(f"hpclab-hub: database upgraded from JupyterHub schema {before or '(new)'} to {after}"
-              + (" (the SQLite file was copied beside it first)" if deployment.hub.database_url.startswith("sqlite:") else ""))
+        print(
+            f"hpclab-hub: database upgraded from JupyterHub schema {before or '(new)'} to {after}"
+            + (" (the SQLite file was copied beside it first)" if deployment.hub.database_url.startswith("sqlite:") else "")
+        )
     return 0
 
 

@@ -43,5 +43,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     print(f"{'created' if created else 'updated'} account {args.name}" + (f"; password: {password}" if generated else ""))
     only = trial_user(deployment)
     if only and args.name != only:
-        print(f"hpclab-hub: note: {args.name} cannot log in while the hub runs without root. {trial_refusal(only)}", file=sys.stderr)
+        print(
+            f"hpclab-hub: note: {args.name} cannot log in while the hub runs without root. {trial_refusal(only)}", file=sys.stderr
+        )
     return 0

@@ -21,33 +21,48 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
     for i, profile in enumerate(deployment.profiles):
         if profile.slug in first_index:
             issues.append(
-                ConfigIssue(("profiles", i, "slug"), f"duplicate slug {profile.slug!r} (also profiles[{first_index[profile.slug]}])")
+                ConfigIssue(
+                    ("profiles", i, "slug"), f"duplicate slug {profile.slug!r} (also profiles[{first_index[profile.slug]}])"
+                )
             )
         else:
             first_index[profile.slug] = i
         if profile.backend not in deployment.backends:
             declared = ", ".join(deployment.backends) or "none"
             issues.append(
-                ConfigIssue(("profiles", i, "backend"), f"unknown backend {profile.backend!r}; declared under backends: {declared}")
+                ConfigIssue(
+                    ("profiles", i, "backend"), f"unknown backend {profile.backend!r}; declared under backends: {declared}"
+                )
             )
         if profile.default:
             defaults.append(i)
         for k, kernel in enumerate(profile.kernels):
             if declared_kernels and kernel not in declared_kernels:
                 issues.append(
-                    ConfigIssue(("profiles", i, "kernels", k), f"unknown kernel {kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}")
+                    ConfigIssue(
+                        ("profiles", i, "kernels", k),
+                        f"unknown kernel {kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}",
+                    )
                 )
         if profile.default_kernel is not None:
             if profile.kernels and profile.default_kernel not in profile.kernels:
                 issues.append(
-                    ConfigIssue(("profiles", i, "default_kernel"), f"{profile.default_kernel!r} is not among this profile's kernels: {', '.join(profile.kernels)}")
+                    ConfigIssue(
+                        ("profiles", i, "default_kernel"),
+                        f"{profile.default_kernel!r} is not among this profile's kernels: {', '.join(profile.kernels)}",
+                    )
                 )
             elif declared_kernels and profile.default_kernel not in declared_kernels:
                 issues.append(
-                    ConfigIssue(("profiles", i, "default_kernel"), f"unknown kernel {profile.default_kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}")
+                    ConfigIssue(
+                        ("profiles", i, "default_kernel"),
+                        f"unknown kernel {profile.default_kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}",
+                    )
                 )
     for i in defaults[1:]:
-        issues.append(ConfigIssue(("profiles", i, "default"), f"only one profile may be the default (profiles[{defaults[0]}] already is)"))
+        issues.append(
+            ConfigIssue(("profiles", i, "default"), f"only one profile may be the default (profiles[{defaults[0]}] already is)")
+        )
     hub = deployment.hub
     auth = deployment.auth
     if hub.logo is not None and not hub.logo.is_file():
@@ -71,7 +86,11 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
         issues.append(ConfigIssue(("hub", missing), "HTTPS needs both ssl_cert and ssl_key"))
     if hub.http_redirect_port and hub.ssl_cert is None:
         issues.append(ConfigIssue(("hub", "http_redirect_port"), "redirecting to HTTPS needs ssl_cert and ssl_key"))
-    ports = {"hub.port": deployment.hub.port, "hub.hub_port": deployment.hub.hub_port, "hub.proxy_api_port": deployment.hub.proxy_api_port}
+    ports = {
+        "hub.port": deployment.hub.port,
+        "hub.hub_port": deployment.hub.hub_port,
+        "hub.proxy_api_port": deployment.hub.proxy_api_port,
+    }
     if hub.http_redirect_port:
         ports["hub.http_redirect_port"] = hub.http_redirect_port
     seen_ports: dict[int, str] = {}
@@ -129,8 +148,11 @@ def _slurm_command_issues(deployment: Deployment, source: SourceMap) -> list[Con
         path = ("backends", name, "bin_dir")
         missing = [c for c in ("sbatch", "squeue", "sinfo", "scontrol", "scancel") if not os.access(Path(folder, c), os.X_OK)]
         if missing:
-            issues.append(ConfigIssue(path, f"{folder} has no {', '.join(missing)} (the hub runs SLURM's commands from there)",
-                                      source.line_of(path)))
+            issues.append(
+                ConfigIssue(
+                    path, f"{folder} has no {', '.join(missing)} (the hub runs SLURM's commands from there)", source.line_of(path)
+                )
+            )
     return issues
 
 
@@ -188,8 +210,13 @@ def _local_backend_issues(deployment: Deployment) -> list[ConfigIssue]:
     data_dir = str(deployment.hub.data_dir)
     for name, backend in deployment.backends.items():
         if backend.type == "local" and backend.accounts.mode in ("hub-user", "auto") and not deployment.hub.admin_users:
-            issues.append(ConfigIssue(("backends", name, "accounts", "mode"), f"{backend.accounts.mode} needs hub.admin_users: "
-                                      "without root, the first admin is the one person whose servers run as the hub's account"))
+            issues.append(
+                ConfigIssue(
+                    ("backends", name, "accounts", "mode"),
+                    f"{backend.accounts.mode} needs hub.admin_users: "
+                    "without root, the first admin is the one person whose servers run as the hub's account",
+                )
+            )
         if backend.type != "local" or backend.home_dir is None:
             continue
         path = ("backends", name, "home_dir")
@@ -198,7 +225,9 @@ def _local_backend_issues(deployment: Deployment) -> list[ConfigIssue]:
         if unknown:
             issues.append(ConfigIssue(path, f"unknown placeholder {{{unknown[0]}}}; use {{username}} or {{account}}"))
         elif backend.home_dir == data_dir or backend.home_dir.startswith(data_dir.rstrip("/") + "/"):
-            issues.append(ConfigIssue(path, f"homes cannot be inside hub.data_dir ({data_dir}), which only the hub's account may enter"))
+            issues.append(
+                ConfigIssue(path, f"homes cannot be inside hub.data_dir ({data_dir}), which only the hub's account may enter")
+            )
     return issues
 
 
@@ -207,7 +236,11 @@ def _user_name_issues(deployment: Deployment) -> list[ConfigIssue]:
 
     longest = username_max_length(deployment.account_prefixes)
     named = [(("hub", "admin_users", i), name) for i, name in enumerate(deployment.hub.admin_users)]
-    named += [(("auth", "groups", group, i), name) for group, members in deployment.auth.groups.items() for i, name in enumerate(members)]
+    named += [
+        (("auth", "groups", group, i), name)
+        for group, members in deployment.auth.groups.items()
+        for i, name in enumerate(members)
+    ]
     issues = []
     for path, name in named:
         try:

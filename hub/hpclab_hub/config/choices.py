@@ -62,11 +62,15 @@ NameList = Annotated[list[StrictStr], Field(min_length=1)]
 class ProfileChoices(_Strict):
     """Keys a user may set on the form or in the REST API's user_options, each within its bounds."""
 
-    cpus: CpuRange | Annotated[list[_Positive], Field(min_length=1)] | None = Field(None, description="Cores: {min, max} or a list.")
+    cpus: CpuRange | Annotated[list[_Positive], Field(min_length=1)] | None = Field(
+        None, description="Cores: {min, max} or a list."
+    )
     memory: MemoryRange | Annotated[list[MemoryBytes], Field(min_length=1)] | None = Field(
         None, description="Memory: {min, max} or a list (4G, 8G)."
     )
-    gpus: GpuRange | Annotated[list[_NonNegative], Field(min_length=1)] | None = Field(None, description="GPUs: {min, max} or a list.")
+    gpus: GpuRange | Annotated[list[_NonNegative], Field(min_length=1)] | None = Field(
+        None, description="GPUs: {min, max} or a list."
+    )
     time_limit: TimeRange | Annotated[list[DurationSeconds], Field(min_length=1)] | None = Field(
         None, description="Wall time: {min, max} or a list; its maximum bounds extensions too."
     )

@@ -144,8 +144,18 @@ def issues_from_validation(exc: Any, source: SourceMap, model: Any) -> list[Conf
 
 
 _TYPE_MISMATCH = {
-    "string_type", "int_type", "int_parsing", "int_from_float", "float_type", "bool_type", "bool_parsing",
-    "list_type", "dict_type", "model_type", "model_attributes_type", "literal_error",
+    "string_type",
+    "int_type",
+    "int_parsing",
+    "int_from_float",
+    "float_type",
+    "bool_type",
+    "bool_parsing",
+    "list_type",
+    "dict_type",
+    "model_type",
+    "model_attributes_type",
+    "literal_error",
 }
 
 
@@ -153,7 +163,8 @@ def _pick_union_members(found: list[tuple[KeyPath, str, str, set[KeyPath]]]) -> 
     """For a value that failed every member of a union, keep what the admin most likely meant, as one line."""
     # a member whose shape fits went deeper (cpus: [0, -1] -> cpus[1]): the other members' complaints are noise
     kept = [
-        f for f in found
+        f
+        for f in found
         if not (f[0] in f[3] and any(f[0] in g[3] and len(g[0]) > len(f[0]) and g[0][: len(f[0])] == f[0] for g in found))
     ]
     out: list[tuple[KeyPath, str, str, set[KeyPath]]] = []

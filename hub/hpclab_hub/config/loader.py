@@ -20,9 +20,13 @@ def parse_deployment(text: str, base_dir: Path, source: str = "<string>") -> Dep
     except YAMLProblem as problem:
         raise ConfigError(source, [ConfigIssue(problem.path, problem.message, problem.line)]) from None
     if src.data is None:
-        raise ConfigError(source, [ConfigIssue((), "the file is empty: expected a mapping with hub, auth, backends and profiles")])
+        raise ConfigError(
+            source, [ConfigIssue((), "the file is empty: expected a mapping with hub, auth, backends and profiles")]
+        )
     if not isinstance(src.data, dict):
-        raise ConfigError(source, [ConfigIssue((), f"expected a mapping at the top level, got {type(src.data).__name__}", src.line_of(()))])
+        raise ConfigError(
+            source, [ConfigIssue((), f"expected a mapping at the top level, got {type(src.data).__name__}", src.line_of(()))]
+        )
     try:
         deployment = Deployment.model_validate(src.data, context={"base_dir": base_dir})
     except ValidationError as exc:

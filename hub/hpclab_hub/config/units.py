@@ -34,8 +34,10 @@ MemoryBytes = Annotated[
     int,
     BeforeValidator(parse_memory),
     WithJsonSchema(
-        {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[KMGTkmgt]?(i?[Bb])?$"}],
-         "description": "bytes, or a size with a binary unit: 512M, 4G, 1.5GiB"}
+        {
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[KMGTkmgt]?(i?[Bb])?$"}],
+            "description": "bytes, or a size with a binary unit: 512M, 4G, 1.5GiB",
+        }
     ),
     PlainSerializer(format_memory, return_type=str),
 ]
@@ -44,8 +46,10 @@ DurationSeconds = Annotated[
     int,
     BeforeValidator(parse_duration),
     WithJsonSchema(
-        {"anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"type": "string"}],
-         "description": "minutes as an integer, or SLURM's MM:SS, HH:MM:SS, D-HH[:MM[:SS]]"}
+        {
+            "anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"type": "string"}],
+            "description": "minutes as an integer, or SLURM's MM:SS, HH:MM:SS, D-HH[:MM[:SS]]",
+        }
     ),
     PlainSerializer(format_duration, return_type=str),
 ]

@@ -63,7 +63,11 @@ class Installed:
 
 
 def install_kernels(
-    deployment: Deployment, *, prefix: str | None = None, user: bool = False, names: list[str] | None = None,
+    deployment: Deployment,
+    *,
+    prefix: str | None = None,
+    user: bool = False,
+    names: list[str] | None = None,
     templates: Path = TEMPLATES,
 ) -> tuple[list[Installed], list[str]]:
     """Install the kernelspecs of every YAML kernel with a runtime; returns (installed, skipped names)."""
@@ -86,10 +90,12 @@ def install_kernels(
                 for item in (templates / name).iterdir():
                     if item.is_file() and item.name != "kernel.json":
                         shutil.copy2(item, source / item.name)
-            (source / "kernel.json").write_text(json.dumps(render_spec(name, entry, launcher, templates), indent=1) + "\n",
-                                                encoding="utf-8")
-            path = manager.install_kernel_spec(str(source), kernel_name=name, user=user,
-                                               prefix=None if user else (prefix or sys.prefix))
+            (source / "kernel.json").write_text(
+                json.dumps(render_spec(name, entry, launcher, templates), indent=1) + "\n", encoding="utf-8"
+            )
+            path = manager.install_kernel_spec(
+                str(source), kernel_name=name, user=user, prefix=None if user else (prefix or sys.prefix)
+            )
         installed.append(Installed(name, Path(path)))
     return installed, skipped
 

@@ -12,9 +12,10 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from hpclab_hub.config.model import Deployment
@@ -41,7 +42,7 @@ class ProfileIdleArbiter:
         self.timeouts = dict(timeouts)
 
     @classmethod
-    def from_environment(cls) -> "ProfileIdleArbiter":
+    def from_environment(cls) -> ProfileIdleArbiter:
         return cls(json.loads(os.environ.get(TIMEOUTS_VARIABLE, "{}")))
 
     def limit_for(self, server: Mapping[str, Any], default: int) -> int:
@@ -52,10 +53,17 @@ class ProfileIdleArbiter:
     def __call__(self, *, inactive: timedelta, inactive_limit: int, server: Mapping[str, Any], **_: Any) -> bool:
         reclaim = inactive.total_seconds() >= self.limit_for(server, inactive_limit)
         if reclaim:  # one hpclab-event line in the hub's log (the culler's output joins it)
-
             user = re.search(r"/user/([^/]+)/", str(server.get("url") or ""))
-            print(event_line("reclaim", unquote(user[1]) if user else "?", (server.get("user_options") or {}).get("profile") or "",
-                             str(server.get("name") or ""), idle=int(inactive.total_seconds())), flush=True)
+            print(
+                event_line(
+                    "reclaim",
+                    unquote(user[1]) if user else "?",
+                    (server.get("user_options") or {}).get("profile") or "",
+                    str(server.get("name") or ""),
+                    idle=int(inactive.total_seconds()),
+                ),
+                flush=True,
+            )
         return reclaim
 
 

@@ -73,11 +73,15 @@ def start_refusal(deployment: Deployment, config_path: str) -> str | None:
         return None
     where = _shown(url)
     if status.older:
-        return (f"the database {where} has JupyterHub schema {status.revision}, from an earlier release; this one needs "
-                f"{status.head}. Back it up (docs/admin-guide.md, \"Backups\"), then run: hpclab-hub upgrade --config {config_path}")
-    return (f"the database {where} has JupyterHub schema {status.revision}, which this release (JupyterHub "
-            f"{jupyterhub.__version__}, schema {status.head}) does not know: it was made or upgraded by a later release. "
-            "Start that release, or restore the backup taken before the upgrade.")
+        return (
+            f"the database {where} has JupyterHub schema {status.revision}, from an earlier release; this one needs "
+            f'{status.head}. Back it up (docs/admin-guide.md, "Backups"), then run: hpclab-hub upgrade --config {config_path}'
+        )
+    return (
+        f"the database {where} has JupyterHub schema {status.revision}, which this release (JupyterHub "
+        f"{jupyterhub.__version__}, schema {status.head}) does not know: it was made or upgraded by a later release. "
+        "Start that release, or restore the backup taken before the upgrade."
+    )
 
 
 def _shown(url: str) -> str:
@@ -124,8 +128,11 @@ def backup(deployment: Deployment, config_path: Path, dest: Path) -> list[str]:
         source.close()
         target.close()
         copied.append("jupyterhub.sqlite")
-    files = {"jupyterhub_cookie_secret": hub.cookie_secret_path, "login-guard.json": hub.data_dir / "login-guard.json",
-             "hub.yaml": config_path}
+    files = {
+        "jupyterhub_cookie_secret": hub.cookie_secret_path,
+        "login-guard.json": hub.data_dir / "login-guard.json",
+        "hub.yaml": config_path,
+    }
     for name, path in (("ssl_cert", hub.ssl_cert), ("ssl_key", hub.ssl_key)):
         if path:
             files[f"{name}{Path(path).suffix or '.pem'}"] = Path(path)

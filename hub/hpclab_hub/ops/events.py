@@ -39,7 +39,7 @@ def parse_event(line: str) -> dict[str, str] | None:
     at = line.find(PREFIX + " ")
     if at < 0:
         return None
-    rest = line[at + len(PREFIX) + 1:]
+    rest = line[at + len(PREFIX) + 1 :]
     kind, _, rest = rest.partition(" ")
     found = {"kind": kind}
     for match in re.finditer(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)', rest):
@@ -48,6 +48,7 @@ def parse_event(line: str) -> dict[str, str] | None:
     return found
 
 
-def log_event(log: logging.Logger | logging.LoggerAdapter, kind: str, user: str, profile: str, server: str = "",
-              **fields: object) -> None:
+def log_event(
+    log: logging.Logger | logging.LoggerAdapter, kind: str, user: str, profile: str, server: str = "", **fields: object
+) -> None:
     log.info("%s", event_line(kind, user, profile, server, **fields))

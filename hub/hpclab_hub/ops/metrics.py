@@ -45,8 +45,12 @@ class UsageCollector:
     """Servers and GPUs in use per group and profile, computed at scrape time (never stale)."""
 
     def collect(self):
-        servers = GaugeMetricFamily("hpclab_servers_in_use", "Running or starting servers, by group and profile", labels=["group", "profile"])
-        gpus = GaugeMetricFamily("hpclab_gpus_in_use", "GPUs held by running or starting servers, by group and profile", labels=["group", "profile"])
+        servers = GaugeMetricFamily(
+            "hpclab_servers_in_use", "Running or starting servers, by group and profile", labels=["group", "profile"]
+        )
+        gpus = GaugeMetricFamily(
+            "hpclab_gpus_in_use", "GPUs held by running or starting servers, by group and profile", labels=["group", "profile"]
+        )
         server_count: Tally = Tally()
         gpu_count: Tally = Tally()
         for lister in _active_lister:

@@ -52,5 +52,7 @@ LINE = SpawnLine()
 def queued_message(starting: int, limit: int, place: int) -> str:
     """What the progress page shows while a start waits."""
     ahead = "you are next" if place == 1 else f"{place - 1} {'start is' if place == 2 else 'starts are'} ahead of yours"
-    return (f"The hub is starting {starting} servers (at most {limit} at once); yours is queued and starts "
-            f"as soon as one of them is up: {ahead}.")
+    return (
+        f"The hub is starting {starting} servers (at most {limit} at once); yours is queued and starts "
+        f"as soon as one of them is up: {ahead}."
+    )

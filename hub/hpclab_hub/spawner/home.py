@@ -25,8 +25,11 @@ def choices_text(effective: Profile, user_choices: dict[str, Any], extended_seco
         effective = effective.model_copy(update={"time_limit": effective.time_limit + extended_seconds})
     text = resources_text(effective)
     slurm = effective.slurm
-    text += "".join(f", {key} {getattr(slurm, key)}" for key in ("partition", "account", "qos", "reservation")
-                    if key in user_choices and slurm is not None)
+    text += "".join(
+        f", {key} {getattr(slurm, key)}"
+        for key in ("partition", "account", "qos", "reservation")
+        if key in user_choices and slurm is not None
+    )
     return text
 
 
@@ -47,8 +50,16 @@ def backend_text(deployment: Deployment, profile: Profile | None) -> str:
     return f"{profile.backend} ({'SLURM cluster' if kind == 'slurm' else 'this server'})"
 
 
-def summary(deployment: Deployment, profile: Profile | None, effective: Profile | None, user_choices: dict[str, Any],
-            extended_seconds: int, state: str, relaunch: str, time_left: str) -> dict[str, str]:
+def summary(
+    deployment: Deployment,
+    profile: Profile | None,
+    effective: Profile | None,
+    user_choices: dict[str, Any],
+    extended_seconds: int,
+    state: str,
+    relaunch: str,
+    time_left: str,
+) -> dict[str, str]:
     """The home page's row for a server (``home.html``)."""
     return {
         "choices": choices_text(effective, user_choices, extended_seconds) if effective is not None and user_choices else "",

@@ -27,16 +27,22 @@ class QuotaExceeded(Exception):
 def _check(label: str, limits: QuotaLimits | None, used: list[ActiveServer], profile: Profile) -> None:
     if limits is None:
         return
-    totals = {"servers": len(used), "gpus": sum(s.gpus for s in used), "cpus": sum(s.cpus for s in used),
-              "memory": sum(s.memory for s in used)}
+    totals = {
+        "servers": len(used),
+        "gpus": sum(s.gpus for s in used),
+        "cpus": sum(s.cpus for s in used),
+        "memory": sum(s.memory for s in used),
+    }
     asked = {"servers": 1, "gpus": profile.gpus, "cpus": profile.cpus, "memory": profile.memory or 0}
     nouns = {"servers": "servers", "gpus": "GPUs", "cpus": "cores", "memory": "of memory"}
     for key in ("gpus", "cpus", "memory", "servers"):
         limit = getattr(limits, key)
         if limit is not None and asked[key] and totals[key] + asked[key] > limit:
             if key == "memory":
-                raise QuotaExceeded(f"{label}: {format_memory(totals[key])} of {format_memory(limit)} of memory in use; "
-                                    f"this profile needs {format_memory(asked[key])} more.")
+                raise QuotaExceeded(
+                    f"{label}: {format_memory(totals[key])} of {format_memory(limit)} of memory in use; "
+                    f"this profile needs {format_memory(asked[key])} more."
+                )
             raise QuotaExceeded(f"{label}: {totals[key]} of {limit} {nouns[key]} in use; this profile needs {asked[key]} more.")
 
 
@@ -51,4 +57,6 @@ def check_quotas(
         if group in quotas.groups:
             _check(group, quotas.groups[group], [s for s in active if group in s.groups], profile)
     if profile.slug in quotas.profiles:
-        _check(f"profile {profile.slug}", quotas.profiles[profile.slug], [s for s in active if s.profile == profile.slug], profile)
+        _check(
+            f"profile {profile.slug}", quotas.profiles[profile.slug], [s for s in active if s.profile == profile.slug], profile
+        )

@@ -22,8 +22,11 @@ from hpclab_hub.spawner.form import render_profile_form, site_branding
 def requested_profile(handler: Any, user: Any) -> str:
     """The profile a link asked to preselect (``?profile=SLUG``, or ``?opt-profile=SLUG`` of a refused start), else the last choice."""
     if handler is not None:
-        asked = (handler.get_argument("profile", "") or handler.get_argument("hpclab-profile", "")
-                 or handler.get_argument("opt-profile", ""))  # a start link whose start was refused
+        asked = (
+            handler.get_argument("profile", "")
+            or handler.get_argument("hpclab-profile", "")
+            or handler.get_argument("opt-profile", "")
+        )  # a start link whose start was refused
         if asked:
             return str(asked)
     return last_profile(user)
@@ -36,7 +39,9 @@ def link_choices(handler: Any) -> dict[str, str] | None:
     arguments = handler.request.query_arguments
     if not any(name == "profile" or name.startswith("opt-") for name in arguments):
         return None
-    return {key: value for key in CHOICE_KEYS if (value := handler.get_argument(f"opt-{key}", "") or handler.get_argument(key, ""))}
+    return {
+        key: value for key in CHOICE_KEYS if (value := handler.get_argument(f"opt-{key}", "") or handler.get_argument(key, ""))
+    }
 
 
 def deferred_choices(deployment: Deployment, profile: Profile) -> set[str]:
@@ -44,8 +49,11 @@ def deferred_choices(deployment: Deployment, profile: Profile) -> set[str]:
     choices = profile.choices
     if choices is None or deployment.backends[profile.backend].type != "slurm":
         return set()
-    return {key for key, word in (("account", "associations"), ("reservation", "active"), ("gpu_type", "partition"))
-            if getattr(choices, key) == word}
+    return {
+        key
+        for key, word in (("account", "associations"), ("reservation", "active"), ("gpu_type", "partition"))
+        if getattr(choices, key) == word
+    }
 
 
 async def _ask_cluster(deployment: Deployment, backend_name: str, user_name: str, wanted: set[str]) -> ClusterOptions:
@@ -68,11 +76,22 @@ async def cluster_options_by_profile(deployment: Deployment, profiles: list[Prof
     return {p.slug: answers.get(p.backend) if deferred_choices(deployment, p) else None for p in profiles}
 
 
-async def render_form(deployment: Deployment, user: Any, groups: frozenset[str], handler: Any,
-                      cluster_state: Callable[[str], Awaitable[ClusterState | str]]) -> str:
+async def render_form(
+    deployment: Deployment,
+    user: Any,
+    groups: frozenset[str],
+    handler: Any,
+    cluster_state: Callable[[str], Awaitable[ClusterState | str]],
+) -> str:
     """The spawn form for this user: allowed profiles, live availability, the preselected one checked, a link's choices."""
     profiles = visible_profiles(deployment, groups)
     availability = await form_availability(deployment, lambda p: pool_of(deployment, p), cluster_state)
     cluster = await cluster_options_by_profile(deployment, profiles, user.name)
-    return render_profile_form(profiles, selected=requested_profile(handler, user), availability=availability,
-                               branding=site_branding(deployment), cluster_options=cluster, link_choices=link_choices(handler))
+    return render_profile_form(
+        profiles,
+        selected=requested_profile(handler, user),
+        availability=availability,
+        branding=site_branding(deployment),
+        cluster_options=cluster,
+        link_choices=link_choices(handler),
+    )

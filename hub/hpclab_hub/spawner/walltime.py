@@ -11,7 +11,9 @@ from hpclab_hub.config.units import format_duration
 from hpclab_hub.config.user_choices import longest_time
 
 
-def walltime_bounds(profile: Profile, extended_seconds: int, cap_seconds: int, cap_source: str) -> tuple[int | None, int | None, str]:
+def walltime_bounds(
+    profile: Profile, extended_seconds: int, cap_seconds: int, cap_source: str
+) -> tuple[int | None, int | None, str]:
     """(current wall time with extensions, the most it may become, what sets the most); None without a limit.
 
     The most is the profile's maximum, or the cluster's cap (partition MaxTime, QoS MaxWall) where
@@ -40,8 +42,9 @@ def extended_walltime(bounds: tuple[int | None, int | None, str], minutes: int) 
     wanted = current + minutes * 60
     if wanted > longest:
         raise web.HTTPError(
-            400, f"minutes: {minutes} more would make the wall time {format_duration(wanted)}, past {source} "
-            f"{format_duration(longest)} ({format_duration(max(0, longest - current))} may still be added)"
+            400,
+            f"minutes: {minutes} more would make the wall time {format_duration(wanted)}, past {source} "
+            f"{format_duration(longest)} ({format_duration(max(0, longest - current))} may still be added)",
         )
     return wanted
 

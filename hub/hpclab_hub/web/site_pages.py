@@ -84,8 +84,11 @@ class PreselectingSpawnHandler(SpawnHandler):
 
 def spawn_routes() -> list[tuple[str, type]]:
     """Routes that replace JupyterHub's own /spawn pages (authenticator handlers are matched first)."""
-    return [(r"/spawn", PreselectingSpawnHandler), (r"/spawn/([^/]+)", PreselectingSpawnHandler),
-            (r"/spawn/([^/]+)/([^/]+)", PreselectingSpawnHandler)]
+    return [
+        (r"/spawn", PreselectingSpawnHandler),
+        (r"/spawn/([^/]+)", PreselectingSpawnHandler),
+        (r"/spawn/([^/]+)/([^/]+)", PreselectingSpawnHandler),
+    ]
 
 
 class SitePagesMixin:

@@ -56,7 +56,6 @@ class ServerWalltimeHandler(APIHandler):
         self.finish(json.dumps(self._model(spawner)))
 
 
-
 class ServerExtendHandler(ServerWalltimeHandler):
     """POST ``.../extend`` with ``{"minutes": N}``: move the server's end, within its profile's maximum."""
 

@@ -14,8 +14,10 @@ def local_blocked(profile: Profile, pool: ResourcePool) -> str:
         have = "no GPU" if not pool.gpu_ids else f"only {plural(len(pool.gpu_ids), 'GPU')}"
         return f"This server has {have}; the profile needs {plural(profile.gpus, 'GPU')}."
     if pool.memory is not None and profile.memory and profile.memory > pool.memory:
-        return (f"This server shares out {format_memory(pool.memory)} of memory to servers; the profile needs "
-                f"{format_memory(profile.memory)}.")
+        return (
+            f"This server shares out {format_memory(pool.memory)} of memory to servers; the profile needs "
+            f"{format_memory(profile.memory)}."
+        )
     return ""
 
 

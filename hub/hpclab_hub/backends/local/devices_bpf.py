@@ -140,15 +140,28 @@ def load(program: bytes, name: str = "hpclab_devices") -> int:
     log = ctypes.create_string_buffer(65536)
     # struct {u32 prog_type, insn_cnt; u64 insns, license; u32 log_level, log_size; u64 log_buf;
     #         u32 kern_version, prog_flags; char prog_name[16]; u32 prog_ifindex, expected_attach_type}
-    attr = _attr("<IIQQIIQII16sII", BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8, ctypes.addressof(insns),
-                 ctypes.addressof(license_), 1, len(log), ctypes.addressof(log), 0, 0, name.encode()[:15],
-                 0, BPF_CGROUP_DEVICE)
+    attr = _attr(
+        "<IIQQIIQII16sII",
+        BPF_PROG_TYPE_CGROUP_DEVICE,
+        len(program) // 8,
+        ctypes.addressof(insns),
+        ctypes.addressof(license_),
+        1,
+        len(log),
+        ctypes.addressof(log),
+        0,
+        0,
+        name.encode()[:15],
+        0,
+        BPF_CGROUP_DEVICE,
+    )
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except OSError as error:
         detail = log.value.decode(errors="replace").strip().splitlines()[-3:]
-        raise DeviceFenceError(f"the kernel refused the device program: {error.strerror}"
-                               + (f" ({' / '.join(detail)})" if detail else "")) from None
+        raise DeviceFenceError(
+            f"the kernel refused the device program: {error.strerror}" + (f" ({' / '.join(detail)})" if detail else "")
+        ) from None
 
 
 def attached(cgroup: str) -> list[int]:

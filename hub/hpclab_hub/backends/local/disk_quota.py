@@ -49,7 +49,7 @@ def filesystem_of(path: str | os.PathLike[str], mountinfo: str = "/proc/self/mou
     for line in Path(mountinfo).read_text().splitlines():
         fields = line.split()
         mount_point = _unescape(fields[4])
-        after = fields[fields.index("-") + 1:]
+        after = fields[fields.index("-") + 1 :]
         inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
         if inside and (best is None or len(mount_point) >= len(best.mount_point)):
             best = Filesystem(mount_point, after[0], _unescape(after[1]))
@@ -85,8 +85,10 @@ def quota_problem(path: str | os.PathLike[str]) -> str:
             return ""
         state = _run(["quotaon", "-p", "-u", fs.mount_point])
         if " is on" not in state.stdout:
-            return (f"user quotas are off on {fs.mount_point} ({fs.fstype} from {fs.source}): mount it with usrquota "
-                    f"({'tune2fs -O quota on the device first' if fs.fstype == 'ext4' else 'uquota for XFS'}) and run quotaon")
+            return (
+                f"user quotas are off on {fs.mount_point} ({fs.fstype} from {fs.source}): mount it with usrquota "
+                f"({'tune2fs -O quota on the device first' if fs.fstype == 'ext4' else 'uquota for XFS'}) and run quotaon"
+            )
     except (DiskQuotaUnavailable, OSError, subprocess.SubprocessError) as error:
         return str(error)
     return ""
@@ -101,7 +103,8 @@ def set_home_quota(home: str, uid: int, gid: int, limit: int) -> dict[str, str]:
     if fs.fstype not in SUPPORTED:
         raise DiskQuotaUnavailable(
             f"the home {home} is on {fs.fstype} ({fs.mount_point}), which has no quota HPCLab can set: homes need ext4 or XFS "
-            "with user quotas, or btrfs with quotas enabled")
+            "with user quotas, or btrfs with quotas enabled"
+        )
     env = {"HPCLAB_DISK_LIMIT": str(limit), "HPCLAB_DISK_HOME": home}
     if fs.fstype == "btrfs":
         env["HPCLAB_DISK_USED_FILE"] = _btrfs_limit(home, uid, gid, limit, fs)
@@ -111,7 +114,8 @@ def set_home_quota(home: str, uid: int, gid: int, limit: int) -> dict[str, str]:
     if result.returncode != 0:
         raise DiskQuotaUnavailable(
             f"cannot set the quota of {home} on {fs.mount_point} ({fs.fstype} from {fs.source}): {result.stderr.strip()} — "
-            "the file system needs user quotas: mount it with usrquota (ext4: tune2fs -O quota first; XFS: uquota) and run quotaon")
+            "the file system needs user quotas: mount it with usrquota (ext4: tune2fs -O quota first; XFS: uquota) and run quotaon"
+        )
     env["HPCLAB_DISK_QUOTA_DEVICE"] = fs.source
     return env
 
@@ -123,7 +127,8 @@ def _btrfs_limit(home: str, uid: int, gid: int, limit: int, fs: Filesystem) -> s
         if os.listdir(home):
             raise DiskQuotaUnavailable(
                 f"the home {home} is a plain folder on btrfs ({fs.mount_point}); a quota needs a subvolume per home: move it "
-                f"aside, `btrfs subvolume create {home}`, copy the files back (cp -a --reflink), then start again")
+                f"aside, `btrfs subvolume create {home}`, copy the files back (cp -a --reflink), then start again"
+            )
         os.rmdir(home)
         made = _run(["btrfs", "subvolume", "create", home])
         if made.returncode != 0:
@@ -136,6 +141,7 @@ def _btrfs_limit(home: str, uid: int, gid: int, limit: int, fs: Filesystem) -> s
     if result.returncode != 0:
         raise DiskQuotaUnavailable(
             f"cannot limit the home {home} on btrfs ({fs.mount_point}): {result.stderr.strip()} — turn quotas on with "
-            f"`btrfs quota enable {fs.mount_point}`")
+            f"`btrfs quota enable {fs.mount_point}`"
+        )
     subvolume = _run(["btrfs", "inspect-internal", "rootid", home]).stdout.strip()
     return str(Path("/sys/fs/btrfs") / _btrfs_uuid(fs.mount_point) / "qgroups" / f"0_{subvolume}" / "referenced")

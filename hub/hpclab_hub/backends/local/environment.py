@@ -30,8 +30,14 @@ def admin_environment(ctx: ServerContext, profile_env: dict[str, str]) -> dict[s
     return env
 
 
-def server_environment(ctx: ServerContext, account: UnixAccount | None, allocation: Allocation, disk_env: dict[str, str],
-                       hub_env: dict[str, str], profile_env: dict[str, str]) -> dict[str, str]:
+def server_environment(
+    ctx: ServerContext,
+    account: UnixAccount | None,
+    allocation: Allocation,
+    disk_env: dict[str, str],
+    hub_env: dict[str, str],
+    profile_env: dict[str, str],
+) -> dict[str, str]:
     """The hub's few kept variables, the account's, the profile's, the allocation's: nothing else of the hub's."""
     env = dict(hub_env)
     env["USER"] = env["LOGNAME"] = account.name if account else ctx.user_name
@@ -47,17 +53,25 @@ def server_environment(ctx: ServerContext, account: UnixAccount | None, allocati
     return env
 
 
-def private_mounts(ctx: ServerContext, backend: LocalBackend, account: UnixAccount | None, pool: ResourcePool,
-                   profile_env: dict[str, str]) -> PrivateMounts | None:
+def private_mounts(
+    ctx: ServerContext, backend: LocalBackend, account: UnixAccount | None, pool: ResourcePool, profile_env: dict[str, str]
+) -> PrivateMounts | None:
     """The server's private /tmp, /dev/shm and /proc (backends.*.private_tmp), with the folders it needs kept in."""
     if not backend.private_tmp or os.geteuid() != 0 or account is None:
         return None
     # what the deployment put under /tmp stays as the host has it (test hubs do): the folder of the homes (others'
     # stay 0700, not hidden), the hub's state (0700), its Python and source, examples, GPU nodes, kernels
     deployment = ctx.deployment
-    keep = [account.home, str(Path(account.home).parent), str(deployment.hub.data_dir), sys.prefix, sys.base_prefix,
-            str(Path(sys.executable).resolve().parent), str(Path(__file__).resolve().parents[4]),
-            str(deployment.examples.source_dir)]
+    keep = [
+        account.home,
+        str(Path(account.home).parent),
+        str(deployment.hub.data_dir),
+        sys.prefix,
+        sys.base_prefix,
+        str(Path(sys.executable).resolve().parent),
+        str(Path(__file__).resolve().parents[4]),
+        str(deployment.examples.source_dir),
+    ]
     keep += [str(Path(backend.gpu_device(gpu)).parent) for gpu in pool.gpu_ids]
     for kernel in deployment.kernels.values():
         if kernel.runtime is not None:

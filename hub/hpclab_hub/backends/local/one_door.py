@@ -65,20 +65,26 @@ class Door:
         """The nft script that (re)writes this hub's chain; the sets of server ports keep their elements."""
         t = f"inet {self.table}"
         uid = self.hub_uid
-        return "\n".join([
-            f"add table {t}",
-            f"add set {t} server_ports {{ type inet_service; }}",
-            f"add set {t} server_owners {{ type inet_service . uid; }}",
-            f"add chain {t} output {{ type filter hook output priority 0; policy accept; }}",
-            f"flush chain {t} output",
-            # the hub's API and the proxy's REST API: the hub's own account only (hub, proxy, managed services)
-            (f'add rule {t} output oifname "lo" tcp dport {{ {self.hub_port}, {self.proxy_api_port} }} '
-             f"meta skuid != {uid} reject with tcp reset"),
-            # a server's port: the hub's account (the proxy, the hub's checks) and the server's own account
-            (f'add rule {t} output oifname "lo" tcp dport @server_ports meta skuid != {uid} '
-             "tcp dport . meta skuid != @server_owners reject with tcp reset"),
-            "",
-        ])
+        return "\n".join(
+            [
+                f"add table {t}",
+                f"add set {t} server_ports {{ type inet_service; }}",
+                f"add set {t} server_owners {{ type inet_service . uid; }}",
+                f"add chain {t} output {{ type filter hook output priority 0; policy accept; }}",
+                f"flush chain {t} output",
+                # the hub's API and the proxy's REST API: the hub's own account only (hub, proxy, managed services)
+                (
+                    f'add rule {t} output oifname "lo" tcp dport {{ {self.hub_port}, {self.proxy_api_port} }} '
+                    f"meta skuid != {uid} reject with tcp reset"
+                ),
+                # a server's port: the hub's account (the proxy, the hub's checks) and the server's own account
+                (
+                    f'add rule {t} output oifname "lo" tcp dport @server_ports meta skuid != {uid} '
+                    "tcp dport . meta skuid != @server_owners reject with tcp reset"
+                ),
+                "",
+            ]
+        )
 
     def install(self) -> None:
         _nft(self.rules())
@@ -166,7 +172,11 @@ def door_note(multi_user: bool) -> str:
     if not why:
         return ""
     if not multi_user:
-        return (f"one door to the hub: off ({why}); on a one-person trial every server runs as the hub's own account, "
-                "so a firewall by account could not tell them apart anyway (docs/admin-guide.md, \"One door to the hub\")")
-    return (f"one door to the hub: OFF ({why}): code in any user's kernel can reach the hub's own port, the proxy's "
-            "API and other users' server ports directly (docs/admin-guide.md, \"One door to the hub\")")
+        return (
+            f"one door to the hub: off ({why}); on a one-person trial every server runs as the hub's own account, "
+            'so a firewall by account could not tell them apart anyway (docs/admin-guide.md, "One door to the hub")'
+        )
+    return (
+        f"one door to the hub: OFF ({why}): code in any user's kernel can reach the hub's own port, the proxy's "
+        'API and other users\' server ports directly (docs/admin-guide.md, "One door to the hub")'
+    )

@@ -32,8 +32,14 @@ def prepare_account(ctx: ServerContext, backend: LocalBackend) -> UnixAccount:
     accounts = backend.accounts
     try:
         admins = ctx.deployment.hub.admin_users
-        account = resolve_account(ctx.user_name, accounts.mode, accounts.prefix, accounts.home_base, backend.home_dir,
-                                  only_user=admins[0] if admins else None)  # hub-user: the trial's one person
+        account = resolve_account(
+            ctx.user_name,
+            accounts.mode,
+            accounts.prefix,
+            accounts.home_base,
+            backend.home_dir,
+            only_user=admins[0] if admins else None,
+        )  # hub-user: the trial's one person
         ensure_home(account)
     except AccountUnavailable as refused:
         ctx.record_failure("account")
@@ -59,11 +65,17 @@ def set_disk_quota(ctx: ServerContext, account: UnixAccount) -> dict[str, str]:
     except DiskQuotaUnavailable as error:
         ctx.record_failure("disk_quota")
         raise web.HTTPError(
-            500, f"The home folder's disk quota ({format_memory(limit)}, quotas.disk) cannot be set: {error}. "
+            500,
+            f"The home folder's disk quota ({format_memory(limit)}, quotas.disk) cannot be set: {error}. "
             "An admin can remove quotas.disk to run without it.",
         ) from None
-    ctx.log.info("%s: home %s limited to %s (%s)", ctx.log_name, account.home, format_memory(limit),
-                 "btrfs qgroup" if "HPCLAB_DISK_USED_FILE" in env else "user quota")
+    ctx.log.info(
+        "%s: home %s limited to %s (%s)",
+        ctx.log_name,
+        account.home,
+        format_memory(limit),
+        "btrfs qgroup" if "HPCLAB_DISK_USED_FILE" in env else "user quota",
+    )
     return env
 
 
@@ -73,13 +85,21 @@ def server_limits(ctx: ServerContext, backend: LocalBackend, pool: ResourcePool,
     for gpu in allocation.gpu_ids:
         numbers = device_numbers(backend.gpu_device(gpu))
         if numbers is None:
-            ctx.log.warning("GPU %s of %s has no device node at %s (backends.*.gpu_devices)", gpu, ctx.log_name, backend.gpu_device(gpu))
+            ctx.log.warning(
+                "GPU %s of %s has no device node at %s (backends.*.gpu_devices)", gpu, ctx.log_name, backend.gpu_device(gpu)
+            )
         allowed.add(numbers)
     nodes = {backend.gpu_device(gpu) for gpu in pool.gpu_ids}
-    nodes.update(path for path in glob.glob("/dev/nvidia*") if path[len("/dev/nvidia"):].isdigit())  # GPUs outside the pool too
+    nodes.update(path for path in glob.glob("/dev/nvidia*") if path[len("/dev/nvidia") :].isdigit())  # GPUs outside the pool too
     denied = {device_numbers(path) for path in nodes} - allowed - {None}
-    return ServerLimits(allocation.cpu_ids, ctx.profile.memory, backend.pids_limit, tuple(sorted(denied)),  # type: ignore[arg-type]
-                        allowed_devices=tuple(sorted(allowed - {None})), servers_cpu_shares=NICE_WEIGHT[backend.server_nice])  # type: ignore[arg-type]
+    return ServerLimits(
+        allocation.cpu_ids,
+        ctx.profile.memory,
+        backend.pids_limit,
+        tuple(sorted(denied)),  # type: ignore[arg-type]
+        allowed_devices=tuple(sorted(allowed - {None})),
+        servers_cpu_shares=NICE_WEIGHT[backend.server_nice],
+    )  # type: ignore[arg-type]
 
 
 def uses_cgroups(backend: LocalBackend) -> bool:
@@ -87,8 +107,9 @@ def uses_cgroups(backend: LocalBackend) -> bool:
     return backend.limits == "cgroups" or (backend.limits == "auto" and os.geteuid() == 0)
 
 
-def make_cgroup(ctx: ServerContext, backend: LocalBackend, pool: ResourcePool, account: UnixAccount,
-                allocation: Allocation) -> ServerCgroup | None:
+def make_cgroup(
+    ctx: ServerContext, backend: LocalBackend, pool: ResourcePool, account: UnixAccount, allocation: Allocation
+) -> ServerCgroup | None:
     """The server's cgroup with the allocation's limits (None for best effort); leftovers of an earlier server killed."""
     if not uses_cgroups(backend):
         return None

@@ -39,10 +39,13 @@ class Allocation:
         return {"cpu_ids": list(self.cpu_ids), "gpu_ids": list(self.gpu_ids), "memory": self.memory}
 
     @classmethod
-    def from_state(cls, state: dict) -> "Allocation":
+    def from_state(cls, state: dict) -> Allocation:
         """Rebuild from ``as_state()`` output."""
-        return cls(tuple(int(c) for c in state.get("cpu_ids", ())), tuple(str(g) for g in state.get("gpu_ids", ())),
-                   int(state.get("memory", 0)))
+        return cls(
+            tuple(int(c) for c in state.get("cpu_ids", ())),
+            tuple(str(g) for g in state.get("gpu_ids", ())),
+            int(state.get("memory", 0)),
+        )
 
 
 @dataclass

@@ -19,8 +19,10 @@ TRIAL_FOLDER = "hpclab-trial"
 
 #: What a process without root still sets on its children (best-effort limits), and what needs root (cgroups).
 APPLIED = "cores as CPU affinity, memory per process (RLIMIT_DATA), CPU priority (nice {nice}), GPUs by CUDA_VISIBLE_DEVICES"
-NOT_ENFORCED = ("memory of all a server's processes together, the process limit (pids_limit), GPU device isolation "
-                "(other GPUs' device nodes stay open), stopping every process a server started (only the server is stopped)")
+NOT_ENFORCED = (
+    "memory of all a server's processes together, the process limit (pids_limit), GPU device isolation "
+    "(other GPUs' device nodes stay open), stopping every process a server started (only the server is stopped)"
+)
 
 
 def is_root() -> bool:
@@ -41,7 +43,9 @@ def effective_mode(mode: str) -> str:
 
 def trial_backends(deployment: Deployment) -> list[str]:
     """Names of the local backends that run servers as the hub's own account (hub-user, or auto without root)."""
-    return [name for name, b in deployment.backends.items() if b.type == "local" and effective_mode(b.accounts.mode) == "hub-user"]
+    return [
+        name for name, b in deployment.backends.items() if b.type == "local" and effective_mode(b.accounts.mode) == "hub-user"
+    ]
 
 
 def trial_user(deployment: Deployment) -> str | None:
@@ -57,9 +61,11 @@ def trial_user(deployment: Deployment) -> str | None:
 
 def trial_refusal(only: str) -> str:
     """Why anyone but ``only`` is refused: said on the login and sign-up pages and at a start."""
-    return (f"This HPCLab hub is a one-person trial: it runs without root (as the Unix account {hub_account_name()!r}), "
-            f"so it can start servers only as that account, and only for {only!r}. For several people, the hub's "
-            "owner runs it as root: then each person gets their own Unix account.")
+    return (
+        f"This HPCLab hub is a one-person trial: it runs without root (as the Unix account {hub_account_name()!r}), "
+        f"so it can start servers only as that account, and only for {only!r}. For several people, the hub's "
+        "owner runs it as root: then each person gets their own Unix account."
+    )
 
 
 def template_home(template: str | None, username: str, account: str) -> str | None:
@@ -83,25 +89,36 @@ def start_lines(deployment: Deployment) -> list[str]:
     if not trial:
         if is_root():
             cgroups = [name for name, b in local.items() if b.limits != "best-effort"]
-            return [f"mode: several people (the hub runs as root): each person's server runs as their own Unix account "
-                    f"({', '.join(sorted({_account_form(b) for b in local.values()}))}), "
-                    + ("limits enforced by a cgroup per server." if cgroups else "limits best effort (limits: best-effort).")]
+            return [
+                f"mode: several people (the hub runs as root): each person's server runs as their own Unix account "
+                f"({', '.join(sorted({_account_form(b) for b in local.values()}))}), "
+                + ("limits enforced by a cgroup per server." if cgroups else "limits best effort (limits: best-effort).")
+            ]
         modes = "/".join(sorted({b.accounts.mode for b in local.values()}))
-        return [(f"warning: this hub runs without root (as {me!r}), so local servers start only for the hub user named "
-                 f"{me!r} (accounts.mode {modes}). For a one-person trial, set backends.<name>.accounts.mode: auto "
-                 "(as deploy/hub.yaml does), or run the hub as root.")]
+        return [
+            (
+                f"warning: this hub runs without root (as {me!r}), so local servers start only for the hub user named "
+                f"{me!r} (accounts.mode {modes}). For a one-person trial, set backends.<name>.accounts.mode: auto "
+                "(as deploy/hub.yaml does), or run the hub as root."
+            )
+        ]
     only = deployment.hub.admin_users[0] if deployment.hub.admin_users else "(nobody: hub.admin_users is empty)"
     folder = trial_home(local[trial[0]], only)
     nice = local[trial[0]].server_nice
-    others = ("every other login and sign-up is refused with the reason" if trial_user(deployment)
-              else "others may use only the other backends")
+    others = (
+        "every other login and sign-up is refused with the reason"
+        if trial_user(deployment)
+        else "others may use only the other backends"
+    )
     return [
         f"mode: one-person trial (no root; the hub runs as {me!r}): {only!r} logs in, servers run as {me!r} in {folder}; {others}.",
         f"  limits applied without root: {APPLIED.format(nice=nice)}.",
         f"  not enforced without root: {NOT_ENFORCED}.",
-        ("  as root (several people): anyone approved logs in, each server runs as its person's own Unix account "
-         "(jupyter-<name>, home 0700) inside a cgroup that enforces all of the above. See docs/admin-guide.md, "
-         "\"A trial without root\"."),
+        (
+            "  as root (several people): anyone approved logs in, each server runs as its person's own Unix account "
+            "(jupyter-<name>, home 0700) inside a cgroup that enforces all of the above. See docs/admin-guide.md, "
+            '"A trial without root".'
+        ),
     ]
 
 

@@ -38,7 +38,7 @@ class UnixAccount:
     home: str
 
     @classmethod
-    def from_passwd(cls, entry: pwd.struct_passwd, home: str | None = None) -> "UnixAccount":
+    def from_passwd(cls, entry: pwd.struct_passwd, home: str | None = None) -> UnixAccount:
         groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
         return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, home or entry.pw_dir)
 
@@ -76,16 +76,29 @@ def create_account(name: str, home: str) -> None:
     A regular uid (not ``--system``) as TLJH does: the system range is small and shared with daemons.
     """
     result = subprocess.run(
-        ["useradd", "--user-group", "--no-create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin",
-         "--comment", "HPCLab user", name],
-        capture_output=True, text=True, timeout=60,
+        [
+            "useradd",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            home,
+            "--shell",
+            "/usr/sbin/nologin",
+            "--comment",
+            "HPCLab user",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if result.returncode != 0 and _lookup(name) is None:  # another start may have created it meanwhile
         raise AccountUnavailable(f"Could not create the Unix account {name!r}: {result.stderr.strip()}", status=500)
 
 
-def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home_template: str | None,
-                    only_user: str | None = None) -> UnixAccount:
+def resolve_account(
+    username: str, mode: str, prefix: str, home_base: Path, home_template: str | None, only_user: str | None = None
+) -> UnixAccount:
     """The account ``username``'s server runs as, created first in ``create`` mode (root only).
 
     Never the hub's own account when the hub is root, and never root. ``hub-user`` (``auto`` without root,
@@ -98,7 +111,8 @@ def resolve_account(username: str, mode: str, prefix: str, home_base: Path, home
         if os.geteuid() == 0:
             raise AccountUnavailable(
                 "accounts.mode hub-user runs servers as the hub's own account, and this hub runs as root: servers never "
-                "run as root. Use accounts.mode auto (create with root) or create.", status=500,
+                "run as root. Use accounts.mode auto (create with root) or create.",
+                status=500,
             )
         if not only_user or username != only_user:
             raise AccountUnavailable(trial_refusal(only_user or "(nobody)"), status=403)

@@ -35,8 +35,9 @@ def _reserved_text(held: dict[str, int]) -> str:
     return f"; {plural(cores, 'core')} held by reservation{'s' if len(held) > 1 else ''} {names}"
 
 
-def slurm_availability(profile: Profile, partition: str | None, states: dict, settings: dict,
-                       reserved: dict[str, dict[str, int]] | None = None) -> Availability:
+def slurm_availability(
+    profile: Profile, partition: str | None, states: dict, settings: dict, reserved: dict[str, dict[str, int]] | None = None
+) -> Availability:
     """A SLURM profile's partition now: free cores/GPUs, or why it cannot start (missing, down, no GPUs).
 
     Cores held by active reservations are not counted as free: a job outside them cannot use them.
@@ -57,8 +58,10 @@ def slurm_availability(profile: Profile, partition: str | None, states: dict, se
     held = (reserved or {}).get(partition, {})
     free = max(0, state.cpus_free - sum(held.values()))
     gpus = f", {state.gpus_free} of {state.gpus_total} GPUs free" if state.gpus_total else ""
-    return Availability(note=f"Partition {partition}: {plural(state.nodes, 'node')}, {free} of {state.cpus_total} cores free{gpus} now"
-                             f"{_reserved_text(held)}.")
+    return Availability(
+        note=f"Partition {partition}: {plural(state.nodes, 'node')}, {free} of {state.cpus_total} cores free{gpus} now"
+        f"{_reserved_text(held)}."
+    )
 
 
 def slurm_partition(profile: Profile, backend) -> str | None:

@@ -28,8 +28,13 @@ _COMMANDS = ("sbatch", "scancel", "squeue", "sinfo", "scontrol", "sacctmgr")
 class SlurmClient:
     """Runs SLURM commands with a private SLURM_CONF, a timeout, and SLURM's message on failure."""
 
-    def __init__(self, slurm_conf: str | None = None, timeout: float = 30, submit_prefix: list[str] | None = None,
-                 bin_dir: str | None = None):
+    def __init__(
+        self,
+        slurm_conf: str | None = None,
+        timeout: float = 30,
+        submit_prefix: list[str] | None = None,
+        bin_dir: str | None = None,
+    ):
         self.slurm_conf = slurm_conf or os.environ.get("SLURM_CONF")
         self.timeout = timeout
         self.submit_prefix = submit_prefix or []
@@ -65,8 +70,9 @@ class SlurmClient:
             env["PATH"] = self.path(env["PATH"])
         return env
 
-    async def run(self, argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None,
-                  with_stderr: bool = False) -> str:
+    async def run(
+        self, argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None, with_stderr: bool = False
+    ) -> str:
         """Run one command; return stdout (and stderr after it), raise SlurmError (non-zero exit) or SlurmUnavailable (timeout)."""
         name = next((os.path.basename(a) for a in argv if os.path.basename(a) in _COMMANDS), argv[0])
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -118,8 +124,7 @@ class SlurmClient:
         SLURM's words for a job it would never run (``Requested node configuration is not available``).
         Nothing is queued.
         """
-        return parse_test_only(await self.run(self.as_user(username, ["sbatch", "--test-only"]), stdin=script,
-                                              with_stderr=True))
+        return parse_test_only(await self.run(self.as_user(username, ["sbatch", "--test-only"]), stdin=script, with_stderr=True))
 
     async def cancel(self, job_id: str) -> None:
         """scancel the job (as root/the hub: works for any user's job)."""

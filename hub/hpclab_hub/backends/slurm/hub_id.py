@@ -38,8 +38,9 @@ def store_hub_id(db: Session, hub_id: str) -> None:
     db.commit()
 
 
-def ensure_hub_id(db: Session, database_url: str, job_comments: Iterable[str], servers_with_jobs: bool,
-                  configured: str | None = None) -> tuple[str, str]:
+def ensure_hub_id(
+    db: Session, database_url: str, job_comments: Iterable[str], servers_with_jobs: bool, configured: str | None = None
+) -> tuple[str, str]:
     """(the hub's id, where it came from: 'yaml', 'database', 'adopted' or 'new'), storing a new or adopted one.
 
     ``job_comments``: comments of the jobs SLURM lists now; ``servers_with_jobs``: the database has servers

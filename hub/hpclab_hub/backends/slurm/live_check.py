@@ -46,8 +46,10 @@ def time_choice_warnings(profile: Profile, partitions: list[str | None], setting
     for name in dict.fromkeys(partitions):
         limit = partition_max_time(name, settings)
         if limit is not None and longest > limit[1]:
-            warnings.append(f"up to {format_duration(longest)} may be chosen, but partition {limit[0]}'s MaxTime is "
-                            f"{format_duration(limit[1])}: longer requests there are refused at start")
+            warnings.append(
+                f"up to {format_duration(longest)} may be chosen, but partition {limit[0]}'s MaxTime is "
+                f"{format_duration(limit[1])}: longer requests there are refused at start"
+            )
     return warnings
 
 
@@ -75,25 +77,51 @@ def live_report(deployment: Deployment) -> tuple[list[ConfigIssue], list[ConfigI
         if partition is None:
             partition = next((p for p, s in settings.items() if s.get("Default") == "YES"), None)
         selectable = list(profile.choices.partition) if profile.choices and profile.choices.partition else [partition]
-        warnings += [ConfigIssue(("profiles", i, "choices", "time_limit"), text)
-                     for text in time_choice_warnings(profile, selectable, settings)]
+        warnings += [
+            ConfigIssue(("profiles", i, "choices", "time_limit"), text)
+            for text in time_choice_warnings(profile, selectable, settings)
+        ]
         if partition not in settings:
             known = ", ".join(sorted(settings)) or "none"
             issues.append(ConfigIssue(where, f"partition {partition!r} does not exist on the cluster (partitions: {known})"))
             continue
         cap = capacity.get(partition, {"cpus": 0, "memory": 0, "gpus": 0, "gpu_types": set()})
         if profile.cpus > cap["cpus"]:
-            issues.append(ConfigIssue(("profiles", i, "cpus"), f"{profile.cpus} cores, but the largest node in partition {partition} has {cap['cpus']}"))
+            issues.append(
+                ConfigIssue(
+                    ("profiles", i, "cpus"),
+                    f"{profile.cpus} cores, but the largest node in partition {partition} has {cap['cpus']}",
+                )
+            )
         if profile.memory and profile.memory > cap["memory"]:
-            issues.append(ConfigIssue(("profiles", i, "memory"), f"{format_memory(profile.memory)}, but the largest node in partition {partition} has {format_memory(cap['memory'])}"))
+            issues.append(
+                ConfigIssue(
+                    ("profiles", i, "memory"),
+                    f"{format_memory(profile.memory)}, but the largest node in partition {partition} has {format_memory(cap['memory'])}",
+                )
+            )
         if profile.gpus > cap["gpus"]:
-            issues.append(ConfigIssue(("profiles", i, "gpus"), f"{profile.gpus} GPUs, but no node in partition {partition} has more than {cap['gpus']}"))
+            issues.append(
+                ConfigIssue(
+                    ("profiles", i, "gpus"),
+                    f"{profile.gpus} GPUs, but no node in partition {partition} has more than {cap['gpus']}",
+                )
+            )
         if slurm and slurm.gpu_type and slurm.gpu_type not in cap["gpu_types"]:
             have = ", ".join(sorted(cap["gpu_types"])) or "untyped GPUs only"
-            issues.append(ConfigIssue(("profiles", i, "slurm", "gpu_type"), f"no GPUs of type {slurm.gpu_type!r} in partition {partition} ({have})"))
+            issues.append(
+                ConfigIssue(
+                    ("profiles", i, "slurm", "gpu_type"), f"no GPUs of type {slurm.gpu_type!r} in partition {partition} ({have})"
+                )
+            )
         max_time = settings[partition].get("MaxTime", "UNLIMITED")
         if profile.time_limit and max_time not in ("UNLIMITED", "NONE"):
             limit = parse_duration(max_time)
             if profile.time_limit > limit:
-                issues.append(ConfigIssue(("profiles", i, "time_limit"), f"{format_duration(profile.time_limit)} exceeds partition {partition}'s MaxTime {max_time}"))
+                issues.append(
+                    ConfigIssue(
+                        ("profiles", i, "time_limit"),
+                        f"{format_duration(profile.time_limit)} exceeds partition {partition}'s MaxTime {max_time}",
+                    )
+                )
     return issues, warnings

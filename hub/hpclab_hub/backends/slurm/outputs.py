@@ -135,9 +135,19 @@ def sinfo_groups(data: dict[str, Any]) -> list[NodeGroup]:
             count = _number((record.get("nodes") or {}).get("total", 1)) or 1
             state = _states((record.get("node") or {}).get("state", []))
             free = _number(cpus.get("idle", 0)) if _usable(state) else 0
-            groups.append(NodeGroup(partition, count, _number(cpus.get("maximum", 0)), _number(cpus.get("total", 0)),
-                                    free, _number((record.get("memory") or {}).get("maximum", 0)),
-                                    str(gres.get("total") or ""), str(gres.get("used") or ""), state))
+            groups.append(
+                NodeGroup(
+                    partition,
+                    count,
+                    _number(cpus.get("maximum", 0)),
+                    _number(cpus.get("total", 0)),
+                    free,
+                    _number((record.get("memory") or {}).get("maximum", 0)),
+                    str(gres.get("total") or ""),
+                    str(gres.get("used") or ""),
+                    state,
+                )
+            )
         return groups
     if isinstance(data.get("nodes"), list):  # Slurm 22.05: one entry per node, its partitions listed
         for node in data["nodes"]:
@@ -145,11 +155,23 @@ def sinfo_groups(data: dict[str, Any]) -> list[NodeGroup]:
             state = _states(node.get("state", "")) + _states(node.get("state_flags", []))  # drain is a flag
             free = cpus - alloc if _usable(state) else 0
             for partition in node.get("partitions") or []:
-                groups.append(NodeGroup(partition, 1, cpus, cpus, free, _number(node.get("real_memory", 0)),
-                                        str(node.get("gres") or ""), str(node.get("gres_used") or ""), state))
+                groups.append(
+                    NodeGroup(
+                        partition,
+                        1,
+                        cpus,
+                        cpus,
+                        free,
+                        _number(node.get("real_memory", 0)),
+                        str(node.get("gres") or ""),
+                        str(node.get("gres_used") or ""),
+                        state,
+                    )
+                )
         return groups
-    raise ValueError(f"sinfo --json has neither 'sinfo' records (Slurm 23.02 and later) nor 'nodes' (22.05): "
-                     f"keys {sorted(data)[:8]}")
+    raise ValueError(
+        f"sinfo --json has neither 'sinfo' records (Slurm 23.02 and later) nor 'nodes' (22.05): keys {sorted(data)[:8]}"
+    )
 
 
 def gpu_types(gres: str) -> set[str]:
@@ -196,11 +218,18 @@ def parse_squeue_json(data: dict[str, Any]) -> dict[str, QueuedJob]:
         state = _states(job.get("job_state", ""))
         job_id = str(job.get("job_id"))
         node = str(job.get("batch_host") or "")
-        info = JobInfo(job_id, state[0].upper() if state else "", str(job.get("state_reason") or ""),
-                       "" if node in ("n/a", "(null)") else node, str(job.get("user_name") or ""),
-                       str(job.get("name") or ""), str(job.get("comment") or ""))
-        jobs[job_id] = QueuedJob(info, _number(job.get("start_time", 0)), _number(job.get("end_time", 0)),
-                                 _number(job.get("time_limit", 0)))
+        info = JobInfo(
+            job_id,
+            state[0].upper() if state else "",
+            str(job.get("state_reason") or ""),
+            "" if node in ("n/a", "(null)") else node,
+            str(job.get("user_name") or ""),
+            str(job.get("name") or ""),
+            str(job.get("comment") or ""),
+        )
+        jobs[job_id] = QueuedJob(
+            info, _number(job.get("start_time", 0)), _number(job.get("end_time", 0)), _number(job.get("time_limit", 0))
+        )
     return jobs
 
 
@@ -287,5 +316,3 @@ def parse_gpu_types(data: dict[str, Any]) -> dict[str, list[str]]:
     for group in sinfo_groups(data):
         types.setdefault(group.partition, set()).update(gpu_types(group.gres))
     return {name: sorted(kinds) for name, kinds in types.items()}
-
-

@@ -36,8 +36,9 @@ async def hub_id(deployment: Deployment, database: Any, queue: JobQueue, log: An
         comments = [job.comment for job in queue.snapshot().values()]
         found, origin = ensure_hub_id(database, hub.database_url, comments, owned)
         if origin == "adopted":
-            log.info("SLURM hub id %s adopted from the hub's jobs (the old id, from the database URL) and kept in the database",
-                     found)
+            log.info(
+                "SLURM hub id %s adopted from the hub's jobs (the old id, from the database URL) and kept in the database", found
+            )
         elif origin == "new":
             log.info("SLURM hub id %s made and kept in the database", found)
         _HUB_IDS[hub.database_url] = found

@@ -37,7 +37,12 @@ class PortReportHandler(APIHandler):
         for spawner in user.spawners.values():
             job = getattr(spawner, "server_backend", None)
             own_token = getattr(spawner, "api_token", "") or ""
-            if isinstance(job, SlurmServer) and job.port_reported is not None and own_token and hmac.compare_digest(own_token, token):
+            if (
+                isinstance(job, SlurmServer)
+                and job.port_reported is not None
+                and own_token
+                and hmac.compare_digest(own_token, token)
+            ):
                 job.report_port(port)
                 self.set_status(204)
                 return
