@@ -1,4 +1,5 @@
-"""``hpclab-hub``: check a deploy YAML, print its schema, start the hub, upgrade and back up its state, manage local accounts and kernels.
+"""``hpclab-hub``: check a deploy YAML, print its schema, start the hub, upgrade and back up its state, manage local
+accounts and kernels.
 
 One module per group of commands (check, run, reload, state, users, kernels); this one only parses the command line.
 """

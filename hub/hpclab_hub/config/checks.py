@@ -56,7 +56,8 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
                 issues.append(
                     ConfigIssue(
                         ("profiles", i, "default_kernel"),
-                        f"unknown kernel {profile.default_kernel!r}; declared under kernels: {', '.join(sorted(declared_kernels))}",
+                        f"unknown kernel {profile.default_kernel!r}; "
+                        f"declared under kernels: {', '.join(sorted(declared_kernels))}",
                     )
                 )
     for i in defaults[1:]:

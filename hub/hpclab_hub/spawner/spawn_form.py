@@ -20,7 +20,10 @@ from hpclab_hub.spawner.form import render_profile_form, site_branding
 
 
 def requested_profile(handler: Any, user: Any) -> str:
-    """The profile a link asked to preselect (``?profile=SLUG``, or ``?opt-profile=SLUG`` of a refused start), else the last choice."""
+    """The profile a link asked to preselect, else the last choice.
+
+    A link asks with ``?profile=SLUG``; a refused start comes back with ``?opt-profile=SLUG``.
+    """
     if handler is not None:
         asked = (
             handler.get_argument("profile", "")

@@ -139,7 +139,8 @@ class OpenExampleHandler(BaseHandler):
         error = refusal(refused.status, str(refused))
         form = f"{self.hub.base_url}spawn"
         error.jupyterhub_html_message = (  # type: ignore[attr-defined]  # shown by JupyterHub's error page
-            f'{html.escape(str(refused))} <a href="{html.escape(form)}" id="hpclab-choose-profile">Choose a profile you may use</a>, '
+            f'{html.escape(str(refused))} <a href="{html.escape(form)}" id="hpclab-choose-profile">'
+            "Choose a profile you may use</a>, "
             "or ask your site's administrators for access."
         )
         return error

@@ -67,7 +67,7 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 def _btrfs_uuid(mount_point: str) -> str:
     result = _run(["btrfs", "filesystem", "show", mount_point])
-    for word_before, word in zip(result.stdout.split(), result.stdout.split()[1:]):
+    for word_before, word in zip(result.stdout.split(), result.stdout.split()[1:], strict=False):
         if word_before == "uuid:":
             return word
     raise DiskQuotaUnavailable(f"cannot tell the btrfs file system at {mount_point}: {result.stderr.strip()}")
@@ -114,7 +114,8 @@ def set_home_quota(home: str, uid: int, gid: int, limit: int) -> dict[str, str]:
     if result.returncode != 0:
         raise DiskQuotaUnavailable(
             f"cannot set the quota of {home} on {fs.mount_point} ({fs.fstype} from {fs.source}): {result.stderr.strip()} — "
-            "the file system needs user quotas: mount it with usrquota (ext4: tune2fs -O quota first; XFS: uquota) and run quotaon"
+            "the file system needs user quotas: mount it with usrquota (ext4: tune2fs -O quota first; XFS: uquota) "
+            "and run quotaon"
         )
     env["HPCLAB_DISK_QUOTA_DEVICE"] = fs.source
     return env

@@ -111,7 +111,8 @@ def start_lines(deployment: Deployment) -> list[str]:
         else "others may use only the other backends"
     )
     return [
-        f"mode: one-person trial (no root; the hub runs as {me!r}): {only!r} logs in, servers run as {me!r} in {folder}; {others}.",
+        f"mode: one-person trial (no root; the hub runs as {me!r}): {only!r} logs in, "
+        f"servers run as {me!r} in {folder}; {others}.",
         f"  limits applied without root: {APPLIED.format(nice=nice)}.",
         f"  not enforced without root: {NOT_ENFORCED}.",
         (

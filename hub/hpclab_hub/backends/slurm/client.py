@@ -73,7 +73,10 @@ class SlurmClient:
     async def run(
         self, argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None, with_stderr: bool = False
     ) -> str:
-        """Run one command; return stdout (and stderr after it), raise SlurmError (non-zero exit) or SlurmUnavailable (timeout)."""
+        """Run one command; return stdout (and stderr after it).
+
+        Raises SlurmError on a non-zero exit, SlurmUnavailable on a timeout.
+        """
         name = next((os.path.basename(a) for a in argv if os.path.basename(a) in _COMMANDS), argv[0])
         self.calls[name] = self.calls.get(name, 0) + 1
         if argv[0] in _COMMANDS:  # the hub's own call: the backend's command

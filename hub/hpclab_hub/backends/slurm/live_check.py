@@ -97,7 +97,8 @@ def live_report(deployment: Deployment) -> tuple[list[ConfigIssue], list[ConfigI
             issues.append(
                 ConfigIssue(
                     ("profiles", i, "memory"),
-                    f"{format_memory(profile.memory)}, but the largest node in partition {partition} has {format_memory(cap['memory'])}",
+                    f"{format_memory(profile.memory)}, but the largest node in partition {partition} "
+                    f"has {format_memory(cap['memory'])}",
                 )
             )
         if profile.gpus > cap["gpus"]:

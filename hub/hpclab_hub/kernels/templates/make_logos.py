@@ -1,4 +1,7 @@
-"""Draw kernels/templates/<name>/logo-64x64.png and logo-32x32.png (run: .venv/bin/python hub/hpclab_hub/kernels/templates/make_logos.py)."""
+"""Draw kernels/templates/<name>/logo-64x64.png and logo-32x32.png.
+
+Run: .venv/bin/python hub/hpclab_hub/kernels/templates/make_logos.py
+"""
 
 from pathlib import Path
 
