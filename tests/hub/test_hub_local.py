@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from hpclab.cgroup import cgroup_memory_limit
-
-from support.hubtools import login, server_process, singleuser_processes, stop_server
+from support.hubtools import hub_yaml, login, server_process, singleuser_processes, started_hub, stop_server
 
 pytestmark = pytest.mark.hub
 
@@ -130,3 +131,21 @@ def test_admin_password_from_environment_is_never_logged(hub):
 
     login(hub, "admin")
     assert ADMIN_PASSWORD not in hub.log_path.read_text(errors="replace")
+
+
+def test_a_backends_singleuser_cmd_starts_its_servers(tmp_path):
+    """backends.<name>.singleuser_cmd replaces the server's command (a wrapper that leaves a mark, then execs the default)."""
+    config = hub_yaml(tmp_path / "state")
+    wrapper = ["/bin/sh", "-c", 'echo "$HPCLAB_PROFILE" > "$HOME/custom-command-ran"; exec "$@"', "wrapper",
+               sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub-singleuser"]
+    config["backends"]["local"]["singleuser_cmd"] = wrapper
+    with started_hub(tmp_path, config) as custom:
+        alice = login(custom, "alice")
+        try:
+            assert alice.post_spawn("alice", "cpu-small").status_code == 302
+            alice.wait_ready("alice")
+            home = Path(config["backends"]["local"]["home_dir"].format(username="alice"))
+            assert (home / "custom-command-ran").read_text().strip() == "cpu-small"
+            assert "jupyterhub-singleuser" in " ".join(server_process(data_dir(custom), "alice").cmdline())
+        finally:
+            stop_server(alice, "alice")

@@ -47,11 +47,17 @@ class HPCLabSpawner(Spawner):
     profile_slug = Unicode("", help="Slug of the profile the running server was started with (kept in state).")
     job_end_epoch = Float(0, help="When the server's wall time runs out (epoch seconds; 0 = no limit; kept in state).")
     end_reason = Unicode("", help="Why the last server ended on its own, shown on the home page (kept in state).")
-    chosen_at = Float(0, help="When the user last chose this server's profile (epoch seconds; kept in state): the form remembers it.")
-    user_choices = Dict(help="The user's validated choices (cores, memory, time, partition, ...) for this server (kept in state).")
+    chosen_at = Float(
+        0, help="When the user last chose this server's profile (epoch seconds; kept in state): the form remembers it."
+    )
+    user_choices = Dict(
+        help="The user's validated choices (cores, memory, time, partition, ...) for this server (kept in state)."
+    )
     extended_seconds = Integer(0, help="Wall time added to this server since it started (kept in state).")
-    cluster_cap_seconds = Integer(0, help="The cluster's cap on this job's wall time (partition MaxTime, QoS MaxWall; 0 = none; kept in state).")
-    cluster_cap_source = Unicode("", help="What sets cluster_cap_seconds, e.g. \"QoS debug's MaxWall\" (kept in state).")
+    cluster_cap_seconds = Integer(
+        0, help="The cluster's cap on this job's wall time (partition MaxTime, QoS MaxWall; 0 = none; kept in state)."
+    )
+    cluster_cap_source = Unicode("", help='What sets cluster_cap_seconds, e.g. "QoS debug\'s MaxWall" (kept in state).')
 
     #: what the progress page shows while this start waits in the hub's line ("" when it does not wait)
     queue_message = ""
@@ -162,15 +168,21 @@ class HPCLabSpawner(Spawner):
 
     async def render_form(self) -> str:
         """The spawn form for this user: allowed profiles, live availability, the preselected one checked."""
-        return await render_form(self.deployment, self.user, self.user_groups(), getattr(self, "handler", None), self.cluster_state)
+        return await render_form(
+            self.deployment, self.user, self.user_groups(), getattr(self, "handler", None), self.cluster_state
+        )
 
     @staticmethod
     async def _apply_and_log(spawner: HPCLabSpawner, user_options: dict[str, Any]) -> None:
         try:
             await spawner.apply_profile(user_options)
         except web.HTTPError as refused:  # the profile, a choice, a quota, availability: before anything starts
-            spawner.server_event("refused", (user_options or {}).get("profile") or None, status=refused.status_code,
-                                 reason=getattr(refused, "jupyterhub_message", None) or refused.log_message)
+            spawner.server_event(
+                "refused",
+                (user_options or {}).get("profile") or None,
+                status=refused.status_code,
+                reason=getattr(refused, "jupyterhub_message", None) or refused.log_message,
+            )
             raise
 
     async def apply_profile(self, user_options: dict[str, Any]) -> None:
@@ -181,8 +193,15 @@ class HPCLabSpawner(Spawner):
         async def refusals(profile: Profile) -> Refusals:
             return await self._backend_of(deployment.backends[profile.backend].type).refusals(profile)
 
-        allowed = await authorise(deployment, who, user_options, lambda p: cluster_options_for(deployment, p, self.user.name),
-                                  refusals, self._active, self.log)
+        allowed = await authorise(
+            deployment,
+            who,
+            user_options,
+            lambda p: cluster_options_for(deployment, p, self.user.name),
+            refusals,
+            self._active,
+            self.log,
+        )
         profile = allowed.profile
         self.cluster_cap_seconds, self.cluster_cap_source = allowed.refusals.cap_seconds, allowed.refusals.cap_source
         self.profile_slug = profile.slug  # from here on this spawn counts against quotas (no await in between)
@@ -214,8 +233,15 @@ class HPCLabSpawner(Spawner):
 
     def server_event(self, kind: str, profile: str | None = None, **fields: object) -> None:
         """One ``hpclab-event`` line in the hub's log (events.py) for this server."""
-        log_event(self.log, kind, self.user.name, profile or self.profile_slug, self.name,
-                  backend=self.profile.backend if self.profile_slug else None, **fields)
+        log_event(
+            self.log,
+            kind,
+            self.user.name,
+            profile or self.profile_slug,
+            self.name,
+            backend=self.profile.backend if self.profile_slug else None,
+            **fields,
+        )
 
     async def start(self) -> tuple[str, int]:
         try:
@@ -242,7 +268,10 @@ class HPCLabSpawner(Spawner):
         backend = self.server_backend
         if backend.picks_port and not self.port:
             self.port = random_port()
-        launch = Launch([*self.cmd, *self.get_args()], super().get_env(), self.profile_env(), self.ip or "127.0.0.1", self.port)
+        command = (
+            getattr(self.deployment.backends[self.profile.backend], "singleuser_cmd", None) or self.cmd
+        )  # the YAML's, if set
+        launch = Launch([*command, *self.get_args()], super().get_env(), self.profile_env(), self.ip or "127.0.0.1", self.port)
         return await backend.start(launch)
 
     async def stop(self, now: bool = False) -> None:
@@ -268,9 +297,15 @@ class HPCLabSpawner(Spawner):
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
-        own = {"profile": self.profile_slug, "job_end": self.job_end_epoch, "end_reason": self.end_reason,
-               "chosen_at": self.chosen_at, "choices": dict(self.user_choices), "extended": self.extended_seconds,
-               "cluster_cap": [self.cluster_cap_seconds, self.cluster_cap_source] if self.cluster_cap_seconds else None}
+        own = {
+            "profile": self.profile_slug,
+            "job_end": self.job_end_epoch,
+            "end_reason": self.end_reason,
+            "chosen_at": self.chosen_at,
+            "choices": dict(self.user_choices),
+            "extended": self.extended_seconds,
+            "cluster_cap": [self.cluster_cap_seconds, self.cluster_cap_source] if self.cluster_cap_seconds else None,
+        }
         state.update({key: value for key, value in own.items() if value})
         if self._backend is not None:
             state.update(self._backend.get_state())
@@ -320,8 +355,13 @@ class HPCLabSpawner(Spawner):
             if getattr(self, "orm_spawner", None) is not None:
                 self.orm_spawner.state = self.get_state()
                 self.db.commit()
-            self.log.info("Extended %s by %d min: wall time %s, ends %s", self._log_name, minutes, format_duration(wanted),
-                          time.strftime("%H:%M:%S UTC", time.gmtime(self.job_end_epoch)))
+            self.log.info(
+                "Extended %s by %d min: wall time %s, ends %s",
+                self._log_name,
+                minutes,
+                format_duration(wanted),
+                time.strftime("%H:%M:%S UTC", time.gmtime(self.job_end_epoch)),
+            )
             return self.job_end_epoch
 
     @property
@@ -339,7 +379,16 @@ class HPCLabSpawner(Spawner):
     def server_summary(self) -> dict[str, str]:
         """What the home page lists for this server: profile, backend, state, choices and time left."""
         profile = self.deployment.profile(self.profile_slug) if self.profile_slug else None
-        state = home.state_text(self.ready, self.pending, self.server_backend.running_note() if self.ready else "", self.end_reason)
-        return home.summary(self.deployment, profile, self.effective_profile() if profile else None, self.user_choices,
-                            self.extended_seconds, state, "" if self.active else self.relaunch_url(),
-                            self.time_left_text or ("no limit" if self.ready else ""))
+        state = home.state_text(
+            self.ready, self.pending, self.server_backend.running_note() if self.ready else "", self.end_reason
+        )
+        return home.summary(
+            self.deployment,
+            profile,
+            self.effective_profile() if profile else None,
+            self.user_choices,
+            self.extended_seconds,
+            state,
+            "" if self.active else self.relaunch_url(),
+            self.time_left_text or ("no limit" if self.ready else ""),
+        )
