@@ -7,7 +7,7 @@ CONFIG    ?= deploy/hub.yaml
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(VENV)/bin:$(NODE_BIN):$(PATH)
 
-.PHONY: hub test venv proxy labextension system-packages docs check lint bench clean dl-env test-cgroup-v2
+.PHONY: hub test venv proxy labextension system-packages docs check check-config lint bench clean dl-env test-cgroup-v2
 
 # the hub's venv (hub, mri and josephson kernels, test tools) from its lock file, brain extraction
 # (deepbet on a CPU torch: images/mri/install-bet.sh, its version in images/torch.txt), then hpclab itself:
@@ -59,7 +59,18 @@ hub: venv proxy labextension
 	$(VENV)/bin/hpclab-hub kernels install --config $(CONFIG) --prefix $(VENV)
 	$(VENV)/bin/hpclab-hub run --config $(CONFIG)
 
-check: venv
+# the fast lane: lint, types, and the tests that need no real server (no hub, SLURM or browser), in well under
+# 3 minutes (about 30 s of tests here); `make test` stays the whole suite. check-config: the YAML alone.
+FAST_TESTS := tests/hub/test_house.py tests/hub/test_config.py tests/hub/test_units.py tests/hub/test_deferred_imports.py \
+              tests/hub/test_cgroups.py tests/hub/test_quotas.py tests/hub/test_spawn_queue.py tests/hub/test_culling.py \
+              tests/hub/test_service.py tests/slurm/test_slurm_units.py tests/slurm/test_slurm_release_outputs.py \
+              tests/slurm/test_hub_id.py tests/platform/test_session.py tests/platform/test_slurm_core.py \
+              tests/platform/test_formatting.py
+
+check: lint
+	$(PY) -m pytest -q -p no:cacheprovider -m "not hub and not browser" $(FAST_TESTS)
+
+check-config: venv
 	$(VENV)/bin/hpclab-hub check $(CONFIG)
 
 # ruff (lint, import order, format) and mypy, configured in pyproject.toml. Pinned here, not in the lock: the lock is
@@ -90,7 +101,7 @@ dl-env:
 tests/hub/oidc/node_modules/.package-lock.json: tests/hub/oidc/package.json
 	npm install --silent --no-fund --no-audit --prefix tests/hub/oidc
 
-test: venv proxy labextension system-packages tests/hub/oidc/node_modules/.package-lock.json dl-env
+test: venv proxy labextension system-packages tests/hub/oidc/node_modules/.package-lock.json dl-env lint
 	$(PY) -m pytest
 
 # the local backend on a real cgroup v2 host (issue 29): a Debian 13 guest (debootstrap: its kernel, systemd 257) booted
