@@ -11,6 +11,7 @@ from hpclab_hub.config.backend_model import Backend, LocalAccounts, LocalBackend
 from hpclab_hub.config.choices import ProfileChoices
 from hpclab_hub.config.fields import Int, Name, NonNegativeInt, Slug, Strict, _resolve
 from hpclab_hub.config.hub_model import AuthSettings, HubSettings
+from hpclab_hub.config.priority_model import PrioritySettings
 from hpclab_hub.config.units import DurationSeconds, MemoryBytes
 
 __all__ = ["Backend", "LocalAccounts", "LocalBackend", "SlurmBackend", "AuthSettings", "HubSettings", "Strict"]
@@ -249,6 +250,7 @@ class Deployment(Strict):
     quotas: QuotaSettings = Field(default_factory=dict, description="Limits on servers, GPUs and cores in use.")
     walltime: WalltimeSettings = Field(default_factory=dict, description="Warning and saving before a server's wall time ends.")
     examples: ExamplesSettings = Field(default_factory=dict, description="Example notebooks in every session.")
+    priorities: PrioritySettings = Field(default_factory=dict, description="Which groups go first when GPUs or memory are short.")
 
     @property
     def account_prefixes(self) -> list[str]:

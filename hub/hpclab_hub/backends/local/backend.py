@@ -29,8 +29,9 @@ from hpclab_hub.backends.local.one_door import DoorError, current_door
 from hpclab_hub.backends.local.preexec import process_start, server_preexec
 from hpclab_hub.backends.local.preparation import make_cgroup, prepare_account, set_disk_quota
 from hpclab_hub.backends.local.process import ServerProcess
-from hpclab_hub.backends.local.resources import Allocation, NoFreeGPU, PoolFull, ResourcePool, pool_of
+from hpclab_hub.backends.local.resources import Allocation, ResourcePool, pool_of
 from hpclab_hub.backends.local.unix_accounts import UnixAccount
+from hpclab_hub.backends.local.waiting_line import Waiter, take_from_pool, waiting_progress
 from hpclab_hub.config.model import LocalBackend, Profile
 from hpclab_hub.config.units import format_duration, format_memory
 
@@ -43,6 +44,7 @@ class LocalServer:
 
     kind: ClassVar[str] = "local"
     picks_port: ClassVar[bool] = True
+    waiter: Waiter | None = None  # this start's place in the pool's line (waiting_line.py)
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
@@ -136,8 +138,9 @@ class LocalServer:
 
     def environment(self, hub_env: dict[str, str], profile_env: dict[str, str]) -> dict[str, str]:
         """The hub's few kept variables, the account's, the profile's, the allocation's: nothing else of the hub's."""
-        return server_environment(self.ctx, self.account, Allocation.from_state(self.allocation_state), self._disk_env,
-                                  hub_env, profile_env)
+        return server_environment(
+            self.ctx, self.account, Allocation.from_state(self.allocation_state), self._disk_env, hub_env, profile_env
+        )
 
     # --- start --------------------------------------------------------------------------------
 
@@ -151,11 +154,7 @@ class LocalServer:
         self.account_state = {**account.__dict__, "groups": list(account.groups)}
         self._disk_env = await asyncio.to_thread(set_disk_quota, ctx, account)
         pool = self.pool
-        try:
-            allocation = pool.allocate(self.owner_key, profile.cpus, profile.gpus, profile.memory or 0)
-        except PoolFull as exc:
-            ctx.record_failure("no_free_gpu" if isinstance(exc, NoFreeGPU) else "no_free_memory")
-            raise web.HTTPError(409, str(exc)) from None
+        allocation = await take_from_pool(self, pool)  # at once, or after its turn in line (priorities), or 409
         self.allocation_state = allocation.as_state()
         try:
             group = await asyncio.to_thread(make_cgroup, ctx, self.backend, pool, account, allocation)
@@ -170,9 +169,14 @@ class LocalServer:
         self._early_signal_sent = False
         self._oom_kills_seen = 0
         ctx.log.info(
-            "Starting %s with profile %s as %s: cpus %s, memory %s, gpus %s, limits %s", ctx.log_name, profile.slug, account.name,
-            list(allocation.cpu_ids), format_memory(profile.memory) if profile.memory else "unlimited",
-            list(allocation.gpu_ids) or "none", f"cgroup v{group.version}" if group else "best effort (no cgroup)",
+            "Starting %s with profile %s as %s: cpus %s, memory %s, gpus %s, limits %s",
+            ctx.log_name,
+            profile.slug,
+            account.name,
+            list(allocation.cpu_ids),
+            format_memory(profile.memory) if profile.memory else "unlimited",
+            list(allocation.gpu_ids) or "none",
+            f"cgroup v{group.version}" if group else "best effort (no cgroup)",
         )
         try:
             self._spawn(launch, account, group, allocation)
@@ -189,8 +193,14 @@ class LocalServer:
 
     def _spawn(self, launch: Launch, account: UnixAccount, group: ServerCgroup | None, allocation: Allocation) -> None:
         env = self.environment(launch.hub_env, launch.profile_env)
-        preexec = server_preexec(account, group, allocation.cpu_ids, self.ctx.profile.memory, self.backend.server_nice,
-                                 private_mounts(self.ctx, self.backend, self.account, self.pool, launch.profile_env))
+        preexec = server_preexec(
+            account,
+            group,
+            allocation.cpu_ids,
+            self.ctx.profile.memory,
+            self.backend.server_nice,
+            private_mounts(self.ctx, self.backend, self.account, self.pool, launch.profile_env),
+        )
         try:
             self.process.start(launch.command, env, preexec)
         except PermissionError as error:
@@ -243,6 +253,8 @@ class LocalServer:
         self.port = 0
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        async for event in waiting_progress(self):  # in line for a GPU or memory: where it stands, and why
+            yield event
         profile = self.ctx.profile
         allocation = Allocation.from_state(self.allocation_state)
         cpus = ",".join(map(str, allocation.cpu_ids)) or "…"
@@ -255,6 +267,8 @@ class LocalServer:
 
     async def stop(self, now: bool = False) -> None:
         """Stop the server, then everything else its cgroup still holds; its port opens to no one."""
+        if self.waiter is not None:
+            self.waiter.leave = True  # a start stopped while it waits in line leaves the line
         await self.process.stop(now=now)
         await asyncio.to_thread(self._end_cgroup)  # freezing and killing may wait: not in the event loop
         await asyncio.to_thread(self._unfence_port)
@@ -274,7 +288,9 @@ class LocalServer:
         if self.process.proc is None and self.process.pid and not self._stopping_from_poll:  # re-adopted: still ours?
             gone = self._readopted_pid_is_foreign(group)
             if gone:
-                ctx.log.info("%s: pid %s is not its server any more (%s): the server is gone", ctx.log_name, self.process.pid, gone)
+                ctx.log.info(
+                    "%s: pid %s is not its server any more (%s): the server is gone", ctx.log_name, self.process.pid, gone
+                )
                 self.process.pid = 0  # never signal a process that is not ours
                 self.clear_state()
                 return 0
@@ -334,7 +350,9 @@ class LocalServer:
             limit = format_memory(profile.memory) if profile is not None and profile.memory else "its limit"
             self.ctx.log.warning(
                 "Out of memory: the kernel killed %d process(es) of %s, which went over its memory limit (%s)",
-                kills - self._oom_kills_seen, self.ctx.log_name, limit,
+                kills - self._oom_kills_seen,
+                self.ctx.log_name,
+                limit,
             )
             self._oom_kills_seen = kills
 

@@ -134,15 +134,31 @@ class SlurmServer:
         except KeyError:  # no such account: the start says so itself
             return ""
         # nothing is queued: the hub's tag is left out of this comment
-        spec = job_spec(profile, backend, self.ctx.user_name, home, self.ctx.name, "", self.ctx.deployment.walltime.save_before or 0)
+        spec = job_spec(
+            profile,
+            backend,
+            self.ctx.user_name,
+            home,
+            self.ctx.name,
+            "",
+            self.ctx.deployment.walltime.save_before or 0,
+            *self.by_group(),
+        )
         try:
             self.expected_start = await SlurmClient.for_backend(backend).expected_start(self.ctx.user_name, spec.script(["true"]))
         except SlurmError as error:
             if "allocation failure:" not in error.message:  # SLURM unreachable, or another refusal: sbatch's own message decides
                 return ""
-            return (f"SLURM would never start this job: {error.message}. The partition's nodes, less what reservations "
-                    "hold, cannot fit it; ask for fewer cores, less memory or fewer GPUs, or another partition.")
+            return (
+                f"SLURM would never start this job: {error.message}. The partition's nodes, less what reservations "
+                "hold, cannot fit it; ask for fewer cores, less memory or fewer GPUs, or another partition."
+            )
         return ""
+
+    def by_group(self) -> tuple[str | None, str | None]:
+        """The QoS and account the person's groups give their jobs (priorities.slurm_qos, slurm_account)."""
+        groups, priorities = self.ctx.user_groups(), self.ctx.deployment.priorities
+        return priorities.qos_for(groups), priorities.account_for(groups)
 
     # --- start --------------------------------------------------------------------------------
 
@@ -160,8 +176,17 @@ class SlurmServer:
         profile, backend = ctx.profile, self.backend
         command = list(backend.job_command or [str(Path(sys.executable).with_name("hpclab-singleuser"))]) + launch.command
         this_hub = await hub_id(ctx.deployment, ctx.database, self.queue, ctx.log)
-        script = build_batch_script(profile, backend, ctx.user_name, self.home(), command, ctx.name, this_hub,
-                                    ctx.deployment.walltime.save_before or 0)
+        script = build_batch_script(
+            profile,
+            backend,
+            ctx.user_name,
+            self.home(),
+            command,
+            ctx.name,
+            this_hub,
+            ctx.deployment.walltime.save_before or 0,
+            *self.by_group(),
+        )
         self.port_reported = asyncio.get_running_loop().create_future()
         self.progress_line, self.progress_percent = "Submitting the job to SLURM…", 5
         try:
@@ -236,7 +261,9 @@ class SlurmServer:
             except (OSError, TimeoutError):
                 status = await self.queue.status(self.job_id)
                 if status.info is not None and not status.info.active:
-                    raise web.HTTPError(500, f"{describe_end(status.info)} The server never started. {self._output_tail()}") from None
+                    raise web.HTTPError(
+                        500, f"{describe_end(status.info)} The server never started. {self._output_tail()}"
+                    ) from None
                 await asyncio.sleep(0.1)
                 continue
             writer.close()

@@ -25,8 +25,13 @@ def job_spec(
     server_name: str = "",
     hub_id: str = "",
     signal_before: int = 0,
+    group_qos: str | None = None,
+    group_account: str | None = None,
 ) -> JobSpec:
     """The profile's job as hpclab.slurm's JobSpec: identity, placement, resources, extras.
+
+    ``group_qos`` and ``group_account`` come from the person's groups (``priorities.slurm_qos``,
+    ``priorities.slurm_account``): used where the profile names none, before the backend's own.
 
     With a time limit and ``signal_before`` seconds, SLURM sends SIGUSR2 to the server that long before
     the limit (``--signal=B:USR2@N``): hpclab.walltime tells JupyterLab to save every open document.
@@ -42,8 +47,8 @@ def job_spec(
         ntasks=1,
         cpus_per_task=profile.cpus,
         partition=pick("partition"),
-        account=pick("account"),
-        qos=pick("qos"),
+        account=(slurm.account if slurm else None) or group_account or backend.account,
+        qos=(slurm.qos if slurm else None) or group_qos or backend.qos,
         reservation=slurm.reservation if slurm else None,
         mem=profile.memory,
         gpus=profile.gpus,
@@ -55,8 +60,15 @@ def job_spec(
     )
 
 
-def sbatch_options(profile: Profile, backend: SlurmBackend, username: str, home: str, server_name: str = "",
-                   hub_id: str = "", signal_before: int = 0) -> list[str]:
+def sbatch_options(
+    profile: Profile,
+    backend: SlurmBackend,
+    username: str,
+    home: str,
+    server_name: str = "",
+    hub_id: str = "",
+    signal_before: int = 0,
+) -> list[str]:
     """The job's sbatch options, in the order the script lists them."""
     return job_spec(profile, backend, username, home, server_name, hub_id, signal_before).directives()
 
@@ -70,9 +82,11 @@ def build_batch_script(
     server_name: str = "",
     hub_id: str = "",
     signal_before: int = 0,
+    group_qos: str | None = None,
+    group_account: str | None = None,
 ) -> str:
     """The whole script: the job's header, set-up lines, then exec of the server command. Holds no secret."""
-    spec = job_spec(profile, backend, username, home, server_name, hub_id, signal_before)
+    spec = job_spec(profile, backend, username, home, server_name, hub_id, signal_before, group_qos, group_account)
     lines = ["", "set -e", "unset XDG_RUNTIME_DIR"]
     setup = list(backend.setup) + (list(profile.slurm.setup) if profile.slurm else [])
     if setup:
