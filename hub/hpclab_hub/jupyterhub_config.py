@@ -12,5 +12,6 @@ if not os.environ.get("HPCLAB_CONFIG"):
         "or set HPCLAB_CONFIG to the deploy YAML before `jupyterhub -f` this file"
     )
 reap_inherited()  # servers a reload kept are still this process's children (ops/reload.py)
-deployment = configure(c, os.environ["HPCLAB_CONFIG"])  # noqa: F821
+# c: the configuration JupyterHub's traitlets loader injects into this file's namespace
+deployment = configure(c, os.environ["HPCLAB_CONFIG"])  # type: ignore[name-defined]  # noqa: F821
 reload_on_sighup(os.environ["HPCLAB_CONFIG"], deployment)  # `hpclab-hub reload` or SIGHUP: the YAML again, servers kept

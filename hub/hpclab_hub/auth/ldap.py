@@ -14,8 +14,8 @@ class HPCLabLDAPAuthenticator(SitePagesMixin, UsernamePolicyMixin, LoginLockoutM
     our user-name rule and login lockout (repeated wrong passwords never reach the directory)."""
 
     group_dns = Dict(help="Hub group name -> LDAP group DN.").tag(config=True)
-    admin_group_names = List(help="Hub groups whose members are admins.").tag(config=True)
-    login_group_names = List(help="Hub groups allowed to log in; empty = any LDAP account.").tag(config=True)
+    admin_group_names: List[str] = List(help="Hub groups whose members are admins.").tag(config=True)
+    login_group_names: List[str] = List(help="Hub groups allowed to log in; empty = any LDAP account.").tag(config=True)
 
     async def authenticate(self, handler, data):
         # LDAPAuthenticator only looks groups up for DNs in allowed_groups; our own check_allowed decides login

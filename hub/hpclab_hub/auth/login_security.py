@@ -12,13 +12,18 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from tornado import web
 from traitlets import Float, Integer, Unicode
 from traitlets.config import Configurable
 
 from hpclab_hub.config.usernames import UNIX_NAME_MAX, InvalidUsername, check_username, normalize_username
+
+if TYPE_CHECKING:  # the mixins below are checked as the Authenticator they sit in front of (log, super()'s methods)
+    from jupyterhub.auth import Authenticator as _AuthenticatorBase
+else:
+    _AuthenticatorBase = Configurable
 
 #: Above this many remembered names/addresses, old entries are dropped (bounded memory under a flood).
 MAX_KEYS = 10_000
@@ -152,7 +157,7 @@ def minutes_text(seconds: float) -> str:
     return f"{minutes} minute" + ("s" if minutes != 1 else "")
 
 
-class UsernamePolicyMixin(Configurable):
+class UsernamePolicyMixin(_AuthenticatorBase):
     """Hub names are NFKC-normalised, lower case, and match usernames.USERNAME_PATTERN within a length."""
 
     username_max_length = Integer(UNIX_NAME_MAX, help="Longest user name (so that prefix + name fits a Unix account).").tag(
@@ -220,7 +225,7 @@ class UsernamePolicyMixin(Configurable):
         return result
 
 
-class LoginLockoutMixin(Configurable):
+class LoginLockoutMixin(_AuthenticatorBase):
     """Three guards against password guessing, kept across hub restarts (``lockout_state_file``):
 
     - one name from one address: after ``lockout_attempts`` failures within ``lockout_window`` seconds that pair

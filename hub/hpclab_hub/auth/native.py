@@ -104,9 +104,8 @@ class HPCLabAuthenticator(SitePagesMixin, UsernamePolicyMixin, LoginLockoutMixin
         ``hpclab-hub run`` passes the password through a pipe (``<VARIABLE>_FD``), not the environment;
         when JupyterHub is started directly, the variable is read here and removed from os.environ.
         """
-        from_env = _password_from_pipe(os.environ.pop(f"{self.admin_password_env}_FD", "")) or os.environ.pop(
-            self.admin_password_env, None
-        )
+        piped = _password_from_pipe(os.environ.pop(f"{self.admin_password_env}_FD", ""))
+        from_env = piped or os.environ.pop(self.admin_password_env, "")
         if from_env:
             for name in set_admin_passwords(self.db, list(self.admin_users), from_env):
                 self.log.info("Admin account %r set from $%s", name, self.admin_password_env)

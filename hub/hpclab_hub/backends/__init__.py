@@ -4,7 +4,7 @@ A backend is one object per server (``LocalServer``: a process on this machine; 
 job on a cluster), made by the spawner from the backend its profile names. The spawner keeps what
 every server has (profile, choices, wall time, the form) and hands start, stop, poll, progress,
 environment and the backend's own saved state to that object. A third backend (PBS, Kubernetes)
-is one new subpackage implementing ``ServerBackend`` and one entry in ``spawner/backends.py``.
+is one new subpackage implementing ``ServerBackend`` and one entry in ``BACKENDS`` (``spawner/spawner.py``).
 """
 
 from __future__ import annotations

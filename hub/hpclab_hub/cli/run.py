@@ -81,8 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = [str(jupyterhub), "-f", str(config_py)]
     if jupyterhub.parent == Path(sys.executable).parent:  # this environment's: run without import-time work it never uses
         argv = [sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub", "-f", str(config_py)]
-    os.execve(argv[0], argv, env)
-    return 0  # not reached
+    os.execve(argv[0], argv, env)  # never returns
 
 
 def _proxy_folder(path: str) -> str | None:

@@ -52,14 +52,18 @@ class LocalBackend(Strict):
         "fit is refused with what is in use. 'auto' = the machine's memory less memory_reserved.",
     )
     memory_reserved: MemoryBytes = Field(
-        "1G", description="With memory: auto, what is kept back for the hub, its proxy and the system (e.g. 2G)."
+        "1G",
+        validate_default=True,
+        description="With memory: auto, what is kept back for the hub, its proxy and the system (e.g. 2G).",
     )
     gpu_devices: dict[StrictStr, StrictStr] = Field(
         default_factory=dict,
         description="GPU id -> its device node, for ids whose node is not /dev/nvidia<id>; "
         "a server may open only its own GPUs' nodes.",
     )
-    accounts: LocalAccounts = Field(default_factory=dict, description="The Unix account each person's server runs as.")
+    accounts: LocalAccounts = Field(
+        default_factory=dict, validate_default=True, description="The Unix account each person's server runs as."
+    )
     home_dir: StrictStr | None = Field(
         None,
         description="Working folder of each server ({username}, {account}); default: the account's home. "

@@ -236,7 +236,9 @@ def _user_name_issues(deployment: Deployment) -> list[ConfigIssue]:
     """Names the YAML gives to people (admins, group members) must be valid hub names, in normal form."""
 
     longest = username_max_length(deployment.account_prefixes)
-    named = [(("hub", "admin_users", i), name) for i, name in enumerate(deployment.hub.admin_users)]
+    named: list[tuple[tuple[str | int, ...], str]] = [
+        (("hub", "admin_users", i), name) for i, name in enumerate(deployment.hub.admin_users)
+    ]
     named += [
         (("auth", "groups", group, i), name)
         for group, members in deployment.auth.groups.items()

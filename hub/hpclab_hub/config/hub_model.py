@@ -141,7 +141,7 @@ class SignupLimit(Strict):
     """How many sign-ups one address may make (bots filling the approval page)."""
 
     per_address: NonNegativeInt = Field(5, description="Sign-ups from one address within `window`; 0 = no limit.")
-    window: DurationSeconds = Field("01:00:00", description="Period over which sign-ups are counted.")
+    window: DurationSeconds = Field("01:00:00", validate_default=True, description="Period over which sign-ups are counted.")
 
 
 class NativeAuthSettings(Strict):
@@ -149,7 +149,7 @@ class NativeAuthSettings(Strict):
 
     allow_signup: bool = Field(True, description="Show a sign-up page; new accounts wait for an admin's approval.")
     minimum_password_length: Int = Field(8, ge=1)
-    signup_limit: SignupLimit = Field(default_factory=dict, description="Sign-up rate limit per address.")
+    signup_limit: SignupLimit = Field(default_factory=dict, validate_default=True, description="Sign-up rate limit per address.")
 
 
 class LoginLockout(Strict):
@@ -167,13 +167,15 @@ class LoginLockout(Strict):
         "of that name waits (the delay doubles per failure up to `account_delay`); addresses the name logged in from "
         "before are exempt. 0 = off.",
     )
-    window: DurationSeconds = Field("00:15:00", description="Period over which failures are counted.")
+    window: DurationSeconds = Field("00:15:00", validate_default=True, description="Period over which failures are counted.")
     lock: DurationSeconds = Field(
         "00:15:00",
+        validate_default=True,
         description="How long a lock of one name from one address, or of one address, lasts (the right password is refused too).",
     )
     account_delay: DurationSeconds = Field(
         "00:01:00",
+        validate_default=True,
         description="Longest wait for one user name after `account_attempts` failures: short, since anyone can cause it.",
     )
 
@@ -233,7 +235,9 @@ class AuthSettings(Strict):
     groups: dict[Name, list[Name]] = Field(
         default_factory=dict, description="Group -> members; profiles' `groups` refer to these names."
     )
-    native: NativeAuthSettings = Field(default_factory=dict, description="Settings of auth.type native.")
-    lockout: LoginLockout = Field(default_factory=dict, description="Login lockout after repeated wrong passwords.")
+    native: NativeAuthSettings = Field(default_factory=dict, validate_default=True, description="Settings of auth.type native.")
+    lockout: LoginLockout = Field(
+        default_factory=dict, validate_default=True, description="Login lockout after repeated wrong passwords."
+    )
     ldap: LDAPAuthSettings | None = Field(None, description="Settings of auth.type ldap.")
     oidc: OIDCAuthSettings | None = Field(None, description="Settings of auth.type oidc.")

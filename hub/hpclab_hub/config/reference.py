@@ -52,7 +52,8 @@ def _type_text(schema: dict[str, Any]) -> str:
     for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤")):
         if key in schema:
             bounds.append(f"{sign} {schema[key]}")
-    text = {"integer": "integer", "string": "string", "boolean": "boolean", "number": "number"}.get(kind, "value")
+    names = {"integer": "integer", "string": "string", "boolean": "boolean", "number": "number"}
+    text = names.get(kind, "value") if isinstance(kind, str) else "value"
     return f"{text} {', '.join(bounds)}".strip()
 
 

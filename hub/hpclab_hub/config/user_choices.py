@@ -74,13 +74,14 @@ def check_bound(key: str, value: Any, bound: Any, cluster: ClusterOptions, parti
     if key in NUMERIC_KEYS:
         if isinstance(bound, list):
             if value not in bound:
-                allowed = ", ".join(choice_text(key, v) for v in bound)
-                raise ChoiceRefused(key, f"{choice_text(key, value)} is not one of the allowed values ({allowed})")
+                values = ", ".join(choice_text(key, v) for v in bound)
+                raise ChoiceRefused(key, f"{choice_text(key, value)} is not one of the allowed values ({values})")
         elif value < bound.min:
             raise ChoiceRefused(key, f"{choice_text(key, value)} is below the minimum {choice_text(key, bound.min)}")
         elif value > bound.max:
             raise ChoiceRefused(key, f"{choice_text(key, value)} is above the maximum {choice_text(key, bound.max)}")
         return
+    allowed: list[str] | None
     if bound == "associations":
         allowed = cluster.accounts
     elif bound == "active":

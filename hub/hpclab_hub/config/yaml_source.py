@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-KeyPath = tuple[str | int, ...]
+#: keys from the mapping's root down: names, list indices, and the numbers YAML allows as keys
+KeyPath = tuple[str | int | float, ...]
 
 
 @dataclass

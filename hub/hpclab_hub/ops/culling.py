@@ -48,7 +48,7 @@ class ProfileIdleArbiter:
     def limit_for(self, server: Mapping[str, Any], default: int) -> int:
         """The server's profile's timeout; ``default`` (culling.timeout) for an unknown profile."""
         profile = (server.get("user_options") or {}).get("profile")
-        return self.timeouts.get(profile, default)
+        return self.timeouts.get(profile, default) if isinstance(profile, str) else default
 
     def __call__(self, *, inactive: timedelta, inactive_limit: int, server: Mapping[str, Any], **_: Any) -> bool:
         reclaim = inactive.total_seconds() >= self.limit_for(server, inactive_limit)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import posixpath
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 from jupyterhub.handlers.base import BaseHandler
@@ -22,6 +23,11 @@ from tornado import web
 
 from hpclab_hub.spawner.access import ProfileRefused, choose_profile
 from hpclab_hub.spawner.refusal import refusal
+
+if TYPE_CHECKING:  # the mixin below is checked as the Authenticator it sits in front of
+    from jupyterhub.auth import Authenticator as _AuthenticatorBase
+else:
+    _AuthenticatorBase = object
 
 
 class PreselectingSpawnHandler(SpawnHandler):
@@ -91,7 +97,7 @@ def spawn_routes() -> list[tuple[str, type]]:
     ]
 
 
-class SitePagesMixin:
+class SitePagesMixin(_AuthenticatorBase):
     """Mixed into every HPCLab authenticator: its handlers come before JupyterHub's, so these pages win."""
 
     def get_handlers(self, app) -> list:

@@ -77,7 +77,7 @@ def assemble(allowed: Iterable[Device], denied: Iterable[Device]) -> bytes:
     """The device program for a server that may open ``allowed`` and must not open ``denied`` (see above)."""
     allowed_set = sorted(set(allowed))
     denied_set = sorted(set(denied) - set(allowed_set))
-    body: list[tuple[str, bytes | int]] = []  # ("insn", bytes) or ("allow"/"deny", jump kind)
+    body: list[tuple[str, bytes]] = []  # ("insn", instruction) or ("allow"/"deny", the jump without its offset)
 
     def jump_to(label: str, code: int = _JMP_JA, dst: int = 0, imm: int = 0) -> None:
         body.append((label, struct.pack("<BBi", code, dst, imm)))  # the offset is filled in below
@@ -127,7 +127,7 @@ def _bpf(command: int, attr: ctypes.Array) -> int:
     return result
 
 
-def _attr(layout: str, *values: int) -> ctypes.Array:
+def _attr(layout: str, *values: int | bytes) -> ctypes.Array:
     attr = ctypes.create_string_buffer(_ATTR_SIZE)
     struct.pack_into(layout, attr, 0, *values)
     return attr

@@ -81,25 +81,27 @@ def set_disk_quota(ctx: ServerContext, account: UnixAccount) -> dict[str, str]:
 
 def server_limits(ctx: ServerContext, backend: LocalBackend, pool: ResourcePool, allocation: Allocation) -> ServerLimits:
     """The allocation as cgroup limits: cores, memory, processes, and every pool GPU not assigned denied."""
-    allowed = set()
+    allowed: set[tuple[int, int]] = set()
     for gpu in allocation.gpu_ids:
         numbers = device_numbers(backend.gpu_device(gpu))
         if numbers is None:
             ctx.log.warning(
                 "GPU %s of %s has no device node at %s (backends.*.gpu_devices)", gpu, ctx.log_name, backend.gpu_device(gpu)
             )
-        allowed.add(numbers)
+        else:
+            allowed.add(numbers)
     nodes = {backend.gpu_device(gpu) for gpu in pool.gpu_ids}
     nodes.update(path for path in glob.glob("/dev/nvidia*") if path[len("/dev/nvidia") :].isdigit())  # GPUs outside the pool too
-    denied = {device_numbers(path) for path in nodes} - allowed - {None}
+    found = {device_numbers(path) for path in nodes}
+    denied = {numbers for numbers in found if numbers is not None} - allowed
     return ServerLimits(
         allocation.cpu_ids,
         ctx.profile.memory,
         backend.pids_limit,
-        tuple(sorted(denied)),  # type: ignore[arg-type]
-        allowed_devices=tuple(sorted(allowed - {None})),
+        tuple(sorted(denied)),
+        allowed_devices=tuple(sorted(allowed)),
         servers_cpu_shares=NICE_WEIGHT[backend.server_nice],
-    )  # type: ignore[arg-type]
+    )
 
 
 def uses_cgroups(backend: LocalBackend) -> bool:

@@ -76,7 +76,9 @@ def partition_max_time(partition: str | None, settings: dict) -> tuple[str, int]
     """
     if partition is None:
         partition = next((name for name, fields in settings.items() if fields.get("Default") == "YES"), None)
-    max_time = (settings.get(partition or "") or {}).get("MaxTime", "UNLIMITED")
+        if partition is None:  # none named and none is the default: nothing to hold against
+            return None
+    max_time = (settings.get(partition) or {}).get("MaxTime", "UNLIMITED")
     try:
         return partition, parse_duration(max_time)
     except ValueError:  # UNLIMITED, INFINITE, NONE, or a shape this hub does not read: nothing to hold against

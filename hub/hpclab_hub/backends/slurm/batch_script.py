@@ -37,7 +37,10 @@ def job_spec(
     the limit (``--signal=B:USR2@N``): hpclab.walltime tells JupyterLab to save every open document.
     """
     slurm = profile.slurm
-    pick = lambda key: (getattr(slurm, key, None) if slurm else None) or getattr(backend, key, None)
+
+    def pick(key: str) -> str | None:
+        return (getattr(slurm, key, None) if slurm else None) or getattr(backend, key, None)
+
     return JobSpec(
         job_name=job_name(username, server_name),
         comment=f"hpclab:{hub_id}:{profile.slug}",

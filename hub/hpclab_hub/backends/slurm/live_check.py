@@ -71,12 +71,15 @@ def live_report(deployment: Deployment) -> tuple[list[ConfigIssue], list[ConfigI
             continue
         settings, capacity = views[profile.backend]
         backend = deployment.backends[profile.backend]
+        assert isinstance(backend, SlurmBackend)  # views holds SLURM backends only
         slurm = profile.slurm
         partition = (slurm.partition if slurm and slurm.partition else None) or backend.partition
         where = ("profiles", i, "slurm", "partition") if slurm and slurm.partition else ("profiles", i)
         if partition is None:
             partition = next((p for p, s in settings.items() if s.get("Default") == "YES"), None)
-        selectable = list(profile.choices.partition) if profile.choices and profile.choices.partition else [partition]
+        selectable: list[str | None] = (
+            list(profile.choices.partition) if profile.choices and profile.choices.partition else [partition]
+        )
         warnings += [
             ConfigIssue(("profiles", i, "choices", "time_limit"), text)
             for text in time_choice_warnings(profile, selectable, settings)

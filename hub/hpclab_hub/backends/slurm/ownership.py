@@ -28,8 +28,9 @@ def any_slurm_backend(deployment: Deployment) -> SlurmBackend:
 async def hub_id(deployment: Deployment, database: Any, queue: JobQueue, log: Any) -> str:
     """This hub's id, written into each job's comment: from the YAML or the database (see ``hub_id.py``)."""
     hub = deployment.hub
-    if getattr(hub, "id", None):
-        return hub.id
+    given: str | None = getattr(hub, "id", None)
+    if given:
+        return given
     if hub.database_url not in _HUB_IDS:
         owned = any(row.state and row.state.get("job_id") for row in database.query(orm.Spawner).all())
         await queue.refresh(max_age=0)
