@@ -65,7 +65,7 @@ FAST_TESTS := tests/hub/test_house.py tests/hub/test_config.py tests/hub/test_un
               tests/hub/test_cgroups.py tests/hub/test_quotas.py tests/hub/test_spawn_queue.py tests/hub/test_culling.py \
               tests/hub/test_service.py tests/slurm/test_slurm_units.py tests/slurm/test_slurm_release_outputs.py \
               tests/slurm/test_hub_id.py tests/platform/test_session.py tests/platform/test_slurm_core.py \
-              tests/platform/test_formatting.py
+              tests/platform/test_formatting.py tests/hub/test_backend_protocols.py
 
 check: lint
 	$(PY) -m pytest -q -p no:cacheprovider -m "not hub and not browser" $(FAST_TESTS)
@@ -75,10 +75,10 @@ check-config: venv
 
 # ruff (lint, import order, format) and mypy, configured in pyproject.toml. Pinned here, not in the lock: the lock is
 # compiled from pyproject's extras (images/requirements/compile.sh). The venv is built first when there is none
-# (order-only: a pyproject edit does not rebuild it). HUB_PKG: the hub package's folder, once it is checked too.
+# (order-only: a pyproject edit does not rebuild it). HUB_PKG: the hub package's folder (HUB_PKG= lints platform/ alone).
 RUFF_VERSION := 0.17.6
 MYPY_VERSION := 2.4.1
-HUB_PKG    ?=
+HUB_PKG    ?= hub/hpclab_hub
 LINT_PATHS ?= platform/hpclab $(HUB_PKG)
 LINT_TOOLS := $(VENV)/.lint-ruff-$(RUFF_VERSION)-mypy-$(MYPY_VERSION)
 
