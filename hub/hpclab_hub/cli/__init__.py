@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add.set_defaults(handler="users:cmd_users_add")
 
+    usage = sub.add_parser("usage", help="sessions, core-hours and GPU-hours per group or user, from the hub's history")
+    usage.add_argument("--config", default=DEFAULT_CONFIG)
+    usage.add_argument("--since", default=None, help="start of the period: 2026-12-01 or 2026-12-01T09:00 (UTC; default: all)")
+    usage.add_argument("--until", default=None, help="end of the period, same form (default: now)")
+    usage.add_argument("--by", choices=("group", "user"), default="group", help="one row per group (default) or per user")
+    usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    usage.set_defaults(handler="usage:cmd_usage")
+
     kernels = sub.add_parser("kernels", help="curated kernels: install kernelspecs, list runtimes")
     kernels_sub = kernels.add_subparsers(dest="kernels_command", required=True)
     install = kernels_sub.add_parser("install", help="install the kernelspecs the YAML declares (those with a runtime)")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _BUCKETS = (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600, float("inf"))
 
@@ -66,6 +66,37 @@ class UsageCollector:
 
 
 REGISTRY.register(UsageCollector())
+
+# all-time usage per group from the hub's history (ops/history.py); set by the hub's configuration
+_history_source: list[Callable[[], Iterable[Any]]] = []
+
+
+def set_history_source(source: Callable[[], Iterable[Any]]) -> None:
+    """Where the history counters read their totals from (``history.usage_by_group`` of the hub's database)."""
+    _history_source[:] = [source]
+
+
+class HistoryCollector:
+    """Sessions, core-hours and GPU-hours per group since the history began: ``hpclab-hub usage --by group``'s numbers."""
+
+    def collect(self):
+        names = {
+            "sessions": "Servers started",
+            "core_hours": "Core-hours held by servers (running ones up to now)",
+            "gpu_hours": "GPU-hours held by servers (running ones up to now)",
+        }
+        families = {
+            key: CounterMetricFamily(f"hpclab_{key}", f"{text}, by group (the hub's history)", labels=["group"])
+            for key, text in names.items()
+        }
+        for source in _history_source:
+            for row in source():
+                for key, family in families.items():
+                    family.add_metric([row.key], getattr(row, key))
+        yield from families.values()
+
+
+REGISTRY.register(HistoryCollector())
 
 
 def observe_spawn(spawner: Any, profile: str, backend: str) -> None:

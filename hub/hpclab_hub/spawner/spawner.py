@@ -34,6 +34,7 @@ from hpclab_hub.spawner.access import groups_of
 from hpclab_hub.spawner.authorise import Requester, active_servers, authorise
 from hpclab_hub.spawner.environment import profile_env, server_args
 from hpclab_hub.spawner.form import profile_from_form
+from hpclab_hub.spawner.history_record import record_start
 from hpclab_hub.spawner.spawn_form import cluster_options_for, render_form
 
 #: the backend object for each ``backends.<name>.type``: a new backend is one module and one entry here
@@ -253,6 +254,7 @@ class HPCLabSpawner(Spawner):
             raise
         ids = {key: value for key, value in self.server_backend.get_state().items() if key in ("pid", "job_id")}
         self.server_event("start", **ids)
+        record_start(self, ids)  # its row in the hub's history (spawner/history_record.py), closed by the post-stop hook
         return started
 
     async def _start(self) -> tuple[str, int]:
