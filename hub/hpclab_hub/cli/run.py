@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hpclab_hub.backends.local.trial import is_root, start_lines
 from hpclab_hub.backends.local.unix_accounts import unreachable_folder
+from hpclab_hub.backends.without_root import without_root_refusals
 from hpclab_hub.cli.common import _load_or_report
 from hpclab_hub.config import Deployment
 from hpclab_hub.config.checks import runtime_issues
@@ -54,6 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             "trial without) or create, or run the hub without root.",
             file=sys.stderr,
         )
+        return 1
+    for refusal in without_root_refusals(deployment):
+        print(f"hpclab-hub: not starting: {refusal}", file=sys.stderr)
+    if without_root_refusals(deployment):
         return 1
     refused = start_refusal(deployment, args.config)
     if refused:

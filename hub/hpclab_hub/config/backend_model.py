@@ -120,9 +120,16 @@ class SlurmBackend(Strict):
     slurm_conf: StrictStr | None = Field(
         None, description="SLURM_CONF for the hub's SLURM commands and the jobs; default: SLURM's own."
     )
-    submit_prefix: list[StrictStr] = Field(
-        ["sudo", "-E", "-u", "{username}"],
-        description="Runs sbatch/scancel as the user ({username}); the hub runs as root or has sudo rights.",
+    submit_prefix: list[StrictStr] | None = Field(
+        None,
+        description="Runs sbatch/scancel as the user ({username}). Default: sudo -n -u {username} with submit_wrapper, "
+        "else sudo -E -u {username} (the hub as root).",
+    )
+    submit_wrapper: StrictStr | None = Field(
+        None,
+        description="The root-owned wrapper that sudo runs as the user, for a hub that is not root, e.g. "
+        "/usr/local/libexec/hpclab-submit (deploy/libexec/hpclab-submit with deploy/sudoers/hpclab): the job's "
+        'environment goes to it on stdin, never in an argument (docs/slurm.md, "A hub that is not root").',
     )
     partition: StrictStr | None = Field(None, description="Default partition; a profile's slurm.partition wins.")
     account: StrictStr | None = Field(None, description="Default --account.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 from typing import Any
 
 from hpclab_hub.backends.slurm.errors import SlurmError, SlurmUnavailable
@@ -34,17 +35,26 @@ class SlurmClient:
         timeout: float = 30,
         submit_prefix: list[str] | None = None,
         bin_dir: str | None = None,
+        submit_wrapper: str | None = None,
     ):
         self.slurm_conf = slurm_conf or os.environ.get("SLURM_CONF")
         self.timeout = timeout
         self.submit_prefix = submit_prefix or []
         self.bin_dir = bin_dir
+        self.submit_wrapper = submit_wrapper
         self.calls: dict[str, int] = {}
 
     @classmethod
     def for_backend(cls, backend) -> SlurmClient:
-        """The client of a deploy YAML's SLURM backend (its slurm.conf, command timeout, submit prefix, commands)."""
-        return cls(backend.slurm_conf, backend.command_timeout, backend.submit_prefix, getattr(backend, "bin_dir", None))
+        """The client of a deploy YAML's SLURM backend (its slurm.conf, command timeout, submit prefix and wrapper, commands).
+
+        Without a ``submit_prefix`` in the YAML: ``sudo -n -u {username}`` before a ``submit_wrapper`` (sudo keeps no
+        environment; the wrapper gets the job's on stdin), else ``sudo -E -u {username}`` (the hub as root)."""
+        wrapper = getattr(backend, "submit_wrapper", None)
+        prefix = backend.submit_prefix
+        if prefix is None:
+            prefix = ["sudo", "-n", "-u", "{username}"] if wrapper else ["sudo", "-E", "-u", "{username}"]
+        return cls(backend.slurm_conf, backend.command_timeout, prefix, getattr(backend, "bin_dir", None), wrapper)
 
     def path(self, base: str | None = None) -> str:
         """PATH for SLURM commands and jobs: the backend's ``bin_dir`` first, then ``base`` (the hub's PATH)."""
@@ -103,8 +113,13 @@ class SlurmClient:
         return out.decode(errors="replace") + (err.decode(errors="replace") if with_stderr else "")
 
     def as_user(self, username: str, argv: list[str]) -> list[str]:
-        """argv run as ``username`` through the configured prefix (sudo by default), PATH and SLURM_CONF kept."""
+        """argv run as ``username`` through the configured prefix (sudo by default), PATH and SLURM_CONF kept.
+
+        With a submit wrapper: the prefix, the wrapper and argv as they are (``hpclab-submit sbatch --parsable``);
+        the wrapper takes the commands and slurm.conf from its own root-owned configuration."""
         prefix = [part.format(username=username) for part in self.submit_prefix]
+        if self.submit_wrapper:
+            return [*prefix, self.submit_wrapper, *argv]
         if not prefix:
             return argv
         keep = ["env", f"PATH={self.path()}"]
@@ -113,8 +128,15 @@ class SlurmClient:
         return prefix + keep + [self.command(argv[0]), *argv[1:]]
 
     async def submit(self, username: str, script: str, env: dict[str, str]) -> str:
-        """sbatch the script (on stdin, never a file) as the user with ``env`` as the job's environment; the job id."""
-        out = await self.run(self.as_user(username, ["sbatch", "--parsable"]), stdin=script, env=self.command_env(env))
+        """sbatch the script (on stdin, never a file) as the user with ``env`` as the job's environment; the job id.
+
+        Through a submit wrapper, the script and the job's environment go together on stdin (one JSON object):
+        sudo keeps no environment, and the API token is never in an argument."""
+        if self.submit_wrapper:
+            request = self.wrapper_request(script, self.command_env(env))
+            out = await self.run(self.as_user(username, ["sbatch", "--parsable"]), stdin=request, env=self.command_env())
+        else:
+            out = await self.run(self.as_user(username, ["sbatch", "--parsable"]), stdin=script, env=self.command_env(env))
         job_id = out.strip().split(";")[0]
         if not job_id.isdigit():
             raise SlurmError(f"sbatch gave no job id: {out.strip()!r}", "sbatch")
@@ -127,7 +149,13 @@ class SlurmClient:
         SLURM's words for a job it would never run (``Requested node configuration is not available``).
         Nothing is queued.
         """
-        return parse_test_only(await self.run(self.as_user(username, ["sbatch", "--test-only"]), stdin=script, with_stderr=True))
+        stdin = self.wrapper_request(script, self.command_env()) if self.submit_wrapper else script
+        return parse_test_only(await self.run(self.as_user(username, ["sbatch", "--test-only"]), stdin=stdin, with_stderr=True))
+
+    @staticmethod
+    def wrapper_request(script: str, env: dict[str, str]) -> str:
+        """What the submit wrapper reads on stdin: the job's environment (less SLURM_CONF, the wrapper's own) and script."""
+        return json.dumps({"environment": {k: v for k, v in env.items() if k != "SLURM_CONF"}, "script": script})
 
     async def cancel(self, job_id: str) -> None:
         """scancel the job (as root/the hub: works for any user's job)."""
@@ -196,4 +224,18 @@ async def extend_job(client: SlurmClient, job_id: str, seconds: int) -> None:
     """Set the job's time limit to ``seconds`` in all (``scontrol update``: needs SLURM operator rights)."""
     from hpclab.slurm import format_time
 
-    await client.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={format_time(seconds)}"])
+    try:
+        await client.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={format_time(seconds)}"])
+    except SlurmError as error:
+        raise type(error)(error.message + operator_hint(error.message), error.command) from None
+
+
+def operator_hint(message: str) -> str:
+    """What to do when SLURM refused the hub's account an operator's command ('' for any other refusal)."""
+    if "ccess/permission denied" not in message and "not authorized" not in message.lower():
+        return ""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    return (
+        f". The hub's account {me} needs SLURM operator rights to extend and cancel other people's jobs: "
+        f'sacctmgr modify user {me} set adminlevel=operator (docs/slurm.md, "A hub that is not root")'
+    )

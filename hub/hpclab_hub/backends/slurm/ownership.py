@@ -10,7 +10,8 @@ from typing import Any
 
 from jupyterhub import orm
 
-from hpclab_hub.backends.slurm.client import SlurmClient
+from hpclab_hub.backends.slurm.client import SlurmClient, operator_hint
+from hpclab_hub.backends.slurm.errors import SlurmError
 from hpclab_hub.backends.slurm.hub_id import ensure_hub_id
 from hpclab_hub.backends.slurm.queue import JobQueue
 from hpclab_hub.config.model import Deployment, SlurmBackend
@@ -62,6 +63,11 @@ async def check_orphans_once(deployment: Deployment, database: Any, client: Slur
         if job.active and job.comment.startswith(tag) and job.job_id not in owned:
             if any_slurm_backend(deployment).orphan_jobs == "cancel":
                 log.warning("Cancelling orphan SLURM job %s (%s) that no server owns", job.job_id, job.name)
-                await client.run(["scancel", job.job_id])
+                try:
+                    await client.run(["scancel", job.job_id])
+                except SlurmError as error:
+                    log.error(
+                        "Orphan SLURM job %s was not cancelled: %s%s", job.job_id, error.message, operator_hint(error.message)
+                    )
             else:
                 log.warning("Orphan SLURM job %s (%s, user %s) is not owned by any server", job.job_id, job.name, job.user)
