@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--config", default=DEFAULT_CONFIG)
     listing.add_argument("--prefix", default=None, help="also look for kernelspecs under PREFIX/share/jupyter/kernels")
     listing.set_defaults(handler="kernels:cmd_kernels_list")
+    node = sub.add_parser("node-install", help="make a shared folder compute nodes run the server and kernels from")
+    node.add_argument("prefix", metavar="PREFIX", help="the folder to make, e.g. /shared/hpclab (a venv)")
+    node.add_argument("--config", default=None, help="also install this YAML's curated kernelspecs into PREFIX")
+    node.add_argument("--lock", default=None, help="the lock file to install (default images/requirements/all.txt)")
+    node.add_argument("--python", default=None, help="the Python to make the venv with (default: the hub's own base Python)")
+    node.set_defaults(handler="node_install:cmd_node_install")
     return parser
 
 

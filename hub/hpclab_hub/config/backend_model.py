@@ -142,6 +142,13 @@ class SlurmBackend(Strict):
         description="Command that reports the port and starts the server in the job; "
         "default hpclab-singleuser next to the hub's Python.",
     )
+    node_prefix: StrictStr | None = Field(
+        None,
+        description="Shared software folder the compute nodes run the server and kernels from, made by "
+        "`hpclab-hub node-install PREFIX` (e.g. /shared/hpclab): the job command, the server's Python, JupyterLab's "
+        "settings and the job's PATH point into it instead of the hub's venv. Default: the hub's own venv, which the "
+        "nodes must then see at the same path.",
+    )
     output: StrictStr = Field("{home}/.hpclab-jupyter-%j.log", description="Job output file ({home}, {username}; %j = job id).")
     hub_api_url: StrictStr | None = Field(None, description="Hub API URL as seen from compute nodes; default the hub's own.")
     bin_dir: StrictStr | None = Field(

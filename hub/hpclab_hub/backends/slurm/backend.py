@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 from tornado import web
@@ -24,6 +22,7 @@ from hpclab_hub.backends.slurm.batch_script import build_batch_script, job_spec
 from hpclab_hub.backends.slurm.client import SlurmClient, extend_job
 from hpclab_hub.backends.slurm.ending import describe_end, describe_pending
 from hpclab_hub.backends.slurm.errors import SlurmError
+from hpclab_hub.backends.slurm.node_prefix import job_command, job_environment
 from hpclab_hub.backends.slurm.ownership import LIVE_JOBS, any_slurm_backend, check_orphans_once, hub_id
 from hpclab_hub.backends.slurm.queue import JobQueue, queue_for
 from hpclab_hub.config.model import Profile, SlurmBackend
@@ -174,7 +173,7 @@ class SlurmServer:
         ctx.job_end_epoch = 0.0
         self._ready = False
         profile, backend = ctx.profile, self.backend
-        command = list(backend.job_command or [str(Path(sys.executable).with_name("hpclab-singleuser"))]) + launch.command
+        command = job_command(backend, launch.command)  # the hub's venv, or backends.<name>.node_prefix
         this_hub = await hub_id(ctx.deployment, ctx.database, self.queue, ctx.log)
         script = build_batch_script(
             profile,
@@ -190,7 +189,8 @@ class SlurmServer:
         self.port_reported = asyncio.get_running_loop().create_future()
         self.progress_line, self.progress_percent = "Submitting the job to SLURM…", 5
         try:
-            self.job_id = await self.client.submit(ctx.user_name, script, self.environment(launch.hub_env, launch.profile_env))
+            env = job_environment(backend, self.environment(launch.hub_env, launch.profile_env))
+            self.job_id = await self.client.submit(ctx.user_name, script, env)
         except SlurmError as error:
             self.port_reported = None
             ctx.record_failure("slurm_refused")
