@@ -22,7 +22,7 @@ from hpclab_hub.host_notes import deployment_notes
 from hpclab_hub.ops.culling import activity_interval, culler_service, profile_timeouts
 from hpclab_hub.ops.reload import KeptProxy
 from hpclab_hub.spawner.spawner import HPCLabSpawner
-from hpclab_hub.web.history_view import configure_history
+from hpclab_hub.web.history_view import configure_history, configure_knowledge_base
 from hpclab_hub.web.site_pages import OpenExampleHandler
 from hpclab_hub.web.walltime_api import walltime_routes
 
@@ -231,6 +231,7 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
 
     _configure_site(c, deployment, config_file)
     configure_history(c, deployment, f"{hub.base_url}hub/")  # web/history_view.py: past sessions, usage metrics
+    configure_knowledge_base(c, deployment)  # /hub/hpclab/examples (web/knowledge_base.py)
 
     if deployment.culling.enabled:
         # the hub refreshes servers' activity from the proxy often enough for the shortest idle timeout

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from hpclab_hub.config.errors import ConfigIssue
+from hpclab_hub.config.kb_model import knowledge_base_issues
 from hpclab_hub.config.model import Deployment
 from hpclab_hub.config.user_choices import NUMERIC_KEYS, SLURM_KEYS, ChoiceRefused, ClusterOptions, check_bound
 from hpclab_hub.config.usernames import InvalidUsername, check_username, username_max_length
@@ -72,6 +73,7 @@ def cross_checks(deployment: Deployment) -> list[ConfigIssue]:
     if examples.enabled and examples.source is not None and not examples.source.is_dir():
         issues.append(ConfigIssue(("examples", "source"), f"no such folder: {examples.source}"))
     issues += _choice_issues(deployment)
+    issues += [ConfigIssue(path, message) for path, message in knowledge_base_issues(deployment)]
     issues += _local_backend_issues(deployment)
     issues += _user_name_issues(deployment)
     for kind in ("ldap", "oidc"):

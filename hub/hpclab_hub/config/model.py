@@ -11,6 +11,7 @@ from hpclab_hub.config.backend_model import Backend, LocalAccounts, LocalBackend
 from hpclab_hub.config.choices import ProfileChoices
 from hpclab_hub.config.fields import Int, Name, NonNegativeInt, Slug, Strict, _resolve
 from hpclab_hub.config.hub_model import AuthSettings, HubSettings
+from hpclab_hub.config.kb_model import KnowledgeBaseSettings
 from hpclab_hub.config.priority_model import PrioritySettings
 from hpclab_hub.config.units import DurationSeconds, MemoryBytes
 
@@ -251,6 +252,9 @@ class Deployment(Strict):
     walltime: WalltimeSettings = Field(default_factory=dict, description="Warning and saving before a server's wall time ends.")
     examples: ExamplesSettings = Field(default_factory=dict, description="Example notebooks in every session.")
     priorities: PrioritySettings = Field(default_factory=dict, description="Which groups go first when GPUs or memory are short.")
+    knowledge_base: KnowledgeBaseSettings = Field(
+        default_factory=dict, validate_default=True, description="The hub's page of runnable examples."
+    )
 
     @property
     def account_prefixes(self) -> list[str]:

@@ -13,6 +13,7 @@ from hpclab_hub.config.units import format_memory
 from hpclab_hub.ops import history, metrics
 from hpclab_hub.spawner.history_record import record_end
 from hpclab_hub.spawner.home import relaunch_url
+from hpclab_hub.web.knowledge_base import KnowledgeBaseHandler
 
 SHOWN = 20  # sessions listed on the home page, newest first
 
@@ -82,3 +83,10 @@ def configure_history(c: Any, deployment: Deployment, base_url: str) -> None:
         "hpclab_history": partial(past_sessions_of, deployment, base_url),
     }
     metrics.set_history_source(partial(history.usage_by_group, deployment.hub.database_url))
+
+
+def configure_knowledge_base(c: Any, deployment: Deployment) -> None:
+    """The examples page (web/knowledge_base.py) and its link in the menu, where examples are delivered."""
+    shown = deployment.knowledge_base.enabled and deployment.examples.delivered
+    c.JupyterHub.template_vars = {**dict(c.JupyterHub.template_vars), "hpclab_examples": shown}
+    c.JupyterHub.extra_handlers = [*c.JupyterHub.extra_handlers, (r"/hpclab/examples", KnowledgeBaseHandler)]
