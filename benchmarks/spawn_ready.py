@@ -138,6 +138,8 @@ def print_report(results: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_spawn_options(parser, "spawn_ready", repeat=5, quiet=0.3, settle=60, timeout=180)
+    parser.add_argument("--zygote", action="store_true",
+                        help="our servers forked from the local backend's zygote (backends.local.zygote: true)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -146,9 +148,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.zygote:
+        NAMES["ours"] = f"ours (hpclab-hub {PROFILE}, zygote)"
     exit_on_signals()
     tmp = Path(tempfile.mkdtemp(prefix="spawn_ready-"))
-    hubs = {"bare": bare_hub("bare", tmp / "bare", USER), "ours": hpclab_hub("ours", tmp / "ours", "hpclab-local.yaml")}
+    hubs = {"bare": bare_hub("bare", tmp / "bare", USER), "ours": hpclab_hub("ours", tmp / "ours", "hpclab-local.yaml",
+                                                                     {"backends.local.zygote": True} if args.zygote else None)}
     bodies = {"bare": {}, "ours": {"profile": PROFILE}}
     info = machine_info("jupyterhub", "jupyterlab", "jupyter_server")
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "ours": []}

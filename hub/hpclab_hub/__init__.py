@@ -1,3 +1,3 @@
-"""Everything the HPCLab hub process imports: deploy YAML model, profiles, spawn form, spawners."""
+"""The HPCLab hub: JupyterHub configured from one deploy YAML, with local and SLURM backends (docs/design.md)."""
 
 __version__ = "0.1.0"

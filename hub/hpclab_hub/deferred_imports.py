@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from importlib.metadata import entry_points
 from typing import Any
 
 DEFERRED = "rfc3987_syntax"
@@ -58,19 +59,23 @@ def defer_rfc3987_syntax() -> bool:
     return True
 
 
+def find_console_script(name: str) -> Any:
+    """The entry point of this environment's console script ``name`` (e.g. ``jupyterhub-singleuser``), or None."""
+    found = [point for point in entry_points(group="console_scripts") if point.name == name]
+    return found[0] if found else None
+
+
 def run_console_script(argv: list[str]) -> int:
     """Run the console script ``argv[0]`` of this environment (e.g. ``jupyterhub-singleuser``) with ``argv[1:]``,
     after deferring what it would import for nothing. Its argv[0] stays its own name, for logs and ``ps``."""
-    from importlib.metadata import entry_points
-
     name, *arguments = argv
-    found = [point for point in entry_points(group="console_scripts") if point.name == name]
-    if not found:
+    entry = find_console_script(name)
+    if entry is None:
         print(f"hpclab: no console script {name!r} in this environment ({sys.prefix})", file=sys.stderr)
         return 127
     defer_rfc3987_syntax()
     sys.argv = [name, *arguments]
-    result = found[0].load()()
+    result = entry.load()()
     return result if isinstance(result, int) else 0
 
 

@@ -16,6 +16,7 @@ PACKAGE = REPO_ROOT / "hub" / "hpclab_hub"
 
 #: lowest first: a module may import its own package, and packages of lower layers only
 LAYERS: list[tuple[str, ...]] = [
+    ("deferred_imports", "__init__"),  # leaves: the start of every hub process and server; the package's version
     ("config",),
     ("ops", "kernels"),
     ("backends",),  # the protocol every backend implements, and what backends share
@@ -25,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("auth",),
     ("host_notes",),
     ("hubconfig",),
-    ("jupyterhub_config", "cli", "deferred_imports", "__init__"),
+    ("jupyterhub_config", "cli"),
 ]
 MAX_LINES = 350
 

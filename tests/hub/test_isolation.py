@@ -50,11 +50,13 @@ def fake_gpus(tmp_path_factory) -> dict[str, str]:
     return nodes
 
 
-@pytest.fixture(scope="module")
-def secure_hub(tmp_path_factory, fake_gpus):
+@pytest.fixture(scope="module", params=["fresh", "zygote"])
+def secure_hub(request, tmp_path_factory, fake_gpus):
+    """The hub every isolation test attacks: servers started fresh, then (the same tests again) forked from a zygote."""
     workdir = tmp_path_factory.mktemp("isolation")
     config = hub_yaml(workdir / "state")
-    config["backends"]["local"].update({"gpus": list(fake_gpus), "gpu_devices": fake_gpus, "poll_interval": 2})
+    config["backends"]["local"].update({"gpus": list(fake_gpus), "gpu_devices": fake_gpus, "poll_interval": 2,
+                                        "zygote": request.param == "zygote"})
     config["profiles"] = [
         {"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "512M", "default": True},
         {"slug": "gpu-1", "display_name": "GPU one", "backend": "local", "cpus": 1, "memory": "2G", "gpus": 1, "groups": ["gpu-users"]},
@@ -75,6 +77,18 @@ def running(secure_hub):
     yield alice, bob
     stop_server(alice, "alice")
     stop_server(bob, "bob")
+
+
+def forked(hub) -> bool:
+    """Whether this hub's servers come from the local backend's zygote (secure_hub runs every test both ways)."""
+    return bool(hub.config["backends"]["local"].get("zygote"))
+
+
+def server_environment(client, name: str) -> dict[str, str]:
+    """The server's environment as its kernels inherit it (a forked server's /proc/<pid>/environ is the zygote's)."""
+    out, error = run_in_kernel(client, name, "import json, os; print(json.dumps(dict(os.environ)))")
+    assert error == "", error
+    return json.loads(out)
 
 
 def data_dir(hub) -> Path:
@@ -103,8 +117,11 @@ def test_servers_run_as_their_own_accounts_with_private_homes(secure_hub, runnin
         info = home.stat()
         assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == proc.uids().real
         env = proc.environ()
-        assert env["HOME"] == str(home) and env["USER"] == f"jupyter-{name}"
         assert ADMIN_PASSWORD not in json.dumps(env) and "HPCLAB_CONFIG" not in env  # nothing of the hub's own environment
+        if forked(secure_hub):  # no exec: /proc shows the zygote's few variables; the server's are what its kernels get
+            env = server_environment(running[0 if name == "alice" else 1], name)
+            assert ADMIN_PASSWORD not in json.dumps(env) and "HPCLAB_CONFIG" not in env
+        assert env["HOME"] == str(home) and env["USER"] == f"jupyter-{name}"
 
 
 def test_alice_cannot_read_or_write_bobs_home(secure_hub, running):
@@ -245,7 +262,9 @@ def test_gpu_devices_outside_the_assignment_cannot_be_opened(secure_hub, fake_gp
     try:
         assert admin.post_spawn("admin", "gpu-1").status_code == 302
         admin.wait_ready("admin")
-        assigned = server_process(str(data_dir(secure_hub)), "admin").environ()["CUDA_VISIBLE_DEVICES"]
+        server = server_process(str(data_dir(secure_hub)), "admin")
+        env = server_environment(admin, "admin") if forked(secure_hub) else server.environ()
+        assigned = env["CUDA_VISIBLE_DEVICES"]
         other = next(g for g in fake_gpus if g != assigned)
         out, error = run_in_kernel(admin, "admin", f"""
 import errno, os

@@ -8,9 +8,8 @@ restarted hub hands each re-adopted server to the same kind of backend, with its
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from jupyterhub.spawner import Spawner
@@ -18,13 +17,13 @@ from jupyterhub.utils import random_port
 from tornado import web
 from traitlets import Dict, Float, Integer, Unicode, default
 
-from hpclab_hub.backends import Launch, Refusals, ServerBackend
+from hpclab_hub.backends import Launch, Refusals, ServerBackend, ServerContext
 from hpclab_hub.backends.local.backend import LocalServer
+from hpclab_hub.backends.local.zygote import SERVER_COMMAND
 from hpclab_hub.backends.slurm.availability import ClusterState, cluster_state
 from hpclab_hub.backends.slurm.backend import SlurmServer
 from hpclab_hub.config import cached_deployment
 from hpclab_hub.config.model import Deployment, Profile
-from hpclab_hub.config.units import format_duration
 from hpclab_hub.config.user_choices import stored_form, with_choices
 from hpclab_hub.ops import metrics
 from hpclab_hub.ops.events import log_event
@@ -38,7 +37,7 @@ from hpclab_hub.spawner.history_record import record_start
 from hpclab_hub.spawner.spawn_form import cluster_options_for, render_form
 
 #: the backend object for each ``backends.<name>.type``: a new backend is one module and one entry here
-BACKENDS: dict[str, type[LocalServer] | type[SlurmServer]] = {"local": LocalServer, "slurm": SlurmServer}
+BACKENDS: dict[str, Callable[[ServerContext], ServerBackend]] = {"local": LocalServer, "slurm": SlurmServer}
 
 
 class HPCLabSpawner(Spawner):
@@ -48,16 +47,10 @@ class HPCLabSpawner(Spawner):
     profile_slug = Unicode("", help="Slug of the profile the running server was started with (kept in state).")
     job_end_epoch = Float(0, help="When the server's wall time runs out (epoch seconds; 0 = no limit; kept in state).")
     end_reason = Unicode("", help="Why the last server ended on its own, shown on the home page (kept in state).")
-    chosen_at = Float(
-        0, help="When the user last chose this server's profile (epoch seconds; kept in state): the form remembers it."
-    )
-    user_choices = Dict(
-        help="The user's validated choices (cores, memory, time, partition, ...) for this server (kept in state)."
-    )
+    chosen_at = Float(0, help="When the user last chose this profile (epoch seconds; kept in state): the form remembers it.")
+    user_choices = Dict(help="The user's validated choices (cores, memory, time, partition, ...) for this server (in state).")
     extended_seconds = Integer(0, help="Wall time added to this server since it started (kept in state).")
-    cluster_cap_seconds = Integer(
-        0, help="The cluster's cap on this job's wall time (partition MaxTime, QoS MaxWall; 0 = none; kept in state)."
-    )
+    cluster_cap_seconds = Integer(0, help="The cluster's cap on the job's wall time (partition MaxTime, QoS MaxWall; 0 = none).")
     cluster_cap_source = Unicode("", help='What sets cluster_cap_seconds, e.g. "QoS debug\'s MaxWall" (kept in state).')
 
     #: what the progress page shows while this start waits in the hub's line ("" when it does not wait)
@@ -65,11 +58,11 @@ class HPCLabSpawner(Spawner):
     _backend: ServerBackend | None = None
     _effective: tuple[tuple[Any, ...], Profile] | None = None
     _extend_lock: asyncio.Lock | None = None
+    port: int  # JupyterHub's trait, typed here: a backend that picks_port gets one from the hub
 
     @default("cmd")
     def _cmd_default(self) -> list[str]:
-        # the hub's own environment's jupyterhub-singleuser, started without import-time work it never uses
-        return [sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub-singleuser"]
+        return list(SERVER_COMMAND)  # the hub's own jupyterhub-singleuser, without import-time work it never uses
 
     @default("default_url")
     def _default_url_default(self) -> str:
@@ -178,11 +171,9 @@ class HPCLabSpawner(Spawner):
         try:
             await spawner.apply_profile(user_options)
         except web.HTTPError as refused:  # the profile, a choice, a quota, availability: before anything starts
+            reason = getattr(refused, "jupyterhub_message", None) or refused.log_message
             spawner.server_event(
-                "refused",
-                (user_options or {}).get("profile") or None,
-                status=refused.status_code,
-                reason=getattr(refused, "jupyterhub_message", None) or refused.log_message,
+                "refused", (user_options or {}).get("profile") or None, status=refused.status_code, reason=reason
             )
             raise
 
@@ -198,7 +189,7 @@ class HPCLabSpawner(Spawner):
             deployment,
             who,
             user_options,
-            lambda p: cluster_options_for(deployment, p, self.user.name),
+            lambda p: cluster_options_for(deployment, p, who.name),
             refusals,
             self._active,
             self.log,
@@ -234,15 +225,8 @@ class HPCLabSpawner(Spawner):
 
     def server_event(self, kind: str, profile: str | None = None, **fields: object) -> None:
         """One ``hpclab-event`` line in the hub's log (events.py) for this server."""
-        log_event(
-            self.log,
-            kind,
-            self.user.name,
-            profile or self.profile_slug,
-            self.name,
-            backend=self.profile.backend if self.profile_slug else None,
-            **fields,
-        )
+        backend = self.profile.backend if self.profile_slug else None
+        log_event(self.log, kind, self.user.name, profile or self.profile_slug, self.name, backend=backend, **fields)
 
     async def start(self) -> tuple[str, int]:
         try:
@@ -270,9 +254,8 @@ class HPCLabSpawner(Spawner):
         backend = self.server_backend
         if backend.picks_port and not self.port:
             self.port = random_port()
-        command = (
-            getattr(self.deployment.backends[self.profile.backend], "singleuser_cmd", None) or self.cmd
-        )  # the YAML's, if set
+        # the YAML's singleuser_cmd, if set
+        command = getattr(self.deployment.backends[self.profile.backend], "singleuser_cmd", None) or self.cmd
         launch = Launch([*command, *self.get_args()], super().get_env(), self.profile_env(), self.ip or "127.0.0.1", self.port)
         return await backend.start(launch)
 
@@ -336,61 +319,31 @@ class HPCLabSpawner(Spawner):
         return walltime.walltime_bounds(self.profile, self.extended_seconds, self.cluster_cap_seconds, self.cluster_cap_source)
 
     async def extend_walltime(self, minutes: int) -> float:
-        """Add ``minutes`` to the running server's wall time, within its profile's maximum and the cluster's cap; the new end.
-
-        On SLURM the job's limit is raised (``scontrol update``, the hub's operator rights); on a local
-        backend the hub moves its own deadline (and the early save signal with it). One extension of a
-        server at a time: a second waits for the first and is checked against its new end.
-        """
-        minutes = walltime.check_minutes(minutes)
+        """Add ``minutes`` to the running server's wall time, within its limits; the new end (walltime.extend)."""
         if self._extend_lock is None:
             self._extend_lock = asyncio.Lock()
-        async with self._extend_lock:
-            if not self.ready:
-                raise web.HTTPError(409, "The server is not running.")
-            if not self.job_end_epoch:
-                raise web.HTTPError(400, "minutes: this server has no wall time to extend")
-            wanted = walltime.extended_walltime(self._walltime_bounds(), minutes)
-            await self.server_backend.extend(wanted)
-            self.extended_seconds += minutes * 60
-            self.job_end_epoch += minutes * 60
-            if getattr(self, "orm_spawner", None) is not None:
-                self.orm_spawner.state = self.get_state()
-                self.db.commit()
-            self.log.info(
-                "Extended %s by %d min: wall time %s, ends %s",
-                self._log_name,
-                minutes,
-                format_duration(wanted),
-                time.strftime("%H:%M:%S UTC", time.gmtime(self.job_end_epoch)),
-            )
-            return self.job_end_epoch
+        async with self._extend_lock:  # one at a time: a second waits for the first and is checked against its new end
+            return await walltime.extend(self, minutes)
+
+    def save_state(self) -> None:
+        """The server's state written to the database now (not only when JupyterHub next saves it)."""
+        if getattr(self, "orm_spawner", None) is not None:
+            self.orm_spawner.state = self.get_state()
+            self.db.commit()
 
     @property
     def time_left_text(self) -> str:
         """'1 h 05 min left (ends 14:05 UTC)' for the home page, '' without a limit or a server."""
         return walltime.time_left_text(self.job_end_epoch) if self.active else ""
 
-    def relaunch_url(self) -> str:
-        """A link that fills the form with this server's profile and choices again ('' if it never started)."""
-        orm_spawner = getattr(self, "orm_spawner", None)
-        options = dict(getattr(orm_spawner, "user_options", None) or {}) if orm_spawner is not None else {}
-        base = self.hub.base_url if getattr(self, "hub", None) else "/hub/"
-        return home.relaunch_url(self.deployment, options, base, self.user.name, self.name)
-
     def server_summary(self) -> dict[str, str]:
         """What the home page lists for this server: profile, backend, state, choices and time left."""
         profile = self.deployment.profile(self.profile_slug) if self.profile_slug else None
-        state = home.state_text(
-            self.ready, self.pending, self.server_backend.running_note() if self.ready else "", self.end_reason
-        )
-        return home.summary(
-            self.deployment,
-            profile,
-            self.effective_profile() if profile else None,
-            self.user_choices,
-            self.extended_seconds,
-            state,
-            "" if self.active else self.relaunch_url(),
-            self.time_left_text or ("no limit" if self.ready else ""),
-        )
+        note = self.server_backend.running_note() if self.ready else ""
+        state = home.state_text(self.ready, self.pending, note, self.end_reason)
+        effective = self.effective_profile() if profile else None
+        options = dict(getattr(getattr(self, "orm_spawner", None), "user_options", None) or {})
+        base = self.hub.base_url if getattr(self, "hub", None) else "/hub/"
+        relaunch = "" if self.active else home.relaunch_url(self.deployment, options, base, self.user.name, self.name)
+        left = self.time_left_text or ("no limit" if self.ready else "")
+        return home.summary(self.deployment, profile, effective, self.user_choices, self.extended_seconds, state, relaunch, left)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any, Protocol
 
 from tornado import web
 
+from hpclab_hub.backends import ServerBackend
 from hpclab_hub.config.model import Profile
 from hpclab_hub.config.units import format_duration
 from hpclab_hub.config.user_choices import longest_time
@@ -58,3 +60,41 @@ def time_left_text(end_epoch: float) -> str:
     ends = time.strftime("%H:%M UTC", time.gmtime(end_epoch))
     span = f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {left % 60:02d} s"
     return f"{span} left (ends {ends})"
+
+
+class Extendable(Protocol):
+    """What an extension changes on a server (HPCLabSpawner)."""
+
+    log: Any
+    job_end_epoch: float
+    extended_seconds: int
+
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def log_name(self) -> str: ...
+    @property
+    def server_backend(self) -> ServerBackend: ...
+    def _walltime_bounds(self) -> tuple[int | None, int | None, str]: ...
+    def save_state(self) -> None: ...
+
+
+async def extend(server: Extendable, minutes: object) -> float:
+    """Add ``minutes`` to a running server's wall time, within its profile's maximum and the cluster's cap; the new end.
+
+    On SLURM the job's limit is raised (``scontrol update``, the hub's operator rights); on a local
+    backend the hub moves its own deadline (and the early save signal with it).
+    """
+    added = check_minutes(minutes)
+    if not server.ready:
+        raise web.HTTPError(409, "The server is not running.")
+    if not server.job_end_epoch:
+        raise web.HTTPError(400, "minutes: this server has no wall time to extend")
+    wanted = extended_walltime(server._walltime_bounds(), added)
+    await server.server_backend.extend(wanted)
+    server.extended_seconds += added * 60
+    server.job_end_epoch += added * 60
+    server.save_state()
+    ends = time.strftime("%H:%M:%S UTC", time.gmtime(server.job_end_epoch))
+    server.log.info("Extended %s by %d min: wall time %s, ends %s", server.log_name, added, format_duration(wanted), ends)
+    return server.job_end_epoch

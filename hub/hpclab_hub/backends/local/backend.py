@@ -18,15 +18,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from tornado import web
-
 from hpclab.walltime_signal import EARLY_SIGNAL
 from hpclab_hub.backends import Launch, Refusals, ServerContext
 from hpclab_hub.backends.local.availability import local_blocked
 from hpclab_hub.backends.local.cgroups import ServerCgroup
 from hpclab_hub.backends.local.environment import private_mounts, server_environment
+from hpclab_hub.backends.local.launcher import start_process, wait_listening
 from hpclab_hub.backends.local.one_door import DoorError, current_door
-from hpclab_hub.backends.local.preexec import process_start, server_preexec
+from hpclab_hub.backends.local.preexec import process_start
 from hpclab_hub.backends.local.preparation import make_cgroup, prepare_account, set_disk_quota
 from hpclab_hub.backends.local.process import ServerProcess
 from hpclab_hub.backends.local.resources import Allocation, ResourcePool, pool_of
@@ -34,9 +33,6 @@ from hpclab_hub.backends.local.unix_accounts import UnixAccount
 from hpclab_hub.backends.local.waiting_line import Waiter, take_from_pool, waiting_progress
 from hpclab_hub.config.model import LocalBackend, Profile
 from hpclab_hub.config.units import format_duration, format_memory
-
-#: What the server's PATH holds besides the hub's own bin folder (the hub's PATH is not passed on).
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 class LocalServer:
@@ -179,9 +175,9 @@ class LocalServer:
             f"cgroup v{group.version}" if group else "best effort (no cgroup)",
         )
         try:
-            self._spawn(launch, account, group, allocation)
+            await self._spawn(launch, account, group, allocation)
             self.account_state = {**self.account_state, "pid_started": process_start(self.process.pid)}
-            await self._wait_listening(launch.ip, launch.port)
+            await wait_listening(self.process, launch.ip, launch.port, self.ctx.http_timeout)
             await self._fence_port(launch.port)
             return launch.ip, launch.port
         except BaseException:
@@ -191,44 +187,22 @@ class LocalServer:
             self.allocation_state = {}
             raise
 
-    def _spawn(self, launch: Launch, account: UnixAccount, group: ServerCgroup | None, allocation: Allocation) -> None:
+    async def _spawn(self, launch: Launch, account: UnixAccount, group: ServerCgroup | None, allocation: Allocation) -> None:
         env = self.environment(launch.hub_env, launch.profile_env)
-        preexec = server_preexec(
+        mounts = private_mounts(self.ctx, self.backend, self.account, self.pool, launch.profile_env)
+        await start_process(
+            self.process,
+            self.ctx.profile.backend,
+            self.backend,
+            launch.command,
+            env,
             account,
             group,
-            allocation.cpu_ids,
+            allocation,
             self.ctx.profile.memory,
-            self.backend.server_nice,
-            private_mounts(self.ctx, self.backend, self.account, self.pool, launch.profile_env),
+            mounts,
+            self.ctx.log,
         )
-        try:
-            self.process.start(launch.command, env, preexec)
-        except PermissionError as error:
-            raise web.HTTPError(
-                500,
-                f"The Unix account {account.name} cannot run {launch.command[0]} ({error.strerror}): the hub's Python and "
-                "its folders must be readable and searchable by other users (e.g. not under /root).",
-            ) from None
-
-    async def _wait_listening(self, ip: str, port: int) -> None:
-        """Return as soon as the server accepts connections (polled every 0.1 s), or fail at once if it exits.
-
-        JupyterHub's own readiness check backs off randomly up to seconds between tries; answering it
-        only after the port is open saves that wait, and a crashed server is reported with its exit code.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ctx.http_timeout
-        while loop.time() < deadline:
-            code = self.process.exited()
-            if code is not None:
-                raise web.HTTPError(500, f"JupyterLab exited during start-up with code {code}; see the hub log")
-            try:
-                _, writer = await asyncio.open_connection(ip, port)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            return
 
     async def _fence_port(self, port: int) -> None:
         """Only the server's own account and the hub's may connect to its port (one_door.py); else it must not run."""

@@ -26,10 +26,6 @@ def process_start(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-#: What the server's PATH holds besides the hub's own bin folder (the hub's PATH is not passed on).
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
 def admin_named_paths(env: dict[str, str]) -> list[str]:
     """Existing folders an admin's variables name (JUPYTER_PATH=/srv/kernels:…, SSL_CERT_FILE=/etc/…/ca.pem → its
     folder): a server's private /tmp must not hide what the YAML points it at."""
@@ -42,8 +38,14 @@ def admin_named_paths(env: dict[str, str]) -> list[str]:
     return found
 
 
-def server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: tuple[int, ...], memory: int | None, nice: int = 0,
-                    mounts: PrivateMounts | None = None) -> Callable[[], None]:
+def server_preexec(
+    account: UnixAccount,
+    cgroup: ServerCgroup | None,
+    cpu_ids: tuple[int, ...],
+    memory: int | None,
+    nice: int = 0,
+    mounts: PrivateMounts | None = None,
+) -> Callable[[], None]:
     """The function run in the child before exec: join the cgroup, lower its CPU priority by ``nice``, enter a mount
     namespace with a private /tmp, /dev/shm and /proc (``mounts``, as root), drop to the account, enter its home.
 
@@ -65,8 +67,11 @@ def server_preexec(account: UnixAccount, cgroup: ServerCgroup | None, cpu_ids: t
             try:
                 mounts.enter()
             except OSError as error:  # the hub only learns 'Exception occurred in preexec_fn': the reason goes to its log
-                os.write(2, f"hpclab: cannot make the server's private /tmp and /dev/shm: {error} "
-                            "(backends.<name>.private_tmp: false turns them off)\n".encode())
+                os.write(
+                    2,
+                    f"hpclab: cannot make the server's private /tmp and /dev/shm: {error} "
+                    "(backends.<name>.private_tmp: false turns them off)\n".encode(),
+                )
                 raise
         os.umask(0o077)  # what the server creates is its account's alone (a group-shared folder can set its own mode)
         if switch:

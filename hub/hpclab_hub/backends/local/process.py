@@ -27,6 +27,10 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = pid
 
+    def adopt(self, pid: int) -> None:
+        """A process another started for this server (the zygote): known by its pid only, like one re-adopted."""
+        self.proc, self.pid = None, pid
+
     def start(self, command: list[str], env: dict[str, str], preexec: Callable[[], None]) -> None:
         """Start ``command`` in a session of its own (the hub's signals are not its), reading nothing from the hub."""
         self.log.info("Spawning %s", " ".join(shlex.quote(part) for part in command))
@@ -34,8 +38,10 @@ class ServerProcess:
         self.pid = self.proc.pid
 
     def exited(self) -> int | None:
-        """The exit code if the process this hub started has ended, else None (also for a re-adopted pid)."""
-        return self.proc.poll() if self.proc is not None else None
+        """The exit code if the process has ended (-1 where only its pid is known), else None."""
+        if self.proc is not None:
+            return self.proc.poll()
+        return None if not self.pid or self.signal(0) else -1
 
     def poll(self) -> int | None:
         """None while it runs; its exit code (0 where only the pid is known) once it is gone."""

@@ -1,0 +1,126 @@
+"""The zygote process: JupyterLab's server imported once, then one fork per start (``python -m`` this module).
+
+Started by the hub (``zygote.py``) with one end of a socket pair (its fd number the second argument). It imports
+the single-user server and its extensions, then waits for requests, one JSON line each, and answers each with the
+pid of a child it forked (or why it could not); each start's contents (its environment, the user's token) go
+to the child alone, over a socket of its own, so the zygote never holds them. The child, before any user code:
+leaves the zygote's session and signal handlers, closes every inherited file descriptor but 0-2,
+reseeds ``random``, and runs the same preexec a fresh start runs (cgroup, priority, private /tmp,
+/dev/shm and /proc, umask, setgroups/setgid/setuid to the user's account, the home folder); then it
+replaces the whole environment with the server's and serves. Nothing of one start reaches another:
+the zygote itself never runs user code, holds no user's credentials and has no threads when it forks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from hpclab_hub.backends.local.cgroups import ServerCgroup
+from hpclab_hub.backends.local.preexec import server_preexec
+from hpclab_hub.backends.local.server_namespace import PrivateMounts
+from hpclab_hub.backends.local.unix_accounts import UnixAccount
+from hpclab_hub.deferred_imports import defer_rfc3987_syntax, find_console_script
+
+PR_SET_DUMPABLE, PR_SET_NAME = 4, 15
+
+
+def _prctl(option: int, value: int | bytes) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(option, value, 0, 0, 0)
+
+
+def _preload(program: str) -> Any:
+    """Import the server and its extensions once: what every child would otherwise import itself."""
+    defer_rfc3987_syntax()
+    entry = find_console_script(program)
+    if entry is None:
+        raise SystemExit(f"hpclab zygote: no console script {program!r} in {sys.prefix}")
+    function = entry.load()
+    import jupyter_server.serverapp  # noqa: F401  # deferred: what the children import, loaded here once
+    import jupyterlab.labapp  # noqa: F401  # deferred: as above
+
+    for name in ("hpclab.walltime", "hpclab.oom_guard", "hpclab.examples", "hpclab.busy_activity"):
+        __import__(name)
+    return function
+
+
+def _read_request(own: socket.socket) -> dict[str, Any]:
+    """This start's request, read by the child alone from its own socket: the zygote never sees its token."""
+    with own.makefile("r", encoding="utf-8") as reader:
+        return dict(json.loads(reader.readline()))
+
+
+def _child(own: socket.socket, function: Any, channel: socket.socket) -> None:
+    """In the forked child: read this start's request, become the user's server (never returns)."""
+    code, who = 1, "?"
+    try:
+        os.setsid()
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        channel.close()
+        request = _read_request(own)
+        own.close()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        random.seed()
+        who = request["comm"]
+        _prctl(PR_SET_NAME, who.encode()[:15])
+        account = UnixAccount(**{**request["account"], "groups": tuple(request["account"]["groups"])})
+        mounts = PrivateMounts(**{**request["mounts"], "keep": tuple(request["mounts"]["keep"])}) if request["mounts"] else None
+        cgroup = ServerCgroup.from_state(request["cgroup"] or {})
+        server_preexec(account, cgroup, tuple(request["cpu_ids"]), request["memory"], request["nice"], mounts)()
+        # a change of account without exec leaves the process undumpable: its own kernels could not see it in /proc
+        # (hidepid) nor could psutil in it; nothing of anyone else is in its memory (the zygote never read a request)
+        _prctl(PR_SET_DUMPABLE, 1)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = list(request["argv"])
+        result = function()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException as error:  # the hub learns only the exit: the reason goes to its log (our stderr)
+        os.write(2, f"hpclab zygote: the server of {who} failed to start: {error!r}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def serve(program: str, fd: int) -> None:
+    """Answer spawn requests on the socket ``fd`` until the hub closes it (it exits, or execs itself on a reload): then
+    leave. The servers it forked stay; they are the hub's to follow, by pid.
+
+    A request is one byte and a socket (SCM_RIGHTS) over which the hub then sends that start's request to the child
+    alone; the zygote answers with the child's pid.
+    """
+    channel = socket.socket(fileno=fd)
+    function = _preload(program)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel: the hub watches their pids
+    channel.sendall(b'{"ready": true}\n')
+    while True:
+        _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+        if not fds:
+            return  # the hub is gone (or reloaded)
+        own = socket.socket(fileno=fds[0])
+        if threading.active_count() != 1:  # a fork copies only this thread: never fork with others holding locks
+            own.close()
+            channel.sendall(json.dumps({"error": "the zygote has threads; start normally"}).encode() + b"\n")
+            continue
+        pid = os.fork()
+        if pid == 0:
+            _child(own, function, channel)
+        own.close()
+        channel.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))

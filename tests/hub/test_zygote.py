@@ -1,0 +1,125 @@
+"""Servers forked from a local backend's zygote (backends.<name>.zygote): each is its own user's, and nothing else's.
+
+A real hub as root, real accounts, real cgroups: alice's and bob's servers come from one zygote, and
+bob's carries nothing of alice's start (environment, open files, folder, account, groups, cgroup).
+tests/hub/test_isolation.py runs the whole isolation suite with the zygote on as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+from support.hubtools import hub_yaml, login, server_process, started_hub, stop_server, write_in_home
+from support.kerneltools import run_in_kernel
+
+pytestmark = pytest.mark.hub
+
+
+@pytest.fixture(scope="module")
+def zygote_hub(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("zygote")
+    config = hub_yaml(workdir / "state")
+    config["backends"]["local"]["zygote"] = True
+    with started_hub(workdir, config) as hub:
+        yield hub
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+def _open_files(pid: int) -> dict[int, str]:
+    folder = Path(f"/proc/{pid}/fd")
+    return {int(fd.name): os.readlink(fd) for fd in folder.iterdir()}
+
+
+def test_two_users_servers_come_from_one_zygote_and_bobs_carries_nothing_of_alices(zygote_hub):
+    alice, bob = login(zygote_hub, "alice"), login(zygote_hub, "bob")
+    data_dir = zygote_hub.config["hub"]["data_dir"]
+    try:
+        assert alice.post_spawn("alice", "cpu-small").status_code == 302
+        alice.wait_ready("alice")
+        assert bob.post_spawn("bob", "cpu-small").status_code == 302
+        bob.wait_ready("bob")
+        servers = {name: server_process(data_dir, name) for name in ("alice", "bob")}
+        zygotes = {psutil.Process(proc.ppid()) for proc in servers.values()}
+        assert len(zygotes) == 1, "both servers forked by one zygote"
+        zygote = zygotes.pop()
+        assert "hpclab_hub.backends.local.zygote_main" in " ".join(zygote.cmdline()) and zygote.uids().real == 0
+        alice_proc, bob_proc = servers["alice"], servers["bob"]
+        # the account, its groups and its home: bob's own, as a fresh start would make them
+        for name, proc in servers.items():
+            account = f"jupyter-{name}" if proc.username().startswith("jupyter-") else name
+            assert proc.username() == account and proc.uids().real != 0 and proc.uids().effective != 0
+            assert proc.cwd().endswith(f"/{name}")
+            assert proc.name() == proc.username()[:15]  # what `ps -o comm` and top show: the account
+        assert set(bob_proc.gids()) != {0} and alice_proc.uids().real != bob_proc.uids().real
+        # the environment is the server's alone: bob's token and user, nothing of alice's, nothing of the hub's. A fork
+        # does not exec, so /proc/<pid>/environ still shows the zygote's few variables; what the server (and its kernels)
+        # use is what the kernel sees
+        for proc in (alice_proc, bob_proc):
+            assert set(_environ(proc.pid)) <= {"PATH", "LANG", "LC_ALL"}, _environ(proc.pid)
+        probe = "import json, os; print(json.dumps(dict(os.environ)))"
+        alice_env = json.loads(run_in_kernel(alice, "alice", probe)[0])
+        bob_env = json.loads(run_in_kernel(bob, "bob", probe)[0])
+        assert bob_env["JUPYTERHUB_USER"] == "bob" and alice_env["JUPYTERHUB_USER"] == "alice"
+        assert bob_env["JUPYTERHUB_API_TOKEN"] != alice_env["JUPYTERHUB_API_TOKEN"]
+        assert alice_env["JUPYTERHUB_API_TOKEN"] not in json.dumps(bob_env)
+        assert not any("alice" in value for value in bob_env.values()), bob_env
+        assert "HPCLAB_CONFIG" not in bob_env and bob_env["HOME"].endswith("/bob")
+        # open files: stdin from /dev/null; nothing of alice's, of the hub's state, or the zygote's socket to the hub
+        files = _open_files(bob_proc.pid)
+        assert files[0] == "/dev/null"
+        zygote_sockets = {os.readlink(fd) for fd in Path(f"/proc/{zygote.pid}/fd").iterdir()
+                          if os.readlink(fd).startswith("socket:")}
+        for target in files.values():
+            assert "/alice" not in target and not target.startswith(str(data_dir)), files
+            assert target not in zygote_sockets, f"bob's server holds the zygote's socket {target}"
+        # each in its own cgroup, as a fresh start's
+        alice_groups, bob_groups = (Path(f"/proc/{p.pid}/cgroup").read_text() for p in (alice_proc, bob_proc))
+        assert alice_groups != bob_groups and "bob" in bob_groups and "alice" not in bob_groups
+        # the server serves: a kernel runs as bob, in his home, in his cores
+        out, _ = run_in_kernel(bob, "bob", "import os; print(os.getuid(), os.getcwd(), sorted(os.sched_getaffinity(0)))")
+        uid, cwd, cores = out.split(" ", 2)
+        assert int(uid) == bob_proc.uids().real and cwd.endswith("/bob")
+        assert cores.strip() == str(sorted(bob_proc.cpu_affinity()))
+    finally:
+        stop_server(alice, "alice")
+        stop_server(bob, "bob")
+
+
+def test_a_server_that_dies_at_start_is_reported_and_the_next_start_works(zygote_hub):
+    """A child of the zygote that exits during start-up fails that start at once; the zygote stays for the next."""
+    alice = login(zygote_hub, "alice")
+    data_dir = zygote_hub.config["hub"]["data_dir"]
+    # the user's own config ends the server before it listens
+    config = write_in_home(data_dir, "alice", ".jupyter/jupyter_server_config.py", "raise SystemExit(3)\n")
+    try:
+        response = alice.api("POST", "/users/alice/server", json={"profile": "cpu-small"})
+        if response.status_code == 500:  # found out within JupyterHub's slow-spawn wait (10 s): said at once
+            message = response.json()["message"]
+        else:  # a slower machine: the progress stream says it
+            assert response.status_code == 202, response.text
+            events = []
+            with alice.api("GET", "/users/alice/server/progress", stream=True, timeout=120) as stream:
+                for line in stream.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data:"):
+                        events.append(json.loads(line[5:]))
+                        if events[-1].get("ready") or events[-1].get("failed"):
+                            break
+            assert events and events[-1].get("failed"), events
+            message = events[-1]["message"]
+        assert "JupyterLab exited during start-up" in message, message
+    finally:
+        config.unlink()
+    assert alice.post_spawn("alice", "cpu-small").status_code == 302
+    try:
+        alice.wait_ready("alice")
+    finally:
+        stop_server(alice, "alice")
