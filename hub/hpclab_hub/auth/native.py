@@ -12,6 +12,7 @@ from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.orm import UserInfo
 from traitlets import Float, Integer, Unicode
 
+from hpclab_hub.auth.event_expiry import EventExpiryMixin
 from hpclab_hub.auth.login_security import LoginLockoutMixin, SignupRateLimit, UsernamePolicyMixin
 from hpclab_hub.auth.native_pages import ApproveAccount, AuthorizationPage, DiscardAccount, GuardedSignUpHandler
 from hpclab_hub.web.site_pages import SitePagesMixin
@@ -66,9 +67,9 @@ def _password_from_pipe(fd_text: str) -> str:
     return b"".join(chunks).decode()
 
 
-class HPCLabAuthenticator(SitePagesMixin, UsernamePolicyMixin, LoginLockoutMixin, NativeAuthenticator):
+class HPCLabAuthenticator(SitePagesMixin, EventExpiryMixin, UsernamePolicyMixin, LoginLockoutMixin, NativeAuthenticator):
     """NativeAuthenticator whose first admin exists from the first start (password from env, else generated once),
-    with our user-name rule, login lockout, sign-up rate limit and approval page."""
+    with our user-name rule, login lockout, sign-up rate limit, approval page and event accounts' end."""
 
     admin_password_env = Unicode("HPCLAB_ADMIN_PASSWORD", help="Environment variable with the bootstrap admin's password.").tag(
         config=True

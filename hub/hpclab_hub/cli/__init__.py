@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
     usage.set_defaults(handler="usage:cmd_usage")
 
+    event = sub.add_parser("event", help="temporary accounts for a hackathon or tutorial (auth.type: native)")
+    event_sub = event.add_subparsers(dest="event_command", required=True)
+    create = event_sub.add_parser("create", help="NAME-1 ... NAME-N in group G until DATE; names and passwords as CSV")
+    create.add_argument("name", help="the event's name, the accounts' prefix (e.g. school)")
+    create.add_argument("--accounts", type=int, required=True, help="how many accounts (1-1000)")
+    create.add_argument("--until", required=True, help="when the event ends: 2026-12-05T18:00 (UTC) or with an offset")
+    create.add_argument("--group", required=True, help="the hub group the accounts join (name it in profiles' groups)")
+    create.add_argument("--out", default=None, help="write the CSV to this file (0600) instead of stdout")
+    create.add_argument("--config", default=DEFAULT_CONFIG)
+    create.set_defaults(handler="event:cmd_event_create")
+
     kernels = sub.add_parser("kernels", help="curated kernels: install kernelspecs, list runtimes")
     kernels_sub = kernels.add_subparsers(dest="kernels_command", required=True)
     install = kernels_sub.add_parser("install", help="install the kernelspecs the YAML declares (those with a runtime)")
