@@ -38,7 +38,7 @@ def home_of(data_dir: str | Path, user: str) -> Path:
     return homes_dir(data_dir) / user
 
 
-def write_in_home(data_dir: str | Path, user: str, relative: str | Path, text: str) -> Path:
+def write_in_home(data_dir: str | Path, user: str, relative: str | Path, text: str | bytes) -> Path:
     """Write a file into ``user``'s home before their server starts, owned by their account (made if missing)."""
     from hpclab_hub.backends.local.unix_accounts import ensure_home, resolve_account
 
@@ -48,7 +48,10 @@ def write_in_home(data_dir: str | Path, user: str, relative: str | Path, text: s
     for folder in reversed([p for p in path.parents if p.is_relative_to(account.home) and p != Path(account.home)]):
         folder.mkdir(exist_ok=True)
         os.chown(folder, account.uid, account.gid)
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     os.chown(path, account.uid, account.gid)
     return path
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictStr, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, StrictStr, ValidationInfo, field_validator, model_validator
 
+from hpclab.apps import APPS
 from hpclab_hub.config.backend_model import Backend, LocalAccounts, LocalBackend, SlurmBackend
 from hpclab_hub.config.choices import ProfileChoices
 from hpclab_hub.config.fields import Int, Name, NonNegativeInt, Slug, Strict, _resolve
@@ -37,6 +38,16 @@ class ProfileSlurmOverrides(Strict):
     setup: list[StrictStr] = Field(default_factory=list, description="Shell lines after the backend's setup lines.")
 
 
+def _known_app(name: str) -> str:
+    if name not in APPS:
+        raise ValueError(f"unknown app {name!r}; the apps HPCLab knows: {', '.join(APPS)}")
+    return name
+
+
+#: an app's name in a profile's `apps` (hpclab.apps.APPS)
+AppName = Annotated[StrictStr, AfterValidator(_known_app)]
+
+
 class Profile(Strict):
     """One choice on the spawn form (the shape of kubespawner's profile_list)."""
 
@@ -59,12 +70,26 @@ class Profile(Strict):
     groups: list[Name] = Field(default_factory=list, description="Groups allowed to use it; empty = everyone.")
     spawn_timeout: Int = Field(120, ge=1, description="Seconds to wait for the server before giving up.")
     environment: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Extra environment for the server.")
+    apps: list[AppName] = Field(
+        default_factory=list,
+        description="Apps beside notebooks, as launcher tiles in JupyterLab (jupyter-server-proxy): "
+        + ", ".join(f"`{name}` ({title})" for name, (title, _) in APPS.items())
+        + "; a server gets only its profile's apps (docs/user-guide.md).",
+    )
     choices: ProfileChoices | None = Field(
         None,
         description="What the user may choose on the form or in user_options, each within bounds; the values above are the defaults.",
     )
     local: ProfileLocalOverrides | None = Field(None, description="Overrides read only by a local backend.")
     slurm: ProfileSlurmOverrides | None = Field(None, description="Overrides read only by a SLURM backend.")
+
+    @field_validator("apps")
+    @classmethod
+    def _apps_once(cls, apps: list[str]) -> list[str]:
+        twice = sorted({name for name in apps if apps.count(name) > 1})
+        if twice:
+            raise ValueError(f"app {twice[0]!r} is named twice")
+        return apps
 
     @property
     def initial_kernel(self) -> str | None:

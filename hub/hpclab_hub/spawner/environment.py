@@ -29,6 +29,12 @@ def profile_env(deployment: Deployment, profile: Profile, server_name: str) -> d
     if examples.delivered:  # copied into <root>/examples by the hpclab.examples server extension, as the user
         env["HPCLAB_EXAMPLES_DIR"] = str(examples.source_dir)
         env["HPCLAB_EXAMPLES_TARGET"] = examples.folder
+    # the profile's apps, and only those, as launcher tiles (the hpclab.apps server extension reads this)
+    env["HPCLAB_APPS"] = ",".join(profile.apps)
+    # jupyter-resource-usage shows memory and CPU use against the limits the cgroup or SLURM job enforces
+    env["CPU_LIMIT"] = str(profile.cpus)
+    if profile.memory:
+        env["MEM_LIMIT"] = str(profile.memory)
     walltime = deployment.walltime
     env["HPCLAB_WALLTIME_WARN_SECONDS"] = str(walltime.warn_before)
     env["HPCLAB_WALLTIME_SAVE_SECONDS"] = str(walltime.save_before or 0)
@@ -43,6 +49,8 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
     before the end; kernels, not the server, are stopped first when memory runs out (hpclab.oom_guard);
     with culling on, busy kernels count as activity (see hpclab.busy_activity); only the profile's
     kernels are offered, with the profile's limits.
+    The profile's apps come from hpclab.apps in place of jupyter-server-proxy's own extension, which would
+    offer every app installed; jupyter-resource-usage tracks CPU as well as memory.
     """
     package = Path(hpclab.__file__).parent
     args = [f"--LabApp.app_settings_dir={package / 'lab_settings'}"]
@@ -51,8 +59,9 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
     else:
         log.warning("hpclab: JupyterLab's wall-time plugin is not built (make labextension)")
     args += kernel_server_args(profile.kernels, profile.initial_kernel)
-    extensions = ["hpclab.walltime", "hpclab.oom_guard", "hpclab.examples"]
+    extensions = ["hpclab.walltime", "hpclab.oom_guard", "hpclab.examples", "hpclab.apps"]
     if deployment.culling.enabled:
         extensions.append("hpclab.busy_activity")
     args += [f"--ServerApp.jpserver_extensions={name}=True" for name in extensions]
+    args += ["--ServerApp.jpserver_extensions=jupyter_server_proxy=False", "--ResourceUseDisplay.track_cpu_percent=True"]
     return args

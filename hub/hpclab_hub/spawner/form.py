@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import jinja2
 
+from hpclab.apps import APPS
 from hpclab_hub.config.model import Deployment, Profile
 from hpclab_hub.config.units import format_duration, format_memory
 from hpclab_hub.config.user_choices import CHOICE_KEYS, NUMERIC_KEYS
@@ -45,6 +46,11 @@ def _resource_parts(profile: Profile) -> list[str]:
 def resources_text(profile: Profile) -> str:
     """'2 cores, 8 GB memory, 1 GPU, up to 04:00:00' — what the profile holds, said once."""
     return ", ".join(_resource_parts(profile))
+
+
+def apps_text(profile: Profile) -> str:
+    """'Apps: TensorBoard, VS Code' — the launcher tiles a server of this profile gets ('' for none)."""
+    return "Apps: " + ", ".join(APPS[name][0] for name in profile.apps) if profile.apps else ""
 
 
 def _normalised(text: str) -> str:
@@ -135,6 +141,7 @@ def render_profile_form(
             "display_name": p.display_name,
             "description": p.description,
             "resources": unsaid_resources(p),
+            "apps": apps_text(p),
             "note": live.note if live else "",
             "blocked": live.blocked if live else "",
             "choices": choice_fields(p, (cluster_options or {}).get(p.slug)),

@@ -21,6 +21,7 @@ from .config import TrainConfig
 from .data import build_data
 from .distributed import Backend, make_backend
 from .schedule import lr_at, peak_lr
+from .tensorboard import EventWriter
 
 RESNET_FAMILY = ("resnet", "resnext", "wide_resnet")
 METRIC_FIELDS = (
@@ -216,6 +217,7 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
         "torch": torch.__version__,
     }
     events = _Events(out / "events.jsonl" if rank0 else None)
+    board = EventWriter(out if rank0 else None)  # TensorBoard event files beside the metrics
     progress = cfg.progress if cfg.progress != "auto" else ("bar" if sys.stderr.isatty() else "log")
     say = (lambda text: print(text, flush=True)) if rank0 and progress != "off" else (lambda text: None)
     say(
@@ -273,6 +275,7 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
             if rank0 and ((i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch):
                 loss_now = float(loss.detach())
                 events("step", epoch=epoch, step=i + 1, steps=steps_per_epoch, global_step=global_step, loss=loss_now, lr=lr)
+                board.step(global_step, loss_now, lr)
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_now:.4f}", lr=f"{lr:.3g}")
                 elif progress == "log":
@@ -309,6 +312,7 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
             + f" | {images_per_s:,.1f} images/s | {row['epoch_seconds']:.1f} s"
         )
         events("epoch", **row)
+        board.epoch(row)
         if rank0:
             if cfg.checkpoint:
                 _save_checkpoint(
@@ -335,6 +339,7 @@ def _train(cfg: TrainConfig, backend: Backend) -> dict[str, Any]:
         _write_metrics(out, history, {k: v for k, v in summary.items() if k != "history"})
     events("end", final=summary.get("final"), best_val_acc=summary.get("best_val_acc"))
     events.close()
+    board.close()
     backend.barrier()
     return summary
 

@@ -1,0 +1,86 @@
+"""Apps beside notebooks: the server's profile's apps, and only those, as JupyterLab launcher tiles.
+
+The hub names a server's apps in ``HPCLAB_APPS`` (comma-separated, from the profile's ``apps`` in the deploy
+YAML) and turns jupyter-server-proxy's own server extension off, which would serve every app installed in
+the environment; this extension (``hpclab.apps``) sets jupyter-server-proxy up the same way with the named
+apps only: each app is a process jupyter-server-proxy starts on first use and proxies under
+``<server>/<name>/``, and its launcher tile comes from jupyter-server-proxy's JupyterLab plugin (it reads
+``server-proxy/servers-info``). Apps an admin adds in ``c.ServerProxy.servers`` are kept. The generic
+``<server>/proxy/<port>/`` route is set up as well.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ICONS = Path(__file__).parent / "apps_icons"
+
+
+def tensorboard(root_dir: str) -> dict[str, Any]:
+    """TensorBoard over ``$HPCLAB_TENSORBOARD_LOGDIR``, by default ``runs/`` in the server's root folder.
+
+    ``hpclab train`` writes its event files under ``runs/<name>/`` (its default ``--out-dir`` is ``runs/resnet``);
+    TensorBoard shows each folder below the log folder that holds event files as one run.
+    """
+    logdir = Path(root_dir, os.environ.get("HPCLAB_TENSORBOARD_LOGDIR", "runs")).expanduser()
+    return {
+        "command": [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            f"--logdir={logdir}",
+            "--port={port}",
+            "--host=127.0.0.1",
+            "--reload_interval=10",
+        ],
+        "timeout": 120,
+        "launcher_entry": {"title": "TensorBoard", "icon_path": str(ICONS / "tensorboard.svg")},
+    }
+
+
+#: name -> (title, the jupyter-server-proxy configuration of its process for a server's root folder)
+APPS: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
+    "tensorboard": ("TensorBoard", tensorboard),
+}
+
+
+def app_names(value: str | None) -> list[str]:
+    """The names in an ``HPCLAB_APPS`` value ('tensorboard,vscode'), in order, blanks dropped."""
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "hpclab.apps"}]
+
+
+def _load_jupyter_server_extension(server_app: Any) -> None:
+    # deferred: jupyter-server-proxy is the server's, not needed by `import hpclab` (the hub reads APPS)
+    from jupyter_server.utils import url_path_join
+    from jupyter_server_proxy.api import IconHandler, ServersInfoHandler
+    from jupyter_server_proxy.config import ServerProcess, ServerProxy, make_handlers
+    from jupyter_server_proxy.handlers import setup_handlers
+
+    web_app = server_app.web_app
+    base_url = web_app.settings["base_url"]
+    config = ServerProxy(parent=server_app)
+    processes = list(config.servers.values())
+    for name in app_names(os.environ.get("HPCLAB_APPS")):
+        if name not in APPS:
+            server_app.log.warning("hpclab apps: unknown app %r in HPCLAB_APPS, left out (known: %s)", name, ", ".join(APPS))
+            continue
+        processes.append(ServerProcess(name=name, **APPS[name][1](str(server_app.root_dir))))
+    web_app.add_handlers(".*", make_handlers(base_url, processes))
+    setup_handlers(web_app, config)
+    icons = {p.name: p.launcher_entry.icon_path for p in processes if p.launcher_entry.enabled and p.launcher_entry.icon_path}
+    web_app.add_handlers(
+        ".*",
+        [
+            (url_path_join(base_url, "server-proxy/servers-info"), ServersInfoHandler, {"server_processes": processes}),
+            (url_path_join(base_url, "server-proxy/icon/(.*)"), IconHandler, {"icons": icons}),
+        ],
+    )
+    server_app.log.info("hpclab apps: %s", ", ".join(p.name for p in processes) or "none")

@@ -1,0 +1,151 @@
+"""Apps beside notebooks and what the server uses, on a real hub (local backend) and Debian's chromium (issue 30).
+
+A profile's ``apps`` become JupyterLab launcher tiles (jupyter-server-proxy, set up by hpclab.apps) and a server
+gets only its profile's; TensorBoard shows the scalars a real ``hpclab train`` run wrote (the dl venv's trainer,
+tensorboardX); jupyter-resource-usage shows memory against the profile's limit; jupyterlab-git's panel is there.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from support.browsertools import browser_login
+from support.dltools import DL_VENV, dl_run, require_dl_venv
+from support.hubtools import hub_yaml, login, started_hub, stop_server, write_in_home
+from support.paths import REPO_ROOT
+
+pytestmark = [pytest.mark.hub]
+
+DOCS_IMAGES = REPO_ROOT / "docs" / "images"
+
+
+@pytest.fixture(scope="module")
+def apps_hub(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("apps-hub")
+    config = hub_yaml(
+        workdir / "state",
+        profiles=[
+            {
+                "slug": "dl",
+                "display_name": "Deep learning",
+                "backend": "local",
+                "cpus": 1,
+                "memory": "2G",
+                "apps": ["tensorboard"],
+                "default": True,
+            },
+            {"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "3G"},
+        ],
+    )
+    with started_hub(workdir, config) as hub:
+        yield hub
+
+
+@pytest.fixture(scope="module")
+def training_events(tmp_path_factory) -> list[Path]:
+    """TensorBoard event files of a real two-epoch `hpclab train` run on scikit-learn's digits (about 10 s)."""
+    require_dl_venv()
+    run = tmp_path_factory.mktemp("train-run")
+    dl_run(
+        [
+            str(DL_VENV / "bin" / "hpclab"),
+            "train",
+            "resnet",
+            "--data",
+            "digits",
+            "--arch",
+            "resnet18",
+            "--image-size",
+            "16",
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "6",
+            "--batch-size",
+            "32",
+            "--log-every",
+            "2",
+            "--progress",
+            "log",
+            "--nproc",
+            "1",
+            "--no-checkpoint",
+            "--out-dir",
+            str(run / "runs" / "resnet"),
+        ],
+        cwd=run,
+        timeout=300,
+    )
+    events = sorted((run / "runs" / "resnet").glob("events.out.tfevents.*"))
+    assert events, "the trainer wrote no TensorBoard event file beside its metrics"
+    return events
+
+
+def test_a_server_gets_only_its_profiles_apps_and_its_limits(apps_hub):
+    alice = login(apps_hub, "alice")
+    for slug, apps in (("dl", ["tensorboard"]), ("cpu-small", [])):
+        assert alice.post_spawn("alice", slug).status_code == 302
+        try:
+            alice.wait_ready("alice")
+            base = apps_hub.user_url("alice")
+            assert alice.http.get(base + "lab").status_code == 200  # logs in to the server (OAuth)
+            info = alice.http.get(base + "server-proxy/servers-info").json()
+            assert [s["name"] for s in info["server_processes"]] == apps, info
+            assert (alice.http.get(base + "tensorboard/").status_code == 200) == bool(apps)
+            metrics = alice.http.get(base + "api/metrics/v1").json()
+            limit = {"dl": 2 * 1024**3, "cpu-small": 3 * 1024**3}[slug]
+            assert metrics["limits"]["memory"]["rss"] == limit, metrics
+            assert 0 < metrics["rss"] < limit and "cpu_percent" in metrics
+        finally:
+            stop_server(alice, "alice")
+
+
+@pytest.mark.browser
+def test_tensorboard_tile_shows_a_real_runs_scalars_and_the_lab_memory_and_git(apps_hub, training_events, browser, artifacts):
+    data_dir = apps_hub.config["hub"]["data_dir"]
+    for event_file in training_events:
+        write_in_home(data_dir, "bob", Path("runs/resnet") / event_file.name, event_file.read_bytes())
+    bob = login(apps_hub, "bob")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(90_000)
+    try:
+        browser_login(page, apps_hub, "bob")
+        page.wait_for_url("**/hub/spawn**")
+        assert page.locator('[data-profile="dl"] .hpclab-apps').inner_text().strip() == "Apps: TensorBoard"
+        assert page.locator('[data-profile="cpu-small"] .hpclab-apps').count() == 0
+        page.click("form#spawn_form [type=submit]")
+        page.wait_for_url("**/user/bob/lab**", timeout=240_000)
+        page.goto(page.url.split("/lab")[0] + "/lab?reset")
+
+        memory = page.locator("#jp-main-statusbar", has_text="Mem:")  # jupyter-resource-usage's status bar item
+        memory.wait_for()
+        page.wait_for_function(  # the profile's 2G limit
+            "() => /Mem: [\\d.]+ \\/ 2048\\.00 MB/.test(document.querySelector('#jp-main-statusbar').innerText)"
+        )
+        assert page.locator('.jp-SideBar [data-id="jp-git-sessions"]').count() == 1  # jupyterlab-git's panel
+
+        tile = page.locator(".jp-LauncherCard", has_text="TensorBoard")
+        try:
+            tile.wait_for()
+        except Exception:
+            page.screenshot(path=str(artifacts / "apps-launcher.png"))
+            raise
+        started = time.monotonic()
+        with page.expect_popup() as popup:
+            tile.click()
+        board = popup.value
+        board.set_default_timeout(120_000)
+        board.get_by_text("epoch/val_acc").first.wait_for()
+        board.get_by_text("epoch/train_loss").first.wait_for()  # the "epoch" group is open; "train" (per step) folded
+        opened = time.monotonic() - started
+        board.wait_for_timeout(2000)  # the charts drawn for the screenshot
+        assert "/user/bob/tensorboard/" in board.url
+        board.screenshot(path=str(DOCS_IMAGES / "app-tensorboard.png"))
+        print(f"TensorBoard tile to scalars: {opened:.1f} s")
+        board.close()
+    finally:
+        page.close()
+        stop_server(bob, "bob")
