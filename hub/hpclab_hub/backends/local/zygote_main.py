@@ -21,7 +21,10 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any
+
+from jupyter_core.paths import jupyter_config_path
 
 from hpclab_hub.backends.local.cgroups import ServerCgroup
 from hpclab_hub.backends.local.preexec import server_preexec
@@ -47,9 +50,25 @@ def _preload(program: str) -> Any:
     import jupyter_server.serverapp  # noqa: F401  # deferred: what the children import, loaded here once
     import jupyterlab.labapp  # noqa: F401  # deferred: as above
 
-    for name in ("hpclab.walltime", "hpclab.oom_guard", "hpclab.examples", "hpclab.busy_activity"):
-        __import__(name)
+    for name in ("hpclab.walltime", "hpclab.oom_guard", "hpclab.examples", "hpclab.busy_activity", *_installed_extensions()):
+        try:
+            __import__(name)
+        except Exception as error:  # the child imports it again, and says why there if it must
+            print(f"hpclab zygote: could not preload {name}: {error!r}", file=sys.stderr)
     return function
+
+
+def _installed_extensions() -> list[str]:
+    """The server extensions this environment enables (jupyter_server_config.d): their imports are made once, here."""
+    names: set[str] = set()
+    for folder in jupyter_config_path():
+        for path in sorted(Path(folder, "jupyter_server_config.d").glob("*.json")):
+            try:
+                config = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            names |= {name for name, on in config.get("ServerApp", {}).get("jpserver_extensions", {}).items() if on}
+    return sorted(names)
 
 
 def _read_request(own: socket.socket) -> dict[str, Any]:
