@@ -18,12 +18,15 @@ Needs root (CAP_NET_ADMIN) and the ``nft`` command (Debian's nftables package). 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+
+import psutil
 
 log = logging.getLogger("JupyterHub")
 
@@ -98,17 +101,13 @@ class Door:
         """Forget ``port`` (its server stopped); a port already gone is no error."""
         t = f"inet {self.table}"
         for element in (f"server_ports {{ {port} }}", f"server_owners {{ {port} . {uid} }}"):
-            try:
+            with contextlib.suppress(DoorError):
                 _nft(f"delete element {t} {element}\n")
-            except DoorError:
-                pass
 
     def remove(self) -> None:
         """Delete this hub's table (tests; a hub taken down for good)."""
-        try:
+        with contextlib.suppress(DoorError):
             _nft(f"delete table inet {self.table}\n")
-        except DoorError:
-            pass
 
 
 def _nft_json(*command: str) -> list[dict]:
@@ -121,8 +120,6 @@ def _nft_json(*command: str) -> list[dict]:
 def sweep_stale_tables() -> list[str]:
     """Delete the tables of hubs that are gone: nothing listens on their hub port nor on any server port they
     protect (a hub that stopped with its servers, a test hub). A hub whose servers still run keeps its table."""
-    import psutil
-
     listening = {c.laddr.port for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
     removed = []
     for entry in _nft_json("list", "tables"):
@@ -134,11 +131,9 @@ def sweep_stale_tables() -> list[str]:
         for item in _nft_json("list", "set", "inet", name, "server_ports"):
             ports.update(e for e in item.get("set", {}).get("elem", []) if isinstance(e, int))
         if not ports & listening:
-            try:
+            with contextlib.suppress(DoorError):
                 _nft(f"delete table inet {name}\n")
                 removed.append(name)
-            except DoorError:
-                pass
     return removed
 
 
