@@ -9,11 +9,26 @@ QoS (or account) its members' jobs are submitted with, ``slurm_qos`` (``slurm_ac
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Annotated
 
 from pydantic import Field, StrictStr
 
 from hpclab_hub.config.fields import Int, Name, Strict
 from hpclab_hub.config.units import DurationSeconds
+
+
+class ReclaimSettings(Strict):
+    """Taking GPUs back from servers that hold one and barely use it, while a start waits for a GPU (local backends)."""
+
+    enabled: bool = Field(False, description="Reclaim GPUs of servers with low measured use while a start waits for one.")
+    window: DurationSeconds = Field("05:00", description="How long a server's use is measured before it may be warned.")
+    below: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.05,
+        description="Low use: fewer cores busy on average than this fraction of the server's cores (CPU time of its cgroup).",
+    )
+    grace: DurationSeconds = Field(
+        "02:00", description="Time between the warning (notebooks saved, the new end shown in JupyterLab) and the stop."
+    )
 
 
 class PrioritySettings(Strict):
@@ -29,6 +44,9 @@ class PrioritySettings(Strict):
         None,
         description="How long a start on a local backend waits in line for a GPU or memory before it is refused "
         "(always ending before the profile's spawn_timeout); none = refused at once with what is in use, as without priorities.",
+    )
+    reclaim: ReclaimSettings = Field(
+        default_factory=dict, validate_default=True, description="Reclaim under pressure, by measured use (local backends)."
     )
     slurm_qos: dict[Name, StrictStr] = Field(
         default_factory=dict,

@@ -41,6 +41,7 @@ class LocalServer:
     kind: ClassVar[str] = "local"
     picks_port: ClassVar[bool] = True
     waiter: Waiter | None = None  # this start's place in the pool's line (waiting_line.py)
+    reclaim_reason = ""  # set when its GPU is reclaimed under pressure (reclaim.py): its end reason at the end
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
@@ -161,7 +162,7 @@ class LocalServer:
         self.cgroup_state = group.as_state() if group else {}
         ctx.start_metrics()
         ctx.start_wall_clock()
-        ctx.end_reason = ""
+        ctx.end_reason = self.reclaim_reason = ""
         self._early_signal_sent = False
         self._oom_kills_seen = 0
         ctx.log.info(
@@ -283,7 +284,7 @@ class LocalServer:
         left = ctx.job_end_epoch - time.time()
         if left <= 0:
             limit = format_duration(ctx.walltime_limits()[0] or 0)  # with its extensions: what the user last saw
-            ctx.end_reason = f"the server reached its time limit ({limit}) and was stopped."
+            ctx.end_reason = self.reclaim_reason or f"the server reached its time limit ({limit}) and was stopped."
             ctx.log.info("Stopping %s: wall time %s is over", ctx.log_name, limit)
             await self._stop_from_poll()
             return 0

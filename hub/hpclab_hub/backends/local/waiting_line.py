@@ -21,6 +21,7 @@ from typing import Any
 
 from tornado import web
 
+from hpclab_hub.backends.local import reclaim
 from hpclab_hub.backends.local.resources import Allocation, NoFreeGPU, PoolFull, ResourcePool
 
 
@@ -100,6 +101,7 @@ class WaitingLine:
 
 
 _LINES: dict[int, WaitingLine] = {}
+HOLDING: dict[str, Any] = {}  # owner -> the LocalServer that took its share through the line (for reclaim.py)
 
 
 def line_of(pool: ResourcePool) -> WaitingLine:
@@ -120,7 +122,7 @@ async def take_from_pool(server: Any, pool: ResourcePool, interval: float = 0.25
     limit = min(settings.wait or 0, max(0, profile.spawn_timeout - 15))
     deadline = time.monotonic() + limit
     line.waiting.append(me)
-    said = ""
+    said, next_look = "", 0.0
     try:
         while True:
             try:
@@ -128,7 +130,12 @@ async def take_from_pool(server: Any, pool: ResourcePool, interval: float = 0.25
             except PoolFull:  # cannot happen after the checks above; kept as the pool's own word
                 allocation = None
             if allocation is not None:
+                HOLDING[server.owner_key] = server
                 return allocation
+            if settings.reclaim.enabled and time.monotonic() >= next_look and _short(pool, me)[0]:
+                next_look = time.monotonic() + 1
+                if not line.ahead_of(pool, me):  # the first in line for a GPU looks for one to reclaim
+                    reclaim.consider(pool, me, HOLDING, settings)
             if me.leave or time.monotonic() >= deadline:
                 break
             if me.message != said:
