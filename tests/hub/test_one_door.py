@@ -13,6 +13,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -20,9 +22,9 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
+from hpclab_hub.backends.local.one_door import Door, _nft_json, sweep_stale_tables
 from support.hubtools import USER_PASSWORD, HubClient, hub_yaml, login, server_process, started_hub, stop_server
 from support.kerneltools import run_in_kernel
-
 
 pytestmark = [pytest.mark.hub, pytest.mark.skipif(os.geteuid() != 0, reason="the firewall by account needs root")]
 
@@ -200,9 +202,10 @@ def test_signups_with_rotating_headers_are_limited_whichever_way_they_come(door_
     words = _kernel_attempts(alice, "alice", tries)
     assert words[:12] == ["REFUSED"] * 12, words
     assert words[12:].count("LOCKED") >= 7 and "REFUSED" not in words[12:], words[12:]
-    from hpclab_hub.config import load_deployment
     from jupyterhub import orm
     from nativeauthenticator.orm import UserInfo
+
+    from hpclab_hub.config import load_deployment
 
     db = orm.new_session_factory(load_deployment(door_hub.config_path).hub.database_url)()
     try:
@@ -242,3 +245,23 @@ def test_locks_survive_a_hub_restart_in_a_private_file(door_hub):
     assert client_from(door_hub, "127.0.0.40").login("frank", USER_PASSWORD).status_code == 429
     answer = client_from(door_hub, "127.0.0.41").login("frank", USER_PASSWORD)  # frank elsewhere is not locked
     assert answer.status_code == 200 and "/hub/login" not in answer.url
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="nftables rules need root")
+def test_a_hub_still_starting_keeps_its_table_when_another_hub_sweeps_and_a_gone_hubs_table_goes():
+    """Each hub sweeps the tables of hubs that are gone when it starts: never one whose hub is alive but not yet listening."""
+    def tables() -> set[str]:
+        return {entry["table"]["name"] for entry in _nft_json("list", "tables") if "table" in entry}
+
+    starting = Door(hub_port=1, proxy_api_port=2, hub_uid=0)  # port 1: nothing listens there; this process is alive
+    script = "from hpclab_hub.backends.local.one_door import Door; Door(hub_port=3, proxy_api_port=4, hub_uid=0).install()"
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)  # a hub that installed its table and ended
+    starting.install()
+    try:
+        assert {starting.table, "hpclab_door_3"} <= tables()
+        swept = sweep_stale_tables()
+        assert "hpclab_door_3" in swept and "hpclab_door_3" not in tables()
+        assert starting.table in tables() and starting.table not in swept
+    finally:
+        starting.remove()
+        Door(hub_port=3, proxy_api_port=4, hub_uid=0).remove()

@@ -73,6 +73,10 @@ class Door:
                 f"add table {t}",
                 f"add set {t} server_ports {{ type inet_service; }}",
                 f"add set {t} server_owners {{ type inet_service . uid; }}",
+                # the hub's pid: a hub still starting (not listening yet) keeps its table when another hub sweeps
+                f"add set {t} hub_pid {{ type mark; }}",
+                f"flush set {t} hub_pid",
+                f"add element {t} hub_pid {{ {os.getpid()} }}",
                 f"add chain {t} output {{ type filter hook output priority 0; policy accept; }}",
                 f"flush chain {t} output",
                 # the hub's API and the proxy's REST API: the hub's own account only (hub, proxy, managed services)
@@ -118,8 +122,9 @@ def _nft_json(*command: str) -> list[dict]:
 
 
 def sweep_stale_tables() -> list[str]:
-    """Delete the tables of hubs that are gone: nothing listens on their hub port nor on any server port they
-    protect (a hub that stopped with its servers, a test hub). A hub whose servers still run keeps its table."""
+    """Delete the tables of hubs that are gone: their hub process has ended and nothing listens on their hub port
+    nor on any server port they protect (a hub that stopped with its servers, a test hub). A hub whose servers still
+    run keeps its table, and so does a hub still starting (its pid is in the table)."""
     listening = {c.laddr.port for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
     removed = []
     for entry in _nft_json("list", "tables"):
@@ -130,7 +135,13 @@ def sweep_stale_tables() -> list[str]:
         ports = {int(hub_port)} if hub_port.isdigit() else set()
         for item in _nft_json("list", "set", "inet", name, "server_ports"):
             ports.update(e for e in item.get("set", {}).get("elem", []) if isinstance(e, int))
-        if not ports & listening:
+        pids = {
+            e
+            for item in _nft_json("list", "set", "inet", name, "hub_pid")
+            for e in item.get("set", {}).get("elem", [])
+            if isinstance(e, int)
+        }
+        if not ports & listening and not any(psutil.pid_exists(pid) for pid in pids):
             with contextlib.suppress(DoorError):
                 _nft(f"delete table inet {name}\n")
                 removed.append(name)
