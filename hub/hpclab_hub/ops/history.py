@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, and_, create_engine, or_, select, update
+from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, and_, create_engine, or_, select, update
 from sqlalchemy.engine import Engine
 
 METADATA = MetaData()
@@ -31,7 +31,7 @@ SESSIONS = Table(
     Column("backend", String(255), nullable=False),
     Column("job_id", String(64), nullable=False, default=""),  # SLURM's job id, or the local server's pid
     Column("cpus", Integer, nullable=False),
-    Column("memory", Integer, nullable=False, default=0),  # bytes of its memory limit (0: none)
+    Column("memory", BigInteger, nullable=False, default=0),  # bytes of its memory limit (0: none; past 2 GiB on PostgreSQL)
     Column("gpus", Integer, nullable=False, default=0),
     Column("started", Float, nullable=False, index=True),  # epoch seconds
     Column("ended", Float, nullable=True),

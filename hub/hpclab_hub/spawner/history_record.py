@@ -25,6 +25,7 @@ def record_start(spawner: Any, ids: dict[str, Any]) -> None:
             gpus=profile.gpus,
         )
     except Exception:
+        spawner.db.rollback()  # the hub's session goes on: a failed statement must not fail its next ones
         spawner.log.exception("History: could not record the start of %s", spawner._log_name)
 
 
@@ -33,4 +34,5 @@ def record_end(spawner: Any) -> None:
     try:
         history.record_end(spawner.db, spawner.user.name, spawner.name, spawner.end_reason or "stopped")
     except Exception:
+        spawner.db.rollback()
         spawner.log.exception("History: could not record the end of %s", spawner._log_name)
