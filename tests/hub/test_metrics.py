@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -40,7 +41,14 @@ def test_metrics_count_spawns_failures_and_usage_per_group_and_profile(metrics_h
     bob.wait_ready("bob")
     assert "No free GPU" in admin.post_spawn("admin", "gpu-1").text
     try:
-        text = admin.http.get(f"{metrics_hub.url}/hub/metrics").text
+        # a spawn's duration is recorded by a task that sees the spawn no longer pending (every 0.1 s): wait for it
+        deadline = time.monotonic() + 15
+        while True:
+            text = admin.http.get(f"{metrics_hub.url}/hub/metrics").text
+            counts = [sample(text, "hpclab_spawn_duration_seconds_count", profile=p, backend="local") for p in ("gpu-1", "cpu-small")]
+            if counts == [1, 1] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert sample(text, "hpclab_spawn_duration_seconds_count", profile="gpu-1", backend="local") == 1
         assert sample(text, "hpclab_spawn_duration_seconds_count", profile="cpu-small", backend="local") == 1
         assert 1 < sample(text, "hpclab_spawn_duration_seconds_sum", profile="cpu-small", backend="local") < 120
