@@ -109,10 +109,17 @@ def test_hub_restart_keeps_running_server_and_its_gpu(hub):
     alice.wait_ready("alice")
     assert alice.http.get(hub.user_url("alice") + "lab").status_code == 200
     before = server_process(data_dir(hub), "alice")
+    proxy_pid = int((Path(data_dir(hub)) / "jupyterhub-proxy.pid").read_text())
 
     hub.stop()
     assert before.is_running(), "stopping the hub killed alice's server"
+    # the proxy stays with the servers: alice's open lab still reaches her server while the hub is down
+    assert psutil.Process(proxy_pid).is_running(), "stopping the hub stopped the proxy"
+    lab = alice.http.get(hub.user_url("alice") + "lab")
+    assert lab.status_code == 200 and "JupyterLab" in lab.text, "alice's lab dropped while the hub was stopped"
     hub.start()
+    assert int((Path(data_dir(hub)) / "jupyterhub-proxy.pid").read_text()) == proxy_pid, "the restarted hub started a new proxy"
+    assert "restart: kept the running proxy" in hub.log_path.read_text()
 
     server = admin.wait_ready("alice", timeout=30)  # admins see spawner state
     assert server["state"]["pid"] == before.pid

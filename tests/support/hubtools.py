@@ -138,9 +138,16 @@ class Hub(HubProcess):
         self.terminate(timeout)
 
     def kill_servers(self) -> None:
-        """Stop every single-user server this hub's data folder started (test clean-up)."""
+        """Stop every single-user server this hub's data folder started, and the proxy a stop left running for
+        them (``keep_servers_on_restart``; test clean-up)."""
         for proc in singleuser_processes(self.config["hub"]["data_dir"]):
             proc.kill()
+        try:
+            proxy = psutil.Process(int((Path(self.config["hub"]["data_dir"]) / "jupyterhub-proxy.pid").read_text()))
+            if "configurable-http-proxy" in " ".join(proxy.cmdline()):
+                proxy.kill()
+        except (OSError, ValueError, psutil.Error):
+            pass
 
 
 def singleuser_processes(data_dir: str, user: str | None = None) -> list[psutil.Process]:

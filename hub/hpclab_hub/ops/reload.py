@@ -2,14 +2,22 @@
 
 On SIGHUP the hub reads its YAML again (``$HPCLAB_CONFIG``). A YAML that fails (a key, a type, a line), one that
 changes what only a stop and start may change (:data:`RESTART_ONLY`), or one the hub would refuse to start on
-(``start_problem``) changes nothing: the hub logs why, writes it to ``data_dir/reload-state.json`` (where
-``hpclab-hub reload`` reads it) and goes on serving. A good one: the hub leaves its servers and its proxy running
-(``cleanup_servers`` and ``cleanup_proxy`` off for this stop), stops its managed services (the idle culler),
-commits its database and replaces itself (``exec``, same pid) with ``hpclab-hub run`` on the new YAML, which
-re-adopts the servers as after any restart. The proxy keeps serving its routes throughout: :class:`KeptProxy`
-adopts the running configurable-http-proxy (handed over by pid and API token) instead of starting another,
-unless the new YAML changes how the proxy must be started (its ports, TLS, host routing): then a new one starts
-and the hub puts every server's route back (a second or two during which servers are not reachable).
+(``start_problem``) changes nothing: the hub logs why, writes it to ``data_dir/reload-state.json`` (where ``hpclab-
+hub reload`` reads it) and goes on serving. A good one: the hub leaves its servers and its proxy running
+(``cleanup_servers`` and ``cleanup_proxy`` off for this stop), stops its managed services (the idle culler), commits
+its database and replaces itself (``exec``, same pid) with JupyterHub on the new YAML (what ``hpclab-hub run`` would
+exec after its checks), which re-adopts the servers as after any restart. The proxy keeps serving its routes
+throughout: :class:`KeptProxy` adopts the running configurable-http-proxy (handed over by pid and API token) instead
+of starting another, unless the new YAML changes how the proxy must be started (its ports, TLS, host routing): then
+a new one starts and the hub puts every server's route back (a second or two during which servers are not
+reachable). A plain stop with ``keep_servers_on_restart`` leaves the proxy running as well (``cleanup_proxy`` off),
+noted with its API token in ``jupyterhub-proxy.json`` beside its pid file (0600), and the next start adopts it the
+same way.
+
+The hub's API does not refuse a connection during a reload: the old hub stops accepting on its listening socket
+but leaves it open and inheritable (:func:`keep_listening_sockets`), and the new hub takes it over
+(:func:`adopt_kept_sockets`) instead of binding a new one, so a request that arrives while the new hub starts waits
+in the kernel's backlog and is answered once it is up (a request the old hub was answering at the ``exec`` is cut).
 
 The process keeps its pid across ``exec``, so the servers and the proxy stay its children: servers started
 before the reload are reaped by :func:`reap_inherited` (else an ended one would linger as a zombie that
@@ -24,6 +32,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -34,7 +43,9 @@ import psutil
 from jupyterhub.app import JupyterHub
 from jupyterhub.proxy import ConfigurableHTTPProxy
 from tornado.ioloop import PeriodicCallback
+from tornado.tcpserver import TCPServer
 
+from hpclab_hub.backends.without_root import without_root_refusals
 from hpclab_hub.config import ConfigError, Deployment, load_deployment
 from hpclab_hub.ops.db_schema import start_refusal
 
@@ -42,6 +53,10 @@ log = logging.getLogger("JupyterHub")
 
 #: the proxy handed over to the hub that replaces this one: "<pid> <signature>"
 KEPT_PROXY_ENV = "HPCLAB_KEPT_PROXY"
+#: the hub's listening sockets handed over to the hub that replaces this one: "<fd>,<fd>"
+KEPT_SOCKETS_ENV = "HPCLAB_KEPT_HUB_SOCKETS"
+#: the running proxy noted for the next hub after a plain stop (beside the proxy's pid file, 0600)
+HANDOVER_FILE = "jupyterhub-proxy.json"
 #: what a reload did, for ``hpclab-hub reload`` (in data_dir)
 STATE_FILE = "reload-state.json"
 #: hub keys a reload refuses to change: where the state lives and where servers reach the hub API
@@ -74,7 +89,10 @@ def reload_problems(running: Deployment, config_path: str | os.PathLike) -> tupl
             for key in changed
         ]
     problem = start_problem(new, config_path)
-    return (None, [f"{config_path}: {problem}"]) if problem else (new, [])
+    if problem:
+        return None, [f"{config_path}: {problem}"]
+    refusals = without_root_refusals(new)  # what `hpclab-hub run` refuses to start without root
+    return (None, [f"{config_path}: {refusal}" for refusal in refusals]) if refusals else (new, [])
 
 
 def write_state(data_dir: Path, state: str, issues: list[str] | None = None) -> None:
@@ -154,25 +172,120 @@ class KeptProxy(ConfigurableHTTPProxy):
         started_with = [list(self.command), self.public_url, self.api_url, bool(self.host_routing), self.ssl_key, self.ssl_cert]
         return json.dumps(started_with)
 
+    def _handover_path(self) -> Path:
+        return Path(self.pid_file or "jupyterhub-proxy.pid").with_name(HANDOVER_FILE)
+
+    def _write_handover(self, pid: int) -> None:
+        """Note the running proxy (pid, how it was started, its API token) for the next hub (0600, beside its pid file)."""
+        path = self._handover_path()
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(OSError):
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as stream:
+                json.dump({"pid": pid, "signature": self.signature(), "token": self.auth_token}, stream)
+            os.replace(temporary, path)
+
+    def _left_running(self) -> tuple[int, str, str] | None:
+        """The proxy a hub that stopped left running (``cleanup_proxy`` off), if it still runs: (pid, signature, token)."""
+        try:
+            noted = json.loads(self._handover_path().read_text())
+            pid, signature, token = int(noted["pid"]), str(noted["signature"]), str(noted["token"])
+            command = " ".join(psutil.Process(pid).cmdline())
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            return None
+        return (pid, signature, token) if "configurable-http-proxy" in command else None
+
     async def start(self) -> None:
-        handed = _handed_over()
+        handed, token = _handed_over(), ""
+        if handed is None:  # a plain stop and start: the proxy the last hub left running, if any
+            left = self._left_running()
+            if left is not None:
+                handed, token = left[:2], left[2]
         if handed is not None:
             pid, signature = handed
             kept = AdoptedProcess(pid)
             if kept.poll() is None and signature == self.signature():
-                self.proxy_process = kept
-                self._write_pid_file()
-                await self.get_all_routes()  # answers with the token handed over, or fails here
-                self.log.info("hpclab: reload: kept the running proxy (pid %s) and its routes", pid)
-                self._check_running_callback = _periodic(self.check_running, self.check_running_interval)
-                return
-            self.log.warning("hpclab: reload: the proxy's settings changed: starting a new one (servers keep running)")
+                before = str(self.auth_token)  # type: ignore[has-type]
+                self.auth_token = token or before
+                try:
+                    await self.get_all_routes()  # answers with the token handed over, or fails here
+                except Exception:
+                    if not token:
+                        raise
+                    self.auth_token = before  # a noted proxy that does not take its token: start a new one
+                    self.log.warning("hpclab: the proxy left running (pid %s) did not answer: starting a new one", pid)
+                else:
+                    self.proxy_process = kept
+                    self._write_pid_file()
+                    self._write_handover(pid)
+                    self.log.info(
+                        "hpclab: %s: kept the running proxy (pid %s) and its routes", "restart" if token else "reload", pid
+                    )
+                    self._check_running_callback = _periodic(self.check_running, self.check_running_interval)
+                    return
+            else:
+                self.log.warning("hpclab: the proxy's settings changed: starting a new one (servers keep running)")
             kept.terminate()
             if kept.wait(10) is None:
                 kept.kill()
                 kept.wait(5)
             self._remove_process_files()
         await super().start()
+        process = getattr(self, "proxy_process", None)
+        if process is not None:
+            self._write_handover(process.pid)
+
+
+_HANDED_OVER: list[socket.socket] = []
+
+
+def keep_listening_sockets(server: TCPServer) -> list[int]:
+    """Stop accepting on ``server``'s listening sockets but keep them open, inheritable across ``exec``; their fds.
+
+    Connections that arrive from now on wait in the kernel's backlog until the next hub accepts them."""
+    sockets: dict[int, socket.socket] = getattr(server, "_sockets", {})
+    handlers: dict[int, Any] = getattr(server, "_handlers", {})
+    kept = []
+    for fd, listening in list(sockets.items()):
+        remove = handlers.pop(fd, None)
+        if remove is not None:
+            remove()
+        listening.set_inheritable(True)
+        _HANDED_OVER.append(listening)  # referenced until exec: a collected socket object closes its fd
+        kept.append(listening.fileno())
+    sockets.clear()  # a later stop() must not close them
+    return kept
+
+
+def adopt_kept_sockets() -> list[socket.socket]:
+    """The listening sockets a reload handed over (taken once); the hub's ``listen(port)`` uses them, not a new bind."""
+    kept: list[socket.socket] = []
+    for fd in os.environ.pop(KEPT_SOCKETS_ENV, "").split(","):
+        if fd.isdigit():
+            try:
+                listening = socket.socket(fileno=int(fd))
+            except OSError:
+                continue
+            listening.set_inheritable(False)  # servers started from now on must not hold it
+            kept.append(listening)
+    if not kept:
+        return []
+    original = TCPServer.listen
+
+    def listen(self: TCPServer, port: int, address: str | None = None, *args: Any, **kwargs: Any) -> None:
+        mine = [s for s in kept if s.getsockname()[1] == port]
+        if not mine:
+            original(self, port, address, *args, **kwargs)
+            return
+        for listening in mine:
+            kept.remove(listening)
+        if not kept:
+            TCPServer.listen = original  # type: ignore[method-assign]
+        self.add_sockets(mine)
+        log.info("hpclab: reload: took over the listening socket on port %s (connections waited, none refused)", port)
+
+    TCPServer.listen = listen  # type: ignore[method-assign]
+    return list(kept)
 
 
 def _periodic(callback: Any, seconds: float) -> PeriodicCallback:
@@ -217,16 +330,23 @@ async def reload_hub(app: Any, config_path: str, running: Deployment) -> None:
     write_state(data_dir, "reloading")
     app.cleanup_servers = False
     app.cleanup_proxy = False
+    env = dict(os.environ)
     if app.http_server is not None:
+        kept = keep_listening_sockets(app.http_server)
+        if kept:
+            env[KEPT_SOCKETS_ENV] = ",".join(map(str, kept))
         app.http_server.stop()
     await app.cleanup()
-    env = dict(os.environ)
     proxy = app.proxy
     process = getattr(proxy, "proxy_process", None)
     if isinstance(proxy, KeptProxy) and process is not None and process.poll() is None:
         env[KEPT_PROXY_ENV] = f"{process.pid} {proxy.signature()}"
         env["CONFIGPROXY_AUTH_TOKEN"] = proxy.auth_token
     argv = [sys.executable, "-m", "hpclab_hub.cli", "run", "--config", str(config_path)]
+    if Path(sys.executable).with_name("jupyterhub").exists() and os.environ.get("HPCLAB_CONFIG"):
+        # what `hpclab-hub run` would exec after its checks (done above), in the environment it prepared then
+        config_py = Path(__file__).resolve().parents[1] / "jupyterhub_config.py"
+        argv = [sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub", "-f", str(config_py)]
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:
