@@ -67,6 +67,7 @@ def _configure_ldap(c: Any, deployment: Deployment) -> None:
     """LDAP bind login; the directory's groups are synced into the hub at every login (manage_groups)."""
 
     ldap = deployment.auth.ldap
+    assert ldap is not None  # the YAML's check: auth.type ldap needs an auth.ldap section
     c.JupyterHub.authenticator_class = HPCLabLDAPAuthenticator
     c.Authenticator.manage_groups = True
     c.LDAPAuthenticator.server_address = ldap.server
@@ -96,6 +97,7 @@ def oidc_endpoints(issuer: str, timeout: float = 10) -> dict[str, str]:
 def _configure_oidc(c: Any, deployment: Deployment, port: int) -> None:
     """oauthenticator's GenericOAuthenticator; the groups claim feeds hub groups, admin and login rights."""
     oidc = deployment.auth.oidc
+    assert oidc is not None  # the YAML's check: auth.type oidc needs an auth.oidc section
     hub = deployment.hub
     endpoints = oidc_endpoints(oidc.issuer)
 
@@ -233,12 +235,17 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     configure_history(c, deployment, f"{hub.base_url}hub/")  # web/history_view.py: past sessions, usage metrics
     configure_knowledge_base(c, deployment)  # /hub/hpclab/examples (web/knowledge_base.py)
 
+    roles = []
+    if hub.sharing:  # each person may share their own servers (JupyterHub's sharing API) and see whom to share with
+        roles.append({"name": "user", "scopes": ["self", "shares!user", "read:users:name", "read:groups:name"]})
     if deployment.culling.enabled:
         # the hub refreshes servers' activity from the proxy often enough for the shortest idle timeout
         c.JupyterHub.last_activity_interval = activity_interval(min(profile_timeouts(deployment).values()))
         service, role = culler_service(deployment)
         c.JupyterHub.services = [service]
-        c.JupyterHub.load_roles = [role]
+        roles.append(role)
+    if roles:
+        c.JupyterHub.load_roles = roles
 
 
 def configure(c: Any, config_file: str | os.PathLike) -> Deployment:

@@ -55,6 +55,12 @@ class HubSettings(Strict):
         "a page from one user's server cannot act as another user on the hub. "
         "Needs wildcard DNS (and a wildcard certificate) in production.",
     )
+    sharing: bool = Field(
+        True,
+        description="People may share their running servers with others, and revoke the share (JupyterHub's sharing API, "
+        "/hub/api/shares/<user>; docs/user-guide.md). A share gives the other person the owner's server: its files and "
+        "kernels, counted against the owner's quotas.",
+    )
     hub_ip: StrictStr = Field("127.0.0.1", description="Address of the hub's internal API (servers call back to it).")
     hub_port: Port = Field(8081, description="Port of the hub's internal API.")
     proxy_api_port: Port = Field(8001, description="Port of configurable-http-proxy's REST API (loopback only).")

@@ -64,4 +64,8 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
         extensions.append("hpclab.busy_activity")
     args += [f"--ServerApp.jpserver_extensions={name}=True" for name in extensions]
     args += ["--ServerApp.jpserver_extensions=jupyter_server_proxy=False", "--ResourceUseDisplay.track_cpu_percent=True"]
+    if deployment.hub.sharing:
+        # the server asks the hub again what a visitor's token may do after 30 s, not JupyterHub's 5 minutes:
+        # a revoked share shuts the other person out within 30 s
+        args.append("--HubOAuth.cache_max_age=30")
     return args

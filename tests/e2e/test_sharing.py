@@ -1,0 +1,51 @@
+"""Sharing a running server through JupyterHub's sharing API (issue 30), on a real hub with per-user host names:
+alice shares her server with bob, bob reaches it at alice's own host name, alice revokes the share and bob is
+shut out again; a share is alice's to give, not bob's to take."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from support.hubtools import hub_yaml, login, started_hub, stop_server
+from support.slurmtools import wait_for
+
+pytestmark = [pytest.mark.hub]
+
+
+@pytest.fixture(scope="module")
+def sharing_hub(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sharing-hub")
+    with started_hub(workdir, hub_yaml(workdir / "state")) as hub:
+        yield hub
+
+
+def test_alice_shares_her_server_with_bob_and_revoking_shuts_him_out(sharing_hub):
+    assert sharing_hub.subdomains  # alice's server at alice.<host>: bob's visit is on alice's origin
+    alice, bob = login(sharing_hub, "alice"), login(sharing_hub, "bob")
+    assert alice.post_spawn("alice", "cpu-small").status_code == 302
+    try:
+        alice.wait_ready("alice")
+        contents = sharing_hub.user_url("alice") + "api/contents"
+
+        def bob_reads() -> int:
+            page = bob.http.get(sharing_hub.user_url("alice") + "lab")  # logs in to alice's server if he may (OAuth)
+            if "/oauth2/authorize" in page.url and 'name="scopes"' in page.text:
+                # the hub asks bob whether alice's server may act for him (a server not his own): he authorizes
+                fields = re.findall(r'<input type="hidden" name="(_xsrf|scopes)" value="([^"]*)"', page.text)
+                bob.http.post(page.url, data=[(name, html.unescape(value)) for name, value in fields])
+            return bob.http.get(contents).status_code
+
+        assert bob_reads() == 403
+        assert bob.api("POST", "/shares/alice/", json={"user": "bob"}).status_code in (403, 404)  # not his to take
+        granted = alice.api("POST", "/shares/alice/", json={"user": "bob"})
+        assert granted.status_code == 200, granted.text
+        assert [s["user"]["name"] for s in alice.api("GET", "/shares/alice/").json()["items"]] == ["bob"]
+        assert bob_reads() == 200
+        assert alice.api("DELETE", "/shares/alice/", json={"user": "bob"}).status_code in (200, 204)
+        wait_for(lambda: bob.http.get(contents).status_code == 403, 60, "bob still reads alice's files after the revoke")
+        assert bob_reads() == 403
+    finally:
+        stop_server(alice, "alice")
