@@ -156,3 +156,17 @@ def test_a_backends_singleuser_cmd_starts_its_servers(tmp_path):
             assert "jupyterhub-singleuser" in " ".join(server_process(data_dir(custom), "alice").cmdline())
         finally:
             stop_server(alice, "alice")
+
+
+def test_extensions_that_serve_no_one_are_not_loaded(hub):
+    """jupyter-lsp (no language server installed) and notebook-shim (no classic extension) are off on every server."""
+    alice = login(hub, "alice")
+    try:
+        assert alice.post_spawn("alice", "cpu-small").status_code == 302
+        alice.wait_ready("alice")
+        log = hub.log_path.read_text()
+        assert "jupyterlab | extension was successfully loaded" in log
+        for name in ("jupyter_lsp", "notebook_shim"):
+            assert f"{name} | extension was successfully linked" not in log, name
+    finally:
+        stop_server(alice, "alice")

@@ -21,13 +21,17 @@ class ReclaimSettings(Strict):
     """Taking GPUs back from servers that hold one and barely use it, while a start waits for a GPU (local backends)."""
 
     enabled: bool = Field(False, description="Reclaim GPUs of servers with low measured use while a start waits for one.")
-    window: DurationSeconds = Field("05:00", description="How long a server's use is measured before it may be warned.")
+    window: DurationSeconds = Field(
+        "05:00", validate_default=True, description="How long a server's use is measured before it may be warned."
+    )
     below: Annotated[float, Field(gt=0, le=1)] = Field(
         0.05,
         description="Low use: fewer cores busy on average than this fraction of the server's cores (CPU time of its cgroup).",
     )
     grace: DurationSeconds = Field(
-        "02:00", description="Time between the warning (notebooks saved, the new end shown in JupyterLab) and the stop."
+        "02:00",
+        validate_default=True,
+        description="Time between the warning (notebooks saved, the new end shown in JupyterLab) and the stop.",
     )
 
 

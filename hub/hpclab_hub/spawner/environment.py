@@ -10,6 +10,9 @@ from hpclab_hub.config.model import Deployment, Profile
 from hpclab_hub.kernels import kernel_server_args
 from hpclab_hub.ops.culling import activity_interval
 
+#: server extensions the environment installs that no HPCLab server uses: off on every server
+SERVING_NO_ONE = ("jupyter_lsp", "notebook_shim")
+
 
 def profile_env(deployment: Deployment, profile: Profile, server_name: str) -> dict[str, str]:
     """Environment every server gets from its profile (backend env first, profile env wins) and HPCLab's own."""
@@ -64,6 +67,9 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
         extensions.append("hpclab.busy_activity")
     args += [f"--ServerApp.jpserver_extensions={name}=True" for name in extensions]
     args += ["--ServerApp.jpserver_extensions=jupyter_server_proxy=False", "--ResourceUseDisplay.track_cpu_percent=True"]
+    # installed, and serving no one: no language server is installed for jupyter-lsp, no classic-notebook extension
+    # needs notebook-shim; each would be set up at every start for nothing (issue 32)
+    args += [f"--ServerApp.jpserver_extensions={name}=False" for name in SERVING_NO_ONE]
     if deployment.hub.sharing:
         # the server asks the hub again what a visitor's token may do after 30 s, not JupyterHub's 5 minutes:
         # a revoked share shuts the other person out within 30 s
