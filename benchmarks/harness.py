@@ -277,13 +277,14 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
 
 
-def bare_hub(label: str, workdir: Path, admin: str = "admin") -> Hub:
-    """Plain JupyterHub from configs/bare_jupyterhub_config.py; its service token has admin:users/servers, access:servers, tokens."""
+def bare_hub(label: str, workdir: Path, admin: str = "admin", login: bool = False) -> Hub:
+    """Plain JupyterHub from configs/bare_jupyterhub_config.py; its service token has admin:users/servers, access:servers, tokens.
+    ``login``: a browser may log in through the form, with any password (DummyAuthenticator)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, token = free_port(), secrets.token_hex(24)
     env = dict(_env(), BENCH_PORT=str(port), BENCH_HUB_PORT=str(free_port()), BENCH_PROXY_API_PORT=str(free_port()),
                BENCH_WORKDIR=str(workdir), BENCH_ADMIN=admin, BENCH_TOKEN=token,
-               BENCH_SINGLEUSER=str(VENV_BIN / "jupyterhub-singleuser"))
+               BENCH_SINGLEUSER=str(VENV_BIN / "jupyterhub-singleuser"), **({"BENCH_LOGIN": "1"} if login else {}))
     argv = [str(VENV_BIN / "jupyterhub"), "-f", str(CONFIGS / "bare_jupyterhub_config.py")]
     return Hub(label, workdir, argv, env, f"http://127.0.0.1:{port}", service_token=token)
 

@@ -14,7 +14,7 @@ import requests
 from harness import Api, BenchError
 
 
-async def _run_cell(url: str, token: str, code: str, timeout: float) -> str:
+async def run_cell(url: str, token: str, code: str, timeout: float) -> str:
     """Execute ``code`` over the kernel's websocket (as JupyterLab does); its stdout."""
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
@@ -56,7 +56,7 @@ def user_session(api: Api, profile: str, timeout: float) -> dict[str, Any]:
     kernel = api.http.post(f"{base}/api/kernels", json={}, timeout=120).json()
     try:
         ws = f"{base}/api/kernels/{kernel['id']}/channels".replace("http", "ws", 1)
-        out = asyncio.run(_run_cell(ws, token, "print(6 * 7)", timeout=120))
+        out = asyncio.run(run_cell(ws, token, "print(6 * 7)", timeout=120))
         if out.strip() != "42":
             raise BenchError(f"{api.user}: the cell printed {out!r}")
     finally:

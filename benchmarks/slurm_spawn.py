@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 from dev_slurm import (CTLD_PORT, PREFIX, SLURM_CONF, SLURMD_PORT, WRAPPED, cancel_all, cluster_up, count, dev_cluster, install_wrappers,
-                       read_calls, squeue_kinds)
+                       read_calls, slurm, squeue_kinds)
 from harness import (USER_PASSWORD, Api, BenchError, add_account, add_spawn_options, ensure_unix_users, exit_on_signals, hpclab_hub,
                      ignore_signals, machine_info, print_table, stop_hubs, summary, wait_quiet, write_results)
 
@@ -46,9 +46,45 @@ def attempt(fn: Any, *args: Any) -> tuple[Any, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def measured_spawn(api: Api, profile: str, poll: float, timeout: float) -> dict[str, Any]:
-    """Spawn to ready, then stop; a failure is recorded (with the hub log's tail), not raised."""
+class RunningWatch(threading.Thread):
+    """Asks squeue every ``interval`` s until a job of this (private) cluster is RUNNING: when it first saw it (epoch),
+    and when it last saw none running (the state changed in between)."""
+
+    def __init__(self, interval: float = 0.05, timeout: float = 300) -> None:
+        super().__init__(name="running-watch", daemon=True)
+        self.interval, self.timeout = interval, timeout
+        self.seen_at: float | None = None
+        self.last_not_running: float | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self.done.is_set() and time.monotonic() < deadline:
+            asked = time.time()
+            try:
+                states = slurm("squeue", "-h", "-o", "%T").split()
+            except (BenchError, subprocess.SubprocessError, OSError):
+                states = []
+            if "RUNNING" in states:
+                self.seen_at = asked
+                return
+            self.last_not_running = asked
+            time.sleep(self.interval)
+
+
+def measured_spawn(api: Api, profile: str, poll: float, timeout: float, watch_running: bool = False) -> dict[str, Any]:
+    """Spawn to ready, then stop; a failure is recorded (with the hub log's tail), not raised. ``watch_running``: also
+    job RUNNING (squeue, every 0.05 s) -> ready."""
+    watch = RunningWatch(timeout=timeout) if watch_running else None
+    if watch is not None:
+        watch.start()
     run, error = attempt(api.spawn, {"profile": profile}, poll, timeout)
+    if watch is not None:
+        watch.done.set()
+        watch.join(5)
+        if run is not None and watch.seen_at is not None:
+            run["running_to_ready_s"] = round(run["ready_epoch"] - watch.seen_at, 4)
+            run["running_seen_within_s"] = round(watch.seen_at - (watch.last_not_running or watch.seen_at), 4)
     run = run or {"user": api.user, "error": error, "log_tail": api.hub.log_tail()}
     stop_s, error = attempt(api.stop, poll, timeout)
     run.update({"stop_s": stop_s} if error is None else {"stop_error": error})
@@ -63,7 +99,7 @@ def phase_serial(apis: dict[str, Api], args: argparse.Namespace, log: Path) -> d
         measured = i >= args.warmup
         for name in ("slurm", "local") if i % 2 == 0 else ("local", "slurm"):
             waited, busy = wait_quiet(args.quiet, args.settle) if measured and args.settle > 0 else (0.0, None)
-            run = measured_spawn(apis[name], PROFILES[name], args.poll, args.timeout)
+            run = measured_spawn(apis[name], PROFILES[name], args.poll, args.timeout, watch_running=name == "slurm")
             run.update(hub=name, round=i - args.warmup, settle_waited_s=round(waited, 1),
                        busy_cores_before=None if busy is None else round(busy, 2))
             if "ready_epoch" in run:
@@ -72,6 +108,8 @@ def phase_serial(apis: dict[str, Api], args: argparse.Namespace, log: Path) -> d
                     run[f"hub_{command}_calls"] = count(calls, command, run["post_epoch"], run["ready_epoch"])
             (runs[name] if measured else runs["warmup"]).append(run)
             outcome = f"ready in {run['ready_s']:.2f} s" if "ready_s" in run else f"FAILED: {run['error']}"
+            if "running_to_ready_s" in run:
+                outcome += f" (job RUNNING -> ready {run['running_to_ready_s']:.2f} s)"
             print(f"{f'round {i - args.warmup + 1}/{args.repeat}' if measured else 'warm-up'} {name:<5}: {outcome} "
                   f"(stop {run.get('stop_s', math.nan):.2f} s"
                   + (f", hub squeue calls {run['hub_squeue_calls']}" if name == "slurm" and "ready_s" in run else "") + ")",
@@ -137,6 +175,10 @@ def serial_results(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         out.update(overhead_s=round(overhead, 4), overhead_goal_s=OVERHEAD_GOAL_S, within_goal=overhead <= OVERHEAD_GOAL_S,
                    ratio=round(statistics.median(ok["slurm"]) / statistics.median(ok["local"]), 4),
                    paired_overhead_median_s=round(statistics.median(paired), 4) if paired else None)
+    running = [r["running_to_ready_s"] for r in runs["slurm"] if "running_to_ready_s" in r]
+    if running:
+        out["running_to_ready"] = {"raw": running, "summary": summary(running), "goal_s": 2.0,
+                                   "within_goal": statistics.median(running) <= 2.0}
     per_spawn = [r["hub_squeue_calls"] for r in runs["slurm"] if "hub_squeue_calls" in r]
     out["slurm_squeue_per_spawn_median"] = statistics.median(per_spawn) if per_spawn else None
     return out
@@ -153,6 +195,11 @@ def print_report(results: dict[str, Any]) -> None:
         paired = math.nan if a["paired_overhead_median_s"] is None else a["paired_overhead_median_s"]
         print(f"SLURM overhead (median - median): {a['overhead_s']:+.2f} s (goal <= {OVERHEAD_GOAL_S:.0f} s: "
               f"{'met' if a['within_goal'] else 'NOT met'}); paired per round, median {paired:+.2f} s")
+    if "running_to_ready" in a:
+        r = a["running_to_ready"]
+        print("job RUNNING (as squeue, asked every 0.05 s, first shows it) -> ready, s:")
+        print_table({NAMES["slurm"]: r["raw"]})
+        print(f"goal <= {r['goal_s']:.0f} s: {'met' if r['within_goal'] else 'NOT met'}")
     print(f"hub squeue calls per SLURM spawn (POST to ready), median: {a['slurm_squeue_per_spawn_median']}")
     print(f"\nPhase B, burst of {b['users']} users at once on the SLURM hub; failures {b['failures']} (goal 0):")
     print_table({f"burst, {b['users']} users (cpu)": [r["ready_s"] for r in b["runs"] if "ready_s" in r],

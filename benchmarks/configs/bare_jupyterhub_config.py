@@ -26,6 +26,8 @@ c.JupyterHub.cookie_secret_file = str(work / "jupyterhub_cookie_secret")
 c.JupyterHub.cleanup_servers = True
 
 c.JupyterHub.authenticator_class = "null"
+if env.get("BENCH_LOGIN"):  # spawn_ready.py --browser: a browser logs in through the form (any password)
+    c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {env["BENCH_ADMIN"]}
 c.JupyterHub.services = [{"name": "bench", "api_token": env["BENCH_TOKEN"]}]
