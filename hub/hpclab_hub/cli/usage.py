@@ -21,7 +21,7 @@ def parse_date(text: str, option: str) -> float:
     except ValueError:
         raise ValueError(f"{option}: {text!r} is not a date; write it as 2026-12-01 or 2026-12-01T09:00 (UTC)") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 
@@ -29,7 +29,10 @@ def report(rows: list[history.Usage], by: str, fmt: str, since: float, until: fl
     """The report as a table, CSV or JSON."""
     dicts = [row.as_dict(by) for row in rows]
     if fmt == "json":
-        iso = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat()
+
+        def iso(t: float) -> str:
+            return dt.datetime.fromtimestamp(t, dt.UTC).isoformat()
+
         return json.dumps({"since": iso(since), "until": iso(until), "by": by, "rows": dicts}, indent=2) + "\n"
     if fmt == "csv":
         out: Any = _Lines()
@@ -60,7 +63,7 @@ def cmd_usage(args: Any) -> int:
         return 1
     try:
         since = parse_date(args.since, "--since") if args.since else 0.0
-        until = parse_date(args.until, "--until") if args.until else dt.datetime.now(dt.timezone.utc).timestamp()
+        until = parse_date(args.until, "--until") if args.until else dt.datetime.now(dt.UTC).timestamp()
     except ValueError as error:
         print(f"hpclab-hub usage: {error}", file=sys.stderr)
         return 2

@@ -32,8 +32,9 @@ class ProfileSlurmOverrides(Strict):
     account: StrictStr | None = None
     qos: StrictStr | None = None
     reservation: StrictStr | None = None
-    constraint: StrictStr | None = Field(None, description="--constraint (node features).")
-    gpu_type: StrictStr | None = Field(None, description="Typed GRES, e.g. a100 gives --gres=gpu:a100:N.")
+    # default= by name: a positional default is invisible to mypy's dataclass_transform (ProfileSlurmOverrides() below)
+    constraint: StrictStr | None = Field(default=None, description="--constraint (node features).")
+    gpu_type: StrictStr | None = Field(default=None, description="Typed GRES, e.g. a100 gives --gres=gpu:a100:N.")
     extra_sbatch: list[StrictStr] = Field(default_factory=list, description="Further sbatch options, e.g. --exclusive.")
     setup: list[StrictStr] = Field(default_factory=list, description="Shell lines after the backend's setup lines.")
 
@@ -78,7 +79,8 @@ class Profile(Strict):
     )
     choices: ProfileChoices | None = Field(
         None,
-        description="What the user may choose on the form or in user_options, each within bounds; the values above are the defaults.",
+        description="What the user may choose on the form or in user_options, each within bounds; "
+        "the values above are the defaults.",
     )
     local: ProfileLocalOverrides | None = Field(None, description="Overrides read only by a local backend.")
     slurm: ProfileSlurmOverrides | None = Field(None, description="Overrides read only by a SLURM backend.")
@@ -124,7 +126,7 @@ class DiskQuota(Strict):
         default_factory=dict, description="User -> home size (replaces per_user and groups for them)."
     )
 
-    def limit_for(self, user: str, groups: "frozenset[str] | set[str]") -> int | None:
+    def limit_for(self, user: str, groups: frozenset[str] | set[str]) -> int | None:
         """The home size of ``user`` (a member of ``groups``) in bytes, or None for no quota."""
         if user in self.users:
             return self.users[user]
@@ -146,7 +148,9 @@ class QuotaSettings(Strict):
     admins_exempt: bool = Field(False, description="Admins skip every quota.")
     disk: DiskQuota = Field(
         default_factory=dict,
-        description="Home size per person on local backends, enforced by the kernel (set at each start); admins_exempt does not apply.",
+        validate_default=True,
+        description="Home size per person on local backends, enforced by the kernel (set at each start); "
+        "admins_exempt does not apply.",
     )
 
 
@@ -170,7 +174,7 @@ class KernelRuntime(Strict):
         return None if value is None else _resolve(value, info)
 
     @model_validator(mode="after")
-    def _needs_its_path(self) -> "KernelRuntime":
+    def _needs_its_path(self) -> KernelRuntime:
         if self.type in ("venv", "conda") and self.prefix is None:
             raise ValueError(f"a {self.type} runtime needs `prefix`")
         if self.type == "apptainer" and self.image is None:
@@ -199,10 +203,12 @@ class CullingSettings(Strict):
     """Stop idle servers (jupyterhub-idle-culler) so scarce cores and GPUs return to the pool."""
 
     enabled: bool = False
-    timeout: DurationSeconds = Field("01:00:00", description="Idle time after which a server is stopped.")
-    every: DurationSeconds = Field("00:05:00", description="How often to check (keep it well below the shortest timeout).")
+    timeout: DurationSeconds = Field("01:00:00", validate_default=True, description="Idle time after which a server is stopped.")
+    every: DurationSeconds = Field(
+        "00:05:00", validate_default=True, description="How often to check (keep it well below the shortest timeout)."
+    )
 
-    def timeout_for(self, profile: "Profile") -> int:
+    def timeout_for(self, profile: Profile) -> int:
         """Seconds of idleness after which a server of ``profile`` is stopped."""
         return self.timeout if profile.idle_timeout is None else profile.idle_timeout
 
@@ -211,10 +217,11 @@ class WalltimeSettings(Strict):
     """What JupyterLab does before a server's wall time runs out (the @hpclab/walltime plugin)."""
 
     warn_before: DurationSeconds = Field(
-        "00:10:00", description="Warn the user (and save open documents) this long before the end."
+        "00:10:00", validate_default=True, description="Warn the user (and save open documents) this long before the end."
     )
     save_before: Annotated[DurationSeconds, Field(le=65535)] | None = Field(  # 65535 s: the most --signal takes
         "00:02:00",
+        validate_default=True,
         description="SLURM signals the job this long before its limit (`--signal=B:USR2@N`, up to 60 s early); "
         "from then on open documents are saved every 10 s. null = no signal.",
     )
@@ -267,16 +274,26 @@ class ExamplesSettings(Strict):
 class Deployment(Strict):
     """A whole HPCLab deployment, as written in deploy/*.yaml."""
 
-    hub: HubSettings = Field(default_factory=dict, description="Addresses, ports, state folder, database, admins.")
-    auth: AuthSettings = Field(default_factory=dict, description="Login and group membership.")
+    hub: HubSettings = Field(
+        default_factory=dict, validate_default=True, description="Addresses, ports, state folder, database, admins."
+    )
+    auth: AuthSettings = Field(default_factory=dict, validate_default=True, description="Login and group membership.")
     backends: dict[Name, Backend] = Field(min_length=1, description="Where servers run, by name; profiles pick one.")
     profiles: list[Profile] = Field(min_length=1, description="The choices on the spawn form, in order.")
     kernels: dict[Name, KernelEntry] = Field(default_factory=dict, description="Curated kernels profiles may offer.")
-    culling: CullingSettings = Field(default_factory=dict, description="Stopping idle servers.")
-    quotas: QuotaSettings = Field(default_factory=dict, description="Limits on servers, GPUs and cores in use.")
-    walltime: WalltimeSettings = Field(default_factory=dict, description="Warning and saving before a server's wall time ends.")
-    examples: ExamplesSettings = Field(default_factory=dict, description="Example notebooks in every session.")
-    priorities: PrioritySettings = Field(default_factory=dict, description="Which groups go first when GPUs or memory are short.")
+    culling: CullingSettings = Field(default_factory=dict, validate_default=True, description="Stopping idle servers.")
+    quotas: QuotaSettings = Field(
+        default_factory=dict, validate_default=True, description="Limits on servers, GPUs and cores in use."
+    )
+    walltime: WalltimeSettings = Field(
+        default_factory=dict, validate_default=True, description="Warning and saving before a server's wall time ends."
+    )
+    examples: ExamplesSettings = Field(
+        default_factory=dict, validate_default=True, description="Example notebooks in every session."
+    )
+    priorities: PrioritySettings = Field(
+        default_factory=dict, validate_default=True, description="Which groups go first when GPUs or memory are short."
+    )
     knowledge_base: KnowledgeBaseSettings = Field(
         default_factory=dict, validate_default=True, description="The hub's page of runnable examples."
     )

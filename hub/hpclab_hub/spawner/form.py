@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 import jinja2
 
@@ -69,13 +70,23 @@ def unsaid_resources(profile: Profile) -> str:
     so nothing is said twice.
     """
     name = _normalised(profile.display_name)
-    unsaid = [part for part in _resource_parts(profile)
-              if not re.search(rf"(?<![\d.]){re.escape(_normalised(part))}(?![\w.])", name)]
+    unsaid = [
+        part for part in _resource_parts(profile) if not re.search(rf"(?<![\d.]){re.escape(_normalised(part))}(?![\w.])", name)
+    ]
     return ", ".join(unsaid)
 
 
-_LABELS = {"cpus": "Cores", "memory": "Memory", "gpus": "GPUs", "time_limit": "Wall time", "partition": "Partition",
-           "account": "Account", "qos": "QoS", "reservation": "Reservation", "gpu_type": "GPU type"}
+_LABELS = {
+    "cpus": "Cores",
+    "memory": "Memory",
+    "gpus": "GPUs",
+    "time_limit": "Wall time",
+    "partition": "Partition",
+    "account": "Account",
+    "qos": "QoS",
+    "reservation": "Reservation",
+    "gpu_type": "GPU type",
+}
 
 
 def choice_fields(profile: Profile, cluster=None) -> list[dict]:
@@ -98,7 +109,9 @@ def choice_fields(profile: Profile, cluster=None) -> list[dict]:
                 field["hint"] = f"{bound.min}–{bound.max}"
             else:
                 field.update(kind="text", min=_text(key, bound.min), max=_text(key, bound.max))
-                field["hint"] = f"{_text(key, bound.min)} to {_text(key, bound.max)}" + (" (HH:MM:SS)" if key == "time_limit" else "")
+                field["hint"] = f"{_text(key, bound.min)} to {_text(key, bound.max)}" + (
+                    " (HH:MM:SS)" if key == "time_limit" else ""
+                )
         else:
             slurm = profile.slurm
             field["default"] = (getattr(slurm, key, None) if slurm else None) or ""
@@ -133,19 +146,21 @@ def render_profile_form(
     fields, and the form says that nothing starts until the user presses Start.
     """
     availability = availability or {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in profiles:
         live = availability.get(p.slug)
-        rows.append({
-            "slug": p.slug,
-            "display_name": p.display_name,
-            "description": p.description,
-            "resources": unsaid_resources(p),
-            "apps": apps_text(p),
-            "note": live.note if live else "",
-            "blocked": live.blocked if live else "",
-            "choices": choice_fields(p, (cluster_options or {}).get(p.slug)),
-        })
+        rows.append(
+            {
+                "slug": p.slug,
+                "display_name": p.display_name,
+                "description": p.description,
+                "resources": unsaid_resources(p),
+                "apps": apps_text(p),
+                "note": live.note if live else "",
+                "blocked": live.blocked if live else "",
+                "choices": choice_fields(p, (cluster_options or {}).get(p.slug)),
+            }
+        )
     startable = [row["slug"] for row in rows if not row["blocked"]]
     if selected not in startable:
         default = next((p.slug for p in profiles if p.default), None)
@@ -154,8 +169,10 @@ def render_profile_form(
         if row["slug"] == selected and link_choices:
             row["choices"] = [_filled_in(c, link_choices.get(c["key"])) for c in row["choices"]]
     site_name = (branding or {}).get("site_name", "HPCLab")
-    return _environment().get_template("profile_form.html").render(
-        profiles=rows, selected=selected, site_name=site_name, from_link=link_choices is not None
+    return (
+        _environment()
+        .get_template("profile_form.html")
+        .render(profiles=rows, selected=selected, site_name=site_name, from_link=link_choices is not None)
     )
 
 
