@@ -111,7 +111,7 @@ def test_hub_restart_keeps_running_server_and_its_gpu(hub):
     before = server_process(data_dir(hub), "alice")
     proxy_pid = int((Path(data_dir(hub)) / "jupyterhub-proxy.pid").read_text())
 
-    hub.stop()
+    hub.stop(keep_proxy=True)
     assert before.is_running(), "stopping the hub killed alice's server"
     # the proxy stays with the servers: alice's open lab still reaches her server while the hub is down
     assert psutil.Process(proxy_pid).is_running(), "stopping the hub stopped the proxy"

@@ -133,21 +133,30 @@ class Hub(HubProcess):
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
         self.launch([str(HUB_CLI), "run", "--config", str(self.config_path)], env, timeout)
 
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM the hub (as an admin's Ctrl-C would) and wait for it and its proxy to exit; servers stay."""
+    def stop(self, timeout: float = 30, keep_proxy: bool = False) -> None:
+        """SIGTERM the hub (as an admin's Ctrl-C would) and wait for it; servers stay. The proxy, which a stop with
+        ``keep_servers_on_restart`` leaves running for them, is ended too unless ``keep_proxy`` (tests of restarts):
+        a test's proxy must not outlive it."""
         self.terminate(timeout)
+        if not keep_proxy:
+            self.end_kept_proxy()
+
+    def end_kept_proxy(self) -> None:
+        """End the configurable-http-proxy named by the data folder's pid file, if one still runs."""
+        try:
+            proxy = psutil.Process(int((Path(self.config["hub"]["data_dir"]) / "jupyterhub-proxy.pid").read_text()))
+            if "configurable-http-proxy" in " ".join(proxy.cmdline()):
+                proxy.kill()
+                proxy.wait(10)
+        except (OSError, ValueError, psutil.Error):
+            pass
 
     def kill_servers(self) -> None:
         """Stop every single-user server this hub's data folder started, and the proxy a stop left running for
         them (``keep_servers_on_restart``; test clean-up)."""
         for proc in singleuser_processes(self.config["hub"]["data_dir"]):
             proc.kill()
-        try:
-            proxy = psutil.Process(int((Path(self.config["hub"]["data_dir"]) / "jupyterhub-proxy.pid").read_text()))
-            if "configurable-http-proxy" in " ".join(proxy.cmdline()):
-                proxy.kill()
-        except (OSError, ValueError, psutil.Error):
-            pass
+        self.end_kept_proxy()
 
 
 def singleuser_processes(data_dir: str, user: str | None = None) -> list[psutil.Process]:
