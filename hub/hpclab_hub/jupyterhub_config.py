@@ -4,7 +4,7 @@
 import os
 
 from hpclab_hub.hubconfig import configure
-from hpclab_hub.ops.reload import adopt_kept_sockets, reap_inherited, reload_on_sighup
+from hpclab_hub.reload import adopt_kept_sockets, reap_inherited, reload_on_sighup
 
 if not os.environ.get("HPCLAB_CONFIG"):
     raise SystemExit(
@@ -12,9 +12,9 @@ if not os.environ.get("HPCLAB_CONFIG"):
         "or set HPCLAB_CONFIG to the deploy YAML before `jupyterhub -f` this file"
     )
 adopt_kept_sockets()  # the old hub's listening socket, after a reload: no connection refused meanwhile
-reap_inherited()  # servers a reload kept are still this process's children (ops/reload.py)
+reap_inherited()  # servers a reload kept are still this process's children (reload.py)
 # c: the configuration JupyterHub's traitlets loader injects into this file's namespace
 deployment = configure(c, os.environ["HPCLAB_CONFIG"])  # type: ignore[name-defined]  # noqa: F821
-# a stop that leaves the servers running leaves their proxy running too: the next hub adopts it (ops/reload.py)
+# a stop that leaves the servers running leaves their proxy running too: the next hub adopts it (reload.py)
 c.JupyterHub.cleanup_proxy = not deployment.hub.keep_servers_on_restart  # type: ignore[name-defined]  # noqa: F821
 reload_on_sighup(os.environ["HPCLAB_CONFIG"], deployment)  # `hpclab-hub reload` or SIGHUP: the YAML again, servers kept

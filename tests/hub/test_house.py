@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("spawner",),
     ("web",),
     ("auth",),
-    ("host_notes",),
+    ("host_notes", "reload"),  # what a running hub checks and does on SIGHUP
     ("hubconfig",),
     ("jupyterhub_config", "cli"),
 ]

@@ -3,7 +3,7 @@
 The YAML is checked here first (as ``hpclab-hub run`` would: every problem with its key path and line); a YAML
 that fails is never sent: the running hub is not touched and the command exits 1. A good one: the hub named by
 ``data_dir/jupyterhub.pid`` (it must be running this very YAML file) gets SIGHUP, checks the file again and
-replaces itself, keeping its servers and proxy (``hpclab_hub.ops.reload``); this command waits until the new hub
+replaces itself, keeping its servers and proxy (``hpclab_hub.reload``); this command waits until the new hub
 answers on its API, or reports the hub's own refusal.
 """
 
@@ -22,7 +22,7 @@ import psutil
 
 from hpclab_hub.cli.common import _load_or_report
 from hpclab_hub.config import Deployment
-from hpclab_hub.ops.reload import read_state, start_problem
+from hpclab_hub.reload import read_state, start_problem
 
 
 def running_hub(deployment: Deployment, config_path: Path) -> tuple[int | None, str]:
