@@ -77,11 +77,11 @@ hub: venv proxy labextension
 
 # the fast lane: lint, types, and the tests that need no real server (no hub, SLURM or browser), in well under
 # 3 minutes (about 30 s of tests here); `make test` stays the whole suite. check-config: the YAML alone.
-FAST_TESTS := tests/hub/test_house.py tests/hub/test_config.py tests/hub/test_units.py tests/hub/test_deferred_imports.py \
-              tests/hub/test_cgroups.py tests/hub/test_quotas.py tests/hub/test_spawn_queue.py tests/hub/test_culling.py \
-              tests/hub/test_service.py tests/slurm/test_slurm_units.py tests/slurm/test_slurm_release_outputs.py \
-              tests/slurm/test_hub_id.py tests/platform/test_session.py tests/platform/test_slurm_core.py \
-              tests/platform/test_formatting.py tests/hub/test_backend_protocols.py
+FAST_TESTS := tests/hub/test_house.py tests/hub/config/test_config.py tests/hub/config/test_units.py tests/hub/test_deferred_imports.py \
+              tests/hub/backends/local/test_cgroups.py tests/hub/spawner/test_quotas.py tests/hub/ops/test_spawn_queue.py tests/hub/ops/test_culling.py \
+              tests/hub/ops/test_service.py tests/hub/backends/slurm/test_slurm_units.py tests/hub/backends/slurm/test_slurm_release_outputs.py \
+              tests/hub/backends/slurm/test_hub_id.py tests/platform/test_session.py tests/platform/test_slurm_core.py \
+              tests/platform/test_formatting.py tests/hub/backends/test_backend_protocols.py
 
 check: lint
 	$(PY) -m pytest -q -p no:cacheprovider -m "not hub and not browser" $(FAST_TESTS)
@@ -114,10 +114,10 @@ docs: venv
 dl-env:
 	bash images/dl/install-dl-env.sh
 
-tests/hub/oidc/node_modules/.package-lock.json: tests/hub/oidc/package.json
-	npm install --silent --no-fund --no-audit --prefix tests/hub/oidc
+tests/hub/auth/oidc/node_modules/.package-lock.json: tests/hub/auth/oidc/package.json
+	npm install --silent --no-fund --no-audit --prefix tests/hub/auth/oidc
 
-test: venv proxy labextension system-packages code-server tests/hub/oidc/node_modules/.package-lock.json dl-env lint
+test: venv proxy labextension system-packages code-server tests/hub/auth/oidc/node_modules/.package-lock.json dl-env lint
 	$(PY) -m pytest
 
 # the local backend on a real cgroup v2 host (issue 29): a Debian 13 guest (debootstrap: its kernel, systemd 257) booted

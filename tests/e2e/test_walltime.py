@@ -1,6 +1,6 @@
 """Wall-time safety inside JupyterLab on a real hub and browser: time left, warning, saving on the early signal.
 
-SLURM delivers the early signal itself in tests/slurm/test_slurm_hub.py; here the local backend's server gets
+SLURM delivers the early signal itself in tests/hub/backends/slurm/test_slurm_hub.py; here the local backend's server gets
 the same SIGUSR2 from the test, which is what ``--signal=B:USR2@N`` does to the batch shell.
 """
 

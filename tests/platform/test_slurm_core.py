@@ -1,6 +1,6 @@
 """hpclab.slurm, the one SLURM core, without SLURM: job spec → #SBATCH lines, job states, units, the commands'
 argument lists (parse_slurm_time/parse_slurm_mem_mb are in test_session.py; the hub's profile → script in
-tests/slurm/test_slurm_units.py)."""
+tests/hub/backends/slurm/test_slurm_units.py)."""
 
 from __future__ import annotations
 

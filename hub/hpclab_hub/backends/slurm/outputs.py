@@ -1,6 +1,6 @@
 """What SLURM's commands print, read: squeue, sinfo (text and JSON), scontrol, sbatch --test-only, reservations.
 
-Pure functions of text or parsed JSON, for the layouts of Slurm 22.05 to 26.05 (tests/slurm/data holds
+Pure functions of text or parsed JSON, for the layouts of Slurm 22.05 to 26.05 (tests/hub/backends/slurm/data holds
 outputs recorded from each release); ``client.py`` runs the commands.
 """
 

@@ -1,6 +1,6 @@
 """Upgrades and backups (issue 29, item 5): `hpclab-hub upgrade`, the refusal of an unknown schema, backup and restore.
 
-From tests/hub/data/release-db (a database written by the previous release; its README says how), copied into a
+From tests/hub/ops/data/release-db (a database written by the previous release; its README says how), copied into a
 fresh data folder for each test. The hubs are real and serve the stored users afterwards.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from support.hubtools import HUB_CLI, Hub, hub_yaml, login
 from support.paths import REPO_ROOT as REPO
 
-RELEASE_DB = REPO / "tests" / "hub" / "data" / "release-db" / "jupyterhub.sqlite"
+RELEASE_DB = Path(__file__).resolve().parent / "data" / "release-db" / "jupyterhub.sqlite"
 HEAD = "f460b0348206"  # JupyterHub 6.1's schema, what the stored database has
 JUPYTERHUB_4 = "4621fec11365"  # the schema JupyterHub 4 wrote (before service timeouts, PKCE, user info, display names)
 

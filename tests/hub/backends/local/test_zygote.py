@@ -2,7 +2,7 @@
 
 A real hub as root, real accounts, real cgroups: alice's and bob's servers come from one zygote, and
 bob's carries nothing of alice's start (environment, open files, folder, account, groups, cgroup).
-tests/hub/test_isolation.py runs the whole isolation suite with the zygote on as well.
+tests/hub/backends/local/test_isolation.py runs the whole isolation suite with the zygote on as well.
 """
 
 from __future__ import annotations

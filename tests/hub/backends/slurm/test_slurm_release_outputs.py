@@ -1,6 +1,6 @@
 """The hub's SLURM parsers on what Slurm 22.05 (bookworm), 24.11 (trixie) and 26.05 (sid) really printed.
 
-tests/slurm/data/<release>/ was recorded by tests/slurm/record_outputs.py on the dev cluster of each release
+tests/hub/backends/slurm/data/<release>/ was recorded by tests/hub/backends/slurm/record_outputs.py on the dev cluster of each release
 (deploy/slurm/dev-cluster with HPCLAB_SLURM_RELEASE, GPUs typed a100): bob's job runs on one of the two GPUs
 with 2 of the 8 cores, alice's asks for both GPUs and pends (Resources); a reservation `course` holds one core.
 """

@@ -1,6 +1,6 @@
 """The deploy YAML: every mistake an admin can make is reported once, at its key path and line.
 
-The broken files live in tests/hub/configs/ (one defect each, readable by admins); the table below says
+The broken files live in tests/hub/config/configs/ (one defect each, readable by admins); the table below says
 exactly which issues each one must produce: ``key.path[2].x: message (line N)``, nothing more.
 """
 
@@ -264,7 +264,7 @@ def test_cli_check_of_the_default_prints_one_ok_line_naming_the_profiles():
 
 @pytest.mark.parametrize("name", ["many-errors.yaml", "unknown-top-level-key.yaml", "invalid-yaml-syntax.yaml"])
 def test_cli_check_of_a_broken_file_exits_1_with_one_line_per_error(name):
-    target = f"tests/hub/configs/{name}"
+    target = f"tests/hub/config/configs/{name}"
     result = run_cli("check", target)
     assert result.returncode == 1
     assert result.stdout == ""
@@ -279,7 +279,7 @@ def test_cli_check_of_a_broken_file_exits_1_with_one_line_per_error(name):
 
 def test_cli_check_reports_every_corpus_file_as_broken():
     for name in sorted(BROKEN):
-        result = run_cli("check", f"tests/hub/configs/{name}")
+        result = run_cli("check", f"tests/hub/config/configs/{name}")
         assert result.returncode == 1, name
         assert len(result.stderr.splitlines()) == len(BROKEN[name]), (name, result.stderr)
 

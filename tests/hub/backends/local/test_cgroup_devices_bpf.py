@@ -29,6 +29,7 @@ from hpclab_hub.backends.local.devices_bpf import (
     load,
 )
 from hpclab_hub.backends.local.cgroups import CgroupUnavailable, ServerLimits, fence_devices_v2
+from support.paths import REPO_ROOT
 
 UNIFIED = Path("/sys/fs/cgroup/unified")
 NOBODY = 65534
@@ -169,7 +170,7 @@ try:
 except OSError as failed:
     print(failed.strerror)
 """
-    spawners = str(Path(__file__).resolve().parents[2] / "hub")
+    spawners = str(REPO_ROOT / "hub")
     out = subprocess.run([sys.executable, "-c", detach, str(server_group), spawners], check=False, capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "Operation not permitted", out
 

@@ -1,12 +1,12 @@
-"""Record what one Slurm release really prints, for the parser tests (tests/slurm/data/<release>/).
+"""Record what one Slurm release really prints, for the parser tests (tests/hub/backends/slurm/data/<release>/).
 
-    python tests/slurm/record_outputs.py <release> <SLURM_CONF> <folder of its commands>
+    python tests/hub/backends/slurm/record_outputs.py <release> <SLURM_CONF> <folder of its commands>
 
 Run against an idle dev cluster (deploy/slurm/dev-cluster up, any HPCLAB_SLURM_RELEASE, users alice and bob):
 bob's job holds one of the two GPUs, alice's asks for two and pends (Resources) until the scheduler has
 given it an expected start; then every output the hub parses is written (sinfo once more with the node
 drained, then resumed), and both jobs are cancelled.
-What the files show is described in tests/slurm/data/README.md.
+What the files show is described in tests/hub/backends/slurm/data/README.md.
 """
 
 from __future__ import annotations
