@@ -246,8 +246,6 @@ class HubClient:
             server = self.api("GET", f"/users/{username}").json().get("servers", {}).get(server_name)
             if server and server.get("ready"):
                 return server
-            if server is None and time.monotonic() > deadline - timeout + 5:
-                pass
             time.sleep(0.5)
         raise TimeoutError(f"{username}'s server not ready after {timeout}s:\n{self.hub.log_tail()}")
 

@@ -48,8 +48,7 @@ class ServerProcess:
         if self.proc is not None:
             status = self.proc.poll()
             if status is not None:
-                with self.proc:  # reaped; its pipes closed
-                    pass
+                self.proc.wait()  # reaped (it has ended: no wait); the server has no pipes to close
             return status
         if not self.pid:
             return 0
