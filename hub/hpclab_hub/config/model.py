@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StrictStr, ValidationInfo, field_validator, model_validator
 
 from hpclab.apps import APPS
+from hpclab.lab_features import LAB_FEATURES
 from hpclab_hub.config.backend_model import Backend, LocalAccounts, LocalBackend, SlurmBackend
 from hpclab_hub.config.choices import ProfileChoices
 from hpclab_hub.config.fields import Int, Name, NonNegativeInt, Slug, Strict, _resolve
@@ -49,6 +50,16 @@ def _known_app(name: str) -> str:
 AppName = Annotated[StrictStr, AfterValidator(_known_app)]
 
 
+def _known_feature(name: str) -> str:
+    if name not in LAB_FEATURES:
+        raise ValueError(f"unknown lab feature {name!r}; the features HPCLab knows: {', '.join(LAB_FEATURES)}")
+    return name
+
+
+#: a feature's name in a profile's `lab_features` (hpclab.lab_features.LAB_FEATURES)
+LabFeatureName = Annotated[StrictStr, AfterValidator(_known_feature)]
+
+
 class Profile(Strict):
     """One choice on the spawn form (the shape of kubespawner's profile_list)."""
 
@@ -77,6 +88,12 @@ class Profile(Strict):
         + ", ".join(f"`{name}` ({title})" for name, (title, _) in APPS.items())
         + "; a server gets only its profile's apps (docs/user-guide.md).",
     )
+    lab_features: list[LabFeatureName] = Field(
+        default_factory=list,
+        description="JupyterLab features on this profile's servers, each a maintained extension that is off elsewhere: "
+        + ", ".join(f"`{name}` ({feature.title})" for name, feature in LAB_FEATURES.items())
+        + " (docs/user-guide.md).",
+    )
     choices: ProfileChoices | None = Field(
         None,
         description="What the user may choose on the form or in user_options, each within bounds; "
@@ -85,13 +102,13 @@ class Profile(Strict):
     local: ProfileLocalOverrides | None = Field(None, description="Overrides read only by a local backend.")
     slurm: ProfileSlurmOverrides | None = Field(None, description="Overrides read only by a SLURM backend.")
 
-    @field_validator("apps")
+    @field_validator("apps", "lab_features")
     @classmethod
-    def _apps_once(cls, apps: list[str]) -> list[str]:
-        twice = sorted({name for name in apps if apps.count(name) > 1})
+    def _named_once(cls, names: list[str]) -> list[str]:
+        twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
-            raise ValueError(f"app {twice[0]!r} is named twice")
-        return apps
+            raise ValueError(f"{twice[0]!r} is named twice")
+        return names
 
     @property
     def initial_kernel(self) -> str | None:

@@ -6,12 +6,26 @@ from pathlib import Path
 from typing import Any
 
 import hpclab
+from hpclab.lab_features import FEATURES_ENV
+from hpclab.lab_features import server_extensions as feature_extensions
 from hpclab_hub.config.model import Deployment, Profile
 from hpclab_hub.kernels import kernel_server_args
 from hpclab_hub.ops.culling import activity_interval
 
 #: server extensions the environment installs that no HPCLab server uses: off on every server
 SERVING_NO_ONE = ("jupyter_lsp", "notebook_shim")
+#: server extensions installed for some profiles only (issue 30): off unless the profile turns them on; their
+#: JupyterLab halves are off in hpclab/lab_settings/page_config.json the same way
+OFF_UNLESS_ASKED = (
+    "jupyter_server_ydoc",
+    "jupyter_server_fileid",
+    "jupyter_remote_desktop_proxy",
+    "jupyterlab_nvdashboard",
+    "jupyterlab_slurm",
+    "jupyterlmod",
+    "dask_labextension",
+    "nbgitpuller",
+)
 
 
 def profile_env(deployment: Deployment, profile: Profile, server_name: str) -> dict[str, str]:
@@ -34,6 +48,8 @@ def profile_env(deployment: Deployment, profile: Profile, server_name: str) -> d
         env["HPCLAB_EXAMPLES_TARGET"] = examples.folder
     # the profile's apps, and only those, as launcher tiles (the hpclab.apps server extension reads this)
     env["HPCLAB_APPS"] = ",".join(profile.apps)
+    # the profile's JupyterLab features (hpclab.lab_features): their JupyterLab halves lifted out of disabledExtensions
+    env[FEATURES_ENV] = ",".join(profile.lab_features)
     # jupyter-resource-usage shows memory and CPU use against the limits the cgroup or SLURM job enforces
     env["CPU_LIMIT"] = str(profile.cpus)
     if profile.memory:
@@ -69,7 +85,11 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
     args += ["--ServerApp.jpserver_extensions=jupyter_server_proxy=False", "--ResourceUseDisplay.track_cpu_percent=True"]
     # installed, and serving no one: no language server is installed for jupyter-lsp, no classic-notebook extension
     # needs notebook-shim; each would be set up at every start for nothing (issue 32)
-    args += [f"--ServerApp.jpserver_extensions={name}=False" for name in SERVING_NO_ONE]
+    wanted = feature_extensions(profile.lab_features)
+    off = [name for name in SERVING_NO_ONE + OFF_UNLESS_ASKED if name not in wanted]
+    args += [f"--ServerApp.jpserver_extensions={name}=False" for name in off]
+    if wanted:
+        args += [f"--ServerApp.jpserver_extensions={name}=True" for name in ["hpclab.lab_features", *wanted]]
     if deployment.hub.sharing:
         # the server asks the hub again what a visitor's token may do after 30 s, not JupyterHub's 5 minutes:
         # a revoked share shuts the other person out within 30 s

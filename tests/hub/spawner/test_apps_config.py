@@ -30,7 +30,7 @@ profiles:
 
 def test_unknown_or_repeated_apps_are_refused_with_key_path_and_line(tmp_path):
     for apps, message in (("[tensorboard, vscodee]", "profiles[0].apps[1]: unknown app 'vscodee'; the apps HPCLab knows: "),
-                          ("[tensorboard, tensorboard]", "profiles[0].apps: app 'tensorboard' is named twice")):
+                          ("[tensorboard, tensorboard]", "profiles[0].apps: 'tensorboard' is named twice")):
         with pytest.raises(ConfigError) as caught:
             parse_deployment(YAML % apps, tmp_path)
         (issue,) = caught.value.issues

@@ -1,0 +1,111 @@
+"""JupyterLab features a profile turns on (real-time collaboration, SLURM jobs, modules, dask, GPU dashboards).
+
+Each feature is a well-kept package with a server half (a Jupyter server extension) and a JupyterLab half (a
+federated extension). Both halves are installed in the server's environment but off by default: the hub turns a
+server's halves on from its profile's ``lab_features`` (``--ServerApp.jpserver_extensions`` for the server half,
+``HPCLAB_LAB_FEATURES`` for this module, which lifts the JupyterLab halves out of ``disabledExtensions`` in
+hpclab/lab_settings/page_config.json). A server whose profile asks for none loads none of them (issue 32).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LabFeature:
+    """One feature: what it is for, its server extensions and its JupyterLab extensions."""
+
+    title: str
+    server_extensions: tuple[str, ...]
+    lab_extensions: tuple[str, ...]
+
+
+#: every feature a profile's ``lab_features`` may name
+LAB_FEATURES: dict[str, LabFeature] = {
+    "collaboration": LabFeature(
+        "real-time collaboration (jupyter-collaboration)",
+        ("jupyter_server_ydoc", "jupyter_server_fileid"),
+        ("@jupyter/collaboration-extension", "@jupyter/docprovider-extension"),
+    ),
+    "slurm-jobs": LabFeature("the user's SLURM jobs (jupyterlab-slurm)", ("jupyterlab_slurm",), ("jupyterlab-slurm",)),
+    "modules": LabFeature("environment modules, `module load` (jupyterlmod)", ("jupyterlmod",), ("@cmd-ntrf/jupyterlab-lmod",)),
+    "dask": LabFeature("dask dashboards (dask-labextension)", ("dask_labextension",), ("dask-labextension",)),
+    "gpu-dashboard": LabFeature(
+        "GPU dashboards (jupyterlab-nvdashboard)", ("jupyterlab_nvdashboard",), ("jupyterlab-nvdashboard",)
+    ),
+}
+
+#: the environment variable naming a server's features, comma-separated (set by the hub)
+FEATURES_ENV = "HPCLAB_LAB_FEATURES"
+
+
+def feature_names(value: str | None) -> list[str]:
+    """The names in an ``HPCLAB_LAB_FEATURES`` value ('collaboration,dask'), in order, blanks dropped."""
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+def server_extensions(names: list[str]) -> list[str]:
+    """The server extensions the named features need, in order, each once."""
+    found: list[str] = []
+    for name in names:
+        for extension in LAB_FEATURES[name].server_extensions:
+            if extension not in found:
+                found.append(extension)
+    return found
+
+
+def _disabled_by(labextension_paths: list[str], name: str) -> list[str]:
+    """What a federated extension's package.json says it replaces (``jupyterlab.disabledExtensions``)."""
+    for folder in labextension_paths:
+        package = Path(folder, name, "package.json")
+        if package.is_file():
+            replaced = json.loads(package.read_text()).get("jupyterlab", {}).get("disabledExtensions", [])
+            return [str(plugin) for plugin in replaced]
+    return []
+
+
+def lift(page_config: dict[str, Any], names: list[str], labextension_paths: list[str]) -> dict[str, Any]:
+    """``page_config`` with the named features' JupyterLab extensions enabled, and what they replace disabled.
+
+    JupyterLab skips the replacement list of an extension that page_config.json disables, so it is applied here.
+    """
+    wanted = {extension for name in names for extension in LAB_FEATURES[name].lab_extensions}
+    disabled = [entry for entry in page_config.get("disabledExtensions", []) if entry not in wanted]
+    for extension in sorted(wanted):
+        disabled += [plugin for plugin in _disabled_by(labextension_paths, extension) if plugin not in disabled]
+    page_config["disabledExtensions"] = disabled
+    return page_config
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "hpclab.lab_features"}]
+
+
+def _load_jupyter_server_extension(server_app: Any) -> None:
+    names = [name for name in feature_names(os.environ.get(FEATURES_ENV)) if name in LAB_FEATURES]
+    if not names:
+        return
+    from jupyter_core.paths import jupyter_path  # deferred: the server's, not needed by `import hpclab`
+    from tornado.ioloop import IOLoop  # deferred: as above
+
+    paths = [*jupyter_path("labextensions")]
+    settings = server_app.web_app.settings
+
+    def install() -> None:
+        # after every extension has loaded: JupyterHub's single-user extension sets its own hook, which is kept
+        previous = settings.get("page_config_hook")
+
+        def hook(handler: Any, page_config: dict[str, Any]) -> dict[str, Any]:
+            if previous is not None:
+                page_config = previous(handler, page_config)
+            return lift(page_config, names, paths)
+
+        settings["page_config_hook"] = hook
+
+    IOLoop.current().add_callback(install)
+    server_app.log.info("hpclab lab features: %s", ", ".join(names))
