@@ -200,7 +200,8 @@ class SlurmServer:
         ctx.log.info("Submitted SLURM job %s for %s (profile %s)", self.job_id, ctx.log_name, profile.slug)
         try:
             port, node = await self._wait_for_server()
-            await self._wait_answering(node, port)
+            address = await self.client.node_address(node)  # the proxy's target: the node's NodeAddr
+            await self._wait_answering(address, port)
         except BaseException as error:
             ctx.record_failure("job_failed" if isinstance(error, web.HTTPError) else "timeout")
             await self._cancel_job()
@@ -209,7 +210,7 @@ class SlurmServer:
             self.port_reported = None
         self._ready = True
         self.progress_line = f"Job {self.job_id} running on {node}; JupyterLab is starting…"
-        return (node, port)
+        return (address, port)
 
     async def _wait_for_server(self) -> tuple[int, str]:
         """Follow the job until its server reports a port; fail with SLURM's words if the job ends first."""
@@ -249,15 +250,15 @@ class SlurmServer:
                     self._mark_running(submitted)
             return port, node
 
-    async def _wait_answering(self, node: str, port: int) -> None:
+    async def _wait_answering(self, address: str, port: int) -> None:
         """Return once the job's server accepts connections (polled every 0.1 s), so that JupyterHub's own check
         succeeds at once instead of after its random backoff; fail with SLURM's words if the job ends first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ctx.http_timeout
-        self.progress_line = f"Job {self.job_id} running on {node}; JupyterLab is starting on port {port}…"
+        self.progress_line = f"Job {self.job_id} running on {address}; JupyterLab is starting on port {port}…"
         while loop.time() < deadline:
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(node, port), timeout=2)
+                _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout=2)
             except (OSError, TimeoutError):
                 status = await self.queue.status(self.job_id)
                 if status.info is not None and not status.info.active:

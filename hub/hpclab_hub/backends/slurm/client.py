@@ -14,6 +14,7 @@ from hpclab_hub.backends.slurm.outputs import (
     JobInfo,
     PartitionState,
     parse_gpu_types,
+    parse_node_address,
     parse_partition_lines,
     parse_reservations,
     parse_sinfo_json,
@@ -43,6 +44,7 @@ class SlurmClient:
         self.bin_dir = bin_dir
         self.submit_wrapper = submit_wrapper
         self.calls: dict[str, int] = {}
+        self.node_addresses: dict[str, str] = {}
 
     @classmethod
     def for_backend(cls, backend) -> SlurmClient:
@@ -170,6 +172,17 @@ class SlurmClient:
         if not job_ids:
             return {}
         return parse_start_times(await self.run(["squeue", "--start", "-h", "-j", ",".join(job_ids), "-o", "%i|%S"]))
+
+    async def node_address(self, node: str) -> str:
+        """Where the hub and its proxy reach a job's server on ``node``: the address slurmctld itself reaches that
+        node at (its ``NodeAddr``), so that no name has to resolve on the hub's host; the name when SLURM does not
+        answer. Kept per node for the hub's life."""
+        if node not in self.node_addresses:
+            try:
+                self.node_addresses[node] = parse_node_address(await self.run(["scontrol", "show", "node", node, "-o"]), node)
+            except SlurmError:
+                return node
+        return self.node_addresses[node]
 
     async def partitions(self) -> dict[str, PartitionState]:
         """Free cores and GPUs per partition (one sinfo call)."""

@@ -269,6 +269,13 @@ def parse_reservations(text: str, user: str) -> list[str]:
     return names
 
 
+def parse_node_address(text: str, node: str) -> str:
+    """The address SLURM reaches ``node`` at (``NodeAddr`` of ``scontrol show node -o``); the name when none is given."""
+    match = re.search(r"(?:^|\s)NodeAddr=(\S+)", text)
+    address = match.group(1) if match else ""
+    return address if address and address != "(null)" else node
+
+
 def expand_hostlist(hostlist: str) -> set[str]:
     """Node names of a SLURM hostlist (``node[01-03,07],gpu1`` → node01, node02, node03, node07, gpu1).
 

@@ -11,7 +11,7 @@ import pytest
 from hpclab_hub.backends.slurm.batch_script import build_batch_script, sbatch_options
 from hpclab_hub.backends.slurm.ending import describe_end, describe_pending
 from hpclab_hub.backends.slurm.errors import SlurmUnavailable
-from hpclab_hub.backends.slurm.outputs import JobInfo, parse_sinfo_json, parse_squeue, parse_start_times
+from hpclab_hub.backends.slurm.outputs import JobInfo, parse_node_address, parse_sinfo_json, parse_squeue, parse_start_times
 from hpclab_hub.backends.slurm.queue import JobQueue
 from hpclab_hub.config import parse_deployment
 
@@ -210,3 +210,13 @@ def test_a_pending_job_without_a_reason_yet_says_it_waits_for_the_scheduler():
     text = describe_pending(JobInfo("9", "PENDING", "None", "", "a", "hpclab-a", ""), "2026-12-06T12:00:00", 1.2)
     assert text == "Job 9 pending (queued, waiting for the scheduler), expected start 2026-12-06 12:00:00, waiting 1 s"
     assert "None" not in text
+
+
+def test_a_nodes_address_is_its_nodeaddr_as_slurm_reaches_it():
+    """The proxy's target for a job's server is the node's NodeAddr (the multi-node dev cluster's namespace address),
+    read from ``scontrol show node -o`` as 22.05 writes it; the node's name where SLURM names no address."""
+    line = ("NodeName=node2 Arch=x86_64 CoresPerSocket=1  CPUAlloc=0 CPUEfctv=8 CPUTot=8 Gres=gpu:2 NodeAddr=10.77.1.12 "
+            "NodeHostName=node2 Version=22.05.8 OS=Linux 6.18.44 #1 SMP PREEMPT_DYNAMIC @0  RealMemory=16000")
+    assert parse_node_address(line, "node2") == "10.77.1.12"
+    assert parse_node_address("NodeName=gpu7 NodeAddr=(null) State=IDLE", "gpu7") == "gpu7"
+    assert parse_node_address("", "gpu7") == "gpu7"
