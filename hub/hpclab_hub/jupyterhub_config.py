@@ -4,7 +4,7 @@
 import os
 
 from hpclab_hub.hubconfig import configure
-from hpclab_hub.reload import adopt_kept_sockets, reap_inherited, reload_on_sighup
+from hpclab_hub.reload import adopt_kept_sockets, drain_on_stop, reap_inherited, reload_on_sighup
 
 if not os.environ.get("HPCLAB_CONFIG"):
     raise SystemExit(
@@ -12,6 +12,7 @@ if not os.environ.get("HPCLAB_CONFIG"):
         "or set HPCLAB_CONFIG to the deploy YAML before `jupyterhub -f` this file"
     )
 adopt_kept_sockets()  # the old hub's listening socket, after a reload: no connection refused meanwhile
+drain_on_stop()  # a stop or reload answers the requests in flight before it ends; new ones wait (reload.py)
 reap_inherited()  # servers a reload kept are still this process's children (reload.py)
 # c: the configuration JupyterHub's traitlets loader injects into this file's namespace
 deployment = configure(c, os.environ["HPCLAB_CONFIG"])  # type: ignore[name-defined]  # noqa: F821

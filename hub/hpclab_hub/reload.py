@@ -41,6 +41,7 @@ from typing import Any
 import psutil
 from jupyterhub.app import JupyterHub
 from tornado.tcpserver import TCPServer
+from tornado.web import RequestHandler
 
 from hpclab_hub.backends.without_root import without_root_refusals
 from hpclab_hub.config import ConfigError, Deployment, load_deployment
@@ -109,34 +110,60 @@ def read_state(data_dir: Path) -> dict[str, Any]:
 _HANDED_OVER: list[socket.socket] = []
 
 
-def keep_listening_sockets(server: TCPServer) -> list[int]:
-    """Stop accepting on ``server``'s listening sockets but keep them open, inheritable across ``exec``; their fds.
+def stop_accepting(server: TCPServer) -> list[socket.socket]:
+    """Stop accepting on ``server``'s listening sockets without closing them; the sockets (held until exec or exit).
 
-    Connections that arrive from now on wait in the kernel's backlog until the next hub accepts them."""
+    Connections that arrive from now on wait in the kernel's backlog until a hub accepts them."""
     sockets: dict[int, socket.socket] = getattr(server, "_sockets", {})
     handlers: dict[int, Any] = getattr(server, "_handlers", {})
-    kept = []
+    stopped = []
     for fd, listening in list(sockets.items()):
         remove = handlers.pop(fd, None)
         if remove is not None:
             remove()
-        listening.set_inheritable(True)
-        _HANDED_OVER.append(listening)  # referenced until exec: a collected socket object closes its fd
-        kept.append(listening.fileno())
+        _HANDED_OVER.append(listening)  # referenced until exec or exit: a collected socket object closes its fd
+        stopped.append(listening)
     sockets.clear()  # a later stop() must not close them
+    return stopped
+
+
+def keep_listening_sockets(server: TCPServer) -> list[int]:
+    """Stop accepting on ``server``'s listening sockets but keep them open, inheritable across ``exec``; their fds."""
+    kept = []
+    for listening in stop_accepting(server):
+        listening.set_inheritable(True)
+        kept.append(listening.fileno())
     return kept
 
 
+def systemd_sockets() -> list[str]:
+    """The fds systemd's socket activation passed to this process (``sd_listen_fds``), taken once.
+
+    With deploy/systemd/hpclab-hub.socket, systemd holds the hub's listening socket: across a stop and start of the
+    service, connections wait in its backlog instead of being refused. ``hpclab-hub run`` execs JupyterHub in the
+    same process, so ``LISTEN_PID`` still names it."""
+    count, pid = os.environ.pop("LISTEN_FDS", ""), os.environ.pop("LISTEN_PID", "")
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if not (count.isdigit() and pid == str(os.getpid())):
+        return []
+    return [str(fd) for fd in range(3, 3 + int(count))]
+
+
 def adopt_kept_sockets() -> list[socket.socket]:
-    """The listening sockets a reload handed over (taken once); the hub's ``listen(port)`` uses them, not a new bind."""
+    """The listening sockets a reload or systemd handed over (taken once); the hub's ``listen(port)`` uses them, not a
+    new bind."""
     kept: list[socket.socket] = []
-    for fd in os.environ.pop(KEPT_SOCKETS_ENV, "").split(","):
+    for fd in os.environ.pop(KEPT_SOCKETS_ENV, "").split(",") + systemd_sockets():
         if fd.isdigit():
             try:
                 listening = socket.socket(fileno=int(fd))
             except OSError:
                 continue
+            if listening.type != socket.SOCK_STREAM or listening.family not in (socket.AF_INET, socket.AF_INET6):
+                listening.detach()  # not a TCP socket (a misconfigured unit): left alone
+                continue
             listening.set_inheritable(False)  # servers started from now on must not hold it
+            listening.setblocking(False)  # tornado's accept loop expects it (systemd passes blocking sockets)
             kept.append(listening)
     if not kept:
         return []
@@ -152,10 +179,47 @@ def adopt_kept_sockets() -> list[socket.socket]:
         if not kept:
             TCPServer.listen = original  # type: ignore[method-assign]
         self.add_sockets(mine)
-        log.info("hpclab: reload: took over the listening socket on port %s (connections waited, none refused)", port)
+        log.info("hpclab: took over the listening socket on port %s (connections waited, none refused)", port)
 
     TCPServer.listen = listen  # type: ignore[method-assign]
     return list(kept)
+
+
+#: requests a handler of this hub is answering now (drain_on_stop waits for them)
+_IN_FLIGHT = [0]
+
+
+def drain_on_stop(grace: float = 3.0) -> None:
+    """On any stop (SIGTERM, a reload), stop accepting first and let the requests in flight finish, up to ``grace``
+    seconds, before JupyterHub's own cleanup cancels them; then close the idle keep-alive connections.
+
+    A connection that arrives meanwhile waits in the listening socket's backlog for the next hub when that socket
+    outlives this one (systemd's socket activation, a reload's handover); otherwise it is refused at the exit."""
+    original_execute = RequestHandler._execute
+    original_cleanup = JupyterHub.cleanup
+
+    async def execute(self: RequestHandler, *args: Any, **kwargs: Any) -> Any:
+        _IN_FLIGHT[0] += 1
+        try:
+            return await original_execute(self, *args, **kwargs)
+        finally:
+            _IN_FLIGHT[0] -= 1
+
+    async def cleanup(self: JupyterHub) -> None:
+        server = self.http_server
+        if server is not None and not getattr(self, "_hpclab_drained", False):
+            self._hpclab_drained = True
+            stop_accepting(server)
+            deadline = time.monotonic() + grace
+            while _IN_FLIGHT[0] > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            if _IN_FLIGHT[0]:
+                log.warning("hpclab: stopping with %d requests still being answered after %.0f s", _IN_FLIGHT[0], grace)
+            await server.close_all_connections()
+        await original_cleanup(self)
+
+    RequestHandler._execute = execute  # type: ignore[method-assign]
+    JupyterHub.cleanup = cleanup
 
 
 def reap_inherited(every: float = 0.5) -> list[int]:

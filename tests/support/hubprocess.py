@@ -67,11 +67,29 @@ class HubProcess:
     def log_path(self) -> Path:
         return self.workdir / "hub.log"
 
-    def launch(self, argv: list[str], env: dict[str, str], timeout: float, cwd: Path | None = None) -> None:
-        """Run ``argv`` (output appended to the log) and wait until /hub/api/ answers through the proxy."""
+    def launch(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        timeout: float,
+        cwd: Path | None = None,
+        listening: socket.socket | None = None,
+    ) -> None:
+        """Run ``argv`` (output appended to the log) and wait until /hub/api/ answers through the proxy.
+
+        ``listening``: a socket handed to the hub as systemd's socket activation does (fd 3, ``LISTEN_FDS=1``,
+        ``LISTEN_PID`` the hub's own pid, set by a shell that then execs the hub)."""
         t0 = time.perf_counter()
+        extra: dict = {}
+        if listening is not None:
+            env = dict(env, LISTEN_FDS="1")
+            argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", *argv]
+            # dup2 leaves fd 3 inheritable; Python's own fds are not, so nothing else leaks with close_fds off
+            extra = {"close_fds": False, "preexec_fn": lambda: os.dup2(listening.fileno(), 3)}
         with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **extra
+            )
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise self.start_error(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -121,8 +122,9 @@ class Hub(HubProcess):
         """What requests should trust: the hub's own (self-signed) certificate when it serves HTTPS."""
         return self.config["hub"].get("ssl_cert") or True
 
-    def start(self, timeout: float = 60) -> None:
-        """Start ``hpclab-hub run`` and wait until the hub answers through the proxy."""
+    def start(self, timeout: float = 60, listening: socket.socket | None = None) -> None:
+        """Start ``hpclab-hub run`` and wait until the hub answers through the proxy (``listening``: its API socket,
+        handed over as systemd's socket activation does)."""
         make_reachable(Path(sys.executable))
         homes = homes_dir(self.config["hub"]["data_dir"])
         homes.mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,7 @@ class Hub(HubProcess):
         # a shell's PATH without the proxy: hpclab-hub run finds the one `make proxy` put next to the venv
         env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "node_modules" not in p)
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-        self.launch([str(HUB_CLI), "run", "--config", str(self.config_path)], env, timeout)
+        self.launch([str(HUB_CLI), "run", "--config", str(self.config_path)], env, timeout, listening=listening)
 
     def stop(self, timeout: float = 30, keep_proxy: bool = False) -> None:
         """SIGTERM the hub (as an admin's Ctrl-C would) and wait for it; servers stay. The proxy, which a stop with

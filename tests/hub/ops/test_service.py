@@ -22,6 +22,7 @@ from support.hubtools import hub_yaml, login, started_hub, stop_server
 from support.paths import REPO_ROOT as REPO
 
 UNIT = REPO / "deploy" / "systemd" / "hpclab-hub.service"
+SOCKET_UNIT = REPO / "deploy" / "systemd" / "hpclab-hub.socket"
 INSTALLED_CLI = "/opt/hpclab/.venv/bin/hpclab-hub"
 
 
@@ -42,6 +43,26 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path):
     if _systemd_version() < 254:  # Debian 12's systemd 252 does not know DelegateSubgroup= yet (docs say so)
         messages = [m for m in messages if "Unknown key 'DelegateSubgroup'" not in m]
     assert done.returncode == 0 and messages == [], done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing: make system-packages (systemd)")
+def test_the_socket_unit_passes_systemd_analyze_verify_and_holds_the_default_hub_port(tmp_path):
+    """deploy/systemd/hpclab-hub.socket (restarts that refuse no one) beside its service, as installed."""
+    here = Path(sys.executable).with_name("hpclab-hub")
+    (tmp_path / "hpclab-hub.service").write_text(UNIT.read_text().replace(INSTALLED_CLI, str(here)))
+    socket_unit = tmp_path / "hpclab-hub.socket"
+    socket_unit.write_text(SOCKET_UNIT.read_text())
+    done = subprocess.run(["systemd-analyze", "verify", str(socket_unit)], capture_output=True, text=True, check=False)
+    messages = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    if _systemd_version() < 254:
+        messages = [m for m in messages if "Unknown key 'DelegateSubgroup'" not in m]
+    assert done.returncode == 0 and messages == [], done.stdout + done.stderr
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read_string(SOCKET_UNIT.read_text())
+    from hpclab_hub.config.hub_model import HubSettings
+
+    defaults = HubSettings()
+    assert parser["Socket"]["ListenStream"] == f"{defaults.hub_ip}:{defaults.hub_port}"
 
 
 def test_the_unit_keeps_servers_across_a_restart_and_delegates_their_cgroups():
