@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import hpclab
+from hpclab.apps import app_server_extensions
 from hpclab.lab_features import FEATURES_ENV
 from hpclab.lab_features import server_extensions as feature_extensions
 from hpclab_hub.config.model import Deployment, Profile
@@ -86,10 +87,14 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
     # installed, and serving no one: no language server is installed for jupyter-lsp, no classic-notebook extension
     # needs notebook-shim; each would be set up at every start for nothing (issue 32)
     wanted = feature_extensions(profile.lab_features)
-    off = [name for name in SERVING_NO_ONE + OFF_UNLESS_ASKED if name not in wanted]
+    # the knowledge base's git entries are pulled into the server by nbgitpuller's /git-pull (issue 31)
+    pulled = ["nbgitpuller"] if deployment.knowledge_base.pulls_git else []
+    for_apps = app_server_extensions(profile.apps)  # the desktop's page (jupyter_remote_desktop_proxy)
+    off = [name for name in SERVING_NO_ONE + OFF_UNLESS_ASKED if name not in wanted and name not in pulled + for_apps]
     args += [f"--ServerApp.jpserver_extensions={name}=False" for name in off]
     if wanted:
         args += [f"--ServerApp.jpserver_extensions={name}=True" for name in ["hpclab.lab_features", *wanted]]
+    args += [f"--ServerApp.jpserver_extensions={name}=True" for name in pulled + for_apps]
     if deployment.hub.sharing:
         # the server asks the hub again what a visitor's token may do after 30 s, not JupyterHub's 5 minutes:
         # a revoked share shuts the other person out within 30 s

@@ -87,6 +87,7 @@ def configure_history(c: Any, deployment: Deployment, base_url: str) -> None:
 
 def configure_knowledge_base(c: Any, deployment: Deployment) -> None:
     """The examples page (web/knowledge_base.py) and its link in the menu, where examples are delivered."""
-    shown = deployment.knowledge_base.enabled and deployment.examples.delivered
+    kb = deployment.knowledge_base
+    shown = kb.enabled and (deployment.examples.delivered or kb.pulls_git)
     c.JupyterHub.template_vars = {**dict(c.JupyterHub.template_vars), "hpclab_examples": shown}
     c.JupyterHub.extra_handlers = [*c.JupyterHub.extra_handlers, (r"/hpclab/examples", KnowledgeBaseHandler)]

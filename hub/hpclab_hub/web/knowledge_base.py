@@ -4,9 +4,11 @@ through ``/hub/hpclab/open`` (site_pages.py).
 
 Entries come from the notebooks of the examples folder (``examples.source``): their ``metadata.hpclab`` holds
 title, summary, technologies, field, tools, profile, gpus and contact, and the kernel is their kernelspec's. The
-YAML's ``knowledge_base.entries`` add to or replace those keys. "Open" names the entry's profile where the user may
-use it, otherwise the first profile they may use that offers the kernel and has the GPUs it needs; none: no link,
-and the page says why. A user never gets a link to a profile their groups do not allow.
+YAML's ``knowledge_base.entries`` add to or replace those keys, and add git repositories: "Open" on one of those lands
+on nbgitpuller's ``/git-pull`` in the server (site_pages.py), which clones or merges it into the user's home.
+"Open" names the entry's profile where the user may use it, otherwise the first profile they may use that offers
+the kernel and has the GPUs it needs; none: no link, and the page says why.
+A user never gets a link to a profile their groups do not allow.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class Example:
     profile: str = ""  # the profile it names ('' = any that matches)
     gpus: int = 0
     contact: str = ""
+    git: str = ""  # a git repository pulled into the server ('' for a notebook of the examples folder)
+    branch: str = ""
+    open: str = ""  # with git: the file opened after the pull, inside the repository
 
     def values(self, facet: str) -> tuple[str, ...]:
         """The entry's values of one filter."""
@@ -90,7 +95,7 @@ def read_notebook(folder: Path, path: str) -> Example | None:
 
 
 def _with_entry(example: Example, entry: KnowledgeBaseEntry) -> Example:
-    given = entry.model_dump(exclude_none=True, exclude={"path"})
+    given = entry.model_dump(exclude_none=True, exclude={"path", "folder"})
     for key in ("technologies", "tools"):
         if key in given:
             given[key] = tuple(given[key])
@@ -98,15 +103,18 @@ def _with_entry(example: Example, entry: KnowledgeBaseEntry) -> Example:
 
 
 def catalogue(deployment: Deployment) -> list[Example]:
-    """Every example: the notebooks of the examples folder, with the YAML's entries over them; by title."""
+    """Every example: the notebooks of the examples folder with the YAML's entries over them, and the YAML's git
+    repositories (their ``path`` is the folder they land in, ending in /); by title."""
     folder = deployment.examples.source_dir
-    if not deployment.examples.delivered:
-        return []
-    found = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts}
-    examples = {path: read_notebook(folder, path) for path in sorted(found)}
+    examples: dict[str, Example | None] = {}
+    if deployment.examples.delivered:
+        found = [p.relative_to(folder).as_posix() for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts]
+        examples = {path: read_notebook(folder, path) for path in sorted(found)}
     for entry in deployment.knowledge_base.entries:
-        base = examples.get(entry.path) or Example(entry.path, entry.path)
-        examples[entry.path] = _with_entry(base, entry)
+        if entry.git is not None:
+            examples[entry.target + "/"] = _with_entry(Example(entry.target + "/", entry.target), entry)
+        elif entry.path is not None and deployment.examples.delivered:
+            examples[entry.path] = _with_entry(examples.get(entry.path) or Example(entry.path, entry.path), entry)
     return sorted((e for e in examples.values() if e is not None), key=lambda e: e.title.lower())
 
 
@@ -143,11 +151,8 @@ class KnowledgeBaseHandler(BaseHandler):
             if not example.matches(filters, text):
                 continue
             profile, why = profile_for(example, deployment, groups)
-            link = (
-                f"{self.hub.base_url}hpclab/open?" + urlencode({"profile": profile.slug, "path": f"{folder}/{example.path}"})
-                if profile
-                else ""
-            )
+            where = {"git": example.path.rstrip("/")} if example.git else {"path": f"{folder}/{example.path}"}
+            link = f"{self.hub.base_url}hpclab/open?" + urlencode({"profile": profile.slug, **where}) if profile else ""
             rows.append({"example": example, "profile": profile.display_name if profile else "", "open": link, "why": why})
         html = await self.render_template(
             "knowledge.html", rows=rows, facets=facets, filters=filters, text=text, total=len(everything)

@@ -7,7 +7,8 @@
 * ``/hub/hpclab/open?profile=SLUG&path=examples/NAME.ipynb`` opens a notebook in a server of that
   profile: a running one if the user has it, else a new named server (named after the profile)
   that starts and then opens the notebook. For courses and docs: one link, the right kernel and
-  resources.
+  resources. ``&git=FOLDER`` in place of ``path`` names a git entry of the knowledge base: the
+  server's nbgitpuller ``/git-pull`` page clones or merges it into ``FOLDER`` and opens it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.pages import SpawnHandler
 from tornado import web
 
+from hpclab_hub.config.kb_model import KnowledgeBaseEntry
 from hpclab_hub.spawner.access import ProfileRefused, choose_profile
 from hpclab_hub.spawner.refusal import refusal
 
@@ -119,7 +121,8 @@ class OpenExampleHandler(BaseHandler):
     async def get(self) -> None:
 
         user = self.current_user
-        path = safe_notebook_path(self.get_argument("path", ""))
+        entry = self._git_entry(user.spawner.deployment)
+        path = "" if entry else safe_notebook_path(self.get_argument("path", ""))
         slug = self.get_argument("profile", "")
         spawner = user.spawner
         try:
@@ -129,14 +132,15 @@ class OpenExampleHandler(BaseHandler):
         # a server already running (or starting) with this profile: use it
         for name, running in sorted(user.spawners.items()):
             if running.active and getattr(running, "profile_slug", "") == profile.slug:
-                self.redirect(self._notebook_url(user, name, path))
+                self.redirect(self._target_url(user, name, path, entry))
                 return
         name = ""
         if user.spawner.active:  # the default server runs another profile: a named server of this one
             if not self.allow_named_servers:
-                raise web.HTTPError(409, f"Your server runs another profile; stop it to open {path} in {profile.display_name}.")
+                what = entry.target if entry else path
+                raise web.HTTPError(409, f"Your server runs another profile; stop it to open {what} in {profile.display_name}.")
             name = profile.slug
-        target = self._notebook_url(user, name, path)
+        target = self._target_url(user, name, path, entry)
         spawn = f"{self.hub.base_url}spawn/{quote(user.name)}" + (f"/{quote(name)}" if name else "")
         self.redirect(spawn + "?" + urlencode({"opt-profile": profile.slug, "next": target}))
 
@@ -151,6 +155,24 @@ class OpenExampleHandler(BaseHandler):
         )
         return error
 
+    def _git_entry(self, deployment) -> KnowledgeBaseEntry | None:
+        """The knowledge base's git entry that ``?git=FOLDER`` names (404 if none): only the YAML's repositories are pulled."""
+        folder = self.get_argument("git", "")
+        if not folder:
+            return None
+        for entry in deployment.knowledge_base.entries if deployment.knowledge_base.pulls_git else ():
+            if entry.git and entry.target == folder:
+                return entry
+        raise web.HTTPError(404, f"No git repository of the knowledge base lands in {folder!r}.")
+
     @staticmethod
-    def _notebook_url(user, server_name: str, path: str) -> str:
-        return user.server_url(server_name) + "lab/tree/" + quote(path)
+    def _target_url(user, server_name: str, path: str, entry: KnowledgeBaseEntry | None) -> str:
+        """The notebook's page in the server, or nbgitpuller's /git-pull page that pulls the entry and then opens it."""
+        base = user.server_url(server_name)
+        if entry is None:
+            return base + "lab/tree/" + quote(path)
+        opened = entry.target + (f"/{entry.open}" if entry.open else "")
+        query = {"repo": entry.git, "targetpath": entry.target, "urlpath": "lab/tree/" + quote(opened)}
+        if entry.branch:
+            query["branch"] = entry.branch
+        return base + "git-pull?" + urlencode(query)

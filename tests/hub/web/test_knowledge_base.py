@@ -5,6 +5,10 @@ that fits it (the YAML's choice where allowed), never in one their groups do not
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -13,8 +17,9 @@ from bs4 import BeautifulSoup
 
 from hpclab_hub.config.errors import ConfigError
 from hpclab_hub.config.loader import load_deployment, parse_deployment
+from hpclab_hub.spawner.environment import server_args
 from hpclab_hub.web.knowledge_base import catalogue, profile_for
-from support.hubtools import hub_yaml, login, started_hub, stop_server
+from support.hubtools import home_of, hub_yaml, login, started_hub, stop_server
 from support.paths import REPO_ROOT
 
 KEYS = ("title", "summary", "technologies", "field", "tools", "contact")
@@ -132,6 +137,126 @@ def test_the_page_filters_and_opens_an_example_in_a_matching_profile(tmp_path):
             target_url = parse_qs(target.query)["next"][0]
             assert alice.http.get(target_url).status_code == 200  # the notebook's page (and a login to the server)
             contents = alice.http.get(target_url.replace("/lab/tree/", "/api/contents/") + "?content=0")
+            assert contents.status_code == 200 and contents.json()["type"] == "notebook", contents.text[:300]
+        finally:
+            stop_server(alice, "alice")
+
+
+# --- git repositories pulled into the server with nbgitpuller ----------------------------------------------------
+
+GIT_NOTEBOOK = {
+    "cells": [{"cell_type": "markdown", "metadata": {}, "source": ["# Pulled from git\n"]}],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+
+def _git_entry(repo: str, **more) -> dict:
+    return {"git": repo, "title": "ML tutorial", "summary": "From a repository", "technologies": ["PyTorch"], **more}
+
+
+def test_a_git_entry_is_listed_and_only_then_do_servers_get_nbgitpuller(tmp_path):
+    deployment = parse_deployment(
+        _yaml(tmp_path, [_git_entry("https://example.org/ml/tutorial.git", open="intro.ipynb")]), tmp_path
+    )
+    examples = {e.path: e for e in catalogue(deployment)}
+    tutorial = examples["tutorial/"]
+    assert (tutorial.git, tutorial.open, tutorial.title) == ("https://example.org/ml/tutorial.git", "intro.ipynb", "ML tutorial")
+    assert tutorial.matches({"technology": "pytorch"}) and len(examples) == 6  # the 5 notebooks and the repository
+    log = logging.getLogger("test")
+    small = deployment.profile("small")
+    assert "--ServerApp.jpserver_extensions=nbgitpuller=True" in server_args(deployment, small, log)
+    assert "--ServerApp.jpserver_extensions=nbgitpuller=False" not in server_args(deployment, small, log)
+    plain = parse_deployment(_yaml(tmp_path, []), tmp_path)
+    assert "--ServerApp.jpserver_extensions=nbgitpuller=False" in server_args(plain, plain.profile("small"), log)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"git": "https://example.org/a.git", "path": "resnet-horovod.ipynb", "title": "x"}, "either path"),
+        ({"git": "https://example.org/a.git"}, "a git entry needs a title"),
+        (_git_entry("https://example.org/a.git", open="../etc/passwd"), "a file inside the repository"),
+        (_git_entry("https://example.org/a.git", folder="a/b"), "one folder name"),
+        ({"path": "resnet-horovod.ipynb", "branch": "main"}, "go with git entries only"),
+    ],
+)
+def test_bad_git_entries_are_refused(tmp_path, entry, message):
+    with pytest.raises(ConfigError) as refused:
+        parse_deployment(_yaml(tmp_path, [entry]), tmp_path)
+    assert "knowledge_base.entries[0]" in str(refused.value) and message in str(refused.value), str(refused.value)
+
+
+def _repository(folder: Path) -> Path:
+    """A git repository in a local folder, as a site would keep one: a notebook and a data file, one commit."""
+    folder.mkdir(parents=True)
+    (folder / "intro.ipynb").write_text(json.dumps(GIT_NOTEBOOK))
+    (folder / "data.csv").write_text("x,y\n1,2\n")
+    for command in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "tutorial"]):
+        git = ["git", "-c", "user.name=Tutor", "-c", "user.email=tutor@example.org", *command]
+        subprocess.run(git, cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+def _pull_events(client, url: str) -> list[dict]:
+    """What nbgitpuller's page does in the browser: read /git-pull/api's event stream until it ends."""
+    api = url.replace("/git-pull?", "/git-pull/api?", 1)
+    with client.http.get(api, stream=True, timeout=120) as response:
+        assert response.status_code == 200, response.text[:300]
+        events = [json.loads(line[6:]) for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+    return events
+
+
+@pytest.mark.hub
+@pytest.mark.timeout(300)
+def test_a_git_entry_opens_and_arrives_in_the_server(tmp_path):
+    # outside /tmp: each server has a /tmp of its own (server_namespace.py), as a site's repositories would be (/srv)
+    site = Path(tempfile.mkdtemp(prefix="hpclab-kb-", dir="/var/tmp"))
+    try:
+        _open_and_pull(tmp_path, _repository(site / "ml-tutorial"))
+    finally:
+        shutil.rmtree(site)
+
+
+def _open_and_pull(tmp_path: Path, repo: Path) -> None:
+    config = hub_yaml(tmp_path / "state")
+    config["knowledge_base"] = {"entries": [_git_entry(f"file://{repo}", folder="tutorial", open="intro.ipynb")]}
+    with started_hub(tmp_path, config) as hub:
+        alice = login(hub, "alice")
+        (card,) = [c for c in _page(alice, hub, technology="PyTorch").select(".hpclab-kb-entry") if c["data-path"] == "tutorial/"]
+        link = urlparse(card.select_one("a.hpclab-kb-open")["href"])
+        assert parse_qs(link.query) == {"profile": ["cpu-small"], "git": ["tutorial"]}
+        # a folder the YAML does not name is no repository to pull
+        assert alice.http.get(f"{hub.url}/hub/hpclab/open?profile=cpu-small&git=other", allow_redirects=False).status_code == 404
+        opened = alice.http.get(f"{hub.url}{link.path}?{link.query}", allow_redirects=False)
+        assert opened.status_code == 302, opened.text[:300]
+        target = parse_qs(urlparse(opened.headers["Location"]).query)["next"][0]
+        pull = urlparse(target)
+        assert target.startswith(hub.user_url("alice") + "git-pull?"), target
+        assert parse_qs(pull.query) == {
+            "repo": [f"file://{repo}"],
+            "targetpath": ["tutorial"],
+            "urlpath": ["lab/tree/tutorial/intro.ipynb"],
+        }
+        try:
+            started = alice.follow_spawn_link(
+                urlparse(opened.headers["Location"]).path + "?" + urlparse(opened.headers["Location"]).query
+            )
+            assert started.status_code == 302, hub.log_tail()
+            alice.wait_ready("alice")
+            # git refuses a repository another account owns: the site's repository is readable by, and here owned by, her
+            home = home_of(hub.config["hub"]["data_dir"], "alice")
+            owner = home.stat()
+            repo.parent.chmod(0o755)
+            subprocess.run(["chown", "-R", f"{owner.st_uid}:{owner.st_gid}", str(repo)], check=True)
+            page = alice.http.get(target)  # nbgitpuller's page in her server
+            assert page.status_code == 200 and "tutorial" in page.text, page.text[:300]
+            events = _pull_events(alice, target)
+            assert events[-1]["phase"] == "finished", events
+            assert json.loads((home / "tutorial" / "intro.ipynb").read_text())["cells"][0]["source"] == ["# Pulled from git\n"]
+            assert (home / "tutorial" / "data.csv").stat().st_uid == owner.st_uid  # pulled as her, into her home
+            contents = alice.http.get(hub.user_url("alice") + "api/contents/tutorial/intro.ipynb?content=0")
             assert contents.status_code == 200 and contents.json()["type"] == "notebook", contents.text[:300]
         finally:
             stop_server(alice, "alice")
