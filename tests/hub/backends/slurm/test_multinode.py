@@ -1,0 +1,209 @@
+"""Several nodes on a network (issue 28 item 2): the dev cluster with HPCLAB_SLURM_NODES=2, each slurmd its own host
+(network namespace on a bridge, host name, spool, a mount namespace without the hub's venv), and the hub on the
+login side reaching a job's server across that network, at the node's address, with software from a node-install
+prefix. Then a Josephson sweep whose dask workers are SLURM jobs on both nodes."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from support.hubtools import HUB_CLI, Hub, login, make_reachable, stop_server
+from support.paths import REPO_ROOT
+from support.slurmtools import DEV_CLUSTER, slurm_hub_yaml, started_slurm_hub, wait_for
+
+pytestmark = pytest.mark.hub
+
+#: this cluster's own prefix, ports (slurmctld 6951; slurmd 6952 inside each node; slurmdbd and MariaDB 6953, 6954)
+#: and subnet, apart from the one-node clusters of the other tests (6937, 6947, 6961-6972; 127.0.0.1)
+PREFIX = Path("/tmp/hpclab-slurm-multi")
+CTLD_PORT = 6951
+SUBNET = "10.77.1"
+LOGIN_ADDR = f"{SUBNET}.1"
+NODE_ADDR = {"node1": f"{SUBNET}.11", "node2": f"{SUBNET}.12"}
+NODE_INSTALL = Path("/tmp/hpclab-node-multi")
+#: what the nodes must not see: the hub's venv (the repository's .venv, and the interpreter running these tests)
+HIDDEN = sorted({str(REPO_ROOT / ".venv"), sys.prefix})
+CONF = str(PREFIX / "etc" / "slurm.conf")
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, HPCLAB_SLURM_PREFIX=str(PREFIX), HPCLAB_SLURM_CTLD_PORT=str(CTLD_PORT),
+                HPCLAB_SLURM_SLURMD_PORT=str(CTLD_PORT + 1), HPCLAB_SLURM_NODES="2", HPCLAB_SLURM_SUBNET=SUBNET,
+                HPCLAB_SLURM_HIDE=":".join(HIDDEN),
+                # no reservation (it would hold a core of node1, so no --exclusive job could run there)
+                HPCLAB_SLURM_RESERVATION_USERS="hpclab-nobody", SLURM_CONF=CONF)
+
+
+def _squeue(*argv: str) -> str:
+    return subprocess.run(["squeue", "-h", *argv], env=_env(), check=True, capture_output=True, text=True).stdout
+
+
+def _cancel_all() -> None:
+    subprocess.run(["scancel", "--user=alice"], env=_env(), capture_output=True)
+    subprocess.run(["scancel", "--user=root"], env=_env(), capture_output=True)
+    wait_for(lambda: not _squeue("-t", "PENDING,RUNNING,COMPLETING"), 30, f"jobs left: {_squeue()}")
+
+
+@pytest.fixture(scope="module")
+def multinode() -> Iterator[str]:
+    """The two-node dev cluster, wiped and started, held by this test run alone; yields SLURM_CONF."""
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM dev cluster needs root (it makes namespaces, starts slurmd and submits as test users)")
+    started = time.monotonic()
+    with open(f"{PREFIX}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in ("alice",):
+            if subprocess.run(["id", name], capture_output=True).returncode != 0:
+                subprocess.run(["useradd", "-m", name], check=True)
+        subprocess.run([str(DEV_CLUSTER), "wipe"], env=_env(), check=True, capture_output=True)
+        subprocess.run([str(DEV_CLUSTER), "up"], env=_env(), check=True)
+        sys.stderr.write(f"\ntwo-node cluster up in {time.monotonic() - started:.1f} s\n")
+        try:
+            yield CONF
+        finally:
+            subprocess.run([str(DEV_CLUSTER), "wipe"], env=_env(), capture_output=True)
+    # down removes what up made: no namespace, veth or bridge of this cluster is left
+    assert not [ns for ns in os.listdir("/run/netns") if ns.startswith(f"hpcns{CTLD_PORT}-")], os.listdir("/run/netns")
+    assert subprocess.run(["ip", "link", "show", f"hpcbr{CTLD_PORT}"], capture_output=True).returncode != 0
+
+
+@pytest.fixture(scope="module")
+def node_prefix() -> str:
+    """A shared software prefix from ``hpclab-hub node-install`` (what the nodes run instead of the hub's venv)."""
+    started = time.monotonic()
+    done = subprocess.run([str(HUB_CLI), "node-install", str(NODE_INSTALL)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sys.stderr.write(f"\nnode-install took {time.monotonic() - started:.1f} s\n")
+    make_reachable(NODE_INSTALL / "bin" / "python")
+    return str(NODE_INSTALL)
+
+
+@pytest.fixture
+def cluster(multinode) -> Iterator[str]:
+    """The cluster, with every job cancelled after each test."""
+    yield multinode
+    _cancel_all()
+
+
+@dataclass
+class BridgeHub(Hub):
+    """A hub whose proxy listens on the bridge's address alone (hub.ip), opened there by the test's client."""
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOGIN_ADDR}:{self.config['hub']['port']}"
+
+
+def _netns_inode(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+def test_each_node_is_its_own_host_on_the_bridge_without_the_hubs_venv(cluster):
+    """slurm.conf names each node at its namespace's address; a job step on each node runs under that node's host
+    name, with that address, in a network namespace of its own, and sees an empty .venv but the homes."""
+    conf = Path(cluster).read_text()
+    for name, address in NODE_ADDR.items():
+        assert f"NodeName={name} NodeAddr={address} " in conf
+    assert f"SlurmctldHost={socket.gethostname().split('.')[0]}({LOGIN_ADDR})" in conf
+    probe = ("hostname; hostname -I; readlink /proc/self/ns/net; ls -A " + " ".join(HIDDEN) + " | wc -l; "
+             "test -d /home/alice && echo homes")
+    for name, address in NODE_ADDR.items():
+        out = subprocess.run(["sudo", "-u", "alice", "env", f"SLURM_CONF={cluster}", "srun", "-w", name, "-N1",
+                              "bash", "-c", probe], capture_output=True, text=True, timeout=60).stdout.split("\n")
+        assert out[0] == name, out
+        assert out[1].split() == [address], out  # its only address besides the loopback
+        assert out[2] == f"net:[{_netns_inode(f'/run/netns/hpcns{CTLD_PORT}-{name[-1]}')}]", out
+        assert out[2] != os.readlink("/proc/self/ns/net"), out
+        assert out[3] == "0", f"{name} sees files in {HIDDEN}"
+        assert out[4] == "homes", out
+
+
+def test_a_server_on_node2_is_reached_by_the_proxy_at_node2s_address(cluster, node_prefix, tmp_path):
+    """A job placed on node2 runs the server from the node prefix inside node2's namespaces; the hub and its proxy
+    (on the login side, bound to the bridge's address) route to node2's address, never 127.0.0.1, and a page of
+    the server comes back through the proxy."""
+    config = slurm_hub_yaml(tmp_path / "state", cluster)
+    config["hub"].update(ip=LOGIN_ADDR, user_subdomains=False)  # the proxy listens where the nodes reach it
+    config["backends"]["cluster"]["node_prefix"] = node_prefix
+    config["profiles"][0]["slurm"]["extra_sbatch"] = ["--nodelist=node2"]
+    with started_slurm_hub(BridgeHub(tmp_path, config), cluster, accounts=("alice",)) as hub:
+        admin, alice = login(hub, "admin"), login(hub, "alice")
+        assert alice.post_spawn("alice", "cpu").status_code == 302
+        try:
+            alice.wait_ready("alice", timeout=150)
+            assert _squeue("-u", "alice", "-o", "%N").split() == ["node2"]
+            routes = admin.api("GET", "/proxy").json()
+            target = routes["/user/alice/"]["target"]
+            assert target.startswith(f"http://{NODE_ADDR['node2']}:"), routes
+            assert not [r for r in routes.values() if "127.0.0.1" in r["target"] and r["routespec"] != "/"], routes
+
+            def server():
+                for proc in psutil.process_iter(["username", "cmdline"]):
+                    if proc.info["username"] == "alice" and "jupyterhub-singleuser" in " ".join(proc.info["cmdline"] or []):
+                        return proc
+                return None
+
+            proc = wait_for(server, 30, "no server process of alice's job")
+            assert proc.environ()["SLURMD_NODENAME"] == "node2"
+            assert os.readlink(f"/proc/{proc.pid}/ns/net") == f"net:[{_netns_inode(f'/run/netns/hpcns{CTLD_PORT}-2')}]"
+            assert proc.cmdline()[0] == f"{node_prefix}/bin/python", proc.cmdline()
+            for hidden in HIDDEN:  # the job's own view of the file system: the hub's venv is an empty folder
+                assert os.listdir(f"/proc/{proc.pid}/root{hidden}") == [], hidden
+            assert proc.environ()["JUPYTERHUB_API_URL"].startswith(f"http://{LOGIN_ADDR}:")
+            page = alice.http.get(hub.user_url("alice") + "lab")  # through the hub's OAuth, then the proxy to node2
+            assert page.status_code == 200 and page.url.startswith(hub.user_url("alice")), page.url
+            assert alice.http.get(hub.user_url("alice") + "api/status").json()["started"], "no answer from the server's API"
+        finally:
+            stop_server(alice, "alice")
+
+
+def test_a_josephson_sweep_runs_on_both_nodes_and_matches_the_serial_one(cluster, node_prefix, tmp_path, monkeypatch):
+    """The sweep's dask workers are two exclusive SLURM jobs, so one per node; each runs the node prefix's Python and
+    reaches the scheduler at the login address. The map equals the serial sweep's bit for bit, and SLURM's
+    accounting lists both nodes."""
+    from hpclab.josephson import slurm_cluster, sweep
+    from hpclab.josephson.cluster import resolve_client, wait_for_workers
+
+    grid = dict(G=np.linspace(10, 100, 6), alpha=np.linspace(0.02, 0.2, 5), r=0.1)
+    serial = sweep(**grid, progress=False)
+    monkeypatch.setenv("SLURM_CONF", cluster)
+    workdir = tmp_path / "dask"
+    workdir.mkdir()
+    dask = slurm_cluster(jobs=2, cores=1, memory="1GiB", walltime="00:10:00", queue="cpu", python=f"{node_prefix}/bin/python",
+                         job_extra_directives=["--exclusive"], log_directory=str(workdir), local_directory="/tmp",
+                         scheduler_options={"host": LOGIN_ADDR}, job_name="hpclab-multinode")
+    try:
+        client, _ = resolve_client(dask)
+        wait_for_workers(client, 2, timeout=180)
+        hosts = client.run(socket.gethostname)
+        assert sorted(hosts.values()) == ["node1", "node2"], hosts
+        assert sorted(address.split("//")[1].split(":")[0] for address in hosts) == sorted(NODE_ADDR.values()), hosts
+        executables = client.run(lambda: sys.executable)
+        assert set(executables.values()) == {f"{node_prefix}/bin/python"}, executables
+        result = sweep(**grid, backend="dask", cluster=client, n_jobs=-1, chunk_size=5, progress=False)
+        job_ids = ",".join(sorted(set(client.run(os.getenv, "SLURM_JOB_ID").values())))
+        client.close()
+    finally:
+        dask.close()
+    assert np.array_equal(serial.state, result.state)
+    for key in serial.stats:
+        assert np.array_equal(serial.stats[key], result.stats[key], equal_nan=True), key
+
+    def accounted() -> set[str]:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_ids, "-o", "NodeList"], env=_env(),
+                             capture_output=True, text=True).stdout
+        return set(out.split())
+
+    assert wait_for(lambda: accounted() == {"node1", "node2"} and accounted(), 30, f"sacct: {accounted()}")
