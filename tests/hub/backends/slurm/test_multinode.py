@@ -1,11 +1,13 @@
 """Several nodes on a network (issue 28 item 2): the dev cluster with HPCLAB_SLURM_NODES=2, each slurmd its own host
 (network namespace on a bridge, host name, spool, a mount namespace without the hub's venv), and the hub on the
 login side reaching a job's server across that network, at the node's address, with software from a node-install
-prefix. Then a Josephson sweep whose dask workers are SLURM jobs on both nodes."""
+prefix. Then a Josephson sweep whose dask workers are SLURM jobs on both nodes, and DDP training with one rank on
+each node that equals one process on twice the batch."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +21,8 @@ import numpy as np
 import psutil
 import pytest
 
+from hpclab.training import SlurmResources, TrainConfig, follow_slurm, launch_local, submit_slurm
+from support.dltools import DL_PYTHON, compare_states, dl_env, require_dl_venv
 from support.hubtools import HUB_CLI, Hub, login, make_reachable, stop_server
 from support.paths import REPO_ROOT
 from support.slurmtools import DEV_CLUSTER, slurm_hub_yaml, started_slurm_hub, wait_for
@@ -207,3 +211,39 @@ def test_a_josephson_sweep_runs_on_both_nodes_and_matches_the_serial_one(cluster
         return set(out.split())
 
     assert wait_for(lambda: accounted() == {"node1", "node2"} and accounted(), 30, f"sacct: {accounted()}")
+
+
+# the training tests' equivalence set-up (tests/science/training/test_training.py): GroupNorm resnet18, 3 SGD steps
+EQUIV = dict(data="synthetic", arch="resnet18", norm="group", image_size=32, num_classes=10, synthetic_size=24,
+             epochs=1, lr=0.01, lr_scaling="none", schedule="constant", momentum=0.9, weight_decay=1e-4,
+             checkpoint=False, save_rank_states=True, timing_skip_steps=0, log_every=1)
+
+
+@pytest.mark.timeout(900)
+def test_two_ranks_on_two_nodes_equal_one_process_on_twice_the_batch(cluster, tmp_path):
+    """`hpclab train --slurm` as a job of 2 nodes x 1 task: srun starts one DDP rank in each node's namespaces, they
+    meet at node1's address (MASTER_ADDR from the node list, resolved by the nodes' /etc/hosts) over gloo, and the
+    weights equal one process trained on the concatenated batch (batch 8 = 2 ranks x 4)."""
+    require_dl_venv()
+    single = launch_local(TrainConfig(**EQUIV, batch_size=8, out_dir=str(tmp_path / "one")), nproc=1, backend="none",
+                          python=str(DL_PYTHON), progress=False, env=dl_env(), timeout=300)
+    assert single.metrics["world_size"] == 1 and single.metrics["steps_per_epoch"] == 3
+    run = tmp_path / "two"
+    env = dict(os.environ, SLURM_CONF=cluster)
+    resources = SlurmResources(nodes=2, tasks_per_node=1, cpus_per_task=1, mem="4G", time="00:15:00", partition="cpu")
+    job = submit_slurm(TrainConfig(**EQUIV, batch_size=4, out_dir=str(run)), resources, python=str(DL_PYTHON),
+                       backend="ddp", env=env)
+    lines: list[str] = []
+    job = follow_slurm(job, echo=lines.append, poll_seconds=1, timeout=600, env=env)
+    log = "\n".join(lines)
+    assert job.ok, f"{job.state} {job.exit_code}\n{log}"
+    assert f"hpclab-train: job {job.job_id}, 2 tasks on node[1-2]" in log, log
+    nodes = subprocess.run(["sacct", "-n", "-P", "-j", job.job_id, "-o", "JobName,NodeList"], env=_env(),
+                           capture_output=True, text=True).stdout
+    assert "node[1-2]" in nodes, nodes
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_batch"] == 8 and metrics["backend"] == "ddp", metrics
+    ranks = compare_states(run / "rank0.pt", run / "rank1.pt")[str(run / "rank1.pt")]
+    assert ranks["same_keys"] and ranks["max_abs"] <= 1e-6, ranks  # both ranks hold one model
+    same = compare_states(tmp_path / "one" / "rank0.pt", run / "rank0.pt")[str(run / "rank0.pt")]
+    assert same["same_keys"] and same["max_abs"] <= 1e-5, same  # = 1 process x twice the batch
