@@ -56,17 +56,21 @@ labextension: $(LABEXT)
 # what the tests drive for real: Debian's chromium (browser tests), PostgreSQL server and slapd (production tests);
 # libnss-myhostname resolves <user>.localhost (users' own host names, hub.user_subdomains) to the loopback for every
 # program, as browsers do themselves; nftables: the hub's firewall by account (one door); systemd: systemd-analyze verifies
-# deploy/systemd/hpclab-hub.service (it works without systemd running); SLURM's packages are installed by deploy/slurm/dev-cluster itself; debootstrap and patchelf make its Debian roots of Slurm 24.11 and 26.05 (the contract suite's releases); nginx: the TLS proxy example (deploy/nginx, run as a process of the test's own, not the service); libkrb5-dev, g++, make, pkg-config: code-server's native modules (make code-server). deploy/apt-get-wait: apt-get that waits
+# deploy/systemd/hpclab-hub.service (it works without systemd running); SLURM's packages are installed by deploy/slurm/dev-cluster itself; debootstrap and patchelf make its Debian roots of Slurm 24.11 and 26.05 (the contract suite's releases); nginx: the TLS proxy example (deploy/nginx, run as a process of the test's own, not the service); libkrb5-dev, g++, make, pkg-config: code-server's native modules (make code-server); tigervnc-standalone-server, xfce4-session,
+# xfwm4, xfce4-panel, xfdesktop4, xfce4-terminal, dbus-x11: the `desktop` app, a light xfce4 over TigerVNC (46 MB, docs/kernels.md);
+# lmod: `module load` on servers with the `modules` feature (3 MB). deploy/apt-get-wait: apt-get that waits
 # while another apt or dpkg runs instead of failing
 system-packages:
 	@{ command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v ldapadd >/dev/null \
 	  && test -x /usr/sbin/slapd && command -v git-annex >/dev/null && getent hosts check.localhost >/dev/null && command -v nft >/dev/null \
 	  && test -x /usr/sbin/setquota && test -x /usr/bin/btrfs && command -v systemd-analyze >/dev/null \
 	  && command -v debootstrap >/dev/null && command -v patchelf >/dev/null && test -x /usr/sbin/nginx \
-	  && test -e /usr/include/gssapi/gssapi.h && command -v g++ >/dev/null; } || { \
+	  && test -e /usr/include/gssapi/gssapi.h && command -v g++ >/dev/null && command -v vncserver >/dev/null \
+	  && command -v xfce4-panel >/dev/null && command -v dbus-launch >/dev/null && test -x /usr/share/lmod/lmod/libexec/lmod; } || { \
 	  $(SUDO) $(CURDIR)/deploy/apt-get-wait update -qq && $(SUDO) $(CURDIR)/deploy/apt-get-wait install -y -qq \
 	  --no-install-recommends chromium postgresql slapd ldap-utils sudo openssl git-annex libnss-myhostname nftables quota btrfs-progs systemd \
-	  debootstrap patchelf nginx libkrb5-dev g++ make pkg-config; }
+	  debootstrap patchelf nginx libkrb5-dev g++ make pkg-config tigervnc-standalone-server xfce4-session xfwm4 xfce4-panel \
+	  xfdesktop4 xfce4-terminal dbus-x11 lmod; }
 
 hub: venv proxy labextension
 	@echo "HPCLab hub: http://localhost:8000  — log in as 'admin'."

@@ -75,11 +75,42 @@ def vscode(root_dir: str) -> dict[str, Any]:
     return {**config, "command": command}
 
 
-#: name -> (title, the jupyter-server-proxy configuration of its process for a server's root folder)
+#: HPCLab's desktop session: xfce4 in the home, its D-Bus ending with it (a user's own ~/.vnc/xstartup wins)
+XSTARTUP = Path(__file__).parent / "desktop_xstartup"
+
+
+def desktop(root_dir: str) -> dict[str, Any]:
+    """A Linux desktop (xfce4) in the browser: jupyter-remote-desktop-proxy's TigerVNC under noVNC.
+
+    The VNC server (Debian's tigervnc-standalone-server, ``vncserver``) listens on a Unix socket in a folder only
+    the server's account can open, no TCP port; the page at ``<server>/desktop/`` (the package's own server
+    extension, which the hub turns on for profiles with this app) connects to the process jupyter-server-proxy
+    serves as ``desktop-websockify``. Needs tigervnc-standalone-server, xfce4-session, xfwm4, xfce4-panel,
+    xfdesktop4, xfce4-terminal and dbus-x11 (make system-packages; docs/kernels.md has the cost).
+    """
+    from jupyter_remote_desktop_proxy.setup_websockify import setup_websockify  # deferred: desktop servers only
+
+    if not os.environ.get("JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP") and not Path("~/.vnc/xstartup").expanduser().exists():
+        os.environ["JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"] = str(XSTARTUP)
+    # the VNC server and the session start in less than 30 s on an idle machine; a busy node may take longer
+    return {**setup_websockify(), "name": "desktop-websockify", "timeout": 60}
+
+
+#: name -> (title, the jupyter-server-proxy configuration of its process for a server's root folder); a
+#: configuration's "name" is the process's name under the server when it is not the app's
 APPS: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
     "tensorboard": ("TensorBoard", tensorboard),
     "vscode": ("VS Code", vscode),
+    "desktop": ("Desktop", desktop),
 }
+
+#: server extensions an app needs beside jupyter-server-proxy's process (installed, off unless the profile has the app)
+APP_SERVER_EXTENSIONS: dict[str, tuple[str, ...]] = {"desktop": ("jupyter_remote_desktop_proxy",)}
+
+
+def app_server_extensions(names: list[str]) -> list[str]:
+    """The server extensions the named apps need, in order, each once."""
+    return list(dict.fromkeys(ext for name in names for ext in APP_SERVER_EXTENSIONS.get(name, ())))
 
 
 def app_names(value: str | None) -> list[str]:
@@ -106,7 +137,8 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
         if name not in APPS:
             server_app.log.warning("hpclab apps: unknown app %r in HPCLAB_APPS, left out (known: %s)", name, ", ".join(APPS))
             continue
-        processes.append(ServerProcess(name=name, **APPS[name][1](str(server_app.root_dir))))
+        process = APPS[name][1](str(server_app.root_dir))
+        processes.append(ServerProcess(name=process.pop("name", name), **process))
     web_app.add_handlers(".*", make_handlers(base_url, processes))
     setup_handlers(web_app, config)
     icons = {p.name: p.launcher_entry.icon_path for p in processes if p.launcher_entry.enabled and p.launcher_entry.icon_path}

@@ -50,3 +50,16 @@ def test_the_profiles_apps_and_limits_reach_the_server_and_the_form(tmp_path):
     assert "--ServerApp.jpserver_extensions=jupyter_server_proxy=False" in args
     html = render_profile_form(deployment.profiles)
     assert html.count('class="hpclab-apps"') == 1 and "Apps: TensorBoard" in html
+
+
+def test_the_desktop_app_turns_its_page_extension_on_for_its_profile_only(tmp_path):
+    """jupyter-remote-desktop-proxy serves the desktop's page (<server>/desktop/) from a server extension that is
+    off unless the profile has the `desktop` app."""
+    deployment = parse_deployment(YAML % "[desktop]", tmp_path)
+    desk, plain = deployment.profiles
+    log = logging.getLogger("test")
+    assert "--ServerApp.jpserver_extensions=jupyter_remote_desktop_proxy=True" in server_args(deployment, desk, log)
+    assert "--ServerApp.jpserver_extensions=jupyter_remote_desktop_proxy=False" not in server_args(deployment, desk, log)
+    assert "--ServerApp.jpserver_extensions=jupyter_remote_desktop_proxy=False" in server_args(deployment, plain, log)
+    assert profile_env(deployment, desk, "")["HPCLAB_APPS"] == "desktop"
+    assert "Apps: Desktop" in render_profile_form(deployment.profiles)
