@@ -13,6 +13,7 @@ from hpclab_hub.config.units import format_memory
 from hpclab_hub.ops import history, metrics
 from hpclab_hub.spawner.history_record import record_end
 from hpclab_hub.spawner.home import relaunch_url
+from hpclab_hub.web.admin_servers import AdminServersHandler
 from hpclab_hub.web.knowledge_base import KnowledgeBaseHandler
 
 SHOWN = 20  # sessions listed on the home page, newest first
@@ -86,8 +87,10 @@ def configure_history(c: Any, deployment: Deployment, base_url: str) -> None:
 
 
 def configure_knowledge_base(c: Any, deployment: Deployment) -> None:
-    """The examples page (web/knowledge_base.py) and its link in the menu, where examples are delivered."""
+    """The examples page (web/knowledge_base.py) and its link in the menu, where examples are delivered; the admins' page."""
     kb = deployment.knowledge_base
     shown = kb.enabled and (deployment.examples.delivered or kb.pulls_git)
     c.JupyterHub.template_vars = {**dict(c.JupyterHub.template_vars), "hpclab_examples": shown}
     c.JupyterHub.extra_handlers = [*c.JupyterHub.extra_handlers, (r"/hpclab/examples", KnowledgeBaseHandler)]
+    # and the admins' page of servers and waiting starts (web/admin_servers.py), linked from JupyterHub's admin page
+    c.JupyterHub.extra_handlers = [*c.JupyterHub.extra_handlers, (r"/hpclab/admin", AdminServersHandler)]

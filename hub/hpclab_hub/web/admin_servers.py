@@ -1,0 +1,145 @@
+"""The admins' page of running servers and waiting starts (``/hub/hpclab/admin``), linked from JupyterHub's admin page.
+
+JupyterHub's admin page is a compiled React app that shows what JupyterHub knows (users, server names, the raw
+spawner state with ``job_end`` in epoch seconds); extending it means rebuilding its JavaScript. This page is the
+hub's own instead (a plain template, escaped by Jinja), for the admin-ui scope like JupyterHub's: per server its
+backend, profile, job id (SLURM's job, or the local server's process), node, time left in words, the GPUs it holds
+and its measured use; then every start that waits, in the order it will be served, with what its progress page says.
+
+Measured use is what reclaim measures on the CPU path (backends/local/reclaim.py): the CPU time of the processes of
+the server's cgroup, as cores used on average since the page last looked (at least a second before) and since the
+server started. SLURM servers are measured by SLURM (sstat while the job runs, sacct in the history after).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+from typing import Any
+
+from jupyterhub import orm
+from jupyterhub.handlers.base import BaseHandler
+from jupyterhub.scopes import needs_scope
+from tornado import web
+
+from hpclab_hub.backends.local import reclaim
+from hpclab_hub.backends.local.resources import Allocation
+from hpclab_hub.backends.local.waiting_line import line_of
+from hpclab_hub.spawner.walltime import time_left_text
+
+_SAMPLES: dict[tuple[str, str, int], tuple[float, float]] = {}  # (user, server, pid) -> (monotonic time, CPU seconds)
+
+
+def cores_text(cores: float, of: int) -> str:
+    """'0.93 of 2 cores'."""
+    return f"{cores:.2f} of {of} core{'s' if of != 1 else ''}"
+
+
+def measured_use(key: tuple[str, str, int], pids: set[int], life_seconds: float, cpus: int) -> dict[str, str]:
+    """Cores used recently (since this page's previous look, kept at least 1 s old) and over the server's life."""
+    now, used = time.monotonic(), reclaim.cpu_seconds(pids)
+    previous = _SAMPLES.get(key)
+    recent = ""
+    if previous is not None and now - previous[0] >= 1:
+        recent = f"{cores_text(max(0.0, used - previous[1]) / (now - previous[0]), cpus)} over the last {now - previous[0]:.0f} s"
+    if previous is None or now - previous[0] >= 1:
+        _SAMPLES[key] = (now, used)
+    life = f"{cores_text(used / life_seconds, cpus)} since start" if life_seconds > 0 else ""
+    return {"recent": recent, "life": life, "cpu_seconds": f"{used:.1f}"}
+
+
+def _started(orm_spawner: Any) -> float:
+    started = getattr(orm_spawner, "started", None)
+    if started is None:
+        return 0.0
+    return (started if started.tzinfo else started.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def server_row(spawner: Any) -> dict[str, Any]:
+    """One running (or starting) server as the page shows it."""
+    deployment = spawner.deployment
+    profile = deployment.profile(spawner.profile_slug) if spawner.profile_slug else None
+    backend = spawner.server_backend
+    kind = backend.kind
+    row: dict[str, Any] = {
+        "user": spawner.user.name,
+        "server": spawner.name,
+        "state": "ready" if spawner.ready else (spawner.pending or "starting"),
+        "backend": f"{profile.backend} ({kind})" if profile else kind,
+        "profile": f"{profile.display_name} ({profile.slug})" if profile else spawner.profile_slug or "",
+        "job": "",
+        "node": "",
+        "time_left": time_left_text(spawner.job_end_epoch) or ("no limit" if spawner.ready else ""),
+        "gpus": "",
+        "use": {},
+        "note": "",
+    }
+    server = getattr(spawner.orm_spawner, "server", None)
+    if kind == "slurm":
+        row["job"] = getattr(backend, "job_id", "")
+        row["node"] = server.ip if server is not None else ""
+        row["note"] = "" if spawner.ready else getattr(backend, "progress_line", "")
+        return row
+    pid = backend.process.pid
+    row["job"] = f"pid {pid}" if pid else ""
+    row["node"] = socket.gethostname() if pid else ""
+    if backend.allocation_state:
+        row["gpus"] = ", ".join(Allocation.from_state(backend.allocation_state).gpu_ids)
+    if pid and spawner.ready and profile is not None:
+        group = backend.cgroup
+        pids = group.pids() if group is not None else {pid}
+        life = time.time() - _started(spawner.orm_spawner) if _started(spawner.orm_spawner) else 0.0
+        row["use"] = measured_use((spawner.user.name, spawner.name, pid), pids, life, profile.cpus)
+    watch = reclaim._WATCHES.get(backend.owner_key) if pid else None
+    if watch is not None and watch.warned_at:
+        row["note"] = "warned: its GPU is being reclaimed for a waiting start"
+    return row
+
+
+def waiting_rows(spawners: list[Any]) -> list[dict[str, Any]]:
+    """Every start that waits, in the order each line serves them: local starts by their place in their pool's line
+    (priority, then first come), then the others (a SLURM job pending in SLURM's queue, a start the hub holds back)."""
+    rows = []
+    for spawner in spawners:
+        if not spawner.pending:
+            continue
+        backend = spawner.server_backend
+        waiter = getattr(backend, "waiter", None)
+        place, message, priority = 0, getattr(backend, "progress_line", "") or "starting", ""
+        if waiter is not None:
+            line = sorted(line_of(backend.pool).waiting, key=lambda w: w.rank)
+            place = next((i + 1 for i, w in enumerate(line) if w is waiter), 0)
+            message, priority = waiter.message or "waiting for its turn", str(waiter.priority)
+        profile = spawner.deployment.profile(spawner.profile_slug) if spawner.profile_slug else None
+        rows.append(
+            {
+                "user": spawner.user.name,
+                "server": spawner.name,
+                "profile": profile.display_name if profile else spawner.profile_slug,
+                "backend": profile.backend if profile else backend.kind,
+                "place": place,
+                "priority": priority,
+                "message": message,
+                "since": _started(spawner.orm_spawner),
+            }
+        )
+    rows.sort(key=lambda r: (r["backend"], r["place"] == 0, r["place"], r["since"]))
+    for row in rows:
+        row["waited"] = f"{int(time.time() - row['since'])} s" if row["since"] else ""
+    return rows
+
+
+class AdminServersHandler(BaseHandler):
+    """GET /hub/hpclab/admin: for admins (JupyterHub's admin-ui scope), 403 for everyone else."""
+
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def get(self) -> None:
+        spawners = []
+        for orm_user in self.db.query(orm.User).order_by(orm.User.name):
+            user = self.users[orm_user]
+            spawners += [s for _, s in sorted(user.spawners.items()) if s.active]
+        servers = [server_row(s) for s in spawners if s.pending != "spawn"]
+        html = await self.render_template("hpclab-admin.html", servers=servers, waiting=waiting_rows(spawners))
+        self.finish(html)
