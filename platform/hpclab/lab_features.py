@@ -40,6 +40,21 @@ LAB_FEATURES: dict[str, LabFeature] = {
     ),
 }
 
+#: server extensions the environment installs that no HPCLab server uses: off on every server
+SERVING_NO_ONE = ("jupyter_lsp", "notebook_shim")
+#: server extensions installed for some profiles or apps only (issue 30): off unless the profile turns them on; their
+#: JupyterLab halves are off in hpclab/lab_settings/page_config.json the same way
+OFF_UNLESS_ASKED = (
+    "jupyter_server_ydoc",
+    "jupyter_server_fileid",
+    "jupyter_remote_desktop_proxy",
+    "jupyterlab_nvdashboard",
+    "jupyterlab_slurm",
+    "jupyterlmod",
+    "dask_labextension",
+    "nbgitpuller",
+)
+
 #: the environment variable naming a server's features, comma-separated (set by the hub)
 FEATURES_ENV = "HPCLAB_LAB_FEATURES"
 

@@ -7,26 +7,11 @@ from typing import Any
 
 import hpclab
 from hpclab.apps import app_server_extensions
-from hpclab.lab_features import FEATURES_ENV
+from hpclab.lab_features import FEATURES_ENV, OFF_UNLESS_ASKED, SERVING_NO_ONE
 from hpclab.lab_features import server_extensions as feature_extensions
 from hpclab_hub.config.model import Deployment, Profile
 from hpclab_hub.kernels import kernel_server_args
 from hpclab_hub.ops.culling import activity_interval
-
-#: server extensions the environment installs that no HPCLab server uses: off on every server
-SERVING_NO_ONE = ("jupyter_lsp", "notebook_shim")
-#: server extensions installed for some profiles only (issue 30): off unless the profile turns them on; their
-#: JupyterLab halves are off in hpclab/lab_settings/page_config.json the same way
-OFF_UNLESS_ASKED = (
-    "jupyter_server_ydoc",
-    "jupyter_server_fileid",
-    "jupyter_remote_desktop_proxy",
-    "jupyterlab_nvdashboard",
-    "jupyterlab_slurm",
-    "jupyterlmod",
-    "dask_labextension",
-    "nbgitpuller",
-)
 
 
 def profile_env(deployment: Deployment, profile: Profile, server_name: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_config_path
 
+from hpclab.lab_features import OFF_UNLESS_ASKED, SERVING_NO_ONE
 from hpclab_hub.backends.local.cgroups import ServerCgroup
 from hpclab_hub.backends.local.preexec import server_preexec
 from hpclab_hub.backends.local.server_namespace import PrivateMounts
@@ -68,7 +69,9 @@ def _installed_extensions() -> list[str]:
             except (OSError, ValueError):
                 continue
             names |= {name for name, on in config.get("ServerApp", {}).get("jpserver_extensions", {}).items() if on}
-    return sorted(names)
+    # only what every server loads: one the hub turns off by default may hold what a child cannot keep (dask_labextension
+    # makes an event loop with its epoll fd and sockets at import; every child closes the zygote's fds)
+    return sorted(names - set(SERVING_NO_ONE) - set(OFF_UNLESS_ASKED))
 
 
 def _read_request(own: socket.socket) -> dict[str, Any]:
