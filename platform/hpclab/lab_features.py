@@ -3,7 +3,8 @@
 Each feature is a well-kept package with a server half (a Jupyter server extension) and a JupyterLab half (a
 federated extension). Both halves are installed in the server's environment but off by default: the hub turns a
 server's halves on from its profile's ``lab_features`` (``--ServerApp.jpserver_extensions`` for the server half,
-``HPCLAB_LAB_FEATURES`` for this module, which lifts the JupyterLab halves out of ``disabledExtensions`` in
+``HPCLAB_LAB_FEATURES`` for this module, a server extension on every server, which leaves the other features'
+JupyterLab halves out of the page and lifts the wanted ones out of ``disabledExtensions`` in
 hpclab/lab_settings/page_config.json). A server whose profile asks for none loads none of them (issue 32).
 """
 
@@ -85,11 +86,17 @@ def _disabled_by(labextension_paths: list[str], name: str) -> list[str]:
 
 
 def lift(page_config: dict[str, Any], names: list[str], labextension_paths: list[str]) -> dict[str, Any]:
-    """``page_config`` with the named features' JupyterLab extensions enabled, and what they replace disabled.
+    """``page_config`` with the named features' JupyterLab extensions enabled, and what they replace disabled; the
+    other features' extensions left out of the page altogether.
 
+    Left out, not only disabled: JupyterLab still fetches a disabled extension's code, and some plugins' ids do not
+    start with their package's name (jupyterlab-lmod's is ``jupyterlab_lmod``), so disabling by package misses them.
     JupyterLab skips the replacement list of an extension that page_config.json disables, so it is applied here.
     """
     wanted = {extension for name in names for extension in LAB_FEATURES[name].lab_extensions}
+    unwanted = {extension for feature in LAB_FEATURES.values() for extension in feature.lab_extensions} - wanted
+    federated = page_config.get("federated_extensions", [])
+    page_config["federated_extensions"] = [entry for entry in federated if entry.get("name") not in unwanted]
     disabled = [entry for entry in page_config.get("disabledExtensions", []) if entry not in wanted]
     for extension in sorted(wanted):
         disabled += [plugin for plugin in _disabled_by(labextension_paths, extension) if plugin not in disabled]
@@ -103,8 +110,6 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 def _load_jupyter_server_extension(server_app: Any) -> None:
     names = [name for name in feature_names(os.environ.get(FEATURES_ENV)) if name in LAB_FEATURES]
-    if not names:
-        return
     from jupyter_core.paths import jupyter_path  # deferred: the server's, not needed by `import hpclab`
     from tornado.ioloop import IOLoop  # deferred: as above
 
@@ -123,4 +128,4 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
         settings["page_config_hook"] = hook
 
     IOLoop.current().add_callback(install)
-    server_app.log.info("hpclab lab features: %s", ", ".join(names))
+    server_app.log.info("hpclab lab features: %s", ", ".join(names) or "none")

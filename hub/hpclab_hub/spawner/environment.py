@@ -64,7 +64,8 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
     else:
         log.warning("hpclab: JupyterLab's wall-time plugin is not built (make labextension)")
     args += kernel_server_args(profile.kernels, profile.initial_kernel)
-    extensions = ["hpclab.walltime", "hpclab.oom_guard", "hpclab.examples", "hpclab.apps"]
+    # hpclab.lab_features on every server: it leaves the JupyterLab halves of the features not asked for out of the page
+    extensions = ["hpclab.walltime", "hpclab.oom_guard", "hpclab.examples", "hpclab.apps", "hpclab.lab_features"]
     if deployment.culling.enabled:
         extensions.append("hpclab.busy_activity")
     args += [f"--ServerApp.jpserver_extensions={name}=True" for name in extensions]
@@ -77,8 +78,7 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
     for_apps = app_server_extensions(profile.apps)  # the desktop's page (jupyter_remote_desktop_proxy)
     off = [name for name in SERVING_NO_ONE + OFF_UNLESS_ASKED if name not in wanted and name not in pulled + for_apps]
     args += [f"--ServerApp.jpserver_extensions={name}=False" for name in off]
-    if wanted:
-        args += [f"--ServerApp.jpserver_extensions={name}=True" for name in ["hpclab.lab_features", *wanted]]
+    args += [f"--ServerApp.jpserver_extensions={name}=True" for name in wanted]
     args += [f"--ServerApp.jpserver_extensions={name}=True" for name in pulled + for_apps]
     if deployment.hub.sharing:
         # the server asks the hub again what a visitor's token may do after 30 s, not JupyterHub's 5 minutes:

@@ -51,7 +51,8 @@ def test_a_profiles_features_reach_its_server_and_no_other(tmp_path):
     course, plain = deployment.profiles
     log = logging.getLogger("test")
     args, plain_args = server_args(deployment, course, log), server_args(deployment, plain, log)
-    for name in ("jupyter_server_ydoc", "jupyter_server_fileid", "dask_labextension", "hpclab.lab_features"):
+    assert "--ServerApp.jpserver_extensions=hpclab.lab_features=True" in args and plain_args  # it leaves the others out
+    for name in ("jupyter_server_ydoc", "jupyter_server_fileid", "dask_labextension"):
         assert f"--ServerApp.jpserver_extensions={name}=True" in args
         assert f"--ServerApp.jpserver_extensions={name}=True" not in plain_args
     assert "--ServerApp.jpserver_extensions=jupyterlab_slurm=False" in args  # not asked for
@@ -64,6 +65,15 @@ def test_lifting_a_feature_enables_its_extension_and_applies_what_it_replaces(tm
     package = tmp_path / "@jupyter" / "docprovider-extension" / "package.json"
     package.parent.mkdir(parents=True)
     package.write_text(json.dumps({"jupyterlab": {"disabledExtensions": ["@jupyterlab/filebrowser-extension:defaultFileBrowser"]}}))
-    page_config = {"disabledExtensions": ["@jupyter/collaboration-extension", "@jupyter/docprovider-extension", "dask-labextension"]}
+    page_config = {
+        "disabledExtensions": ["@jupyter/collaboration-extension", "@jupyter/docprovider-extension", "dask-labextension"],
+        "federated_extensions": [{"name": name} for name in ("@jupyter/docprovider-extension", "@jupyter/collaboration-extension",
+                                                             "dask-labextension", "@cmd-ntrf/jupyterlab-lmod", "@jupyterlab/git")],
+    }
     lifted = lift(page_config, ["collaboration"], [str(tmp_path)])
     assert lifted["disabledExtensions"] == ["dask-labextension", "@jupyterlab/filebrowser-extension:defaultFileBrowser"]
+    # the features not asked for are not on the page at all (lmod's plugin id is not its package name: disabling misses it)
+    assert [entry["name"] for entry in lifted["federated_extensions"]] == [
+        "@jupyter/docprovider-extension", "@jupyter/collaboration-extension", "@jupyterlab/git"]
+    plain = lift({"federated_extensions": [{"name": "@cmd-ntrf/jupyterlab-lmod"}, {"name": "@jupyterlab/git"}]}, [], [])
+    assert plain["federated_extensions"] == [{"name": "@jupyterlab/git"}]
