@@ -1,13 +1,17 @@
-"""``hpclab-hub usage``: sessions, hours, core-hours and GPU-hours per group or user over a period, from the hub's history."""
+"""``hpclab-hub usage``: sessions, hours, core-hours and GPU-hours per group or user over a period, from the hub's history
+(SLURM jobs with SLURM's own numbers: sacct, backends/slurm/accounting.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import json
+import logging
 import sys
 from typing import Any
 
+from hpclab_hub.backends.slurm import accounting
 from hpclab_hub.cli.common import _load_or_report
 from hpclab_hub.ops import history
 
@@ -70,7 +74,10 @@ def cmd_usage(args: Any) -> int:
     if until <= since:
         print("hpclab-hub usage: --until must be after --since", file=sys.stderr)
         return 2
-    with history.engine_for(deployment.hub.database_url).connect() as connection:
+    engine = history.engine_for(deployment.hub.database_url)
+    if any(b.type == "slurm" for b in deployment.backends.values()):  # SLURM jobs the hub did not settle from sacct
+        asyncio.run(accounting.settle_all(deployment, engine, logging.getLogger("hpclab-hub usage")))
+    with engine.connect() as connection:
         sessions = history.sessions_between(connection, since, until)
     sys.stdout.write(report(history.usage(sessions, args.by, since, until), args.by, args.format, since, until))
     return 0

@@ -15,7 +15,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, Text, and_, create_engine, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 
 METADATA = MetaData()
@@ -36,6 +52,8 @@ SESSIONS = Table(
     Column("started", Float, nullable=False, index=True),  # epoch seconds
     Column("ended", Float, nullable=True),
     Column("end_reason", Text, nullable=False, default=""),
+    # 'sacct': started, ended, cpus and gpus are SLURM's accounting of the job (backends/slurm/accounting.py)
+    Column("accounted", String(16), nullable=False, default="", server_default=""),
 )
 
 _READY: set[int] = set()
@@ -46,6 +64,9 @@ def ensure_table(bind: Any) -> None:
     engine = bind if isinstance(bind, Engine) else getattr(bind, "engine", None) or bind.get_bind()
     if id(engine) not in _READY:
         METADATA.create_all(engine, checkfirst=True)
+        if "accounted" not in {c["name"] for c in inspect(engine).get_columns(SESSIONS.name)}:  # a table of before it
+            with engine.begin() as connection:
+                connection.execute(text("ALTER TABLE hpclab_sessions ADD COLUMN accounted VARCHAR(16) NOT NULL DEFAULT ''"))
         _READY.add(id(engine))
 
 
@@ -67,6 +88,7 @@ class Session:
     started: float
     ended: float | None
     end_reason: str
+    accounted: str = ""  # 'sacct': SLURM's numbers
 
     def hours(self, since: float = 0.0, until: float | None = None) -> float:
         """Wall-clock hours of its life within [since, until] (until: now for a running one)."""
@@ -93,6 +115,7 @@ class Session:
             float(m["started"]),
             m["ended"],
             m["end_reason"],
+            m["accounted"],
         )
 
 
@@ -145,6 +168,35 @@ def record_end(db: Any, user: str, server: str, reason: str, ended: float | None
     )
     db.commit()
     return int(done.rowcount or 0)
+
+
+def open_row(db: Any, user: str, server: str) -> tuple[int, str, str] | None:
+    """(id, backend, job id) of the server's open row, if it has one."""
+    ensure_table(db)
+    query = select(SESSIONS.c.id, SESSIONS.c.backend, SESSIONS.c.job_id).where(
+        and_(SESSIONS.c.user == user, SESSIONS.c.server == server, SESSIONS.c.ended.is_(None))
+    )
+    row = db.execute(query.order_by(SESSIONS.c.id.desc())).first()
+    return (int(row[0]), str(row[1]), str(row[2])) if row is not None else None
+
+
+def record_accounted(db: Any, row_id: int, started: float, ended: float, cpus: int, gpus: int) -> None:
+    """A SLURM job's life as SLURM's accounting has it (sacct): its row takes those numbers."""
+    ensure_table(db)
+    db.execute(
+        update(SESSIONS)
+        .where(SESSIONS.c.id == row_id)
+        .values(started=started, ended=ended, cpus=cpus, gpus=gpus, accounted="sacct")
+    )
+
+
+def unsettled(db: Any) -> list[tuple[int, str, str]]:
+    """(id, backend, job id) of ended rows with a job id that no accounting settled yet."""
+    ensure_table(db)
+    query = select(SESSIONS.c.id, SESSIONS.c.backend, SESSIONS.c.job_id).where(
+        and_(SESSIONS.c.ended.is_not(None), SESSIONS.c.job_id != "", SESSIONS.c.accounted == "")
+    )
+    return [(int(r[0]), str(r[1]), str(r[2])) for r in db.execute(query)]
 
 
 def past_sessions(db: Any, user: str, limit: int = 20) -> list[Session]:

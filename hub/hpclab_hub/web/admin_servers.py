@@ -78,7 +78,7 @@ def server_row(spawner: Any) -> dict[str, Any]:
     server = getattr(spawner.orm_spawner, "server", None)
     if kind == "slurm":
         row["job"] = getattr(backend, "job_id", "")
-        row["node"] = server.ip if server is not None else ""
+        row["node"] = server.ip if server is not None else ""  # the node's address: its name comes from the queue
         row["note"] = "" if spawner.ready else getattr(backend, "progress_line", "")
         return row
     pid = backend.process.pid
@@ -95,6 +95,16 @@ def server_row(spawner: Any) -> dict[str, Any]:
     if watch is not None and watch.warned_at:
         row["note"] = "warned: its GPU is being reclaimed for a waiting start"
     return row
+
+
+async def slurm_node(spawner: Any, row: dict[str, Any]) -> str:
+    """A SLURM server's node by name from the hub's shared queue snapshot (no extra squeue), with its address."""
+    backend = spawner.server_backend
+    if backend.kind != "slurm" or not row["job"]:
+        return row["node"]
+    status = await backend.queue.status(row["job"])
+    name = status.info.node if status.info is not None else ""
+    return f"{name} ({row['node']})" if name and row["node"] and name != row["node"] else name or row["node"]
 
 
 def waiting_rows(spawners: list[Any]) -> list[dict[str, Any]]:
@@ -140,6 +150,10 @@ class AdminServersHandler(BaseHandler):
         for orm_user in self.db.query(orm.User).order_by(orm.User.name):
             user = self.users[orm_user]
             spawners += [s for _, s in sorted(user.spawners.items()) if s.active]
-        servers = [server_row(s) for s in spawners if s.pending != "spawn"]
+        servers = []
+        for spawner in spawners:
+            if spawner.pending != "spawn":
+                servers.append(server_row(spawner))
+                servers[-1]["node"] = await slurm_node(spawner, servers[-1])
         html = await self.render_template("hpclab-admin.html", servers=servers, waiting=waiting_rows(spawners))
         self.finish(html)
