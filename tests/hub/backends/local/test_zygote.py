@@ -123,3 +123,26 @@ def test_a_server_that_dies_at_start_is_reported_and_the_next_start_works(zygote
         alice.wait_ready("alice")
     finally:
         stop_server(alice, "alice")
+
+
+def test_a_start_ready_within_a_second_goes_straight_to_the_lab_else_to_the_progress_page(zygote_hub):
+    """The form's POST answers after at most about a second (as JupyterHub's): with the server ready by then it sends
+    the browser to the server itself, skipping the progress page (issue 32); otherwise to the progress page."""
+    alice = login(zygote_hub, "alice")
+    straight = 0
+    try:
+        for _ in range(3):  # the zygote is warm after the first: a start takes well under a second on a quiet machine
+            response = alice.post_spawn("alice", "cpu-small")
+            location = response.headers["Location"]
+            ready = alice.api("GET", "/users/alice").json()["servers"].get("", {}).get("ready", False)
+            assert response.status_code == 302
+            if "/hub/spawn-pending/alice" in location:
+                assert alice.wait_ready("alice")["ready"]
+            else:
+                assert location.rstrip("/").endswith("/user/alice") and ready, (location, ready)
+                assert alice.http.get(location).status_code == 200  # the lab, through the user's OAuth round trip
+                straight += 1
+            stop_server(alice, "alice")
+        assert straight >= 1, "no start went straight to the lab, though a zygote start takes about 0.5 s"
+    finally:
+        stop_server(alice, "alice")
