@@ -86,7 +86,7 @@ FAST_TESTS := tests/hub/test_house.py tests/hub/config/test_config.py tests/hub/
               tests/hub/ops/test_service.py tests/hub/backends/slurm/test_slurm_units.py tests/hub/backends/slurm/test_slurm_release_outputs.py \
               tests/hub/backends/slurm/test_hub_id.py tests/platform/test_session.py tests/platform/test_slurm_core.py \
               tests/platform/test_formatting.py tests/hub/backends/test_backend_protocols.py \
-              tests/hub/spawner/test_lab_features.py
+              tests/hub/spawner/test_lab_features.py tests/hub/kernels/test_modulefiles.py
 
 check: lint
 	$(PY) -m pytest -q -p no:cacheprovider -m "not hub and not browser" $(FAST_TESTS)

@@ -10,6 +10,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from hpclab_hub.cli.common import _load_or_report
 from hpclab_hub.kernels import install_kernels, runtime_status, runtime_text
+from hpclab_hub.kernels.modulefiles import write_modulefiles
 
 
 def cmd_kernels_install(args: argparse.Namespace) -> int:
@@ -27,6 +28,8 @@ def cmd_kernels_install(args: argparse.Namespace) -> int:
         print(f"installed {item.name} -> {item.path}" + ("" if present else f"  (runtime not present here: {why})"))
     for name in skipped:
         print(f"skipped {name}: no runtime declared")
+    for path in write_modulefiles(deployment, args.names or None):  # modules.curated: `module load <kernel>`
+        print(f"modulefile {path.stem} -> {path}")
     return 0
 
 

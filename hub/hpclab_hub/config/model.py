@@ -14,6 +14,7 @@ from hpclab_hub.config.choices import ProfileChoices
 from hpclab_hub.config.fields import Int, Name, NonNegativeInt, Slug, Strict, _resolve
 from hpclab_hub.config.hub_model import AuthSettings, HubSettings
 from hpclab_hub.config.kb_model import KnowledgeBaseSettings
+from hpclab_hub.config.modules_model import ModulesSettings
 from hpclab_hub.config.priority_model import PrioritySettings
 from hpclab_hub.config.units import DurationSeconds, MemoryBytes
 
@@ -310,6 +311,9 @@ class Deployment(Strict):
     )
     priorities: PrioritySettings = Field(
         default_factory=dict, validate_default=True, description="Which groups go first when GPUs or memory are short."
+    )
+    modules: ModulesSettings = Field(
+        default_factory=dict, validate_default=True, description="Lmod and modulefiles for the `modules` lab feature."
     )
     knowledge_base: KnowledgeBaseSettings = Field(
         default_factory=dict, validate_default=True, description="The hub's page of runnable examples."

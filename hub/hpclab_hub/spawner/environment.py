@@ -36,6 +36,8 @@ def profile_env(deployment: Deployment, profile: Profile, server_name: str) -> d
     env["HPCLAB_APPS"] = ",".join(profile.apps)
     # the profile's JupyterLab features (hpclab.lab_features): their JupyterLab halves lifted out of disabledExtensions
     env[FEATURES_ENV] = ",".join(profile.lab_features)
+    if "modules" in profile.lab_features:  # Lmod for jupyterlmod, notebooks and kernels' `modules` lines; the YAML's win
+        env.update({**deployment.modules.server_env(), **env})
     # jupyter-resource-usage shows memory and CPU use against the limits the cgroup or SLURM job enforces
     env["CPU_LIMIT"] = str(profile.cpus)
     if profile.memory:
