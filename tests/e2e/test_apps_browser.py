@@ -2,12 +2,15 @@
 
 A profile's ``apps`` become JupyterLab launcher tiles (jupyter-server-proxy, set up by hpclab.apps) and a server
 gets only its profile's; TensorBoard shows the scalars a real ``hpclab train`` run wrote (the dl venv's trainer,
-tensorboardX); jupyter-resource-usage shows memory against the profile's limit; jupyterlab-git's panel is there.
+tensorboardX); jupyter-resource-usage shows memory against the profile's limit; jupyterlab-git's panel is there;
+the desktop tile shows an xfce4 session over noVNC. Screenshots for the user guide go to docs/images only with
+HPCLAB_DOCS_IMAGES=1 (support.docs_images).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -16,15 +19,12 @@ from pathlib import Path
 import pytest
 
 from support.browsertools import browser_login
+from support.docs_images import docs_image
 from support.dltools import DL_VENV, dl_run, require_dl_venv
 from support.hubtools import home_of, hub_yaml, login, started_hub, stop_server, write_in_home
-from support.paths import REPO_ROOT
 from support.slurmtools import wait_for
 
 pytestmark = [pytest.mark.hub]
-
-DOCS_IMAGES = REPO_ROOT / "docs" / "images"
-
 
 @pytest.fixture(scope="module")
 def apps_hub(tmp_path_factory):
@@ -43,6 +43,7 @@ def apps_hub(tmp_path_factory):
             },
             {"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "3G"},
             {"slug": "code", "display_name": "Code", "backend": "local", "cpus": 1, "memory": "3G", "apps": ["vscode"]},
+            {"slug": "desktop", "display_name": "Desktop", "backend": "local", "cpus": 1, "memory": "3G", "apps": ["desktop"]},
         ],
     )
     with started_hub(workdir, config) as hub:
@@ -148,7 +149,7 @@ def test_tensorboard_tile_shows_a_real_runs_scalars_and_the_lab_memory_and_git(a
         opened = time.monotonic() - started
         board.wait_for_timeout(2000)  # the charts drawn for the screenshot
         assert "/user/bob/tensorboard/" in board.url
-        board.screenshot(path=str(DOCS_IMAGES / "app-tensorboard.png"))
+        board.screenshot(path=str(docs_image(artifacts, "app-tensorboard.png")))
         print(f"TensorBoard tile to scalars: {opened:.1f} s")
         board.close()
     finally:
@@ -222,7 +223,7 @@ def test_the_git_panel_clones_a_repository_and_commits_a_change(apps_hub, browse
 
         wait_for(lambda: "Notes on the cohort|Alice Example" in committed(), 60, "the panel did not commit")
         assert "notes.txt" in committed()
-        page.screenshot(path=str(DOCS_IMAGES / "app-git.png"))
+        page.screenshot(path=str(docs_image(artifacts, "app-git.png")))
     except Exception:
         page.screenshot(path=str(artifacts / "apps-git-failure.png"))
         raise
@@ -264,7 +265,7 @@ def test_the_vscode_tile_opens_code_servers_workbench_on_the_home(apps_hub, brow
         opened = time.monotonic() - started
         assert "/user/bob/vscode/" in code.url
         code.wait_for_timeout(2000)
-        code.screenshot(path=str(DOCS_IMAGES / "app-vscode.png"))
+        code.screenshot(path=str(docs_image(artifacts, "app-vscode.png")))
         print(f"VS Code tile to workbench: {opened:.1f} s")
         code.close()
     except Exception:
@@ -273,3 +274,87 @@ def test_the_vscode_tile_opens_code_servers_workbench_on_the_home(apps_hub, brow
     finally:
         page.close()
         stop_server(bob, "bob")
+
+
+def _processes_of(uid: int) -> list[tuple[int, list[str], dict[str, str]]]:
+    """(pid, argv, environment) of every process the account ``uid`` runs, read from /proc."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or proc.stat().st_uid != uid:
+                continue
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            env = dict(e.partition("=")[::2] for e in (proc / "environ").read_bytes().decode(errors="replace").split("\0") if e)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        found.append((int(proc.name), argv, env))
+    return found
+
+
+def _xfce_panel_on_vnc(uid: int) -> tuple[int, str] | None:
+    """(pid, display) of an xfce4-panel of ``uid`` drawing on the display of one of its TigerVNC servers that
+    listens on a Unix socket (no TCP port), or None."""
+    processes = _processes_of(uid)
+    displays = {argv[1] for _, argv, _ in processes if argv and argv[0].endswith("Xtigervnc") and "-rfbunixpath" in argv
+                and argv[argv.index("-rfbport") + 1] == "-1"}
+    panels = [(pid, env.get("DISPLAY", "")) for pid, argv, env in processes if argv and Path(argv[0]).name == "xfce4-panel"]
+    return next(((pid, display) for pid, display in panels if display in displays), None)
+
+
+@pytest.mark.browser
+def test_the_desktop_tile_shows_xfces_panel_over_novnc(apps_hub, browser, artifacts):
+    """jupyter-remote-desktop-proxy: Debian's TigerVNC on a Unix socket, an xfce4 session as the user, noVNC in the page."""
+    assert shutil.which("vncserver") and shutil.which("xfce4-panel"), "TigerVNC or xfce4 missing: run `make system-packages`"
+    from PIL import Image
+
+    bob = login(apps_hub, "bob")
+    uid = pwd.getpwnam("jupyter-bob").pw_uid  # the local backend's account for bob
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(90_000)
+    try:
+        browser_login(page, apps_hub, "bob")
+        page.wait_for_url("**/hub/spawn**")
+        assert page.locator('[data-profile="desktop"] .hpclab-apps').inner_text().strip() == "Apps: Desktop"
+        page.check("#profile-desktop")
+        page.click("form#spawn_form [type=submit]")
+        page.wait_for_url("**/user/bob/lab**", timeout=240_000)
+        page.goto(page.url.split("/lab")[0] + "/lab?reset")
+        tile = page.locator(".jp-LauncherCard", has_text="Desktop")
+        tile.wait_for()
+        assert page.locator(".jp-LauncherCard", has_text="VS Code").count() == 0
+        started = time.monotonic()
+        with page.expect_popup() as popup:
+            tile.click()
+        desk = popup.value
+        desk.set_default_timeout(120_000)
+        assert desk.url.endswith("/user/bob/desktop/")
+        desk.locator("#status", has_text="Connected").wait_for()  # noVNC's RFB handshake over the websocket is done
+        pid, display = wait_for(lambda: _xfce_panel_on_vnc(uid), 90, "no xfce4-panel of bob on a TigerVNC display")
+        canvas = desk.locator("#screen canvas")
+        shot = artifacts / "desktop-canvas.png"
+
+        def panel_drawn() -> bool:
+            # xfce's panel: a band along the top edge of one colour (give or take the JPEG encoding's noise), unlike
+            # the wallpaper in the middle of the screen
+            canvas.screenshot(path=str(shot))
+            image = Image.open(shot).convert("RGB")
+            width, height = image.size
+            band = [image.getpixel((x, 6)) for x in range(width // 3, 2 * width // 3, 5)]
+            middle = [image.getpixel((x, height // 2)) for x in range(width // 3, 2 * width // 3, 5)]
+            spread = max(max(c[i] for c in band) - min(c[i] for c in band) for i in range(3))
+            apart = sum(abs(sum(c[i] for c in band) / len(band) - sum(c[i] for c in middle) / len(middle)) for i in range(3))
+            return height > 400 and spread < 24 and apart > 40
+
+        wait_for(panel_drawn, 60, f"the xfce panel (pid {pid}, display {display}) is not drawn along the canvas top")
+        opened = time.monotonic() - started
+        print(f"Desktop tile to xfce panel drawn: {opened:.1f} s")
+        desk.screenshot(path=str(docs_image(artifacts, "app-desktop.png")))
+        desk.close()
+    except Exception:
+        page.screenshot(path=str(artifacts / "apps-desktop-failure.png"))
+        raise
+    finally:
+        page.close()
+        stop_server(bob, "bob")
+    # the session ends with the server: no desktop process of bob's is left behind
+    wait_for(lambda: _xfce_panel_on_vnc(uid) is None, 30, "bob's desktop outlived his server")
