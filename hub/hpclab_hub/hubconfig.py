@@ -21,6 +21,7 @@ from hpclab_hub.config.usernames import username_max_length
 from hpclab_hub.host_notes import deployment_notes
 from hpclab_hub.ops.culling import activity_interval, culler_service, profile_timeouts
 from hpclab_hub.ops.kept_proxy import KeptProxy
+from hpclab_hub.spawner.internal_certs import configure_internal_ssl
 from hpclab_hub.spawner.spawner import HPCLabSpawner
 from hpclab_hub.web.history_view import configure_history, configure_knowledge_base
 from hpclab_hub.web.site_pages import OpenExampleHandler
@@ -219,6 +220,7 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     c.JupyterHub.proxy_class = KeptProxy  # a reload (reload.py, ops/kept_proxy.py) keeps the running proxy and its routes
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.pid_file = str(hub.data_dir / "jupyterhub-proxy.pid")
+    configure_internal_ssl(c, deployment)  # hub.internal_ssl: TLS between hub, proxy and servers (spawner/internal_certs.py)
     _configure_one_door(c, deployment, port)
 
     c.Authenticator.admin_users = set(hub.admin_users)

@@ -91,6 +91,12 @@ class HubSettings(Strict):
     keep_servers_on_restart: bool = Field(
         True, description="Leave users' servers running when the hub stops, and re-adopt them on start."
     )
+    internal_ssl: bool = Field(
+        False,
+        description="Mutual TLS between the hub, its proxy and users' servers (JupyterHub's internal_ssl): CAs in "
+        "data_dir/internal-ssl, a certificate per server naming every node of its SLURM cluster, in the user's "
+        "~/.jupyterhub/jupyterhub-certs; the proxy reaches servers over HTTPS only (docs/slurm.md). Needs a hub as root.",
+    )
     ssl_cert: Path | None = Field(None, description="TLS certificate (PEM) for HTTPS on hub.port; with ssl_key.")
     ssl_key: Path | None = Field(None, description="TLS private key (PEM) for ssl_cert.")
     http_redirect_port: Port | None = Field(None, description="Also listen for plain HTTP here and redirect to HTTPS.")

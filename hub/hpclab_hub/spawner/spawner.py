@@ -34,13 +34,14 @@ from hpclab_hub.spawner.authorise import Requester, active_servers, authorise
 from hpclab_hub.spawner.environment import profile_env, server_args
 from hpclab_hub.spawner.form import profile_from_form
 from hpclab_hub.spawner.history_record import record_start
+from hpclab_hub.spawner.internal_certs import InternalCerts
 from hpclab_hub.spawner.spawn_form import cluster_options_for, render_form
 
 #: the backend object for each ``backends.<name>.type``: a new backend is one module and one entry here
 BACKENDS: dict[str, Callable[[ServerContext], ServerBackend]] = {"local": LocalServer, "slurm": SlurmServer}
 
 
-class HPCLabSpawner(Spawner):
+class HPCLabSpawner(InternalCerts, Spawner):
     """Starts, follows and stops a server on the backend of its profile; one class for every site shape."""
 
     deployment_file = Unicode(help="Path of the deploy YAML this hub was started from.").tag(config=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import requests
 
 from hpclab.training import SlurmResources, TrainConfig, follow_slurm, launch_local, submit_slurm
 from support.dltools import DL_PYTHON, compare_states, dl_env, require_dl_venv
@@ -212,6 +214,37 @@ def test_a_josephson_sweep_runs_on_both_nodes_and_matches_the_serial_one(cluster
 
     assert wait_for(lambda: accounted() == {"node1", "node2"} and accounted(), 30, f"sacct: {accounted()}")
 
+
+def test_internal_ssl_the_proxy_reaches_a_server_on_node2_over_mutual_tls(cluster, node_prefix, tmp_path):
+    """hub.internal_ssl: the proxy's route to a server on node2 is HTTPS at node2's address; the server's certificate
+    (made before SLURM picked the node) names node2's address and verifies against the hub's notebooks CA; it answers
+    no plain HTTP and no TLS client without a certificate of the hub's CAs; the page comes back through the proxy."""
+    config = slurm_hub_yaml(tmp_path / "state", cluster)
+    config["hub"].update(ip=LOGIN_ADDR, user_subdomains=False, internal_ssl=True)
+    config["backends"]["cluster"]["node_prefix"] = node_prefix
+    config["profiles"][0]["slurm"]["extra_sbatch"] = ["--nodelist=node2"]
+    with started_slurm_hub(BridgeHub(tmp_path, config), cluster, accounts=("alice",)) as hub:
+        admin, alice = login(hub, "admin"), login(hub, "alice")
+        assert alice.post_spawn("alice", "cpu").status_code == 302
+        try:
+            alice.wait_ready("alice", timeout=150)
+            target = admin.api("GET", "/proxy").json()["/user/alice/"]["target"]
+            assert target.startswith(f"https://{NODE_ADDR['node2']}:"), target
+            server = f"{target}/user/alice/api"
+            certs = tmp_path / "state" / "internal-ssl"
+            client = (str(certs / "proxy-client" / "proxy-client.crt"), str(certs / "proxy-client" / "proxy-client.key"))
+            answer = requests.get(server, cert=client, verify=str(certs / "notebooks-ca" / "notebooks-ca.crt"), timeout=10)
+            assert answer.status_code == 200 and "version" in answer.json()  # hostname (node2's IP) checked too
+            with pytest.raises(requests.exceptions.ConnectionError):
+                requests.get(server.replace("https://", "http://"), timeout=10)
+            with pytest.raises(requests.exceptions.SSLError):  # no client certificate
+                requests.get(server, verify=str(certs / "notebooks-ca" / "notebooks-ca.crt"), timeout=10)
+            folder = Path("/home/alice/.jupyterhub/jupyterhub-certs")
+            assert folder.stat().st_uid == pwd.getpwnam("alice").pw_uid and folder.stat().st_mode & 0o077 == 0
+            page = alice.http.get(hub.user_url("alice") + "lab")
+            assert page.status_code == 200 and page.url.startswith(hub.user_url("alice")), page.url
+        finally:
+            stop_server(alice, "alice")
 
 # the training tests' equivalence set-up (tests/science/training/test_training.py): GroupNorm resnet18, 3 SGD steps
 EQUIV = dict(data="synthetic", arch="resnet18", norm="group", image_size=32, num_classes=10, synthetic_size=24,
