@@ -10,7 +10,6 @@ import pytest
 from support.hubtools import hub_yaml, login, started_hub, stop_server
 from support.paths import REPO_ROOT
 
-
 pytestmark = pytest.mark.hub
 
 
@@ -45,7 +44,9 @@ def test_metrics_count_spawns_failures_and_usage_per_group_and_profile(metrics_h
         deadline = time.monotonic() + 15
         while True:
             text = admin.http.get(f"{metrics_hub.url}/hub/metrics").text
-            counts = [sample(text, "hpclab_spawn_duration_seconds_count", profile=p, backend="local") for p in ("gpu-1", "cpu-small")]
+            counts = [
+                sample(text, "hpclab_spawn_duration_seconds_count", profile=p, backend="local") for p in ("gpu-1", "cpu-small")
+            ]
             if counts == [1, 1] or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -65,17 +66,38 @@ def test_metrics_count_spawns_failures_and_usage_per_group_and_profile(metrics_h
     assert sample(text, "hpclab_servers_in_use", group="gpu-users", profile="gpu-1") == 0
 
 
-def test_grafana_dashboard_only_queries_metrics_the_hub_exports():
+def exported_names(text: str) -> set[str]:
+    """Every sample name a scrape of /hub/metrics can hold: its families (``# TYPE`` lines, present before any sample)
+    with the suffixes of their kind, and the sample lines themselves."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(maxsplit=3)
+            suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created")}
+            names.update({name} | {name + s for s in suffixes.get(kind, ())})
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+def test_grafana_dashboard_only_queries_metrics_the_hub_exports(metrics_hub):
     import json
-    from pathlib import Path
 
-    from hpclab_hub.ops import metrics
-
-    exported = {"hpclab_servers_in_use", "hpclab_gpus_in_use"}
-    for metric in (metrics.SPAWN_DURATION, metrics.QUEUE_WAIT, metrics.SPAWN_FAILURES):
-        exported.update(s.name for family in metric.collect() for s in family.samples)
-        exported.update(f"{metric._name}{suffix}" for suffix in ("_bucket", "_count", "_sum", "_total"))
+    admin = login(metrics_hub, "admin")
+    response = admin.http.get(f"{metrics_hub.url}/hub/metrics")
+    assert response.status_code == 200
+    exported = exported_names(response.text)
     dashboard = json.loads((REPO_ROOT / "deploy" / "monitoring" / "hpclab-dashboard.json").read_text())
-    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
-               for name in re.findall(r"\bhpclab_\w+", target["expr"])}
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), ids
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bhpclab_\w+", target["expr"])
+    }
     assert queried and queried <= exported, queried - exported
+    # the usage from the history (issue 31): core-hours, GPU-hours and servers started per group
+    assert {"hpclab_core_hours_total", "hpclab_gpu_hours_total", "hpclab_sessions_total"} <= queried
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
