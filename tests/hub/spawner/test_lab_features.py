@@ -77,3 +77,14 @@ def test_lifting_a_feature_enables_its_extension_and_applies_what_it_replaces(tm
         "@jupyter/docprovider-extension", "@jupyter/collaboration-extension", "@jupyterlab/git"]
     plain = lift({"federated_extensions": [{"name": "@cmd-ntrf/jupyterlab-lmod"}, {"name": "@jupyterlab/git"}]}, [], [])
     assert plain["federated_extensions"] == [{"name": "@jupyterlab/git"}]
+
+
+def test_jupyterlab_is_told_not_to_check_its_build():
+    """Extensions come with the environment, never built by a user: the build check (a request that keeps the server
+    busy for up to a second or two while the lab loads, issue 32) and the build button are off."""
+    from jupyter_core.paths import jupyter_path
+    from jupyterlab_server.config import get_page_config
+
+    page_config = get_page_config(jupyter_path("labextensions"), str(PAGE_CONFIG.parent))
+    assert page_config["buildCheck"] is False and page_config["buildAvailable"] is False
+    assert "jupyterlab-slurm" in page_config["disabledExtensions"]

@@ -106,6 +106,7 @@ def _child(own: socket.socket, function: Any, channel: socket.socket) -> None:
         _prctl(PR_SET_DUMPABLE, 1)
         os.environ.clear()
         os.environ.update(request["env"])
+        _defaults_from_this_environment()
         sys.argv = list(request["argv"])
         result = function()
         code = result if isinstance(result, int) else 0
@@ -115,6 +116,29 @@ def _child(own: socket.socket, function: Any, channel: socket.socket) -> None:
         os.write(2, f"hpclab zygote: the server of {who} failed to start: {error!r}\n".encode())
     finally:
         os._exit(code)
+
+
+def _defaults_from_this_environment() -> None:
+    """Recompute the defaults the preloaded modules computed from the zygote's environment at import.
+
+    JupyterLab's user-settings and workspaces folders are class defaults made from $HOME and $JUPYTERLAB_*_DIR when
+    jupyterlab.labapp is imported: the zygote's (root's home), which a child could not write, and the same for every
+    user. Found by listing every traitlets default that named the zygote's home (tests/hub/backends/local/test_zygote.py).
+    """
+    from jupyterlab.commands import get_user_settings_dir, get_workspaces_dir  # deferred: preloaded in the zygote
+    from jupyterlab.labapp import LabApp  # deferred: as above
+
+    values = {"user_settings_dir": get_user_settings_dir(), "workspaces_dir": get_workspaces_dir()}
+    classes, i = [LabApp], 0
+    while i < len(classes):  # LabApp and every subclass: each class caches its static defaults (traitlets)
+        classes += [sub for sub in classes[i].__subclasses__() if sub not in classes]
+        i += 1
+    for cls in classes:
+        cached = cls.__dict__.get("_static_immutable_initial_values", {})
+        for name, value in values.items():
+            cls.class_traits()[name].default_value = value
+            if name in cached:
+                cached[name] = value
 
 
 def serve(program: str, fd: int) -> None:

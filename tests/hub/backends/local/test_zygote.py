@@ -146,3 +146,25 @@ def test_a_start_ready_within_a_second_goes_straight_to_the_lab_else_to_the_prog
         assert straight >= 1, "no start went straight to the lab, though a zygote start takes about 0.5 s"
     finally:
         stop_server(alice, "alice")
+
+
+def test_a_forked_servers_jupyterlab_keeps_settings_and_workspaces_in_its_users_home(zygote_hub):
+    """JupyterLab computes its settings and workspaces folders from $HOME when imported, i.e. in the zygote (root's
+    home): a child must use its own user's, or every settings change and layout save fails (HTTP 500)."""
+    alice = login(zygote_hub, "alice")
+    try:
+        assert alice.post_spawn("alice", "cpu-small").status_code == 302
+        alice.wait_ready("alice")
+        token = alice.api("POST", "/users/alice/tokens", json={"note": "settings"}).json()["token"]
+        base, headers = zygote_hub.user_url("alice") + "lab/api/", {"Authorization": f"token {token}"}
+        plugin = "@jupyterlab/apputils-extension:themes"
+        saved = alice.http.put(base + f"settings/{plugin}", headers=headers, json={"raw": '{"theme": "JupyterLab Dark"}'})
+        assert saved.status_code == 204, saved.text[:300]
+        workspace = alice.http.put(base + "workspaces/mine", headers=headers,
+                                   json={"data": {}, "metadata": {"id": "mine"}})
+        assert workspace.status_code == 204, workspace.text[:300]
+        home = Path(server_process(zygote_hub.config["hub"]["data_dir"], "alice").cwd())
+        assert (home / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings").is_file()
+        assert list((home / ".jupyter/lab/workspaces").rglob("mine*")), "the workspace is not in alice's home"
+    finally:
+        stop_server(alice, "alice")
