@@ -1,0 +1,105 @@
+"""Lab features inside a SLURM job (issue 30), against the real dev cluster: jupyterlab-slurm's jobs view (the
+`slurm-jobs` feature) lists the server's own job, through its server API and in its panel in Chromium; and `module
+load` (the `modules` feature, Debian's Lmod) works in a kernel of the job's server. The commands jupyterlab-slurm runs
+(squeue, sacct, scontrol) must find SLURM inside the job: SLURM_CONF and PATH reach the job from the submit wrapper's
+environment (deploy/libexec/hpclab-submit), which sbatch exports into it."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.browsertools import browser_login
+from support.docs_images import docs_image
+from support.hubprocess import make_reachable
+from support.hubtools import Hub, login, stop_server
+from support.kerneltools import run_in_kernel, user_token
+from support.slurmtools import jobs, slurm_hub_yaml, started_slurm_hub
+
+pytestmark = pytest.mark.hub
+
+
+@pytest.fixture(scope="module")
+def lab_slurm_hub(slurm_cluster, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("slurm-lab-hub")
+    site = workdir / "modulefiles"
+    site.mkdir()
+    (site / "josephson-data.lua").write_text('setenv("JOSEPHSON_DATA", "/data/josephson")\n')
+    make_reachable(site / "josephson-data.lua")
+    site.chmod(0o755)
+    config = slurm_hub_yaml(workdir / "state", slurm_cluster)
+    cpu = next(p for p in config["profiles"] if p["slug"] == "cpu")
+    config["profiles"].append({**cpu, "slug": "cpu-lab", "display_name": "CPU job with its jobs view", "default": False,
+                               "lab_features": ["slurm-jobs", "modules"]})
+    config["modules"] = {"modulepath": [str(site)]}
+    with started_slurm_hub(Hub(workdir, config), slurm_cluster) as hub:
+        yield hub
+
+
+def _own_job(hub: Hub, user: str) -> dict[str, str]:
+    (job,) = [j for j in jobs(hub.slurm_conf) if j["user"] == user]
+    assert job["state"] == "RUNNING"
+    return job
+
+
+def test_the_jobs_view_lists_the_servers_own_job_and_module_load_works_in_the_job(lab_slurm_hub):
+    alice = login(lab_slurm_hub, "alice")
+    assert alice.post_spawn("alice", "cpu-lab").status_code == 302
+    try:
+        alice.wait_ready("alice", timeout=90)
+        job = _own_job(lab_slurm_hub, "alice")
+        base = lab_slurm_hub.user_url("alice")
+        headers = {"Authorization": f"token {user_token(alice, 'alice')}"}
+        queue = alice.http.get(base + "jupyterlab_slurm/squeue", headers=headers, timeout=60)
+        assert queue.status_code == 200, queue.text
+        envelope = queue.json()
+        assert envelope["success"] is True, envelope  # squeue ran inside the job (PATH, SLURM_CONF)
+        rows = envelope["data"]["rows"]
+        mine = [row for row in rows if row[0] == job["id"]]
+        assert mine, rows
+        assert mine[0][3] == "alice" and mine[0][4] == "R", mine  # the user and the running state, as squeue says
+        user = alice.http.get(base + "jupyterlab_slurm/user", headers=headers).json()
+        assert user["data"]["user"] == "alice", user  # "My jobs only" filters on the hub's user
+
+        out, error = run_in_kernel(alice, "alice", (
+            "import os, module, shutil\n"
+            "print(os.environ.get('SLURM_CONF'), shutil.which('squeue'))\n"
+            "print(os.environ.get('SLURM_JOB_ID'), os.environ.get('JOSEPHSON_DATA'))\n"
+            "print(await module.load('josephson-data'))\n"
+            "print(os.environ.get('SLURM_JOB_ID'), os.environ.get('JOSEPHSON_DATA'))\n"
+        ))
+        assert error == "", error
+        where, *loads = out.split("\n")[:4]
+        assert where.split()[0] == lab_slurm_hub.slurm_conf and where.split()[1] != "None", where  # what the jobs view runs
+        assert loads == [f"{job['id']} None", "None", f"{job['id']} /data/josephson"], out
+    finally:
+        stop_server(alice, "alice")
+
+
+@pytest.mark.browser
+def test_the_jobs_panel_in_chromium_shows_the_servers_own_job(lab_slurm_hub, browser, artifacts):
+    bob = login(lab_slurm_hub, "bob")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(90_000)
+    try:
+        browser_login(page, lab_slurm_hub, "bob")
+        page.wait_for_url("**/hub/spawn**")
+        page.check("#profile-cpu-lab")
+        page.click("form#spawn_form [type=submit]")
+        page.wait_for_url("**/user/bob/lab**", timeout=240_000)
+        job = _own_job(lab_slurm_hub, "bob")
+        page.goto(page.url.split("/lab")[0] + "/lab?reset")
+        page.locator(".jp-LauncherCard", has_text="Slurm").first.click()
+        # the dashboard's table (a data grid): the job's row, with its id, user and state as squeue gave them
+        row = page.get_by_role("row").filter(has=page.get_by_role("gridcell", name=job["id"], exact=True))
+        row.first.wait_for(timeout=60_000)
+        cells = [cell.strip() for cell in row.first.get_by_role("gridcell").all_inner_texts()]
+        assert {"bob", "RUNNING", "hpclab-bob", "cpu"} <= set(cells), cells
+        page.locator('.jp-SideBar [data-id="filebrowser"]').click()  # the file browser folded, for the picture
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(docs_image(artifacts, "lab-slurm-jobs.png")))
+    except Exception:
+        page.screenshot(path=str(artifacts / "slurm-jobs-failure.png"))
+        raise
+    finally:
+        page.close()
+        stop_server(bob, "bob")
