@@ -3,6 +3,7 @@
 # `jupyterhub -f` by hand, set HPCLAB_CONFIG to the YAML yourself.
 import os
 
+from hpclab_hub.backends.local.zygote import warm_zygotes
 from hpclab_hub.hubconfig import configure
 from hpclab_hub.reload import adopt_kept_sockets, drain_on_stop, reap_inherited, reload_on_sighup
 
@@ -19,3 +20,5 @@ deployment = configure(c, os.environ["HPCLAB_CONFIG"])  # type: ignore[name-defi
 # a stop that leaves the servers running leaves their proxy running too: the next hub adopts it (reload.py)
 c.JupyterHub.cleanup_proxy = not deployment.hub.keep_servers_on_restart  # type: ignore[name-defined]  # noqa: F821
 reload_on_sighup(os.environ["HPCLAB_CONFIG"], deployment)  # `hpclab-hub reload` or SIGHUP: the YAML again, servers kept
+# the local backends' zygotes start with the hub, not at the first start (which would wait for their imports)
+warm_zygotes([name for name, backend in deployment.backends.items() if getattr(backend, "zygote", False)])

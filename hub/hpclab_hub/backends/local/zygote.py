@@ -60,6 +60,16 @@ class Zygote:
             self.close()
             raise ZygoteUnavailable("the zygote did not start (see the hub log)")
 
+    def warm(self) -> None:
+        """Start the zygote now if it does not run (its imports take a second or two): the first start is then as
+        quick as the others. A zygote that fails to start is logged by the start that finds it missing."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                try:
+                    self._start()
+                except (OSError, ValueError, ZygoteUnavailable):
+                    self.close()
+
     def spawn(self, request: dict[str, Any]) -> int:
         """The pid of a new server made from ``request`` (see ``request_for``); raises ZygoteUnavailable.
 
@@ -105,6 +115,12 @@ def zygote_for(backend_name: str) -> Zygote:
         keep = {key: os.environ[key] for key in ("LANG", "LC_ALL") if key in os.environ}
         _ZYGOTES[backend_name] = Zygote({**keep, "PATH": "/usr/local/bin:/usr/bin:/bin"})
     return _ZYGOTES[backend_name]
+
+
+def warm_zygotes(backend_names: list[str]) -> None:
+    """Start these local backends' zygotes in the background, as the hub starts."""
+    for name in backend_names:
+        threading.Thread(target=zygote_for(name).warm, name=f"hpclab-zygote-{name}", daemon=True).start()
 
 
 def request_for(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import psutil
@@ -37,6 +38,18 @@ def _environ(pid: int) -> dict[str, str]:
 def _open_files(pid: int) -> dict[int, str]:
     folder = Path(f"/proc/{pid}/fd")
     return {int(fd.name): os.readlink(fd) for fd in folder.iterdir()}
+
+
+def test_the_zygote_starts_with_the_hub_not_at_the_first_start(zygote_hub):
+    """Its imports (a second or two) are done before anyone clicks Start: no first start pays for them."""
+    hub = psutil.Process(zygote_hub.proc.pid)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        zygotes = [p for p in hub.children(recursive=True) if "hpclab_hub.backends.local.zygote_main" in " ".join(p.cmdline())]
+        if zygotes:
+            break
+        time.sleep(0.2)
+    assert zygotes, "no zygote runs beside the hub before any start"
 
 
 def test_two_users_servers_come_from_one_zygote_and_bobs_carries_nothing_of_alices(zygote_hub):
