@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from support.browsertools import browser_login
-from support.docs_images import docs_image
 from support.dltools import DL_VENV, dl_run, require_dl_venv
+from support.docs_images import docs_image
 from support.hubtools import home_of, hub_yaml, login, started_hub, stop_server, write_in_home
 from support.slurmtools import wait_for
 

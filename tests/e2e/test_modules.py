@@ -118,8 +118,10 @@ def test_a_load_from_the_lab_reaches_the_next_kernel(modules_hub):
         loaded = bob.http.post(base + "module", headers=headers, json={"modules": ["sitetool"]})
         assert loaded.status_code == 200 and loaded.json() is None, loaded.text
         assert bob.http.get(base + "module", headers=headers).json() == ["sitetool/1.0"]
-        out, error = run_in_kernel(bob, "bob", "import os, shutil\nprint(os.environ.get('HPCLAB_SITE_TOOL'), shutil.which('site-tool'))")
-        assert error == "" and out.split() == ["loaded", str(Path(modules_hub.config["modules"]["modulepath"][0]) / "bin" / "site-tool")]
+        code = "import os, shutil\nprint(os.environ.get('HPCLAB_SITE_TOOL'), shutil.which('site-tool'))"
+        out, error = run_in_kernel(bob, "bob", code)
+        tool = Path(modules_hub.config["modules"]["modulepath"][0]) / "bin" / "site-tool"
+        assert error == "" and out.split() == ["loaded", str(tool)], (out, error)
     finally:
         stop_server(bob, "bob")
 

@@ -68,7 +68,8 @@ def test_lmod_loads_the_written_modulefile_into_the_kernels_python_and_settings(
     prefix = tmp_path / "envs" / "mri"
     assert loaded["PATH"].split(os.pathsep)[0] == str(prefix / "bin")
     assert (loaded["VIRTUAL_ENV"], loaded["HPCLAB_ENVIRONMENT"]) == (str(prefix), "mri")
-    assert (loaded["SUBJECTS_DIR"], loaded["FS_LICENSE"], loaded["LEVEL"]) == ("/home/someone/subjects", "/home/someone/license.txt", "3")
+    settings = (loaded["SUBJECTS_DIR"], loaded["FS_LICENSE"], loaded["LEVEL"])
+    assert settings == ("/home/someone/subjects", "/home/someone/license.txt", "3")
     assert loaded["DCM2NIIX_LOADED"] == "yes"  # the kernel's `module load` line, as Lmod's load()
     assert "X" not in loaded  # a line that is not a module load is left out (said in a comment)
     assert "-- not carried over from the kernel's modules lines: export X=1" in written[0].read_text()
