@@ -42,4 +42,9 @@ def without_root_refusals(deployment: Deployment, euid: int | None = None) -> li
             f"quotas.disk sets home quotas on backends.{local[0]}, which the kernel takes only from root; remove "
             "quotas.disk or run the hub as root"
         )
+    if deployment.hub.internal_ssl:
+        found.append(
+            "hub.internal_ssl gives each person their server's certificate and key in their own home, which only root "
+            "can hand over; turn internal_ssl off or run the hub as root"
+        )
     return found

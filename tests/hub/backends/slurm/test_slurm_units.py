@@ -13,6 +13,7 @@ from hpclab_hub.backends.slurm.ending import describe_end, describe_pending
 from hpclab_hub.backends.slurm.errors import SlurmUnavailable
 from hpclab_hub.backends.slurm.outputs import JobInfo, parse_node_address, parse_sinfo_json, parse_squeue, parse_start_times
 from hpclab_hub.backends.slurm.queue import JobQueue
+from hpclab_hub.backends.without_root import without_root_refusals
 from hpclab_hub.config import parse_deployment
 
 YAML = """
@@ -220,3 +221,21 @@ def test_a_nodes_address_is_its_nodeaddr_as_slurm_reaches_it():
     assert parse_node_address(line, "node2") == "10.77.1.12"
     assert parse_node_address("NodeName=gpu7 NodeAddr=(null) State=IDLE", "gpu7") == "gpu7"
     assert parse_node_address("", "gpu7") == "gpu7"
+
+
+def test_internal_ssl_is_refused_to_a_hub_without_root_with_the_reason():
+    """hub.internal_ssl hands each person a key in their home: a hub without root refuses to start on it, saying why;
+    a hub as root (or without internal_ssl) has nothing to refuse."""
+    yaml_text = """
+hub: {internal_ssl: true}
+backends:
+  cluster: {type: slurm, submit_wrapper: /usr/local/libexec/hpclab-submit}
+profiles:
+  - {slug: cpu, display_name: CPU, backend: cluster, cpus: 1}
+"""
+    deployment = parse_deployment(yaml_text, Path("/etc/hpclab"))
+    (refusal,) = without_root_refusals(deployment, euid=1000)
+    assert refusal.startswith("hub.internal_ssl gives each person") and "run the hub as root" in refusal
+    assert without_root_refusals(deployment, euid=0) == []
+    plain = parse_deployment(yaml_text.replace("internal_ssl: true", "internal_ssl: false"), Path("/etc/hpclab"))
+    assert without_root_refusals(plain, euid=1000) == []
