@@ -19,11 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psutil
 import pytest
 import requests
 
+from hpclab.mri import find_subjects
+from hpclab.mri.cohort import SUBJECT_LIST, SUMMARY_NAME, cohort_scripts
+from hpclab.mri.slurm import JobResources, submit, wait
 from hpclab.training import SlurmResources, TrainConfig, follow_slurm, launch_local, submit_slurm
+from support import mri_data
 from support.dltools import DL_PYTHON, compare_states, dl_env, require_dl_venv
 from support.hubtools import HUB_CLI, Hub, login, make_reachable, stop_server
 from support.paths import REPO_ROOT
@@ -245,6 +250,37 @@ def test_internal_ssl_the_proxy_reaches_a_server_on_node2_over_mutual_tls(cluste
             assert page.status_code == 200 and page.url.startswith(hub.user_url("alice")), page.url
         finally:
             stop_server(alice, "alice")
+
+@pytest.mark.timeout(900)
+def test_an_mri_cohort_array_runs_its_subjects_on_both_nodes(cluster, node_prefix, tmp_path):
+    """The cohort's job array (hpclab.mri.cohort's scripts, run by the node prefix's Python) with tasks of a whole
+    node each (8 cores) runs one subject on node1 and one on node2; both are processed from the shared folder, and
+    the summary job after them lists both."""
+    root, out = tmp_path / "cohort", tmp_path / "out"
+    small = mri_data.downsample(mri_data.template_t1(), 3)
+    data = np.asarray(small.dataobj, dtype=np.float32)
+    for k in range(2):
+        mri_data.write_series(np.rint(data * (0.8 + 0.2 * k)).astype(np.float32), small.affine,
+                              root / f"sub-{k + 1:02d}" / "scan", patient_id=f"P{k}")
+    ids = [s.id for s in find_subjects(root)]
+    assert ids == ["sub-01", "sub-02"]
+    (out / "slurm").mkdir(parents=True)
+    (out / SUBJECT_LIST).write_text("\n".join(ids) + "\n")
+    array_text, summary_text = cohort_scripts(root, out, ids, resources=JobResources(cpus=8, mem="2G", time="00:20:00"),
+                                              views=False, python=f"{node_prefix}/bin/python")
+    (out / "slurm" / "array.sbatch").write_text(array_text)
+    (out / "slurm" / "summary.sbatch").write_text(summary_text)
+    env = _env()
+    array_job = submit(out / "slurm" / "array.sbatch", env=env)
+    summary_job = submit(out / "slurm" / "summary.sbatch", dependency=f"afterany:{array_job}", env=env)
+    states = wait([array_job, summary_job], timeout=600, poll=1.0, env=env)
+    assert {k: v for k, v in states.items()} == {f"{array_job}_0": "COMPLETED", f"{array_job}_1": "COMPLETED",
+                                                  summary_job: "COMPLETED"}, states
+    placed = subprocess.run(["sacct", "-n", "-X", "-P", "-j", array_job, "-o", "JobID,NodeList"], env=env,
+                            capture_output=True, text=True).stdout.split()
+    assert sorted(line.split("|")[1] for line in placed) == ["node1", "node2"], placed
+    table = pd.read_csv(out / SUMMARY_NAME).set_index("subject")
+    assert table["status"].to_dict() == {"sub-01": "ok", "sub-02": "ok"}
 
 # the training tests' equivalence set-up (tests/science/training/test_training.py): GroupNorm resnet18, 3 SGD steps
 EQUIV = dict(data="synthetic", arch="resnet18", norm="group", image_size=32, num_classes=10, synthetic_size=24,
