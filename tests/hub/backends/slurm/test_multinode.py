@@ -123,13 +123,14 @@ def _netns_inode(path: str) -> int:
 
 def test_each_node_is_its_own_host_on_the_bridge_without_the_hubs_venv(cluster):
     """slurm.conf names each node at its namespace's address; a job step on each node runs under that node's host
-    name, with that address, in a network namespace of its own, and sees an empty .venv but the homes."""
+    name, with that address, in a network namespace of its own whose one route is the bridge's subnet, and sees an
+    empty .venv but the homes."""
     conf = Path(cluster).read_text()
     for name, address in NODE_ADDR.items():
         assert f"NodeName={name} NodeAddr={address} " in conf
     assert f"SlurmctldHost={socket.gethostname().split('.')[0]}({LOGIN_ADDR})" in conf
     probe = ("hostname; hostname -I; readlink /proc/self/ns/net; ls -A " + " ".join(HIDDEN) + " | wc -l; "
-             "test -d /home/alice && echo homes")
+             "test -d /home/alice && echo homes; /usr/sbin/ip -4 -o route | tr -s ' ' | cut -d' ' -f1-3")
     for name, address in NODE_ADDR.items():
         out = subprocess.run(["sudo", "-u", "alice", "env", f"SLURM_CONF={cluster}", "srun", "-w", name, "-N1",
                               "bash", "-c", probe], capture_output=True, text=True, timeout=60).stdout.split("\n")
@@ -139,6 +140,7 @@ def test_each_node_is_its_own_host_on_the_bridge_without_the_hubs_venv(cluster):
         assert out[2] != os.readlink("/proc/self/ns/net"), out
         assert out[3] == "0", f"{name} sees files in {HIDDEN}"
         assert out[4] == "homes", out
+        assert out[5:] == [f"{SUBNET}.0/24 dev eth0", ""], out  # one route, the bridge's subnet: no way beyond it
 
 
 def test_a_server_on_node2_is_reached_by_the_proxy_at_node2s_address(cluster, node_prefix, tmp_path):
