@@ -245,7 +245,9 @@ async def extend_job(client: SlurmClient, job_id: str, seconds: int) -> None:
 
 def operator_hint(message: str) -> str:
     """What to do when SLURM refused the hub's account an operator's command ('' for any other refusal)."""
-    if "ccess/permission denied" not in message and "not authorized" not in message.lower():
+    # scontrol update of someone else's job without rights: "Invalid user id" (ESLURM_USER_ID_MISSING) on 22.05-26.05
+    refusals = ("ccess/permission denied", "not authorized", "invalid user id")
+    if not any(refusal in message.lower() for refusal in refusals):
         return ""
     me = pwd.getpwuid(os.geteuid()).pw_name
     return (

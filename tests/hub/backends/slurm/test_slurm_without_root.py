@@ -237,6 +237,19 @@ def test_hub_as_hpclab_submits_extends_cancels_orphans_and_stops_through_the_wra
         assert extended.status_code == 200, extended.text
         assert slurm(conf, "squeue", "-h", "-j", job["id"], "-o", "%l").strip() == "15:00"
 
+        # without operator rights the same extension is refused with what to do, and nothing changes
+        slurm(conf, "sacctmgr", "-i", "modify", "user", "hpclab", "set", "adminlevel=none")
+        try:
+            wait_for(lambda: "None" in slurm(conf, "sacctmgr", "-n", "-P", "show", "user", "hpclab", "format=admin"), 30,
+                     "sacctmgr did not take the operator rights away")
+            refused = alice.api("POST", "/hpclab/servers/alice/extend", json={"minutes": 5})
+            assert refused.status_code >= 400, refused.text
+            assert "adminlevel=operator" in refused.text and "docs/slurm.md" in refused.text, refused.text
+            assert slurm(conf, "squeue", "-h", "-j", job["id"], "-o", "%l").strip() == "15:00"  # not half-done
+            assert alice.http.get(hub.user_url("alice") + "lab").status_code == 200  # the server is unharmed
+        finally:
+            slurm(conf, "sacctmgr", "-i", "modify", "user", "hpclab", "set", "adminlevel=operator")
+
         stop_server(alice, "alice")  # scancel as alice, through the wrapper
         wait_for(lambda: not [j for j in jobs(conf) if j["user"] == "alice"], 30, "alice's job outlived her server")
     finally:
