@@ -348,7 +348,8 @@ def test_the_desktop_tile_shows_xfces_panel_over_novnc(apps_hub, browser, artifa
         wait_for(panel_drawn, 60, f"the xfce panel (pid {pid}, display {display}) is not drawn along the canvas top")
         opened = time.monotonic() - started
         print(f"Desktop tile to xfce panel drawn: {opened:.1f} s")
-        desk.screenshot(path=str(docs_image(artifacts, "app-desktop.jpg")), type="jpeg", quality=80)  # the wallpaper: 1.7 MB as PNG
+        # JPEG: the wallpaper's detail makes a 1.7 MB PNG
+        desk.screenshot(path=str(docs_image(artifacts, "app-desktop.jpg")), type="jpeg", quality=80)
         desk.close()
     except Exception:
         page.screenshot(path=str(artifacts / "apps-desktop-failure.png"))
