@@ -17,6 +17,7 @@ import platform
 import re
 import secrets
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -231,11 +232,12 @@ class Hub(HubProcess):
         scheme, rest = self.url.split("://", 1)
         return f"{scheme}://{user}.{rest}/user/{user}"
 
-    def start(self, timeout: float = 120, path_first: Path | None = None) -> None:
-        """Start the hub (``path_first`` leads its PATH) and wait until /hub/api/ answers through the proxy."""
+    def start(self, timeout: float = 120, path_first: Path | None = None, listening: socket.socket | None = None) -> None:
+        """Start the hub (``path_first`` leads its PATH; ``listening``: its API socket, handed over as systemd's socket
+        activation does) and wait until /hub/api/ answers through the proxy."""
         env = dict(self.env, PATH=f"{path_first}:{self.env['PATH']}" if path_first else self.env["PATH"])
         try:
-            self.launch(self.argv, env, timeout, cwd=self.workdir)
+            self.launch(self.argv, env, timeout, cwd=self.workdir, listening=listening)
         except BenchError as exc:
             raise BenchError(f"{self.label}: {exc}") from None
 

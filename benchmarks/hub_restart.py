@@ -12,7 +12,9 @@ Each repetition, in alternating order, one of:
 
 * reload: the YAML is changed (``hub.site_name``) and ``hpclab-hub reload --config`` is run, which returns once the
   new hub answers;
-* restart: SIGTERM to the hub (as ``systemctl stop``), then ``hpclab-hub run`` again (as ``systemctl start``).
+* restart: SIGTERM to the hub (as ``systemctl stop``), then ``hpclab-hub run`` again (as ``systemctl start``);
+  with --socket the benchmark holds the hub's API socket and hands it to each hub, as systemd does with
+  deploy/systemd/hpclab-hub.socket: requests wait for the next hub instead of failing.
 
 A probe's gap is the longest time between two of its answers (requests refused or failed in between, or one left
 waiting), from the trigger until both probes answer again (plus --tail s); with requests every 0.02 s a hub that
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -98,6 +101,20 @@ def set_site_name(hub: Any, name: str) -> None:
     hub.config_path.write_text(yaml.safe_dump(hub.config, sort_keys=False))
 
 
+#: with --socket: the hub's API socket, held by the benchmark as systemd holds it (deploy/systemd/hpclab-hub.socket)
+LISTENING: list[socket.socket] = []
+
+
+def hold_hub_socket(port: int) -> socket.socket:
+    """Bind and listen on the hub's API port, as systemd's socket unit does; handed to every hub started."""
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.bind(("127.0.0.1", port))
+    listening.listen(1024)
+    LISTENING.append(listening)
+    return listening
+
+
 def trigger(kind: str, hub: Any, k: int, timeout: float) -> float:
     """Reload or stop-and-start the hub; the seconds the command(s) took."""
     t0 = time.perf_counter()
@@ -110,7 +127,7 @@ def trigger(kind: str, hub: Any, k: int, timeout: float) -> float:
     else:
         hub.remember_processes()
         hub.terminate(timeout)
-        hub.start(timeout=timeout)
+        hub.start(timeout=timeout, listening=LISTENING[0] if LISTENING else None)
     return time.perf_counter() - t0
 
 
@@ -142,6 +159,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=30, help="at most this long (s; 0: do not wait)")
     parser.add_argument("--timeout", type=float, default=120, help="per reload, restart or spawn (s)")
     parser.add_argument("--zygote", action="store_true", help="the local backend with its zygote")
+    parser.add_argument("--socket", action="store_true",
+                        help="hold the hub's API socket across restarts, as deploy/systemd/hpclab-hub.socket does")
     parser.add_argument("--keep", action="store_true", help="keep the hub's folder (logs)")
     add_out_option(parser, "hub_restart")
     args = parser.parse_args(argv)
@@ -166,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     probes: dict[str, Probe] = {}
     failed = False
     try:
-        hub.start(timeout=90)
+        assert hub.config is not None
+        hub.start(timeout=90, listening=hold_hub_socket(hub.config["hub"]["hub_port"]) if args.socket else None)
         print(f"hub answers at {hub.url} after {hub.started_in:.2f} s", flush=True)
         api = Api.login(hub, USER, ADMIN_PASSWORD, "hub_restart benchmark")
         api.spawn({"profile": PROFILE}, 0.1, args.timeout)

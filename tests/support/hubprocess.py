@@ -49,6 +49,13 @@ def servers_under(folder: Path) -> list[psutil.Process]:
     return found
 
 
+def _as_fd_3(fd: int) -> None:
+    """In a child before exec: ``fd`` as fd 3, inheritable, where systemd's socket activation puts the first socket."""
+    if fd != 3:
+        os.dup2(fd, 3)
+    os.set_inheritable(3, True)
+
+
 class HubProcess:
     """One hub process; a subclass gives ``workdir`` and ``url`` (and ``verify`` for HTTPS) and calls :meth:`launch`.
 
@@ -84,8 +91,9 @@ class HubProcess:
         if listening is not None:
             env = dict(env, LISTEN_FDS="1")
             argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", *argv]
-            # dup2 leaves fd 3 inheritable; Python's own fds are not, so nothing else leaks with close_fds off
-            extra = {"close_fds": False, "preexec_fn": lambda: os.dup2(listening.fileno(), 3)}
+            # fd 3 made inheritable (dup2 onto itself would leave it close-on-exec); Python's own fds are not, so
+            # nothing else leaks with close_fds off
+            extra = {"close_fds": False, "preexec_fn": lambda: _as_fd_3(listening.fileno())}
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
                 argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **extra
