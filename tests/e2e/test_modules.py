@@ -2,12 +2,15 @@
 (`hpclab-hub kernels install` writes them into the YAML's `modules.curated`) and a site's own folder
 (`modules.modulepath`), on a real hub whose profile has the `modules` lab feature (jupyterlmod).
 
-`module load` from a notebook (jupyterlmod's Python API, `await module.load(...)`) changes that kernel's environment;
+`module load` from a notebook (jupyterlmod's Python API, `await module.load(...)`) changes that kernel's environment,
+and `module load` works in a JupyterLab terminal;
 a load from the lab (jupyterlmod's panel and its REST API) changes the server's, which the next kernel inherits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +72,27 @@ def modules_hub(tmp_path_factory):
         yield hub
 
 
+async def _in_terminal(url: str, token: str, line: str, marker: str, timeout: float = 60) -> str:
+    """Type ``line`` into a JupyterLab terminal (terminado's websocket) and return its output up to ``marker``."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    connection = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+    await connection.write_message(json.dumps(["stdin", line + "\r"]))
+    seen = ""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while marker not in seen:
+        raw = await asyncio.wait_for(connection.read_message(), max(0.1, deadline - loop.time()))
+        if raw is None:
+            break
+        kind, *rest = json.loads(raw)
+        if kind == "stdout":
+            seen += rest[0]
+    connection.close()
+    return seen
+
+
 def test_module_load_in_a_notebook_changes_its_environment(modules_hub):
     alice = login(modules_hub, "alice")
     assert alice.post_spawn("alice", "mods").status_code == 302
@@ -98,6 +122,15 @@ def test_module_load_in_a_notebook_changes_its_environment(modules_hub):
         assert lines["after"].split() == ["mri", venv, f"{home}/mri-data", "loaded", site_bin], lines
         assert lines["tool"] == "site tool ran"  # found on the PATH the module set
         assert lines["listed"].split() == ["mri", "sitetool/1.0"], lines
+
+        # a terminal (a login shell: Lmod's /etc/profile.d/lmod.sh defines `module`, the server's MODULEPATH kept)
+        token = user_token(alice, "alice")
+        base = modules_hub.user_url("alice")
+        terminal = alice.http.post(base + "api/terminals", headers={"Authorization": f"token {token}"}).json()["name"]
+        url = base.replace("http", "ws", 1) + f"terminals/websocket/{terminal}"
+        typed = "module load sitetool && echo tool=$HPCLAB_SITE_TOOL-$(site-tool | tr ' ' _)=e''nd"  # not echoed as typed
+        seen = asyncio.run(_in_terminal(url, token, typed, "=end"))
+        assert "tool=loaded-site_tool_ran=end" in seen, seen
     finally:
         stop_server(alice, "alice")
 
