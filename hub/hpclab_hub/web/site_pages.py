@@ -19,6 +19,7 @@ import posixpath
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
+from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.pages import SpawnHandler
 from tornado import web
@@ -91,27 +92,46 @@ class PreselectingSpawnHandler(SpawnHandler):
         return bool(server_name) and user is not None and server_name not in user.orm_spawners
 
     async def _forget_unstarted(self, user_name: str, server_name: str) -> None:
-        """Delete the named server record this request made, if nothing was started or is starting for it."""
+        await forget_unstarted(self, user_name, server_name)
+
+
+async def forget_unstarted(handler: BaseHandler, user_name: str, server_name: str) -> None:
+    """Delete the named server record a request made, if nothing was started or is starting for it."""
+    user = handler.find_user(user_name)
+    orm_spawner = user.orm_spawners.get(server_name) if user is not None else None
+    if user is None or orm_spawner is None or orm_spawner.server is not None:
+        return
+    spawner = user.spawners[server_name]
+    if spawner.active or getattr(spawner, "profile_slug", ""):  # starting, or got past the start checks
+        return
+    handler.log.info("Forgetting %s: it was never started", spawner._log_name)
+    await user._delete_spawner(spawner)
+    handler.db.delete(spawner.orm_spawner)
+    user.spawners.pop(server_name, None)
+    handler.db.commit()
+
+
+class ForgettingServerAPIHandler(UserServerAPIHandler):
+    """JupyterHub's REST start of a server, except that a new named server whose start was refused before anything
+    ran is forgotten again, as on the form: it would count against ``named_server_limit`` while it lingers."""
+
+    async def post(self, user_name: str, server_name: str = "") -> None:
         user = self.find_user(user_name)
-        orm_spawner = user.orm_spawners.get(server_name) if user is not None else None
-        if orm_spawner is None or orm_spawner.server is not None:
-            return
-        spawner = user.spawners[server_name]
-        if spawner.active or getattr(spawner, "profile_slug", ""):  # starting, or got past the start checks
-            return
-        self.log.info("Forgetting %s: it was never started", spawner._log_name)
-        await user._delete_spawner(spawner)
-        self.db.delete(spawner.orm_spawner)
-        user.spawners.pop(server_name, None)
-        self.db.commit()
+        new = bool(server_name) and user is not None and server_name not in user.orm_spawners
+        try:
+            await super().post(user_name, server_name)
+        finally:
+            if new:
+                await forget_unstarted(self, user_name, server_name)
 
 
 def spawn_routes() -> list[tuple[str, type]]:
-    """Routes that replace JupyterHub's own /spawn pages (authenticator handlers are matched first)."""
+    """Routes that replace JupyterHub's own /spawn pages and REST start (authenticator handlers are matched first)."""
     return [
         (r"/spawn", PreselectingSpawnHandler),
         (r"/spawn/([^/]+)", PreselectingSpawnHandler),
         (r"/spawn/([^/]+)/([^/]+)", PreselectingSpawnHandler),
+        (r"/api/users/([^/]+)/servers/([^/]*)", ForgettingServerAPIHandler),
     ]
 
 

@@ -189,6 +189,11 @@ def test_two_servers_side_by_side_listed_on_the_home_page_and_counted_by_quotas(
         # per_user servers: 2 — a third server (named) is refused with what is in use
         third = alice.post_spawn("alice", "cpu-small", server_name="third")
         assert third.status_code == 429 and "2 of 2 servers in use" in third.text
+        # the same through the REST API: refused, and no stopped "fourth" left behind to count against the limit
+        fourth = alice.api("POST", "/users/alice/servers/fourth", json={"profile": "cpu-small"})
+        assert fourth.status_code == 429, fourth.text
+        assert "fourth" not in alice.api("GET", "/users/alice?include_stopped_servers=1").json()["servers"]
+        assert "fourth" not in alice.http.get(f"{site.url}/hub/home").text
         # the form remembers the last profile chosen (cpu-large, for "second")
         assert _checked(alice.http.get(f"{site.url}/hub/spawn/alice/third").text) == ["cpu-large"]
         # an "open this example" link for a profile already running goes straight to that server's notebook
