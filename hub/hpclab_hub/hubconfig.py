@@ -24,6 +24,7 @@ from hpclab_hub.ops.kept_proxy import KeptProxy
 from hpclab_hub.spawner.internal_certs import configure_internal_ssl
 from hpclab_hub.spawner.spawner import HPCLabSpawner
 from hpclab_hub.web.history_view import configure_history, configure_knowledge_base
+from hpclab_hub.web.sharing import configure_sharing
 from hpclab_hub.web.site_pages import OpenExampleHandler
 from hpclab_hub.web.walltime_api import walltime_routes
 
@@ -238,8 +239,9 @@ def apply_deployment(c: Any, deployment: Deployment, config_file: Path) -> None:
     configure_knowledge_base(c, deployment)  # /hub/hpclab/examples (web/knowledge_base.py)
 
     roles = []
-    if hub.sharing:  # each person may share their own servers (JupyterHub's sharing API) and see whom to share with
-        roles.append({"name": "user", "scopes": ["self", "shares!user", "read:users:name", "read:groups:name"]})
+    if hub.sharing:  # each person may share their own servers (JupyterHub's sharing API, web/sharing.py) and list whom with
+        subdomain_host = hub.public_url(port) if hub.user_subdomains else None
+        roles.append({"name": "user", "scopes": ["self", *configure_sharing(c, subdomain_host, hub.base_url)]})
     if deployment.culling.enabled:
         # the hub refreshes servers' activity from the proxy often enough for the shortest idle timeout
         c.JupyterHub.last_activity_interval = activity_interval(min(profile_timeouts(deployment).values()))

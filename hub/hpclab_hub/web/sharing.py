@@ -1,0 +1,91 @@
+"""Sharing a running server from the lab (issue 30): jupyter-collaboration's share dialog on JupyterHub's sharing API.
+
+The dialog runs in the owner's lab, on the owner's own origin (``<user>.<public_host>``), and calls the hub's REST API
+with the lab's OAuth token. Three things make that work without weakening the per-user origins:
+
+- the lab's token may manage the shares of *that server only* (``shares!server=<owner>/<name>``), list people and
+  groups by name, and nothing else. A visitor's token on the same origin gets the intersection with the visitor's own
+  permissions: no ``shares!server`` of a server that is not theirs, so a page on alice's server cannot share bob's;
+- the hub's API answers cross-origin requests from its users' own origins, never with credentials
+  (no ``Access-Control-Allow-Credentials``): a browser sends no hub cookie along, only the token the page holds;
+- the home page lists the servers shared with a person, with links to their owners' origins.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
+from tornado.web import OutputTransform
+
+#: what a person may do on the hub through the share dialog, besides managing their own servers' shares
+SHARE_DIALOG_SCOPES = ["read:users:name", "list:users", "read:groups:name", "list:groups"]
+
+
+class LabTokenScopes(list):
+    """``Spawner.oauth_client_allowed_scopes``: a lab's token manages this server's shares, and sees names.
+
+    A callable, which JupyterHub resolves per server; and a list of the scopes common to every server, because
+    ``Spawner.get_env`` writes the option as configured into JSON, which fails for a plain function (JupyterHub 6.1.1).
+    """
+
+    def __call__(self, spawner: Any) -> list[str]:
+        return [f"shares!server={spawner.user.name}/{spawner.name}", *self]
+
+
+def user_origins_cors(subdomain_host: str, api_prefix: str) -> type[OutputTransform]:
+    """A Tornado output transform: the hub's API (``api_prefix``) readable from a user's own origin, without cookies.
+
+    ``subdomain_host`` is JupyterHub's (``http://hpclab.example.org:8000``); an origin one label below it is a user's.
+    """
+    parsed = urlparse(subdomain_host)
+    port = f":{parsed.port}" if parsed.port else ""
+    origin = re.compile(rf"^{re.escape(parsed.scheme)}://[a-z0-9-]+\.{re.escape(parsed.hostname or '')}{re.escape(port)}$")
+
+    class UserOriginsCORS(OutputTransform):
+        def __init__(self, request: HTTPServerRequest) -> None:
+            asked = request.headers.get("Origin", "")
+            self.allowed = asked if request.path.startswith(api_prefix) and origin.match(asked) else ""
+
+        def transform_first_chunk(
+            self, status_code: int, headers: HTTPHeaders, chunk: bytes, finishing: bool
+        ) -> tuple[int, HTTPHeaders, bytes]:
+            if self.allowed:
+                headers["Access-Control-Allow-Origin"] = self.allowed
+                headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
+                headers.add("Vary", "Origin")
+            return status_code, headers, chunk
+
+    return UserOriginsCORS
+
+
+def shared_with(user: Any) -> list[dict[str, Any]]:
+    """``template_vars`` entry: the servers others share with ``user`` (directly or through a group), for the home page."""
+    if user is None:
+        return []
+    found = []
+    for share in user.all_shared_with_me:
+        if share.spawner is None or share.owner is None:
+            continue
+        owner = user.settings["users"][share.owner]
+        found.append(
+            {
+                "owner": owner.name,
+                "server": share.spawner.name,
+                "url": owner.server_url(share.spawner.name),
+                "running": bool(share.spawner.server),
+                "via": f"group {share.group.name}" if share.group is not None else "",
+            }
+        )
+    return sorted(found, key=lambda row: (row["owner"], row["server"]))
+
+
+def configure_sharing(c: Any, subdomain_host: str | None, base_url: str) -> list[str]:
+    """Set up the lab's share dialog; returns the scopes every person's role needs for it."""
+    c.Spawner.oauth_client_allowed_scopes = LabTokenScopes(SHARE_DIALOG_SCOPES)
+    if subdomain_host:
+        c.JupyterHub.tornado_settings["transforms"] = [user_origins_cors(subdomain_host, f"{base_url}hub/api/")]
+    c.JupyterHub.template_vars = {**dict(c.JupyterHub.template_vars), "hpclab_shared": shared_with}
+    return ["shares!user", *SHARE_DIALOG_SCOPES]
