@@ -114,13 +114,27 @@ class KnowledgeBaseSettings(Strict):
         return self.enabled and any(e.git for e in self.entries)
 
 
+def local_repository(url: str) -> str:
+    """The folder of a git entry on this host's file system (a path or file:// URL), '' for a remote one."""
+    path = url.removeprefix("file://") if url.startswith("file://") else url
+    return path if path.startswith("/") else ""
+
+
 def knowledge_base_issues(deployment: Any) -> list[tuple[tuple[str | int, ...], str]]:
-    """(key path, message) for entries whose notebook is not in the examples folder (``hpclab-hub check``)."""
-    if not deployment.examples.delivered:
-        return []
+    """(key path, message) for entries whose notebook is not in the examples folder, and git entries in a folder no
+    server can see: /tmp and /dev/shm are each server's own (``hpclab-hub check``)."""
+    issues: list[tuple[tuple[str | int, ...], str]] = []
     folder = deployment.examples.source_dir
-    return [
-        (("knowledge_base", "entries", i, "path"), f"no such notebook in the examples folder {folder}: {entry.path}")
-        for i, entry in enumerate(deployment.knowledge_base.entries)
-        if entry.path is not None and not (folder / entry.path).is_file()
-    ]
+    for i, entry in enumerate(deployment.knowledge_base.entries):
+        if entry.path is not None and deployment.examples.delivered and not (folder / entry.path).is_file():
+            message = f"no such notebook in the examples folder {folder}: {entry.path}"
+            issues.append((("knowledge_base", "entries", i, "path"), message))
+        local = local_repository(entry.git or "")
+        if any(local == top or local.startswith(top + "/") for top in ("/tmp", "/dev/shm")):
+            issues.append(
+                (
+                    ("knowledge_base", "entries", i, "git"),
+                    f"{local}: servers cannot see it (each has its own /tmp and /dev/shm); keep it elsewhere, e.g. /srv",
+                )
+            )
+    return issues

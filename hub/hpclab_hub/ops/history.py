@@ -190,11 +190,16 @@ def record_accounted(db: Any, row_id: int, started: float, ended: float, cpus: i
     )
 
 
-def unsettled(db: Any) -> list[tuple[int, str, str]]:
-    """(id, backend, job id) of ended rows with a job id that no accounting settled yet."""
+def unsettled(db: Any, backends: Iterable[str]) -> list[tuple[int, str, str]]:
+    """(id, backend, job id) of ended rows of these backends with a job id that no accounting settled yet."""
     ensure_table(db)
     query = select(SESSIONS.c.id, SESSIONS.c.backend, SESSIONS.c.job_id).where(
-        and_(SESSIONS.c.ended.is_not(None), SESSIONS.c.job_id != "", SESSIONS.c.accounted == "")
+        and_(
+            SESSIONS.c.backend.in_(list(backends)),
+            SESSIONS.c.ended.is_not(None),
+            SESSIONS.c.job_id != "",
+            SESSIONS.c.accounted == "",
+        )
     )
     return [(int(r[0]), str(r[1]), str(r[2])) for r in db.execute(query)]
 

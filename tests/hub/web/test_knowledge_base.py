@@ -188,6 +188,15 @@ def test_bad_git_entries_are_refused(tmp_path, entry, message):
     assert "knowledge_base.entries[0]" in str(refused.value) and message in str(refused.value), str(refused.value)
 
 
+def test_a_git_entry_in_tmp_is_refused_since_no_server_sees_it(tmp_path):
+    (tmp_path / "site.yaml").write_text(_yaml(tmp_path, [_git_entry("file:///tmp/kb/tutorial")]))
+    with pytest.raises(ConfigError) as refused:
+        load_deployment(tmp_path / "site.yaml")
+    assert "knowledge_base.entries[0].git: /tmp/kb/tutorial: servers cannot see it" in str(refused.value), str(refused.value)
+    (tmp_path / "site.yaml").write_text(_yaml(tmp_path, [_git_entry("/srv/kb/tutorial"), _git_entry("https://x.org/a.git")]))
+    assert load_deployment(tmp_path / "site.yaml").knowledge_base.pulls_git
+
+
 def _repository(folder: Path) -> Path:
     """A git repository in a local folder, as a site would keep one: a notebook and a data file, one commit."""
     folder.mkdir(parents=True)

@@ -80,13 +80,12 @@ async def settle(client: SlurmClient, engine: Any, row_id: int, job_id: str, log
 
 async def settle_all(deployment: Any, engine: Any, log: Any) -> int:
     """Settle every ended SLURM row not yet settled (``hpclab-hub usage``); the number settled."""
+    slurm = {name: b for name, b in deployment.backends.items() if b.type == "slurm"}
     with engine.connect() as connection:
-        rows = history.unsettled(connection)
+        rows = history.unsettled(connection, slurm)
     done = 0
     for row_id, backend, job_id in rows:
-        settings = deployment.backends.get(backend)
-        if settings is None or settings.type != "slurm":
-            continue
+        settings = slurm[backend]
         if await settle(SlurmClient.for_backend(settings), engine, row_id, job_id, log, wait=0):
             done += 1
     return done

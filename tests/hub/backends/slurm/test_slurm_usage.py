@@ -1,6 +1,7 @@
 """Issue 31, item 3, on the real dev cluster: a SLURM server's history is SLURM's account of its job. A short server job
 runs and stops; its history row takes sacct's Start, End and AllocCPUS for that job id, ``hpclab-hub usage`` gives
-the core-hours sacct's numbers make, and while it ran the admins' page showed its job id and SLURM's node."""
+the core-hours sacct's numbers make (and settles a row the hub had not), and while it ran the admins' page showed
+its job id and SLURM's node."""
 
 from __future__ import annotations
 
@@ -78,6 +79,9 @@ def test_the_usage_of_a_slurm_server_is_sacct_s(slurm_cluster, tmp_path):
         assert (started, ended, cpus) == (float(sacct_start), float(sacct_end), int(sacct_cpus))
         assert float(sacct_end) - float(sacct_start) >= 5  # the job's life, not a hub-side instant
 
+        # a row the hub did not settle (it stopped first, sacct was down) is settled by the report
+        with sqlite3.connect(database) as db:
+            db.execute("UPDATE hpclab_sessions SET accounted = '', started = started + 100, cpus = 99 WHERE user = 'alice'")
         out = subprocess.run(
             [str(HUB_CLI), "usage", "--config", str(hub.config_path), "--by", "user", "--format", "json"],
             capture_output=True,
@@ -87,3 +91,6 @@ def test_the_usage_of_a_slurm_server_is_sacct_s(slurm_cluster, tmp_path):
         (mine,) = [r for r in json.loads(out)["rows"] if r["user"] == "alice"]
         expected = (float(sacct_end) - float(sacct_start)) / 3600 * int(sacct_cpus)
         assert mine["sessions"] == 1 and mine["core_hours"] == pytest.approx(round(expected, 4), abs=1e-4), (mine, expected)
+        with sqlite3.connect(database) as db:
+            again = db.execute("SELECT started, cpus, accounted FROM hpclab_sessions WHERE user = 'alice'").fetchall()
+        assert again == [(float(sacct_start), int(sacct_cpus), "sacct")]
