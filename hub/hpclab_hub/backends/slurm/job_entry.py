@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import socket
 import sys
 import urllib.request
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     report_port(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"], port)
     service = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:0/"))
     os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(service._replace(netloc=f"0.0.0.0:{port}"))
+    # the job has only the environment the hub handed sbatch: the account's HOME and USER where that lacks them (the
+    # desktop's vncserver refuses to start without HOME; git, terminals and code-server read it)
+    account = pwd.getpwuid(os.getuid())
+    os.environ.setdefault("HOME", account.pw_dir)
+    os.environ.setdefault("USER", account.pw_name)
     command = argv or [sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub-singleuser"]
     sys.stdout.flush()
     os.execvp(command[0], command)

@@ -1,11 +1,15 @@
 """Lab features inside a SLURM job (issue 30), against the real dev cluster: jupyterlab-slurm's jobs view (the
-`slurm-jobs` feature) lists the server's own job, through its server API and in its panel in Chromium; and `module
-load` (the `modules` feature, Debian's Lmod) works in a kernel of the job's server. The commands jupyterlab-slurm runs
+`slurm-jobs` feature) lists the server's own job, through its server API and in its panel in Chromium; `module
+load` (the `modules` feature, Debian's Lmod) works in a kernel of the job's server; the desktop app's VNC server and
+xfce4 session run inside the job. The commands jupyterlab-slurm runs
 (squeue, sacct, scontrol) must find SLURM inside the job: SLURM_CONF and PATH reach the job from the submit wrapper's
 environment (deploy/libexec/hpclab-submit), which sbatch exports into it."""
 
 from __future__ import annotations
 
+import asyncio
+
+import psutil
 import pytest
 
 from support.browsertools import browser_login
@@ -13,7 +17,7 @@ from support.docs_images import docs_image
 from support.hubprocess import make_reachable
 from support.hubtools import Hub, login, stop_server
 from support.kerneltools import run_in_kernel, user_token
-from support.slurmtools import jobs, slurm_hub_yaml, started_slurm_hub
+from support.slurmtools import jobs, slurm_hub_yaml, started_slurm_hub, wait_for
 
 pytestmark = pytest.mark.hub
 
@@ -29,10 +33,23 @@ def lab_slurm_hub(slurm_cluster, tmp_path_factory):
     config = slurm_hub_yaml(workdir / "state", slurm_cluster)
     cpu = next(p for p in config["profiles"] if p["slug"] == "cpu")
     config["profiles"].append({**cpu, "slug": "cpu-lab", "display_name": "CPU job with its jobs view", "default": False,
-                               "lab_features": ["slurm-jobs", "modules"]})
+                               "lab_features": ["slurm-jobs", "modules"], "apps": ["desktop"]})
     config["modules"] = {"modulepath": [str(site)]}
     with started_slurm_hub(Hub(workdir, config), slurm_cluster) as hub:
         yield hub
+
+
+async def _first_message(url: str, headers: dict[str, str], timeout: float = 90) -> bytes:
+    """The first message a websocket sends (jupyter-server-proxy starts the app on the first connection)."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    connection = await websocket_connect(HTTPRequest(url, headers=headers, request_timeout=timeout))
+    try:
+        message = await asyncio.wait_for(connection.read_message(), timeout)
+    finally:
+        connection.close()
+    return message if isinstance(message, bytes) else (message or "").encode()
 
 
 def _own_job(hub: Hub, user: str) -> dict[str, str]:
@@ -41,7 +58,7 @@ def _own_job(hub: Hub, user: str) -> dict[str, str]:
     return job
 
 
-def test_the_jobs_view_lists_the_servers_own_job_and_module_load_works_in_the_job(lab_slurm_hub):
+def test_the_jobs_view_modules_and_the_desktop_inside_the_servers_job(lab_slurm_hub):
     alice = login(lab_slurm_hub, "alice")
     assert alice.post_spawn("alice", "cpu-lab").status_code == 302
     try:
@@ -68,11 +85,24 @@ def test_the_jobs_view_lists_the_servers_own_job_and_module_load_works_in_the_jo
             "print(os.environ.get('SLURM_JOB_ID'), os.environ.get('JOSEPHSON_DATA'))\n"
         ))
         assert error == "", error
+        # the desktop app inside the job: its page, and the VNC server's RFB greeting through the proxied websocket
+        page = alice.http.get(base + "desktop/", headers=headers)
+        assert page.status_code == 200 and "desktop/static/dist/viewer.js" in page.text, page.text[:300]
+        greeting = asyncio.run(_first_message(base.replace("http", "ws", 1) + "desktop-websockify/", headers))
+        assert greeting.startswith(b"RFB 003.00"), greeting
+        wait_for(lambda: _panels_of("alice"), 90, "no xfce4-panel of alice's in her job")
+
         where, *loads = out.split("\n")[:4]
         assert where.split()[0] == lab_slurm_hub.slurm_conf and where.split()[1] != "None", where  # what the jobs view runs
         assert loads == [f"{job['id']} None", "None", f"{job['id']} /data/josephson"], out
     finally:
         stop_server(alice, "alice")
+    wait_for(lambda: not _panels_of("alice"), 30, "alice's desktop outlived her job")
+
+
+def _panels_of(user: str) -> list[psutil.Process]:
+    processes = psutil.process_iter(["name", "username"])
+    return [p for p in processes if p.info["name"] == "xfce4-panel" and p.info["username"] == user]
 
 
 @pytest.mark.browser
