@@ -2,8 +2,8 @@
 `slurm-jobs` feature) lists the server's own job, through its server API and in its panel in Chromium; `module
 load` (the `modules` feature, Debian's Lmod) works in a kernel of the job's server; the desktop app's VNC server and
 xfce4 session run inside the job. The commands jupyterlab-slurm runs
-(squeue, sacct, scontrol) must find SLURM inside the job: SLURM_CONF and PATH reach the job from the submit wrapper's
-environment (deploy/libexec/hpclab-submit), which sbatch exports into it."""
+(squeue, sacct, scontrol) must find SLURM inside the job: SLURM_CONF and PATH reach the job from the environment the
+hub submits with, which sbatch exports into it."""
 
 from __future__ import annotations
 
