@@ -22,7 +22,7 @@ def test_the_admin_page_links_to_the_servers_page_which_shows_a_running_server(t
     with started_hub(tmp_path, config) as hub:
         alice = login(hub, "alice")
         assert alice.api("POST", "/users/alice/server", json={"profile": "cpu-small"}).status_code in (201, 202)
-        alice.wait_ready("alice")
+        alice.wait_ready("alice", timeout=180)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(60_000)
         try:

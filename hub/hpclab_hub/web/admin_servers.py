@@ -155,5 +155,8 @@ class AdminServersHandler(BaseHandler):
             if spawner.pending != "spawn":
                 servers.append(server_row(spawner))
                 servers[-1]["node"] = await slurm_node(spawner, servers[-1])
+        alive = {(s.user.name, s.name) for s in spawners}
+        for gone in [key for key in _SAMPLES if key[:2] not in alive]:  # servers that ended since the last look
+            del _SAMPLES[gone]
         html = await self.render_template("hpclab-admin.html", servers=servers, waiting=waiting_rows(spawners))
         self.finish(html)

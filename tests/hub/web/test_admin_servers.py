@@ -66,7 +66,7 @@ def test_the_admin_page_shows_each_servers_job_node_time_left_use_and_the_waitin
         assert admin.http.get(f"{hub.url}/hub/hpclab/admin").text.count("No server is running") == 1
 
         assert alice.api("POST", "/users/alice/server", json={"profile": "gpu-1"}).status_code in (201, 202)
-        alice.wait_ready("alice")
+        alice.wait_ready("alice", timeout=180)
         waiting = threading.Thread(target=lambda: bob.api("POST", "/users/bob/server", json={"profile": "gpu-1"}))
         try:
             out, errors = run_in_kernel(alice, "alice", BURNER)
@@ -97,8 +97,9 @@ def test_the_admin_page_shows_each_servers_job_node_time_left_use_and_the_waitin
             )
             recent = re.fullmatch(r"(\d+\.\d\d) of 1 core over the last (\d+) s", _cell(row, "a-use-recent"))
             assert recent and int(recent[2]) >= 5, _cell(row, "a-use-recent")
-            measured = (after[1] - first[1]) / (after[0] - first[0])  # the burner's share of a shared machine
-            assert measured > 0.05 and abs(float(recent[1]) - measured) <= 0.25 * measured + 0.05, (recent[1], measured)
+            # the burner's share of a shared machine (a few hundredths of a core under a heavy load, nearly 1 when idle)
+            measured = (after[1] - first[1]) / (after[0] - first[0])
+            assert measured > 0 and abs(float(recent[1]) - measured) <= 0.3 * measured + 0.01, (recent[1], measured)
             assert re.fullmatch(r"\d+\.\d\d of 1 core since start", _cell(row, "a-use-life"))
 
             (waiter,) = page.select(".hpclab-admin-waiter")
