@@ -33,6 +33,11 @@ class ReclaimSettings(Strict):
         validate_default=True,
         description="Time between the warning (notebooks saved, the new end shown in JupyterLab) and the stop.",
     )
+    gpu_below: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.05,
+        description="Low use where NVML measures the held GPUs (an NVIDIA driver is present): busy less than this "
+        "fraction of the time on average; elsewhere `below` applies to CPU use.",
+    )
 
 
 class PrioritySettings(Strict):

@@ -79,3 +79,41 @@ def test_a_busy_holder_keeps_its_gpu_and_an_idle_one_is_warned_then_reclaimed(tm
             for name, client in (("alice", alice), ("bob", bob)):
                 if "" in client.api("GET", f"/users/{name}").json()["servers"]:
                     stop_server(client, name)
+
+
+def test_use_is_the_gpus_busy_fraction_where_nvml_measured_them_else_cpu():
+    """Where NVML answered throughout the window the GPUs' busy fraction decides (gpu_below); a look without it (no
+    driver, an unknown GPU) restarts the GPU measure and CPU use decides (below per core)."""
+    from types import SimpleNamespace
+
+    from hpclab_hub.backends.local.reclaim import Watch
+
+    settings = SimpleNamespace(below=0.05, gpu_below=0.1)
+    watch = Watch()
+    for t, cpu, gpu in ((0, 0.0, 0.02), (10, 0.1, 0.04), (20, 0.2, 0.06)):
+        watch.add(float(t), cpu, keep=100, gpu_busy=gpu)
+    assert watch.measured(0.0, 2, settings) == pytest.approx((0.04, 0.1, "gpu"))  # busy 4 % < 10 %: idle by GPU
+    watch.add(30.0, 10.2, keep=100, gpu_busy=None)  # NVML gave no answer this time
+    used, threshold, unit = watch.measured(0.0, 2, settings)
+    assert unit == "cpu" and used == pytest.approx(10.2 / 30) and threshold == pytest.approx(0.1)
+
+
+def test_without_an_nvidia_driver_nvml_is_not_used_and_says_why():
+    from hpclab_hub.backends.local.gpu_use import gpu_busy, nvml_available, nvml_problem
+
+    if nvml_available():
+        pytest.skip("an NVIDIA driver is present: test_nvml_measures_a_real_gpu covers this machine")
+    assert gpu_busy(["0"]) is None and gpu_busy(["fake0"]) is None
+    assert "NVML" in nvml_problem() or "not found" in nvml_problem().lower(), nvml_problem()
+
+
+def test_nvml_measures_a_real_gpu():
+    """The NVML path on a machine with an NVIDIA GPU (none here or on CI): its index answers a busy fraction in 0-1,
+    and a GPU NVML does not know answers None (CPU use decides for it)."""
+    from hpclab_hub.backends.local.gpu_use import gpu_busy, nvml_available
+
+    if not nvml_available():
+        pytest.skip("no NVIDIA driver (NVML cannot load): the GPU path is checked where a GPU machine is lent")
+    busy = gpu_busy(["0"])
+    assert busy is not None and 0.0 <= busy <= 1.0
+    assert gpu_busy(["fake0"]) is None
