@@ -267,5 +267,14 @@ def _open_and_pull(tmp_path: Path, repo: Path) -> None:
             assert (home / "tutorial" / "data.csv").stat().st_uid == owner.st_uid  # pulled as her, into her home
             contents = alice.http.get(hub.user_url("alice") + "api/contents/tutorial/intro.ipynb?content=0")
             assert contents.status_code == 200 and contents.json()["type"] == "notebook", contents.text[:300]
+            # a new commit, and Open again: her running server is reused, straight to /git-pull, and the commit arrives
+            (repo / "part2.ipynb").write_text(json.dumps(GIT_NOTEBOOK))
+            subprocess.run(["runuser", "-u", home.owner(), "--", "git", "add", "."], cwd=repo, check=True)
+            commit = ["git", "-c", "user.name=Tutor", "-c", "user.email=t@example.org", "commit", "-q", "-m", "part 2"]
+            subprocess.run(["runuser", "-u", home.owner(), "--", *commit], cwd=repo, check=True)
+            again = alice.http.get(f"{hub.url}{link.path}?{link.query}", allow_redirects=False)
+            assert again.status_code == 302 and again.headers["Location"] == target, again.headers.get("Location")
+            assert _pull_events(alice, target)[-1]["phase"] == "finished"
+            assert (home / "tutorial" / "part2.ipynb").is_file()
         finally:
             stop_server(alice, "alice")
