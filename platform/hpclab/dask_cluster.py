@@ -34,14 +34,16 @@ def local_cluster(workers: int, *, threads_per_worker: int = 1, memory_limit: st
 
     Each process runs ``threads_per_worker`` task threads and zarr with as many decode threads
     (:func:`worker_environment`); ``memory_limit`` per worker ("4GiB"; "auto" shares this machine's
-    memory); no dashboard. Other keywords go to LocalCluster.
+    memory); a dashboard on a free loopback port where the server offers dask dashboards (the ``dask`` lab
+    feature sets ``HPCLAB_DASK_DASHBOARD``, and the link through the server's proxy), else none. Other keywords
+    go to LocalCluster.
     """
     from distributed import LocalCluster
 
     if workers < 1 or threads_per_worker < 1:
         raise ValueError(f"workers and threads_per_worker must be >= 1, got {workers}, {threads_per_worker}")
     env = {**worker_environment(threads_per_worker), **kwargs.pop("env", {})}
-    kwargs.setdefault("dashboard_address", None)
+    kwargs.setdefault("dashboard_address", "127.0.0.1:0" if os.environ.get("HPCLAB_DASK_DASHBOARD") == "1" else None)
     return LocalCluster(
         n_workers=workers, threads_per_worker=threads_per_worker, processes=True, memory_limit=memory_limit, env=env, **kwargs
     )

@@ -24,6 +24,8 @@ class LabFeature:
     title: str
     server_extensions: tuple[str, ...]
     lab_extensions: tuple[str, ...]
+    #: environment the server (and so its kernels) gets with the feature
+    environment: tuple[tuple[str, str], ...] = ()
 
 
 #: every feature a profile's ``lab_features`` may name
@@ -35,7 +37,13 @@ LAB_FEATURES: dict[str, LabFeature] = {
     ),
     "slurm-jobs": LabFeature("the user's SLURM jobs (jupyterlab-slurm)", ("jupyterlab_slurm",), ("jupyterlab-slurm",)),
     "modules": LabFeature("environment modules, `module load` (jupyterlmod)", ("jupyterlmod",), ("@cmd-ntrf/jupyterlab-lmod",)),
-    "dask": LabFeature("dask dashboards (dask-labextension)", ("dask_labextension",), ("dask-labextension",)),
+    "dask": LabFeature(
+        "dask dashboards (dask-labextension)",
+        ("dask_labextension",),
+        ("dask-labextension",),
+        # hpclab.dask_cluster's clusters serve their dashboard on the loopback, linked through the server's proxy
+        (("HPCLAB_DASK_DASHBOARD", "1"), ("DASK_DISTRIBUTED__DASHBOARD__LINK", "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status")),
+    ),
     "gpu-dashboard": LabFeature(
         "GPU dashboards (jupyterlab-nvdashboard)", ("jupyterlab_nvdashboard",), ("jupyterlab-nvdashboard",)
     ),
@@ -113,6 +121,9 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
     from jupyter_core.paths import jupyter_path  # deferred: the server's, not needed by `import hpclab`
     from tornado.ioloop import IOLoop  # deferred: as above
 
+    for name in names:
+        for key, value in LAB_FEATURES[name].environment:
+            os.environ.setdefault(key, value)  # the server's kernels inherit it
     paths = [*jupyter_path("labextensions")]
     settings = server_app.web_app.settings
 

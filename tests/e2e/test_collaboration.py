@@ -36,7 +36,8 @@ COLLABORATION_PLUGINS = ("@jupyter/collaboration-extension", "@jupyter/docprovid
 def collab_hub(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("collab-hub")
     profiles = [
-        {"slug": "team", "display_name": "Team", "backend": "local", "cpus": 1, "memory": "3G", "lab_features": ["collaboration"]},
+        {"slug": "team", "display_name": "Team", "backend": "local", "cpus": 1, "memory": "3G",
+         "lab_features": ["collaboration"]},
         {"slug": "plain", "display_name": "Plain", "backend": "local", "cpus": 1, "memory": "3G", "default": True},
     ]
     with started_hub(workdir, hub_yaml(workdir / "state", profiles=profiles)) as hub:

@@ -1,0 +1,111 @@
+"""dask dashboards in the lab (issue 30, item 4), on a real hub and Debian's chromium.
+
+A profile with the ``dask`` lab feature gets dask-labextension; a cluster that hpclab.dask_cluster starts in a notebook
+serves its dashboard on the loopback and links it through the server's proxy (``/user/<name>/proxy/<port>/``); the
+dask panel finds that link in the notebook's kernel and shows the live cluster's plots. A profile without the feature
+gets none of it: no dashboard, no link, no panel.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from support.browsertools import browser_login, run_in_new_notebook
+from support.docs_images import docs_image
+from support.hubtools import hub_yaml, login, started_hub, stop_server
+
+pytestmark = [pytest.mark.hub, pytest.mark.browser]
+
+CLUSTER = (
+    "from distributed import Client\n"
+    "from hpclab.dask_cluster import local_cluster\n"
+    "cluster = local_cluster(1, memory_limit='512MiB')\n"
+    "client = Client(cluster)\n"
+    "import requests\n"
+    "port = cluster.scheduler_info['services']['dashboard']\n"
+    "status = requests.get(f'http://127.0.0.1:{port}/status', timeout=30).status_code\n"
+    "print('DASHBOARD=' + str(client.dashboard_link), status, sum(client.gather(client.map(lambda x: x * x, range(10)))))"
+)
+
+
+@pytest.fixture(scope="module")
+def dask_hub(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dask-hub")
+    profiles = [
+        {"slug": "sweeps", "display_name": "Sweeps", "backend": "local", "cpus": 1, "memory": "3G", "lab_features": ["dask"]},
+        {"slug": "plain", "display_name": "Plain", "backend": "local", "cpus": 1, "memory": "3G", "default": True},
+    ]
+    with started_hub(workdir, hub_yaml(workdir / "state", profiles=profiles), accounts=("alice",)) as hub:
+        yield hub
+
+
+def _start_cluster(page, hub, slug: str) -> str:
+    """alice starts ``slug`` from the form and a cluster in a new notebook; returns what the cell printed."""
+    browser_login(page, hub, "alice")
+    page.wait_for_url("**/hub/spawn**")
+    page.check(f"#profile-{slug}")
+    page.click("form#spawn_form [type=submit]")
+    page.wait_for_url("**/user/alice/lab**", timeout=240_000)
+    run_in_new_notebook(page, CLUSTER)
+    output = page.locator(".jp-OutputArea-output", has_text="DASHBOARD=").first
+    output.wait_for(timeout=180_000)
+    return output.inner_text()
+
+
+def test_the_dask_panel_shows_the_dashboard_of_a_live_cluster_through_the_proxy(dask_hub, browser, artifacts):
+    alice = login(dask_hub, "alice")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(90_000)
+    try:
+        printed = _start_cluster(page, dask_hub, "sweeps")
+        link = re.search(r"DASHBOARD=(\S+)", printed).group(1)
+        assert re.fullmatch(r"/user/alice/proxy/\d+/status", link), printed
+        assert printed.rstrip().endswith(" 200 285")  # the dashboard answers, and the cluster ran the tasks
+        base = dask_hub.user_url("alice")
+        assert alice.http.get(base + "lab").status_code == 200  # logs in to the server (OAuth)
+        plots = alice.http.get(base + link.removeprefix("/user/alice/").replace("status", "individual-plots.json"))
+        assert plots.status_code == 200 and "Individual Task Stream" in plots.json(), plots.text[:300]
+
+        # the dask panel: its search button asks the notebook's kernel for the link, then lists the cluster's plots
+        page.locator('.jp-SideBar [data-id="dask-dashboard-launcher"]').click()
+        panel = page.locator("#dask-dashboard-launcher")
+        url = panel.locator(".dask-URLInput input")
+        if link.split("status")[0] not in (url.input_value() or ""):
+            panel.get_by_title("Auto-detect dashboard URL").first.click()
+        page.wait_for_function(
+            "() => (document.querySelector('#dask-dashboard-launcher .dask-URLInput input') || {}).value.includes('/proxy/')"
+        )
+        item = panel.locator(".dask-DashboardListing-item", has_text="Task Stream")
+        item.wait_for()
+        assert panel.locator(".dask-DashboardListing-item").count() > 5
+        item.click()  # opens the plot in a lab panel: an iframe of the dashboard through the proxy
+        frame = page.locator("iframe[src*='/proxy/']").first
+        frame.wait_for()
+        assert "/user/alice/proxy/" in frame.get_attribute("src")
+        page.frame_locator("iframe[src*='/proxy/']").first.locator(".bk-Figure, .bk-root, canvas").first.wait_for()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(docs_image(artifacts, "lab-dask.png")))
+    except Exception:
+        page.screenshot(path=str(artifacts / "lab-dask-failure.png"))
+        raise
+    finally:
+        page.close()
+        stop_server(alice, "alice")
+
+
+def test_without_the_feature_the_cluster_has_no_dashboard_and_the_lab_no_panel(dask_hub, browser, artifacts):
+    alice = login(dask_hub, "alice")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(90_000)
+    try:
+        printed = _start_cluster(page, dask_hub, "plain")
+        assert printed.rstrip().endswith(" 404 285") and "/proxy/" not in printed, printed  # no dashboard, no link
+        assert page.locator('.jp-SideBar [data-id="dask-dashboard-launcher"]').count() == 0
+    except Exception:
+        page.screenshot(path=str(artifacts / "lab-dask-plain-failure.png"))
+        raise
+    finally:
+        page.close()
+        stop_server(alice, "alice")
