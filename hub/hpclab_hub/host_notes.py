@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hpclab.lab_features import LAB_FEATURES
 from hpclab_hub.backends.local.disk_quota import quota_problem
 from hpclab_hub.backends.local.one_door import door_note
 from hpclab_hub.backends.local.trial import trial_user
@@ -18,7 +19,13 @@ def deployment_notes(deployment: Deployment) -> list[str]:
     """What a valid YAML leaves off on this machine, said by ``hpclab-hub check`` and logged by the hub (never errors)."""
     multi_user = trial_user(deployment) is None
     door = door_note(multi_user=multi_user)
-    notes = (deployment.examples.off_note, door, _shared_origin_note(deployment, multi_user), *_disk_quota_notes(deployment))
+    notes = (
+        deployment.examples.off_note,
+        door,
+        _shared_origin_note(deployment, multi_user),
+        *_disk_quota_notes(deployment),
+        *_lab_feature_notes(deployment),
+    )
     return [note for note in notes if note]
 
 
@@ -52,3 +59,17 @@ def _shared_origin_note(deployment: Deployment, multi_user: bool) -> str:
         "tokens in the visitor's name, an admin's included. Turn it on, with wildcard DNS (*.<public_host>) and a "
         'wildcard certificate (docs/admin-guide.md, "A host name per user").'
     )
+
+
+def _lab_feature_notes(deployment: Deployment) -> list[str]:
+    """Lab features a profile of a local backend asks for that this machine cannot serve (GPU dashboards, no driver)."""
+    notes = []
+    for profile in deployment.profiles:
+        if deployment.backends[profile.backend].type != "local":
+            continue  # its servers run elsewhere: each server checks for itself (hpclab.lab_features)
+        for name in profile.lab_features:
+            check = LAB_FEATURES[name].unavailable
+            why = check() if check is not None else ""
+            if why:
+                notes.append(f"profile {profile.slug!r} asks for the {name} lab feature, but {why}")
+    return notes

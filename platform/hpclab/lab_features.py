@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,20 @@ class LabFeature:
     lab_extensions: tuple[str, ...]
     #: environment the server (and so its kernels) gets with the feature
     environment: tuple[tuple[str, str], ...] = ()
+    #: why the feature cannot work on the machine asking ('' when it can): then it stays off there, with that note
+    unavailable: Callable[[], str] | None = None
+
+
+def gpu_driver_problem() -> str:
+    """Why NVIDIA's management library (NVML) cannot be used on this machine, '' when it can: the GPU dashboards read it."""
+    import pynvml  # deferred: only servers and checks that ask for the GPU dashboards need it
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as error:
+        return f"no NVIDIA driver on {os.uname().nodename} (NVML: {error}): the GPU dashboards are off on this server"
+    pynvml.nvmlShutdown()
+    return ""
 
 
 #: every feature a profile's ``lab_features`` may name
@@ -45,7 +60,10 @@ LAB_FEATURES: dict[str, LabFeature] = {
         (("HPCLAB_DASK_DASHBOARD", "1"), ("DASK_DISTRIBUTED__DASHBOARD__LINK", "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status")),
     ),
     "gpu-dashboard": LabFeature(
-        "GPU dashboards (jupyterlab-nvdashboard)", ("jupyterlab_nvdashboard",), ("jupyterlab-nvdashboard",)
+        "GPU dashboards (jupyterlab-nvdashboard)",
+        ("jupyterlab_nvdashboard",),
+        ("jupyterlab-nvdashboard",),
+        unavailable=gpu_driver_problem,
     ),
 }
 
@@ -121,6 +139,12 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
     from jupyter_core.paths import jupyter_path  # deferred: the server's, not needed by `import hpclab`
     from tornado.ioloop import IOLoop  # deferred: as above
 
+    # a feature this machine cannot serve (the GPU dashboards without a driver) stays off, with its note in the log
+    # and in the page config (hpclabFeaturesOff), where the lab and tests read it
+    off = {name: why for name in names if (check := LAB_FEATURES[name].unavailable) is not None and (why := check())}
+    for name, why in off.items():
+        server_app.log.warning("hpclab lab features: %s is off: %s", name, why)
+    names = [name for name in names if name not in off]
     for name in names:
         for key, value in LAB_FEATURES[name].environment:
             os.environ.setdefault(key, value)  # the server's kernels inherit it
@@ -134,6 +158,7 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
         def hook(handler: Any, page_config: dict[str, Any]) -> dict[str, Any]:
             if previous is not None:
                 page_config = previous(handler, page_config)
+            page_config["hpclabFeaturesOff"] = off
             return lift(page_config, names, paths)
 
         settings["page_config_hook"] = hook
