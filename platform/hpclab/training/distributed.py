@@ -2,7 +2,7 @@
 
 Which one runs is chosen by ``TrainConfig.backend``; ``auto`` reads the launcher's environment:
 ``horovodrun`` sets ``HOROVOD_RANK``, ``torchrun`` sets ``RANK``/``WORLD_SIZE``, and ``srun`` sets
-``SLURM_PROCID``/``SLURM_NTASKS`` (used by DDP; Horovod under srun needs an MPI build).
+``SLURM_PROCID``/``SLURM_NTASKS`` (DDP by default; with backend horovod, rank 0 runs Horovod's gloo rendezvous).
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ class HorovodBackend(Backend):
     def __init__(self) -> None:
         import horovod.torch as hvd
 
+        self._rendezvous = _slurm_env_to_horovod(os.environ)
         hvd.init()
         self.hvd = hvd
         self.rank, self.size = hvd.rank(), hvd.size()
@@ -139,6 +140,8 @@ class HorovodBackend(Backend):
 
     def shutdown(self):
         self.hvd.shutdown()
+        if self._rendezvous is not None:
+            self._rendezvous.shutdown()
 
     def describe(self):
         hvd = self.hvd
@@ -166,6 +169,130 @@ def _slurm_env_to_torch(env: MutableMapping[str, str]) -> None:
     if "MASTER_ADDR" not in env:
         env["MASTER_ADDR"] = "127.0.0.1" if env.get("SLURM_NNODES", "1") == "1" else _first_node(env)
     env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+def _slurm_env_to_horovod(env: MutableMapping[str, str]) -> Any:
+    """Under ``srun`` without ``horovodrun`` (several nodes with no ssh between them): Horovod's gloo environment from
+    SLURM's task variables, and on rank 0 the rendezvous server that ``horovodrun``'s driver would run, on
+    ``MASTER_PORT + 1`` of the first node; the other ranks wait until it answers. Returns rank 0's server (else None).
+
+    Ranks are placed as SLURM's default block distribution does (a node's tasks are consecutive ranks)."""
+    if "HOROVOD_RANK" in env or "SLURM_PROCID" not in env or int(env.get("SLURM_NTASKS", "1") or 1) < 2:
+        return None
+    _slurm_env_to_torch(env)  # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT
+    nodes = _node_names(env)
+    per_node = _tasks_per_node(env.get("SLURM_TASKS_PER_NODE", ""), len(nodes))
+    if sum(per_node) != int(env["WORLD_SIZE"]) or len(set(per_node)) != 1:
+        raise RuntimeError(f"Horovod under srun needs the same number of tasks on every node; SLURM gave {per_node}")
+    rank, size, local_size = int(env["RANK"]), int(env["WORLD_SIZE"]), per_node[0]
+    port = int(env["MASTER_PORT"]) + 1
+    env.update(
+        HOROVOD_RANK=str(rank),
+        HOROVOD_SIZE=str(size),
+        HOROVOD_LOCAL_RANK=str(rank % local_size),
+        HOROVOD_LOCAL_SIZE=str(local_size),
+        HOROVOD_CROSS_RANK=str(rank // local_size),
+        HOROVOD_CROSS_SIZE=str(len(nodes)),
+        HOROVOD_HOSTNAME=nodes[rank // local_size],
+        HOROVOD_GLOO_RENDEZVOUS_ADDR=env["MASTER_ADDR"],
+        HOROVOD_GLOO_RENDEZVOUS_PORT=str(port),
+        HOROVOD_CONTROLLER="gloo",
+        HOROVOD_CPU_OPERATIONS="gloo",
+        HOROVOD_GLOO_IFACE=_interface_towards(env["MASTER_ADDR"]),
+    )
+    if rank == 0:
+        return _serve_rendezvous(port, nodes, local_size)
+    _wait_for_port(env["MASTER_ADDR"], port, timeout=120)
+    return None
+
+
+def _serve_rendezvous(port: int, nodes: list[str], local_size: int) -> Any:
+    """Horovod's gloo rendezvous (its own HTTP key-value store) for this job's ranks, in a thread of rank 0."""
+    import threading
+
+    from horovod.runner.common.util.hosts import SlotInfo
+    from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
+
+    size = local_size * len(nodes)
+    plan = [
+        SlotInfo(
+            hostname=node,
+            rank=n * local_size + i,
+            local_rank=i,
+            cross_rank=n,
+            size=size,
+            local_size=local_size,
+            cross_size=len(nodes),
+        )
+        for n, node in enumerate(nodes)
+        for i in range(local_size)
+    ]
+    server = RendezvousHTTPServer(("", port), RendezvousHandler, 0)
+    server.init(plan)
+    threading.Thread(target=server.serve_forever, name="horovod-rendezvous", daemon=True).start()
+    return server
+
+
+def _wait_for_port(host: str, port: int, timeout: float) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Horovod's rendezvous on rank 0 ({host}:{port}) did not answer in {timeout:.0f} s") from None
+            time.sleep(0.2)
+
+
+def _tasks_per_node(value: str, nodes: int) -> list[int]:
+    """SLURM_TASKS_PER_NODE ('2(x3),1') as one count per node."""
+    counts: list[int] = []
+    for part in filter(None, value.split(",")):
+        count, _, times = part.partition("(x")
+        counts += [int(count)] * (int(times.rstrip(")")) if times else 1)
+    return counts or [1] * nodes
+
+
+def _interface_towards(address: str) -> str:
+    """The network interface gloo should use: the one whose IPv4 network holds ``address`` (rank 0's node), or the
+    loopback for a job on one node."""
+    import ipaddress
+    import subprocess
+
+    target = ipaddress.ip_address(socket_address(address))
+    if target.is_loopback:
+        return "lo"
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[2] == "inet" and target in ipaddress.ip_interface(fields[3]).network:
+            return fields[1]
+    raise RuntimeError(f"no network interface of this node reaches {address} (rank 0's node)")
+
+
+def socket_address(host: str) -> str:
+    """``host`` as an IPv4 address (a node name resolved as the nodes resolve it)."""
+    import socket
+
+    return socket.gethostbyname(host)
+
+
+def _node_names(env: Mapping[str, str]) -> list[str]:
+    """The job's nodes in SLURM's order (``scontrol show hostnames``)."""
+    import subprocess
+
+    if env.get("SLURM_NNODES", "1") == "1":
+        return [env.get("SLURMD_NODENAME") or "localhost"]
+    out = subprocess.run(
+        ["scontrol", "show", "hostnames", env.get("SLURM_JOB_NODELIST", "")], capture_output=True, text=True, check=False
+    ).stdout.split()
+    if not out:
+        raise RuntimeError("Horovod under srun: scontrol did not list the job's nodes")
+    return out
 
 
 def _first_node(env) -> str:

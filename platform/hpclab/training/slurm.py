@@ -103,7 +103,7 @@ def sbatch_script(
     """The batch script for ``cfg`` on ``resources`` (a pure function; paths are made absolute).
 
     launcher "srun": one task per rank; ranks read SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID
-    (backend ddp, the default; backend horovod needs a Horovod built with MPI).
+    (backend ddp, the default; backend horovod: rank 0 runs Horovod's gloo rendezvous, no ssh between nodes).
     launcher "horovodrun": one horovodrun on the first node starts every rank with gloo
     (backend horovod; nodes beyond the first are reached over ssh, as horovodrun does).
     """

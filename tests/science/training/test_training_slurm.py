@@ -76,23 +76,26 @@ def test_sbatch_script_rejects_mismatched_launcher_and_backend():
 
 
 @pytest.mark.timeout(900)
-def test_two_srun_tasks_train_on_the_dev_cluster(slurm_cluster, tmp_path):
-    """sbatch + srun, 2 tasks, DDP over gloo on the real one-node SLURM; the job's log is followed to the end."""
+@pytest.mark.parametrize("backend", ["ddp", "horovod"])
+def test_two_srun_tasks_train_on_the_dev_cluster(slurm_cluster, tmp_path, backend):
+    """sbatch + srun, 2 tasks over gloo on the real one-node SLURM, DDP or Horovod (its rendezvous run by rank 0, no
+    horovodrun); the job's log is followed to the end."""
     require_dl_venv()
     env = dict(os.environ, SLURM_CONF=slurm_cluster)
     cfg = TrainConfig(data="digits", arch="resnet18", image_size=32, epochs=1, batch_size=32, lr=0.2,
                       steps_per_epoch=8, save_rank_states=True, log_every=4, out_dir=str(tmp_path / "run"))
     resources = SlurmResources(nodes=1, tasks_per_node=2, cpus_per_task=1, mem="4G", time="00:15:00",
                                partition="cpu")
-    job = submit_slurm(cfg, resources, python=str(DL_PYTHON), env=env)
+    job = submit_slurm(cfg, resources, python=str(DL_PYTHON), backend=backend, env=env)
     assert job.output == tmp_path / "run" / f"slurm-{job.job_id}.out"
     lines: list[str] = []
     job = follow_slurm(job, echo=lines.append, poll_seconds=1, timeout=600, env=env)
     log = "\n".join(lines)
     assert job.ok, f"{job.state} {job.exit_code}\n{log}"
     assert f"hpclab-train: job {job.job_id}, 2 tasks on" in log
-    assert "torch.distributed DDP 2 processes (gloo)" in log and "epoch 1/1: train loss" in log
+    described = {"ddp": "torch.distributed DDP 2 processes (gloo)", "horovod": "horovod 2 processes (gloo)"}[backend]
+    assert described in log and "epoch 1/1: train loss" in log, log
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["backend"] == "ddp" and metrics["threads_per_process"] == 1
+    assert metrics["world_size"] == 2 and metrics["backend"] == backend and metrics["threads_per_process"] == 1
     ranks = compare_states(tmp_path / "run" / "rank0.pt", tmp_path / "run" / "rank1.pt")
     assert ranks[str(tmp_path / "run" / "rank1.pt")]["max_abs"] <= 1e-6
