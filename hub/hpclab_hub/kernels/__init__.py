@@ -125,9 +125,12 @@ def kernel_server_args(kernels: list[str], initial: str | None) -> list[str]:
     """Jupyter Server arguments that offer only a profile's ``kernels`` and start new notebooks in ``initial``.
 
     For a spawner's server arguments: ``kernel_server_args(profile.kernels, profile.initial_kernel)``.
-    An empty ``kernels`` offers every installed kernel (the profile's documented meaning).
+    An empty ``kernels`` offers every installed kernel (the profile's documented meaning); the user's own kernels
+    (``ipykernel install --user``) are offered beside a profile's (hpclab.kernel_specs).
     """
     args = [f"--KernelSpecManager.allowed_kernelspecs={name}" for name in kernels]
+    if kernels:
+        args.append("--ServerApp.kernel_spec_manager_class=hpclab.kernel_specs.ProfileKernelSpecManager")
     if initial:
         args.append(f"--MultiKernelManager.default_kernel_name={initial}")
     return args
