@@ -1,5 +1,7 @@
 """The benchmarks' private dev SLURM (deploy/slurm/dev-cluster under its own prefix and ports, never the
-tests' cluster) and the PATH wrappers that count the hub's SLURM calls; used by slurm_spawn and hub_load."""
+tests' cluster), its multi-node form (hub_load --nodes N: support.multinode's cluster under a prefix, ports and
+subnet of its own, and a node-install prefix for the nodes) and the PATH wrappers that count the hub's SLURM
+calls; used by slurm_spawn and hub_load."""
 
 from __future__ import annotations
 
@@ -11,10 +13,15 @@ import time
 from pathlib import Path
 
 from harness import CONFIGS, REPO, BenchError
+from support.multinode import MultiNodeCluster, node_install
 
 DEV_CLUSTER = REPO / "deploy" / "slurm" / "dev-cluster"
 PREFIX, CTLD_PORT, SLURMD_PORT = Path("/tmp/hpclab-slurm-bench"), 6947, 6948  # never the tests' cluster
 SLURM_CONF = str(PREFIX / "etc" / "slurm.conf")
+#: the multi-node cluster (hub_load --nodes N): slurmctld 6955, slurmd 6956 in each node, slurmdbd and MariaDB 6957,
+#: 6958, subnet 10.77.2.0/24; the tests' is 6951-6954 and 10.77.1.0/24 (tests/hub/backends/slurm/test_multinode.py)
+MULTI_PREFIX, MULTI_CTLD_PORT, MULTI_SUBNET = Path("/tmp/hpclab-slurm-bench-multi"), 6955, "10.77.2"
+NODE_INSTALL = Path("/tmp/hpclab-node-bench")  # what the nodes run instead of the hub's venv, which they cannot see
 SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 WRAPPED = ("squeue", "sinfo", "sbatch", "scancel")
 
@@ -35,21 +42,43 @@ def cluster_up(cpus: int, memory_mb: int | None = None) -> None:
         raise BenchError(f"dev-cluster up failed:\n{done.stdout}{done.stderr}")
 
 
-def slurm(*argv: str) -> str:
-    """A real SLURM command (not through the counting wrappers) against this cluster."""
-    env = {"PATH": SYSTEM_PATH, "SLURM_CONF": SLURM_CONF, "LANG": "C.UTF-8"}
+def multi_cluster(nodes: int, cpus: int, memory_mb: int) -> MultiNodeCluster:
+    """The benchmarks' cluster of ``nodes`` nodes, each advertising ``cpus`` CPUs and ``memory_mb`` of memory; start it
+    with ``.running()`` (one run at a time: a lock, wiped, up, wiped afterwards)."""
+    return MultiNodeCluster(prefix=MULTI_PREFIX, ctld_port=MULTI_CTLD_PORT, subnet=MULTI_SUBNET, nodes=nodes, cpus=cpus,
+                            memory_mb=memory_mb)
+
+
+def install_node_prefix() -> str:
+    """``hpclab-hub node-install`` into NODE_INSTALL (brought up to date when it exists); the prefix."""
+    try:
+        node_install(NODE_INSTALL)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(str(exc)) from None
+    return str(NODE_INSTALL)
+
+
+def slurm(*argv: str, conf: str = SLURM_CONF) -> str:
+    """A real SLURM command (not through the counting wrappers) against this cluster (or the one of ``conf``)."""
+    env = {"PATH": SYSTEM_PATH, "SLURM_CONF": conf, "LANG": "C.UTF-8"}
     return subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=30).stdout
 
 
-def cancel_all(wait: float = 30) -> list[str]:
+def cancel_all(wait: float = 30, conf: str = SLURM_CONF) -> list[str]:
     """scancel every job on this (private) cluster and wait until none is listed; the ids cancelled."""
-    ids = slurm("squeue", "-h", "-o", "%i").split()
+    ids = slurm("squeue", "-h", "-o", "%i", conf=conf).split()
     if ids:
-        slurm("scancel", *ids)
+        slurm("scancel", *ids, conf=conf)
     deadline = time.monotonic() + wait
-    while slurm("squeue", "-h", "-o", "%i").split() and time.monotonic() < deadline:
+    while slurm("squeue", "-h", "-o", "%i", conf=conf).split() and time.monotonic() < deadline:
         time.sleep(0.5)
     return ids
+
+
+def placement(conf: str, users: list[str]) -> dict[str, int]:
+    """How many running jobs of ``users`` each node holds now (squeue's node list)."""
+    rows = slurm("squeue", "-h", "-t", "RUNNING", "-u", ",".join(users), "-o", "%N", conf=conf).split()
+    return {node: rows.count(node) for node in sorted(set(rows))}
 
 
 def install_wrappers(folder: Path) -> Path:
@@ -74,6 +103,17 @@ def read_calls(log: Path) -> list[tuple[float, str, bool, str]]:
 def count(calls: list, command: str, start: float = 0.0, end: float = math.inf, from_hub: bool = True) -> int:
     """How many ``command`` calls the hub (or, with from_hub=False, the jobs) made in [start, end]."""
     return sum(1 for t, cmd, hub, _ in calls if cmd == command and hub == from_hub and start <= t <= end)
+
+
+def listing_figures(calls: list, start: float, end: float, interval: float) -> dict[str, float | int | None]:
+    """The hub's batched squeue listings (``-t all``) in [start, end]: how many, per poll interval on average, the most
+    that fell in any ``interval`` seconds (1: never more than one per poll interval) and the shortest gap between two."""
+    times = sorted(t for t, cmd, hub, args in calls if cmd == "squeue" and hub and "-t all" in args and start <= t <= end)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    cycles = max(1.0, (end - start) / interval)
+    return {"calls": len(times), "seconds": round(end - start, 1), "per_poll": round(len(times) / cycles, 2),
+            "max_per_interval": max((sum(1 for u in times[i:] if u < t + interval) for i, t in enumerate(times)), default=0),
+            "min_gap_s": round(min(gaps), 3) if gaps else None}
 
 
 def squeue_kinds(calls: list, start: float, end: float) -> dict[str, int]:

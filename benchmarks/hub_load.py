@@ -9,6 +9,7 @@ says where its event loop spent the time.
 
     .venv/bin/python benchmarks/hub_load.py --backend local --users 20 --concurrency 20
     .venv/bin/python benchmarks/hub_load.py --backend slurm --users 30 --concurrency 30   # its own dev SLURM
+    .venv/bin/python benchmarks/hub_load.py --backend slurm --nodes 2 --cpus 16 --users 30 --concurrency 30  # 2 nodes
     .venv/bin/python benchmarks/hub_load.py --users 20 --compare-bare --bare-spawns --profile hub.txt
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import shutil
 import subprocess
 import sys
@@ -37,12 +40,30 @@ PROFILES = {"local": "cpu-small", "slurm": "cpu"}
 CONFIGS = {"local": "hpclab-local.yaml", "slurm": "hpclab-slurm.yaml"}
 
 
-def slurm_setup(users: list[str], cpus: int, tmp: Path) -> tuple[Path, Any]:
-    """A private dev SLURM with cores and memory for every user's job (1G each), and the counting wrappers."""
-    import dev_slurm as cluster
+def cpus_per_node(args: argparse.Namespace) -> int:
+    """--cpus, or enough for every user's 1-core job with two to spare (per node, the users spread evenly)."""
+    return args.cpus or math.ceil(args.users / args.nodes) + 2
 
-    cluster.cluster_up(cpus, memory_mb=1024 * len(users) + 4096)
-    return cluster.install_wrappers(tmp / "calls"), cluster
+
+def slurm_setup(args: argparse.Namespace, tmp: Path, deploy: dict[str, Any], stack: contextlib.ExitStack) -> tuple[Path, str]:
+    """A private dev SLURM with cores and memory for every user's job (1G each), torn down by ``stack``, and the counting
+    wrappers; (their folder, SLURM_CONF). With --nodes N > 1 the cluster's nodes are hosts of their own on a bridge,
+    that do not see the hub's venv: the servers run from a node-install prefix, and the hub (its proxy, the servers'
+    door to the hub API) listens on the bridge's address."""
+    import dev_slurm
+
+    cpus, memory_mb = cpus_per_node(args), 1024 * math.ceil(args.users / args.nodes) + 4096
+    if args.nodes == 1:
+        stack.callback(dev_slurm.dev_cluster, "down" if args.keep else "wipe", cpus)
+        dev_slurm.cluster_up(cpus, memory_mb=memory_mb)
+        conf = dev_slurm.SLURM_CONF
+    else:
+        deploy["backends"]["cluster"]["node_prefix"] = dev_slurm.install_node_prefix()
+        multi = dev_slurm.multi_cluster(args.nodes, cpus, memory_mb)
+        conf = stack.enter_context(multi.running(keep=args.keep))
+        deploy["hub"].update(ip=multi.login_addr, user_subdomains=False)
+    stack.callback(dev_slurm.cancel_all, conf=conf)  # first on the way out (last in)
+    return dev_slurm.install_wrappers(tmp / "calls"), conf
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backend", choices=("local", "slurm"), default="local")
     p.add_argument("--users", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=20, help="users spawning at once")
-    p.add_argument("--cpus", type=int, default=None, help="CPUs the dev SLURM advertises (default users + 2)")
+    p.add_argument("--nodes", type=int, default=1, help="SLURM: nodes of the dev cluster, each its own host (default 1)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs the dev SLURM advertises per node (default users / nodes + 2)")
     p.add_argument("--baseline", type=float, default=10, help="seconds of sampling the idle hub first (default 10)")
     p.add_argument("--sample", type=float, default=0.25, help="seconds between samples (default 0.25)")
     p.add_argument("--timeout", type=float, default=600, help="seconds one user's spawn may take (default 600)")
@@ -68,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.bare_spawns and not args.compare_bare:
         print("hub_load: --bare-spawns needs --compare-bare", file=sys.stderr)
         return 2
+    if args.nodes < 1 or (args.nodes > 1 and args.backend != "slurm"):
+        print("hub_load: --nodes N (1 or more) is for --backend slurm", file=sys.stderr)
+        return 2
     if (tmp := root_workdir("hub_load")) is None:
         return 2
     exit_on_signals()
@@ -81,16 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_bare:
         hubs["bare"] = bare_hub("bare", tmp / "bare")
         hubs["bare"].env["BENCH_SPAWN_TIMEOUT"] = str(int(args.timeout))  # the same patience as our profiles get
-    cluster, wrappers, created, failures, records, profiler = None, None, [], [], [], None
+    conf, wrappers, created, failures, records, profiler = None, None, [], [], [], None
+    stack = contextlib.ExitStack()  # the dev SLURM's tear-down
     bare_records: list[dict[str, Any]] = []
     bare_failures: list[str] = []
     results: dict[str, Any] = {"users": args.users, "concurrency": args.concurrency, "backend": args.backend,
                                "server_nice": deploy["backends"].get("local", {}).get("server_nice")}
+    if args.backend == "slurm":
+        results.update(nodes=args.nodes, cpus_per_node=cpus_per_node(args))
     try:
         if args.backend == "slurm":
-            wrappers, cluster = slurm_setup(users, args.cpus or args.users + 2, tmp)
-            deploy["backends"]["cluster"]["slurm_conf"] = cluster.SLURM_CONF
+            wrappers, conf = slurm_setup(args, tmp, deploy, stack)
+            deploy["backends"]["cluster"]["slurm_conf"] = conf
             created += ensure_unix_users(users)  # SLURM jobs run as the users' own accounts
+            if args.nodes > 1:  # the hub is driven where the nodes reach it, on the bridge
+                hubs["hpclab"].url = f"http://{deploy['hub']['ip']}:{deploy['hub']['port']}"
         hubs["hpclab"].config_path.write_text(yaml.safe_dump(deploy, sort_keys=False))
         if args.backend == "local":  # the hub makes jupyter-<name> on first start: remove those it made for us
             created += [f"jupyter-{n}" for n in users if subprocess.run(["id", f"jupyter-{n}"], capture_output=True).returncode]
@@ -132,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(args.concurrency * (2 if bare_apis else 1)) as pool:
             list(pool.map(visit, visitors))
         results["all_ready_s"] = round(time.perf_counter() - t0, 2)
+        all_ready = time.time()
+        if conf is not None:  # where the servers run, all of them still running
+            import dev_slurm
+
+            results["jobs_per_node"] = dev_slurm.placement(conf, users)
         stop_failures: list[str] = []
 
         def leave(api: Api) -> float | None:
@@ -156,14 +191,28 @@ def main(argv: list[str] | None = None) -> int:
         results.update(spawn_failures=len(failures), failures=failures[:20], spawn_p50_s=round(percentile(spawn, 50), 2),
                        spawn_p95_s=round(percentile(spawn, 95), 2), lab_and_cell=summary([r["lab_and_cell_s"] for r in records]) if records else {},
                        stop=summary(stops) if stops else {}, **results["load"])
-        if cluster is not None:
-            calls = cluster.read_calls(tmp / "calls" / "calls.log")
+        if conf is not None:
+            import dev_slurm
+
+            calls = dev_slurm.read_calls(tmp / "calls" / "calls.log")
             interval = hubs["hpclab"].config["backends"]["cluster"]["poll_interval"]
             cycles = max(1.0, (calls_to - calls_from) / interval)
-            listing = cluster.squeue_kinds(calls, calls_from, calls_to)["list_all"]
-            results.update(squeue_calls=listing, poll_cycles=round(cycles, 1), squeue_calls_per_poll=round(listing / cycles, 2),
-                           sbatch_calls=cluster.count(calls, "sbatch", calls_from, calls_to))
-    except (KeyboardInterrupt, SystemExit, BenchError, requests.RequestException, subprocess.CalledProcessError) as exc:
+            kinds = dev_slurm.squeue_kinds(calls, calls_from, calls_to)
+            listing = kinds["list_all"]
+            # the hub's listings while the servers start, while they are stopped, and over the whole load
+            phases = {"starts": (calls_from, all_ready), "stops": (all_ready, calls_to), "whole": (calls_from, calls_to)}
+            results["squeue_listings"] = {name: dev_slurm.listing_figures(calls, start, end, interval)
+                                          for name, (start, end) in phases.items()}
+            results.update(squeue_calls=listing, poll_interval_s=interval, poll_cycles=round(cycles, 1),
+                           squeue_calls_per_poll=round(listing / cycles, 2),
+                           squeue_max_per_interval=results["squeue_listings"]["whole"]["max_per_interval"],
+                           squeue_start_times_calls=kinds["start_times"], squeue_other_calls=kinds["other"],
+                           sbatch_calls=dev_slurm.count(calls, "sbatch", calls_from, calls_to),
+                           scancel_calls=dev_slurm.count(calls, "scancel", calls_from, calls_to),
+                           sinfo_calls=dev_slurm.count(calls, "sinfo", calls_from, calls_to),
+                           job_squeue_calls=dev_slurm.count(calls, "squeue", calls_from, calls_to, from_hub=False))
+    except (KeyboardInterrupt, SystemExit, BenchError, requests.RequestException, subprocess.CalledProcessError,
+            RuntimeError) as exc:
         print(f"hub_load: stopped: {type(exc).__name__}: {exc}\n{hubs['hpclab'].log_tail()}", file=sys.stderr)
         return 1
     finally:
@@ -171,9 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         if profiler is not None and profiler.proc.poll() is None:
             profiler.proc.kill()
         problems = stop_hubs(hubs, timeout=120)
-        if cluster is not None:
-            cluster.cancel_all()
-            cluster.dev_cluster("down" if args.keep else "wipe", args.cpus or args.users + 2)
+        stack.close()  # every job cancelled, the cluster stopped (--keep) or wiped
         for name in created:
             subprocess.run(["userdel", "-r", name], capture_output=True)
         for problem in problems:
@@ -187,9 +234,13 @@ def main(argv: list[str] | None = None) -> int:
                                                "hub_cpu_s", "loop_cpu_s", "loop_wait_s", "bare_loop_wait_s", "hub_rss_mb", "proxy_rss_mb")]
     for key, idle_value, load_value in rows:
         print(f"{key:<22} {idle_value!s:>10} {load_value!s:>10}")
-    for key in ("spawn_failures", "spawn_p50_s", "spawn_p95_s", "all_ready_s", "squeue_calls_per_poll"):
+    for key in ("spawn_failures", "spawn_p50_s", "spawn_p95_s", "all_ready_s", "squeue_calls_per_poll", "squeue_max_per_interval",
+                "jobs_per_node"):
         if key in results:
             print(f"{key:<22} {results[key]!s:>21}")
+    for name, row in results.get("squeue_listings", {}).items():
+        print(f"squeue listings, {name:<6} {row['calls']} in {row['seconds']} s: {row['per_poll']} per poll interval, "
+              f"at most {row['max_per_interval']} in one, shortest gap {row['min_gap_s']} s")
     if "bare" in results:
         print(f"{'bare hub spawn p50/p95':<22} {results['bare']['spawn_p50_s']!s:>10} {results['bare']['spawn_p95_s']!s:>10}"
               f"  ({results['bare']['spawn_failures']} failures)")

@@ -6,14 +6,12 @@ each node that equals one process on twice the batch."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import pwd
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,31 +28,27 @@ from hpclab.mri.slurm import JobResources, submit, wait
 from hpclab.training import SlurmResources, TrainConfig, follow_slurm, launch_local, submit_slurm
 from support import mri_data
 from support.dltools import DL_PYTHON, compare_states, dl_env, require_dl_venv
-from support.hubtools import HUB_CLI, Hub, login, make_reachable, stop_server
-from support.paths import REPO_ROOT
-from support.slurmtools import DEV_CLUSTER, slurm_hub_yaml, started_slurm_hub, wait_for
+from support.hubtools import Hub, login, stop_server
+from support.multinode import MultiNodeCluster, node_install
+from support.slurmtools import slurm_hub_yaml, started_slurm_hub, wait_for
 
 pytestmark = pytest.mark.hub
 
 #: this cluster's own prefix, ports (slurmctld 6951; slurmd 6952 inside each node; slurmdbd and MariaDB 6953, 6954)
-#: and subnet, apart from the one-node clusters of the other tests (6937, 6947, 6961-6972; 127.0.0.1)
-PREFIX = Path("/tmp/hpclab-slurm-multi")
-CTLD_PORT = 6951
-SUBNET = "10.77.1"
-LOGIN_ADDR = f"{SUBNET}.1"
-NODE_ADDR = {"node1": f"{SUBNET}.11", "node2": f"{SUBNET}.12"}
+#: and subnet, apart from the one-node clusters of the other tests (6937, 6947, 6961-6972; 127.0.0.1) and from the
+#: benchmarks' two-node cluster (benchmarks/dev_slurm.py: 6955-6958, 10.77.2.0/24)
+MULTI = MultiNodeCluster(prefix=Path("/tmp/hpclab-slurm-multi"), ctld_port=6951, subnet="10.77.1")
+PREFIX, CTLD_PORT, SUBNET = MULTI.prefix, MULTI.ctld_port, MULTI.subnet
+LOGIN_ADDR = MULTI.login_addr
+NODE_ADDR = MULTI.node_addr  # node1 10.77.1.11, node2 10.77.1.12
 NODE_INSTALL = Path("/tmp/hpclab-node-multi")
 #: what the nodes must not see: the hub's venv (the repository's .venv, and the interpreter running these tests)
-HIDDEN = sorted({str(REPO_ROOT / ".venv"), sys.prefix})
-CONF = str(PREFIX / "etc" / "slurm.conf")
+HIDDEN = MULTI.hide
+CONF = MULTI.conf
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, HPCLAB_SLURM_PREFIX=str(PREFIX), HPCLAB_SLURM_CTLD_PORT=str(CTLD_PORT),
-                HPCLAB_SLURM_SLURMD_PORT=str(CTLD_PORT + 1), HPCLAB_SLURM_NODES="2", HPCLAB_SLURM_SUBNET=SUBNET,
-                HPCLAB_SLURM_HIDE=":".join(HIDDEN),
-                # no reservation (it would hold a core of node1, so no --exclusive job could run there)
-                HPCLAB_SLURM_RESERVATION_USERS="hpclab-nobody", SLURM_CONF=CONF)
+    return MULTI.env()
 
 
 def _squeue(*argv: str) -> str:
@@ -72,32 +66,19 @@ def multinode() -> Iterator[str]:
     """The two-node dev cluster, wiped and started, held by this test run alone; yields SLURM_CONF."""
     if os.geteuid() != 0:
         pytest.skip("the SLURM dev cluster needs root (it makes namespaces, starts slurmd and submits as test users)")
-    started = time.monotonic()
-    with open(f"{PREFIX}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for name in ("alice",):
-            if subprocess.run(["id", name], capture_output=True).returncode != 0:
-                subprocess.run(["useradd", "-m", name], check=True)
-        subprocess.run([str(DEV_CLUSTER), "wipe"], env=_env(), check=True, capture_output=True)
-        subprocess.run([str(DEV_CLUSTER), "up"], env=_env(), check=True)
-        sys.stderr.write(f"\ntwo-node cluster up in {time.monotonic() - started:.1f} s\n")
-        try:
-            yield CONF
-        finally:
-            subprocess.run([str(DEV_CLUSTER), "wipe"], env=_env(), capture_output=True)
+    for name in ("alice",):
+        if subprocess.run(["id", name], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-m", name], check=True)
+    with MULTI.running() as conf:
+        yield conf
     # down removes what up made: no namespace, veth or bridge of this cluster is left
-    assert not [ns for ns in os.listdir("/run/netns") if ns.startswith(f"hpcns{CTLD_PORT}-")], os.listdir("/run/netns")
-    assert subprocess.run(["ip", "link", "show", f"hpcbr{CTLD_PORT}"], capture_output=True).returncode != 0
+    assert not MULTI.leftovers(), MULTI.leftovers()
 
 
 @pytest.fixture(scope="module")
 def node_prefix() -> str:
     """A shared software prefix from ``hpclab-hub node-install`` (what the nodes run instead of the hub's venv)."""
-    started = time.monotonic()
-    done = subprocess.run([str(HUB_CLI), "node-install", str(NODE_INSTALL)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    sys.stderr.write(f"\nnode-install took {time.monotonic() - started:.1f} s\n")
-    make_reachable(NODE_INSTALL / "bin" / "python")
+    node_install(NODE_INSTALL)
     return str(NODE_INSTALL)
 
 
