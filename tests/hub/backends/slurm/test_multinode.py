@@ -272,10 +272,12 @@ EQUIV = dict(data="synthetic", arch="resnet18", norm="group", image_size=32, num
 
 
 @pytest.mark.timeout(900)
-def test_two_ranks_on_two_nodes_equal_one_process_on_twice_the_batch(cluster, tmp_path):
-    """`hpclab train --slurm` as a job of 2 nodes x 1 task: srun starts one DDP rank in each node's namespaces, they
-    meet at node1's address (MASTER_ADDR from the node list, resolved by the nodes' /etc/hosts) over gloo, and the
-    weights equal one process trained on the concatenated batch (batch 8 = 2 ranks x 4)."""
+@pytest.mark.parametrize("backend", ["ddp", "horovod"])
+def test_two_ranks_on_two_nodes_equal_one_process_on_twice_the_batch(cluster, tmp_path, backend):
+    """`hpclab train --slurm` as a job of 2 nodes x 1 task: srun starts one rank in each node's namespaces, they meet
+    at node1's address (MASTER_ADDR from the node list, resolved by the nodes' /etc/hosts) over gloo - DDP, or Horovod
+    with rank 0 running its rendezvous (no horovodrun, no ssh between nodes) - and the weights equal one process
+    trained on the concatenated batch (batch 8 = 2 ranks x 4)."""
     require_dl_venv()
     single = launch_local(TrainConfig(**EQUIV, batch_size=8, out_dir=str(tmp_path / "one")), nproc=1, backend="none",
                           python=str(DL_PYTHON), progress=False, env=dl_env(), timeout=300)
@@ -284,7 +286,7 @@ def test_two_ranks_on_two_nodes_equal_one_process_on_twice_the_batch(cluster, tm
     env = dict(os.environ, SLURM_CONF=cluster)
     resources = SlurmResources(nodes=2, tasks_per_node=1, cpus_per_task=1, mem="4G", time="00:15:00", partition="cpu")
     job = submit_slurm(TrainConfig(**EQUIV, batch_size=4, out_dir=str(run)), resources, python=str(DL_PYTHON),
-                       backend="ddp", env=env)
+                       backend=backend, env=env)
     lines: list[str] = []
     job = follow_slurm(job, echo=lines.append, poll_seconds=1, timeout=600, env=env)
     log = "\n".join(lines)
@@ -294,7 +296,9 @@ def test_two_ranks_on_two_nodes_equal_one_process_on_twice_the_batch(cluster, tm
                            capture_output=True, text=True).stdout
     assert "node[1-2]" in nodes, nodes
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["global_batch"] == 8 and metrics["backend"] == "ddp", metrics
+    assert metrics["world_size"] == 2 and metrics["global_batch"] == 8 and metrics["backend"] == backend, metrics
+    if backend == "horovod":
+        assert "horovod 2 processes (gloo)" in log, log
     ranks = compare_states(run / "rank0.pt", run / "rank1.pt")[str(run / "rank1.pt")]
     assert ranks["same_keys"] and ranks["max_abs"] <= 1e-6, ranks  # both ranks hold one model
     same = compare_states(tmp_path / "one" / "rank0.pt", run / "rank0.pt")[str(run / "rank0.pt")]
