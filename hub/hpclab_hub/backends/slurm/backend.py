@@ -334,7 +334,9 @@ class SlurmServer:
         await self._cancel_job()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            status = await self.queue.status(self.job_id, max_age=0.5)
+            # the hub's shared listing, no fresher than its poll interval: many stops at once (a course ending, a
+            # restart) ask slurmctld once per interval, not once per stop every half second
+            status = await self.queue.status(self.job_id)
             if status.known and (status.info is None or not status.info.active):
                 return
             await asyncio.sleep(0.5)

@@ -33,6 +33,7 @@ class JobQueue:
         self.max_age = max_age
         self._jobs: dict[str, JobInfo] = {}
         self._fetched = 0.0
+        self._jitter = 0.0
         self._ok = False
         self._inflight: asyncio.Task | None = None
         self.last_error = ""
@@ -46,12 +47,13 @@ class JobQueue:
             self.start_times = await self.client.start_times(pending) if pending else {}
         except SlurmError as error:
             self._ok, self.last_error = False, error.message
-        # jitter: spread the next refresh so many hubs/spawners do not hit slurmctld in lock-step
-        self._fetched = time.monotonic() - random.uniform(0, 0.2 * self.max_age)
+        # jitter: spread the next refresh so many hubs do not hit slurmctld in lock-step; later, never earlier, than
+        # the poll interval, so that there is at most one listing per interval (issue 28's load benchmark)
+        self._fetched, self._jitter = time.monotonic(), random.uniform(0, 0.2 * self.max_age)
 
     async def refresh(self, max_age: float | None = None) -> None:
         """Make the cache at most ``max_age`` old (default: the poll interval), with at most one squeue in flight."""
-        limit = self.max_age if max_age is None else max_age
+        limit = self.max_age + self._jitter if max_age is None else max_age
         if time.monotonic() - self._fetched <= limit and self._inflight is None:
             return
         if self._inflight is None:
