@@ -185,33 +185,42 @@ def adopt_kept_sockets() -> list[socket.socket]:
     return list(kept)
 
 
-#: requests a handler of this hub is answering now (drain_on_stop waits for them)
+#: requests a handler of this hub is answering now, when the last one ended, and whether the hub is stopping
 _IN_FLIGHT = [0]
+_LAST_DONE = [0.0]
+_DRAINING = [False]
 
 
-def drain_on_stop(grace: float = 3.0) -> None:
+def drain_on_stop(grace: float = 3.0, quiet: float = 0.25) -> None:
     """On any stop (SIGTERM, a reload), stop accepting first and let the requests in flight finish, up to ``grace``
-    seconds, before JupyterHub's own cleanup cancels them; then close the idle keep-alive connections.
+    seconds, before JupyterHub's own cleanup cancels them; then close what connections are left.
 
-    A connection that arrives meanwhile waits in the listening socket's backlog for the next hub when that socket
-    outlives this one (systemd's socket activation, a reload's handover); otherwise it is refused at the exit."""
+    A request that arrives meanwhile on a kept-alive connection (the proxy keeps some) is answered with
+    ``Connection: close``, so the proxy opens a new connection for its next request, which waits in the listening
+    socket's backlog for the next hub; the hub ends once no request came for ``quiet`` seconds. Closing an idle
+    kept-alive connection at the moment the proxy sends on it would fail that request (503): this avoids the race
+    instead of narrowing it. A connection that arrives meanwhile waits in the backlog when the socket outlives this hub
+    (systemd's socket activation, a reload's handover); otherwise it is refused at the exit."""
     original_execute = RequestHandler._execute
     original_cleanup = JupyterHub.cleanup
 
     async def execute(self: RequestHandler, *args: Any, **kwargs: Any) -> Any:
         _IN_FLIGHT[0] += 1
+        if _DRAINING[0]:
+            self.set_header("Connection", "close")
         try:
             return await original_execute(self, *args, **kwargs)
         finally:
             _IN_FLIGHT[0] -= 1
+            _LAST_DONE[0] = time.monotonic()
 
     async def cleanup(self: JupyterHub) -> None:
         server = self.http_server
-        if server is not None and not getattr(self, "_hpclab_drained", False):
-            self._hpclab_drained = True
+        if server is not None and not _DRAINING[0]:
+            _DRAINING[0] = True
             stop_accepting(server)
             deadline = time.monotonic() + grace
-            while _IN_FLIGHT[0] > 0 and time.monotonic() < deadline:
+            while time.monotonic() < deadline and (_IN_FLIGHT[0] > 0 or time.monotonic() - _LAST_DONE[0] < quiet):
                 await asyncio.sleep(0.01)
             if _IN_FLIGHT[0]:
                 log.warning("hpclab: stopping with %d requests still being answered after %.0f s", _IN_FLIGHT[0], grace)
