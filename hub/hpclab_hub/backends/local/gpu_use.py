@@ -14,24 +14,19 @@ from typing import Any
 import pynvml
 
 _LOCK = threading.Lock()
-_STATE: dict[str, Any] = {}  # "ok": bool once NVML was tried; "why": the reason it is not used
+_STATE: dict[str, bool] = {}  # "ok": whether NVML loaded, once tried (the reason it did not: lab_features.gpu_driver_problem)
 
 
 def nvml_available() -> bool:
-    """Whether NVML is loaded (tried once per hub process; the reason it is not is kept for the log)."""
+    """Whether NVML is loaded (tried once per hub process, and kept loaded for the samples)."""
     with _LOCK:
         if "ok" not in _STATE:
             try:
                 pynvml.nvmlInit()
                 _STATE["ok"] = True
-            except pynvml.NVMLError as error:  # no driver, no library, no device
-                _STATE.update(ok=False, why=str(error))
+            except pynvml.NVMLError:  # no driver, no library, no device
+                _STATE["ok"] = False
         return bool(_STATE["ok"])
-
-
-def nvml_problem() -> str:
-    """Why NVML is not used ('' when it is)."""
-    return "" if nvml_available() else str(_STATE.get("why", ""))
 
 
 def _handle(gpu_id: str) -> Any:

@@ -99,12 +99,13 @@ def test_use_is_the_gpus_busy_fraction_where_nvml_measured_them_else_cpu():
 
 
 def test_without_an_nvidia_driver_nvml_is_not_used_and_says_why():
-    from hpclab_hub.backends.local.gpu_use import gpu_busy, nvml_available, nvml_problem
+    from hpclab.lab_features import gpu_driver_problem
+    from hpclab_hub.backends.local.gpu_use import gpu_busy, nvml_available
 
     if nvml_available():
         pytest.skip("an NVIDIA driver is present: test_nvml_measures_a_real_gpu covers this machine")
     assert gpu_busy(["0"]) is None and gpu_busy(["fake0"]) is None
-    assert "NVML" in nvml_problem() or "not found" in nvml_problem().lower(), nvml_problem()
+    assert "NVML" in gpu_driver_problem(), gpu_driver_problem()
 
 
 def test_nvml_measures_a_real_gpu():
