@@ -6,8 +6,8 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-import time
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +16,7 @@ import pytest
 from support.browsertools import CHROMIUM, CHROMIUM_ARGS
 from support.hubtools import Hub, hub_yaml, make_reachable, started_hub
 from support.paths import REPO_ROOT
-from support.slurmtools import DEV_CLUSTER, SLURM_PREFIX, jobs
-
+from support.slurmtools import DEV_CLUSTER, SLURM_PORT, SLURM_PREFIX, jobs
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
@@ -55,7 +54,8 @@ def slurm_cluster() -> Iterator[str]:
     """A real one-node SLURM (Debian's slurmctld/slurmd/munge) from deploy/slurm/dev-cluster; yields SLURM_CONF."""
     if os.geteuid() != 0:
         pytest.skip("the SLURM dev cluster needs root (it starts slurmd and submits as test users)")
-    env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(SLURM_PREFIX), HPCLAB_SLURM_CTLD_PORT="6937", HPCLAB_SLURM_SLURMD_PORT="6938")
+    env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(SLURM_PREFIX), HPCLAB_SLURM_CTLD_PORT=str(SLURM_PORT),
+               HPCLAB_SLURM_SLURMD_PORT=str(SLURM_PORT + 1))
     # one test run at a time on this cluster: another run's wipe would pull it away, and its jobs would count here
     lock = open(f"{SLURM_PREFIX}.lock", "a+")
     try:

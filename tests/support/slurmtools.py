@@ -13,8 +13,10 @@ from typing import Any
 from support.hubtools import Hub, add_account, hub_yaml
 from support.paths import REPO_ROOT
 
-
-SLURM_PREFIX = Path("/tmp/hpclab-slurm-test")
+#: the test cluster's folder; HPCLAB_TEST_SLURM_PREFIX (and HPCLAB_TEST_SLURM_PORT, its slurmctld port) let a second
+#: test run on this machine use a cluster of its own instead of waiting for the first run's lock
+SLURM_PREFIX = Path(os.environ.get("HPCLAB_TEST_SLURM_PREFIX", "/tmp/hpclab-slurm-test"))
+SLURM_PORT = int(os.environ.get("HPCLAB_TEST_SLURM_PORT", "6937"))
 DEV_CLUSTER = REPO_ROOT / "deploy" / "slurm" / "dev-cluster"
 
 

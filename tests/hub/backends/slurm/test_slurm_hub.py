@@ -272,7 +272,7 @@ def test_controller_outage_keeps_running_servers(slurm_hub):
     import os
     from pathlib import Path
 
-    from support.slurmtools import DEV_CLUSTER, SLURM_PREFIX
+    from support.slurmtools import DEV_CLUSTER, SLURM_PORT, SLURM_PREFIX
 
     alice = login(slurm_hub, "alice")
     assert alice.post_spawn("alice", "cpu").status_code == 302
@@ -288,7 +288,8 @@ def test_controller_outage_keeps_running_servers(slurm_hub):
         assert alice.http.get(slurm_hub.user_url("alice") + "lab").status_code == 200
         assert "SLURM not answering" in slurm_hub.log_tail(400)
     finally:
-        env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(SLURM_PREFIX), HPCLAB_SLURM_CTLD_PORT="6937", HPCLAB_SLURM_SLURMD_PORT="6938")
+        env = dict(os.environ, HPCLAB_SLURM_PREFIX=str(SLURM_PREFIX), HPCLAB_SLURM_CTLD_PORT=str(SLURM_PORT),
+                   HPCLAB_SLURM_SLURMD_PORT=str(SLURM_PORT + 1))
         subprocess.run([str(DEV_CLUSTER), "up"], env=env, check=True, capture_output=True)
     # back up: the job was recovered by slurmctld and the hub still has the same server
     time.sleep(2 * poll_interval)
