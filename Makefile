@@ -20,7 +20,13 @@ $(VENV)/.installed: pyproject.toml images/requirements/all.txt images/requiremen
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-venv: $(VENV)/.installed
+# `pip install --user` in the curated kernels that run this venv (josephson, mri): one user site per kernel
+# (~/.local/hpclab/<kernel>, set by the kernel launcher), no site-packages of the base Python (hpclab.curated_venv)
+$(VENV)/.curated-site: $(VENV)/.installed platform/hpclab/curated_venv.py platform/hpclab/curated_site.py
+	$(PY) -m hpclab.curated_venv $(VENV)
+	touch $@
+
+venv: $(VENV)/.installed $(VENV)/.curated-site
 
 $(CHP):
 	npm install --silent --no-fund --no-audit --prefix $(VENV)/node configurable-http-proxy@5.3.0

@@ -23,6 +23,8 @@ fi
 "${PIP[@]}" install "${TARGET[@]}" --no-deps --require-hashes -r "$LOCK"
 # hpclab itself (its only dependency, psutil, is in every lock)
 "${PIP[@]}" install "${TARGET[@]}" --no-deps "$ROOT"
+# `pip install --user` in the kernel: its own user site (PYTHONUSERBASE from the kernel launcher), no base site-packages
+"$VENV/bin/python" -m hpclab.curated_venv "$VENV"
 "${PIP[@]}" check "${TARGET[@]}"
 "$VENV/bin/python" -c "import hpclab, hpclab.kernel_launcher, ipykernel; $IMPORTS"
 echo "install-kernel: $LOCK -> $VENV: imports OK"

@@ -57,6 +57,7 @@ except PackageNotFoundError:
 sys.exit(0 if ok else 1)
 PYEOF
 then
+    "$PY" -m hpclab.curated_venv "$VENV" >/dev/null   # pip install --user per kernel (idempotent, cheap)
     log "up to date: $VENV (torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION$([ "$WITH_HOROVOD" = 1 ] && echo ", horovod $HOROVOD_VERSION"))"
     exit 0
 fi
@@ -82,6 +83,8 @@ pip_ install --quiet --require-hashes -r "$LOCK"
 # --- hpclab itself (editable; the dl extra's deps came from the lock) ---------------------------
 log "hpclab (editable, --no-deps)"
 pip_ install --quiet --no-deps -e "$ROOT"
+# `pip install --user` in the dl kernel: its own user site (~/.local/hpclab/dl), no base site-packages
+"$PY" -m hpclab.curated_venv "$VENV"
 
 # --- Horovod ------------------------------------------------------------------------------------
 if [ "$WITH_HOROVOD" = 1 ]; then

@@ -49,6 +49,17 @@ def local_cluster(workers: int, *, threads_per_worker: int = 1, memory_limit: st
     )
 
 
+def lab_cluster(**kwargs: Any):
+    """The cluster of dask-labextension's "+NEW" (the dask lab feature names it in ``labextension.factory``): a
+    :func:`local_cluster` of one single-threaded worker per core of the server's allocation, sharing its memory limit
+    (hpclab.session), its dashboard linked through the server's proxy. Keywords (``asynchronous=True``) go to it."""
+    from .session import allocated_cores, memory_limit
+
+    workers, _ = allocated_cores()
+    limit, _ = memory_limit()
+    return local_cluster(workers, memory_limit=limit // workers if limit else "auto", **kwargs)
+
+
 #: seconds a worker job waits for its scheduler before it exits: a job that starts after the process that
 #: submitted it died (even by SIGKILL, which nothing can catch) ends itself instead of running to its wall time
 WORKER_DEATH_TIMEOUT = 60

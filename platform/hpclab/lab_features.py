@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,14 @@ LAB_FEATURES: dict[str, LabFeature] = {
         "dask dashboards (dask-labextension)",
         ("dask_labextension",),
         ("dask-labextension",),
-        # hpclab.dask_cluster's clusters serve their dashboard on the loopback, linked through the server's proxy
-        (("HPCLAB_DASK_DASHBOARD", "1"), ("DASK_DISTRIBUTED__DASHBOARD__LINK", "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status")),
+        # hpclab.dask_cluster's clusters serve their dashboard on the loopback, linked through the server's proxy; the dask
+        # panel's "+NEW" makes one sized to the server's allocation (dask config labextension.factory: lab_cluster)
+        (
+            ("HPCLAB_DASK_DASHBOARD", "1"),
+            ("DASK_DISTRIBUTED__DASHBOARD__LINK", "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"),
+            ("DASK_LABEXTENSION__FACTORY__MODULE", "hpclab.dask_cluster"),
+            ("DASK_LABEXTENSION__FACTORY__CLASS", "lab_cluster"),
+        ),
     ),
     "gpu-dashboard": LabFeature(
         "GPU dashboards (jupyterlab-nvdashboard)",
@@ -130,6 +137,14 @@ def lift(page_config: dict[str, Any], names: list[str], labextension_paths: list
     return page_config
 
 
+def _dask_config_from_environment() -> None:
+    """Lay the DASK_* variables over dask's config where the server imported dask already (dask-labextension loads
+    before this extension, and dask reads them once, at import): the server's own clusters follow them too."""
+    config = sys.modules.get("dask.config")
+    if config is not None:  # else dask reads them itself when something imports it
+        config.update(config.config, config.collect_env({k: v for k, v in os.environ.items() if k.startswith("DASK_")}))
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "hpclab.lab_features"}]
 
@@ -148,6 +163,7 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
     for name in names:
         for key, value in LAB_FEATURES[name].environment:
             os.environ.setdefault(key, value)  # the server's kernels inherit it
+    _dask_config_from_environment()
     paths = [*jupyter_path("labextensions")]
     settings = server_app.web_app.settings
 

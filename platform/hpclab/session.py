@@ -302,6 +302,13 @@ def _disk_used(env: Mapping[str, str]) -> int | None:
     return None
 
 
+def memory_limit(env: Mapping[str, str] | None = None) -> tuple[int | None, str | None]:
+    """(bytes, where from) of :func:`session`'s memory limit, without its time-left probe (no squeue call)."""
+    env = os.environ if env is None else env
+    cores, _ = allocated_cores(env, _affinity())
+    return _memory(env, _positive_int(env.get("SLURM_CPUS_PER_TASK")) or cores)
+
+
 def available_memory(env: Mapping[str, str] | None = None) -> int | None:
     """Bytes this process can still allocate: the tightest limit (job, cgroup, rlimit) or the host's MemAvailable.
 

@@ -8,6 +8,7 @@ gets none of it: no dashboard, no link, no panel.
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -108,4 +109,34 @@ def test_without_the_feature_the_cluster_has_no_dashboard_and_the_lab_no_panel(d
         raise
     finally:
         page.close()
+        stop_server(alice, "alice")
+
+
+def test_the_panels_new_button_makes_an_hpclab_cluster_of_the_servers_size(dask_hub):
+    """dask-labextension's "+NEW" (``PUT <server>/dask/clusters``) starts hpclab.dask_cluster.lab_cluster in the server:
+    one single-threaded worker per core of the allocation (the profile's 1 CPU) with its memory (3G), hpclab's worker
+    environment, and the dashboard on the loopback, linked through the server's proxy."""
+    from distributed import Client
+
+    alice = login(dask_hub, "alice")
+    assert alice.post_spawn("alice", "sweeps").status_code == 302
+    try:
+        alice.wait_ready("alice", timeout=180)
+        base = dask_hub.user_url("alice")
+        assert alice.http.get(base + "lab").status_code == 200  # logs in to the server (OAuth)
+        xsrf = alice.http.cookies.get("_xsrf", "", domain=f"alice.{dask_hub.config['hub']['public_host']}") or ""
+        made = alice.http.put(base + "dask/clusters", headers={"X-XSRFToken": xsrf}, timeout=120)
+        assert made.status_code == 200, made.text[:500]
+        model = made.json()
+        assert (model["workers"], model["cores"], model["memory"]) == (1, 1, "3.00 GiB"), model
+        assert re.fullmatch(r"/user/alice/proxy/\d+/status", model["dashboard_link"]), model
+        assert model["scheduler_address"].startswith("tcp://127.0.0.1:")
+        dashboard = alice.http.get(base + model["dashboard_link"].removeprefix("/user/alice/"), timeout=60)
+        assert dashboard.status_code == 200 and "Dask" in dashboard.text
+        with Client(model["scheduler_address"], timeout=60) as client:  # hpclab's worker environment: zarr keeps to 1 thread
+            assert list(client.run(lambda: os.environ.get("ZARR_THREADING__MAX_WORKERS")).values()) == ["1"]
+        assert [c["id"] for c in alice.http.get(base + "dask/clusters").json()] == [model["id"]]
+        gone = alice.http.delete(base + f"dask/clusters/{model['id']}", headers={"X-XSRFToken": xsrf}, timeout=60)
+        assert gone.status_code in (200, 204) and alice.http.get(base + "dask/clusters").json() == []
+    finally:
         stop_server(alice, "alice")

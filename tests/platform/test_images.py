@@ -218,6 +218,11 @@ def test_lock_installs_into_a_fresh_venv_and_imports_its_kernel(kernel, tmp_path
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "imports OK" in proc.stdout
+    # pip install --user in the image's kernel: one user site per kernel, no base site-packages (docs/kernels.md)
+    venv_python = str(tmp_path / "venv" / "bin" / "python")
+    checked = subprocess.run([venv_python, "-m", "hpclab.curated_venv", "--check", str(tmp_path / "venv")],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     # exactly the lock: nothing else in the venv but hpclab itself (and the venv's own pip)
     listed = subprocess.run([str(BIN / "uv"), "pip", "freeze", "--python", str(tmp_path / "venv" / "bin" / "python")],
                             capture_output=True, text=True, timeout=60)

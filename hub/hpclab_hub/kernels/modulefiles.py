@@ -3,9 +3,9 @@ the same Python and settings as the ``mri`` kernel.
 
 ``hpclab-hub kernels install`` writes ``<modules.curated>/<kernel>.lua`` for each kernel with a venv or conda runtime
 (an Apptainer image has no prefix to put on PATH). The modulefile puts the runtime's bin folder first on PATH, sets
-VIRTUAL_ENV (venv) or CONDA_PREFIX (conda) and HPCLAB_ENVIRONMENT, exports the kernel's ``environment`` (``$VAR`` and a
-leading ``~`` expanded when the module loads) and turns its ``module load`` lines into Lmod's ``load``. The curated
-environments are one family: loading a second swaps the first out.
+VIRTUAL_ENV (venv) or CONDA_PREFIX (conda), HPCLAB_ENVIRONMENT and PYTHONUSERBASE (the kernel's own user site), exports
+the kernel's ``environment`` (``$VAR`` and a leading ``~`` expanded when the module loads) and turns its ``module load``
+lines into Lmod's ``load``. The curated environments are one family: loading a second swaps the first out.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def modulefile(name: str, entry: KernelEntry) -> str | None:
         f'setenv("HPCLAB_ENVIRONMENT", {lua_string(name)})',
         f"setenv({lua_string('CONDA_PREFIX' if runtime.type == 'conda' else 'VIRTUAL_ENV')}, {lua_string(prefix)})",
         f'prepend_path("PATH", {lua_string(prefix + "/bin")})',
+        # the kernel's own user site (hpclab.kernel_launcher.user_base): `pip install --user` here lands in that kernel
+        f'setenv("PYTHONUSERBASE", pathJoin(os.getenv("HOME") or "", {lua_string(".local/hpclab/" + name)}))',
     ]
     lines += [f"setenv({lua_string(key)}, {lua_value(value)})" for key, value in entry.environment.items()]
     for line in entry.modules:

@@ -124,7 +124,8 @@ def _run_modules(lines: list[str], env: dict[str, str]) -> dict[str, str]:
 
 
 def kernel_environment(settings: KernelSettings, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The kernel's environment: allocation thread counts, then site settings, then `modules` lines.
+    """The kernel's environment: allocation thread counts and its user site (:func:`user_base`), then site settings,
+    then `modules` lines.
 
     A thread variable set in the kernel's ``environment`` wins over the allocation (an admin's
     choice); one inherited from the server or set by a module line does not.
@@ -136,12 +137,19 @@ def kernel_environment(settings: KernelSettings, base: Mapping[str, str] | None 
     env["HPCLAB_KERNEL"] = settings.name
     env["HPCLAB_KERNEL_THREADS"] = str(threads)
     env["HPCLAB_KERNEL_THREADS_SOURCE"] = source
+    env["PYTHONUSERBASE"] = user_base(settings.name, env)
     for key, value in settings.environment.items():
         env[key] = _expand(value, env)
     if settings.modules:
         env = _run_modules(settings.modules, env)
         env.update({k: v for k, v in computed.items() if k not in settings.environment})
     return env
+
+
+def user_base(name: str, env: Mapping[str, str]) -> str:
+    """The kernel's own PYTHONUSERBASE, ``~/.local/hpclab/<kernel>``: ``pip install --user`` in a curated kernel goes there
+    (its venv takes it: hpclab.curated_venv), seen by that kernel only, never by another kernel or the account's ~/.local."""
+    return str(Path(env.get("HOME") or os.path.expanduser("~")) / ".local" / "hpclab" / name)
 
 
 def _expand(value: str, env: Mapping[str, str]) -> str:

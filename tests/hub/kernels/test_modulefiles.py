@@ -68,6 +68,7 @@ def test_lmod_loads_the_written_modulefile_into_the_kernels_python_and_settings(
     prefix = tmp_path / "envs" / "mri"
     assert loaded["PATH"].split(os.pathsep)[0] == str(prefix / "bin")
     assert (loaded["VIRTUAL_ENV"], loaded["HPCLAB_ENVIRONMENT"]) == (str(prefix), "mri")
+    assert loaded["PYTHONUSERBASE"] == "/home/someone/.local/hpclab/mri"  # `pip install --user` lands in the mri kernel's
     settings = (loaded["SUBJECTS_DIR"], loaded["FS_LICENSE"], loaded["LEVEL"])
     assert settings == ("/home/someone/subjects", "/home/someone/license.txt", "3")
     assert loaded["DCM2NIIX_LOADED"] == "yes"  # the kernel's `module load` line, as Lmod's load()
