@@ -6,6 +6,8 @@ and his kernel connection would go on running code. This server extension notes 
 every few seconds, asks the hub again (through the server's own HubOAuth, past its cache) whether each visitor's token
 still gives access to this server; a connection whose answer is no is closed, and the lab's attempts to reconnect are
 refused like any request. The owner's own connections are never asked: a server nobody visits asks nothing.
+A connection whose visitor's share no longer allows what it was opened for (an edit share made read-only, say: a
+kernel's connection needs ``execute``) is closed too; this extension also puts hpclab.share_access in place.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 from tornado.ioloop import PeriodicCallback
 from tornado.websocket import WebSocketHandler
+
+from hpclab import share_access
 
 #: every WebSocket this server has opened and not yet forgotten (closed handlers fall out when collected)
 OPEN: weakref.WeakSet[WebSocketHandler] = weakref.WeakSet()
@@ -56,13 +60,15 @@ async def sweep(server_app: Any, owner: str) -> None:
         if connection is None or connection.is_closing() or visitor is None or visitor.name == owner:
             continue
         token = hub_auth.get_token(handler)
-        if token not in answers:
-            try:
+        try:
+            if token not in answers:
                 answers[token] = await still_allowed(hub_auth, token)
-            except Exception as error:  # the hub is not answering: keep the connection, ask again next time
-                log.warning("hpclab share guard: cannot ask the hub about %s: %s", visitor.name, error)
-                continue
-        if not answers[token]:
+            # and whether their share still allows what the connection was opened for (hpclab.share_access)
+            allowed = answers[token] and await share_access.still_may(handler, visitor)
+        except Exception as error:  # the hub is not answering: keep the connection, ask again next time
+            log.warning("hpclab share guard: cannot ask the hub about %s: %s", visitor.name, error)
+            continue
+        if not allowed:
             log.warning("hpclab share guard: %s's access ended; closing %s", visitor.name, handler.request.path)
             handler.close(1008, "access to this server was revoked")
 
@@ -76,4 +82,5 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
     if not owner:  # not a JupyterHub server: no visitors
         return
     _track_websockets()
+    share_access.install()
     PeriodicCallback(lambda: sweep(server_app, owner), CHECK_EVERY_MS).start()

@@ -58,8 +58,8 @@ class HubSettings(Strict):
     sharing: bool = Field(
         True,
         description="People may share their running servers with others, and revoke the share (JupyterHub's sharing API, "
-        "/hub/api/shares/<user>; docs/user-guide.md). A share gives the other person the owner's server: its files and "
-        "kernels, counted against the owner's quotas.",
+        "/hub/api/shares/<user>; docs/user-guide.md). An edit share gives the other person the owner's server: its files and "
+        "kernels, counted against the owner's quotas; a read-only share lets them read files and follow notebooks only.",
     )
     hub_ip: StrictStr = Field("127.0.0.1", description="Address of the hub's internal API (servers call back to it).")
     hub_port: Port = Field(8081, description="Port of the hub's internal API.")

@@ -84,6 +84,11 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
     args += [f"--ServerApp.jpserver_extensions={name}=True" for name in pulled + for_apps]
     if deployment.hub.sharing:
         # the server asks the hub again what a visitor's token may do after 30 s, not JupyterHub's 5 minutes:
-        # a revoked share shuts the other person out within 30 s, open connections too (hpclab.share_guard)
-        args += ["--HubOAuth.cache_max_age=30", "--ServerApp.jpserver_extensions=hpclab.share_guard=True"]
+        # a revoked share shuts the other person out within 30 s, open connections too (hpclab.share_guard);
+        # a visitor does what their share allows: read, write, execute (hpclab.share_access)
+        args += [
+            "--HubOAuth.cache_max_age=30",
+            "--ServerApp.jpserver_extensions=hpclab.share_guard=True",
+            "--ServerApp.authorizer_class=hpclab.share_access.ShareAuthorizer",
+        ]
     return args

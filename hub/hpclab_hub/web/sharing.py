@@ -9,6 +9,10 @@ with the lab's OAuth token. Three things make that work without weakening the pe
 - the hub's API answers cross-origin requests from its users' own origins, never with credentials
   (no ``Access-Control-Allow-Credentials``): a browser sends no hub cookie along, only the token the page holds;
 - the home page lists the servers shared with a person, with links to their owners' origins.
+
+A share reads or edits (``SERVER_ACCESS``, JupyterHub custom scopes): one with ``custom:jupyter_server:read:*`` and no
+write or execute scope is read-only; one with no such scope (JupyterHub's and the dialog's default) edits, as before.
+Each person may grant them on their own servers only; the server itself enforces them (hpclab.share_access).
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ from tornado.web import OutputTransform
 
 #: what a person may do on the hub through the share dialog, besides managing their own servers' shares
 SHARE_DIALOG_SCOPES = ["read:users:name", "list:users", "read:groups:name", "list:groups"]
+#: what a share may allow on a Jupyter server, besides coming in (``access:servers``); read by hpclab.share_access
+SERVER_ACCESS = {
+    "custom:jupyter_server:read:*": {"description": "Open and read files and notebooks in the server."},
+    "custom:jupyter_server:write:*": {"description": "Change, save, upload, rename and delete files in the server."},
+    "custom:jupyter_server:execute:*": {"description": "Run code in the server: kernels, terminals, its apps."},
+}
 
 
 class LabTokenScopes(list):
@@ -32,7 +42,21 @@ class LabTokenScopes(list):
     """
 
     def __call__(self, spawner: Any) -> list[str]:
-        return [f"shares!server={spawner.user.name}/{spawner.name}", *self]
+        server = f"server={spawner.user.name}/{spawner.name}"
+        # the owner's token may grant read, write or execute on this server (a visitor's holds none of them)
+        return [f"shares!{server}", *(f"{scope}!{server}" for scope in SERVER_ACCESS), *self]
+
+
+#: ``Spawner.server_token_scopes``: JupyterHub's own (the ``server`` role), and this server's shares, so that the server
+#: knows what each visitor may do (hpclab.share_access) and its owner can share from a terminal or notebook with
+#: $JUPYTERHUB_API_TOKEN (docs/user-guide.md)
+SERVER_TOKEN_SCOPES = [
+    "users:activity!user",
+    "access:servers!server",
+    "shares!server",
+    *(f"{scope}!server" for scope in SERVER_ACCESS),
+    *SHARE_DIALOG_SCOPES,
+]
 
 
 def user_origins_cors(subdomain_host: str, api_prefix: str) -> type[OutputTransform]:
@@ -83,9 +107,11 @@ def shared_with(user: Any) -> list[dict[str, Any]]:
 
 
 def configure_sharing(c: Any, subdomain_host: str | None, base_url: str) -> list[str]:
-    """Set up the lab's share dialog; returns the scopes every person's role needs for it."""
+    """Set up the lab's share dialog and read-only shares; returns the scopes every person's role needs for them."""
+    c.JupyterHub.custom_scopes = SERVER_ACCESS
     c.Spawner.oauth_client_allowed_scopes = LabTokenScopes(SHARE_DIALOG_SCOPES)
+    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     if subdomain_host:
         c.JupyterHub.tornado_settings["transforms"] = [user_origins_cors(subdomain_host, f"{base_url}hub/api/")]
     c.JupyterHub.template_vars = {**dict(c.JupyterHub.template_vars), "hpclab_shared": shared_with}
-    return ["shares!user", *SHARE_DIALOG_SCOPES]
+    return ["shares!user", *(f"{scope}!user" for scope in SERVER_ACCESS), *SHARE_DIALOG_SCOPES]

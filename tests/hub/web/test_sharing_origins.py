@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
-from hpclab_hub.web.sharing import SHARE_DIALOG_SCOPES, LabTokenScopes, user_origins_cors
+from hpclab.share_access import granted
+from hpclab_hub.web.sharing import SERVER_ACCESS, SHARE_DIALOG_SCOPES, LabTokenScopes, user_origins_cors
 
 CORS = user_origins_cors("http://hpclab.example.org:8000", "/hub/api/")
 
@@ -31,15 +32,18 @@ def test_a_users_own_origin_may_read_the_api_without_credentials():
     assert "Access-Control-Allow-Credentials" not in headers  # a browser sends no hub cookie along
 
 
-@pytest.mark.parametrize("origin", [
-    "http://hpclab.example.org:8000",  # the hub's own pages need no CORS
-    "http://alice.hpclab.example.org:9999",  # another port
-    "https://alice.hpclab.example.org:8000",  # another scheme
-    "http://alice.hpclab.example.org.evil.net:8000",  # a look-alike
-    "http://evilhpclab.example.org:8000",
-    "http://a.b.hpclab.example.org:8000",  # two labels below: no user's
-    "null",
-])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://hpclab.example.org:8000",  # the hub's own pages need no CORS
+        "http://alice.hpclab.example.org:9999",  # another port
+        "https://alice.hpclab.example.org:8000",  # another scheme
+        "http://alice.hpclab.example.org.evil.net:8000",  # a look-alike
+        "http://evilhpclab.example.org:8000",
+        "http://a.b.hpclab.example.org:8000",  # two labels below: no user's
+        "null",
+    ],
+)
 def test_any_other_origin_gets_no_cors_headers(origin):
     assert "Access-Control-Allow-Origin" not in _answer(origin)
 
@@ -51,5 +55,22 @@ def test_only_the_api_answers_cross_origin():
 def test_a_labs_token_may_manage_the_shares_of_its_own_server_only():
     scopes = LabTokenScopes(SHARE_DIALOG_SCOPES)
     spawner = SimpleNamespace(user=SimpleNamespace(name="alice"), name="course")
-    assert scopes(spawner) == ["shares!server=alice/course", *SHARE_DIALOG_SCOPES]
+    access = [f"custom:jupyter_server:{action}:*!server=alice/course" for action in ("read", "write", "execute")]
+    assert scopes(spawner) == ["shares!server=alice/course", *access, *SHARE_DIALOG_SCOPES]
     assert "shares!user" not in scopes(spawner) and list(scopes) == SHARE_DIALOG_SCOPES  # what get_env writes
+
+
+def test_a_share_with_the_read_scope_only_reads_and_one_without_any_edits():
+    """What the server lets a visitor do (hpclab.share_access) from the scopes of their shares, theirs and their groups'."""
+    read, write, execute = (f"{scope}!server=alice/" for scope in SERVER_ACCESS)
+    shares = [
+        {"user": {"name": "bob"}, "group": None, "scopes": ["access:servers!server=alice/", read]},
+        {"user": None, "group": {"name": "tutors"}, "scopes": ["access:servers!server=alice/"]},
+        {"user": {"name": "carol"}, "group": None, "scopes": ["access:servers!server=alice/", read, write]},
+        {"user": {"name": "dave"}, "group": None, "scopes": ["access:servers!server=alice/", read, write, execute]},
+    ]
+    assert granted(shares, "bob", []) == {"read"}
+    assert granted(shares, "bob", ["tutors"]) == {"read", "write", "execute"}  # his group's share edits
+    assert granted(shares, "carol", []) == {"read", "write"}
+    assert granted(shares, "dave", []) == {"read", "write", "execute"}
+    assert granted(shares, "erin", ["gpu-users"]) is None  # no share of hers
