@@ -53,7 +53,7 @@ LABEXT_SRC := platform/walltime-labextension
 LABEXT     := platform/hpclab/labextensions/@hpclab/walltime/package.json
 LAB_CORE    = $(shell $(PY) -c 'import jupyterlab, pathlib; print(pathlib.Path(jupyterlab.__file__).parent / "staging" / "package.json")')
 
-$(LABEXT): $(VENV)/.installed $(LABEXT_SRC)/package.json $(LABEXT_SRC)/package-lock.json $(LABEXT_SRC)/src/index.js $(LABEXT_SRC)/style/index.css
+$(LABEXT): $(VENV)/.installed $(LABEXT_SRC)/package.json $(LABEXT_SRC)/package-lock.json $(wildcard $(LABEXT_SRC)/src/*.js) $(LABEXT_SRC)/style/index.css
 	npm install --silent --no-fund --no-audit --prefix $(LABEXT_SRC)
 	cd $(LABEXT_SRC) && $(VENV)/bin/jupyter-builder build --core-package-file $(LAB_CORE) .
 

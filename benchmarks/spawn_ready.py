@@ -89,19 +89,43 @@ def browser_login(page: Any, hub: Hub, password: str) -> None:
         raise BenchError(f"{hub.label}: the browser could not log in")
 
 
+#: run in every document the browser opens: the moment (Date.now(), ms) JupyterLab's launcher is first drawn — a
+#: launcher card laid out (a non-empty box) with the splash screen gone, taken after the next frame. Timed in the page,
+#: because Playwright's own waiting polls with a back-off of up to 0.5 s, which would count as start time.
+LAUNCHER_DRAWN_JS = """
+(() => {
+  const drawn = () => {
+    const card = document.querySelector('.jp-LauncherCard');
+    return card && card.getBoundingClientRect().width > 0 && !document.getElementById('jupyterlab-splash');
+  };
+  const watch = new MutationObserver(() => {
+    if (window.__launcherDrawnAt || !drawn()) return;
+    watch.disconnect();
+    requestAnimationFrame(() => setTimeout(() => { window.__launcherDrawnAt = Date.now(); }, 0));
+  });
+  watch.observe(document, {childList: true, subtree: true, attributes: true});
+})();
+"""
+
+
 def click_to_lab(page: Any, name: str, api: Api, poll: float, timeout: float) -> dict[str, Any]:
-    """Open the spawn form, click Start, wait until JupyterLab's launcher is drawn; then stop the server (API)."""
+    """Open the spawn form, click Start, wait until JupyterLab's launcher is drawn; then stop the server (API).
+
+    The clock starts just before Playwright's click and stops at the page's own record of the launcher's first frame
+    (LAUNCHER_DRAWN_JS, set up with the browser context); both read the machine's wall clock.
+    """
     if api.server() is not None:
         raise BenchError(f"{api.hub.label}: {api.user} still has a server before the browser's start")
     page.goto(f"{api.hub.url}/hub/spawn" if name == "ours" else f"{api.hub.url}/hub/home")
     start = "form#spawn_form [type=submit]" if name == "ours" else "#start"
     page.locator(start).first.wait_for(timeout=60_000)
-    t0 = time.perf_counter()
+    t0 = time.time()
     page.locator(start).first.click()
-    page.locator(".jp-LauncherCard").first.wait_for(state="visible", timeout=timeout * 1000)
-    clicked_s = time.perf_counter() - t0
+    drawn_ms = page.wait_for_function("() => window.__launcherDrawnAt", timeout=timeout * 1000).json_value()
+    polled_s = time.time() - t0  # when Playwright saw it: what this benchmark reported before (issue 32)
     page.goto("about:blank")
-    return {"click_to_lab_s": round(clicked_s, 4), "browser_stop_s": api.stop(poll, timeout)}
+    return {"click_to_lab_s": round(drawn_ms / 1000 - t0, 4), "click_to_lab_polled_s": round(polled_s, 4),
+            "browser_stop_s": api.stop(poll, timeout)}
 
 
 def spawn_once(api: Api, body: dict[str, Any], poll: float, timeout: float, kernel: bool = False) -> dict[str, Any]:
@@ -254,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             playwright = sync_playwright().start()
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for name, hub in hubs.items():
-                pages[name] = browser.new_context().new_page()
+                context = browser.new_context()
+                context.add_init_script(LAUNCHER_DRAWN_JS)
+                pages[name] = context.new_page()
                 browser_login(pages[name], hub, ADMIN_PASSWORD)
                 if apis[name].server() is not None:
                     apis[name].stop(args.poll, args.timeout)

@@ -60,7 +60,9 @@ def server_args(deployment: Deployment, profile: Profile, log: Any) -> list[str]
     offer every app installed; jupyter-resource-usage tracks CPU as well as memory.
     """
     package = Path(hpclab.__file__).parent
-    args = [f"--LabApp.app_settings_dir={package / 'lab_settings'}"]
+    # the extensions' code is named by its content (its URL carries ?v=<hash>): the browser may keep it, instead of
+    # asking the server again for every file at every page load, as JupyterLab does by default for its dev mode
+    args = [f"--LabApp.app_settings_dir={package / 'lab_settings'}", "--LabApp.cache_files=True"]
     if (package / "labextensions").is_dir():  # built by `make labextension` (platform/walltime-labextension)
         args.append(f"--LabApp.extra_labextensions_path={package / 'labextensions'}")
     else:

@@ -6,6 +6,8 @@
 // warning, when SLURM's early signal arrives (sbatch --signal), and on every check in the final minutes.
 import { Widget } from '@lumino/widgets';
 
+import windowName from './window-name';
+
 const CHECK_EVERY_MS = 10000;
 const EXTEND_MINUTES = 30; // what one click of "Extend" asks for (less when the profile allows less)
 
@@ -169,4 +171,4 @@ const plugin = {
   }
 };
 
-export default plugin;
+export default [plugin, windowName];
