@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compare-bare", action="store_true", help="also time a plain JupyterHub's users listing meanwhile")
     p.add_argument("--bare-spawns", action="store_true", help="with --compare-bare: the plain hub gets the same visits (its own servers)")
     p.add_argument("--server-nice", type=int, default=None, help="local backend: backends.local.server_nice for this run")
+    p.add_argument("--no-history", action="store_true",
+                   help="hub.history: false, nothing recorded (to compare with a run recording every server's life)")
     p.add_argument("--profile", type=Path, default=None, help="record the hub with py-spy during the load into FILE (collapsed stacks)")
     p.add_argument("--keep", action="store_true", help="keep the hubs' folders afterwards")
     add_out_option(p, "hub_load")
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         profile["spawn_timeout"] = int(args.timeout)
     if args.server_nice is not None and args.backend == "local":
         deploy["backends"]["local"]["server_nice"] = args.server_nice
+    deploy["hub"]["history"] = not args.no_history
     if args.compare_bare:
         hubs["bare"] = bare_hub("bare", tmp / "bare")
         hubs["bare"].env["BENCH_SPAWN_TIMEOUT"] = str(int(args.timeout))  # the same patience as our profiles get
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     bare_records: list[dict[str, Any]] = []
     bare_failures: list[str] = []
     results: dict[str, Any] = {"users": args.users, "concurrency": args.concurrency, "backend": args.backend,
-                               "server_nice": deploy["backends"].get("local", {}).get("server_nice")}
+                               "server_nice": deploy["backends"].get("local", {}).get("server_nice"),
+                               "history": deploy["hub"]["history"]}
     if args.backend == "slurm":
         results.update(nodes=args.nodes, cpus_per_node=cpus_per_node(args))
     try:

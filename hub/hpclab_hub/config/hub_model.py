@@ -61,6 +61,12 @@ class HubSettings(Strict):
         "/hub/api/shares/<user>; docs/user-guide.md). An edit share gives the other person the owner's server: its files and "
         "kernels, counted against the owner's quotas; a read-only share lets them read files and follow notebooks only.",
     )
+    history: bool = Field(
+        True,
+        description="Record every server's life (who, profile, resources, start, end, why it ended, core- and GPU-hours) in "
+        "the hub's database: users' past sessions and relaunch on the home page, `hpclab-hub usage`, the usage metrics. "
+        "false records nothing new (a site that keeps no such record; benchmarks/hub_load.py --no-history measures its cost).",
+    )
     hub_ip: StrictStr = Field("127.0.0.1", description="Address of the hub's internal API (servers call back to it).")
     hub_port: Port = Field(8081, description="Port of the hub's internal API.")
     proxy_api_port: Port = Field(8001, description="Port of configurable-http-proxy's REST API (loopback only).")

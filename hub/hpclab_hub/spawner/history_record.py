@@ -15,6 +15,8 @@ _SETTLING: set[asyncio.Future] = set()
 
 def record_start(spawner: Any, ids: dict[str, Any]) -> None:
     """Called by HPCLabSpawner.start once the server answers; a failure here is logged, never fails the start."""
+    if not spawner.deployment.hub.history:
+        return
     try:
         profile = spawner.profile
         history.record_start(
@@ -38,6 +40,8 @@ def record_start(spawner: Any, ids: dict[str, Any]) -> None:
 def record_end(spawner: Any) -> None:
     """JupyterHub's post-stop hook: however the server ended, its row is closed with why; a SLURM job's row is then
     settled from sacct in the background (backends/slurm/accounting.py)."""
+    if not spawner.deployment.hub.history:
+        return
     try:
         row = history.open_row(spawner.db, spawner.user.name, spawner.name)
         history.record_end(spawner.db, spawner.user.name, spawner.name, spawner.end_reason or "stopped")

@@ -5,11 +5,13 @@ sessions on the home page and start any again with its choices filled in and edi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
 import subprocess
 import time
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import pytest
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session as DBSession
 
 from hpclab_hub.cli.usage import parse_date, report
 from hpclab_hub.ops import history
+from hpclab_hub.spawner import history_record
 from support.hubtools import HUB_CLI, hub_yaml, login, server_process, started_hub, stop_server
 
 
@@ -104,6 +107,22 @@ def test_rows_open_at_start_and_close_at_the_end(tmp_path):
             "stopped",
         )
         assert past.hours() == 1.0
+
+
+def test_hub_history_false_records_no_server_life(tmp_path):
+    """hub.history: false (the YAML) leaves the table alone at a server's start and end; true records it."""
+    engine = history.engine_for(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    with DBSession(engine) as db:
+        for recording in (False, True):
+            spawner = SimpleNamespace(  # what the two hooks read of HPCLabSpawner, on a real database session
+                deployment=SimpleNamespace(hub=SimpleNamespace(history=recording), backends={}),
+                db=db, user=SimpleNamespace(name="ana"), name="", user_options={"profile": "p"}, end_reason="stopped",
+                profile=SimpleNamespace(slug="p", backend="local", cpus=1, memory=0, gpus=0), user_groups=set,
+                log=logging.getLogger("test"), _log_name="ana",
+            )
+            history_record.record_start(spawner, {"pid": 4242})
+            history_record.record_end(spawner)
+            assert len(history.past_sessions(db, "ana")) == int(recording)
 
 
 # --- a real hub: history on the home page, relaunch with an edited choice, the report and the metrics --------
