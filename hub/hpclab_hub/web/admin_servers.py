@@ -8,7 +8,8 @@ and its measured use; then every start that waits, in the order it will be serve
 
 Measured use is what reclaim measures on the CPU path (backends/local/reclaim.py): the CPU time of the processes of
 the server's cgroup, as cores used on average since the page last looked (at least a second before) and since the
-server started. SLURM servers are measured by SLURM (sstat while the job runs, sacct in the history after).
+server started, and the memory the cgroup holds. SLURM servers are measured by SLURM: one ``sstat`` for all running
+jobs per look (backends/slurm/job_use.py), the same figures from the job's steps; sacct in the history after.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from jupyterhub import orm
@@ -26,9 +28,10 @@ from tornado import web
 from hpclab_hub.backends.local import reclaim
 from hpclab_hub.backends.local.resources import Allocation
 from hpclab_hub.backends.local.waiting_line import line_of
+from hpclab_hub.backends.slurm.job_use import uses_for
 from hpclab_hub.spawner.walltime import time_left_text
 
-_SAMPLES: dict[tuple[str, str, int], tuple[float, float]] = {}  # (user, server, pid) -> (monotonic time, CPU seconds)
+_SAMPLES: dict[tuple[str, str, int | str], tuple[float, float]] = {}  # (user, server, pid or job) -> (monotonic, CPU s)
 
 
 def cores_text(cores: float, of: int) -> str:
@@ -36,9 +39,34 @@ def cores_text(cores: float, of: int) -> str:
     return f"{cores:.2f} of {of} core{'s' if of != 1 else ''}"
 
 
-def measured_use(key: tuple[str, str, int], pids: set[int], life_seconds: float, cpus: int) -> dict[str, str]:
-    """Cores used recently (since this page's previous look, kept at least 1 s old) and over the server's life."""
-    now, used = time.monotonic(), reclaim.cpu_seconds(pids)
+def bytes_text(size: float) -> str:
+    """'1.25 GiB', '310 MiB'."""
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+def memory_use(now: int, peak: int, limit: int | None) -> dict[str, str]:
+    """The memory a server holds now (and its peak where known), against its profile's limit."""
+    text = bytes_text(now) + (f" (peak {bytes_text(peak)})" if peak else "") + (f" of {bytes_text(limit)}" if limit else "")
+    return {"memory": text, "memory_bytes": str(now)}
+
+
+def cgroup_memory(group: Any) -> int:
+    """Bytes the local server's cgroup holds (memory.current, or v1's memory.usage_in_bytes); 0 if unreadable."""
+    paths = getattr(group, "paths", {}) or {}
+    for controller, name in (("unified", "memory.current"), ("memory", "memory.usage_in_bytes")):
+        try:
+            return int(Path(paths[controller], name).read_text())
+        except (KeyError, OSError, ValueError):
+            continue
+    return 0
+
+
+def measured_use(
+    key: tuple[str, str, int | str], used: float, life_seconds: float, cpus: int, now: float | None = None
+) -> dict[str, str]:
+    """Cores used recently (since this page's previous look, kept at least 1 s old) and over the server's life, from
+    ``used`` CPU seconds measured at ``now`` (time.monotonic(), default: this moment)."""
+    now = time.monotonic() if now is None else now
     previous = _SAMPLES.get(key)
     recent = ""
     if previous is not None and now - previous[0] >= 1:
@@ -73,6 +101,7 @@ def server_row(spawner: Any) -> dict[str, Any]:
         "time_left": time_left_text(spawner.job_end_epoch) or ("no limit" if spawner.ready else ""),
         "gpus": "",
         "use": {},
+        "use_note": "",
         "note": "",
     }
     server = getattr(spawner.orm_spawner, "server", None)
@@ -90,7 +119,9 @@ def server_row(spawner: Any) -> dict[str, Any]:
         group = backend.cgroup
         pids = group.pids() if group is not None else {pid}
         life = time.time() - _started(spawner.orm_spawner) if _started(spawner.orm_spawner) else 0.0
-        row["use"] = measured_use((spawner.user.name, spawner.name, pid), pids, life, profile.cpus)
+        row["use"] = measured_use((spawner.user.name, spawner.name, pid), reclaim.cpu_seconds(pids), life, profile.cpus)
+        if group is not None and (held := cgroup_memory(group)):
+            row["use"].update(memory_use(held, 0, profile.memory))
     watch = reclaim._WATCHES.get(backend.owner_key) if pid else None
     if watch is not None and watch.warned_at:
         row["note"] = "warned: its GPU is being reclaimed for a waiting start"
@@ -105,6 +136,37 @@ async def slurm_node(spawner: Any, row: dict[str, Any]) -> str:
     status = await backend.queue.status(row["job"])
     name = status.info.node if status.info is not None else ""
     return f"{name} ({row['node']})" if name and row["node"] and name != row["node"] else name or row["node"]
+
+
+async def add_slurm_use(pairs: list[tuple[Any, dict[str, Any]]]) -> None:
+    """The measured use of the running SLURM servers among ``pairs`` (spawner, row): one sstat per SLURM configuration
+    for all of them (job_use.py), shown as the local servers' use is; SLURM's refusal or silence in words otherwise."""
+    views: dict[int, tuple[Any, list[tuple[Any, dict[str, Any]]]]] = {}
+    for spawner, row in pairs:
+        backend = spawner.server_backend
+        if backend.kind == "slurm" and row["job"] and spawner.ready:
+            view = uses_for(backend.client, backend.backend.poll_interval)
+            views.setdefault(id(view), (view, []))[1].append((spawner, row))
+    for view, members in views.values():
+        found = await view.uses({row["job"] for _, row in members})
+        for spawner, row in members:
+            use = found.get(row["job"])
+            if use is None or not (use.memory or use.cpu_seconds):
+                error = view.error(row["job"])
+                row["use_note"] = (
+                    f"sstat: {error}"
+                    if error
+                    else "SLURM reports no use for this job (is JobAcctGatherType jobacct_gather/none?)"
+                )
+                continue
+            try:
+                profile = spawner.profile  # with the user's choices: the cores and memory the job asked for
+            except web.HTTPError:
+                continue
+            life = time.time() - _started(spawner.orm_spawner) if _started(spawner.orm_spawner) else 0.0
+            key = (spawner.user.name, spawner.name, row["job"])
+            row["use"] = measured_use(key, use.cpu_seconds, life, profile.cpus, use.measured_at)
+            row["use"].update(memory_use(use.memory, use.peak_memory, profile.memory))
 
 
 def waiting_rows(spawners: list[Any]) -> list[dict[str, Any]]:
@@ -129,6 +191,7 @@ def waiting_rows(spawners: list[Any]) -> list[dict[str, Any]]:
                 "profile": profile.display_name if profile else spawner.profile_slug,
                 "backend": profile.backend if profile else backend.kind,
                 "place": place,
+                "job": getattr(backend, "job_id", "") if backend.kind == "slurm" else "",
                 "priority": priority,
                 "message": message,
                 "since": _started(spawner.orm_spawner),
@@ -150,11 +213,13 @@ class AdminServersHandler(BaseHandler):
         for orm_user in self.db.query(orm.User).order_by(orm.User.name):
             user = self.users[orm_user]
             spawners += [s for _, s in sorted(user.spawners.items()) if s.active]
-        servers = []
+        pairs = []
         for spawner in spawners:
             if spawner.pending != "spawn":
-                servers.append(server_row(spawner))
-                servers[-1]["node"] = await slurm_node(spawner, servers[-1])
+                pairs.append((spawner, server_row(spawner)))
+                pairs[-1][1]["node"] = await slurm_node(spawner, pairs[-1][1])
+        await add_slurm_use(pairs)
+        servers = [row for _, row in pairs]
         alive = {(s.user.name, s.name) for s in spawners}
         for gone in [key for key in _SAMPLES if key[:2] not in alive]:  # servers that ended since the last look
             del _SAMPLES[gone]
