@@ -21,7 +21,7 @@ Options, measured in the same rounds for both hubs:
   websocket through the proxy, as JupyterLab does; kernel-ready = seconds from the POST until the cell's output;
 * --browser: after the API spawn of the round, Debian's chromium (Playwright, logged in once per hub) opens the
   spawn form (ours: /hub/spawn, the profile form; bare: /hub/home, which has no form) and clicks Start;
-  click-to-lab = seconds from the click until JupyterLab's launcher is drawn (a launcher card visible); then
+  click-to-lab = seconds from the click until JupyterLab's launcher is drawn (recorded by the page); then
   the server is stopped through the API.
 
 Run from the repository root:
