@@ -18,6 +18,7 @@ import requests
 import websocket
 from pycrdt import Array, Doc, YMessageType, create_sync_message, create_update_message, handle_sync_message
 
+from support.browsertools import browser_login
 from support.hubtools import home_of, hub_yaml, login, server_process, started_hub, stop_server, write_in_home
 from support.slurmtools import wait_for
 
@@ -173,4 +174,35 @@ def test_a_read_share_reads_and_changes_nothing_an_edit_share_edits(team_hub):
         wait_for(lambda: "editing bob" in notebook.read_text(), 30, "bob's edit did not reach alice's notebook")
         assert "read-only bob" not in notebook.read_text()
     finally:
+        stop_server(alice_hub, "alice")
+
+
+@pytest.mark.browser
+def test_alice_shares_read_only_from_her_lab(team_hub, browser, artifacts):
+    """The lab's "Share this server read-only…" (the @hpclab/walltime extension) makes a share with the read scope."""
+    hub = team_hub
+    alice_hub = login(hub, "alice")
+    login(hub, "bob")  # bob has logged in once: the hub knows him
+    assert alice_hub.post_spawn("alice", "team").status_code == 302
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    try:
+        alice_hub.wait_ready("alice")
+        browser_login(page, hub, "alice")  # with her server running, the hub sends her on to her lab
+        page.wait_for_url("**/user/alice/lab**")
+        page.locator(".jp-LauncherCard").first.wait_for(timeout=120_000)
+        page.keyboard.press("Control+Shift+c")  # the command palette
+        page.keyboard.type("Share this server read-only")
+        page.keyboard.press("Enter")
+        page.locator(".jp-Dialog input").fill("bob")
+        page.locator(".jp-Dialog .jp-mod-accept").click()
+        page.locator(".jp-Notification-Toast-success", has_text="Shared read-only with bob").wait_for(timeout=30_000)
+        page.screenshot(path=str(artifacts / "share-read-only.png"))
+        (share,) = [s for s in alice_hub.api("GET", "/shares/alice/").json()["items"] if s["user"]["name"] == "bob"]
+        assert sorted(share["scopes"]) == ["access:servers!server=alice/", f"{READ}!server=alice/"]
+    except Exception:
+        page.screenshot(path=str(artifacts / "share-read-only-failure.png"))
+        raise
+    finally:
+        page.context.close()
+        alice_hub.api("DELETE", "/shares/alice/")
         stop_server(alice_hub, "alice")

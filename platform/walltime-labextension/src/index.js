@@ -6,6 +6,7 @@
 // warning, when SLURM's early signal arrives (sbatch --signal), and on every check in the final minutes.
 import { Widget } from '@lumino/widgets';
 
+import shareReadOnly from './share-read-only';
 import windowName from './window-name';
 
 const CHECK_EVERY_MS = 10000;
@@ -171,4 +172,4 @@ const plugin = {
   }
 };
 
-export default [plugin, windowName];
+export default [plugin, windowName, shareReadOnly];
