@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from support.apptiles import train_events
 from support.browsertools import CHROMIUM, CHROMIUM_ARGS
 from support.hubtools import Hub, hub_yaml, make_reachable, started_hub
 from support.paths import REPO_ROOT
@@ -47,6 +48,13 @@ def browser():
             yield instance
         finally:
             instance.close()
+
+
+@pytest.fixture(scope="session")
+def training_events(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """TensorBoard event files of a real two-epoch `hpclab train` run on scikit-learn's digits (about 10 s), made
+    once for the apps' browser tests of both backends."""
+    return train_events(tmp_path_factory.mktemp("train-run"))
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from support.apptiles import open_tile, wait_for_desktop, wait_for_scalars, wait_for_workbench, xfce_panel_on_vnc
 from support.browsertools import browser_login
-from support.dltools import DL_VENV, dl_run, require_dl_venv
 from support.docs_images import docs_image
 from support.hubtools import home_of, hub_yaml, login, started_hub, stop_server, write_in_home
 from support.slurmtools import wait_for
@@ -48,46 +48,6 @@ def apps_hub(tmp_path_factory):
     )
     with started_hub(workdir, config) as hub:
         yield hub
-
-
-@pytest.fixture(scope="module")
-def training_events(tmp_path_factory) -> list[Path]:
-    """TensorBoard event files of a real two-epoch `hpclab train` run on scikit-learn's digits (about 10 s)."""
-    require_dl_venv()
-    run = tmp_path_factory.mktemp("train-run")
-    dl_run(
-        [
-            str(DL_VENV / "bin" / "hpclab"),
-            "train",
-            "resnet",
-            "--data",
-            "digits",
-            "--arch",
-            "resnet18",
-            "--image-size",
-            "16",
-            "--epochs",
-            "2",
-            "--steps-per-epoch",
-            "6",
-            "--batch-size",
-            "32",
-            "--log-every",
-            "2",
-            "--progress",
-            "log",
-            "--nproc",
-            "1",
-            "--no-checkpoint",
-            "--out-dir",
-            str(run / "runs" / "resnet"),
-        ],
-        cwd=run,
-        timeout=300,
-    )
-    events = sorted((run / "runs" / "resnet").glob("events.out.tfevents.*"))
-    assert events, "the trainer wrote no TensorBoard event file beside its metrics"
-    return events
 
 
 def test_a_server_gets_only_its_profiles_apps_and_its_limits(apps_hub):
@@ -133,19 +93,14 @@ def test_tensorboard_tile_shows_a_real_runs_scalars_and_the_lab_memory_and_git(a
         )
         assert page.locator('.jp-SideBar [data-id="jp-git-sessions"]').count() == 1  # jupyterlab-git's panel
 
-        tile = page.locator(".jp-LauncherCard", has_text="TensorBoard")
+        started = time.monotonic()
         try:
-            tile.wait_for()
+            board = open_tile(page, "TensorBoard")
         except Exception:
             page.screenshot(path=str(artifacts / "apps-launcher.png"))
             raise
-        started = time.monotonic()
-        with page.expect_popup() as popup:
-            tile.click()
-        board = popup.value
         board.set_default_timeout(120_000)
-        board.get_by_text("epoch/val_acc").first.wait_for()
-        board.get_by_text("epoch/train_loss").first.wait_for()  # the "epoch" group is open; "train" (per step) folded
+        wait_for_scalars(board)
         opened = time.monotonic() - started
         board.wait_for_timeout(2000)  # the charts drawn for the screenshot
         assert "/user/bob/tensorboard/" in board.url
@@ -252,16 +207,12 @@ def test_the_vscode_tile_opens_code_servers_workbench_on_the_home(apps_hub, brow
         page.click("form#spawn_form [type=submit]")
         page.wait_for_url("**/user/bob/lab**", timeout=240_000)
         page.goto(page.url.split("/lab")[0] + "/lab?reset")
-        tile = page.locator(".jp-LauncherCard", has_text="VS Code")
-        tile.wait_for()
+        page.locator(".jp-LauncherCard", has_text="VS Code").wait_for()
         assert page.locator(".jp-LauncherCard", has_text="TensorBoard").count() == 0
         started = time.monotonic()
-        with page.expect_popup() as popup:
-            tile.click()
-        code = popup.value
+        code = open_tile(page, "VS Code")
         code.set_default_timeout(180_000)
-        code.locator(".monaco-workbench").wait_for()
-        code.get_by_text("analysis", exact=True).first.wait_for()  # the explorer shows the home's folders
+        wait_for_workbench(code, "analysis")  # the explorer shows the home's folders
         opened = time.monotonic() - started
         assert "/user/bob/vscode/" in code.url
         code.wait_for_timeout(2000)
@@ -276,37 +227,10 @@ def test_the_vscode_tile_opens_code_servers_workbench_on_the_home(apps_hub, brow
         stop_server(bob, "bob")
 
 
-def _processes_of(uid: int) -> list[tuple[int, list[str], dict[str, str]]]:
-    """(pid, argv, environment) of every process the account ``uid`` runs, read from /proc."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if not proc.name.isdigit() or proc.stat().st_uid != uid:
-                continue
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-            env = dict(e.partition("=")[::2] for e in (proc / "environ").read_bytes().decode(errors="replace").split("\0") if e)
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        found.append((int(proc.name), argv, env))
-    return found
-
-
-def _xfce_panel_on_vnc(uid: int) -> tuple[int, str] | None:
-    """(pid, display) of an xfce4-panel of ``uid`` drawing on the display of one of its TigerVNC servers that
-    listens on a Unix socket (no TCP port), or None."""
-    processes = _processes_of(uid)
-    displays = {argv[1] for _, argv, _ in processes if argv and argv[0].endswith("Xtigervnc") and "-rfbunixpath" in argv
-                and argv[argv.index("-rfbport") + 1] == "-1"}
-    panels = [(pid, env.get("DISPLAY", "")) for pid, argv, env in processes if argv and Path(argv[0]).name == "xfce4-panel"]
-    return next(((pid, display) for pid, display in panels if display in displays), None)
-
-
 @pytest.mark.browser
 def test_the_desktop_tile_shows_xfces_panel_over_novnc(apps_hub, browser, artifacts):
     """jupyter-remote-desktop-proxy: Debian's TigerVNC on a Unix socket, an xfce4 session as the user, noVNC in the page."""
     assert shutil.which("vncserver") and shutil.which("xfce4-panel"), "TigerVNC or xfce4 missing: run `make system-packages`"
-    from PIL import Image
-
     bob = login(apps_hub, "bob")
     uid = pwd.getpwnam("jupyter-bob").pw_uid  # the local backend's account for bob
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -319,33 +243,13 @@ def test_the_desktop_tile_shows_xfces_panel_over_novnc(apps_hub, browser, artifa
         page.click("form#spawn_form [type=submit]")
         page.wait_for_url("**/user/bob/lab**", timeout=240_000)
         page.goto(page.url.split("/lab")[0] + "/lab?reset")
-        tile = page.locator(".jp-LauncherCard", has_text="Desktop")
-        tile.wait_for()
+        page.locator(".jp-LauncherCard", has_text="Desktop").wait_for()
         assert page.locator(".jp-LauncherCard", has_text="VS Code").count() == 0
         started = time.monotonic()
-        with page.expect_popup() as popup:
-            tile.click()
-        desk = popup.value
+        desk = open_tile(page, "Desktop")
         desk.set_default_timeout(120_000)
         assert desk.url.endswith("/user/bob/desktop/")
-        desk.locator("#status", has_text="Connected").wait_for()  # noVNC's RFB handshake over the websocket is done
-        pid, display = wait_for(lambda: _xfce_panel_on_vnc(uid), 90, "no xfce4-panel of bob on a TigerVNC display")
-        canvas = desk.locator("#screen canvas")
-        shot = artifacts / "desktop-canvas.png"
-
-        def panel_drawn() -> bool:
-            # xfce's panel: a band along the top edge of one colour (give or take the JPEG encoding's noise), unlike
-            # the wallpaper in the middle of the screen
-            canvas.screenshot(path=str(shot))
-            image = Image.open(shot).convert("RGB")
-            width, height = image.size
-            band = [image.getpixel((x, 6)) for x in range(width // 3, 2 * width // 3, 5)]
-            middle = [image.getpixel((x, height // 2)) for x in range(width // 3, 2 * width // 3, 5)]
-            spread = max(max(c[i] for c in band) - min(c[i] for c in band) for i in range(3))
-            apart = sum(abs(sum(c[i] for c in band) / len(band) - sum(c[i] for c in middle) / len(middle)) for i in range(3))
-            return height > 400 and spread < 24 and apart > 40
-
-        wait_for(panel_drawn, 60, f"the xfce panel (pid {pid}, display {display}) is not drawn along the canvas top")
+        wait_for_desktop(desk, uid, artifacts / "desktop-canvas.png")
         opened = time.monotonic() - started
         print(f"Desktop tile to xfce panel drawn: {opened:.1f} s")
         # JPEG: the wallpaper's detail makes a 1.7 MB PNG
@@ -358,4 +262,4 @@ def test_the_desktop_tile_shows_xfces_panel_over_novnc(apps_hub, browser, artifa
         page.close()
         stop_server(bob, "bob")
     # the session ends with the server: no desktop process of bob's is left behind
-    wait_for(lambda: _xfce_panel_on_vnc(uid) is None, 30, "bob's desktop outlived his server")
+    wait_for(lambda: xfce_panel_on_vnc(uid) is None, 30, "bob's desktop outlived his server")

@@ -45,15 +45,20 @@ def write_in_home(data_dir: str | Path, user: str, relative: str | Path, text: s
 
     account = resolve_account(user, "create", "jupyter-", Path("/home"), str(home_of(data_dir, "{username}")))
     ensure_home(account)
-    path = Path(account.home) / relative
-    for folder in reversed([p for p in path.parents if p.is_relative_to(account.home) and p != Path(account.home)]):
+    return write_owned(Path(account.home), account.uid, account.gid, relative, text)
+
+
+def write_owned(home: Path, uid: int, gid: int, relative: str | Path, text: str | bytes) -> Path:
+    """Write ``relative`` below ``home``, it and the folders it makes owned by ``uid``:``gid``."""
+    path = home / relative
+    for folder in reversed([p for p in path.parents if p.is_relative_to(home) and p != home]):
         folder.mkdir(exist_ok=True)
-        os.chown(folder, account.uid, account.gid)
+        os.chown(folder, uid, gid)
     if isinstance(text, bytes):
         path.write_bytes(text)
     else:
         path.write_text(text)
-    os.chown(path, account.uid, account.gid)
+    os.chown(path, uid, gid)
     return path
 
 
