@@ -206,3 +206,28 @@ def test_alice_shares_read_only_from_her_lab(team_hub, browser, artifacts):
         page.context.close()
         alice_hub.api("DELETE", "/shares/alice/")
         stop_server(alice_hub, "alice")
+
+
+def test_a_groups_read_share_is_read_only_for_its_members(team_hub):
+    """A share with a group holds its members to the share's scopes as a share with a person does: the server learns
+    the visitor's groups from the visit's own token (hpclab_hub.web.sharing)."""
+    hub = team_hub
+    data_dir = hub.config["hub"]["data_dir"]
+    write_in_home(data_dir, "alice", "notes.txt", "alice's notes")
+    alice_hub, bob_hub, admin = login(hub, "alice"), login(hub, "bob"), login(hub, "admin")
+    assert admin.api("POST", "/groups/tutors", json={"users": ["bob"]}).status_code in (200, 201)
+    assert alice_hub.post_spawn("alice", "team").status_code == 302
+    try:
+        alice_hub.wait_ready("alice")
+        granted = alice_hub.api("POST", "/shares/alice/", json={"group": "tutors", "scopes": ["access:servers", READ]})
+        assert granted.status_code == 200, granted.text
+        bob = Visit(hub, bob_hub)
+        wait_for(lambda: bob.ask("GET", "api/contents/notes.txt") == 200, 30, "a tutor cannot read the shared server")
+        change = {"type": "file", "format": "text", "content": "a tutor was here"}
+        assert bob.ask("PUT", "api/contents/notes.txt", json=change) == 403
+        assert bob.ask("POST", "api/terminals") == 403
+        assert (home_of(data_dir, "alice") / "notes.txt").read_text() == "alice's notes"
+    finally:
+        alice_hub.api("DELETE", "/shares/alice/")
+        admin.api("DELETE", "/groups/tutors")
+        stop_server(alice_hub, "alice")

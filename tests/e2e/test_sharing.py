@@ -47,5 +47,14 @@ def test_alice_shares_her_server_with_bob_and_revoking_shuts_him_out(sharing_hub
         assert alice.api("DELETE", "/shares/alice/", json={"user": "bob"}).status_code in (200, 204)
         wait_for(lambda: bob.http.get(contents).status_code == 403, 60, "bob still reads alice's files after the revoke")
         assert bob_reads() == 403
+
+        # a course's tutors: shared with a group, every member gets in; revoking the group's share shuts them out
+        admin = login(sharing_hub, "admin")
+        assert admin.api("POST", "/groups/tutors", json={"users": ["bob"]}).status_code in (200, 201)
+        granted = alice.api("POST", "/shares/alice/", json={"group": "tutors"})
+        assert granted.status_code == 200, granted.text
+        wait_for(lambda: bob_reads() == 200, 30, "a member of the group the server is shared with cannot read it")
+        assert alice.api("DELETE", "/shares/alice/", json={"group": "tutors"}).status_code in (200, 204)
+        wait_for(lambda: bob.http.get(contents).status_code == 403, 60, "a tutor still reads alice's files after the revoke")
     finally:
         stop_server(alice, "alice")

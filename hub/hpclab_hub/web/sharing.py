@@ -44,7 +44,9 @@ class LabTokenScopes(list):
     def __call__(self, spawner: Any) -> list[str]:
         server = f"server={spawner.user.name}/{spawner.name}"
         # the owner's token may grant read, write or execute on this server (a visitor's holds none of them)
-        return [f"shares!{server}", *(f"{scope}!{server}" for scope in SERVER_ACCESS), *self]
+        # and every token knows its person's own groups: a server holds a visitor to the shares of their groups too
+        # (hpclab.share_access); without it the visitor's model has no groups and a group's read-only share would edit
+        return [f"shares!{server}", *(f"{scope}!{server}" for scope in SERVER_ACCESS), "read:users:groups!user", *self]
 
 
 #: ``Spawner.server_token_scopes``: JupyterHub's own (the ``server`` role), and this server's shares, so that the server
@@ -106,8 +108,36 @@ def shared_with(user: Any) -> list[dict[str, Any]]:
     return sorted(found, key=lambda row: (row["owner"], row["server"]))
 
 
+def count_group_shares_for_tokens() -> None:
+    """Make a share with a group reach its members' tokens, not only their hub pages.
+
+    JupyterHub 6.1.1 adds the shares with a person's groups to what that person may do (``scopes.get_scopes_for`` of a
+    user), but for one of their tokens only their own shares: a tutor of a group alice shares with passes her server's
+    OAuth login, then every request with the visit's token is refused. Here the expansion of a person's roles, which a
+    token's owner scopes start from, also holds their groups' shares (for a user the same scopes are added again
+    anyway). Tested by tests/e2e/test_sharing.py and test_share_access.py.
+    """
+    from jupyterhub import orm, roles, scopes
+
+    expand_roles = roles.roles_to_expanded_scopes
+    if getattr(expand_roles, "hpclab_group_shares", False):
+        return
+
+    def roles_to_expanded_scopes(held: Any, owner: Any) -> Any:
+        expanded = expand_roles(held, owner)
+        if isinstance(owner, orm.User):
+            for group in owner.groups:
+                for share in group.shared_with_me:
+                    expanded = expanded | scopes.expand_share_scopes(share)
+        return expanded
+
+    roles_to_expanded_scopes.hpclab_group_shares = True  # type: ignore[attr-defined]
+    roles.roles_to_expanded_scopes = roles_to_expanded_scopes
+
+
 def configure_sharing(c: Any, subdomain_host: str | None, base_url: str) -> list[str]:
     """Set up the lab's share dialog and read-only shares; returns the scopes every person's role needs for them."""
+    count_group_shares_for_tokens()
     c.JupyterHub.custom_scopes = SERVER_ACCESS
     c.Spawner.oauth_client_allowed_scopes = LabTokenScopes(SHARE_DIALOG_SCOPES)
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES

@@ -3,8 +3,8 @@
 // jupyter-collaboration's share dialog makes edit shares only (it cannot send scopes). This command asks for a
 // person or a group and makes a read-only share through JupyterHub's sharing API, with the lab's own token, which
 // may manage this server's shares (hpclab_hub.web.sharing): the other person may open files and follow notebooks,
-// not save, run code or open a terminal (hpclab.share_access enforces it in the server). Sharing the same person
-// again from the share dialog makes it an edit share; "Revoke" there takes either back.
+// not save, run code or open a terminal (hpclab.share_access enforces it in the server). A person who had an edit
+// share has a read-only one afterwards; "Revoke" in the share dialog takes either back.
 import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { IMainMenu } from '@jupyterlab/mainmenu';
@@ -33,11 +33,12 @@ async function shareReadOnly(text) {
     encodeURIComponent(server)
   );
   // the hub's path ends with the server's name, empty for the default server: JupyterHub wants the slash
-  const response = await fetch(server ? api : `${api}/`, {
-    method: 'POST',
-    headers: { Authorization: `token ${PageConfig.getOption('token')}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ ...target, scopes: READ_SCOPES })
-  });
+  const url = server ? api : `${api}/`;
+  const headers = { Authorization: `token ${PageConfig.getOption('token')}`, 'Content-Type': 'application/json' };
+  // a share already given (say, an edit share from the share dialog) is taken back first: a second POST would only add
+  // scopes to it, and the person would keep editing
+  await fetch(url, { method: 'PATCH', headers, body: JSON.stringify(target) });
+  const response = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ ...target, scopes: READ_SCOPES }) });
   if (!response.ok) {
     let reason = `${response.status}`;
     try {

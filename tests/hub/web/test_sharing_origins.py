@@ -56,7 +56,7 @@ def test_a_labs_token_may_manage_the_shares_of_its_own_server_only():
     scopes = LabTokenScopes(SHARE_DIALOG_SCOPES)
     spawner = SimpleNamespace(user=SimpleNamespace(name="alice"), name="course")
     access = [f"custom:jupyter_server:{action}:*!server=alice/course" for action in ("read", "write", "execute")]
-    assert scopes(spawner) == ["shares!server=alice/course", *access, *SHARE_DIALOG_SCOPES]
+    assert scopes(spawner) == ["shares!server=alice/course", *access, "read:users:groups!user", *SHARE_DIALOG_SCOPES]
     assert "shares!user" not in scopes(spawner) and list(scopes) == SHARE_DIALOG_SCOPES  # what get_env writes
 
 
