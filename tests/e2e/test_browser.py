@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from support.browsertools import browser_login, run_in_new_notebook, session_field
@@ -39,6 +41,41 @@ def test_admin_logs_in_picks_cpu_profile_and_notebook_reports_its_cores(hub, bro
         second.locator(".jp-LauncherCard").first.wait_for(timeout=60_000)  # and it starts
         assert "/lab/workspaces/" not in page.url  # the first window keeps the default workspace
         second.close()
+
+        # the recent documents as JupyterLab keeps them (hpclab's load writes them back only when checking changed
+        # them, issue 32): a workspace whose list names a file that is gone, and the notebook made above
+        workspace = f"{page.url.split('/lab')[0]}/lab/api/workspaces/recents-check"
+        recent = {"root": config["serverRoot"], "contentType": "notebook", "factory": "Notebook"}
+        listed = {"opened": [{**recent, "path": "gone.ipynb"}, {**recent, "path": "Untitled.ipynb"}], "closed": []}
+        answer = page.evaluate(
+            """async ([url, recents]) => {
+                const xsrf = decodeURIComponent((document.cookie.match(/_xsrf=([^;]+)/) || ['', ''])[1]);
+                const body = {data: {'docmanager:recents': recents}, metadata: {id: 'recents-check'}};
+                const put = await fetch(url, {method: 'PUT', headers: {'X-XSRFToken': xsrf}, body: JSON.stringify(body)});
+                return put.status;
+            }""",
+            [workspace, listed],
+        )
+        assert answer == 204
+        third = page.context.new_page()
+        third.goto(page.url.split("/lab")[0] + "/lab/workspaces/recents-check")
+        third.locator(".jp-LauncherCard, .jp-NotebookPanel").first.wait_for(timeout=60_000)
+
+        def kept() -> list[str]:
+            data = third.evaluate(
+                """async url => {
+                    const xsrf = decodeURIComponent((document.cookie.match(/_xsrf=([^;]+)/) || ['', ''])[1]);
+                    return (await (await fetch(url, {headers: {'X-XSRFToken': xsrf}})).json()).data;
+                }""",
+                workspace,
+            )
+            return [entry["path"] for entry in data.get("docmanager:recents", {}).get("opened", [])]
+
+        deadline = time.monotonic() + 30
+        while kept() != ["Untitled.ipynb"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert kept() == ["Untitled.ipynb"], "the gone file should have left the recent documents, the notebook stay"
+        third.close()
     except Exception:
         page.screenshot(path=str(artifacts / "browser-failure.png"), full_page=True)
         raise

@@ -6,6 +6,7 @@
 // warning, when SLURM's early signal arrives (sbatch --signal), and on every check in the final minutes.
 import { Widget } from '@lumino/widgets';
 
+import './recents-load';
 import shareReadOnly from './share-read-only';
 import windowName from './window-name';
 
