@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 from jupyterhub import orm
@@ -48,17 +47,6 @@ def memory_use(now: int, peak: int, limit: int | None) -> dict[str, str]:
     """The memory a server holds now (and its peak where known), against its profile's limit."""
     text = bytes_text(now) + (f" (peak {bytes_text(peak)})" if peak else "") + (f" of {bytes_text(limit)}" if limit else "")
     return {"memory": text, "memory_bytes": str(now)}
-
-
-def cgroup_memory(group: Any) -> int:
-    """Bytes the local server's cgroup holds (memory.current, or v1's memory.usage_in_bytes); 0 if unreadable."""
-    paths = getattr(group, "paths", {}) or {}
-    for controller, name in (("unified", "memory.current"), ("memory", "memory.usage_in_bytes")):
-        try:
-            return int(Path(paths[controller], name).read_text())
-        except (KeyError, OSError, ValueError):
-            continue
-    return 0
 
 
 def measured_use(
@@ -120,7 +108,7 @@ def server_row(spawner: Any) -> dict[str, Any]:
         pids = group.pids() if group is not None else {pid}
         life = time.time() - _started(spawner.orm_spawner) if _started(spawner.orm_spawner) else 0.0
         row["use"] = measured_use((spawner.user.name, spawner.name, pid), reclaim.cpu_seconds(pids), life, profile.cpus)
-        if group is not None and (held := cgroup_memory(group)):
+        if group is not None and (held := group.memory_in_use()):
             row["use"].update(memory_use(held, 0, profile.memory))
     watch = reclaim._WATCHES.get(backend.owner_key) if pid else None
     if watch is not None and watch.warned_at:

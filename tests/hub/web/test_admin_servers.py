@@ -101,6 +101,10 @@ def test_the_admin_page_shows_each_servers_job_node_time_left_use_and_the_waitin
             measured = (after[1] - first[1]) / (after[0] - first[0])
             assert measured > 0 and abs(float(recent[1]) - measured) <= 0.3 * measured + 0.01, (recent[1], measured)
             assert re.fullmatch(r"\d+\.\d\d of 1 core since start", _cell(row, "a-use-life"))
+            # the memory its cgroup holds (ServerCgroup.memory_in_use): a JupyterLab server and a kernel, tens of MiB
+            memory = row.select_one(".a-memory")
+            assert memory is not None and re.fullmatch(r"\d+ MiB|\d+\.\d\d GiB", memory.get_text(strip=True))
+            assert 20 * 2**20 < int(memory["data-bytes"]) < 3 * 2**30, memory
 
             (waiter,) = page.select(".hpclab-admin-waiter")
             assert waiter["data-user"] == "bob" and _cell(waiter, "w-place") == "1" and _cell(waiter, "w-priority") == "0"

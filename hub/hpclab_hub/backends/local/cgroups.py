@@ -288,6 +288,14 @@ class ServerCgroup:
         match = re.search(r"^oom_kill (\d+)$", text, re.MULTILINE)
         return int(match[1]) if match else 0
 
+    def memory_in_use(self) -> int:
+        """Bytes the group's processes hold now (v2's memory.current, v1's memory.usage_in_bytes); 0 if unreadable."""
+        if self.version == 1:
+            text = _read(Path(self.paths.get("memory", "")) / "memory.usage_in_bytes")
+        else:
+            text = _read(Path(self.paths.get("unified", "")) / "memory.current")
+        return int(text) if text.strip().isdigit() else 0
+
     # --- state -------------------------------------------------------------------------------
 
     def as_state(self) -> dict:
