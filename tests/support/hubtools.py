@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import socket
@@ -245,6 +246,15 @@ class HubClient:
         headers = kwargs.pop("headers", {})
         headers["X-XSRFToken"] = self.hub_xsrf()
         return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=headers, **kwargs)
+
+    def open_lab(self, server_url: str) -> requests.Response:
+        """GET a server's lab (``server_url`` ends with /): the OAuth login to it, and where the hub asks whether a server
+        not one's own may know who one is (a shared server), the answer yes, as a browser's click would give it."""
+        page = self.http.get(server_url + "lab")
+        if "/oauth2/authorize" in page.url and 'name="scopes"' in page.text:
+            fields = re.findall(r'<input type="hidden" name="(_xsrf|scopes)" value="([^"]*)"', page.text)
+            page = self.http.post(page.url, data=[(name, html.unescape(value)) for name, value in fields])
+        return page
 
     def wait_ready(self, username: str, timeout: float = 90, server_name: str = "") -> dict[str, Any]:
         """Wait until the user's default (or named) server is ready; return its server model."""
