@@ -17,7 +17,7 @@ import asyncio
 import html
 import posixpath
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.handlers.base import BaseHandler
@@ -87,6 +87,14 @@ class PreselectingSpawnHandler(SpawnHandler):
                 spawner.handler = self
                 user.spawner.handler = self  # JupyterHub re-renders a refused POST with the default server's form
 
+    def _get_pending_url(self, user, server_name: str) -> str:
+        """JupyterHub's progress-page URL without the form's ``_xsrf`` token: JupyterHub posts the form to a URL that
+        carries it and copies that query onto the progress page's, where it would sit in the address bar, the
+        browser's history and the proxy's access log."""
+        parts = urlsplit(super()._get_pending_url(user, server_name))
+        query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "_xsrf"]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
     def _is_new_named_server(self, user_name: str, server_name: str) -> bool:
         user = self.find_user(user_name)
         return bool(server_name) and user is not None and server_name not in user.orm_spawners
@@ -102,7 +110,7 @@ async def forget_unstarted(handler: BaseHandler, user_name: str, server_name: st
     if user is None or orm_spawner is None or orm_spawner.server is not None:
         return
     spawner = user.spawners[server_name]
-    if spawner.active or getattr(spawner, "profile_slug", ""):  # starting, or got past the start checks
+    if spawner.active:  # starting: its record stays; a start that ended within this request (refused, or failed) did not
         return
     handler.log.info("Forgetting %s: it was never started", spawner._log_name)
     await user._delete_spawner(spawner)

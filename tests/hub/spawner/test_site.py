@@ -189,6 +189,7 @@ def test_two_servers_side_by_side_listed_on_the_home_page_and_counted_by_quotas(
         # per_user servers: 2 — a third server (named) is refused with what is in use
         third = alice.post_spawn("alice", "cpu-small", server_name="third")
         assert third.status_code == 429 and "2 of 2 servers in use" in third.text
+        assert "third" not in alice.api("GET", "/users/alice?include_stopped_servers=1").json()["servers"]  # nothing left behind
         # the same through the REST API: refused, and no stopped "fourth" left behind to count against the limit
         fourth = alice.api("POST", "/users/alice/servers/fourth", json={"profile": "cpu-small"})
         assert fourth.status_code == 429, fourth.text
@@ -234,7 +235,8 @@ def test_a_spawn_link_from_another_site_only_shows_the_form(site):
         page = bob.http.get(f"{site.url}{link}", headers=elsewhere, allow_redirects=False)
         assert page.status_code == 200 and 'id="hpclab-link-note"' in page.text, (link, page.status_code)
         assert _checked(page.text) == ["cpu-large"]  # the link's choice, shown
-        assert bob.api("GET", "/users/bob").json()["servers"] == {}, link  # nothing started, no named server left behind
+        assert bob.api("GET", "/users/bob").json()["servers"] == {}, link  # nothing started
+        assert not set(bob.api("GET", "/users/bob?include_stopped_servers=1").json()["servers"]) - {""}, link  # no named record
     # the form's POST from another site carries no XSRF token (and no cookie: SameSite=Lax): refused
     forged = requests.post(f"{site.url}/hub/spawn/bob/x", data={"profile": "cpu-large"}, cookies=bob.http.cookies,
                            headers=elsewhere, allow_redirects=False)

@@ -139,6 +139,7 @@ def test_a_start_pending_behind_a_full_node_is_cancelled_from_the_progress_page(
         page.fill("#cpu-flex--cpus", "2")
         page.click("form#spawn_form [type=submit]")
         page.wait_for_url("**/hub/spawn-pending/alice**")
+        assert "_xsrf" not in page.url, page.url  # the form's token stays out of the address bar and the logs
         page.get_by_text("pending (Resources").first.wait_for(timeout=90_000)  # SLURM's reason, on the progress page
         (pending,) = [j for j in jobs(conf) if j["user"] == "alice"]
         assert pending["state"] == "PENDING"

@@ -220,6 +220,7 @@ def test_browser_gpu_job_waits_in_queue_then_notebook_shows_job_and_gpu(slurm_hu
         page.check("input[name=profile][value=gpu-1]")
         page.click("form#spawn_form [type=submit]")
         page.wait_for_url("**/spawn-pending/**")
+        assert "_xsrf" not in page.url, page.url  # the form's token stays out of the address bar and the logs
         page.locator("#progress-message", has_text="pending (Resources").wait_for(timeout=60_000)
         page.screenshot(path=str(artifacts / "slurm-pending.png"), full_page=True)
 
