@@ -90,7 +90,7 @@ system-packages:
 	  xfdesktop4 xfce4-terminal dbus-x11 lmod; }
 
 hub: venv proxy labextension
-	@echo "HPCLab hub: http://localhost:8000  — log in as 'admin'."
+	@echo "HPCLab hub: $$($(VENV)/bin/python -c 'import sys; from hpclab_hub.cli.run import public_address; print(public_address(sys.argv[1]))' $(CONFIG) 2>/dev/null)  — log in as 'admin'."
 	@echo "  Password: \$$HPCLAB_ADMIN_PASSWORD if set, else generated and printed once below on the first start."
 	@echo "  Forgot it? .venv/bin/hpclab-hub users add admin   (resets it)"
 	$(VENV)/bin/hpclab-hub kernels install --config $(CONFIG) --prefix $(VENV)

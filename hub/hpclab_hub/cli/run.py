@@ -18,6 +18,19 @@ from hpclab_hub.config.yaml_source import load_with_lines
 from hpclab_hub.ops.db_schema import start_refusal
 
 
+def public_port(deployment: Deployment, port: int | None = None) -> int:
+    """The hub's public port: ``--port``, else HPCLAB_PORT (which the hub reads too), else hub.port."""
+    return port or int(os.environ.get("HPCLAB_PORT") or deployment.hub.port)
+
+
+def public_address(config: str) -> str:
+    """Where users open the hub of ``config`` at its public port; `make hub` prints it before the hub starts."""
+    deployment = _load_or_report(config)
+    if deployment is None:
+        return "(the address: see below, once the configuration's errors are fixed)"
+    return f"{deployment.hub.public_url(public_port(deployment))}{deployment.hub.base_url}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate, then replace this process with JupyterHub configured from the YAML."""
     deployment = _load_or_report(args.config)
@@ -46,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     env["HPCLAB_CONFIG"] = str(Path(args.config).resolve())
     if args.port:
         env["HPCLAB_PORT"] = str(args.port)
-    port = args.port or int(os.environ.get("HPCLAB_PORT") or deployment.hub.port)  # the hub reads HPCLAB_PORT too
+    port = public_port(deployment, args.port)
     as_root = [name for name, b in deployment.backends.items() if b.type == "local" and b.accounts.mode == "hub-user"]
     if as_root and is_root():
         print(

@@ -7,6 +7,7 @@ exactly which issues each one must produce: ``key.path[2].x: message (line N)``,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -548,3 +549,41 @@ def test_a_trial_needs_an_admin_and_hub_user_mode_never_starts_as_root(tmp_path)
     result = run_cli("run", "--config", str(tmp_path / "trial.yaml"))
     assert result.returncode == 1 and "servers never run as root" in result.stderr, result.stderr
     assert not (tmp_path / "state").exists()  # refused before anything was created
+
+
+def test_as_root_make_hub_says_several_people_each_as_their_own_account_and_how_limits_hold(tmp_path):
+    """The mode line `make hub` prints as root (start_lines, through `hpclab-hub run`): own accounts, cgroups or not."""
+    from hpclab_hub.backends.local.trial import start_lines
+
+    if psutil.Process().uids().effective != 0:
+        pytest.skip("the root mode's line is printed only by a hub running as root")
+    assert start_lines(load_deployment(DEFAULT_YAML)) == [
+        "mode: several people (the hub runs as root): each person's server runs as their own Unix account "
+        "(jupyter-<name>), limits enforced by a cgroup per server."
+    ]
+    text = DEFAULT_YAML.read_text().replace("../.venv", str(REPO / ".venv")).replace("../.hpclab", str(tmp_path / "state"))
+    existing = text.replace('accounts: {mode: auto, prefix: "jupyter-"}', "accounts: {mode: existing}\n    limits: best-effort")
+    assert existing != text
+    (tmp_path / "existing.yaml").write_text(existing)
+    assert start_lines(load_deployment(tmp_path / "existing.yaml")) == [
+        "mode: several people (the hub runs as root): each person's server runs as their own Unix account "
+        "(<name>), limits best effort (limits: best-effort)."
+    ]
+
+
+def test_make_hub_prints_the_address_of_the_port_the_hub_listens_on(tmp_path):
+    """`make hub`'s first line names the hub's public port: HPCLAB_PORT, else the CONFIG's hub.port, never a fixed 8000."""
+    plan = subprocess.run(["make", "-n", "-s", "hub"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    echo = next(line for line in plan.stdout.splitlines() if line.startswith('echo "HPCLab hub:'))
+    other = DEFAULT_YAML.read_text().replace("port: 8000", "port: 8123").replace("../.venv", str(REPO / ".venv"))
+    (tmp_path / "other.yaml").write_text(other)
+    cases = [
+        ({}, "deploy/hub.yaml", 8000),
+        ({"HPCLAB_PORT": "8765"}, "deploy/hub.yaml", 8765),
+        ({}, str(tmp_path / "other.yaml"), 8123),
+    ]
+    for env, config, port in cases:
+        line = echo.replace("deploy/hub.yaml", config)
+        environment = {k: v for k, v in os.environ.items() if k != "HPCLAB_PORT"} | env
+        shown = subprocess.run(["sh", "-c", line], cwd=REPO, capture_output=True, text=True, env=environment, timeout=60)
+        assert shown.stdout.startswith(f"HPCLab hub: http://localhost:{port}/  — log in as 'admin'."), (env, config, shown)
