@@ -88,3 +88,35 @@ def test_notebook_metadata_names_its_curated_kernel(path):
     assert spec.get("name") in KERNELS, f"{path.name}: metadata.kernelspec {spec} is not a curated kernel ({sorted(KERNELS)})"
     shipped = json.loads((REPO / "hub/hpclab_hub/kernels/templates" / spec["name"] / "kernel.json").read_text(encoding="utf-8"))
     assert (spec["display_name"], spec["language"]) == (shipped["display_name"], shipped["language"])
+
+
+CLUSTER_CALL = re.compile(r"(?<![\w.])(?:slurm_cluster|SLURMCluster|HpclabSLURMCluster)\(")
+
+
+def _python_examples() -> list[tuple[str, str]]:
+    """(where, code): every notebook's code cells and the ```python blocks of its markdown cells and of docs/*.md."""
+    fenced = re.compile(r"```python\n(.*?)```", re.S)
+    found = []
+    for path in NOTEBOOKS:
+        for i, cell in enumerate(_cells(path)):
+            text = "".join(cell["source"])
+            blocks = [text] if cell["cell_type"] == "code" else fenced.findall(text)
+            found += [(f"{path.name} cell {i}", block) for block in blocks]
+    for doc in sorted((REPO / "docs").glob("*.md")):
+        found += [(doc.name, block) for block in fenced.findall(doc.read_text(encoding="utf-8"))]
+    return found
+
+
+def test_every_example_that_starts_a_slurm_cluster_ends_its_jobs():
+    """A copied example must not leave worker jobs queued or running: a cluster is opened in `with`, or closed."""
+    examples = _python_examples()
+    assert any(CLUSTER_CALL.search(code) for _, code in examples)  # the examples this test reads are still there
+    unclosed = []
+    for where, code in examples:
+        for line in code.splitlines():
+            if not CLUSTER_CALL.search(line) or re.match(r"\s*(with |def |from |import )", line):
+                continue
+            name = re.match(r"\s*(\w+)\s*=", line)
+            if not (name and f"{name.group(1)}.close()" in code):
+                unclosed.append(f"{where}: {line.strip()}")
+    assert not unclosed, "clusters neither opened in `with` nor closed (their jobs outlive the example):\n" + "\n".join(unclosed)
