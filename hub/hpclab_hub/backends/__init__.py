@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from hpclab_hub.config.model import Deployment, Profile
+if TYPE_CHECKING:  # annotations only: the local backend's cgroup code imports without yaml and pydantic (the v2 guest)
+    from hpclab_hub.config.model import Deployment, Profile
 
 
 @dataclass(frozen=True)

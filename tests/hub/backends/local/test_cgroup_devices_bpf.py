@@ -1,7 +1,8 @@
 """cgroup2 GPU fence (hpclab_hub.backends.local.devices_bpf) on this machine's real cgroup2 hierarchy.
 
-This host mounts cgroup2 at /sys/fs/cgroup/unified with no controllers; a device program attaches there
-regardless, and the kernel consults it for every process in the group (it is the default hierarchy).
+The test's groups go on the cgroup2 mount, under this process's own group: /sys/fs/cgroup/unified on a hybrid
+host like the development VM (no controllers there; a device program attaches regardless, and the kernel consults
+it for every process in the group), /sys/fs/cgroup on a pure v2 host (Debian 13, Ubuntu 24.04).
 The GPUs are fake nodes: NVIDIA's major 195 with no driver (an open the cgroup lets through fails with
 ENXIO, one it refuses with EPERM), and copies of /dev/zero and /dev/full standing for GPUs whose nodes
 open for real. The process that opens them runs as ``nobody`` inside the group, as a user's kernel would.
@@ -21,6 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from hpclab.cgroup import cgroup_mounts, process_cgroups
+from hpclab_hub.backends.local.cgroups import CgroupUnavailable, ServerLimits, fence_devices_v2
 from hpclab_hub.backends.local.devices_bpf import (
     DeviceFenceError,
     assemble,
@@ -28,15 +32,27 @@ from hpclab_hub.backends.local.devices_bpf import (
     fence,
     load,
 )
-from hpclab_hub.backends.local.cgroups import CgroupUnavailable, ServerLimits, fence_devices_v2
 from support.paths import REPO_ROOT
 
-UNIFIED = Path("/sys/fs/cgroup/unified")
 NOBODY = 65534
+
+
+def _cgroup2() -> tuple[Path, Path] | None:
+    """The cgroup2 mount (whole tree) and this process's own group on it; None without one."""
+    mounts = [m for m in cgroup_mounts(Path("/proc/self/mountinfo").read_text()) if m.version == 2 and m.root == "/"]
+    own = process_cgroups(Path("/proc/self/cgroup").read_text()).get("unified")
+    for mount in sorted(mounts, key=lambda m: m.mountpoint != "/sys/fs/cgroup/unified"):  # hybrid first, then pure v2
+        if own is not None and (mount.directory_of(own) / "cgroup.procs").exists():
+            return Path(mount.mountpoint), mount.directory_of(own)
+    return None
+
+
+CGROUP2 = _cgroup2()
+MOUNT, OWN_GROUP = CGROUP2 or (Path("/nonexistent"), Path("/nonexistent"))
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="loading a device program and making device nodes need root"),
-    pytest.mark.skipif(not (UNIFIED / "cgroup.procs").exists(), reason="no cgroup2 hierarchy at /sys/fs/cgroup/unified"),
+    pytest.mark.skipif(CGROUP2 is None, reason="no cgroup2 mount (neither /sys/fs/cgroup/unified nor /sys/fs/cgroup)"),
 ]
 
 #: name -> (major, minor): what the server may open (own GPU, control devices) and what it may not
@@ -69,8 +85,8 @@ def fake_dev() -> Iterator[Path]:
 
 @pytest.fixture
 def server_group() -> Iterator[Path]:
-    """A server-like group on the real cgroup2 hierarchy."""
-    path = UNIFIED / f"hpclab-test-fence-{os.getpid()}"
+    """A server-like group on the real cgroup2 hierarchy, under the test's own group."""
+    path = OWN_GROUP / f"hpclab-test-fence-{os.getpid()}"
     path.mkdir()
     yield path
     for pid in (path / "cgroup.procs").read_text().split():
@@ -85,7 +101,7 @@ def server_group() -> Iterator[Path]:
 
 PROBE = """
 import errno, json, os, sys
-folder, group, uid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+folder, group, uid, top = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if group:
     with open(os.path.join(group, 'cgroup.procs'), 'w') as handle:  # joins as root, before dropping, as a server does
         handle.write(str(os.getpid()))
@@ -98,7 +114,7 @@ for name in sorted(os.listdir(folder)):
     except OSError as failed:
         result[name] = errno.errorcode[failed.errno]
 escape = {}
-for target in ('/sys/fs/cgroup/unified/cgroup.procs', os.path.join(os.path.dirname(group or '/'), 'cgroup.procs')):
+for target in (os.path.join(top, 'cgroup.procs'), os.path.join(os.path.dirname(group or top), 'cgroup.procs')):
     try:
         with open(target, 'w') as handle:
             handle.write(str(os.getpid()))
@@ -112,7 +128,7 @@ print(json.dumps(result))
 
 def _probe(folder: Path, group: Path | None) -> dict:
     """Open every node as ``nobody`` from inside ``group`` (None: outside any server group)."""
-    out = subprocess.run([sys.executable, "-c", PROBE, str(folder), str(group or ""), str(NOBODY)],
+    out = subprocess.run([sys.executable, "-c", PROBE, str(folder), str(group or ""), str(NOBODY), str(MOUNT)],
                          capture_output=True, text=True, timeout=30, check=True).stdout
     return json.loads(out)
 
@@ -124,7 +140,8 @@ def test_a_users_process_opens_its_own_gpu_and_the_control_devices_and_no_other_
     inside = _probe(fake_dev, server_group)
     outside = _probe(fake_dev, None)
 
-    assert inside.pop("escape") == {"/sys/fs/cgroup/unified/cgroup.procs": "EACCES"}  # and it cannot leave the group
+    escape = inside.pop("escape")  # and it cannot leave the group: not to the top, not to the parent
+    assert escape[str(MOUNT / "cgroup.procs")] == "EACCES" and set(escape.values()) == {"EACCES"}, escape
     assert inside == {
         "nvidia0": "ENXIO",  # let through (no driver behind the fake node)
         "nvidia1": "EPERM",  # another user's GPU: refused by the program
