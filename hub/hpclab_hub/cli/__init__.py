@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start JupyterHub from a deploy YAML")
     run.add_argument("--config", default=DEFAULT_CONFIG)
     run.add_argument("--port", type=int, default=None, help="public port (overrides hub.port)")
+    run.add_argument(
+        "--user",
+        default=None,
+        metavar="NAME",
+        help="started as root: give hub.data_dir to NAME and run as NAME (SLURM-only YAMLs; refused where root is needed)",
+    )
     run.set_defaults(handler="run:cmd_run")
 
     reload = sub.add_parser("reload", help="check a changed YAML, then the running hub takes it up; its servers keep running")

@@ -12,6 +12,7 @@ from hpclab_hub.backends.local.trial import is_root, start_lines
 from hpclab_hub.backends.local.unix_accounts import unreachable_folder
 from hpclab_hub.backends.without_root import without_root_refusals
 from hpclab_hub.cli.common import _load_or_report
+from hpclab_hub.cli.run_as import drop_to, run_as_refusals
 from hpclab_hub.config import Deployment
 from hpclab_hub.config.checks import runtime_issues
 from hpclab_hub.config.yaml_source import load_with_lines
@@ -60,6 +61,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.port:
         env["HPCLAB_PORT"] = str(args.port)
     port = public_port(deployment, args.port)
+    if getattr(args, "user", None):
+        refusals = run_as_refusals(deployment, args.user, port, args.config)
+        for refusal in refusals:
+            print(f"hpclab-hub: not starting: {refusal}", file=sys.stderr)
+        if refusals:
+            return 1
+        drop_to(args.user, deployment.hub.data_dir, env)
+        print(f"hpclab-hub: running as {args.user} (uid {os.getuid()}); {deployment.hub.data_dir} is its", flush=True)
     as_root = [name for name, b in deployment.backends.items() if b.type == "local" and b.accounts.mode == "hub-user"]
     if as_root and is_root():
         print(

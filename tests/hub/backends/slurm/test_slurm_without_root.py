@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from support.hubtools import HUB_CLI, Hub, add_account, hub_yaml, login, make_reachable, stop_server
 from support.paths import REPO_ROOT
@@ -39,11 +42,8 @@ def run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def installed(slurm_cluster):
-    """The account hpclab, the group hpclab-users (alice, bob), the wrapper, its configuration and the sudoers file
-    installed as docs/slurm.md says, and hpclab a SLURM operator; all of it removed afterwards."""
-    if run("getent", "group", "hpclab-users").returncode != 0:
-        run("groupadd", "--system", "hpclab-users", check=True)
+def hpclab_account() -> None:
+    """The hub's own account hpclab (a system account, home /var/lib/hpclab), as docs/slurm.md makes it."""
     if run("id", "hpclab").returncode != 0:
         run(
             "useradd",
@@ -56,6 +56,14 @@ def installed(slurm_cluster):
             "hpclab",
             check=True,
         )
+
+
+@pytest.fixture(scope="module")
+def installed(slurm_cluster, hpclab_account):
+    """The account hpclab, the group hpclab-users (alice, bob), the wrapper, its configuration and the sudoers file
+    installed as docs/slurm.md says, and hpclab a SLURM operator; all of it removed afterwards."""
+    if run("getent", "group", "hpclab-users").returncode != 0:
+        run("groupadd", "--system", "hpclab-users", check=True)
     for name in ("alice", "bob"):
         run("usermod", "-aG", "hpclab-users", name, check=True)
     before = {path: path.read_bytes() if path.exists() else None for path in (WRAPPER, WRAPPER_CONF, SUDOERS)}
@@ -141,6 +149,16 @@ class HubAsHpclab(Hub):
             str(self.config_path),
         ]
         self.launch(argv, env, timeout, cwd=data_dir)
+
+
+class HubRunAsHpclab(Hub):
+    """A hub started as root, as the shipped unit starts it, with ``hpclab-hub run --user hpclab``."""
+
+    def start(self, timeout: float = 60) -> None:
+        make_reachable(self.config_path)
+        env = dict(os.environ, HPCLAB_ADMIN_PASSWORD="unused-admin-password-5")
+        env["PATH"] = f"{Path(HUB_CLI).parent}:/usr/local/bin:/usr/bin:/bin"
+        self.launch([str(HUB_CLI), "run", "--config", str(self.config_path), "--user", "hpclab"], env, timeout)
 
 
 def without_root_yaml(data_dir: Path, conf: str, **backend) -> dict:
@@ -257,3 +275,48 @@ def test_hub_as_hpclab_submits_extends_cancels_orphans_and_stops_through_the_wra
         hub.kill_servers()
         for name in ("alice", "bob"):
             subprocess.run(["scancel", f"--user={name}"], env={"SLURM_CONF": conf, "PATH": "/usr/bin:/bin"}, check=False)
+
+
+def test_run_user_drops_a_root_started_slurm_hub_to_hpclab_and_gives_it_the_data_dir(installed, tmp_path):
+    """`run --user hpclab` as root: the hub's own process is hpclab in every id (no root group left), data_dir and
+    what root left in it are hpclab's, and the hub answers and keeps its users in its database as hpclab."""
+    make_reachable(tmp_path / "x")
+    data_dir = tmp_path / "state"
+    data_dir.mkdir(mode=0o755)
+    (data_dir / "left-by-root").write_text("an earlier start as root")  # e.g. a database from a hub run as root
+    hub = HubRunAsHpclab(tmp_path, without_root_yaml(data_dir, installed, submit_wrapper=str(WRAPPER)))
+    add_account(hub, "alice")
+    hpclab = pwd.getpwnam("hpclab")
+    try:
+        hub.start()
+        process = psutil.Process(hub.proc.pid)
+        assert "jupyterhub" in " ".join(process.cmdline())  # the hub itself (run execs it), not a wrapper around it
+        assert tuple(process.uids()) == (hpclab.pw_uid,) * 3 and tuple(process.gids()) == (hpclab.pw_gid,) * 3
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        groups = {int(g) for g in status.split("Groups:")[1].splitlines()[0].split()}
+        assert 0 not in groups and groups <= set(os.getgrouplist("hpclab", hpclab.pw_gid)), groups
+        assert status.split("CapEff:")[1].split()[0] == "0000000000000000"  # no capability kept
+        for path in [data_dir, *data_dir.rglob("*")]:
+            assert path.stat().st_uid == hpclab.pw_uid, path
+        assert (data_dir / "jupyterhub.sqlite").exists() and stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        answer = requests.get(f"{hub.url}/hub/api/", timeout=10)
+        assert answer.status_code == 200 and "version" in answer.json()
+        alice = login(hub, "alice")  # the database is writable as hpclab: a login records the user
+        assert alice.api("GET", "/users/alice").json()["name"] == "alice"
+        assert "running as hpclab" in hub.log_tail(200)
+    finally:
+        hub.stop()
+        hub.kill_servers()
+
+
+def test_run_user_refuses_a_yaml_with_a_local_backend_before_anything_changes(hpclab_account, tmp_path):
+    """A local backend needs root (accounts, cgroups, a drop to each user): refused with that reason, data_dir untouched."""
+    make_reachable(tmp_path / "x")
+    data_dir = tmp_path / "state"
+    data_dir.mkdir(mode=0o755)
+    hub = HubRunAsHpclab(tmp_path, hub_yaml(data_dir))  # the default test YAML: one local backend
+    with pytest.raises(RuntimeError) as refused:
+        hub.start(timeout=30)
+    message = str(refused.value)
+    assert "not starting: --user hpclab: backends.local is a local backend, which needs a hub running as root" in message
+    assert data_dir.stat().st_uid == 0 and not any(data_dir.iterdir())  # nothing handed over, nothing started
