@@ -114,7 +114,10 @@ def upgrade(deployment: Deployment, log: logging.Logger) -> tuple[str | None, st
 
 
 def backup(deployment: Deployment, config_path: Path, dest: Path) -> list[str]:
-    """Copy what a restore needs into ``dest``; returns the names copied (a PostgreSQL/MySQL database: not copied)."""
+    """Copy what a restore needs into ``dest``; returns the names copied (a PostgreSQL/MySQL database: not copied).
+
+    Besides the hub's state and the YAML: ``hub.env`` and ``tls/`` beside the YAML (/etc/hpclab), where the shipped
+    systemd unit and nginx configuration keep the service's variables and nginx's certificate and key."""
     hub = deployment.hub
     dest.mkdir(parents=True, exist_ok=True)
     dest.chmod(0o700)
@@ -136,6 +139,13 @@ def backup(deployment: Deployment, config_path: Path, dest: Path) -> list[str]:
     for name, path in (("ssl_cert", hub.ssl_cert), ("ssl_key", hub.ssl_key)):
         if path:
             files[f"{name}{Path(path).suffix or '.pem'}"] = Path(path)
+    # beside the YAML, where the shipped units put them: the service's variables (deploy/systemd/hpclab-hub.service's
+    # EnvironmentFile: the admin password, client secrets) and nginx's certificate and key (deploy/nginx/hpclab.conf)
+    etc = config_path.resolve().parent
+    files["hub.env"] = etc / "hub.env"
+    if (etc / "tls").is_dir():
+        (dest / "tls").mkdir(mode=0o700, exist_ok=True)
+        files.update({f"tls/{entry.name}": entry for entry in sorted((etc / "tls").iterdir()) if entry.is_file()})
     for name, path in files.items():
         if Path(path).exists():
             shutil.copy2(path, dest / name)

@@ -104,13 +104,21 @@ def test_a_backup_restored_into_a_new_data_dir_serves_the_same_users(tmp_path):
     old.start()
     try:
         login(old, "alice")
+        etc = old.config_path.parent  # as /etc/hpclab: the unit's variables and nginx's certificate beside the YAML
+        (etc / "hub.env").write_text("HPCLAB_ADMIN_PASSWORD=first-start-only\n")
+        (etc / "tls").mkdir()
+        (etc / "tls" / "hub-wildcard.crt").write_text("certificate\n")
+        (etc / "tls" / "hub-wildcard.key").write_text("key\n")
         backup = tmp_path / "backup"
         done = _cli(old, "backup", str(backup))  # while the hub runs: SQLite's online backup
         assert done.returncode == 0, done.stderr
     finally:
         old.stop()
         old.kill_servers()
-    assert {p.name for p in backup.iterdir()} >= {"jupyterhub.sqlite", "jupyterhub_cookie_secret", "hub.yaml"}
+    assert {p.name for p in backup.iterdir()} >= {"jupyterhub.sqlite", "jupyterhub_cookie_secret", "hub.yaml", "hub.env", "tls"}
+    for name in ("hub.env", "tls/hub-wildcard.crt", "tls/hub-wildcard.key"):
+        assert (backup / name).read_bytes() == (etc / name).read_bytes() and (backup / name).stat().st_mode & 0o777 == 0o600
+    assert "hub.env" in done.stdout and "tls/hub-wildcard.key" in done.stdout
     assert oct(backup.stat().st_mode & 0o777) == "0o700"
 
     # the restore, as docs/admin-guide.md says: a new data folder (0700), the three state files into it, the YAML's data_dir
