@@ -9,13 +9,14 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+
 from hpclab.mri import process, process_cohort
 from hpclab.mri.brain_shape import face_contacts
-from hpclab.mri.qc import FOV_CUT_MM
+from hpclab.mri.qc import FOV_CUT_MM, MAX_OUTSIDE_LARGEST, quality_checks
 from support import mri_data
 
 DATA = mri_data.DATA_DIR
-HEADS = {**mri_data.REAL_HEADS, "uih-134917": DATA / "uih_134917_head_2p5mm.nii.gz"}
+HEADS = {**mri_data.REAL_HEADS, "uih-134917": DATA / "uih_134917_head_2p5mm.nii.gz", "mni152": mri_data.MNI152_HEAD}
 #: sample -> (check that must fail, words its reason must hold)
 NOT_BRAINS = {
     "ge_irspgr_fruit_phantom_2p5mm.nii.gz": ("head_geometry", "% of the head"),
@@ -35,6 +36,26 @@ def test_every_real_head_is_ok(name, tmp_path):
     assert result.qc.status == "ok", result.qc.reasons
     for check in ("field_of_view", "mask_pieces", "boundary_contrast", "head_geometry", "csf_fraction", "wm_fraction"):
         assert result.qc[check].status == "ok"
+
+
+def test_a_brain_mask_split_in_two_fails_the_one_piece_check_with_its_reason():
+    """FSL's MNI152 head with its published brain mask is one piece; the same mask with a 12 mm sagittal gap
+    (its hemispheres apart, as a mask torn by a failed extraction) is two pieces and fails, saying so."""
+    img = nib.load(mri_data.MNI152_HEAD)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    mask = np.asarray(nib.load(mri_data.MNI152_BRAIN_MASK).dataobj) > 0
+    zooms = img.header.get_zooms()
+    whole = quality_checks(data, mask, np.where(mask, 2, 0), zooms, affine=img.affine)
+    assert whole["mask_pieces"].status == "ok" and whole["mask_pieces"].message == "brain mask in one piece"
+    midline = int(round(np.argwhere(mask)[:, 0].mean()))
+    split = mask.copy()
+    split[midline - 3 : midline + 3] = False  # 6 voxels of 2 mm
+    report = quality_checks(data, split, np.where(split, 2, 0), zooms, affine=img.affine)
+    pieces = report["mask_pieces"]
+    assert pieces.status == "failed" and report.status == "failed"
+    assert pieces.value > MAX_OUTSIDE_LARGEST
+    assert pieces.message.startswith("the brain mask falls into 2 pieces of 1 mL or more; the largest holds only")
+    assert "(a brain is one piece)" in report.reasons
 
 
 @pytest.mark.parametrize("name", sorted(NOT_BRAINS))
@@ -72,10 +93,10 @@ def test_the_field_of_view_band_tells_a_grazed_edge_from_a_cut():
     mask, zooms = np.asarray(img.dataobj) > 0, img.header.get_zooms()
     rows = np.flatnonzero(mask.any(axis=(0, 1)))  # axis 2 runs inferior -> superior in this file
     step = round(10 / float(zooms[2]))
-    for face, crop in (("superior", mask[:, :, : rows[-1] + 1]), ("inferior", mask[:, :, rows[0]:])):
+    for face, crop in (("superior", mask[:, :, : rows[-1] + 1]), ("inferior", mask[:, :, rows[0] :])):
         contacts = face_contacts(crop, zooms, img.affine)
         assert contacts[0].face == face and contacts[0].band_mm < FOV_CUT_MM
-    for face, crop in (("superior", mask[:, :, : rows[-1] + 1 - step]), ("inferior", mask[:, :, rows[0] + step:])):
+    for face, crop in (("superior", mask[:, :, : rows[-1] + 1 - step]), ("inferior", mask[:, :, rows[0] + step :])):
         contacts = face_contacts(crop, zooms, img.affine)
         assert contacts[0].face == face and contacts[0].band_mm > FOV_CUT_MM
 
