@@ -6,8 +6,11 @@ above the YAML model (config/) and the backends whose features they look for.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
+from hpclab.apps import APPS, missing_programs
 from hpclab.lab_features import LAB_FEATURES
 from hpclab_hub.backends.local.disk_quota import quota_problem
 from hpclab_hub.backends.local.one_door import door_note
@@ -27,6 +30,35 @@ def deployment_notes(deployment: Deployment) -> list[str]:
         *_lab_feature_notes(deployment),
     )
     return [note for note in notes if note]
+
+
+def app_warnings(deployment: Deployment) -> list[str]:
+    """Apps a profile offers whose program is not installed (code-server, the desktop's TigerVNC and xfce4): their
+    tiles would fail. Warned by ``hpclab-hub check`` and in the hub's log; never an error (it may be installed later).
+
+    Looked for on this machine: a local backend's servers run here; a SLURM backend's run on the nodes, whose software
+    is the node prefix (code-server under it) and the nodes' own system packages, which the login side often mirrors.
+    """
+    notes = []
+    for profile in deployment.profiles:
+        backend = deployment.backends[profile.backend]
+        prefix = getattr(backend, "node_prefix", None) or sys.prefix
+        code_server = Path(
+            profile.environment.get("HPCLAB_CODE_SERVER_DIR")
+            or os.environ.get("HPCLAB_CODE_SERVER_DIR")
+            or Path(prefix, "code-server")
+        )
+        where = "on this machine" if backend.type == "local" else "on this machine, and the nodes run it the same way"
+        for name in profile.apps:
+            missing = missing_programs(name, code_server)
+            if missing:
+                install = "make code-server" if name == "vscode" else "make system-packages"
+                notes.append(
+                    f"profile {profile.slug!r} offers the {name} app ({APPS[name][0]}), but {', '.join(missing)} "
+                    f"{'is' if len(missing) == 1 else 'are'} not installed {where}: its tile would fail ({install}; "
+                    "docs/kernels.md)"
+                )
+    return notes
 
 
 def _disk_quota_notes(deployment: Deployment) -> list[str]:

@@ -18,7 +18,7 @@ from hpclab_hub.config import load_deployment
 from hpclab_hub.config.loader import cached_deployment
 from hpclab_hub.config.model import Deployment
 from hpclab_hub.config.usernames import username_max_length
-from hpclab_hub.host_notes import deployment_notes
+from hpclab_hub.host_notes import app_warnings, deployment_notes
 from hpclab_hub.ops.culling import activity_interval, culler_service, profile_timeouts
 from hpclab_hub.ops.kept_proxy import KeptProxy
 from hpclab_hub.spawner.internal_certs import configure_internal_ssl
@@ -260,6 +260,6 @@ def configure(c: Any, config_file: str | os.PathLike) -> Deployment:
     cached_deployment.cache_clear()
     apply_deployment(c, deployment, path)
 
-    for note in deployment_notes(deployment):  # off on this machine, though the YAML is valid: say so in the hub's log
+    for note in [*app_warnings(deployment), *deployment_notes(deployment)]:  # off here, though valid: in the hub's log
         logging.getLogger("JupyterHub").warning("hpclab: %s", note)
     return deployment

