@@ -180,6 +180,20 @@ def singleuser_processes(data_dir: str, user: str | None = None) -> list[psutil.
     return found
 
 
+ZYGOTE_PROGRAM = "hpclab_hub.backends.local.zygote_main"
+
+
+def assert_start_path(hub: Any, user: str) -> None:
+    """The user's running servers were forked by the local backend's zygote exactly when the hub's YAML turns it on:
+    a zygote that failed would fall back to a fresh start and quietly leave a "with the zygote" test untested."""
+    wanted = bool(hub.config["backends"]["local"].get("zygote"))
+    servers = singleuser_processes(hub.config["hub"]["data_dir"], user)
+    assert servers, f"no running server of {user}"
+    for proc in servers:
+        forked = ZYGOTE_PROGRAM in " ".join(psutil.Process(proc.ppid()).cmdline())
+        assert forked == wanted, f"{user}'s server pid {proc.pid}: forked by the zygote {forked}, the YAML says {wanted}"
+
+
 class HubClient:
     """A logged-in browser-like session on the hub (cookies + xsrf), for form posts and the REST API."""
 

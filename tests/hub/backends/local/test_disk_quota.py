@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support.hubtools import HUB_CLI, homes_dir, hub_yaml, login, started_hub, stop_server
+from support.hubtools import HUB_CLI, assert_start_path, homes_dir, hub_yaml, login, started_hub, stop_server
 from support.kerneltools import run_in_kernel
 
 pytestmark = [pytest.mark.hub, pytest.mark.skipif(os.geteuid() != 0, reason="quotas and loop mounts need root")]
@@ -49,9 +49,10 @@ def _unmount(mount_point: Path) -> None:
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-@pytest.fixture(scope="module")
-def quota_hub(tmp_path_factory) -> Iterator:
-    """A hub whose homes are a fresh btrfs with quotas on: 32 MiB each, 64 MiB for gpu-users (alice)."""
+@pytest.fixture(scope="module", params=["fresh", "zygote"])
+def quota_hub(request, tmp_path_factory) -> Iterator:
+    """A hub whose homes are a fresh btrfs with quotas on: 32 MiB each, 64 MiB for gpu-users (alice); its servers
+    started fresh, then (the same tests again) forked from the backend's zygote (issue 32)."""
     workdir = tmp_path_factory.mktemp("diskquota")
     homes = homes_dir(workdir / "state")
     problem = _loop_filesystem(workdir / "homes.img", homes, ["mkfs.btrfs", "-q", "-f"])
@@ -60,6 +61,7 @@ def quota_hub(tmp_path_factory) -> Iterator:
         subprocess.run(["btrfs", "quota", "enable", str(homes)], check=True, capture_output=True)
         config = hub_yaml(workdir / "state")
         config["quotas"] = {"disk": {"per_user": "32M", "groups": {"gpu-users": "64M"}}}
+        config["backends"]["local"]["zygote"] = request.param == "zygote"
         with started_hub(workdir, config) as hub:
             yield hub
     finally:
@@ -71,6 +73,7 @@ def test_writes_past_the_home_quota_fail_and_session_shows_used_and_left(quota_h
     for client, name in ((alice, "alice"), (bob, "bob")):
         assert client.post_spawn(name, "cpu-small").status_code == 302
         client.wait_ready(name)
+        assert_start_path(quota_hub, name)
     try:
         out, error = run_in_kernel(alice, "alice", """
 import errno, os, hpclab

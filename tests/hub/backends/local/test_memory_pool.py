@@ -11,16 +11,17 @@ import pytest
 
 from hpclab_hub.backends.local.resources import machine_memory, pool_memory
 
-from support.hubtools import hub_yaml, login, singleuser_processes, started_hub, stop_server
+from support.hubtools import assert_start_path, hub_yaml, login, singleuser_processes, started_hub, stop_server
 
 pytestmark = pytest.mark.hub
 
 
-@pytest.fixture(scope="module")
-def pool_hub(tmp_path_factory):
+@pytest.fixture(scope="module", params=["fresh", "zygote"])
+def pool_hub(request, tmp_path_factory):
+    """Servers started fresh, then (the same tests again) forked from the backend's zygote (issue 32)."""
     workdir = tmp_path_factory.mktemp("memory-pool")
     config = hub_yaml(workdir / "state")
-    config["backends"]["local"]["memory"] = "10G"
+    config["backends"]["local"].update({"memory": "10G", "zygote": request.param == "zygote"})
     config["profiles"] = [
         {"slug": "small", "display_name": "Small", "backend": "local", "cpus": 1, "memory": "1G", "default": True},
         {"slug": "large", "display_name": "Large", "backend": "local", "cpus": 1, "memory": "4G"},
@@ -39,6 +40,7 @@ def test_large_servers_never_add_up_past_the_machines_memory(pool_hub):
         assert alice.post_spawn("alice", "large", server_name="two").status_code == 302
         alice.wait_ready("alice")
         alice.wait_ready("alice", server_name="two")
+        assert_start_path(pool_hub, "alice")
         # the form says what is left, and that a large server does not fit now
         form = alice.http.get(f"{pool_hub.url}/hub/spawn/alice/three").text
         assert "2G of 10G memory free" in form and "not enough memory free for this profile now" in form
