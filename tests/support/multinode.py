@@ -118,12 +118,14 @@ class MultiNodeCluster:
         return left
 
 
-def node_install(prefix: Path, timeout: float = 900) -> Path:
+def node_install(prefix: Path, timeout: float = 900, config: Path | None = None) -> Path:
     """``hpclab-hub node-install PREFIX`` (the hub's own CLI, next to this interpreter): the software the nodes run
-    instead of the hub's venv, readable by the users' jobs; an existing prefix is brought up to date. Its Python."""
+    instead of the hub's venv, readable by the users' jobs; an existing prefix is brought up to date. With
+    ``config``, ``--config CONFIG``: that YAML's curated kernelspecs go into PREFIX/share/jupyter/kernels. Its Python."""
     started = time.monotonic()
-    done = subprocess.run([str(Path(sys.executable).with_name("hpclab-hub")), "node-install", str(prefix)],
-                          capture_output=True, text=True, timeout=timeout)
+    argv = [str(Path(sys.executable).with_name("hpclab-hub")), "node-install", str(prefix)]
+    done = subprocess.run(argv + (["--config", str(config)] if config else []), capture_output=True, text=True,
+                          timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"hpclab-hub node-install {prefix} failed:\n{done.stdout}{done.stderr}")
     sys.stderr.write(f"\nnode-install took {time.monotonic() - started:.1f} s\n")

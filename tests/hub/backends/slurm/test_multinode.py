@@ -21,6 +21,8 @@ import pandas as pd
 import psutil
 import pytest
 import requests
+import websocket
+import yaml
 
 from hpclab.mri import find_subjects
 from hpclab.mri.cohort import SUBJECT_LIST, SUMMARY_NAME, cohort_scripts
@@ -36,12 +38,18 @@ pytestmark = pytest.mark.hub
 
 #: this cluster's own prefix, ports (slurmctld 6951; slurmd 6952 inside each node; slurmdbd and MariaDB 6953, 6954)
 #: and subnet, apart from the one-node clusters of the other tests (6937, 6947, 6961-6972; 127.0.0.1) and from the
-#: benchmarks' two-node cluster (benchmarks/dev_slurm.py: 6955-6958, 10.77.2.0/24)
-MULTI = MultiNodeCluster(prefix=Path("/tmp/hpclab-slurm-multi"), ctld_port=6951, subnet="10.77.1")
+#: benchmarks' two-node cluster (benchmarks/dev_slurm.py: 6955-6958, 10.77.2.0/24). HPCLAB_TEST_MULTI_PREFIX, _PORT,
+#: _SUBNET and _NODE_INSTALL give a second run its own cluster and node prefix (two runs of this module at once)
+MULTI = MultiNodeCluster(prefix=Path(os.environ.get("HPCLAB_TEST_MULTI_PREFIX", "/tmp/hpclab-slurm-multi")),
+                         ctld_port=int(os.environ.get("HPCLAB_TEST_MULTI_PORT", "6951")),
+                         subnet=os.environ.get("HPCLAB_TEST_MULTI_SUBNET", "10.77.1"))
 PREFIX, CTLD_PORT, SUBNET = MULTI.prefix, MULTI.ctld_port, MULTI.subnet
 LOGIN_ADDR = MULTI.login_addr
 NODE_ADDR = MULTI.node_addr  # node1 10.77.1.11, node2 10.77.1.12
-NODE_INSTALL = Path("/tmp/hpclab-node-multi")
+NODE_INSTALL = Path(os.environ.get("HPCLAB_TEST_MULTI_NODE_INSTALL", "/tmp/hpclab-node-multi"))
+#: the curated kernel the node prefix carries (node-install --config): its runtime is the prefix itself
+NODE_KERNELS = {"josephson": {"display_name": "Josephson (SciPy, numba, joblib)",
+                              "runtime": {"type": "venv", "prefix": str(NODE_INSTALL)}}}
 #: what the nodes must not see: the hub's venv (the repository's .venv, and the interpreter running these tests)
 HIDDEN = MULTI.hide
 CONF = MULTI.conf
@@ -76,9 +84,12 @@ def multinode() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def node_prefix() -> str:
-    """A shared software prefix from ``hpclab-hub node-install`` (what the nodes run instead of the hub's venv)."""
-    node_install(NODE_INSTALL)
+def node_prefix(tmp_path_factory) -> str:
+    """A shared software prefix from ``hpclab-hub node-install --config`` (what the nodes run instead of the hub's
+    venv), with the curated josephson kernelspec of a deploy YAML under PREFIX/share/jupyter/kernels."""
+    config = tmp_path_factory.mktemp("node-install") / "hpclab.yaml"
+    config.write_text(yaml.safe_dump({**slurm_hub_yaml(config.parent / "state", CONF), "kernels": NODE_KERNELS}))
+    node_install(NODE_INSTALL, config=config)
     return str(NODE_INSTALL)
 
 
@@ -159,6 +170,90 @@ def test_a_server_on_node2_is_reached_by_the_proxy_at_node2s_address(cluster, no
             page = alice.http.get(hub.user_url("alice") + "lab")  # through the hub's OAuth, then the proxy to node2
             assert page.status_code == 200 and page.url.startswith(hub.user_url("alice")), page.url
             assert alice.http.get(hub.user_url("alice") + "api/status").json()["started"], "no answer from the server's API"
+        finally:
+            stop_server(alice, "alice")
+
+
+#: the cell the curated kernel runs: where it runs, from which Python, and a small Josephson sweep of hpclab's
+CELL = ("import json, os, socket, sys\nfrom hpclab.josephson import sweep\n"
+        "result = sweep(G=[10.0, 20.0], alpha=[0.1], r=0.1, progress=False)\n"
+        "print(json.dumps({'host': socket.gethostname(), 'python': sys.executable, 'kernel': os.environ['HPCLAB_KERNEL'],"
+        " 'job': os.environ['SLURM_JOB_ID'], 'points': int(result.state.size)}))")
+
+
+def _run_cell(socket_url: str, cookie: str, code: str, timeout: float = 180) -> str:
+    """Send ``code`` as an execute_request over the kernel's channels WebSocket (what a notebook cell does); its
+    stdout once the kernel is idle again, or the error it raised."""
+    channel = websocket.create_connection(socket_url, header=[f"Cookie: {cookie}"], timeout=timeout)
+    msg_id = os.urandom(8).hex()
+    channel.send(json.dumps({"header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "alice",
+                                        "session": os.urandom(8).hex(), "version": "5.3"},
+                             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                             "content": {"code": code, "silent": False, "store_history": False,
+                                         "user_expressions": {}, "allow_stdin": False}}))
+    out: list[str] = []
+    try:
+        while True:
+            message = json.loads(channel.recv())
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = message["msg_type"], message["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "error":
+                raise AssertionError(f"the cell failed: {content['ename']}: {content['evalue']}")
+            elif kind == "status" and content["execution_state"] == "idle":
+                return "".join(out)
+    finally:
+        channel.close()
+
+
+def test_a_curated_kernel_from_the_node_prefix_runs_a_cell_inside_a_job_on_node2(cluster, node_prefix, tmp_path):
+    """The profile's curated kernel (josephson), installed into the node prefix by ``node-install --config``, is the
+    one kernel the server on node2 offers; started through the server's REST API it runs there - hpclab-kernel of
+    the prefix, in node2's network namespace, inside the server's job, with the hub's venv out of sight - and a cell
+    of it runs a Josephson sweep and prints where it ran."""
+    config = slurm_hub_yaml(tmp_path / "state", cluster)
+    config["hub"].update(ip=LOGIN_ADDR, user_subdomains=False)
+    config["backends"]["cluster"]["node_prefix"] = node_prefix
+    config["kernels"] = NODE_KERNELS
+    config["profiles"][0].update(kernels=["josephson"])
+    config["profiles"][0]["slurm"]["extra_sbatch"] = ["--nodelist=node2"]
+    with started_slurm_hub(BridgeHub(tmp_path, config), cluster, accounts=("alice",)) as hub:
+        alice = login(hub, "alice")
+        assert alice.post_spawn("alice", "cpu").status_code == 302
+        try:
+            alice.wait_ready("alice", timeout=150)
+            base = hub.user_url("alice")
+            assert alice.open_lab(base).status_code == 200  # the hub's OAuth: alice's cookie for her server
+            specs = alice.http.get(base + "api/kernelspecs").json()
+            assert set(specs["kernelspecs"]) == {"josephson"}, specs
+            spec = specs["kernelspecs"]["josephson"]["spec"]  # PREFIX/share/jupyter/kernels/josephson/kernel.json's
+            assert spec["argv"][0] == f"{node_prefix}/bin/hpclab-kernel", spec
+            assert spec["metadata"]["hpclab"]["runtime"]["prefix"] == node_prefix, spec
+            # the server's own _xsrf cookie (the hub's, on /hub/, has the same name)
+            xsrf = next(c.value for c in alice.http.cookies if c.name == "_xsrf" and c.path.startswith("/user/alice"))
+            started = alice.http.post(base + "api/kernels", json={"name": "josephson"}, headers={"X-XSRFToken": xsrf})
+            assert started.status_code == 201, started.text
+            kernel = started.json()["id"]
+            cookie = alice.http.prepare_request(requests.Request("GET", base)).headers.get("Cookie", "")
+            socket_url = base.replace("http://", "ws://", 1) + f"api/kernels/{kernel}/channels"
+            printed = json.loads(_run_cell(socket_url, cookie, CELL).strip().splitlines()[-1])
+            job = _squeue("-u", "alice", "-o", "%i").split()
+            assert printed == {"host": "node2", "python": f"{node_prefix}/bin/python", "kernel": "josephson",
+                               "job": job[0], "points": printed["points"]} and printed["points"] > 0, (printed, job)
+
+            def kernel_process():
+                for proc in psutil.process_iter(["username", "cmdline"]):
+                    line = " ".join(proc.info["cmdline"] or [])
+                    if proc.info["username"] == "alice" and "ipykernel" in line and kernel in line:
+                        return proc
+                return None
+
+            proc = wait_for(kernel_process, 30, "no process of alice's kernel")
+            assert os.readlink(f"/proc/{proc.pid}/ns/net") == f"net:[{_netns_inode(f'/run/netns/hpcns{CTLD_PORT}-2')}]"
+            for hidden in HIDDEN:  # the kernel's view of the file system: the hub's venv is an empty folder
+                assert os.listdir(f"/proc/{proc.pid}/root{hidden}") == [], hidden
         finally:
             stop_server(alice, "alice")
 
