@@ -37,11 +37,20 @@ def local_cluster(workers: int, *, threads_per_worker: int = 1, memory_limit: st
     memory); a dashboard on a free loopback port where the server offers dask dashboards (the ``dask`` lab
     feature sets ``HPCLAB_DASK_DASHBOARD``, and the link through the server's proxy), else none. Other keywords
     go to LocalCluster.
+
+    The scheduler and workers listen on ``tls://127.0.0.1`` and accept only peers holding this account's key
+    (:func:`hpclab.dask_tls.user_security`): every account shares the loopback, and a scheduler runs whatever
+    code a connected client sends.
     """
     from distributed import LocalCluster
 
     if workers < 1 or threads_per_worker < 1:
         raise ValueError(f"workers and threads_per_worker must be >= 1, got {workers}, {threads_per_worker}")
+    if kwargs.get("security") is None:
+        from .dask_tls import user_security
+
+        kwargs["security"] = user_security()
+        kwargs.setdefault("protocol", "tls://")
     env = {**worker_environment(threads_per_worker), **kwargs.pop("env", {})}
     kwargs.setdefault("dashboard_address", "127.0.0.1:0" if os.environ.get("HPCLAB_DASK_DASHBOARD") == "1" else None)
     return LocalCluster(
@@ -247,6 +256,9 @@ def slurm_cluster(
     the interpreter and SIGTERM cancel every job it submitted, and from then on it submits none (``scale``
     or ``adapt`` raise RuntimeError). A worker whose scheduler is gone exits after ``death_timeout``
     seconds (default :data:`WORKER_DEATH_TIMEOUT`), so even a SIGKILLed process leaves no job running on.
+
+    Scheduler and workers speak mutual TLS with this account's key (:func:`hpclab.dask_tls.user_security`, kept
+    in the home that the worker jobs share): other accounts on the cluster network cannot connect.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got jobs={jobs}")
@@ -260,6 +272,10 @@ def slurm_cluster(
         job_extra_directives=job_extra_directives,
         **kwargs,
     )
+    if options.get("security") is None:  # the workers' jobs read the same files from the shared home
+        from .dask_tls import user_security
+
+        options["security"] = user_security()
     cluster = _cluster_class()(**options)
     try:
         cluster.scale(jobs=jobs)

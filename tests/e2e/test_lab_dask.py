@@ -15,7 +15,7 @@ import pytest
 
 from support.browsertools import browser_login, run_in_new_notebook
 from support.docs_images import docs_image
-from support.hubtools import hub_yaml, login, started_hub, stop_server
+from support.hubtools import home_of, hub_yaml, login, started_hub, stop_server
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
 
@@ -116,7 +116,7 @@ def test_the_panels_new_button_makes_an_hpclab_cluster_of_the_servers_size(dask_
     """dask-labextension's "+NEW" (``PUT <server>/dask/clusters``) starts hpclab.dask_cluster.lab_cluster in the server:
     one single-threaded worker per core of the allocation (the profile's 1 CPU) with its memory (3G), hpclab's worker
     environment, and the dashboard on the loopback, linked through the server's proxy."""
-    from distributed import Client
+    from distributed import Client, Security
 
     alice = login(dask_hub, "alice")
     assert alice.post_spawn("alice", "sweeps").status_code == 302
@@ -130,10 +130,16 @@ def test_the_panels_new_button_makes_an_hpclab_cluster_of_the_servers_size(dask_
         model = made.json()
         assert (model["workers"], model["cores"], model["memory"]) == (1, 1, "3.00 GiB"), model
         assert re.fullmatch(r"/user/alice/proxy/\d+/status", model["dashboard_link"]), model
-        assert model["scheduler_address"].startswith("tcp://127.0.0.1:")
+        assert model["scheduler_address"].startswith("tls://127.0.0.1:")  # only alice's key gets in (test_dask_cluster_tls)
         dashboard = alice.http.get(base + model["dashboard_link"].removeprefix("/user/alice/"), timeout=60)
         assert dashboard.status_code == 200 and "Dask" in dashboard.text
-        with Client(model["scheduler_address"], timeout=60) as client:  # hpclab's worker environment: zarr keeps to 1 thread
+        tls = home_of(dask_hub.config["hub"]["data_dir"], "alice") / ".config" / "hpclab" / "dask-tls"
+        assert (tls / "key.pem").stat().st_mode & 0o077 == 0
+        keys = {f"tls_{role}_{part}": str(tls / f"{part}.pem") for role in ("client", "scheduler", "worker")
+                for part in ("cert", "key")}
+        alices = Security(require_encryption=True, tls_ca_file=str(tls / "cert.pem"), **keys)  # root reads alice's key
+        # hpclab's worker environment: zarr keeps to 1 thread
+        with Client(model["scheduler_address"], security=alices, timeout=60) as client:
             assert list(client.run(lambda: os.environ.get("ZARR_THREADING__MAX_WORKERS")).values()) == ["1"]
         assert [c["id"] for c in alice.http.get(base + "dask/clusters").json()] == [model["id"]]
         gone = alice.http.delete(base + f"dask/clusters/{model['id']}", headers={"X-XSRFToken": xsrf}, timeout=60)

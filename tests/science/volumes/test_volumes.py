@@ -204,6 +204,7 @@ def test_slurm_workers_across_two_jobs(volume, slurm_cluster, tmp_path, monkeypa
                                  log_directory=str(tmp_path), local_directory=str(tmp_path),
                                  scheduler_options={"host": "127.0.0.1"})
     try:
+        assert cluster.scheduler_address.startswith("tls://")  # the jobs join with the key in the shared home
         client = Client(cluster, set_as_default=False)
         wait_for_workers(client, 2, timeout=120)
         jobs = set(client.run(lambda: os.environ.get("SLURM_JOB_ID")).values())
