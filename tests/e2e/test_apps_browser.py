@@ -9,10 +9,8 @@ HPCLAB_DOCS_IMAGES=1 (support.docs_images).
 
 from __future__ import annotations
 
-import os
 import pwd
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from support.apptiles import open_tile, wait_for_desktop, wait_for_scalars, wait
 from support.browsertools import browser_login
 from support.docs_images import docs_image
 from support.hubtools import home_of, hub_yaml, login, started_hub, stop_server, write_in_home
+from support.labsteps import clone_and_commit_in_panel, seed_origin, wait_for_memory_limit
 from support.slurmtools import wait_for
 
 pytestmark = [pytest.mark.hub]
@@ -86,11 +85,7 @@ def test_tensorboard_tile_shows_a_real_runs_scalars_and_the_lab_memory_and_git(a
         page.wait_for_url("**/user/bob/lab**", timeout=240_000)
         page.goto(page.url.split("/lab")[0] + "/lab?reset")
 
-        memory = page.locator("#jp-main-statusbar", has_text="Mem:")  # jupyter-resource-usage's status bar item
-        memory.wait_for()
-        page.wait_for_function(  # the profile's 2G limit
-            "() => /Mem: [\\d.]+ \\/ 2048\\.00 MB/.test(document.querySelector('#jp-main-statusbar').innerText)"
-        )
+        wait_for_memory_limit(page, 2048)  # jupyter-resource-usage's status bar item: the profile's 2G limit
         assert page.locator('.jp-SideBar [data-id="jp-git-sessions"]').count() == 1  # jupyterlab-git's panel
 
         started = time.monotonic()
@@ -118,19 +113,8 @@ def test_the_git_panel_clones_a_repository_and_commits_a_change(apps_hub, browse
     data_dir = apps_hub.config["hub"]["data_dir"]
     write_in_home(data_dir, "alice", ".gitconfig", "[user]\n\tname = Alice Example\n\temail = alice@example.org\n")
     home = home_of(data_dir, "alice")
-    origin = home / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
-    seed = home / "seed"
-    subprocess.run(["git", "clone", "-q", str(origin), str(seed)], check=True, capture_output=True)
-    (seed / "README.md").write_text("# data analysis\n")
-    git_as_test = ["git", "-C", str(seed), "-c", "user.name=Test", "-c", "user.email=test@example.org"]
-    subprocess.run([*git_as_test, "add", "README.md"], check=True)
-    subprocess.run([*git_as_test, "commit", "-q", "-m", "first"], check=True)
-    subprocess.run([*git_as_test, "push", "-q", "origin", "main"], check=True)
-    shutil.rmtree(seed)
     owner = (home.stat().st_uid, home.stat().st_gid)
-    for path in [origin, *origin.rglob("*")]:
-        os.chown(path, *owner)
+    origin = seed_origin(home, owner)
 
     alice = login(apps_hub, "alice")
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -144,40 +128,7 @@ def test_the_git_panel_clones_a_repository_and_commits_a_change(apps_hub, browse
         lab = page.url.split("/lab")[0]
         page.goto(lab + "/lab?reset")
         assert page.locator(".jp-LauncherCard", has_text="TensorBoard").count() == 0  # no apps on this profile
-        panel = page.locator("#jp-git-sessions")
-        page.locator('.jp-SideBar [data-id="jp-git-sessions"]').click()
-        panel.get_by_role("button", name="Clone a Repository").click()
-        page.get_by_placeholder("https://host.com/org/repo.git").fill(str(origin))
-        # jupyterlab-git 0.55.0 reads this box the wrong way round (jupyterlab/jupyterlab-git#1529, open): left
-        # unchecked, the panel downloads the files without .git; checked, it clones (docs/user-guide.md, "git")
-        page.locator(".jp-Dialog #download").check()
-        page.locator(".jp-Dialog").get_by_role("button", name="Clone", exact=True).click()
-        wait_for(lambda: (home / "origin" / "README.md").exists(), 60, "the panel did not clone the repository")
-        assert (home / "origin" / ".git").is_dir()
-
-        (home / "origin" / "notes.txt").write_text("first look at the cohort\n")
-        os.chown(home / "origin" / "notes.txt", *owner)
-        page.goto(lab + "/lab/tree/origin")
-        page.locator(".jp-DirListing-item", has_text="README.md").or_(panel.get_by_text("notes.txt")).first.wait_for()
-        if not panel.is_visible():  # the workspace may reopen the git panel itself; a click would close it
-            page.locator('.jp-SideBar [data-id="jp-git-sessions"]').click()
-        panel.get_by_text("notes.txt").wait_for()  # listed as untracked
-        track = panel.locator('[title="Track all untracked files"]')
-        track.locator("xpath=..").hover()  # the section's buttons show on hover
-        track.click()
-        panel.get_by_placeholder("Commit message").fill("Notes on the cohort")
-        panel.get_by_role("button", name="Commit", exact=True).click()
-
-        def committed() -> str:
-            log = subprocess.run(
-                ["git", "-c", "safe.directory=*", "-C", str(home / "origin"), "log", "-1", "--format=%s|%an", "--name-only"],
-                capture_output=True,
-                text=True,
-            )
-            return log.stdout
-
-        wait_for(lambda: "Notes on the cohort|Alice Example" in committed(), 60, "the panel did not commit")
-        assert "notes.txt" in committed()
+        clone_and_commit_in_panel(page, lab, origin, home, owner, "Alice Example")
         page.screenshot(path=str(docs_image(artifacts, "app-git.png")))
     except Exception:
         page.screenshot(path=str(artifacts / "apps-git-failure.png"))

@@ -13,10 +13,10 @@ import re
 
 import pytest
 
-from hpclab.share_guard import CHECK_EVERY_MS
 from support.browsertools import browser_login
 from support.docs_images import docs_image
 from support.hubtools import home_of, hub_yaml, login, started_hub, stop_server, write_in_home
+from support.labsteps import close_dialog, edit_together, open_notebook, open_share_from_home, revoke_shuts_out, share_from_dialog
 from support.slurmtools import wait_for
 
 pytestmark = [pytest.mark.hub]
@@ -75,28 +75,6 @@ def test_collaboration_is_on_for_its_profile_and_off_for_the_others(collab_hub):
             stop_server(alice, "alice")
 
 
-def _open_notebook(page, lab_url: str) -> None:
-    page.goto(lab_url + "lab/tree/analysis.ipynb?reset")
-    page.locator(".jp-Notebook .jp-Cell .cm-content").first.wait_for(timeout=120_000)
-
-
-def _share_dialog(page):
-    """Open jupyter-collaboration's share dialog from the top bar (a click while the lab still starts may be lost)."""
-    dialog = page.locator(".jp-Dialog", has=page.locator(".jp-ManageSharesBody-search-container"))
-    for _ in range(4):
-        page.locator('[data-command="collaboration:shared-link"]').first.click()
-        try:
-            dialog.wait_for(timeout=20_000)
-            return dialog
-        except Exception:
-            page.keyboard.press("Escape")
-    raise AssertionError("the share dialog did not open (or opened without JupyterHub's sharing)")
-
-
-def _first_cell_text(page) -> str:
-    return page.locator(".jp-Notebook .jp-Cell .cm-content").first.inner_text()
-
-
 @pytest.mark.browser
 def test_alice_shares_from_the_lab_bob_edits_with_her_and_the_revoke_shuts_him_out(collab_hub, browser, artifacts):
     hub = collab_hub
@@ -117,67 +95,29 @@ def test_alice_shares_from_the_lab_bob_edits_with_her_and_the_revoke_shuts_him_o
         alice.click("form#spawn_form [type=submit]")
         alice.wait_for_url("**/user/alice/lab**", timeout=240_000)
         assert alice.url.startswith(lab_url)  # alice's own origin
-        _open_notebook(alice, lab_url)
+        open_notebook(alice, lab_url, "analysis.ipynb")
 
         # the share dialog of jupyter-collaboration, on JupyterHub's sharing API: alice picks bob
-        dialog = _share_dialog(alice)
-        dialog.locator(".jp-ManageSharesBody-user-item", has_text="bob").click()
-        dialog.locator(".jp-ManageSharesBody-shares-table", has_text="bob").wait_for()
-        assert [s["user"]["name"] for s in alice_api.api("GET", "/shares/alice/").json()["items"]] == ["bob"]
+        share_from_dialog(alice, alice_api, "alice", "bob")
         alice.screenshot(path=str(docs_image(artifacts, "collaboration-share.png")))
-        dialog.get_by_role("button", name="Close").click()
+        close_dialog(alice)
 
         # bob finds it on his home page and opens it (the hub asks him once whether alice's server may know him)
         browser_login(bob, hub, "bob")
-        bob.goto(f"{hub.url}/hub/home")
-        row = bob.locator("#hpclab-shared .hpclab-shared-row", has_text="alice")
-        row.locator(".hpclab-shared-open").click()
-        bob.get_by_role("button", name="Authorize").click()
-        bob.wait_for_url(f"{lab_url}lab**", timeout=120_000)
-        _open_notebook(bob, lab_url)
+        open_share_from_home(bob, hub, "alice")
+        open_notebook(bob, lab_url, "analysis.ipynb")
 
         # both edit the one notebook: each sees the other's text, and the other's cursor with their name
-        alice.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
-        alice.keyboard.type("cohort = 'from alice'")
-        wait_for(lambda: "from alice" in _first_cell_text(bob), 30, "bob does not see alice's typing")
-        bob.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
-        bob.keyboard.press("Control+End")
-        bob.keyboard.press("Enter")
-        bob.keyboard.type("tutor = 'from bob'")
-        wait_for(lambda: "from bob" in _first_cell_text(alice), 30, "alice does not see bob's typing")
-        flag = alice.locator(".jp-remote-cursor .jp-remote-userFlag-name", has_text="bob").or_(
-            alice.locator(".jp-remote-userFlag", has_text="bob")
-        )
-        bob.keyboard.type("  # here")
-        flag.first.wait_for(state="attached", timeout=30_000)
-        assert bob.locator(".jp-remote-cursor").count() >= 1  # alice's cursor in bob's browser
+        edit_together(alice, bob, "bob")
         alice.screenshot(path=str(docs_image(artifacts, "collaboration-editing.png")))
 
         # the server saves the shared document itself (jupyter-server-ydoc): the file on disk has both edits
         saved = home_of(hub.config["hub"]["data_dir"], "alice") / "analysis.ipynb"
-        wait_for(lambda: "from bob" in saved.read_text() and "from alice" in saved.read_text(), 30, "not saved")
+        wait_for(lambda: "from the visitor" in saved.read_text() and "from the owner" in saved.read_text(), 30, "not saved")
 
-        # alice revokes the share from the same dialog: bob is shut out of her server within the hub's 30 s
-        dialog = _share_dialog(alice)
-        dialog.get_by_role("button", name="Revoke").click()
-        wait_for(lambda: not alice_api.api("GET", "/shares/alice/").json()["items"], 30, "the share is still there")
-        dialog.get_by_role("button", name="Close").click()
-
-        def bob_shut_out() -> bool:
-            answer = bob.request.get(lab_url + "api/contents/analysis.ipynb", max_redirects=0)
-            return answer.status in (302, 403)
-
-        wait_for(bob_shut_out, 75, "bob still reads alice's notebook after the revoke")
-        # nor does the notebook he still has open reach hers any more: the server closes his open connections at
-        # its next check (hpclab.share_guard), and the hub refuses them when his lab tries again
-        bob.wait_for_timeout(CHECK_EVERY_MS + 2000)
-        while bob.locator(".jp-Dialog").count():  # his lab says it lost the kernel: he dismisses that and types on
-            bob.locator(".jp-Dialog .jp-mod-accept, .jp-Dialog .jp-mod-reject").first.click()
-            bob.wait_for_timeout(500)
-        bob.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
-        bob.keyboard.type("  # after the revoke")
-        alice.wait_for_timeout(5000)
-        assert "after the revoke" not in _first_cell_text(alice)
+        # alice revokes the share from the same dialog: bob is shut out of her server within the hub's 30 s, nor does
+        # the notebook he still has open reach hers any more
+        revoke_shuts_out(alice, bob, alice_api, "alice", lab_url, "analysis.ipynb")
         assert 'id="hpclab-shared"' not in bob_api.http.get(f"{hub.url}/hub/home").text
     except Exception:
         for who, page in (("alice", alice), ("bob", bob)):

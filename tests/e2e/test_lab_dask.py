@@ -19,18 +19,6 @@ from support.hubtools import home_of, hub_yaml, login, started_hub, stop_server
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
 
-CLUSTER = (
-    "from distributed import Client\n"
-    "from hpclab.dask_cluster import local_cluster\n"
-    "cluster = local_cluster(1, memory_limit='512MiB')\n"
-    "client = Client(cluster)\n"
-    "import requests\n"
-    "port = cluster.scheduler_info['services']['dashboard']\n"
-    "status = requests.get(f'http://127.0.0.1:{port}/status', timeout=30).status_code\n"
-    "print('DASHBOARD=' + str(client.dashboard_link), status, sum(client.gather(client.map(lambda x: x * x, range(10)))))"
-)
-
-
 @pytest.fixture(scope="module")
 def dask_hub(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dask-hub")
@@ -49,7 +37,7 @@ def _start_cluster(page, hub, slug: str) -> str:
     page.check(f"#profile-{slug}")
     page.click("form#spawn_form [type=submit]")
     page.wait_for_url("**/user/alice/lab**", timeout=240_000)
-    run_in_new_notebook(page, CLUSTER)
+    run_in_new_notebook(page, DASK_CLUSTER)
     output = page.locator(".jp-OutputArea-output", has_text="DASHBOARD=").first
     output.wait_for(timeout=180_000)
     return output.inner_text()
@@ -69,23 +57,9 @@ def test_the_dask_panel_shows_the_dashboard_of_a_live_cluster_through_the_proxy(
         plots = alice.http.get(base + link.removeprefix("/user/alice/").replace("status", "individual-plots.json"))
         assert plots.status_code == 200 and "Individual Task Stream" in plots.json(), plots.text[:300]
 
-        # the dask panel: its search button asks the notebook's kernel for the link, then lists the cluster's plots
-        page.locator('.jp-SideBar [data-id="dask-dashboard-launcher"]').click()
-        panel = page.locator("#dask-dashboard-launcher")
-        url = panel.locator(".dask-URLInput input")
-        if link.split("status")[0] not in (url.input_value() or ""):
-            panel.get_by_title("Auto-detect dashboard URL").first.click()
-        page.wait_for_function(
-            "() => (document.querySelector('#dask-dashboard-launcher .dask-URLInput input') || {}).value.includes('/proxy/')"
-        )
-        item = panel.locator(".dask-DashboardListing-item", has_text="Task Stream")
-        item.wait_for()
-        assert panel.locator(".dask-DashboardListing-item").count() > 5
-        item.click()  # opens the plot in a lab panel: an iframe of the dashboard through the proxy
-        frame = page.locator("iframe[src*='/proxy/']").first
-        frame.wait_for()
-        assert "/user/alice/proxy/" in frame.get_attribute("src")
-        page.frame_locator("iframe[src*='/proxy/']").first.locator(".bk-Figure, .bk-root, canvas").first.wait_for()
+        # the dask panel: its search button asks the notebook's kernel for the link, then lists the cluster's plots;
+        # a plot opens in a lab panel, an iframe of the dashboard through the proxy
+        show_dask_dashboard(page, link)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(docs_image(artifacts, "lab-dask.png")))
     except Exception:

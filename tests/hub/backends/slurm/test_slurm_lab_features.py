@@ -1,16 +1,22 @@
 """Lab features inside a SLURM job (issue 30), against the real dev cluster: jupyterlab-slurm's jobs view (the
 `slurm-jobs` feature) lists the server's own job, through its server API and in its panel in Chromium; `module
 load` (the `modules` feature, Debian's Lmod) works in a kernel of the job's server; the desktop app's VNC server and
-xfce4 session run inside the job; in Chromium each app tile of one job's server opens and shows its app (VS Code's
-workbench, TensorBoard's scalars of a real `hpclab train` run, the xfce panel over noVNC), each app's process
-running inside the job (tests/e2e/test_apps_browser.py does the same on the local backend). The commands
-jupyterlab-slurm runs (squeue, sacct, scontrol) must find SLURM inside the job: SLURM_CONF and PATH reach the job
-from the environment the hub submits with, which sbatch exports into it."""
+xfce4 session run inside the job. In Chromium, one job's server (one job, to keep the suite short) is checked as the
+local backend's browser tests check each feature (tests/e2e, sharing their steps through tests/support): the
+resource display shows the profile's memory limit, each app tile opens and shows its app (VS Code's workbench,
+TensorBoard's scalars of a real `hpclab train` run, the xfce panel over noVNC) with its process inside the job,
+`module load` in a notebook changes its environment, a dask cluster's dashboard opens in the dask panel through the
+server's proxy, the git panel clones and commits, and alice shares the server with bob: both edit one notebook in
+two browsers and her revoke shuts him out. The commands jupyterlab-slurm runs (squeue, sacct, scontrol) must find
+SLURM inside the job: SLURM_CONF and PATH reach the job from the environment the hub submits with, which sbatch
+exports into it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import pwd
+import re
 import shutil
 import time
 from pathlib import Path
@@ -19,11 +25,24 @@ import psutil
 import pytest
 
 from support.apptiles import open_tile, processes_of, wait_for_desktop, wait_for_scalars, wait_for_workbench
-from support.browsertools import browser_login
+from support.browsertools import browser_login, run_in_new_notebook
 from support.docs_images import docs_image
 from support.hubprocess import make_reachable
 from support.hubtools import Hub, login, stop_server, write_owned
 from support.kerneltools import run_in_kernel, user_token
+from support.labsteps import (
+    DASK_CLUSTER,
+    clone_and_commit_in_panel,
+    close_dialog,
+    edit_together,
+    open_notebook,
+    open_share_from_home,
+    revoke_shuts_out,
+    seed_origin,
+    share_from_dialog,
+    show_dask_dashboard,
+    wait_for_memory_limit,
+)
 from support.slurmtools import jobs, slurm_hub_yaml, started_slurm_hub, wait_for
 
 pytestmark = pytest.mark.hub
@@ -40,7 +59,8 @@ def lab_slurm_hub(slurm_cluster, tmp_path_factory):
     config = slurm_hub_yaml(workdir / "state", slurm_cluster)
     cpu = next(p for p in config["profiles"] if p["slug"] == "cpu")
     config["profiles"].append({**cpu, "slug": "cpu-lab", "display_name": "CPU job with its jobs view", "default": False,
-                               "lab_features": ["slurm-jobs", "modules"], "apps": ["vscode", "desktop", "tensorboard"]})
+                               "lab_features": ["slurm-jobs", "modules", "dask", "collaboration"],
+                               "apps": ["vscode", "desktop", "tensorboard"]})
     config["modules"] = {"modulepath": [str(site)]}
     with started_slurm_hub(Hub(workdir, config), slurm_cluster) as hub:
         yield hub
@@ -118,40 +138,78 @@ def _in_job(uid: int, job_id: str, marker: str) -> list[int]:
             if any(marker in arg for arg in argv) and env.get("SLURM_JOB_ID") == job_id]
 
 
+#: typed into a notebook of the job's server: a site module's load changes the kernel's environment, then a live
+#: hpclab.dask_cluster local cluster inside the job (labsteps.DASK_CLUSTER)
+MODULE_AND_CLUSTER = (
+    "import os, module\n"
+    "before = os.environ.get('JOSEPHSON_DATA')\n"
+    "error = await module.load('josephson-data')\n"
+    "print('MODULE', before, error, os.environ.get('JOSEPHSON_DATA'), os.environ.get('SLURM_JOB_ID'))\n"
+) + DASK_CLUSTER
+
+#: alice's notebook that she and bob edit together
+NOTEBOOK = json.dumps({
+    "cells": [{"cell_type": "code", "execution_count": None, "id": "c1", "metadata": {}, "outputs": [], "source": []}],
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    "nbformat": 4, "nbformat_minor": 5,
+})
+#: what the browser test leaves in alice's home, removed after it
+LEFT_IN_HOME = ("runs/slurm-tiles", "slurm-tiles-notes", "origin.git", "origin", "slurm-shared.ipynb", "Untitled.ipynb",
+                ".gitconfig")
+
+
 @pytest.mark.browser
-def test_the_jobs_panel_and_each_app_tile_in_chromium_inside_the_servers_job(lab_slurm_hub, training_events, browser,
-                                                                            artifacts):
-    account = pwd.getpwnam("bob")  # SLURM jobs run as the user's own account, in its home
+def test_the_lab_in_chromium_inside_the_servers_job(lab_slurm_hub, training_events, browser, artifacts):
+    """One job's server, in Chromium, as the local backend's browser tests check each (tests/e2e): the resource
+    display shows the profile's 1G, the jobs panel lists the job, each app tile shows its app, `module load` in a
+    notebook changes its environment, the dask panel shows a live cluster's dashboard through the server's proxy,
+    the git panel clones and commits, and alice shares the server with bob: both edit one notebook, the revoke
+    shuts him out."""
+    hub = lab_slurm_hub
+    account = pwd.getpwnam("alice")  # SLURM jobs run as the user's own account, in its home
     home, owner = Path(account.pw_dir), (account.pw_uid, account.pw_gid)
+    assert not (home / ".gitconfig").exists(), "alice's home has a .gitconfig of its own"
     for event_file in training_events:
         write_owned(home, *owner, Path("runs/slurm-tiles") / event_file.name, event_file.read_bytes())
     write_owned(home, *owner, "slurm-tiles-notes/notes.md", "# what the cohort showed\n")
-    bob = login(lab_slurm_hub, "bob")
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    write_owned(home, *owner, ".gitconfig", "[user]\n\tname = Alice Example\n\temail = alice@example.org\n")
+    write_owned(home, *owner, "slurm-shared.ipynb", NOTEBOOK)
+    origin = seed_origin(home, owner)
+    alice_api, bob_api = login(hub, "alice"), login(hub, "bob")
+    lab_url = hub.user_url("alice")
+    alice_ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    bob_ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    page, bob = alice_ctx.new_page(), bob_ctx.new_page()
     page.set_default_timeout(90_000)
+    bob.set_default_timeout(90_000)
+    steps: dict[str, float] = {}
     try:
-        browser_login(page, lab_slurm_hub, "bob")
+        browser_login(page, hub, "alice")
         page.wait_for_url("**/hub/spawn**")
         assert page.locator('[data-profile="cpu-lab"] .hpclab-apps').inner_text().strip() == (
             "Apps: VS Code, Desktop, TensorBoard")
         page.check("#profile-cpu-lab")
         page.click("form#spawn_form [type=submit]")
-        page.wait_for_url("**/user/bob/lab**", timeout=240_000)
-        job = _own_job(lab_slurm_hub, "bob")
-        page.goto(page.url.split("/lab")[0] + "/lab?reset")
+        page.wait_for_url("**/user/alice/lab**", timeout=240_000)
+        job = _own_job(hub, "alice")
+        lab = page.url.split("/lab")[0]
+        page.goto(lab + "/lab?reset")
+        started = time.monotonic()
+        wait_for_memory_limit(page, 1024)  # jupyter-resource-usage against the job's memory (the profile's 1G)
         page.locator(".jp-LauncherCard", has_text="Slurm").first.click()
         # the dashboard's table (a data grid): the job's row, with its id, user and state as squeue gave them
         row = page.get_by_role("row").filter(has=page.get_by_role("gridcell", name=job["id"], exact=True))
         row.first.wait_for(timeout=60_000)
         cells = [cell.strip() for cell in row.first.get_by_role("gridcell").all_inner_texts()]
-        assert {"bob", "RUNNING", "hpclab-bob", "cpu"} <= set(cells), cells
+        assert {"alice", "RUNNING", "hpclab-alice", "cpu"} <= set(cells), cells
         page.locator('.jp-SideBar [data-id="filebrowser"]').click()  # the file browser folded, for the picture
         page.wait_for_timeout(500)
         page.screenshot(path=str(docs_image(artifacts, "lab-slurm-jobs.png")))
+        steps["memory and jobs"] = time.monotonic() - started
 
         # each app tile: its page through the job's server proxy, the app in it, its process inside the job; the
         # jobs view took the launcher's place
-        page.goto(page.url.split("/lab")[0] + "/lab?reset")
+        page.goto(lab + "/lab?reset")
         for app, title, path, shows, marker in (
             ("vscode", "VS Code", "vscode/", lambda tab: wait_for_workbench(tab, "slurm-tiles-notes"), "code-server"),
             ("tensorboard", "TensorBoard", "tensorboard/", wait_for_scalars, "tensorboard.main"),
@@ -162,10 +220,10 @@ def test_the_jobs_panel_and_each_app_tile_in_chromium_inside_the_servers_job(lab
             tab = open_tile(page, title)
             tab.set_default_timeout(180_000)
             try:
-                assert f"/user/bob/{path}" in tab.url, tab.url
+                assert f"/user/alice/{path}" in tab.url, tab.url
                 shows(tab)
                 print(f"SLURM job {job['id']}: {title} tile to its app shown: {time.monotonic() - started:.1f} s")
-                assert _in_job(owner[0], job["id"], marker), f"no {marker} process of bob's in job {job['id']}"
+                assert _in_job(owner[0], job["id"], marker), f"no {marker} process of alice's in job {job['id']}"
             except Exception:
                 tab.screenshot(path=str(artifacts / f"slurm-{app}-failure.png"))
                 raise
@@ -174,13 +232,63 @@ def test_the_jobs_panel_and_each_app_tile_in_chromium_inside_the_servers_job(lab
         processes = processes_of(owner[0])
         assert any(env.get("SLURM_JOB_ID") == job["id"] for _, argv, env in processes
                    if argv and Path(argv[0]).name == "xfce4-panel"), "the desktop's panel runs outside the job"
+
+        # `module load` in a notebook, then a dask cluster whose dashboard the dask panel shows through the proxy
+        started = time.monotonic()
+        run_in_new_notebook(page, MODULE_AND_CLUSTER)
+        output = page.locator(".jp-OutputArea-output", has_text="DASHBOARD=").first
+        output.wait_for(timeout=180_000)
+        printed = page.locator(".jp-OutputArea").first.inner_text()
+        assert f"MODULE None None /data/josephson {job['id']}" in printed, printed
+        link = re.search(r"DASHBOARD=(\S+)", printed).group(1)
+        assert re.fullmatch(r"/user/alice/proxy/\d+/status", link), printed
+        assert printed.rstrip().endswith(" 200 285"), printed  # the dashboard answers, and the cluster ran the tasks
+        show_dask_dashboard(page, link)
+        steps["module and dask"] = time.monotonic() - started
+
+        # alice shares the job's server with bob; he opens it from his home page in his own browser, both edit one
+        # notebook; her revoke shuts him out. While the hub's 30 s for the revoke run, git: a clone and a commit from
+        # the panel, in a second tab of alice's
+        started = time.monotonic()
+        open_notebook(page, lab_url, "slurm-shared.ipynb")
+        share_from_dialog(page, alice_api, "alice", "bob")
+        close_dialog(page)
+        browser_login(bob, hub, "bob")
+        open_share_from_home(bob, hub, "alice")
+        open_notebook(bob, lab_url, "slurm-shared.ipynb")
+        edit_together(page, bob, "bob")
+
+        def git_in_a_second_tab() -> None:
+            git_tab = alice_ctx.new_page()
+            git_tab.set_default_timeout(90_000)
+            git_started = time.monotonic()
+            try:
+                git_tab.goto(lab + "/lab")
+                clone_and_commit_in_panel(git_tab, lab, origin, home, owner, "Alice Example")
+            except Exception:
+                git_tab.screenshot(path=str(artifacts / "slurm-git-failure.png"))
+                raise
+            finally:
+                git_tab.close()
+            steps["git"] = time.monotonic() - git_started
+
+        revoke_shuts_out(page, bob, alice_api, "alice", lab_url, "slurm-shared.ipynb", meanwhile=git_in_a_second_tab)
+        assert 'id="hpclab-shared"' not in bob_api.http.get(f"{hub.url}/hub/home").text
+        steps["sharing and git"] = time.monotonic() - started
+        print(f"SLURM job {job['id']}: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps.items()))
     except Exception:
-        page.screenshot(path=str(artifacts / "slurm-jobs-failure.png"))
+        page.screenshot(path=str(artifacts / "slurm-lab-failure.png"))
+        bob.screenshot(path=str(artifacts / "slurm-lab-bob-failure.png"))
         raise
     finally:
-        page.close()
-        stop_server(bob, "bob")
-        shutil.rmtree(home / "runs" / "slurm-tiles", ignore_errors=True)
-        shutil.rmtree(home / "slurm-tiles-notes", ignore_errors=True)
+        alice_ctx.close()
+        bob_ctx.close()
+        alice_api.api("DELETE", "/shares/alice/")
+        stop_server(alice_api, "alice")
+        for left in (home / name for name in LEFT_IN_HOME):
+            if left.is_dir():
+                shutil.rmtree(left, ignore_errors=True)
+            else:
+                left.unlink(missing_ok=True)
         if (home / "runs").is_dir() and not any((home / "runs").iterdir()):
             (home / "runs").rmdir()
