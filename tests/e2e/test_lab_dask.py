@@ -16,6 +16,7 @@ import pytest
 from support.browsertools import browser_login, run_in_new_notebook
 from support.docs_images import docs_image
 from support.hubtools import home_of, hub_yaml, login, started_hub, stop_server
+from support.labsteps import DASK_CLUSTER, show_dask_dashboard
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
 
