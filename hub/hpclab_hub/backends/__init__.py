@@ -3,8 +3,8 @@
 A backend is one object per server (``LocalServer``: a process on this machine; ``SlurmServer``: a
 job on a cluster), made by the spawner from the backend its profile names. The spawner keeps what
 every server has (profile, choices, wall time, the form) and hands start, stop, poll, progress,
-environment and the backend's own saved state to that object. A third backend (PBS, Kubernetes)
-is one new subpackage implementing ``ServerBackend`` and one entry in ``BACKENDS`` (``spawner/spawner.py``).
+environment and the backend's own saved state to that object; the pages (home, admin, history) ask it
+what they show. A third backend (PBS, Kubernetes): docs/design.md, "A third backend".
 """
 
 from __future__ import annotations
@@ -50,6 +50,29 @@ class Launch:
     port: int  # the hub's choice where the backend lets the hub pick (0: the server reports its own)
 
 
+@dataclass(frozen=True)
+class Whereabouts:
+    """Where a server runs, as the admins' page shows it ('' where the backend has nothing to say)."""
+
+    job: str = ""  # its id on the backend: SLURM's job id, "pid 1234"
+    node: str = ""  # the host it runs on
+    gpus: str = ""  # the GPUs it holds, e.g. "0, 1"
+    note: str = ""  # what it is doing now: SLURM's words while it starts, a reclaim warning, its place in a line
+    place: int = 0  # its place in its backend's own line of waiting starts (0: not in one)
+    priority: str = ""  # its priority in that line
+
+
+@dataclass(frozen=True)
+class ServerUse:
+    """What a running server uses, as its backend measures it; ``note`` says why there are no figures."""
+
+    cpu_seconds: float = 0.0
+    memory: int = 0  # bytes in use now (0: not measured)
+    peak_memory: int = 0  # bytes at most so far (0: not measured)
+    measured_at: float = 0.0  # time.monotonic() of the measurement
+    note: str = ""
+
+
 def plural(count: int, noun: str) -> str:
     """'1 core', '2 cores'."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
@@ -88,7 +111,11 @@ class ServerBackend(Protocol):
     """One server on one backend: what the spawner delegates to."""
 
     kind: ClassVar[str]  # the YAML's backends.<name>.type
+    label: ClassVar[str]  # where its servers run, in words for the home page: "this server", "SLURM cluster"
+    id_key: ClassVar[str]  # the key of the server's id in its state ("pid", "job_id"): events and history name it
     picks_port: ClassVar[bool]  # True: the hub chooses the port; False: the server reports the one it got
+
+    def __init__(self, ctx: ServerContext) -> None: ...
 
     def get_state(self) -> dict[str, Any]: ...
     def load_state(self, state: dict[str, Any]) -> None: ...
@@ -102,3 +129,10 @@ class ServerBackend(Protocol):
     def progress(self) -> AsyncIterator[dict[str, Any]]: ...
     async def extend(self, seconds: int) -> None: ...
     def running_note(self) -> str: ...  # e.g. "SLURM job 12" on the home page ('' for none)
+    async def availability(self, profiles: list[Profile]) -> dict[str, Availability]: ...  # the form's, by slug
+    async def whereabouts(self) -> Whereabouts: ...  # the admins' page
+    @classmethod
+    async def measure(cls, servers: list[Any]) -> list[ServerUse]: ...  # running servers of this class, at once
+    async def settle(self, engine: Any, row_id: int, job_id: str) -> None: ...  # the history row, after the end
+    def home(self) -> str: ...  # the account's home, where internal_ssl's certificates go
+    async def cert_alt_names(self) -> list[str]: ...  # hosts a server's certificate must name besides localhost

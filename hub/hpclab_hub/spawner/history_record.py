@@ -1,13 +1,11 @@
-"""A server's life into the hub's history (ops/history.py): its row when it has started, closed when it ends (and, on
-SLURM, settled from sacct)."""
+"""A server's life into the hub's history (ops/history.py): its row when it has started, closed when it ends, then
+settled by its backend (``ServerBackend.settle``: SLURM's figures from sacct; nothing for a local server)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from hpclab_hub.backends.slurm import accounting
-from hpclab_hub.backends.slurm.client import SlurmClient
 from hpclab_hub.ops import history
 
 _SETTLING: set[asyncio.Future] = set()
@@ -27,7 +25,7 @@ def record_start(spawner: Any, ids: dict[str, Any]) -> None:
             profile=profile.slug,
             options=dict(spawner.user_options or {}),
             backend=profile.backend,
-            job_id=str(ids.get("job_id") or ids.get("pid") or ""),
+            job_id=str(next(iter(ids.values()), "")),  # the backend's id of the server (ServerBackend.id_key)
             cpus=profile.cpus,
             memory=profile.memory or 0,
             gpus=profile.gpus,
@@ -38,8 +36,8 @@ def record_start(spawner: Any, ids: dict[str, Any]) -> None:
 
 
 def record_end(spawner: Any) -> None:
-    """JupyterHub's post-stop hook: however the server ended, its row is closed with why; a SLURM job's row is then
-    settled from sacct in the background (backends/slurm/accounting.py)."""
+    """JupyterHub's post-stop hook: however the server ended, its row is closed with why, then settled by the server's
+    backend in the background (SLURM: sacct's figures, backends/slurm/accounting.py)."""
     if not spawner.deployment.hub.history:
         return
     try:
@@ -49,9 +47,8 @@ def record_end(spawner: Any) -> None:
         spawner.db.rollback()
         spawner.log.exception("History: could not record the end of %s", spawner._log_name)
         return
-    settings = spawner.deployment.backends.get(row[1]) if row is not None else None
-    if row is not None and row[2] and settings is not None and settings.type == "slurm":
+    if row is not None and row[2] and row[1] in spawner.deployment.backends:
         engine = history.engine_for(spawner.deployment.hub.database_url)
-        task = asyncio.ensure_future(accounting.settle(SlurmClient.for_backend(settings), engine, row[0], row[2], spawner.log))
+        task = asyncio.ensure_future(spawner.server_backend.settle(engine, row[0], row[2]))
         _SETTLING.add(task)  # kept until done: a task nobody holds may be collected before it ends
         task.add_done_callback(_SETTLING.discard)

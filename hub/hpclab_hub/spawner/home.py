@@ -42,16 +42,13 @@ def state_text(ready: bool, pending: str | None, running_note: str, end_reason: 
     return "stopped" + (f": {end_reason}" if end_reason else "")
 
 
-def backend_text(deployment: Deployment, profile: Profile | None) -> str:
-    """'cluster (SLURM cluster)' or 'local (this server)'."""
-    if profile is None:
-        return ""
-    kind = deployment.backends[profile.backend].type
-    return f"{profile.backend} ({'SLURM cluster' if kind == 'slurm' else 'this server'})"
+def backend_text(profile: Profile | None, label: str) -> str:
+    """'cluster (SLURM cluster)' or 'local (this server)': the backend's name and its ``ServerBackend.label``."""
+    return f"{profile.backend} ({label})" if profile is not None else ""
 
 
 def summary(
-    deployment: Deployment,
+    label: str,
     profile: Profile | None,
     effective: Profile | None,
     user_choices: dict[str, Any],
@@ -65,7 +62,22 @@ def summary(
         "choices": choices_text(effective, user_choices, extended_seconds) if effective is not None and user_choices else "",
         "relaunch": relaunch,
         "profile": profile.display_name if profile else "",
-        "backend": backend_text(deployment, profile),
+        "backend": backend_text(profile, label),
         "state": state,
         "time_left": time_left,
     }
+
+
+def server_summary(spawner: Any) -> dict[str, str]:
+    """The home page's row for one of HPCLabSpawner's servers."""
+    profile = spawner.deployment.profile(spawner.profile_slug) if spawner.profile_slug else None
+    backend = spawner.server_backend
+    note = backend.running_note() if spawner.ready else ""
+    state = state_text(spawner.ready, spawner.pending, note, spawner.end_reason)
+    effective = spawner.effective_profile() if profile else None
+    options = dict(getattr(getattr(spawner, "orm_spawner", None), "user_options", None) or {})
+    base = spawner.hub.base_url if getattr(spawner, "hub", None) else "/hub/"
+    user, server = spawner.user.name, spawner.name
+    relaunch = "" if spawner.active else relaunch_url(spawner.deployment, options, base, user, server)
+    left = spawner.time_left_text or ("no limit" if spawner.ready else "")
+    return summary(backend.label, profile, effective, spawner.user_choices, spawner.extended_seconds, state, relaunch, left)

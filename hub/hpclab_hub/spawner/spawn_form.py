@@ -6,16 +6,13 @@ Start, and the POST is checked like any other.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from hpclab_hub.backends.local.resources import pool_of
-from hpclab_hub.backends.slurm.availability import ClusterState
+from hpclab_hub.backends import Availability
 from hpclab_hub.backends.slurm.client import SlurmClient, cluster_options
 from hpclab_hub.config.model import Deployment, Profile
 from hpclab_hub.config.user_choices import CHOICE_KEYS, ClusterOptions
 from hpclab_hub.spawner.access import last_profile, visible_profiles
-from hpclab_hub.spawner.availability import form_availability
 from hpclab_hub.spawner.form import render_profile_form, site_branding
 
 
@@ -48,7 +45,8 @@ def link_choices(handler: Any) -> dict[str, str] | None:
 
 
 def deferred_choices(deployment: Deployment, profile: Profile) -> set[str]:
-    """The choices of ``profile`` whose allowed values the cluster gives (SLURM profiles only)."""
+    """The choices of ``profile`` whose allowed values the cluster gives (SLURM profiles only: a rule of the YAML's
+    backend settings, read before any server or backend object exists)."""
     choices = profile.choices
     if choices is None or deployment.backends[profile.backend].type != "slurm":
         return set()
@@ -84,11 +82,10 @@ async def render_form(
     user: Any,
     groups: frozenset[str],
     handler: Any,
-    cluster_state: Callable[[str], Awaitable[ClusterState | str]],
+    availability: dict[str, Availability],
 ) -> str:
     """The spawn form for this user: allowed profiles, live availability, the preselected one checked, a link's choices."""
     profiles = visible_profiles(deployment, groups)
-    availability = await form_availability(deployment, lambda p: pool_of(deployment, p), cluster_state)
     cluster = await cluster_options_by_profile(deployment, profiles, user.name)
     return render_profile_form(
         profiles,

@@ -1,15 +1,14 @@
 """The one spawner of an HPCLab hub: the form, the profile and its wall time; a backend object runs the server.
 
-The profile chosen on the form decides, per server, which ``ServerBackend`` does the work (``BACKENDS``:
-a ``LocalServer`` process or a ``SlurmServer`` job). The profile is kept in the server's state, so a
-restarted hub hands each re-adopted server to the same kind of backend, with its job id or allocation.
-"""
+A plain JupyterHub Spawner (no mixins). The profile chosen on the form decides, per server, which ``ServerBackend``
+does the work (``BACKENDS``: a ``LocalServer`` process or a ``SlurmServer`` job); the profile is kept in the server's
+state, so a restarted hub hands each re-adopted server to the same kind of backend, with its job id or allocation."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
@@ -17,7 +16,7 @@ from jupyterhub.utils import random_port
 from tornado import web
 from traitlets import Dict, Float, Integer, Unicode, default
 
-from hpclab_hub.backends import Launch, Refusals, ServerBackend, ServerContext
+from hpclab_hub.backends import Launch, Refusals, ServerBackend
 from hpclab_hub.backends.local.backend import LocalServer
 from hpclab_hub.backends.local.zygote import SERVER_COMMAND
 from hpclab_hub.backends.slurm.availability import ClusterState, cluster_state
@@ -31,17 +30,18 @@ from hpclab_hub.ops.spawn_queue import LINE, queued_message
 from hpclab_hub.spawner import home, walltime
 from hpclab_hub.spawner.access import groups_of
 from hpclab_hub.spawner.authorise import Requester, active_servers, authorise
+from hpclab_hub.spawner.availability import form_availability
 from hpclab_hub.spawner.environment import profile_env, server_args
 from hpclab_hub.spawner.form import profile_from_form
 from hpclab_hub.spawner.history_record import record_start
-from hpclab_hub.spawner.internal_certs import InternalCerts
+from hpclab_hub.spawner.internal_certs import move_certs
 from hpclab_hub.spawner.spawn_form import cluster_options_for, render_form
 
-#: the backend object for each ``backends.<name>.type``: a new backend is one module and one entry here
-BACKENDS: dict[str, Callable[[ServerContext], ServerBackend]] = {"local": LocalServer, "slurm": SlurmServer}
+#: the backend class for each ``backends.<name>.type`` (a third backend: docs/design.md, "A third backend")
+BACKENDS: dict[str, type[ServerBackend]] = {"local": LocalServer, "slurm": SlurmServer}
 
 
-class HPCLabSpawner(InternalCerts, Spawner):
+class HPCLabSpawner(Spawner):
     """Starts, follows and stops a server on the backend of its profile; one class for every site shape."""
 
     deployment_file = Unicode(help="Path of the deploy YAML this hub was started from.").tag(config=True)
@@ -59,7 +59,8 @@ class HPCLabSpawner(InternalCerts, Spawner):
     _backend: ServerBackend | None = None
     _effective: tuple[tuple[Any, ...], Profile] | None = None
     _extend_lock: asyncio.Lock | None = None
-    port: int  # JupyterHub's trait, typed here: a backend that picks_port gets one from the hub
+    port: int  # JupyterHub's traits, typed here: a backend that picks_port gets one from the hub
+    ssl_alt_names: list[str]
 
     @default("cmd")
     def _cmd_default(self) -> list[str]:
@@ -139,11 +140,10 @@ class HPCLabSpawner(InternalCerts, Spawner):
     def _kind(self, state: dict[str, Any] | None = None) -> str:
         """The backend kind of the current (or last) server's profile; for a profile that left the YAML, what its state holds."""
         profile = self.deployment.profile(self.profile_slug) if self.profile_slug else None
-        if profile is not None:
-            return self.deployment.backends[profile.backend].type
-        if self._backend is not None:
-            return self._backend.kind
-        return "slurm" if (state or {}).get("job_id") else "local"
+        if profile is None:  # the backend object held, else the backend whose id (ServerBackend.id_key) the state holds
+            kinds = [kind for kind, cls in BACKENDS.items() if (state or {}).get(cls.id_key)]
+            return self._backend.kind if self._backend is not None else (kinds or list(BACKENDS))[0]
+        return self.deployment.backends[profile.backend].type
 
     def _backend_of(self, kind: str) -> ServerBackend:
         if self._backend is None or self._backend.kind != kind:
@@ -159,13 +159,20 @@ class HPCLabSpawner(InternalCerts, Spawner):
         """A SLURM backend's partitions now (sinfo and scontrol), or SLURM's message: for the form and for starts."""
         return await cluster_state(self.deployment.backends[backend_name])
 
+    async def create_certs(self) -> dict[str, str]:
+        """internal_ssl: a certificate that names every host the backend may run the server on (internal_certs.py)."""
+        self.ssl_alt_names = await self.server_backend.cert_alt_names() or self.ssl_alt_names
+        return await super().create_certs()
+
+    async def move_certs(self, paths: dict[str, str]) -> dict[str, str]:
+        return move_certs(paths, self.user.name, self.server_backend.home())
+
     # --- the form and the checks before a start ------------------------------------------------
 
     async def render_form(self) -> str:
-        """The spawn form for this user: allowed profiles, live availability, the preselected one checked."""
-        return await render_form(
-            self.deployment, self.user, self.user_groups(), getattr(self, "handler", None), self.cluster_state
-        )
+        """The spawn form for this user: allowed profiles, live availability (each backend's), the preselected one checked."""
+        available = await form_availability(self.deployment, lambda name: BACKENDS[self.deployment.backends[name].type](self))
+        return await render_form(self.deployment, self.user, self.user_groups(), getattr(self, "handler", None), available)
 
     @staticmethod
     async def _apply_and_log(spawner: HPCLabSpawner, user_options: dict[str, Any]) -> None:
@@ -237,7 +244,8 @@ class HPCLabSpawner(InternalCerts, Spawner):
             reason = getattr(error, "jupyterhub_message", None) or getattr(error, "log_message", None) or str(error)
             self.server_event("refused" if refused else "failed", reason=reason)
             raise
-        ids = {key: value for key, value in self.server_backend.get_state().items() if key in ("pid", "job_id")}
+        backend = self.server_backend
+        ids = {backend.id_key: value} if (value := backend.get_state().get(backend.id_key)) else {}
         self.server_event("start", **ids)
         record_start(self, ids)  # its row in the hub's history (spawner/history_record.py), closed by the post-stop hook
         return started
@@ -338,13 +346,5 @@ class HPCLabSpawner(InternalCerts, Spawner):
         return walltime.time_left_text(self.job_end_epoch) if self.active else ""
 
     def server_summary(self) -> dict[str, str]:
-        """What the home page lists for this server: profile, backend, state, choices and time left."""
-        profile = self.deployment.profile(self.profile_slug) if self.profile_slug else None
-        note = self.server_backend.running_note() if self.ready else ""
-        state = home.state_text(self.ready, self.pending, note, self.end_reason)
-        effective = self.effective_profile() if profile else None
-        options = dict(getattr(getattr(self, "orm_spawner", None), "user_options", None) or {})
-        base = self.hub.base_url if getattr(self, "hub", None) else "/hub/"
-        relaunch = "" if self.active else home.relaunch_url(self.deployment, options, base, self.user.name, self.name)
-        left = self.time_left_text or ("no limit" if self.ready else "")
-        return home.summary(self.deployment, profile, effective, self.user_choices, self.extended_seconds, state, relaunch, left)
+        """What the home page lists for this server: profile, backend, state, choices and time left (home.py)."""
+        return home.server_summary(self)

@@ -6,16 +6,17 @@ hub's own instead (a plain template, escaped by Jinja), for the admin-ui scope l
 backend, profile, job id (SLURM's job, or the local server's process), node, time left in words, the GPUs it holds
 and its measured use; then every start that waits, in the order it will be served, with what its progress page says.
 
-Measured use is what reclaim measures on the CPU path (backends/local/reclaim.py): the CPU time of the processes of
-the server's cgroup, as cores used on average since the page last looked (at least a second before) and since the
-server started, and the memory the cgroup holds. SLURM servers are measured by SLURM: one ``sstat`` for all running
-jobs per look (backends/slurm/job_use.py), the same figures from the job's steps; sacct in the history after.
+Everything a row says of where a server runs and what it uses comes from its backend through the ``ServerBackend``
+protocol (``whereabouts``, ``measure``), so the page knows no backend's insides. Local servers measure what reclaim
+measures on the CPU path (backends/local/views.py): the CPU time of the processes of the server's cgroup and the
+memory the cgroup holds; SLURM servers are measured by SLURM, one ``sstat`` for all running jobs per look
+(backends/slurm/job_use.py), the same figures from the job's steps; sacct in the history after. The page shows them
+as cores used on average since it last looked (at least a second before) and since the server started.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import time
 from typing import Any
 
@@ -24,10 +25,7 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
-from hpclab_hub.backends.local import reclaim
-from hpclab_hub.backends.local.resources import Allocation
-from hpclab_hub.backends.local.waiting_line import line_of
-from hpclab_hub.backends.slurm.job_use import uses_for
+from hpclab_hub.backends import ServerBackend, ServerUse, Whereabouts
 from hpclab_hub.spawner.walltime import time_left_text
 
 _SAMPLES: dict[tuple[str, str, int | str], tuple[float, float]] = {}  # (user, server, pid or job) -> (monotonic, CPU s)
@@ -72,105 +70,70 @@ def _started(orm_spawner: Any) -> float:
     return (started if started.tzinfo else started.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def server_row(spawner: Any) -> dict[str, Any]:
-    """One running (or starting) server as the page shows it."""
-    deployment = spawner.deployment
-    profile = deployment.profile(spawner.profile_slug) if spawner.profile_slug else None
+def _node(where: Whereabouts, spawner: Any) -> str:
+    """The node as the backend names it, with the address the proxy reaches the server at where that says more."""
+    server = getattr(spawner.orm_spawner, "server", None)
+    address = server.ip if server is not None and server.ip not in ("", "127.0.0.1", "localhost", "::1") else ""
+    if where.node and address and address != where.node:
+        return f"{where.node} ({address})"
+    return where.node or address
+
+
+async def server_row(spawner: Any) -> dict[str, Any]:
+    """One running (or starting) server as the page shows it: what its backend says of it (ServerBackend.whereabouts)."""
+    profile = spawner.deployment.profile(spawner.profile_slug) if spawner.profile_slug else None
     backend = spawner.server_backend
-    kind = backend.kind
-    row: dict[str, Any] = {
+    where = await backend.whereabouts()
+    return {
         "user": spawner.user.name,
         "server": spawner.name,
         "state": "ready" if spawner.ready else (spawner.pending or "starting"),
-        "backend": f"{profile.backend} ({kind})" if profile else kind,
+        "backend": f"{profile.backend} ({backend.kind})" if profile else backend.kind,
         "profile": f"{profile.display_name} ({profile.slug})" if profile else spawner.profile_slug or "",
-        "job": "",
-        "node": "",
+        "job": where.job,
+        "node": _node(where, spawner),
         "time_left": time_left_text(spawner.job_end_epoch) or ("no limit" if spawner.ready else ""),
-        "gpus": "",
+        "gpus": where.gpus,
         "use": {},
         "use_note": "",
-        "note": "",
+        "note": where.note,
     }
-    server = getattr(spawner.orm_spawner, "server", None)
-    if kind == "slurm":
-        row["job"] = getattr(backend, "job_id", "")
-        row["node"] = server.ip if server is not None else ""  # the node's address: its name comes from the queue
-        row["note"] = "" if spawner.ready else getattr(backend, "progress_line", "")
-        return row
-    pid = backend.process.pid
-    row["job"] = f"pid {pid}" if pid else ""
-    row["node"] = socket.gethostname() if pid else ""
-    if backend.allocation_state:
-        row["gpus"] = ", ".join(Allocation.from_state(backend.allocation_state).gpu_ids)
-    if pid and spawner.ready and profile is not None:
-        group = backend.cgroup
-        pids = group.pids() if group is not None else {pid}
-        life = time.time() - _started(spawner.orm_spawner) if _started(spawner.orm_spawner) else 0.0
-        row["use"] = measured_use((spawner.user.name, spawner.name, pid), reclaim.cpu_seconds(pids), life, profile.cpus)
-        if group is not None and (held := group.memory_in_use()):
-            row["use"].update(memory_use(held, 0, profile.memory))
-    watch = reclaim._WATCHES.get(backend.owner_key) if pid else None
-    if watch is not None and watch.warned_at:
-        row["note"] = "warned: its GPU is being reclaimed for a waiting start"
-    return row
 
 
-async def slurm_node(spawner: Any, row: dict[str, Any]) -> str:
-    """A SLURM server's node by name from the hub's shared queue snapshot (no extra squeue), with its address."""
-    backend = spawner.server_backend
-    if backend.kind != "slurm" or not row["job"]:
-        return row["node"]
-    status = await backend.queue.status(row["job"])
-    name = status.info.node if status.info is not None else ""
-    return f"{name} ({row['node']})" if name and row["node"] and name != row["node"] else name or row["node"]
-
-
-async def add_slurm_use(pairs: list[tuple[Any, dict[str, Any]]]) -> None:
-    """The measured use of the running SLURM servers among ``pairs`` (spawner, row): one sstat per SLURM configuration
-    for all of them (job_use.py), shown as the local servers' use is; SLURM's refusal or silence in words otherwise."""
-    views: dict[int, tuple[Any, list[tuple[Any, dict[str, Any]]]]] = {}
+async def add_use(pairs: list[tuple[Any, dict[str, Any]]]) -> None:
+    """The measured use of the running servers among ``pairs`` (spawner, row), asked of each backend class once for
+    all its servers (ServerBackend.measure: SLURM's is one sstat per configuration), as cores and memory."""
+    by_class: dict[type[ServerBackend], list[tuple[Any, dict[str, Any]]]] = {}
     for spawner, row in pairs:
-        backend = spawner.server_backend
-        if backend.kind == "slurm" and row["job"] and spawner.ready:
-            view = uses_for(backend.client, backend.backend.poll_interval)
-            views.setdefault(id(view), (view, []))[1].append((spawner, row))
-    for view, members in views.values():
-        found = await view.uses({row["job"] for _, row in members})
-        for spawner, row in members:
-            use = found.get(row["job"])
-            if use is None or not (use.memory or use.cpu_seconds):
-                error = view.error(row["job"])
-                row["use_note"] = (
-                    f"sstat: {error}"
-                    if error
-                    else "SLURM reports no use for this job (is JobAcctGatherType jobacct_gather/none?)"
-                )
+        if spawner.ready and row["job"]:
+            by_class.setdefault(type(spawner.server_backend), []).append((spawner, row))
+    for cls, members in by_class.items():
+        uses: list[ServerUse] = await cls.measure([spawner.server_backend for spawner, _ in members])
+        for (spawner, row), use in zip(members, uses, strict=True):
+            row["use_note"] = use.note
+            if not use.measured_at:
                 continue
             try:
-                profile = spawner.profile  # with the user's choices: the cores and memory the job asked for
+                profile = spawner.profile  # with the user's choices: the cores and memory the server asked for
             except web.HTTPError:
                 continue
             life = time.time() - _started(spawner.orm_spawner) if _started(spawner.orm_spawner) else 0.0
             key = (spawner.user.name, spawner.name, row["job"])
             row["use"] = measured_use(key, use.cpu_seconds, life, profile.cpus, use.measured_at)
-            row["use"].update(memory_use(use.memory, use.peak_memory, profile.memory))
+            if use.memory:
+                row["use"].update(memory_use(use.memory, use.peak_memory, profile.memory))
 
 
-def waiting_rows(spawners: list[Any]) -> list[dict[str, Any]]:
-    """Every start that waits, in the order each line serves them: local starts by their place in their pool's line
-    (priority, then first come), then the others (a SLURM job pending in SLURM's queue, a start the hub holds back)."""
+async def waiting_rows(spawners: list[Any]) -> list[dict[str, Any]]:
+    """Every start that waits, in the order each line serves them: starts in their backend's own line by their place
+    (a local pool's: priority, then first come), then the others (a SLURM job pending in SLURM's queue, a start the
+    hub holds back)."""
     rows = []
     for spawner in spawners:
         if not spawner.pending:
             continue
         backend = spawner.server_backend
-        waiter = getattr(backend, "waiter", None)
-        place, message, priority = 0, getattr(backend, "progress_line", "") or "starting", ""
-        if waiter is not None:
-            line = sorted(line_of(backend.pool).waiting, key=lambda w: w.rank)
-            place = next((i + 1 for i, w in enumerate(line) if w is waiter), 0)
-            message, priority = waiter.message or "waiting for its turn", str(waiter.priority)
+        where = await backend.whereabouts()
         profile = spawner.deployment.profile(spawner.profile_slug) if spawner.profile_slug else None
         rows.append(
             {
@@ -178,10 +141,10 @@ def waiting_rows(spawners: list[Any]) -> list[dict[str, Any]]:
                 "server": spawner.name,
                 "profile": profile.display_name if profile else spawner.profile_slug,
                 "backend": profile.backend if profile else backend.kind,
-                "place": place,
-                "job": getattr(backend, "job_id", "") if backend.kind == "slurm" else "",
-                "priority": priority,
-                "message": message,
+                "place": where.place,
+                "job": where.job,
+                "priority": where.priority,
+                "message": where.note or "starting",
                 "since": _started(spawner.orm_spawner),
             }
         )
@@ -201,15 +164,11 @@ class AdminServersHandler(BaseHandler):
         for orm_user in self.db.query(orm.User).order_by(orm.User.name):
             user = self.users[orm_user]
             spawners += [s for _, s in sorted(user.spawners.items()) if s.active]
-        pairs = []
-        for spawner in spawners:
-            if spawner.pending != "spawn":
-                pairs.append((spawner, server_row(spawner)))
-                pairs[-1][1]["node"] = await slurm_node(spawner, pairs[-1][1])
-        await add_slurm_use(pairs)
+        pairs = [(spawner, await server_row(spawner)) for spawner in spawners if spawner.pending != "spawn"]
+        await add_use(pairs)
         servers = [row for _, row in pairs]
         alive = {(s.user.name, s.name) for s in spawners}
         for gone in [key for key in _SAMPLES if key[:2] not in alive]:  # servers that ended since the last look
             del _SAMPLES[gone]
-        html = await self.render_template("hpclab-admin.html", servers=servers, waiting=waiting_rows(spawners))
+        html = await self.render_template("hpclab-admin.html", servers=servers, waiting=await waiting_rows(spawners))
         self.finish(html)

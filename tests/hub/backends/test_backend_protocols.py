@@ -27,3 +27,27 @@ def test_every_backend_has_every_member_of_server_backend():
         missing = sorted(name for name in _members(ServerBackend) if not hasattr(backend, name))
         assert not missing, f"{backend.__name__} lacks ServerBackend members: {missing}"
         assert backend.kind == kind
+
+
+def test_the_spawner_is_a_plain_jupyterhub_spawner():
+    """No mixin: HPCLabSpawner's one base is JupyterHub's Spawner; internal_ssl asks its backend (docs/design.md)."""
+    from jupyterhub.spawner import Spawner
+
+    assert HPCLabSpawner.__bases__ == (Spawner,)
+
+
+def test_the_pages_reach_a_backend_only_through_the_protocol():
+    """The admins' page, the home page's row, the history and the form's availability import no backend's own
+    package (backends.local, backends.slurm): what they show comes from ServerBackend's members."""
+    import ast
+    from pathlib import Path
+
+    import hpclab_hub
+
+    root = Path(hpclab_hub.__file__).parent
+    for module in ("web/admin_servers.py", "spawner/home.py", "spawner/history_record.py", "spawner/availability.py"):
+        tree = ast.parse((root / module).read_text())
+        imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        inside = [name for name in imported if name.startswith(("hpclab_hub.backends.local", "hpclab_hub.backends.slurm"))]
+        assert not inside, f"{module} imports a backend's own modules: {inside}"

@@ -379,15 +379,21 @@ def _run(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
+def _backend(spawner, name: str):
+    """A backend object of the spawner's for the YAML's backend ``name`` (what the form asks for availability)."""
+    from hpclab_hub.spawner.spawner import BACKENDS
+
+    return BACKENDS[spawner.deployment.backends[name].type](spawner)
+
+
 def test_a_slurm_profile_the_form_disables_is_refused_at_start_with_the_same_reason(tmp_path):
     from tornado import web
 
     from hpclab_hub.backends.slurm.outputs import parse_partition_lines, parse_sinfo_json
-    from hpclab_hub.backends.local.resources import pool_of
     from hpclab_hub.spawner.availability import form_availability
 
     spawner = _slurm_site_spawner(tmp_path, (parse_sinfo_json(_SINFO), parse_partition_lines(_PARTITIONS)))
-    shown = _run(form_availability(spawner.deployment, lambda profile: pool_of(spawner.deployment, profile), spawner.cluster_state))
+    shown = _run(form_availability(spawner.deployment, lambda name: _backend(spawner, name)))
     assert shown["old"].blocked == "Partition old is down (the cluster's admins closed it)."
     assert shown["gone"].blocked == "The cluster has no partition 'nosuch'."
     assert shown["gpu-on-cpu"].blocked == "Partition cpu has no GPUs; the profile needs 1 GPU."
@@ -462,11 +468,10 @@ def test_partition_max_time_and_the_live_checks_warning_for_time_choices():
 
 def test_a_cluster_that_cannot_answer_blocks_no_start(tmp_path):
     from hpclab_hub.backends import Availability
-    from hpclab_hub.backends.local.resources import pool_of
     from hpclab_hub.spawner.availability import form_availability
 
     spawner = _slurm_site_spawner(tmp_path, "sinfo did not answer within 30 s")
-    assert _run(form_availability(spawner.deployment, lambda profile: pool_of(spawner.deployment, profile), spawner.cluster_state))["old"] == Availability(note="Cluster state unavailable: sinfo did not answer within 30 s")
+    assert _run(form_availability(spawner.deployment, lambda name: _backend(spawner, name)))["old"] == Availability(note="Cluster state unavailable: sinfo did not answer within 30 s")
     _run(spawner._run_apply_user_options({"profile": "old"}))  # SLURM's own answer (sbatch) decides
     assert spawner.profile_slug == "old"
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from hpclab.walltime_signal import EARLY_SIGNAL
-from hpclab_hub.backends import Launch, Refusals, ServerContext
+from hpclab_hub.backends import Availability, Launch, Refusals, ServerContext, ServerUse, Whereabouts
 from hpclab_hub.backends.local.availability import local_blocked
 from hpclab_hub.backends.local.cgroups import ServerCgroup
 from hpclab_hub.backends.local.environment import private_mounts, server_environment
@@ -27,9 +27,10 @@ from hpclab_hub.backends.local.launcher import start_process, wait_listening
 from hpclab_hub.backends.local.one_door import DoorError, current_door
 from hpclab_hub.backends.local.preexec import process_start
 from hpclab_hub.backends.local.preparation import make_cgroup, prepare_account, set_disk_quota
-from hpclab_hub.backends.local.process import ServerProcess
+from hpclab_hub.backends.local.process import ServerProcess, foreign_reason, report_oom
 from hpclab_hub.backends.local.resources import Allocation, ResourcePool, pool_of
 from hpclab_hub.backends.local.unix_accounts import UnixAccount
+from hpclab_hub.backends.local.views import home_of, local_form_availability, local_use, local_whereabouts
 from hpclab_hub.backends.local.waiting_line import Waiter, take_from_pool, waiting_progress
 from hpclab_hub.config.model import LocalBackend, Profile
 from hpclab_hub.config.units import format_duration, format_memory
@@ -39,6 +40,8 @@ class LocalServer:
     """One server on a local backend: account, cores/GPUs/memory from the pool, cgroup, process, port fence."""
 
     kind: ClassVar[str] = "local"
+    label: ClassVar[str] = "this server"
+    id_key: ClassVar[str] = "pid"
     picks_port: ClassVar[bool] = True
     waiter: Waiter | None = None  # this start's place in the pool's line (waiting_line.py)
     reclaim_reason = ""  # set when its GPU is reclaimed under pressure (reclaim.py): its end reason at the end
@@ -130,6 +133,27 @@ class LocalServer:
 
     def running_note(self) -> str:
         return ""
+
+    # --- what the pages show (views.py) ---------------------------------------------------------
+
+    async def availability(self, profiles: list[Profile]) -> dict[str, Availability]:
+        return local_form_availability(self.ctx.deployment, profiles)
+
+    async def whereabouts(self) -> Whereabouts:
+        return local_whereabouts(self)
+
+    @classmethod
+    async def measure(cls, servers: list[LocalServer]) -> list[ServerUse]:
+        return [await asyncio.to_thread(local_use, server) for server in servers]
+
+    async def settle(self, engine: Any, row_id: int, job_id: str) -> None:
+        """Nothing to add: the hub measured a local server itself."""
+
+    def home(self) -> str:
+        return home_of(self.ctx.user_name)
+
+    async def cert_alt_names(self) -> list[str]:
+        return []  # it runs here: JupyterHub's own names (localhost, the loopback) are the ones
 
     # --- environment --------------------------------------------------------------------------
 
@@ -261,7 +285,7 @@ class LocalServer:
         """
         ctx, group = self.ctx, self.cgroup
         if self.process.proc is None and self.process.pid and not self._stopping_from_poll:  # re-adopted: still ours?
-            gone = self._readopted_pid_is_foreign(group)
+            gone = foreign_reason(self.process.pid, group, (self.account_state or {}).get("pid_started"))
             if gone:
                 ctx.log.info(
                     "%s: pid %s is not its server any more (%s): the server is gone", ctx.log_name, self.process.pid, gone
@@ -302,34 +326,10 @@ class LocalServer:
         finally:
             self._stopping_from_poll = False
 
-    def _readopted_pid_is_foreign(self, group: ServerCgroup | None) -> str:
-        """Why the stored pid is no longer this server ('' if it still is): after a reboot pids are reused."""
-        if group is not None:
-            if not group.exists():
-                return "its cgroup is gone (a reboot?)"
-            if not group.contains(self.process.pid):
-                return "it is not in the server's cgroup"
-            return ""
-        started = self.account_state.get("pid_started") if self.account_state else None
-        if started is not None and process_start(self.process.pid) != started:
-            return "another process has that pid now"
-        return ""
-
     def _report_oom(self, group: ServerCgroup | None) -> None:
         """Log each kernel OOM kill in this server's cgroup (the server's output goes to the same log)."""
-        if group is None:
-            return
-        kills = group.oom_kills()
-        if kills > self._oom_kills_seen:
-            profile = self.ctx.profile if self._known_profile() else None
-            limit = format_memory(profile.memory) if profile is not None and profile.memory else "its limit"
-            self.ctx.log.warning(
-                "Out of memory: the kernel killed %d process(es) of %s, which went over its memory limit (%s)",
-                kills - self._oom_kills_seen,
-                self.ctx.log_name,
-                limit,
-            )
-            self._oom_kills_seen = kills
+        profile = self.ctx.profile if self._known_profile() else None
+        self._oom_kills_seen = report_oom(self.ctx, group, self._oom_kills_seen, profile.memory if profile else None)
 
     def _end_cgroup(self) -> None:
         """Kill whatever is left in the server's cgroup (setsid'd or double-forked processes too) and remove it."""

@@ -15,6 +15,9 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+from hpclab_hub.backends.local.preexec import process_start
+from hpclab_hub.config.units import format_memory
+
 #: seconds to wait after SIGINT, then SIGTERM, then SIGKILL (JupyterHub's defaults)
 INTERRUPT_TIMEOUT, TERM_TIMEOUT, KILL_TIMEOUT = 10.0, 5.0, 5.0
 
@@ -85,3 +88,31 @@ class ServerProcess:
             if await self._wait_for_end(timeout) is not None:
                 return
         self.log.warning("Process %s of %s never died", self.pid, self.log_name)
+
+
+def report_oom(ctx: Any, group: Any, seen: int, limit: int | None) -> int:
+    """Log the kernel's OOM kills in a server's cgroup since ``seen`` of them were logged; the count now."""
+    if group is None:
+        return seen
+    kills = group.oom_kills()
+    if kills > seen:
+        ctx.log.warning(
+            "Out of memory: the kernel killed %d process(es) of %s, which went over its memory limit (%s)",
+            kills - seen,
+            ctx.log_name,
+            format_memory(limit) if limit else "its limit",
+        )
+    return max(kills, seen)
+
+
+def foreign_reason(pid: int, group: Any, pid_started: float | None) -> str:
+    """Why a re-adopted ``pid`` is no longer its server ('' if it still is): after a reboot pids are reused."""
+    if group is not None:
+        if not group.exists():
+            return "its cgroup is gone (a reboot?)"
+        if not group.contains(pid):
+            return "it is not in the server's cgroup"
+        return ""
+    if pid_started is not None and process_start(pid) != pid_started:
+        return "another process has that pid now"
+    return ""

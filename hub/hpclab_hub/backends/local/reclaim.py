@@ -83,6 +83,12 @@ class Watch:
 _WATCHES: dict[str, Watch] = {}
 
 
+def is_warned(owner_key: str) -> bool:
+    """Whether the GPU holder ``owner_key`` has been warned that its GPU is being reclaimed (the admins' page)."""
+    watch = _WATCHES.get(owner_key)
+    return watch is not None and bool(watch.warned_at)
+
+
 def _holders(pool: Any, registry: dict[str, Any]) -> list[Any]:
     return [registry[o] for o, a in pool.holders.items() if a.gpu_ids and o in registry]
 

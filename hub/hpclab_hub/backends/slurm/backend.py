@@ -16,15 +16,18 @@ from typing import Any, ClassVar
 
 from tornado import web
 
-from hpclab_hub.backends import Launch, Refusals, ServerContext
+from hpclab_hub.backends import Availability, Launch, Refusals, ServerContext, ServerUse, Whereabouts
+from hpclab_hub.backends.slurm import accounting
 from hpclab_hub.backends.slurm.availability import ClusterState, cluster_time_cap, slurm_profile_availability, too_long_refusal
 from hpclab_hub.backends.slurm.batch_script import build_batch_script, job_spec
 from hpclab_hub.backends.slurm.client import SlurmClient, extend_job
-from hpclab_hub.backends.slurm.ending import describe_end, describe_pending
+from hpclab_hub.backends.slurm.ending import describe_end, describe_pending, output_tail
 from hpclab_hub.backends.slurm.errors import SlurmError
 from hpclab_hub.backends.slurm.node_prefix import job_command, job_environment
 from hpclab_hub.backends.slurm.ownership import LIVE_JOBS, any_slurm_backend, check_orphans_once, hub_id
 from hpclab_hub.backends.slurm.queue import JobQueue, queue_for
+from hpclab_hub.backends.slurm.views import node_alt_names, slurm_uses, slurm_whereabouts
+from hpclab_hub.backends.slurm.will_start import never_starts
 from hpclab_hub.config.model import Profile, SlurmBackend
 from hpclab_hub.ops import metrics
 
@@ -36,6 +39,8 @@ class SlurmServer:
     """One server as one SLURM job: submitted as the user, followed in the shared queue, cancelled on stop."""
 
     kind: ClassVar[str] = "slurm"
+    label: ClassVar[str] = "SLURM cluster"
+    id_key: ClassVar[str] = "job_id"
     picks_port: ClassVar[bool] = False
 
     def __init__(self, ctx: ServerContext) -> None:
@@ -92,6 +97,27 @@ class SlurmServer:
     def running_note(self) -> str:
         return f"SLURM job {self.job_id}" if self.job_id else ""
 
+    # --- what the pages show (views.py) ---------------------------------------------------------
+
+    async def availability(self, profiles: list[Profile]) -> dict[str, Availability]:
+        """One cluster answer for all of this backend's profiles."""
+        answer = await self.ctx.cluster_state(profiles[0].backend)
+        return {p.slug: slurm_profile_availability(p, self.ctx.deployment.backends[p.backend], answer) for p in profiles}
+
+    async def whereabouts(self) -> Whereabouts:
+        return await slurm_whereabouts(self, starting=not self._ready)
+
+    @classmethod
+    async def measure(cls, servers: list[SlurmServer]) -> list[ServerUse]:
+        return await slurm_uses(servers)
+
+    async def settle(self, engine: Any, row_id: int, job_id: str) -> None:
+        """SLURM's own figures for the ended job (sacct) into its history row (accounting.py)."""
+        await accounting.settle(self.client, engine, row_id, job_id, self.ctx.log)
+
+    async def cert_alt_names(self) -> list[str]:
+        return node_alt_names(await self.client.run(["scontrol", "show", "node", "-o"]))
+
     def environment(self, hub_env: dict[str, str], profile_env: dict[str, str]) -> dict[str, str]:
         """The job's environment: the hub's kept variables (PATH, the venv), the profile's, the hub API URL."""
         env = dict(hub_env)
@@ -120,39 +146,16 @@ class SlurmServer:
         return Refusals(blocked, too_long, cap.seconds if cap else 0, cap.source if cap else "")
 
     async def never_starts(self, profile: Profile, backend: SlurmBackend) -> str:
-        """Why SLURM would never start ``profile``'s job as asked ('' if it would, or cannot say now).
-
-        Asked with ``sbatch --test-only`` as the user (nothing is queued): more cores, memory or GPUs
-        than any node of the partition has outside its reservations is refused here, with SLURM's
-        words, instead of waiting out the spawn timeout. The start SLURM expects is kept for the
-        progress page.
-        """
-        self.expected_start = ""
+        """Why SLURM would never start ``profile``'s job as asked (will_start.py); keeps the start SLURM expects."""
         try:
             home = pwd.getpwnam(self.ctx.user_name).pw_dir
         except KeyError:  # no such account: the start says so itself
+            self.expected_start = ""
             return ""
-        # nothing is queued: the hub's tag is left out of this comment
-        spec = job_spec(
-            profile,
-            backend,
-            self.ctx.user_name,
-            home,
-            self.ctx.name,
-            "",
-            self.ctx.deployment.walltime.save_before or 0,
-            *self.by_group(),
-        )
-        try:
-            self.expected_start = await SlurmClient.for_backend(backend).expected_start(self.ctx.user_name, spec.script(["true"]))
-        except SlurmError as error:
-            if "allocation failure:" not in error.message:  # SLURM unreachable, or another refusal: sbatch's own message decides
-                return ""
-            return (
-                f"SLURM would never start this job: {error.message}. The partition's nodes, less what reservations "
-                "hold, cannot fit it; ask for fewer cores, less memory or fewer GPUs, or another partition."
-            )
-        return ""
+        save_before = self.ctx.deployment.walltime.save_before or 0  # "": nothing is queued, no hub tag
+        spec = job_spec(profile, backend, self.ctx.user_name, home, self.ctx.name, "", save_before, *self.by_group())
+        reason, self.expected_start = await never_starts(SlurmClient.for_backend(backend), self.ctx.user_name, spec)
+        return reason
 
     def by_group(self) -> tuple[str | None, str | None]:
         """The QoS and account the person's groups give their jobs (priorities.slurm_qos, slurm_account)."""
@@ -275,15 +278,9 @@ class SlurmServer:
         self.ctx.start_wall_clock()  # SLURM's limit counts from when the job runs
         metrics.QUEUE_WAIT.labels(self.ctx.profile_slug, self.ctx.profile.backend).observe(time.monotonic() - submitted)
 
-    def _output_tail(self, lines: int = 5) -> str:
-        """The last lines of the job's output file, to show why it failed (where the hub can read it)."""
+    def _output_tail(self) -> str:
         path = self.backend.output.format(home=self.home(), username=self.ctx.user_name).replace("%j", self.job_id)
-        try:
-            with open(path, errors="replace") as handle:
-                tail = handle.read()[-4000:].strip().splitlines()[-lines:]
-        except OSError:
-            return f"See {path}."
-        return f"Last lines of {path}: " + " | ".join(tail) if tail else f"{path} is empty."
+        return output_tail(path)
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         last = None

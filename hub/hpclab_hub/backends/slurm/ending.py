@@ -40,3 +40,13 @@ def describe_pending(info: JobInfo, start_time: str | None, waited: float) -> st
     if start_time:
         text += f", expected start {start_time.replace('T', ' ')}"
     return text + f", waiting {int(waited)} s"
+
+
+def output_tail(path: str, lines: int = 5) -> str:
+    """The last lines of a job's output file, to show why it failed (where the hub can read it)."""
+    try:
+        with open(path, errors="replace") as handle:
+            tail = handle.read()[-4000:].strip().splitlines()[-lines:]
+    except OSError:
+        return f"See {path}."
+    return f"Last lines of {path}: " + " | ".join(tail) if tail else f"{path} is empty."
