@@ -22,6 +22,32 @@ from support.slurmtools import DEV_CLUSTER, SLURM_PORT, SLURM_PREFIX, jobs
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
+#: fixtures that bring up a real component (a hub, the dev SLURM, chromium, a training run): a test that uses one,
+#: directly or through another fixture, is not in the fast lane
+REAL_FIXTURES = frozenset({"hub", "browser", "slurm_cluster", "training_events"})
+#: the shared helpers that start a real component: a test, or a fixture of its own module, that calls one is not either
+REAL_STARTERS = frozenset({"started_hub", "started_slurm_hub", "Hub", "HubProcess", "MultiNodeCluster", "sync_playwright"})
+
+
+def _starts_something_real(item: pytest.Item) -> bool:
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)  # pytest's record of the fixtures a test function uses
+    for name, definitions in (info.name2fixturedefs if info is not None else {}).items():
+        if name in REAL_FIXTURES:
+            return True
+        functions += [definition.func for definition in definitions]
+    return any(REAL_STARTERS & set(getattr(getattr(f, "__code__", None), "co_names", ())) for f in functions)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast lane (``make check``: ``-m fast``) is every test that is not marked hub, browser or slow and starts no
+    real component (REAL_FIXTURES, REAL_STARTERS): a new unit test is in it without being listed anywhere."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("hub", "browser", "slow")) or _starts_something_real(item):
+            continue
+        item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """A running hub with accounts admin, alice (gpu-users) and bob (no groups); one fake GPU id in the pool."""

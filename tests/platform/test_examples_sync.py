@@ -264,6 +264,7 @@ def _run_server(root: Path, examples_dir: str, tmp_path: Path) -> str:
     return log.read_text()
 
 
+@pytest.mark.slow  # starts a Jupyter server: about 12 s
 @pytest.mark.timeout(60)
 def test_jupyter_server_delivers_the_examples_and_starts_despite_a_broken_source(tmp_path):
     root = tmp_path / "home"

@@ -24,6 +24,7 @@ def _in(seconds: float) -> str:
     return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
+@pytest.mark.slow  # seven runs of the hpclab-hub CLI: about 35 s on a busy machine
 def test_bad_requests_are_refused_with_the_reason(tmp_path):
     config = hub_yaml(tmp_path / "state")
     path = tmp_path / "hub.yaml"
