@@ -178,7 +178,10 @@ def test_torch_is_pinned_in_one_file_that_the_scripts_and_dl_in_read():
         text = script.read_text()
         assert "images/torch.txt" in text and not re.search(r"^TORCH(VISION)?_VERSION=[0-9]", text, re.M), script
     for recipe in ("dl/Dockerfile", "dl/dl.def", "mri/Dockerfile", "mri/mri.def"):
-        assert "images/torch.txt" in (IMAGES / recipe).read_text(), recipe  # the scripts read it inside the image too
+        text = (IMAGES / recipe).read_text()
+        assert "images/torch.txt" in text, recipe  # the scripts read it inside the image too
+        written = [version for version in set(pins.values()) if version in text]
+        assert not written, f"{recipe} writes torch's version again ({written}): read images/torch.txt instead"
 
 
 def test_dl_lock_pins_the_torch_of_the_dl_env_script_and_of_venv_dl():
@@ -205,6 +208,7 @@ def test_brain_extraction_lock_has_no_torch_agrees_with_all_txt_and_venv_has_the
         assert "install-bet.sh" in recipe.read_text() and "download.pytorch.org/whl/cpu" in recipe.read_text()
 
 
+@pytest.mark.slow  # a fresh venv from each lock: 20-30 s each
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("kernel", sorted(LOCK_IMPORTS))
 def test_lock_installs_into_a_fresh_venv_and_imports_its_kernel(kernel, tmp_path):

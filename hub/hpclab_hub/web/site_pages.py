@@ -44,7 +44,7 @@ class PreselectingSpawnHandler(SpawnHandler):
     """
 
     def _get_user_options(self, query_options: dict) -> dict:
-        """A GET never starts anything: its choices only fill in the form (see ProfileSpawnerMixin.link_choices)."""
+        """A GET never starts anything: its choices only fill in the form (see spawner/spawn_form.link_choices)."""
         if query_options:
             self.log.info("Spawn link for %s: choices shown on the form, nothing started", self.current_user.name)
         return {}
