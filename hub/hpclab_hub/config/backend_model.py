@@ -104,9 +104,11 @@ class LocalBackend(Strict):
     )
     private_tmp: bool = Field(
         True,
-        description="Each server (hub as root) gets its own /tmp and /dev/shm: a fresh tmpfs in its own mount namespace, at most "
-        "the profile's memory, counted against the server's memory limit and gone when the server stops (as systemd's "
-        "PrivateTmp); false = the host's shared /tmp and /dev/shm.",
+        description="Each server (hub as root) gets its own /tmp, /var/tmp and /dev/shm: a fresh tmpfs in its own mount "
+        "namespace, at most the profile's memory, counted against the server's memory limit and gone when the server "
+        "stops (as systemd's PrivateTmp), and its own IPC namespace (System V shared memory, semaphores, message "
+        "queues; POSIX message queues), freed when it stops (as PrivateIPC); false = the host's shared /tmp, /var/tmp, "
+        "/dev/shm and IPC.",
     )
     hide_processes: bool = Field(
         True,

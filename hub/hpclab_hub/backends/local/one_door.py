@@ -8,6 +8,12 @@ server's own account. Servers (and their kernels, which share their uid) reach t
 proxy's public address instead (``Spawner.hub_connect_url``), so the last ``X-Forwarded-For`` entry the hub
 reads is always written by the proxy.
 
+Users' accounts (regular accounts, uid from ``UID_MIN`` of /etc/login.defs up, and every account a server ran
+as) reach the loopback only from 127.0.0.1 and ::1: any other source (an unprivileged socket may bind any of
+127.0.0.0/8) is refused, so every request from users' code counts as one address in the login lockout and the
+sign-up limit, and none can pose as a trusted proxy such as nginx on 127.0.0.2. System accounts (nginx's
+www-data) and the hub's own keep any loopback source.
+
 Each hub has its own table, ``inet hpclab_door_<hub_port>``, so several hubs (tests, a staging hub) on one
 machine never touch each other's rules. The table outlives a hub restart (servers keep running and keep their
 protection); the hub rewrites its rules at every start and keeps the set of server ports.
@@ -31,6 +37,20 @@ import psutil
 log = logging.getLogger("JupyterHub")
 
 TABLE_PREFIX = "hpclab_door_"
+LOGIN_DEFS = "/etc/login.defs"
+
+
+def first_user_uid(login_defs: str = LOGIN_DEFS) -> int:
+    """Where regular (users') accounts start: ``UID_MIN`` of /etc/login.defs, as useradd reads it; 1000 without one."""
+    try:
+        with open(login_defs) as handle:
+            for line in handle:
+                words = line.split()
+                if len(words) >= 2 and words[0] == "UID_MIN" and words[1].isdigit():
+                    return int(words[1])
+    except OSError:
+        pass
+    return 1000
 
 
 class DoorError(RuntimeError):
@@ -65,7 +85,7 @@ class Door:
         return f"{TABLE_PREFIX}{self.hub_port}"
 
     def rules(self) -> str:
-        """The nft script that (re)writes this hub's chain; the sets of server ports keep their elements."""
+        """The nft script that (re)writes this hub's chains; the sets of server ports and accounts keep their elements."""
         t = f"inet {self.table}"
         uid = self.hub_uid
         return "\n".join(
@@ -73,12 +93,28 @@ class Door:
                 f"add table {t}",
                 f"add set {t} server_ports {{ type inet_service; }}",
                 f"add set {t} server_owners {{ type inet_service . uid; }}",
+                # every account a server ran as (even one below UID_MIN, such as an existing account)
+                f"add set {t} server_uids {{ type uid; }}",
                 # the hub's pid: a hub still starting (not listening yet) keeps its table when another hub sweeps
                 f"add set {t} hub_pid {{ type mark; }}",
                 f"flush set {t} hub_pid",
                 f"add element {t} hub_pid {{ {os.getpid()} }}",
                 f"add chain {t} output {{ type filter hook output priority 0; policy accept; }}",
                 f"flush chain {t} output",
+                # a user's process on the loopback: 127.0.0.1 or ::1 as its source, nothing else
+                f"add chain {t} refuse",
+                f"flush chain {t} refuse",
+                f"add rule {t} refuse meta l4proto tcp reject with tcp reset",
+                f"add rule {t} refuse drop",
+                f"add chain {t} user_loopback",
+                f"flush chain {t} user_loopback",
+                f"add rule {t} user_loopback ip saddr 127.0.0.1 return",
+                f"add rule {t} user_loopback ip6 saddr ::1 return",
+                f"add rule {t} user_loopback ip saddr 127.0.0.0/8 jump refuse",
+                f"add rule {t} user_loopback ip daddr 127.0.0.0/8 jump refuse",
+                f"add rule {t} user_loopback ip6 daddr ::1 jump refuse",
+                f'add rule {t} output oifname "lo" meta skuid != {uid} meta skuid >= {first_user_uid()} jump user_loopback',
+                f'add rule {t} output oifname "lo" meta skuid != {uid} meta skuid @server_uids jump user_loopback',
                 # the hub's API and the proxy's REST API: the hub's own account only (hub, proxy, managed services)
                 (
                     f'add rule {t} output oifname "lo" tcp dport {{ {self.hub_port}, {self.proxy_api_port} }} '
@@ -99,10 +135,13 @@ class Door:
     def add_server(self, port: int, uid: int) -> None:
         """Only ``uid`` (and the hub's account) may connect to ``port`` on this machine from now on."""
         t = f"inet {self.table}"
-        _nft(f"add element {t} server_owners {{ {port} . {uid} }}\nadd element {t} server_ports {{ {port} }}\n")
+        _nft(
+            f"add element {t} server_uids {{ {uid} }}\nadd element {t} server_owners {{ {port} . {uid} }}\n"
+            f"add element {t} server_ports {{ {port} }}\n"
+        )
 
     def remove_server(self, port: int, uid: int) -> None:
-        """Forget ``port`` (its server stopped); a port already gone is no error."""
+        """Forget ``port`` (its server stopped; the account stays in server_uids); a port already gone is no error."""
         t = f"inet {self.table}"
         for element in (f"server_ports {{ {port} }}", f"server_owners {{ {port} . {uid} }}"):
             with contextlib.suppress(DoorError):

@@ -1,17 +1,23 @@
-"""A private /tmp, /dev/shm and /proc for one local server: its own mount namespace (as systemd's PrivateTmp).
+"""A private /tmp, /var/tmp, /dev/shm, System V IPC and /proc for one local server (as systemd's PrivateTmp and PrivateIPC).
 
 Run in the server's child as root, after it joined its cgroup and before it drops to the user's account:
 
-- ``unshare(CLONE_NEWNS)``, then every mount below ``/`` becomes a slave: the host's mounts still reach the
-  server, the server's own never reach the host;
-- a fresh tmpfs on ``/tmp`` and on ``/dev/shm`` (mode 1777, nosuid, nodev), each at most the server's memory
+- ``unshare(CLONE_NEWNS | CLONE_NEWIPC)``, then every mount below ``/`` becomes a slave: the host's mounts still
+  reach the server, the server's own never reach the host;
+- an IPC namespace of its own: System V shared memory, semaphores and message queues and POSIX message queues
+  (a fresh mqueue on ``/dev/mqueue`` where the host mounts one) are the server's alone, and the kernel frees them
+  when its last process ends: a segment left behind (``shm_rmid_forced`` is 0) cannot outlive the server;
+- a fresh tmpfs on ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (mode 1777, nosuid, nodev), each at most the server's memory
   limit. The kernel charges tmpfs pages to the memory cgroup of the process that writes them, so what a
   user keeps there counts against the server's limit; the mounts live as long as a process of the
   namespace does, and stopping the server kills them all: nothing stays behind;
 - a /proc of its own with ``hidepid=invisible`` (Linux 5.8 and later: each proc mount has its own
   options): the server's processes see only their own account's processes, not other users' command lines.
 
-Folders the server needs that lie under /tmp or /dev/shm (a home, the hub's Python, a kernel's prefix —
+/var/tmp, which survives reboots on the host, is a tmpfs here too: what a server keeps there is charged to it and
+gone when it stops, like /tmp (systemd's PrivateTmp also gives each service its own /var/tmp, removed at its stop).
+
+Folders the server needs that lie under /tmp, /var/tmp or /dev/shm (a home, the hub's Python, a kernel's prefix —
 test hubs keep them there) are bind-mounted back to the same path inside the private tmpfs.
 """
 
@@ -23,6 +29,7 @@ import os
 from dataclasses import dataclass
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
@@ -31,7 +38,7 @@ MS_REC = 0x4000
 MS_SLAVE = 1 << 19
 
 #: The folders that become private; anything the server needs below them is bound back in.
-PRIVATE_FOLDERS = ("/tmp", "/dev/shm")
+PRIVATE_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm")
 
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded in the hub, before any fork
 
@@ -56,7 +63,7 @@ class PrivateMounts:
     keep: tuple[str, ...] = ()  # folders the server needs; those under a private folder are bound back in
 
     def kept_inside(self) -> list[str]:
-        """The real paths of ``keep`` that lie under /tmp or /dev/shm, without those inside another one."""
+        """The real paths of ``keep`` that lie under a private folder, without those inside another one."""
         inside = sorted({os.path.realpath(path) for path in self.keep if path and os.path.isdir(path)})
         inside = [p for p in inside if any(p == f or p.startswith(f + "/") for f in PRIVATE_FOLDERS) and p not in PRIVATE_FOLDERS]
         return [p for i, p in enumerate(inside) if not any(p.startswith(q + "/") for q in inside[:i])]
@@ -64,16 +71,19 @@ class PrivateMounts:
     def enter(self) -> None:
         """Make the namespace and its mounts (in the child, as root). Raises NamespaceUnavailable."""
         kept = self.kept_inside()
-        if _libc.unshare(CLONE_NEWNS) != 0:
+        if _libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
             code = ctypes.get_errno()
-            raise NamespaceUnavailable(code, f"unshare(CLONE_NEWNS): {os.strerror(code)}")
+            raise NamespaceUnavailable(code, f"unshare(CLONE_NEWNS | CLONE_NEWIPC): {os.strerror(code)}")
         _mount(None, "/", None, MS_REC | MS_SLAVE, None)
         # opened in the new namespace (a bind must come from a mount of its own namespace), before the tmpfs hides them
         handles = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in kept}
         try:
             options = "mode=1777" + (f",size={self.size}" if self.size else "")
             for folder in PRIVATE_FOLDERS:
-                _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, options)
+                if os.path.isdir(folder):
+                    _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, options)
+            if os.path.ismount("/dev/mqueue"):  # the host's queues' names: this namespace's own instead
+                _mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
             for path, handle in handles.items():
                 _make_path(path)
                 _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND | MS_REC, None)

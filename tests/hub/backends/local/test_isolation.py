@@ -336,8 +336,9 @@ def test_bob_cannot_read_alices_tmp_files(secure_hub, running):
     alice, bob = running
     out, error = run_in_kernel(alice, "alice", """
 import os, stat
-with open('/tmp/alice-notes.txt', 'w') as handle:
-    handle.write('my draft')
+for path in ('/tmp/alice-notes.txt', '/var/tmp/alice-notes.txt'):
+    with open(path, 'w') as handle:
+        handle.write('my draft')
 with open(os.path.expanduser('~/alice-home-notes.txt'), 'w') as handle:
     handle.write('my draft')
 print('MODE', oct(stat.S_IMODE(os.stat('/tmp/alice-notes.txt').st_mode)),
@@ -346,13 +347,76 @@ print('MODE', oct(stat.S_IMODE(os.stat('/tmp/alice-notes.txt').st_mode)),
     assert error == "", error
     assert re.search(r"MODE 0o600 0o600 0o77", out), out
     assert not Path("/tmp/alice-notes.txt").exists()  # not in the host's /tmp either
+    assert not Path("/var/tmp/alice-notes.txt").exists(), "alice's /var/tmp is the host's"
     out, error = run_in_kernel(bob, "bob", """
-try:
-    print('READ', open('/tmp/alice-notes.txt').read())
-except OSError as failed:
-    print('REFUSED', type(failed).__name__)
+for path in ('/tmp/alice-notes.txt', '/var/tmp/alice-notes.txt'):
+    try:
+        print('READ', open(path).read())
+    except OSError as failed:
+        print('REFUSED', type(failed).__name__)
 """)
-    assert error == "" and "REFUSED FileNotFoundError" in out, out
+    assert error == "" and out.split("\n").count("REFUSED FileNotFoundError") == 2, out
+
+
+#: kernel code: System V shared memory through libc (no sysv_ipc here): shmget(KEY), and with MAKE a new 1 MiB
+#: segment (0600) written through shmat and detached, as a program that leaves it behind would
+_SHM = r'''
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+libc.shmdt.argtypes = [ctypes.c_void_p]
+IPC_CREAT, IPC_EXCL = 0o1000, 0o2000
+flags = IPC_CREAT | IPC_EXCL | 0o600 if MAKE else 0
+ident = libc.shmget(KEY, 2**20 if MAKE else 0, flags)
+if ident < 0:
+    print('SHMGET', os.strerror(ctypes.get_errno()))
+else:
+    if MAKE:
+        address = libc.shmat(ident, None, 0)
+        ctypes.memset(address, 7, 2**20)
+        libc.shmdt(address)
+    print('SHMGET', 'FOUND')
+keys = [int(row.split()[0]) for row in open('/proc/sysvipc/shm').read().splitlines()[1:]]
+print('LISTED', KEY in keys)
+'''
+
+
+def _shm(client, user: str, key: int, make: bool) -> str:
+    out, error = run_in_kernel(client, user, f"KEY, MAKE = {key}, {make}\n" + _SHM)
+    assert error == "", error
+    return out
+
+
+def test_system_v_shared_memory_and_tmp_files_are_the_servers_own_and_gone_when_it_stops(secure_hub, running):
+    """A System V segment outlived its maker (kernel.shm_rmid_forced is 0) and every account found it by its key, as
+    /dev/shm did before: each server has its own IPC namespace now. /tmp and /var/tmp are emptied by the stop too."""
+    _, bob = running
+    dave = login(secure_hub, "dave")
+    key = 0x26000000 + os.getpid() % 0xFFFF
+    assert dave.post_spawn("dave", "cpu-small").status_code == 302
+    dave.wait_ready("dave")
+    try:
+        assert "SHMGET FOUND" in _shm(dave, "dave", key, make=True)
+        out, error = run_in_kernel(dave, "dave", "for p in ('/tmp/dave-kept', '/var/tmp/dave-kept'): open(p, 'w').write('x')")
+        assert error == "", error
+        # bob's server cannot find the key (shmget without permission bits finds even a 0600 segment) nor see it listed
+        out = _shm(bob, "bob", key, make=False)
+        assert "SHMGET No such file or directory" in out and "LISTED False" in out, out
+        host = [int(row.split()[0]) for row in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+        assert key not in host, "dave's segment is in the host's IPC namespace"
+    finally:
+        stop_server(dave, "dave")
+    assert dave.post_spawn("dave", "cpu-small").status_code == 302
+    dave.wait_ready("dave")
+    try:
+        out = _shm(dave, "dave", key, make=False)
+        assert "SHMGET No such file or directory" in out and "LISTED False" in out, f"the segment outlived the server: {out}"
+        kept = "import os; print('KEPT', [p for p in ('/tmp/dave-kept', '/var/tmp/dave-kept') if os.path.exists(p)])"
+        out, error = run_in_kernel(dave, "dave", kept)
+        assert error == "" and "KEPT []" in out, out
+    finally:
+        stop_server(dave, "dave")
 
 
 @pytest.mark.skipif(tuple(int(v) for v in re.findall(r"\d+", os.uname().release)[:2]) < (5, 8),

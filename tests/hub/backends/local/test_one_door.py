@@ -83,13 +83,25 @@ def client_from(hub, source: str) -> HubClient:
     return client
 
 
-#: kernel code: POST the login (or sign-up) form at BASE, with a fresh X-Forwarded-For each time; prints one
-#: word per try: REFUSED (no connection), LOCKED (429), OK (logged in / signed up), FAILED (anything else)
+#: kernel code: POST the login (or sign-up) form at BASE, with a fresh X-Forwarded-For each time (and from a
+#: chosen loopback source address when given); prints one word per try: REFUSED (no connection), LOCKED (429),
+#: OK (logged in / signed up), FAILED (anything else)
 _ATTEMPTS = r'''
-import http.cookiejar, re, urllib.error, urllib.parse, urllib.request
-def attempt(base, path, form, forwarded):
+import functools, http.client, http.cookiejar, re, socket, urllib.error, urllib.parse, urllib.request
+class IPv4Connection(http.client.HTTPConnection):  # the host name's IPv4 address: the source is one
+    def connect(self):
+        address = (socket.gethostbyname(self.host), self.port)
+        self.sock = socket.create_connection(address, self.timeout, self.source_address)
+class FromSource(urllib.request.HTTPHandler):
+    def __init__(self, source):
+        super().__init__()
+        self.source = source
+    def http_open(self, req):
+        return self.do_open(functools.partial(IPv4Connection, source_address=(self.source, 0)), req)
+def attempt(base, path, form, forwarded, source=None):
     jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    handlers = [urllib.request.HTTPCookieProcessor(jar)] + ([FromSource(source)] if source else [])
+    opener = urllib.request.build_opener(*handlers)
     headers = {"X-Forwarded-For": forwarded, "X-Real-Ip": forwarded}
     try:
         page = opener.open(urllib.request.Request(base + path, headers=headers), timeout=20).read().decode()
@@ -108,8 +120,10 @@ def attempt(base, path, form, forwarded):
 '''
 
 
-def _kernel_attempts(client: HubClient, user: str, tries: list[tuple[str, str, dict, str]]) -> list[str]:
-    code = _ATTEMPTS + f"\nfor base, path, form, forwarded in {tries!r}:\n    print(attempt(base, path, form, forwarded))\n"
+def _kernel_attempts(client: HubClient, user: str, tries: list[tuple]) -> list[str]:
+    """Run (base, path, form, forwarded[, source address]) tries in ``user``'s kernel; one word each."""
+    loop = "for base, path, form, forwarded, *source in {!r}:\n    print(attempt(base, path, form, forwarded, *source))\n"
+    code = _ATTEMPTS + "\n" + loop.format(tries)
     out, error = run_in_kernel(client, user, code, timeout=240)
     assert error == "", error
     return out.split()
@@ -117,6 +131,20 @@ def _kernel_attempts(client: HubClient, user: str, tries: list[tuple[str, str, d
 
 def _direct(hub) -> str:
     return f"http://127.0.0.1:{hub.config['hub']['hub_port']}"
+
+
+def _pending_signups(hub, prefix: str) -> list[str]:
+    """The names waiting for approval that start with ``prefix`` (NativeAuthenticator's table)."""
+    from jupyterhub import orm
+    from nativeauthenticator.orm import UserInfo
+
+    from hpclab_hub.config import load_deployment
+
+    db = orm.new_session_factory(load_deployment(hub.config_path).hub.database_url)()
+    try:
+        return [info.username for info in db.query(UserInfo).all() if info.username.startswith(prefix)]
+    finally:
+        db.close()
 
 
 def _signup_form(name: str) -> dict:
@@ -202,17 +230,43 @@ def test_signups_with_rotating_headers_are_limited_whichever_way_they_come(door_
     words = _kernel_attempts(alice, "alice", tries)
     assert words[:12] == ["REFUSED"] * 12, words
     assert words[12:].count("LOCKED") >= 7 and "REFUSED" not in words[12:], words[12:]
-    from jupyterhub import orm
-    from nativeauthenticator.orm import UserInfo
-
-    from hpclab_hub.config import load_deployment
-
-    db = orm.new_session_factory(load_deployment(door_hub.config_path).hub.database_url)()
-    try:
-        pending = [info.username for info in db.query(UserInfo).all() if info.username.startswith("rot")]
-    finally:
-        db.close()
+    pending = _pending_signups(door_hub, "rot")
     assert len(pending) <= 5, pending
+
+
+def test_a_kernel_cannot_choose_another_loopback_source_address_not_even_nginxs(door_hub, running):
+    """Any of 127.0.0.0/8 can be bound without privileges: each would count as a new client of the lockout and the
+    sign-up limit, and 127.0.0.2 is where nginx comes from (docs/admin-guide.md). A user's account may use 127.0.0.1
+    (and ::1) only."""
+    alice, _ = running
+    proxy = door_hub.config["hub"]["port"]
+    out, error = run_in_kernel(alice, "alice", f"""
+import socket
+for source in ('127.0.0.1', '127.0.0.2', '127.0.0.5', '127.3.4.5'):
+    connection = socket.socket()
+    connection.settimeout(5)
+    connection.bind((source, 0))  # allowed: the door acts on the packets
+    try:
+        connection.connect(('127.0.0.1', {proxy})); print(source, 'OPEN')
+    except ConnectionRefusedError:
+        print(source, 'REFUSED')
+    except OSError as other:
+        print(source, 'FAILED', other)
+    finally:
+        connection.close()
+""")
+    assert error == "", error
+    seen = dict(line.split()[:2] for line in out.splitlines())
+    assert seen == {"127.0.0.1": "OPEN", "127.0.0.2": "REFUSED", "127.0.0.5": "REFUSED", "127.3.4.5": "REFUSED"}, out
+
+
+def test_signups_from_a_kernel_over_rotating_source_addresses_are_limited(door_hub, running):
+    """Twelve sign-ups, each from a fresh 127.0.0.x through the proxy: none gets through as a new address."""
+    alice, _ = running
+    tries = [(door_hub.url, "/hub/signup", _signup_form(f"srcrot{i}"), f"192.0.2.{i}", f"127.0.0.{100 + i}") for i in range(12)]
+    words = _kernel_attempts(alice, "alice", tries)
+    assert words == ["REFUSED"] * 12, words
+    assert _pending_signups(door_hub, "srcrot") == []
 
 
 def test_guessing_one_name_from_many_addresses_waits_but_its_owner_gets_in(door_hub):
