@@ -67,3 +67,11 @@ async def _execute(url: str, token: str, code: str, timeout: float, ca_certs: st
             idle = True
     connection.close()
     return "".join(stdout), "\n".join(error)
+
+
+def server_environment(client: Any, name: str) -> dict[str, str]:
+    """The server's environment as its kernels inherit it (a server forked by the zygote has the zygote's
+    /proc/<pid>/environ: it never exec'd)."""
+    out, error = run_in_kernel(client, name, "import json, os; print(json.dumps(dict(os.environ)))")
+    assert error == "", error
+    return json.loads(out)

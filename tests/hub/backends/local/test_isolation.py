@@ -23,10 +23,10 @@ import pytest
 import requests
 
 from support.hubtools import (
-    ADMIN_PASSWORD, USER_PASSWORD, HubClient, add_account, home_of, hub_yaml, login, server_process,
+    ADMIN_PASSWORD, USER_PASSWORD, HubClient, assert_start_path, home_of, hub_yaml, login, server_process,
     started_hub, stop_server,
 )
-from support.kerneltools import run_in_kernel
+from support.kerneltools import run_in_kernel, server_environment
 from support.paths import REPO_ROOT as REPO
 
 
@@ -74,6 +74,8 @@ def running(secure_hub):
         assert client.post_spawn(name, "cpu-small").status_code == 302
     alice.wait_ready("alice")
     bob.wait_ready("bob")
+    for name in ("alice", "bob"):
+        assert_start_path(secure_hub, name)
     yield alice, bob
     stop_server(alice, "alice")
     stop_server(bob, "bob")
@@ -82,13 +84,6 @@ def running(secure_hub):
 def forked(hub) -> bool:
     """Whether this hub's servers come from the local backend's zygote (secure_hub runs every test both ways)."""
     return bool(hub.config["backends"]["local"].get("zygote"))
-
-
-def server_environment(client, name: str) -> dict[str, str]:
-    """The server's environment as its kernels inherit it (a forked server's /proc/<pid>/environ is the zygote's)."""
-    out, error = run_in_kernel(client, name, "import json, os; print(json.dumps(dict(os.environ)))")
-    assert error == "", error
-    return json.loads(out)
 
 
 def data_dir(hub) -> Path:

@@ -23,18 +23,20 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from hpclab_hub.backends.local.one_door import Door, _nft_json, sweep_stale_tables
-from support.hubtools import USER_PASSWORD, HubClient, hub_yaml, login, server_process, started_hub, stop_server
-from support.kerneltools import run_in_kernel
+from support.hubtools import USER_PASSWORD, HubClient, assert_start_path, hub_yaml, login, server_process, started_hub, stop_server
+from support.kerneltools import run_in_kernel, server_environment
 
 pytestmark = [pytest.mark.hub, pytest.mark.skipif(os.geteuid() != 0, reason="the firewall by account needs root")]
 
 VICTIMS = ("alice", "bob", "carol", "dave", "frank")
 
 
-@pytest.fixture(scope="module")
-def door_hub(tmp_path_factory):
+@pytest.fixture(scope="module", params=["fresh", "zygote"])
+def door_hub(request, tmp_path_factory):
+    """Servers started fresh, then (the same tests again) forked from the backend's zygote (issue 32)."""
     workdir = tmp_path_factory.mktemp("one-door")
     config = hub_yaml(workdir / "state")
+    config["backends"]["local"]["zygote"] = request.param == "zygote"
     config["profiles"] = [{"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "512M", "default": True}]
     config["culling"] = {"enabled": True, "timeout": "01:00:00", "every": "00:10:00"}
     with started_hub(workdir, config, accounts=VICTIMS) as hub:
@@ -51,6 +53,8 @@ def running(door_hub):
         assert client.post_spawn(name, "cpu-small").status_code == 302
     alice.wait_ready("alice")
     bob.wait_ready("bob")
+    for name in ("alice", "bob"):
+        assert_start_path(door_hub, name)
     yield alice, bob
     stop_server(alice, "alice")
     stop_server(bob, "bob")
@@ -185,7 +189,7 @@ for name, port in {sorted(targets.items())!r}:
 
 def test_servers_reach_the_hub_api_through_the_proxy_and_the_culler_still_works(door_hub, running):
     alice, _ = running
-    env = server_process(_data_dir(door_hub), "alice").environ()
+    env = server_environment(alice, "alice")  # as its kernels see it (a zygote-forked server's /proc environ is the zygote's)
     assert env["JUPYTERHUB_API_URL"].startswith(f"http://127.0.0.1:{door_hub.config['hub']['port']}/"), env["JUPYTERHUB_API_URL"]
     assert f":{door_hub.config['hub']['hub_port']}/" not in env["JUPYTERHUB_API_URL"]
     # the server checks a browser's login with the hub API (OAuth) through the proxy: JupyterLab opens
