@@ -122,7 +122,7 @@ def local_repository(url: str) -> str:
 
 def knowledge_base_issues(deployment: Any) -> list[tuple[tuple[str | int, ...], str]]:
     """(key path, message) for entries whose notebook is not in the examples folder, and git entries in a folder no
-    server can see: /tmp and /dev/shm are each server's own (``hpclab-hub check``)."""
+    server can see: /tmp, /var/tmp and /dev/shm are each server's own (``hpclab-hub check``)."""
     issues: list[tuple[tuple[str | int, ...], str]] = []
     folder = deployment.examples.source_dir
     for i, entry in enumerate(deployment.knowledge_base.entries):
@@ -130,11 +130,11 @@ def knowledge_base_issues(deployment: Any) -> list[tuple[tuple[str | int, ...], 
             message = f"no such notebook in the examples folder {folder}: {entry.path}"
             issues.append((("knowledge_base", "entries", i, "path"), message))
         local = local_repository(entry.git or "")
-        if any(local == top or local.startswith(top + "/") for top in ("/tmp", "/dev/shm")):
+        if any(local == top or local.startswith(top + "/") for top in ("/tmp", "/var/tmp", "/dev/shm")):
             issues.append(
                 (
                     ("knowledge_base", "entries", i, "git"),
-                    f"{local}: servers cannot see it (each has its own /tmp and /dev/shm); keep it elsewhere, e.g. /srv",
+                    f"{local}: servers cannot see it (each has its own /tmp, /var/tmp, /dev/shm); keep it elsewhere, e.g. /srv",
                 )
             )
     return issues

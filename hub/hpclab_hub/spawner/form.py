@@ -136,6 +136,7 @@ def render_profile_form(
     branding: dict[str, str] | None = None,
     cluster_options: dict | None = None,
     link_choices: dict[str, str] | None = None,
+    link_profile: str | None = None,
 ) -> str:
     """HTML for JupyterHub's spawn page: one radio choice per allowed profile.
 
@@ -143,7 +144,8 @@ def render_profile_form(
     a profile that cannot start on its backend, the reason it is shown disabled. ``selected`` (a
     link's preselection or the user's last choice) is checked if it can start; else the default.
     ``link_choices`` (a spawn link's ``opt-`` values; None when no link) fill in the selected profile's
-    fields, and the form says that nothing starts until the user presses Start.
+    fields, and the form says that nothing starts until the user presses Start; where the link's profile
+    (``link_profile``) is not the one selected, it also says why (not offered to this user, or blocked now).
     """
     availability = availability or {}
     rows: list[dict[str, Any]] = []
@@ -172,8 +174,24 @@ def render_profile_form(
     return (
         _environment()
         .get_template("profile_form.html")
-        .render(profiles=rows, selected=selected, site_name=site_name, from_link=link_choices is not None)
+        .render(
+            profiles=rows,
+            selected=selected,
+            site_name=site_name,
+            from_link=link_choices is not None,
+            link_refused=_link_refused(rows, link_profile, selected),
+        )
     )
+
+
+def _link_refused(rows: list[dict[str, Any]], asked: str | None, selected: str | None) -> str:
+    """Why a link's profile is not the one selected ('' when it is, or when no link asked for one)."""
+    if not asked or asked == selected:
+        return ""
+    row = next((r for r in rows if r["slug"] == asked), None)
+    if row is None:
+        return f"The link asked for the profile {asked}, which your account may not use; another is selected."
+    return f"The link asked for {row['display_name']}, which cannot start now: {row['blocked']}"
 
 
 def _filled_in(field: dict, value: str | None) -> dict:

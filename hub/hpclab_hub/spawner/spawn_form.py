@@ -87,11 +87,17 @@ async def render_form(
     """The spawn form for this user: allowed profiles, live availability, the preselected one checked, a link's choices."""
     profiles = visible_profiles(deployment, groups)
     cluster = await cluster_options_by_profile(deployment, profiles, user.name)
+    selected = requested_profile(handler, user)
+    from_link = link_choices(handler)
+    link_profile = (
+        handler.get_argument("profile", "") or handler.get_argument("opt-profile", "") if from_link is not None else None
+    )
     return render_profile_form(
         profiles,
-        selected=requested_profile(handler, user),
+        selected=selected,
         availability=availability,
         branding=site_branding(deployment),
         cluster_options=cluster,
-        link_choices=link_choices(handler),
+        link_choices=from_link,
+        link_profile=link_profile,
     )

@@ -167,6 +167,10 @@ def test_open_link_to_a_restricted_profile_says_why_and_links_to_the_form(site):
     assert "Profile &#39;gpu-1&#39; is restricted to the groups: gpu-users." in response.text
     assert re.search(r'<a href="/hub/spawn" id="hpclab-choose-profile">Choose a profile you may use</a>', response.text)
     assert bob.api("GET", "/users/bob").json()["servers"] == {}
+    # a plain spawn link to it shows the form with another profile selected, and says why
+    form = bob.http.get(f"{site.url}/hub/spawn/bob?profile=gpu-1")
+    assert form.status_code == 200 and _checked(form.text) != ["gpu-1"]
+    assert "The link asked for the profile gpu-1, which your account may not use; another is selected." in form.text
 
 
 # -- named servers, quotas over all of them, the home page -----------------------------------------
@@ -495,3 +499,28 @@ def test_an_old_yaml_whose_names_hold_the_resources_says_them_once_on_the_form()
     assert re.search(r'class="hpclab-resources"[^>]*>up to 04:00:00</div>', gpu)  # only what the name leaves out
     new = _form_choice(html, "cpu-new")
     assert re.search(r'class="hpclab-resources"[^>]*>1 core, 2 GB memory</div>', new)
+
+
+def test_a_spawn_link_to_a_profile_one_cannot_start_says_why_on_the_form():
+    """Issue 25 (smaller item): a link naming a profile the user may not use, or one blocked now, preselects another
+    profile and says so, with the reason; the slug from the link is shown escaped."""
+    from hpclab_hub.backends import Availability
+    from hpclab_hub.config.model import Profile
+    from hpclab_hub.spawner.form import render_profile_form
+
+    profiles = [
+        Profile(slug="cpu-small", display_name="CPU (small)", backend="local", cpus=1, memory="2G", default=True),
+        Profile(slug="gpu-1", display_name="One GPU", backend="local", cpus=1, memory="2G", gpus=1),
+    ]
+    blocked = {"gpu-1": Availability(blocked="no GPU on this machine is free")}
+    html = render_profile_form(profiles, selected="gpu-1", availability=blocked, link_choices={}, link_profile="gpu-1")
+    assert _checked(html) == ["cpu-small"]
+    assert 'id="hpclab-link-refused"' in html and "The link asked for One GPU, which cannot start now: no GPU" in html
+    hostile = "<b>gpu-9</b>"
+    html = render_profile_form(profiles, selected=hostile, link_choices={}, link_profile=hostile)
+    assert "The link asked for the profile &lt;b&gt;gpu-9&lt;/b&gt;, which your account may not use" in html
+    assert "<b>gpu-9</b>" not in html
+    # a link to a profile that starts, and a form without a link, say nothing of it
+    for html in (render_profile_form(profiles, selected="cpu-small", link_choices={}, link_profile="cpu-small"),
+                 render_profile_form(profiles, selected="gpu-1", availability=blocked)):
+        assert "hpclab-link-refused" not in html

@@ -193,6 +193,10 @@ def test_a_git_entry_in_tmp_is_refused_since_no_server_sees_it(tmp_path):
     with pytest.raises(ConfigError) as refused:
         load_deployment(tmp_path / "site.yaml")
     assert "knowledge_base.entries[0].git: /tmp/kb/tutorial: servers cannot see it" in str(refused.value), str(refused.value)
+    (tmp_path / "site.yaml").write_text(_yaml(tmp_path, [_git_entry("/var/tmp/kb/tutorial")]))
+    with pytest.raises(ConfigError) as refused:
+        load_deployment(tmp_path / "site.yaml")
+    assert "knowledge_base.entries[0].git: /var/tmp/kb/tutorial: servers cannot see it" in str(refused.value), str(refused.value)
     (tmp_path / "site.yaml").write_text(_yaml(tmp_path, [_git_entry("/srv/kb/tutorial"), _git_entry("https://x.org/a.git")]))
     assert load_deployment(tmp_path / "site.yaml").knowledge_base.pulls_git
 
@@ -220,8 +224,8 @@ def _pull_events(client, url: str) -> list[dict]:
 @pytest.mark.hub
 @pytest.mark.timeout(300)
 def test_a_git_entry_opens_and_arrives_in_the_server(tmp_path):
-    # outside /tmp: each server has a /tmp of its own (server_namespace.py), as a site's repositories would be (/srv)
-    site = Path(tempfile.mkdtemp(prefix="hpclab-kb-", dir="/var/tmp"))
+    # in /srv, as a site's repositories would be: each server has a /tmp and /var/tmp of its own (server_namespace.py)
+    site = Path(tempfile.mkdtemp(prefix="hpclab-kb-test-", dir="/srv"))
     try:
         _open_and_pull(tmp_path, _repository(site / "ml-tutorial"))
     finally:
