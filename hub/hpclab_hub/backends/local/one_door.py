@@ -44,12 +44,13 @@ def first_user_uid(login_defs: str = LOGIN_DEFS) -> int:
     """Where regular (users') accounts start: ``UID_MIN`` of /etc/login.defs, as useradd reads it; 1000 without one."""
     try:
         with open(login_defs) as handle:
-            for line in handle:
-                words = line.split()
-                if len(words) >= 2 and words[0] == "UID_MIN" and words[1].isdigit():
-                    return int(words[1])
-    except OSError:
-        pass
+            lines = handle.readlines()
+    except OSError:  # no login.defs: useradd's own default
+        return 1000
+    for line in lines:
+        words = line.split()
+        if len(words) >= 2 and words[0] == "UID_MIN" and words[1].isdigit():
+            return int(words[1])
     return 1000
 
 
