@@ -189,13 +189,4 @@ def user_security():
         if not _usable(cert_file, key_file):
             _new_pair(cert_file, key_file)
     _write_dask_config(tls_config(cert_file, key_file))
-    return Security(
-        require_encryption=True,
-        tls_ca_file=str(cert_file),
-        tls_client_cert=str(cert_file),
-        tls_client_key=str(key_file),
-        tls_scheduler_cert=str(cert_file),
-        tls_scheduler_key=str(key_file),
-        tls_worker_cert=str(cert_file),
-        tls_worker_key=str(key_file),
-    )
+    return Security()  # read from the config just written: encryption required, every role with this pair
