@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -20,7 +21,11 @@ from hpclab_hub.web.site_pages import SitePagesMixin
 
 def set_account(db, username: str, password: str) -> bool:
     """Create or update an approved local account with a bcrypt-hashed password; True if it was new."""
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt())
+    return store_account(db, username, bcrypt.hashpw(password.encode(), bcrypt.gensalt()))
+
+
+def store_account(db, username: str, hashed: bytes) -> bool:
+    """Create or update an approved local account with this bcrypt hash; True if it was new."""
     info = UserInfo.find(db, username)
     created = info is None
     if created:
@@ -50,6 +55,11 @@ def set_admin_passwords(db, names: list[str], password: str) -> list[str]:
     return changed
 
 
+def other_password(hashes: dict[str, bytes], password: str) -> list[str]:
+    """The names whose stored bcrypt hash is not of ``password`` (a quarter of a second of CPU each: off the loop)."""
+    return sorted(name for name, hashed in hashes.items() if not bcrypt.checkpw(password.encode(), hashed))
+
+
 def _password_from_pipe(fd_text: str) -> str:
     """Read (and close) the pipe `hpclab-hub run` wrote the admin password into; '' if there is none."""
     if not fd_text.isdigit():
@@ -65,6 +75,14 @@ def _password_from_pipe(fd_text: str) -> str:
         with contextlib.suppress(OSError):
             os.close(fd)
     return b"".join(chunks).decode()
+
+
+def _running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class HPCLabAuthenticator(SitePagesMixin, EventExpiryMixin, UsernamePolicyMixin, LoginLockoutMixin, NativeAuthenticator):
@@ -99,6 +117,26 @@ class HPCLabAuthenticator(SitePagesMixin, EventExpiryMixin, UsernamePolicyMixin,
             (r"/discard/([^/]+)", DiscardAccount),
         ]
 
+    _admin_check: asyncio.Future | None = None
+
+    async def authenticate(self, handler, data):
+        """As NativeAuthenticator's (with our lockout and expiry), once the admins' password from the start is in."""
+        if self._admin_check is not None:
+            await asyncio.shield(self._admin_check)
+        return await super().authenticate(handler, data)
+
+    async def _update_admin_passwords(self, hashes: dict[str, bytes], password: str) -> None:
+        """Store ``password`` for the admins whose stored one differs (hashing off the loop too)."""
+        loop = asyncio.get_running_loop()
+        try:
+            changed = await loop.run_in_executor(None, other_password, hashes, password)
+            for name in changed:
+                hashed = await loop.run_in_executor(None, bcrypt.hashpw, password.encode(), bcrypt.gensalt())
+                store_account(self.db, name, hashed)
+                self.log.info("Admin account %r set from $%s", name, self.admin_password_env)
+        except Exception:  # logins must not fail for it: the admins keep the password they had
+            self.log.exception("Could not set the admins' password from $%s", self.admin_password_env)
+
     def ensure_admin_accounts(self) -> None:
         """Give every admin in admin_users an account; never print or log a password from the environment.
 
@@ -108,6 +146,13 @@ class HPCLabAuthenticator(SitePagesMixin, EventExpiryMixin, UsernamePolicyMixin,
         piped = _password_from_pipe(os.environ.pop(f"{self.admin_password_env}_FD", ""))
         from_env = piped or os.environ.pop(self.admin_password_env, "")
         if from_env:
+            infos = [UserInfo.find(self.db, name) for name in sorted(self.admin_users)]
+            if infos and all(info is not None and info.is_authorized for info in infos) and _running_loop():
+                # every admin has an account: whether the password changed is checked beside the hub's start, not
+                # before it (bcrypt's quarter of a second per admin on every restart); logins wait for the check
+                hashes = {info.username: info.password for info in infos if info is not None}
+                self._admin_check = asyncio.ensure_future(self._update_admin_passwords(hashes, from_env))
+                return
             for name in set_admin_passwords(self.db, list(self.admin_users), from_env):
                 self.log.info("Admin account %r set from $%s", name, self.admin_password_env)
             return

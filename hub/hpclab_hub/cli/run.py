@@ -16,7 +16,9 @@ from hpclab_hub.cli.run_as import drop_to, run_as_refusals
 from hpclab_hub.config import Deployment
 from hpclab_hub.config.checks import runtime_issues
 from hpclab_hub.config.yaml_source import load_with_lines
+from hpclab_hub.deferred_imports import run_console_script
 from hpclab_hub.ops.db_schema import start_refusal
+from hpclab_hub.ops.shown_environ import show_environ
 
 
 def public_port(deployment: Deployment, port: int | None = None) -> int:
@@ -33,7 +35,7 @@ def public_address(config: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Validate, then replace this process with JupyterHub configured from the YAML."""
+    """Validate, then run JupyterHub configured from the YAML in this process (exec where it is another environment's)."""
     deployment = _load_or_report(args.config)
     if deployment is None:
         print("hpclab-hub: not starting: fix the errors above first.", file=sys.stderr)
@@ -106,7 +108,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     deployment.hub.data_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(deployment.hub.data_dir)
     argv = [str(jupyterhub), "-f", str(config_py)]
-    if jupyterhub.parent == Path(sys.executable).parent:  # this environment's: run without import-time work it never uses
+    if jupyterhub.parent == Path(sys.executable).parent:
+        # this environment's JupyterHub runs in this process: what the checks above imported (JupyterHub's database
+        # model, SQLAlchemy, alembic, the YAML's model) is not imported again by a second interpreter, and what it
+        # would import for nothing is deferred (deferred_imports.py); a restart's pause is that much shorter. The
+        # kernel must show the hub's environment, not the one this process started with (shown_environ.py)
+        os.environ.clear()
+        os.environ.update(env)
+        if show_environ(env):
+            return run_console_script(["jupyterhub", "-f", str(config_py)])
         argv = [sys.executable, "-m", "hpclab_hub.deferred_imports", "jupyterhub", "-f", str(config_py)]
     os.execve(argv[0], argv, env)  # never returns
 

@@ -308,7 +308,8 @@ def _jupyterhubs_for(config: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if any("jupyterhub" in part for part in proc.info["cmdline"] or []) and proc.environ().get("HPCLAB_CONFIG") == str(config):
+            command = " ".join(proc.info["cmdline"] or [])  # `hpclab-hub run` becomes the hub in its own process
+            if ("jupyterhub" in command or "hpclab-hub run" in command) and proc.environ().get("HPCLAB_CONFIG") == str(config):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue

@@ -32,6 +32,7 @@ from hpclab_hub.backends.local.preexec import server_preexec
 from hpclab_hub.backends.local.server_namespace import PrivateMounts
 from hpclab_hub.backends.local.unix_accounts import UnixAccount
 from hpclab_hub.deferred_imports import defer_rfc3987_syntax, find_console_script
+from hpclab_hub.ops.shown_environ import show_environ
 
 PR_SET_DUMPABLE, PR_SET_NAME = 4, 15
 
@@ -106,6 +107,8 @@ def _child(own: socket.socket, function: Any, channel: socket.socket) -> None:
         _prctl(PR_SET_DUMPABLE, 1)
         os.environ.clear()
         os.environ.update(request["env"])
+        if not show_environ(request["env"]):  # else /proc/<pid>/environ would go on showing the zygote's
+            os.write(2, f"hpclab zygote: /proc/{os.getpid()}/environ shows the zygote's environment (refused)\n".encode())
         _defaults_from_this_environment()
         sys.argv = list(request["argv"])
         result = function()

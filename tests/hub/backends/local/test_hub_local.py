@@ -140,6 +140,38 @@ def test_admin_password_from_environment_is_never_logged(hub):
     assert ADMIN_PASSWORD not in hub.log_path.read_text(errors="replace")
 
 
+def test_run_becomes_the_hub_in_its_own_process_and_shows_the_hubs_environment(hub):
+    """`hpclab-hub run` starts JupyterHub in its own process (no second interpreter importing it all again: a
+    restart's pause), and /proc/<hub>/environ shows the hub's environment, its YAML for `hpclab-hub reload`, never
+    the admins' password the process was started with."""
+    from support.hubtools import ADMIN_PASSWORD
+
+    process = psutil.Process(hub.proc.pid)
+    assert "hpclab-hub run" in " ".join(process.cmdline())
+    assert (Path(data_dir(hub)) / "jupyterhub.pid").read_text().strip() == str(process.pid)  # JupyterHub's own pid file
+    shown = Path(f"/proc/{process.pid}/environ").read_bytes()
+    assert ADMIN_PASSWORD.encode() not in shown and b"HPCLAB_ADMIN_PASSWORD=" not in shown
+    assert process.environ()["HPCLAB_CONFIG"] == str(hub.config_path.resolve())
+
+
+def test_a_changed_admin_password_counts_from_the_first_login_after_a_restart(tmp_path, monkeypatch):
+    """The admins' password from the environment is checked beside the hub's start, not before it; a login that
+    comes at once waits for that check: the new password works, the old one no longer does."""
+    import support.hubtools as hubtools
+    from support.hubtools import HubClient
+
+    with started_hub(tmp_path, hub_yaml(tmp_path / "state"), accounts=()) as restarted:
+        login(restarted, "admin")
+        restarted.stop()
+        monkeypatch.setattr(hubtools, "ADMIN_PASSWORD", "a-new-admin-password-8")
+        restarted.start()
+        fresh = HubClient(restarted).login("admin", "a-new-admin-password-8")
+        assert fresh.ok and "/hub/login" not in fresh.url, "the new password does not log in"
+        old = HubClient(restarted).login("admin", "admin-test-password-7")
+        assert "/hub/login" in old.url, "the old password still logs in"
+        assert "Admin account 'admin' set from $HPCLAB_ADMIN_PASSWORD" in restarted.log_tail(400)
+
+
 def test_a_backends_singleuser_cmd_starts_its_servers(tmp_path):
     """backends.<name>.singleuser_cmd replaces the server's command (a wrapper that leaves a mark, then execs the default)."""
     config = hub_yaml(tmp_path / "state")

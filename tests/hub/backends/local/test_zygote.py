@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -74,10 +75,12 @@ def test_two_users_servers_come_from_one_zygote_and_bobs_carries_nothing_of_alic
             assert proc.name() == proc.username()[:15]  # what `ps -o comm` and top show: the account
         assert set(bob_proc.gids()) != {0} and alice_proc.uids().real != bob_proc.uids().real
         # the environment is the server's alone: bob's token and user, nothing of alice's, nothing of the hub's. A fork
-        # does not exec, so /proc/<pid>/environ still shows the zygote's few variables; what the server (and its kernels)
-        # use is what the kernel sees
-        for proc in (alice_proc, bob_proc):
-            assert set(_environ(proc.pid)) <= {"PATH", "LANG", "LC_ALL"}, _environ(proc.pid)
+        # does not exec: the child points /proc/<pid>/environ at its new environment (shown_environ.py), so what ps and
+        # an admin see is what the server and its kernels use, not the zygote's
+        for name, proc in servers.items():
+            shown = _environ(proc.pid)
+            assert shown["JUPYTERHUB_USER"] == name and shown["HOME"].endswith(f"/{name}"), shown
+        assert _environ(bob_proc.pid)["JUPYTERHUB_API_TOKEN"] != _environ(alice_proc.pid)["JUPYTERHUB_API_TOKEN"]
         probe = "import json, os; print(json.dumps(dict(os.environ)))"
         alice_env = json.loads(run_in_kernel(alice, "alice", probe)[0])
         bob_env = json.loads(run_in_kernel(bob, "bob", probe)[0])
@@ -179,5 +182,38 @@ def test_a_forked_servers_jupyterlab_keeps_settings_and_workspaces_in_its_users_
         home = Path(server_process(zygote_hub.config["hub"]["data_dir"], "alice").cwd())
         assert (home / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings").is_file()
         assert list((home / ".jupyter/lab/workspaces").rglob("mine*")), "the workspace is not in alice's home"
+    finally:
+        stop_server(alice, "alice")
+
+
+def _zygote_of(hub_pid: int) -> psutil.Process:
+    zygotes = [child for child in psutil.Process(hub_pid).children() if "zygote_main" in " ".join(child.cmdline())]
+    assert len(zygotes) == 1, zygotes
+    return zygotes[0]
+
+
+def test_a_zygote_that_does_not_answer_costs_a_normal_start_and_is_replaced(zygote_hub):
+    """A zygote that does not answer (stopped here) fails no start: after its wait (10 s) the server starts the normal
+    way, a fresh process of the hub's, and the hub log says why; the next start comes from a new zygote."""
+    data_dir = zygote_hub.config["hub"]["data_dir"]
+    hub_pid = zygote_hub.proc.pid
+    stuck = _zygote_of(hub_pid)
+    alice = login(zygote_hub, "alice")
+    os.kill(stuck.pid, signal.SIGSTOP)
+    try:
+        assert alice.post_spawn("alice", "cpu-small").status_code == 302
+        alice.wait_ready("alice")
+        fresh = server_process(data_dir, "alice")
+        assert fresh.ppid() == hub_pid and "zygote_main" not in " ".join(fresh.cmdline()), fresh.cmdline()
+        assert "starting without the zygote: the zygote did not answer" in zygote_hub.log_tail(400)
+        stop_server(alice, "alice")
+    finally:
+        os.kill(stuck.pid, signal.SIGCONT)  # it was told to end when it did not answer: now it can
+    assert alice.post_spawn("alice", "cpu-small").status_code == 302
+    try:
+        alice.wait_ready("alice")
+        forked = server_process(data_dir, "alice")
+        parent = psutil.Process(forked.ppid())
+        assert "zygote_main" in " ".join(parent.cmdline()) and parent.pid != stuck.pid
     finally:
         stop_server(alice, "alice")

@@ -290,7 +290,8 @@ def test_run_user_drops_a_root_started_slurm_hub_to_hpclab_and_gives_it_the_data
     try:
         hub.start()
         process = psutil.Process(hub.proc.pid)
-        assert "jupyterhub" in " ".join(process.cmdline())  # the hub itself (run execs it), not a wrapper around it
+        # the hub itself (run becomes JupyterHub in its own process), not a wrapper around it: JupyterHub's pid file
+        assert (data_dir / "jupyterhub.pid").read_text().strip() == str(process.pid), process.cmdline()
         assert tuple(process.uids()) == (hpclab.pw_uid,) * 3 and tuple(process.gids()) == (hpclab.pw_gid,) * 3
         status = Path(f"/proc/{process.pid}/status").read_text()
         groups = {int(g) for g in status.split("Groups:")[1].splitlines()[0].split()}
