@@ -24,19 +24,24 @@ def tensorboard(root_dir: str) -> dict[str, Any]:
     """TensorBoard over ``$HPCLAB_TENSORBOARD_LOGDIR``, by default ``runs/`` in the server's root folder.
 
     ``hpclab train`` writes its event files under ``runs/<name>/`` (its default ``--out-dir`` is ``runs/resnet``);
-    TensorBoard shows each folder below the log folder that holds event files as one run.
+    TensorBoard shows each folder below the log folder that holds event files as one run. It listens on a Unix
+    socket only the server's account can open, not on a loopback port another account could reach
+    (hpclab.tensorboard_socket), and reads the logs itself (``--load_fast=false``: no data server on a port).
     """
     logdir = Path(root_dir, os.environ.get("HPCLAB_TENSORBOARD_LOGDIR", "runs")).expanduser()
     return {
         "command": [
             sys.executable,
             "-m",
-            "tensorboard.main",
+            "hpclab.tensorboard_socket",
             f"--logdir={logdir}",
-            "--port={port}",
-            "--host=127.0.0.1",
+            "--host=unix://{unix_socket}",
+            "--port=0",
             "--reload_interval=10",
+            # not its Rust data server, which serves the logs over gRPC on a loopback port any account could reach
+            "--load_fast=false",
         ],
+        "unix_socket": True,
         "timeout": 120,
         "launcher_entry": {"title": "TensorBoard", "icon_path": str(ICONS / "tensorboard.svg")},
     }

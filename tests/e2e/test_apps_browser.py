@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from support.apptiles import open_tile, wait_for_desktop, wait_for_scalars, wait_for_workbench, xfce_panel_on_vnc
@@ -102,6 +103,17 @@ def test_tensorboard_tile_shows_a_real_runs_scalars_and_the_lab_memory_and_git(a
         board.screenshot(path=str(docs_image(artifacts, "app-tensorboard.png")))
         print(f"TensorBoard tile to scalars: {opened:.1f} s")
         board.close()
+        # TensorBoard listens on a Unix socket in a private folder, on no port another account could connect to
+        boards = [proc for proc in psutil.process_iter(["cmdline", "username"])
+                  if "hpclab.tensorboard_socket" in " ".join(proc.info["cmdline"] or [])
+                  and proc.info["username"] in ("bob", "jupyter-bob")]
+        assert len(boards) == 1, boards
+        for proc in [boards[0], *boards[0].children(recursive=True)]:
+            assert proc.net_connections(kind="inet") == [], (proc.cmdline(), proc.net_connections(kind="inet"))
+        socket_arg = next(arg for arg in boards[0].cmdline() if arg.startswith("--host="))
+        assert socket_arg.startswith("--host=unix:///tmp/jupyter-server-proxy-"), socket_arg
+        folder = Path(f"/proc/{boards[0].pid}/root") / socket_arg.removeprefix("--host=unix:///").rsplit("/", 1)[0]
+        assert folder.stat().st_mode & 0o077 == 0 and folder.stat().st_uid == boards[0].uids().real
     finally:
         page.close()
         stop_server(bob, "bob")
