@@ -190,7 +190,7 @@ def report(args: argparse.Namespace, hubs: dict[str, Hub], runs: dict[str, list]
         "description": "seconds from POST /hub/api/users/admin/server to servers[''].ready; "
         "bare JupyterHub SimpleLocalProcessSpawner vs hpclab-hub run (local backend, profile cpu-small)",
         "repeat": args.repeat, "warmup": args.warmup, "poll_s": args.poll, "pause_s": args.pause,
-        "zygote": args.zygote, "ours": NAMES["ours"], "quiet_cores": args.quiet, "settle_max_s": args.settle, "order": order, "machine": info,
+        "zygote": "spare" if args.spare else args.zygote, "ours": NAMES["ours"], "quiet_cores": args.quiet, "settle_max_s": args.settle, "order": order, "machine": info,
         "hub_startup_s": {name: round(h.started_in, 3) for name, h in hubs.items()},
         "raw": raw, "runs": runs, "warmup_runs": warmups, "summary": s, "phases_median": phases_median,
         "cpu": {name: {"foreign_cpu_s_median": round(statistics.median(v), 2), "foreign_cpu_s_max": round(max(v), 2)}
@@ -236,8 +236,11 @@ def print_report(results: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_spawn_options(parser, "spawn_ready", repeat=5, quiet=0.3, settle=60, timeout=180)
-    parser.add_argument("--zygote", action="store_true",
-                        help="our servers forked from the local backend's zygote (backends.local.zygote: true)")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--zygote", action="store_true",
+                     help="our servers forked from the local backend's zygote (backends.local.zygote: true)")
+    how.add_argument("--spare", action="store_true",
+                     help="our servers from the zygote's spares, one process each (backends.local.zygote: spare)")
     parser.add_argument("--kernel", action="store_true", help="also kernel-ready: from the POST until a first cell ran")
     parser.add_argument("--browser", action="store_true",
                         help="also click-to-lab in Debian's chromium: from the click on Start until the launcher is drawn")
@@ -249,12 +252,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.zygote:
-        NAMES["ours"] = f"ours (hpclab-hub {PROFILE}, zygote)"
+    zygote: bool | str = "spare" if args.spare else args.zygote
+    if zygote:
+        NAMES["ours"] = f"ours (hpclab-hub {PROFILE}, {'spare' if args.spare else 'zygote'})"
     exit_on_signals()
     tmp = Path(tempfile.mkdtemp(prefix="spawn_ready-"))
     hubs = {"bare": bare_hub("bare", tmp / "bare", USER, login=args.browser), "ours": hpclab_hub("ours", tmp / "ours", "hpclab-local.yaml",
-                                                                     {"backends.local.zygote": True} if args.zygote else None)}
+                                                                     {"backends.local.zygote": zygote} if zygote else None)}
     bodies = {"bare": {}, "ours": {"profile": PROFILE}}
     info = machine_info("jupyterhub", "jupyterlab", "jupyter_server")
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "ours": []}

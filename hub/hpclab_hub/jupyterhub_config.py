@@ -21,4 +21,5 @@ deployment = configure(c, os.environ["HPCLAB_CONFIG"])  # type: ignore[name-defi
 c.JupyterHub.cleanup_proxy = not deployment.hub.keep_servers_on_restart  # type: ignore[name-defined]  # noqa: F821
 reload_on_sighup(os.environ["HPCLAB_CONFIG"], deployment)  # `hpclab-hub reload` or SIGHUP: the YAML again, servers kept
 # the local backends' zygotes start with the hub, not at the first start (which would wait for their imports)
-warm_zygotes([name for name, backend in deployment.backends.items() if getattr(backend, "zygote", False)])
+zygotes = {name: getattr(backend, "zygote", False) for name, backend in deployment.backends.items()}
+warm_zygotes({name: kind == "spare" for name, kind in zygotes.items() if kind})

@@ -183,15 +183,25 @@ def singleuser_processes(data_dir: str, user: str | None = None) -> list[psutil.
 ZYGOTE_PROGRAM = "hpclab_hub.backends.local.zygote_main"
 
 
+def start_path(proc: psutil.Process) -> str:
+    """How a running server was started: "zygote" (forked by the backend's zygote), "spare" (a spare that became it,
+    ``zygote: spare``) or "fresh"."""
+    if ZYGOTE_PROGRAM in " ".join(psutil.Process(proc.ppid()).cmdline()):
+        return "zygote"
+    own = proc.cmdline()
+    return "spare" if ZYGOTE_PROGRAM in " ".join(own) and "--once" in own else "fresh"
+
+
 def assert_start_path(hub: Any, user: str) -> None:
-    """The user's running servers were forked by the local backend's zygote exactly when the hub's YAML turns it on:
-    a zygote that failed would fall back to a fresh start and quietly leave a "with the zygote" test untested."""
-    wanted = bool(hub.config["backends"]["local"].get("zygote"))
+    """The user's running servers came the way the hub's YAML says (zygote: true, spare or off): a zygote that failed
+    would fall back to a fresh start and quietly leave a "with the zygote" test untested."""
+    setting = hub.config["backends"]["local"].get("zygote")
+    wanted = "spare" if setting == "spare" else "zygote" if setting else "fresh"
     servers = singleuser_processes(hub.config["hub"]["data_dir"], user)
     assert servers, f"no running server of {user}"
     for proc in servers:
-        forked = ZYGOTE_PROGRAM in " ".join(psutil.Process(proc.ppid()).cmdline())
-        assert forked == wanted, f"{user}'s server pid {proc.pid}: forked by the zygote {forked}, the YAML says {wanted}"
+        came = start_path(proc)
+        assert came == wanted, f"{user}'s server pid {proc.pid} came {came}, the YAML says {wanted}"
 
 
 class HubClient:

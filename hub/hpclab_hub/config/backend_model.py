@@ -87,11 +87,13 @@ class LocalBackend(Strict):
         "they need while servers compute or start in a burst. Users cannot lower it. 0 = the servers together weigh as "
         "much as the hub.",
     )
-    zygote: bool = Field(
+    zygote: bool | Literal["spare"] = Field(
         False,
-        description="Start servers by forking a process that has imported the server once (about 1.4 s less per start): "
-        "the child becomes the user's server with the same cgroup, private mounts, account and environment as a fresh "
-        'start (docs/admin-guide.md, "Faster starts: the zygote"). Not with singleuser_cmd.',
+        description="Start servers by forking a process that has imported the server once (true; about 1.4 s less per "
+        "start): the child becomes the user's server with the same cgroup, private mounts, account and environment as a "
+        "fresh start. spare: the process that imported it becomes the one server itself and the next is started at once, "
+        'so servers share nothing a fork copies (docs/admin-guide.md, "Faster starts: the zygote"). Not with '
+        "singleuser_cmd.",
     )
     singleuser_cmd: list[StrictStr] | None = Field(
         None,

@@ -42,12 +42,16 @@ async def start_process(
             [PROGRAM, *command[len(default) :]], env, account, group, allocation, memory, backend.server_nice, mounts
         )
         try:
-            pid = await asyncio.to_thread(zygote_for(backend_name).spawn, request)
+            pid, spare = await asyncio.to_thread(zygote_for(backend_name, backend.zygote == "spare").spawn, request)
         except ZygoteUnavailable as why:
             log.warning("%s: starting without the zygote: %s", process.log_name, why)
         else:
-            process.adopt(pid)
-            log.info("Started %s from the zygote of backend %s: pid %s", process.log_name, backend_name, pid)
+            if spare is not None:
+                process.take(spare)
+                log.info("Started %s from a spare of backend %s: pid %s", process.log_name, backend_name, pid)
+            else:
+                process.adopt(pid)
+                log.info("Started %s from the zygote of backend %s: pid %s", process.log_name, backend_name, pid)
             return
     preexec = server_preexec(account, group, allocation.cpu_ids, memory, backend.server_nice, mounts)
     try:

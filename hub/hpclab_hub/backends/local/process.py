@@ -34,6 +34,10 @@ class ServerProcess:
         """A process another started for this server (the zygote): known by its pid only, like one re-adopted."""
         self.proc, self.pid = None, pid
 
+    def take(self, proc: subprocess.Popen[bytes]) -> None:
+        """A process the hub started before it knew whose it would be (a zygote's spare): followed as if started here."""
+        self.proc, self.pid = proc, proc.pid
+
     def start(self, command: list[str], env: dict[str, str], preexec: Callable[[], None]) -> None:
         """Start ``command`` in a session of its own (the hub's signals are not its), reading nothing from the hub."""
         self.log.info("Spawning %s", " ".join(shlex.quote(part) for part in command))

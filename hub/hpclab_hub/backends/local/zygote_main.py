@@ -1,4 +1,5 @@
-"""The zygote process: JupyterLab's server imported once, then one fork per start (``python -m`` this module).
+"""The zygote process: JupyterLab's server imported once, then one fork per start (``python -m`` this module); or,
+with ``--once`` (``zygote: spare``), no fork: the process becomes the first server it is asked for.
 
 Started by the hub (``zygote.py``) with one end of a socket pair (its fd number the second argument). It imports
 the single-user server and its extensions, then waits for requests, one JSON line each, and answers each with the
@@ -85,7 +86,8 @@ def _child(own: socket.socket, function: Any, channel: socket.socket) -> None:
     """In the forked child: read this start's request, become the user's server (never returns)."""
     code, who = 1, "?"
     try:
-        os.setsid()
+        if os.getsid(0) != os.getpid():  # a spare (--once) is its session's leader already
+            os.setsid()
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -144,12 +146,13 @@ def _defaults_from_this_environment() -> None:
                 cached[name] = value
 
 
-def serve(program: str, fd: int) -> None:
+def serve(program: str, fd: int, once: bool = False) -> None:
     """Answer spawn requests on the socket ``fd`` until the hub closes it (it exits, or execs itself on a reload): then
     leave. The servers it forked stay; they are the hub's to follow, by pid.
 
     A request is one byte and a socket (SCM_RIGHTS) over which the hub then sends that start's request to the child
-    alone; the zygote answers with the child's pid.
+    alone; the zygote answers with the child's pid. ``once`` (a spare, ``zygote: spare``): no fork; this process
+    answers with its own pid and becomes that one server itself.
     """
     channel = socket.socket(fileno=fd)
     function = _preload(program)
@@ -164,6 +167,9 @@ def serve(program: str, fd: int) -> None:
             own.close()
             channel.sendall(json.dumps({"error": "the zygote has threads; start normally"}).encode() + b"\n")
             continue
+        if once:
+            channel.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+            _child(own, function, channel)  # never returns
         pid = os.fork()
         if pid == 0:
             _child(own, function, channel)
@@ -172,4 +178,4 @@ def serve(program: str, fd: int) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), once="--once" in sys.argv[3:])

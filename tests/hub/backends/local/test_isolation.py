@@ -50,13 +50,14 @@ def fake_gpus(tmp_path_factory) -> dict[str, str]:
     return nodes
 
 
-@pytest.fixture(scope="module", params=["fresh", "zygote"])
+@pytest.fixture(scope="module", params=["fresh", "zygote", "spare"])
 def secure_hub(request, tmp_path_factory, fake_gpus):
-    """The hub every isolation test attacks: servers started fresh, then (the same tests again) forked from a zygote."""
+    """The hub every isolation test attacks: servers started fresh, then (the same tests again) forked from a zygote,
+    then from spares (zygote: spare)."""
     workdir = tmp_path_factory.mktemp("isolation")
     config = hub_yaml(workdir / "state")
     config["backends"]["local"].update({"gpus": list(fake_gpus), "gpu_devices": fake_gpus, "poll_interval": 2,
-                                        "zygote": request.param == "zygote"})
+                                        "zygote": {"fresh": False, "zygote": True, "spare": "spare"}[request.param]})
     config["profiles"] = [
         {"slug": "cpu-small", "display_name": "CPU small", "backend": "local", "cpus": 1, "memory": "512M", "default": True},
         {"slug": "gpu-1", "display_name": "GPU one", "backend": "local", "cpus": 1, "memory": "2G", "gpus": 1, "groups": ["gpu-users"]},
@@ -82,7 +83,8 @@ def running(secure_hub):
 
 
 def forked(hub) -> bool:
-    """Whether this hub's servers come from the local backend's zygote (secure_hub runs every test both ways)."""
+    """Whether this hub's servers come from the local backend's zygote, forked or spares (secure_hub runs every test
+    three ways)."""
     return bool(hub.config["backends"]["local"].get("zygote"))
 
 
@@ -113,7 +115,7 @@ def test_servers_run_as_their_own_accounts_with_private_homes(secure_hub, runnin
         assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == proc.uids().real
         env = proc.environ()
         assert ADMIN_PASSWORD not in json.dumps(env) and "HPCLAB_CONFIG" not in env  # nothing of the hub's own environment
-        if forked(secure_hub):  # no exec: /proc shows the zygote's few variables; the server's are what its kernels get
+        if forked(secure_hub):  # and what its kernels get (no exec: the process changed its own environment)
             env = server_environment(running[0 if name == "alice" else 1], name)
             assert ADMIN_PASSWORD not in json.dumps(env) and "HPCLAB_CONFIG" not in env
         assert env["HOME"] == str(home) and env["USER"] == f"jupyter-{name}"

@@ -16,8 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from support.hubtools import hub_yaml, login, server_process, started_hub, stop_server, write_in_home
+from support.hubtools import assert_start_path, hub_yaml, login, server_process, started_hub, stop_server, write_in_home
 from support.kerneltools import run_in_kernel
+from support.slurmtools import wait_for
 
 pytestmark = pytest.mark.hub
 
@@ -217,3 +218,56 @@ def test_a_zygote_that_does_not_answer_costs_a_normal_start_and_is_replaced(zygo
         assert "zygote_main" in " ".join(parent.cmdline()) and parent.pid != stuck.pid
     finally:
         stop_server(alice, "alice")
+
+
+@pytest.fixture(scope="module")
+def spare_hub(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("spare")
+    config = hub_yaml(workdir / "state")
+    config["backends"]["local"]["zygote"] = "spare"
+    with started_hub(workdir, config) as hub:
+        yield hub
+
+
+def _waiting_spares(hub_pid: int) -> list[psutil.Process]:
+    """The hub's spares not yet anyone's server (still root)."""
+    return [child for child in psutil.Process(hub_pid).children()
+            if "--once" in child.cmdline() and child.uids().real == 0]
+
+
+def _libc_at(pid: int) -> str:
+    """Where the C library is mapped in ``pid``: the same in every child of one fork, new at every exec (ASLR)."""
+    return next(line.split("-")[0] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "libc.so" in line)
+
+
+def test_spares_each_become_one_server_and_share_nothing_a_fork_would_copy(spare_hub):
+    """zygote: spare: the waiting spare becomes alice's server itself and another is started for the next start, so
+    alice's and bob's servers are each the hub's own child with a layout of its own (as after two execs), each with
+    its own environment in /proc; stopped, each is waited for like a fresh start's (no zombie left)."""
+    data_dir = spare_hub.config["hub"]["data_dir"]
+    hub_pid = spare_hub.proc.pid
+    wait_for(lambda: len(_waiting_spares(hub_pid)) == 1, 60, "no spare waiting after the hub's start")
+    first = _waiting_spares(hub_pid)[0].pid
+    alice, bob = login(spare_hub, "alice"), login(spare_hub, "bob")
+    try:
+        assert alice.post_spawn("alice", "cpu-small").status_code == 302
+        alice.wait_ready("alice")
+        assert bob.post_spawn("bob", "cpu-small").status_code == 302
+        bob.wait_ready("bob")
+        servers = {name: server_process(data_dir, name) for name in ("alice", "bob")}
+        for name, proc in servers.items():
+            assert_start_path(spare_hub, name)
+            assert proc.ppid() == hub_pid and proc.uids().real != 0
+            assert proc.username() in (name, f"jupyter-{name}")
+            assert _environ(proc.pid)["JUPYTERHUB_USER"] == name
+        assert servers["alice"].pid == first  # the spare that waited became alice's server
+        assert _libc_at(servers["alice"].pid) != _libc_at(servers["bob"].pid)
+        wait_for(lambda: len(_waiting_spares(hub_pid)) == 1, 60, "no new spare after the starts")
+        assert _waiting_spares(hub_pid)[0].pid not in {proc.pid for proc in servers.values()}
+        out, _ = run_in_kernel(bob, "bob", "import os; print(os.getcwd())")
+        assert out.strip().endswith("/bob")
+    finally:
+        stop_server(alice, "alice")
+        stop_server(bob, "bob")
+    for proc in servers.values():
+        wait_for(lambda proc=proc: not psutil.pid_exists(proc.pid), 30, f"server {proc.pid} left behind (a zombie?)")
