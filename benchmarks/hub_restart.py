@@ -158,7 +158,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", type=float, default=0.3, help="wait until other processes use fewer cores than this")
     parser.add_argument("--settle", type=float, default=30, help="at most this long (s; 0: do not wait)")
     parser.add_argument("--timeout", type=float, default=120, help="per reload, restart or spawn (s)")
-    parser.add_argument("--zygote", action="store_true", help="the local backend with its zygote")
+    parser.add_argument("--zygote", action="store_true", help="the local backend with its zygote (zygote: true)")
     parser.add_argument("--socket", action="store_true",
                         help="hold the hub's API socket across restarts, as deploy/systemd/hpclab-hub.socket does")
     parser.add_argument("--keep", action="store_true", help="keep the hub's folder (logs)")

@@ -190,7 +190,7 @@ def report(args: argparse.Namespace, hubs: dict[str, Hub], runs: dict[str, list]
         "description": "seconds from POST /hub/api/users/admin/server to servers[''].ready; "
         "bare JupyterHub SimpleLocalProcessSpawner vs hpclab-hub run (local backend, profile cpu-small)",
         "repeat": args.repeat, "warmup": args.warmup, "poll_s": args.poll, "pause_s": args.pause,
-        "zygote": "spare" if args.spare else args.zygote, "ours": NAMES["ours"], "quiet_cores": args.quiet, "settle_max_s": args.settle, "order": order, "machine": info,
+        "zygote": zygote, "ours": NAMES["ours"], "quiet_cores": args.quiet, "settle_max_s": args.settle, "order": order, "machine": info,
         "hub_startup_s": {name: round(h.started_in, 3) for name, h in hubs.items()},
         "raw": raw, "runs": runs, "warmup_runs": warmups, "summary": s, "phases_median": phases_median,
         "cpu": {name: {"foreign_cpu_s_median": round(statistics.median(v), 2), "foreign_cpu_s_max": round(max(v), 2)}
@@ -253,12 +253,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     zygote: bool | str = "spare" if args.spare else args.zygote
-    if zygote:
-        NAMES["ours"] = f"ours (hpclab-hub {PROFILE}, {'spare' if args.spare else 'zygote'})"
+    NAMES["ours"] = f"ours (hpclab-hub {PROFILE}, {'spare' if args.spare else 'zygote' if args.zygote else 'fresh'})"
     exit_on_signals()
     tmp = Path(tempfile.mkdtemp(prefix="spawn_ready-"))
     hubs = {"bare": bare_hub("bare", tmp / "bare", USER, login=args.browser), "ours": hpclab_hub("ours", tmp / "ours", "hpclab-local.yaml",
-                                                                     {"backends.local.zygote": zygote} if zygote else None)}
+                                                                     {"backends.local.zygote": zygote})}
     bodies = {"bare": {}, "ours": {"profile": PROFILE}}
     info = machine_info("jupyterhub", "jupyterlab", "jupyter_server")
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "ours": []}

@@ -89,11 +89,11 @@ class LocalBackend(Strict):
     )
     zygote: bool | Literal["spare"] = Field(
         False,
-        description="Start servers by forking a process that has imported the server once (true; about 1.4 s less per "
-        "start): the child becomes the user's server with the same cgroup, private mounts, account and environment as a "
-        "fresh start. spare: the process that imported it becomes the one server itself and the next is started at once, "
-        'so servers share nothing a fork copies (docs/admin-guide.md, "Faster starts: the zygote"). Not with '
-        "singleuser_cmd.",
+        description="Servers from a process that has imported the server already (about 1.4 s less per start). spare: "
+        "that process becomes the one server itself, with the same cgroup, private mounts, account and environment as a "
+        "fresh start, and the next is started at once, so servers share nothing; true: one process forks a child per "
+        "start (quicker in bursts; children share its memory layout); false: every server a fresh process "
+        '(docs/admin-guide.md, "Faster starts: the zygote"). Not with singleuser_cmd.',
     )
     singleuser_cmd: list[StrictStr] | None = Field(
         None,

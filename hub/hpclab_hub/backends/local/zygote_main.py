@@ -120,6 +120,7 @@ def _child(own: socket.socket, function: Any, channel: socket.socket) -> None:
     except BaseException as error:  # the hub learns only the exit: the reason goes to its log (our stderr)
         os.write(2, f"hpclab zygote: the server of {who} failed to start: {error!r}\n".encode())
     finally:
+        os.write(2, f"hpclab zygote: the server of {who} (pid {os.getpid()}) ended with code {code}\n".encode())
         os._exit(code)
 
 
@@ -157,7 +158,10 @@ def serve(program: str, fd: int, once: bool = False) -> None:
     channel = socket.socket(fileno=fd)
     function = _preload(program)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel: the hub watches their pids
-    channel.sendall(b'{"ready": true}\n')
+    try:
+        channel.sendall(b'{"ready": true}\n')
+    except BrokenPipeError:  # the hub ended (or gave up waiting) while the imports were made
+        return
     while True:
         _, fds, _, _ = socket.recv_fds(channel, 1, 1)
         if not fds:
