@@ -190,7 +190,7 @@ def report(args: argparse.Namespace, hubs: dict[str, Hub], runs: dict[str, list]
         "description": "seconds from POST /hub/api/users/admin/server to servers[''].ready; "
         "bare JupyterHub SimpleLocalProcessSpawner vs hpclab-hub run (local backend, profile cpu-small)",
         "repeat": args.repeat, "warmup": args.warmup, "poll_s": args.poll, "pause_s": args.pause,
-        "zygote": zygote, "ours": NAMES["ours"], "quiet_cores": args.quiet, "settle_max_s": args.settle, "order": order, "machine": info,
+        "zygote": "spare" if args.spare else args.zygote, "ours": NAMES["ours"], "quiet_cores": args.quiet, "settle_max_s": args.settle, "order": order, "machine": info,
         "hub_startup_s": {name: round(h.started_in, 3) for name, h in hubs.items()},
         "raw": raw, "runs": runs, "warmup_runs": warmups, "summary": s, "phases_median": phases_median,
         "cpu": {name: {"foreign_cpu_s_median": round(statistics.median(v), 2), "foreign_cpu_s_max": round(max(v), 2)}
