@@ -97,4 +97,7 @@ def show_environ(environment: Mapping[str, str]) -> bool:
     if libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.addressof(wanted), ctypes.sizeof(wanted), 0) != 0:
         return False
     _SHOWN.append(block)
-    return Path("/proc/self/environ").read_bytes() == data
+    try:
+        return Path("/proc/self/environ").read_bytes() == data
+    except OSError:  # not dumpable (a change of account without exec): not even this process may read it
+        return False

@@ -292,6 +292,10 @@ def test_run_user_drops_a_root_started_slurm_hub_to_hpclab_and_gives_it_the_data
         process = psutil.Process(hub.proc.pid)
         # the hub itself (run becomes JupyterHub in its own process), not a wrapper around it: JupyterHub's pid file
         assert (data_dir / "jupyterhub.pid").read_text().strip() == str(process.pid), process.cmdline()
+        # dumpable again after the drop, as after an exec: its /proc is hpclab's (`hpclab-hub reload` as hpclab reads
+        # the YAML's path from its environment), and the environment shown is the hub's own
+        assert Path(f"/proc/{process.pid}/environ").stat().st_uid == hpclab.pw_uid
+        assert process.environ().get("HPCLAB_CONFIG") == str(hub.config_path.resolve())
         assert tuple(process.uids()) == (hpclab.pw_uid,) * 3 and tuple(process.gids()) == (hpclab.pw_gid,) * 3
         status = Path(f"/proc/{process.pid}/status").read_text()
         groups = {int(g) for g in status.split("Groups:")[1].splitlines()[0].split()}
