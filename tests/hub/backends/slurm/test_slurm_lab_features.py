@@ -212,7 +212,7 @@ def test_the_lab_in_chromium_inside_the_servers_job(lab_slurm_hub, training_even
         page.goto(lab + "/lab?reset")
         for app, title, path, shows, marker in (
             ("vscode", "VS Code", "vscode/", lambda tab: wait_for_workbench(tab, "slurm-tiles-notes"), "code-server"),
-            ("tensorboard", "TensorBoard", "tensorboard/", wait_for_scalars, "tensorboard.main"),
+            ("tensorboard", "TensorBoard", "tensorboard/", wait_for_scalars, "hpclab.tensorboard_socket"),
             ("desktop", "Desktop", "desktop/",
              lambda tab: wait_for_desktop(tab, owner[0], artifacts / "slurm-desktop-canvas.png"), "Xtigervnc"),
         ):
