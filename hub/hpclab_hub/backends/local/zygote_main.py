@@ -88,8 +88,11 @@ def _child(own: socket.socket, function: Any, channel: socket.socket) -> None:
     try:
         if os.getsid(0) != os.getpid():  # a spare (--once) is its session's leader already
             os.setsid()
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+        # as Python's own start leaves it (and a fresh server has it): ignored, so that writing to a connection the
+        # browser closed is an error the server handles (EPIPE), not a signal that ends it without a word
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         channel.close()
         request = _read_request(own)

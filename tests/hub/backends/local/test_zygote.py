@@ -75,6 +75,7 @@ def test_two_users_servers_come_from_one_zygote_and_bobs_carries_nothing_of_alic
             assert proc.cwd().endswith(f"/{name}")
             assert proc.name() == proc.username()[:15]  # what `ps -o comm` and top show: the account
         assert set(bob_proc.gids()) != {0} and alice_proc.uids().real != bob_proc.uids().real
+        assert all(_ignores_sigpipe(proc.pid) for proc in servers.values())  # as a fresh Python: EPIPE, not death
         # the environment is the server's alone: bob's token and user, nothing of alice's, nothing of the hub's. A fork
         # does not exec: the child points /proc/<pid>/environ at its new environment (shown_environ.py), so what ps and
         # an admin see is what the server and its kernels use, not the zygote's
@@ -235,6 +236,13 @@ def _waiting_spares(hub_pid: int) -> list[psutil.Process]:
             if "--once" in child.cmdline() and child.uids().real == 0]
 
 
+def _ignores_sigpipe(pid: int) -> bool:
+    """Whether ``pid`` ignores SIGPIPE, as every Python started afresh does (else a write to a connection the peer
+    closed ends the process without a word)."""
+    ignored = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn:"))
+    return bool(int(ignored.split()[1], 16) & (1 << (signal.SIGPIPE - 1)))
+
+
 def _libc_at(pid: int) -> str:
     """Where the C library is mapped in ``pid``: the same in every child of one fork, new at every exec (ASLR)."""
     return next(line.split("-")[0] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "libc.so" in line)
@@ -261,6 +269,7 @@ def test_spares_each_become_one_server_and_share_nothing_a_fork_would_copy(spare
             assert proc.username() in (name, f"jupyter-{name}")
             assert _environ(proc.pid)["JUPYTERHUB_USER"] == name
         assert servers["alice"].pid == first  # the spare that waited became alice's server
+        assert all(_ignores_sigpipe(proc.pid) for proc in servers.values())  # as a fresh Python: EPIPE, not death
         assert _libc_at(servers["alice"].pid) != _libc_at(servers["bob"].pid)
         wait_for(lambda: len(_waiting_spares(hub_pid)) == 1, 60, "no new spare after the starts")
         assert _waiting_spares(hub_pid)[0].pid not in {proc.pid for proc in servers.values()}
