@@ -8,7 +8,6 @@ the process drops its supplementary groups, gid and uid for good, before Jupyter
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 from collections.abc import Iterator
@@ -17,8 +16,7 @@ from pathlib import Path
 
 from hpclab_hub.backends.without_root import without_root_refusals
 from hpclab_hub.config import Deployment
-
-PR_SET_DUMPABLE = 4
+from hpclab_hub.ops.shown_environ import dumpable_again
 
 
 def run_as_refusals(deployment: Deployment, name: str, port: int, config: str) -> list[str]:
@@ -73,10 +71,7 @@ def drop_to(name: str, data_dir: Path, env: dict[str, str]) -> None:
     os.setresuid(account.pw_uid, account.pw_uid, account.pw_uid)
     if os.getresuid() != (account.pw_uid,) * 3 or os.getresgid() != (account.pw_gid,) * 3 or 0 in os.getgroups():
         raise SystemExit(f"hpclab-hub: could not drop to {name}; not starting")
-    # a change of account leaves the process undumpable: its /proc files root's alone. The hub then runs in this
-    # process (no exec, which would make it dumpable again): its own account must read them, as `hpclab-hub reload`
-    # run as that account does (the hub's environment names its YAML)
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    dumpable_again()  # the hub runs on in this process (no exec): `hpclab-hub reload` as its account reads its /proc
     env.update(HOME=account.pw_dir, USER=name, LOGNAME=name)
     os.environ.update(HOME=account.pw_dir, USER=name, LOGNAME=name)
 

@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+PR_SET_DUMPABLE = 4
 PR_SET_MM = 35
 PR_SET_MM_MAP = 14
 
@@ -54,6 +55,13 @@ class MemoryMap(ctypes.Structure):
 def environ_block(environment: Mapping[str, str]) -> bytes:
     """``NAME=value\\0`` for each variable, as the kernel lays out an environment at ``exec``."""
     return b"".join(os.fsencode(f"{name}={value}") + b"\0" for name, value in environment.items())
+
+
+def dumpable_again() -> None:
+    """What an ``exec`` would do after a change of account: the process dumpable again, so that its /proc files are
+    its account's (its own kernels, ``hpclab-hub reload`` as the hub's account, and :func:`show_environ`'s check read
+    them), not root's alone. Both callers changed account in this process and hold nothing of anyone else's."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
 def _single_threaded() -> bool:

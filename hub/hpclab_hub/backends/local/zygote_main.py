@@ -33,9 +33,9 @@ from hpclab_hub.backends.local.preexec import server_preexec
 from hpclab_hub.backends.local.server_namespace import PrivateMounts
 from hpclab_hub.backends.local.unix_accounts import UnixAccount
 from hpclab_hub.deferred_imports import defer_rfc3987_syntax, find_console_script
-from hpclab_hub.ops.shown_environ import show_environ
+from hpclab_hub.ops.shown_environ import dumpable_again, show_environ
 
-PR_SET_DUMPABLE, PR_SET_NAME = 4, 15
+PR_SET_NAME = 15
 
 
 def _prctl(option: int, value: int | bytes) -> None:
@@ -109,7 +109,7 @@ def _child(own: socket.socket, function: Any, channel: socket.socket) -> None:
         server_preexec(account, cgroup, tuple(request["cpu_ids"]), request["memory"], request["nice"], mounts)()
         # a change of account without exec leaves the process undumpable: its own kernels could not see it in /proc
         # (hidepid) nor could psutil in it; nothing of anyone else is in its memory (the zygote never read a request)
-        _prctl(PR_SET_DUMPABLE, 1)
+        dumpable_again()
         os.environ.clear()
         os.environ.update(request["env"])
         if not show_environ(request["env"]):  # else /proc/<pid>/environ would go on showing the zygote's

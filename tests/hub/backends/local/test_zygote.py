@@ -54,15 +54,19 @@ def test_the_zygote_starts_with_the_hub_not_at_the_first_start(zygote_hub):
     assert zygotes, "no zygote runs beside the hub before any start"
 
 
+def _start_one_after_the_other(hub, alice, bob) -> dict[str, psutil.Process]:
+    """alice's cpu-small server, then bob's, each ready before the next start; their processes by name."""
+    for client, name in ((alice, "alice"), (bob, "bob")):
+        assert client.post_spawn(name, "cpu-small").status_code == 302
+        client.wait_ready(name)
+    return {name: server_process(hub.config["hub"]["data_dir"], name) for name in ("alice", "bob")}
+
+
 def test_two_users_servers_come_from_one_zygote_and_bobs_carries_nothing_of_alices(zygote_hub):
     alice, bob = login(zygote_hub, "alice"), login(zygote_hub, "bob")
     data_dir = zygote_hub.config["hub"]["data_dir"]
     try:
-        assert alice.post_spawn("alice", "cpu-small").status_code == 302
-        alice.wait_ready("alice")
-        assert bob.post_spawn("bob", "cpu-small").status_code == 302
-        bob.wait_ready("bob")
-        servers = {name: server_process(data_dir, name) for name in ("alice", "bob")}
+        servers = _start_one_after_the_other(zygote_hub, alice, bob)
         zygotes = {psutil.Process(proc.ppid()) for proc in servers.values()}
         assert len(zygotes) == 1, "both servers forked by one zygote"
         zygote = zygotes.pop()
@@ -252,17 +256,12 @@ def test_spares_each_become_one_server_and_share_nothing_a_fork_would_copy(spare
     """zygote: spare: the waiting spare becomes alice's server itself and another is started for the next start, so
     alice's and bob's servers are each the hub's own child with a layout of its own (as after two execs), each with
     its own environment in /proc; stopped, each is waited for like a fresh start's (no zombie left)."""
-    data_dir = spare_hub.config["hub"]["data_dir"]
     hub_pid = spare_hub.proc.pid
     wait_for(lambda: len(_waiting_spares(hub_pid)) == 1, 60, "no spare waiting after the hub's start")
     first = _waiting_spares(hub_pid)[0].pid
     alice, bob = login(spare_hub, "alice"), login(spare_hub, "bob")
     try:
-        assert alice.post_spawn("alice", "cpu-small").status_code == 302
-        alice.wait_ready("alice")
-        assert bob.post_spawn("bob", "cpu-small").status_code == 302
-        bob.wait_ready("bob")
-        servers = {name: server_process(data_dir, name) for name in ("alice", "bob")}
+        servers = _start_one_after_the_other(spare_hub, alice, bob)
         for name, proc in servers.items():
             assert_start_path(spare_hub, name)
             assert proc.ppid() == hub_pid and proc.uids().real != 0
